@@ -1,0 +1,1 @@
+"""Small shared pieces: the one error hierarchy, logging setup, net helpers."""

@@ -1,0 +1,52 @@
+"""The one exception hierarchy of tortie.
+
+Foreign errors (etcd, sqlite, netlink, nft, subprocess) are translated into these at the seam where
+they arise and never further in. Every class carries a human message; user-facing ones say what was
+wrong, where, and what to do.
+
+CLI exit codes follow the class: `UserError` subclasses -> 1, `DatastoreUnavailable` -> 2.
+"""
+
+from __future__ import annotations
+
+
+class TortieError(Exception):
+    """Base of every error tortie raises on purpose."""
+
+    exit_code = 1
+
+
+class UserError(TortieError):
+    """The caller asked for something invalid (bad input, missing resource, stale version)."""
+
+
+class DatastoreError(TortieError):
+    """A datastore operation failed."""
+
+
+class NotFound(DatastoreError, UserError):
+    """The key or resource does not exist."""
+
+
+class AlreadyExists(DatastoreError, UserError):
+    """A create found the key already present."""
+
+
+class Conflict(DatastoreError, UserError):
+    """A compare-and-swap failed: the stored revision is not the one the caller expected."""
+
+
+class DatastoreUnavailable(DatastoreError):
+    """The datastore could not be reached (after the backend's own retries/failover)."""
+
+    exit_code = 2
+
+
+class LeaseExpired(DatastoreError):
+    """The lease named in an operation no longer exists."""
+
+
+class DataplaneError(TortieError):
+    """Programming the kernel (netlink, nftables, sysctl) failed."""
+
+

@@ -1,0 +1,1 @@
+"""The dataplane half of the agent: messages from calc -> managers -> drivers -> kernel."""

@@ -1,0 +1,94 @@
+"""The table of resource kinds: wire kind name, plural, scope, calicoctl aliases, datastore key prefix.
+
+This is the single place that knows how a kind is spelled on the command line and where its objects
+live in the datastore (Calico's etcd v3 layout, reference §1.16):
+
+    /calico/resources/v3/projectcalico.org/<plural>/<name>               cluster-scoped
+    /calico/resources/v3/projectcalico.org/<plural>/<namespace>/<name>   namespaced
+    /calico/ipam/v2/...                                                  IPAM objects (see tortie.ipam)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+API_VERSION = "projectcalico.org/v3"
+RESOURCE_ROOT = "/calico/resources/v3/projectcalico.org/"
+
+
+@dataclass(frozen=True)
+class KindInfo:
+    kind: str
+    plural: str
+    namespaced: bool
+    aliases: tuple[str, ...]
+    root: str = ""  # key prefix override (IPAM objects live under /calico/ipam/v2/)
+
+    @property
+    def prefix(self) -> str:
+        """Key prefix under which every object of this kind is stored (ends with '/')."""
+        return self.root or f"{RESOURCE_ROOT}{self.plural}/"
+
+    def key(self, name: str, namespace: str | None = None) -> str:
+        """Datastore key of one object. Namespaced kinds need a namespace."""
+        if self.namespaced:
+            if not namespace:
+                raise ValueError(f"{self.kind} is namespaced: a namespace is required")
+            return f"{self.prefix}{namespace}/{name}"
+        return f"{self.prefix}{name}"
+
+    def list_prefix(self, namespace: str | None = None) -> str:
+        """Prefix for listing: all objects, or those of one namespace for namespaced kinds."""
+        if self.namespaced and namespace:
+            return f"{self.prefix}{namespace}/"
+        return self.prefix
+
+
+KINDS: tuple[KindInfo, ...] = (
+    KindInfo("IPPool", "ippools", False, ("ippool", "ippools", "ipp", "ipps", "pool", "pools")),
+    KindInfo("IPReservation", "ipreservations", False, ("ipreservation", "ipreservations", "reservation", "reservations")),
+    KindInfo("BGPConfiguration", "bgpconfigurations", False,
+             ("bgpconfiguration", "bgpconfigurations", "bgpconfig", "bgpconfigs")),
+    KindInfo("BGPPeer", "bgppeers", False, ("bgppeer", "bgppeers", "bgpp", "bgpps", "bp", "bps")),
+    KindInfo("Node", "nodes", False, ("node", "nodes", "no", "nos")),
+    KindInfo("FelixConfiguration", "felixconfigurations", False,
+             ("felixconfiguration", "felixconfigurations", "felixconfig", "felixconfigs")),
+    KindInfo("Tier", "tiers", False, ("tier", "tiers")),
+    KindInfo("NetworkPolicy", "networkpolicies", True,
+             ("networkpolicy", "networkpolicies", "policy", "policies", "np", "nps", "pol", "pols")),
+    KindInfo("GlobalNetworkPolicy", "globalnetworkpolicies", False,
+             ("globalnetworkpolicy", "globalnetworkpolicies", "gnp", "gnps")),
+    KindInfo("Profile", "profiles", False, ("profile", "profiles", "pro", "pros")),
+    KindInfo("NetworkSet", "networksets", True, ("networkset", "networksets", "netset", "netsets")),
+    KindInfo("GlobalNetworkSet", "globalnetworksets", False,
+             ("globalnetworkset", "globalnetworksets", "gnetset", "gnetsets")),
+    KindInfo("WorkloadEndpoint", "workloadendpoints", True,
+             ("workloadendpoint", "workloadendpoints", "wep", "weps")),
+    KindInfo("HostEndpoint", "hostendpoints", False, ("hostendpoint", "hostendpoints", "hep", "heps")),
+    # IPAM objects keep Calico's /calico/ipam/v2 layout; their names are encoded by tortie.ipam
+    # (block "10.0.0.0-26", affinity "<host>/ipv4/block/10.0.0.0-26", handle id) so that the generic
+    # key() still yields Calico's keys.
+    KindInfo("IPAMConfiguration", "ipamconfigurations", False,
+             ("ipamconfiguration", "ipamconfigurations", "ipamconfig", "ipamconfigs"), "/calico/ipam/v2/config/"),
+    KindInfo("IPAMBlock", "ipamblocks", False, ("ipamblock", "ipamblocks", "block", "blocks"),
+             "/calico/ipam/v2/assignment/"),
+    KindInfo("BlockAffinity", "blockaffinities", False,
+             ("blockaffinity", "blockaffinities", "affinity", "affinities"), "/calico/ipam/v2/host/"),
+    KindInfo("IPAMHandle", "ipamhandles", False, ("ipamhandle", "ipamhandles", "handle", "handles"),
+             "/calico/ipam/v2/handle/"),
+)
+
+_BY_KIND = {k.kind: k for k in KINDS}
+_BY_ALIAS = {alias: k for k in KINDS for alias in (*k.aliases, k.kind.lower())}
+
+
+def kind_info(kind: str) -> KindInfo:
+    """Look up a kind by its wire name (`IPPool`) or any calicoctl alias, case-insensitively.
+
+    Raises KeyError with a message listing the known kinds.
+    """
+    info = _BY_KIND.get(kind) or _BY_ALIAS.get(kind.lower())
+    if info is None:
+        known = ", ".join(k.kind for k in KINDS)
+        raise KeyError(f"unknown resource kind {kind!r}; known kinds: {known}")
+    return info

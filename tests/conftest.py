@@ -1,0 +1,22 @@
+"""Suite-wide test plumbing: markers that skip with a reason when a prerequisite is missing.
+
+* ``@pytest.mark.root``: needs root (network namespaces, nftables, kernel state). CI runs as root.
+* ``@pytest.mark.etcd``: needs the etcd binary (Debian etcd-server, installed by scripts/setup.sh).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    is_root = os.geteuid() == 0
+    has_etcd = shutil.which("etcd") is not None
+    for item in items:
+        if "root" in item.keywords and not is_root:
+            item.add_marker(pytest.mark.skip(reason="needs root for network namespaces/kernel state; CI runs as root"))
+        if "etcd" in item.keywords and not has_etcd:
+            item.add_marker(pytest.mark.skip(reason="needs the etcd binary (apt-get install etcd-server)"))
