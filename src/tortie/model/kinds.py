@@ -46,7 +46,8 @@ class KindInfo:
 
 KINDS: tuple[KindInfo, ...] = (
     KindInfo("IPPool", "ippools", False, ("ippool", "ippools", "ipp", "ipps", "pool", "pools")),
-    KindInfo("IPReservation", "ipreservations", False, ("ipreservation", "ipreservations", "reservation", "reservations")),
+    KindInfo("IPReservation", "ipreservations", False,
+             ("ipreservation", "ipreservations", "reservation", "reservations")),
     KindInfo("BGPConfiguration", "bgpconfigurations", False,
              ("bgpconfiguration", "bgpconfigurations", "bgpconfig", "bgpconfigs")),
     KindInfo("BGPPeer", "bgppeers", False, ("bgppeer", "bgppeers", "bgpp", "bgpps", "bp", "bps")),
@@ -69,7 +70,8 @@ KINDS: tuple[KindInfo, ...] = (
     # (block "10.0.0.0-26", affinity "<host>/ipv4/block/10.0.0.0-26", handle id) so that the generic
     # key() still yields Calico's keys.
     KindInfo("IPAMConfiguration", "ipamconfigurations", False,
-             ("ipamconfiguration", "ipamconfigurations", "ipamconfig", "ipamconfigs"), "/calico/ipam/v2/config/"),
+             ("ipamconfiguration", "ipamconfigurations", "ipamconfig", "ipamconfigs"),
+             "/calico/ipam/v2/config/"),
     KindInfo("IPAMBlock", "ipamblocks", False, ("ipamblock", "ipamblocks", "block", "blocks"),
              "/calico/ipam/v2/assignment/"),
     KindInfo("BlockAffinity", "blockaffinities", False,

@@ -1,0 +1,287 @@
+"""`Resource`: one validated projectcalico.org/v3 object, and the per-kind table that decodes it.
+
+Input: a wire-form mapping (`apiVersion`, `kind`, `metadata`, `spec`, optional `status`).
+Output: a frozen `Resource` whose `spec` is the kind's typed record (IPPoolSpec, ...), or a
+`ValidationError` listing every problem of the object. `Resource.to_wire()` is the inverse: a
+JSON-safe dict in canonical form (keys apiVersion, kind, metadata, spec, status; only fields that
+were given), such that `parse_resource(r.to_wire()) == r`.
+
+The kind table (`MODELS`) holds, per kind, the spec codec and the resource-level checks that need
+the metadata (name rules, reserved tiers, policy tier prefixes). Scope rules: namespaced kinds need
+`metadata.namespace` (or the caller's `default_namespace`), cluster-scoped kinds must not have one.
+"""
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from tortie.model import kinds
+from tortie.model.fields import check_dns_label
+from tortie.model.metadata import METADATA, Metadata, check_name
+from tortie.model.problems import Issues, Problem, ValidationError, describe_value
+from tortie.model.schema import JSONValue, Struct
+from tortie.model.specs_bgp import (
+    BGP_CONFIGURATION_SPEC,
+    BGP_PEER_SPEC,
+    NODE_SPEC,
+    BGPConfigurationSpec,
+    BGPPeerSpec,
+    NodeSpec,
+)
+from tortie.model.specs_endpoint import (
+    HOST_ENDPOINT_SPEC,
+    WORKLOAD_ENDPOINT_SPEC,
+    HostEndpointSpec,
+    WorkloadEndpointSpec,
+)
+from tortie.model.specs_felix import FELIX_CONFIGURATION_SPEC, FelixConfigurationSpec
+from tortie.model.specs_ipam import (
+    BLOCK_AFFINITY_SPEC,
+    IPAM_BLOCK_SPEC,
+    IPAM_CONFIGURATION_SPEC,
+    IPAM_HANDLE_SPEC,
+    IPPOOL_SPEC,
+    IPRESERVATION_SPEC,
+    BlockAffinitySpec,
+    IPAMBlockSpec,
+    IPAMConfigurationSpec,
+    IPAMHandleSpec,
+    IPPoolSpec,
+    IPReservationSpec,
+)
+from tortie.model.specs_policy import (
+    GLOBAL_NETWORK_POLICY_SPEC,
+    GLOBAL_NETWORK_SET_SPEC,
+    NETWORK_POLICY_SPEC,
+    NETWORK_SET_SPEC,
+    PROFILE_SPEC,
+    TIER_SPEC,
+    GlobalNetworkPolicySpec,
+    GlobalNetworkSetSpec,
+    NetworkPolicySpec,
+    NetworkSetSpec,
+    ProfileSpec,
+    TierSpec,
+    check_network_set_resource,
+    check_policy_resource,
+    check_tier_resource,
+)
+
+API_VERSION = kinds.API_VERSION
+
+Spec = (
+    IPPoolSpec | IPReservationSpec | BGPConfigurationSpec | BGPPeerSpec | NodeSpec | FelixConfigurationSpec
+    | TierSpec | NetworkPolicySpec | GlobalNetworkPolicySpec | ProfileSpec | NetworkSetSpec
+    | GlobalNetworkSetSpec | WorkloadEndpointSpec | HostEndpointSpec | IPAMConfigurationSpec
+    | IPAMBlockSpec | BlockAffinitySpec | IPAMHandleSpec
+)
+S = TypeVar("S")
+ResourceCheck = Callable[[Metadata, Any, Issues], None]
+
+
+@dataclass(frozen=True)
+class KindModel:
+    """How one kind's spec is decoded and which metadata-dependent checks apply."""
+
+    kind: str
+    spec: Struct[Any]
+    checks: tuple[ResourceCheck, ...] = ()
+
+
+MODELS: dict[str, KindModel] = {m.kind: m for m in (
+    KindModel("IPPool", IPPOOL_SPEC),
+    KindModel("IPReservation", IPRESERVATION_SPEC),
+    KindModel("BGPConfiguration", BGP_CONFIGURATION_SPEC),
+    KindModel("BGPPeer", BGP_PEER_SPEC),
+    KindModel("Node", NODE_SPEC),
+    KindModel("FelixConfiguration", FELIX_CONFIGURATION_SPEC),
+    KindModel("Tier", TIER_SPEC, (check_tier_resource,)),
+    KindModel("NetworkPolicy", NETWORK_POLICY_SPEC, (check_policy_resource,)),
+    KindModel("GlobalNetworkPolicy", GLOBAL_NETWORK_POLICY_SPEC, (check_policy_resource,)),
+    KindModel("Profile", PROFILE_SPEC),
+    KindModel("NetworkSet", NETWORK_SET_SPEC, (check_network_set_resource,)),
+    KindModel("GlobalNetworkSet", GLOBAL_NETWORK_SET_SPEC, (check_network_set_resource,)),
+    KindModel("WorkloadEndpoint", WORKLOAD_ENDPOINT_SPEC),
+    KindModel("HostEndpoint", HOST_ENDPOINT_SPEC),
+    KindModel("IPAMConfiguration", IPAM_CONFIGURATION_SPEC),
+    KindModel("IPAMBlock", IPAM_BLOCK_SPEC),
+    KindModel("BlockAffinity", BLOCK_AFFINITY_SPEC),
+    KindModel("IPAMHandle", IPAM_HANDLE_SPEC),
+)}
+_TOP_LEVEL = ("apiVersion", "kind", "metadata", "spec", "status")
+_STATUS = JSONValue()
+
+
+@dataclass(frozen=True)
+class Resource:
+    """A validated v3 resource. `spec` is the kind's typed record; `status` is free-form data
+    maintained by the system (read-only by convention; excluded from the hash)."""
+
+    api_version: str
+    kind: str
+    metadata: Metadata
+    spec: Spec
+    status: Mapping[str, Any] | None = field(default=None, hash=False)
+
+    @classmethod
+    def of(cls, kind: str, name: str, spec: Spec, *, namespace: str | None = None,
+           labels: Mapping[str, str] | None = None,
+           annotations: Mapping[str, str] | None = None) -> "Resource":
+        """Build a resource in code (not validated: call `validate_resource` if the values are not
+        known to be valid)."""
+        meta = Metadata(name=name, namespace=namespace, labels=labels or {}, annotations=annotations or {})
+        return cls(API_VERSION, kind, meta, spec)
+
+    @classmethod
+    def from_wire(cls, obj: Mapping[str, Any], *, source: str = "<input>", document: int = 0) -> "Resource":
+        return parse_resource(obj, source=source, document=document)
+
+    @property
+    def key(self) -> str:
+        """The datastore key (Calico's etcd v3 layout) of this resource."""
+        return kinds.kind_info(self.kind).key(self.metadata.name, self.metadata.namespace)
+
+    def to_wire(self) -> dict[str, Any]:
+        """Canonical, JSON-safe wire form."""
+        out: dict[str, Any] = {
+            "apiVersion": self.api_version,
+            "kind": self.kind,
+            "metadata": METADATA.encode(self.metadata),
+            "spec": MODELS[self.kind].spec.encode(self.spec),
+        }
+        if self.status is not None:
+            out["status"] = _STATUS.encode(self.status)
+        return out
+
+    def replace_metadata(self, **changes: Any) -> "Resource":
+        """A copy with metadata fields replaced, e.g. `r.replace_metadata(resource_version=None)`."""
+        return dataclasses.replace(self, metadata=dataclasses.replace(self.metadata, **changes))
+
+    def replace_spec(self, spec: Spec) -> "Resource":
+        return dataclasses.replace(self, spec=spec)
+
+    def spec_as(self, cls: type[S]) -> S:
+        """The spec, typed as `cls` (raises TypeError if this resource's spec is another kind)."""
+        if not isinstance(self.spec, cls):
+            have = type(self.spec).__name__
+            raise TypeError(f"{self.kind} {self.metadata.name} has a {have}, not a {cls.__name__}")
+        return self.spec
+
+
+def _check_kind(raw: object, issues: Issues) -> KindModel | None:
+    if raw is None:
+        issues.add("kind", "is required (e.g. kind: IPPool)")
+        return None
+    if not isinstance(raw, str):
+        issues.add("kind", f"expected a string, got {describe_value(raw)}")
+        return None
+    model = MODELS.get(raw)
+    if model is not None:
+        return model
+    try:
+        canonical = kinds.kind_info(raw).kind
+    except KeyError:
+        known = ", ".join(MODELS)
+        issues.add("kind", f"unknown kind {raw!r}; known kinds: {known}")
+        return None
+    issues.add("kind", f"{raw!r} is not a kind name: use {canonical!r}")
+    return None
+
+
+def _check_api_version(raw: object, issues: Issues) -> None:
+    if raw is None:
+        issues.add("apiVersion", f"is required (apiVersion: {API_VERSION})")
+    elif raw != API_VERSION:
+        issues.add("apiVersion", f"{raw!r} is not supported: use {API_VERSION}")
+
+
+def _check_scope(model: KindModel | None, raw_meta: object, default_namespace: str | None,
+                 issues: Issues) -> None:
+    """Kind-specific name rules and namespace presence, from the raw metadata (so they are reported
+    even when another metadata field is invalid). Types and formats are the codec's job."""
+    if not isinstance(raw_meta, Mapping):
+        return
+    name, namespace = raw_meta.get("name"), raw_meta.get("namespace")
+    if isinstance(name, str) and name:
+        try:
+            check_name(model.kind if model else "", name)
+        except ValueError as exc:
+            issues.add("metadata.name", str(exc))
+    if model is None:
+        return
+    namespaced = kinds.kind_info(model.kind).namespaced
+    if namespaced and namespace is None and not default_namespace:
+        issues.add("metadata.namespace", f"is required: {model.kind} is a namespaced kind")
+    elif not namespaced and namespace is not None:
+        issues.add("metadata.namespace", f"is not allowed: {model.kind} is cluster-scoped")
+
+
+def decode_resource(obj: object, issues: Issues, *, default_namespace: str | None = None) -> Resource | None:
+    """Decode one wire object, adding every problem to `issues`; None if there was any."""
+    if not isinstance(obj, Mapping):
+        issues.add("", f"expected a resource (a mapping with apiVersion, kind, metadata and spec), "
+                   f"got {describe_value(obj)}")
+        return None
+    start = len(issues)
+    for key in obj:
+        if key not in _TOP_LEVEL:
+            issues.add(str(key), f"unknown field {str(key)!r}: a resource has only {', '.join(_TOP_LEVEL)}")
+    _check_api_version(obj.get("apiVersion"), issues)
+    model = _check_kind(obj.get("kind"), issues)
+    meta = METADATA.decode(obj.get("metadata"), "metadata", issues)
+    _check_scope(model, obj.get("metadata"), default_namespace, issues)
+    if isinstance(meta, Metadata) and meta.namespace is None and default_namespace and model \
+            and kinds.kind_info(model.kind).namespaced:
+        try:
+            meta = dataclasses.replace(meta, namespace=check_dns_label(default_namespace))
+        except ValueError as exc:
+            issues.add("metadata.namespace", f"default namespace: {exc}")
+    spec = model.spec.decode(obj.get("spec"), "spec", issues) if model else None
+    status = obj.get("status")
+    if status is not None and not isinstance(status, Mapping):
+        issues.add("status", f"expected a mapping, got {describe_value(status)}")
+    elif status is not None:
+        status = _STATUS.decode(status, "status", issues)
+    if model is None or not isinstance(meta, Metadata) or not isinstance(spec, model.spec.cls):
+        return None
+    for check in model.checks:
+        check(meta, spec, issues)
+    if len(issues) > start:
+        return None
+    return Resource(API_VERSION, model.kind, meta, spec, status)
+
+
+def identify(obj: object) -> tuple[str, str]:
+    """(kind, name) of a raw object as far as they can be read, for problem reports."""
+    if not isinstance(obj, Mapping):
+        return "", ""
+    kind = obj.get("kind")
+    meta = obj.get("metadata")
+    name = meta.get("name") if isinstance(meta, Mapping) else None
+    return (kind if isinstance(kind, str) else ""), (name if isinstance(name, str) else "")
+
+
+def problems_of(obj: object, *, source: str = "<input>", document: int = 0, prefix: str = "",
+                default_namespace: str | None = None) -> tuple[Resource | None, list[Problem]]:
+    issues = Issues()
+    resource = decode_resource(obj, issues, default_namespace=default_namespace)
+    kind, name = identify(obj)
+    return resource, issues.problems(source=source, document=document, kind=kind, name=name, prefix=prefix)
+
+
+def parse_resource(obj: Mapping[str, Any], *, source: str = "<input>", document: int = 0,
+                   default_namespace: str | None = None) -> Resource:
+    """Validate one wire-form object; raises ValidationError with all of its problems."""
+    resource, problems = problems_of(obj, source=source, document=document,
+                                     default_namespace=default_namespace)
+    if problems or resource is None:
+        raise ValidationError(problems)
+    return resource
+
+
+def validate_resource(obj: Mapping[str, Any] | Resource, *, source: str = "<input>",
+                      document: int = 0) -> list[Problem]:
+    """Every problem of one object (a wire mapping, or a Resource built in code); [] when valid."""
+    wire = obj.to_wire() if isinstance(obj, Resource) else obj
+    return problems_of(wire, source=source, document=document)[1]
