@@ -12,7 +12,9 @@ The store is a flat, ordered key space of JSON objects (`dict[str, Any]`), like 
 * Compare-and-swap: `update(..., expected_revision=R)` and `delete(..., expected_revision=R)` succeed
   only if the key's current `mod_revision` is R, else raise `Conflict`.
 * Leases: `grant_lease(ttl)` returns an id; keys written with that lease are deleted (with DELETE
-  events) when it expires or is revoked; `refresh_lease` extends it.
+  events) when it expires or is revoked; `refresh_lease` extends it. As in etcd, a write's `lease`
+  replaces the key's lease (None detaches it). Using, refreshing or revoking a lease that no longer
+  exists raises `LeaseExpired`.
 
 Transactions: `commit(ops)` applies several create/update/put/delete operations atomically (all or
 nothing) at ONE new revision shared by all of them; their watch events carry that revision and come
@@ -28,9 +30,10 @@ All methods are thread-safe; watches may be consumed from another thread.
 
 from __future__ import annotations
 
+import builtins
 import enum
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 JSONObject = dict[str, Any]
@@ -83,7 +86,9 @@ class TxnOp:
 
 class Watch(Protocol):
     """A stream of events. `get` returns the next event or None on timeout; after RESYNC or close
-    it returns None forever. Iterating blocks until the watch is closed or ends."""
+    it returns None forever. Iterating blocks until the watch is closed or ends. If the backend
+    loses the store beyond its own retries, `get` (and iteration) raises `DatastoreUnavailable`
+    once, after the events already received; the watch is then over (list again)."""
 
     def get(self, timeout: float | None = None) -> WatchEvent | None: ...
 
@@ -110,7 +115,7 @@ class Datastore(Protocol):
 
     def delete(self, key: str, expected_revision: int | None = None) -> KV: ...
 
-    def commit(self, ops: Sequence[TxnOp]) -> list[KV]:
+    def commit(self, ops: Sequence[TxnOp]) -> builtins.list[KV]:  # `list` is a method name here
         """Apply ops atomically; returns one KV per op (for delete: the deleted KV)."""
         ...
 

@@ -1,0 +1,368 @@
+"""A real etcd cluster on loopback, for tests and benchmarks.
+
+`EtcdCluster(members=3)` is a context manager that starts `members` etcd processes (Debian etcd-server
+3.4) on free 127.0.0.1 ports, each with its own `--data-dir` under a private temp dir, and waits until
+every member reports healthy. It exposes:
+
+* `url` — `etcd://127.0.0.1:p1,127.0.0.1:p2,...` (or `etcds://...?cacert=..&cert=..&key=..` with TLS),
+  ready for `tortie.datastore.url.open_datastore`;
+* `client_endpoints` — `["http://127.0.0.1:p1", ...]`;
+* `kill(i)` (SIGKILL member i), `restart(i)` (start it again on the same ports and data dir),
+  `stop()` (followers first, then the leader: SIGTERM, then SIGKILL after a short grace period),
+  `leader_index()` and `wait_healthy()`.
+
+Invariants: processes are tracked by pid and always stopped on exit (also when the test failed, and
+at interpreter exit as a last resort); the temp dir is removed on exit unless the caller passed
+`data_dir`, in which case only the member dirs we created there are removed. Ports are found by
+binding port 0 (a small race with other programs is possible; startup retries once on new ports).
+
+With `tls=True` it generates a throwaway CA, a server certificate for 127.0.0.1 and a client
+certificate with `openssl`, and starts etcd with `--client-cert-auth` (HTTPS + client certificates).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+log = logging.getLogger(__name__)
+
+_ETCD_BIN = "etcd"
+_STOP_GRACE_S = 2.0
+_HEALTH_TIMEOUT_S = 30.0
+_LIVE_PIDS: set[int] = set()
+
+
+def _kill_leftovers() -> None:
+    """Last-resort cleanup at interpreter exit for members a caller forgot to stop."""
+    for pid in list(_LIVE_PIDS):
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+
+
+atexit.register(_kill_leftovers)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (bind to port 0 and ask the kernel)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files for a TLS-enabled cluster: the CA, the server pair and a client pair."""
+
+    ca_cert: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+
+
+def make_tls_files(directory: Path) -> TlsFiles:
+    """Generate a CA, a server certificate valid for 127.0.0.1/localhost and a client certificate."""
+    directory.mkdir(parents=True, exist_ok=True)
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=tortie-test-ca",
+        "-keyout", "ca.key", "-out", "ca.pem")
+    ext = directory / "server.ext"
+    ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n")
+    cext = directory / "client.ext"
+    cext.write_text("extendedKeyUsage=clientAuth\n")
+    for name, extfile in (("server", ext), ("client", cext)):
+        run("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN=tortie-test-{name}",
+            "-keyout", f"{name}.key", "-out", f"{name}.csr")
+        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+            "-days", "2", "-extfile", str(extfile), "-out", f"{name}.pem")
+    for p in directory.glob("*.key"):
+        p.chmod(0o600)
+    return TlsFiles(
+        ca_cert=directory / "ca.pem",
+        server_cert=directory / "server.pem",
+        server_key=directory / "server.key",
+        client_cert=directory / "client.pem",
+        client_key=directory / "client.key",
+    )
+
+
+@dataclass
+class _Member:
+    name: str
+    client_port: int
+    peer_port: int
+    data_dir: Path
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+
+class EtcdCluster:
+    """Real etcd members on loopback; see the module docstring."""
+
+    def __init__(self, members: int = 1, data_dir: Path | None = None, *, tls: bool = False) -> None:
+        if members < 1:
+            raise ValueError("an etcd cluster needs at least one member")
+        self._n = members
+        self._own_tmp = data_dir is None
+        self._base = Path(tempfile.mkdtemp(prefix="tortie-etcd-")) if data_dir is None else data_dir
+        self._base.mkdir(parents=True, exist_ok=True)
+        self._token = f"tortie-{os.getpid()}-{time.monotonic_ns()}"
+        try:
+            self.tls: TlsFiles | None = make_tls_files(self._base / "tls") if tls else None
+        except (OSError, subprocess.CalledProcessError):
+            self._remove_files()
+            raise
+        self._members: list[_Member] = []
+        self._started = False
+
+    # ----- lifecycle -----
+
+    def __enter__(self) -> EtcdCluster:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def start(self) -> None:
+        """Start every member and wait until all are healthy (retries once on fresh ports)."""
+        for attempt in range(2):
+            self._members = [
+                _Member(
+                    name=f"m{i}",
+                    client_port=free_port(),
+                    peer_port=free_port(),
+                    data_dir=self._base / f"m{i}.etcd",
+                    log_path=self._base / f"m{i}.log",
+                )
+                for i in range(self._n)
+            ]
+            for i in range(self._n):
+                self._spawn(i)
+            try:
+                self.wait_healthy()
+                self._started = True
+                return
+            except TimeoutError:
+                if attempt == 1:
+                    raise
+                log.warning("etcd cluster did not become healthy; retrying on new ports")
+                self._kill_all()
+                for m in self._members:
+                    shutil.rmtree(m.data_dir, ignore_errors=True)
+
+    def close(self) -> None:
+        """Stop every member and remove what we created on disk."""
+        try:
+            self.stop()
+        finally:
+            self._remove_files()
+
+    def _remove_files(self) -> None:
+        if self._own_tmp:
+            shutil.rmtree(self._base, ignore_errors=True)
+            return
+        shutil.rmtree(self._base / "tls", ignore_errors=True)
+        for m in getattr(self, "_members", []):
+            shutil.rmtree(m.data_dir, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                m.log_path.unlink()
+
+    def stop(self) -> None:
+        """Stop all members: followers first, then the leader; SIGTERM, SIGKILL after a grace period."""
+        leader = self.leader_index() if self._alive_indices() else None
+        order = [i for i in self._alive_indices() if i != leader]
+        if leader is not None and leader in self._alive_indices():
+            order.append(leader)
+        for i in order:
+            self._terminate(i)
+        self._kill_all()
+
+    # ----- addresses -----
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"
+
+    @property
+    def client_endpoints(self) -> list[str]:
+        return [f"{self.scheme}://127.0.0.1:{m.client_port}" for m in self._members]
+
+    @property
+    def url(self) -> str:
+        """The datastore URL naming every member (see tortie.datastore.url)."""
+        hosts = ",".join(f"127.0.0.1:{m.client_port}" for m in self._members)
+        if self.tls is None:
+            return f"etcd://{hosts}"
+        t = self.tls
+        return f"etcds://{hosts}?cacert={t.ca_cert}&cert={t.client_cert}&key={t.client_key}"
+
+    def pid(self, i: int) -> int | None:
+        proc = self._members[i].proc
+        return proc.pid if proc is not None and proc.poll() is None else None
+
+    # ----- member control -----
+
+    def kill(self, i: int) -> None:
+        """SIGKILL member i and reap it."""
+        proc = self._members[i].proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        _LIVE_PIDS.discard(proc.pid)
+        self._members[i].proc = None
+
+    def restart(self, i: int) -> None:
+        """Start member i again (same ports and data dir) and wait until the cluster is healthy."""
+        if self._members[i].proc is not None:
+            self.kill(i)
+        self._spawn(i)
+        self.wait_healthy()
+
+    def wait_healthy(self, timeout: float = _HEALTH_TIMEOUT_S) -> None:
+        """Block until every running member answers /health with health=true."""
+        deadline = time.monotonic() + timeout
+        pending = set(self._alive_indices())
+        while pending:
+            for i in sorted(pending):
+                proc = self._members[i].proc
+                if proc is None or proc.poll() is not None:
+                    raise RuntimeError(f"etcd member {i} exited during startup; log: {self._log_tail(i)}")
+                if self._healthy(i):
+                    pending.discard(i)
+            if not pending:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"etcd members {sorted(pending)} not healthy after {timeout}s")
+            time.sleep(0.05)
+
+    def leader_index(self) -> int | None:
+        """Index of the current leader according to the live members, or None if unknown."""
+        statuses = {i: self._post_json(i, "/v3/maintenance/status", {}) for i in self._alive_indices()}
+        ids: dict[str, int] = {}
+        leader: str | None = None
+        for i, st in statuses.items():
+            if st is None:
+                continue
+            header = st.get("header")
+            if isinstance(header, dict):
+                ids[str(header.get("member_id", ""))] = i
+            if st.get("leader") is not None:
+                leader = str(st.get("leader"))
+        return ids.get(leader) if leader is not None else None
+
+    # ----- internals -----
+
+    def _alive_indices(self) -> list[int]:
+        return [i for i, m in enumerate(self._members) if m.proc is not None and m.proc.poll() is None]
+
+    def _spawn(self, i: int) -> None:
+        m = self._members[i]
+        scheme = self.scheme
+        cluster = ",".join(f"{x.name}=http://127.0.0.1:{x.peer_port}" for x in self._members)
+        args = [
+            _ETCD_BIN,
+            "--name", m.name,
+            "--data-dir", str(m.data_dir),
+            "--listen-client-urls", f"{scheme}://127.0.0.1:{m.client_port}",
+            "--advertise-client-urls", f"{scheme}://127.0.0.1:{m.client_port}",
+            "--listen-peer-urls", f"http://127.0.0.1:{m.peer_port}",
+            "--initial-advertise-peer-urls", f"http://127.0.0.1:{m.peer_port}",
+            "--initial-cluster", cluster,
+            "--initial-cluster-token", self._token,
+            "--initial-cluster-state", "new",
+            "--logger", "zap",
+            "--log-level", "warn",
+        ]
+        if self.tls is not None:
+            args += [
+                "--cert-file", str(self.tls.server_cert),
+                "--key-file", str(self.tls.server_key),
+                "--trusted-ca-file", str(self.tls.ca_cert),
+                "--client-cert-auth",
+            ]
+        with open(m.log_path, "ab") as logf:
+            m.proc = subprocess.Popen(
+                args, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        _LIVE_PIDS.add(m.proc.pid)
+
+    def _terminate(self, i: int) -> None:
+        proc = self._members[i].proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=_STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        _LIVE_PIDS.discard(proc.pid)
+        self._members[i].proc = None
+
+    def _kill_all(self) -> None:
+        for i in range(len(self._members)):
+            self.kill(i)
+
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        if self.tls is None:
+            return None
+        ctx = ssl.create_default_context(cafile=str(self.tls.ca_cert))
+        ctx.load_cert_chain(str(self.tls.client_cert), str(self.tls.client_key))
+        return ctx
+
+    def _healthy(self, i: int) -> bool:
+        url = f"{self.client_endpoints[i]}/health"
+        try:
+            with urllib.request.urlopen(url, timeout=1.0, context=self._ssl_context()) as resp:
+                body = json.loads(resp.read().decode())
+        except (OSError, ValueError, urllib.error.URLError):
+            return False
+        return str(body.get("health")) == "true"
+
+    def _post_json(self, i: int, path: str, body: dict[str, object]) -> dict[str, object] | None:
+        req = urllib.request.Request(
+            f"{self.client_endpoints[i]}{path}",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=2.0, context=self._ssl_context()) as resp:
+                data = json.loads(resp.read().decode())
+        except (OSError, ValueError, urllib.error.URLError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def _log_tail(self, i: int) -> str:
+        try:
+            return self._members[i].log_path.read_text(errors="replace")[-2000:]
+        except OSError:
+            return "<no log>"

@@ -1,0 +1,57 @@
+"""The datastore conformance suite against every backend: memory, sqlite (a temp file) and a real etcd."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tortie.datastore.api import Datastore
+from tortie.datastore.etcd import EtcdDatastore
+from tortie.datastore.memory import MemoryDatastore
+from tortie.datastore.sqlite import SqliteDatastore
+from tortie.testing.datastore_conformance import Backend, DatastoreConformance
+
+
+def _compact(ds: Datastore, revision: int) -> None:
+    assert isinstance(ds, (MemoryDatastore, SqliteDatastore, EtcdDatastore))
+    ds.compact(revision)
+
+
+@pytest.fixture(params=["memory", "sqlite", pytest.param("etcd", marks=pytest.mark.etcd)])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    opened: list[Datastore] = []
+    name: str = request.param
+    if name == "memory":
+        store = MemoryDatastore()
+        opened.append(store)
+
+        def open_memory() -> Datastore:
+            return store
+
+        yield Backend(name, open_memory, _compact)
+    elif name == "sqlite":
+        path = tmp_path / "state" / "datastore.db"
+
+        def open_sqlite() -> Datastore:
+            ds = SqliteDatastore(path)
+            opened.append(ds)
+            return ds
+
+        yield Backend(name, open_sqlite, _compact)
+    else:
+        cluster = request.getfixturevalue("etcd_single")
+
+        def open_etcd() -> Datastore:
+            ds = EtcdDatastore(cluster.client_endpoints)
+            opened.append(ds)
+            return ds
+
+        yield Backend(name, open_etcd, _compact, lease_ttl=2.0)
+    for ds in opened:
+        ds.close()
+
+
+class TestDatastoreConformance(DatastoreConformance):
+    """Every test of the suite, once per backend."""

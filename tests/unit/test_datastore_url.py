@@ -1,0 +1,101 @@
+"""Datastore URL parsing and the default location."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tortie.common.errors import UserError
+from tortie.datastore.etcd import EtcdDatastore
+from tortie.datastore.memory import MemoryDatastore
+from tortie.datastore.sqlite import SqliteDatastore
+from tortie.datastore.url import default_datastore_url, default_sqlite_path, open_datastore, redact_url
+
+
+def test_sqlite_url_opens_file_with_private_mode(tmp_path: Path) -> None:
+    path = tmp_path / "new" / "dir" / "ds.db"
+    ds = open_datastore(f"sqlite://{path}")
+    try:
+        assert isinstance(ds, SqliteDatastore)
+        assert path.exists()
+        assert path.stat().st_mode & 0o777 == 0o600
+        ds.create("/k", {"v": 1})
+    finally:
+        ds.close()
+    again = open_datastore(f"sqlite://{path}")
+    try:
+        kv = again.get("/k")
+        assert kv is not None and kv.value == {"v": 1}
+    finally:
+        again.close()
+
+
+def test_memory_url_gives_a_new_empty_store() -> None:
+    a, b = open_datastore("memory://"), open_datastore("memory://")
+    assert isinstance(a, MemoryDatastore) and a is not b
+    a.create("/k", {})
+    assert b.get("/k") is None
+
+
+def test_etcd_url_endpoints_and_options(tmp_path: Path) -> None:
+    ds = open_datastore("etcd://10.0.0.1:2379,10.0.0.2,[fd00::1]:3379?timeout=2")
+    assert isinstance(ds, EtcdDatastore)
+    assert ds.endpoints == ["http://10.0.0.1:2379", "http://10.0.0.2:2379", "http://[fd00::1]:3379"]
+    ds.close()
+    ca = tmp_path / "ca.pem"
+    ca.write_text("x")
+    tls = open_datastore(f"etcds://h1:2379?cacert={ca}&username=u&password=p")
+    assert isinstance(tls, EtcdDatastore)
+    assert tls.endpoints == ["https://h1:2379"]
+    tls.close()
+
+
+@pytest.mark.parametrize(
+    "url, needle",
+    [
+        ("nonsense", "no scheme"),
+        ("redis://h", "unknown scheme"),
+        ("sqlite://relative.db", "absolute path"),
+        ("sqlite:///dir/", "directory"),
+        ("sqlite:///x.db?mode=ro", "no options"),
+        ("memory://somewhere", "takes no"),
+        ("etcd://", "no etcd host"),
+        ("etcd://h:2379/path", "no path"),
+        ("etcd://h:notaport", "etcd endpoint"),
+        ("etcd://h1:2379,,h2:2379", "empty host"),
+        ("etcd://h:2379?colour=blue", "unknown option 'colour'"),
+        ("etcd://h:2379?timeout=-1", "timeout"),
+        ("etcd://h:2379?cacert=/nonexistent", "etcds://"),
+        ("etcds://h:2379?cacert=/nonexistent/ca.pem", "does not exist"),
+        ("etcd://u:p@h:2379", "username"),
+        ("etcd://h:2379?username=u", "password"),
+    ],
+)
+def test_bad_urls_raise_user_error(url: str, needle: str) -> None:
+    with pytest.raises(UserError) as err:
+        open_datastore(url)
+    assert needle in str(err.value)
+
+
+def test_password_is_redacted_in_errors() -> None:
+    with pytest.raises(UserError) as err:
+        open_datastore("etcd://h:2379?password=hunter2&bogus=1")
+    assert "hunter2" not in str(err.value)
+    assert redact_url("etcd://h?username=u&password=s3cret") == "etcd://h?username=u&password=***"
+
+
+def test_default_url_env_and_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("TORTIE_DATASTORE", "memory://")
+    assert default_datastore_url() == "memory://"
+    assert isinstance(open_datastore(), MemoryDatastore)
+    monkeypatch.delenv("TORTIE_DATASTORE")
+    monkeypatch.setattr("os.geteuid", lambda: 1000)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    assert default_sqlite_path() == tmp_path / "state" / "tortie" / "datastore.db"
+    assert default_datastore_url() == f"sqlite://{tmp_path}/state/tortie/datastore.db"
+    monkeypatch.delenv("XDG_STATE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert default_sqlite_path() == tmp_path / ".local" / "state" / "tortie" / "datastore.db"
+    monkeypatch.setattr("os.geteuid", lambda: 0)
+    assert default_datastore_url() == "sqlite:///var/lib/tortie/datastore.db"
