@@ -15,8 +15,10 @@ import pytest
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     is_root = os.geteuid() == 0
     has_etcd = shutil.which("etcd") is not None
+    no_root = pytest.mark.skip(reason="needs root (network namespaces, kernel state); CI runs as root")
+    no_etcd = pytest.mark.skip(reason="needs the etcd binary (apt-get install etcd-server)")
     for item in items:
         if "root" in item.keywords and not is_root:
-            item.add_marker(pytest.mark.skip(reason="needs root for network namespaces/kernel state; CI runs as root"))
+            item.add_marker(no_root)
         if "etcd" in item.keywords and not has_etcd:
-            item.add_marker(pytest.mark.skip(reason="needs the etcd binary (apt-get install etcd-server)"))
+            item.add_marker(no_etcd)
