@@ -40,6 +40,10 @@ class WorkloadEndpointUpdate:
     mac: str | None = None
     profile_ids: tuple[str, ...] = ()
     labels: Mapping[str, str] = field(default_factory=dict)
+    # Identity for endpoint status reporting (reference §1.16 status keys); not used for programming.
+    orchestrator: str | None = None
+    workload: str | None = None
+    endpoint: str | None = None
 
 
 @dataclass(frozen=True)

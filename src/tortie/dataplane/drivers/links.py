@@ -1,0 +1,257 @@
+"""Link driver: list interfaces and report when they come, go, go up or go down (rtnetlink).
+
+Values: `Link(name, index, admin_up, oper_state, flags)`; `is_up` is what the dataplane means by
+"up": administratively up (IFF_UP) and operationally UP or UNKNOWN (devices without carrier
+reporting, e.g. loopback, report UNKNOWN). A veth is operationally UP only when its peer is up too,
+so a workload interface is "up" exactly when both ends are.
+
+Events: `LinkEvent(kind, link)` with kind `added`, `removed`, `up` or `down`. A rename is
+`removed` (old name) then `added` (new name); an interface that appears already up produces only
+`added` (look at `link.is_up`).
+
+Monitor design: a thread waits on a raw NETLINK_ROUTE socket subscribed to RTMGRP_LINK (created in
+the driver's namespace). When anything arrives it drains the socket, re-lists all links and
+diffs the new snapshot against the previous one. Consequences: bursts coalesce; a lost
+notification (ENOBUFS on overflow) is harmless, the next snapshot sees the truth; events carry
+whole `Link` values, never partial netlink attributes. `start_monitor` subscribes and takes the
+first snapshot before returning, so every change made after it returns is reported. Callbacks run
+on the monitor thread and must be quick and thread-safe (the dataplane loop just enqueues them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import select
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from tortie.dataplane.drivers.errors import KernelError
+from tortie.dataplane.drivers.netns_worker import NetnsWorker
+
+log = logging.getLogger(__name__)
+
+IFF_UP = 0x1
+RTMGRP_LINK = 0x1
+NETLINK_ROUTE = 0
+_UP_OPER_STATES = frozenset({"UP", "UNKNOWN"})
+_RETRY_AFTER_ERROR_S = 1.0
+
+LinkEventKind = Literal["added", "removed", "up", "down"]
+
+
+@dataclass(frozen=True)
+class Link:
+    """One network interface as the kernel reports it."""
+
+    name: str
+    index: int
+    admin_up: bool
+    oper_state: str = "UNKNOWN"
+    flags: int = 0
+
+    @property
+    def is_up(self) -> bool:
+        return self.admin_up and self.oper_state in _UP_OPER_STATES
+
+
+@dataclass(frozen=True)
+class LinkEvent:
+    kind: LinkEventKind
+    link: Link
+
+
+LinkCallback = Callable[[LinkEvent], None]
+
+
+class LinkDriver(Protocol):
+    """Interfaces of one network namespace."""
+
+    def list_links(self) -> list[Link]:
+        """Every interface, sorted by index."""
+        ...
+
+    def start_monitor(self, callback: LinkCallback) -> None:
+        """Report every later change through `callback` (from another thread) until stopped."""
+        ...
+
+    def stop_monitor(self) -> None:
+        """Stop reporting; when this returns no callback is running or will run."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def diff_links(before: dict[int, Link], after: dict[int, Link]) -> list[LinkEvent]:
+    """The events that turn snapshot `before` into `after` (both keyed by ifindex)."""
+    events: list[LinkEvent] = []
+    for index, gone in sorted(before.items()):
+        now = after.get(index)
+        if now is None or now.name != gone.name:
+            events.append(LinkEvent("removed", gone))
+    for index, link in sorted(after.items()):
+        was = before.get(index)
+        if was is None or was.name != link.name:
+            events.append(LinkEvent("added", link))
+        elif was.is_up != link.is_up:
+            events.append(LinkEvent("up" if link.is_up else "down", link))
+    return events
+
+
+class NetlinkLinkDriver:
+    """`LinkDriver` over rtnetlink (pyroute2 for dumps, a raw socket for notifications)."""
+
+    def __init__(self, netns: str | None = None) -> None:
+        self._worker = NetnsWorker(netns, name="link-driver")
+        self._ipr: Any = None
+        self._worker.on_close(self._close_socket)
+        self._monitor: _Monitor | None = None
+
+    @property
+    def netns(self) -> str | None:
+        return self._worker.netns
+
+    def _socket(self) -> Any:
+        if self._ipr is None:
+            from pyroute2 import IPRoute
+
+            self._ipr = IPRoute()
+        return self._ipr
+
+    def _close_socket(self) -> None:
+        if self._ipr is not None:
+            self._ipr.close()
+            self._ipr = None
+
+    def _dump(self) -> list[Link]:
+        links = []
+        for msg in self._socket().link("dump"):
+            flags = int(msg["flags"])
+            links.append(
+                Link(
+                    name=str(msg.get("ifname")),
+                    index=int(msg["index"]),
+                    admin_up=bool(flags & IFF_UP),
+                    oper_state=str(msg.get("operstate") or "UNKNOWN"),
+                    flags=flags,
+                )
+            )
+        return sorted(links, key=lambda link: link.index)
+
+    def list_links(self) -> list[Link]:
+        try:
+            links: list[Link] = self._worker.call(self._dump)
+        except KernelError:
+            raise
+        except Exception as exc:
+            code = getattr(exc, "code", None) or getattr(exc, "errno", None)
+            raise KernelError(f"list links: {exc}", code if isinstance(code, int) else None) from exc
+        return links
+
+    @staticmethod
+    def _subscribe() -> socket.socket:
+        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_ROUTE)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+            sock.bind((0, RTMGRP_LINK))
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            raise
+        return sock
+
+    def start_monitor(self, callback: LinkCallback) -> None:
+        if self._monitor is not None:
+            raise RuntimeError("link monitor already running")
+        try:
+            sock: socket.socket = self._worker.call(self._subscribe)
+        except OSError as exc:
+            raise KernelError(f"subscribe to link events: {exc.strerror}", exc.errno) from exc
+        try:
+            first = {link.index: link for link in self.list_links()}
+        except KernelError:
+            sock.close()
+            raise
+        self._monitor = _Monitor(sock, self.list_links, callback, first, self._worker.netns)
+
+    def stop_monitor(self) -> None:
+        monitor, self._monitor = self._monitor, None
+        if monitor is not None:
+            monitor.stop()
+
+    def close(self) -> None:
+        self.stop_monitor()
+        self._worker.close()
+
+
+class _Monitor:
+    """The monitor thread of one `NetlinkLinkDriver` (see the module docstring)."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        list_links: Callable[[], list[Link]],
+        callback: LinkCallback,
+        first: dict[int, Link],
+        netns: str | None,
+    ) -> None:
+        self._sock = sock
+        self._list_links = list_links
+        self._callback = callback
+        self._snapshot = first
+        self._wake_r, self._wake_w = os.pipe()
+        self._stopping = threading.Event()
+        label = f"link-monitor[{netns or 'self'}]"
+        self._thread = threading.Thread(target=self._run, name=label, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        with contextlib.suppress(OSError):
+            os.write(self._wake_w, b"x")
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout=10.0)
+        self._sock.close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                self._sock.recv(1 << 16)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                if exc.errno == errno.ENOBUFS:  # notifications were lost: the snapshot covers it
+                    continue
+                raise
+
+    def _run(self) -> None:
+        timeout: float | None = None
+        while not self._stopping.is_set():
+            readable, _, _ = select.select([self._sock.fileno(), self._wake_r], [], [], timeout)
+            if self._stopping.is_set():
+                return
+            try:
+                if self._sock.fileno() in readable:
+                    self._drain()
+                current = {link.index: link for link in self._list_links()}
+            except (OSError, KernelError) as exc:
+                log.warning("link monitor: reading links failed, retrying error=%s", exc)
+                timeout = _RETRY_AFTER_ERROR_S
+                continue
+            timeout = None
+            events = diff_links(self._snapshot, current)
+            self._snapshot = current
+            for event in events:
+                if self._stopping.is_set():
+                    return
+                try:
+                    self._callback(event)
+                except Exception:
+                    log.exception("link event callback failed event=%s", event)

@@ -1,0 +1,59 @@
+"""The driver conformance suites against the real kernel, in a throwaway network namespace."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tortie.dataplane.drivers.errors import NetnsNotFound
+from tortie.dataplane.drivers.links import NetlinkLinkDriver
+from tortie.dataplane.drivers.routes import NetlinkRouteDriver
+from tortie.dataplane.drivers.sysctl import ProcSysctlDriver
+from tortie.testing.dataplane_conformance import (
+    DriverEnv,
+    LinkDriverConformance,
+    RealBench,
+    RouteDriverConformance,
+    SysctlDriverConformance,
+)
+from tortie.testing.netns import throwaway_netns, unique_name
+
+pytestmark = pytest.mark.root
+
+
+@pytest.fixture
+def env() -> Iterator[DriverEnv]:
+    with throwaway_netns("dpc") as netns:
+        routes = NetlinkRouteDriver(netns)
+        links = NetlinkLinkDriver(netns)
+        sysctls = ProcSysctlDriver(netns)
+        try:
+            yield DriverEnv(routes=routes, links=links, sysctls=sysctls, bench=RealBench(netns))
+        finally:
+            routes.close()
+            links.close()
+            sysctls.close()
+
+
+class TestKernelRoutes(RouteDriverConformance):
+    pass
+
+
+class TestKernelLinks(LinkDriverConformance):
+    pass
+
+
+class TestKernelSysctls(SysctlDriverConformance):
+    pass
+
+
+def test_missing_namespace_is_an_error_not_created() -> None:
+    name = unique_name("dpmissing")
+    with pytest.raises(NetnsNotFound):
+        NetlinkRouteDriver(name)
+    with pytest.raises(NetnsNotFound):
+        ProcSysctlDriver(name)
+    import os
+
+    assert not os.path.exists(f"/run/netns/{name}")
