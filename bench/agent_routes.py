@@ -1,0 +1,223 @@
+"""Benchmark: the agent's start-up and per-endpoint latency at scale (issue 4's targets).
+
+Scenario: one host network namespace with 250 workload interfaces (veth pairs named tort<11 hex>),
+a sqlite datastore holding 250 WorkloadEndpoints of this host, 20,000 of other hosts and this host's
+IPAM blocks; `tortie agent run` as a real process inside the namespace. Measured:
+
+* start -> in sync and programmed: from launching the process until all 250 /32 routes and the
+  block blackholes are in the namespace's kernel (includes interpreter start-up);
+* one endpoint add -> kernel: the datastore write returns -> the route appears (`ip monitor route`),
+  over 100 adds (interface created beforehand), p50 and p99;
+* the agent's resident memory (VmRSS) after the adds.
+
+Each target is printed beside the measured figure. Needs root. Run:
+
+    .venv/bin/python bench/agent_routes.py [--local 250] [--remote 20000] [--adds 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import queue
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from tortie.datastore.api import TxnOp
+from tortie.datastore.sqlite import SqliteDatastore
+from tortie.ipam import keys as ipam_keys
+from tortie.model.kinds import kind_info
+from tortie.testing.netns import ip, throwaway_netns
+
+HOST = "bench-host"
+POOL = ipaddress.ip_network("10.96.0.0/12")
+TARGETS = {"in_sync": 3.0, "add_p99_ms": 20.0, "rss_mb": 150.0}
+
+
+def wep(name: str, node: str, addr: str, iface: str) -> tuple[str, dict[str, Any]]:
+    value = {"apiVersion": "projectcalico.org/v3", "kind": "WorkloadEndpoint",
+             "metadata": {"name": name, "namespace": "bench", "labels": {"app": "bench"}},
+             "spec": {"orchestrator": "cni", "workload": name, "endpoint": "eth0", "node": node,
+                      "ipNetworks": [f"{addr}/32"], "interfaceName": iface}}
+    return kind_info("WorkloadEndpoint").key(name, "bench"), value
+
+
+def local_addr(i: int) -> str:
+    return str(POOL.network_address + i + 1)  # inside the host's blocks 10.96.0.0/26, /26 ...
+
+
+def remote_addr(i: int) -> str:
+    return str(POOL.network_address + 65536 + i)
+
+
+def iface(i: int) -> str:
+    return f"tort{i:011x}"
+
+
+def populate(ds: SqliteDatastore, local: int, remote: int) -> None:
+    ops: list[TxnOp] = []
+
+    def flush() -> None:
+        if ops:
+            ds.commit(ops)
+            ops.clear()
+
+    for i in range(local):
+        key, value = wep(f"local-{i}", HOST, local_addr(i), iface(i))
+        ops.append(TxnOp("put", key, value))
+        if len(ops) >= 500:
+            flush()
+    for i in range(remote):
+        key, value = wep(f"remote-{i}", f"other-{i % 100}", remote_addr(i), iface(i))
+        ops.append(TxnOp("put", key, value))
+        if len(ops) >= 500:
+            flush()
+    blocks = range(0, local + 1, 64)
+    for start in blocks:
+        net = ipaddress.ip_network(f"{POOL.network_address + start}/26")
+        ops.append(TxnOp("put", ipam_keys.block_key(net), {"cidr": str(net), "affinity": f"host:{HOST}",
+                                                          "allocations": [], "unallocated": [],
+                                                          "attributes": []}))
+        ops.append(TxnOp("put", ipam_keys.affinity_key(HOST, net), {"state": "confirmed"}))
+    flush()
+
+
+def make_interfaces(ns: str, first: int, count: int) -> None:
+    batch = "".join(f"link add {iface(i)} type veth peer name bp{i:011x}\n"
+                    f"link set {iface(i)} up\nlink set bp{i:011x} up\n" for i in range(first, first + count))
+    subprocess.run(["ip", "-n", ns, "-batch", "-"], input=batch, text=True, check=True, timeout=120)
+
+
+def our_routes(ns: str) -> set[str]:
+    """Destinations of our routes as `ip route` prints them (a /32 without its prefix length)."""
+    out = ip("-n", ns, "route", "show", "proto", "77").stdout
+    return {line.split()[1] if line.startswith("blackhole") else line.split()[0] for line in out.splitlines()}
+
+
+class RouteMonitor:
+    """`ip monitor route` in the namespace; records when each destination first appears."""
+
+    def __init__(self, ns: str) -> None:
+        self._proc = subprocess.Popen(["ip", "-n", ns, "monitor", "route"], stdout=subprocess.PIPE, text=True)
+        self.events: queue.SimpleQueue[tuple[float, str]] = queue.SimpleQueue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self._proc.stdout is not None
+        for line in self._proc.stdout:
+            if not line.startswith("Deleted"):
+                self.events.put((time.monotonic(), line.split()[0] if line.strip() else ""))
+
+    def wait_for(self, dst: str, timeout: float = 5.0) -> float:
+        deadline = time.monotonic() + timeout
+        while True:
+            at, seen = self.events.get(timeout=max(0.0, deadline - time.monotonic()))
+            if seen == dst:
+                return at
+
+    def close(self) -> None:
+        self._proc.terminate()
+        self._proc.wait(timeout=5)
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+@contextmanager
+def agent_process(ns: str, db: Path, workdir: Path) -> Iterator[subprocess.Popen[bytes]]:
+    env = {**os.environ, "TORTIE_LOG_SEVERITY_SCREEN": "Info", "TORTIE_REPORTING_INTERVAL": "0"}
+    log = (workdir / "agent.log").open("wb")
+    tortie = str(Path(sys.executable).parent / "tortie")
+    proc = subprocess.Popen(["ip", "netns", "exec", ns, tortie, "agent", "run", "--hostname", HOST,
+                             "--datastore", f"sqlite://{db}"], stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--local", type=int, default=250)
+    parser.add_argument("--remote", type=int, default=20000)
+    parser.add_argument("--adds", type=int, default=100)
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        print("needs root (network namespaces)", file=sys.stderr)
+        return 1
+    workdir = Path(tempfile.mkdtemp(prefix="tortie-bench-agent-"))
+    try:
+        with throwaway_netns("bagent") as ns:
+            return run(ns, workdir, args.local, args.remote, args.adds)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def run(ns: str, workdir: Path, local: int, remote: int, adds: int) -> int:
+    db = workdir / "datastore.db"
+    ds = SqliteDatastore(db)
+    t0 = time.monotonic()
+    populate(ds, local, remote)
+    make_interfaces(ns, 0, local + adds)
+    print(f"setup: {local} local + {remote} remote endpoints, {local + adds} interfaces "
+          f"in {time.monotonic() - t0:.1f}s")
+    wanted = {local_addr(i) for i in range(local)}
+    monitor = RouteMonitor(ns)
+    with agent_process(ns, db, workdir) as proc:
+        started = time.monotonic()
+        while not wanted <= our_routes(ns):
+            if proc.poll() is not None:
+                print((workdir / "agent.log").read_text(), file=sys.stderr)
+                return 1
+            time.sleep(0.02)
+        in_sync = time.monotonic() - started
+        time.sleep(0.5)
+        latencies: list[float] = []
+        for n in range(adds):
+            i = local + n
+            key, value = wep(f"added-{n}", HOST, local_addr(i), iface(i))
+            ds.put(key, value)
+            written = time.monotonic()
+            seen = monitor.wait_for(f"{local_addr(i)}")
+            latencies.append((seen - written) * 1000)
+            time.sleep(0.01)
+        rss = rss_mb(proc.pid)
+        if os.environ.get("BENCH_SHOW_LOG"):
+            print((workdir / "agent.log").read_text()[-6000:])
+    monitor.close()
+    ds.close()
+    latencies.sort()
+    p50 = statistics.median(latencies)
+    p99 = latencies[min(len(latencies) - 1, round(0.99 * (len(latencies) - 1)))]
+    rows = [("start -> in sync and programmed (s)", f"<= {TARGETS['in_sync']}", f"{in_sync:.2f}"),
+            ("endpoint add -> kernel p50 (ms)", "", f"{p50:.1f}"),
+            ("endpoint add -> kernel p99 (ms)", f"<= {TARGETS['add_p99_ms']}", f"{p99:.1f}"),
+            ("agent RSS (MB)", f"<= {TARGETS['rss_mb']}", f"{rss:.1f}")]
+    print(f"{'measure':<38} {'target':>10} {'measured':>10}")
+    for name, target, measured in rows:
+        print(f"{name:<38} {target:>10} {measured:>10}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

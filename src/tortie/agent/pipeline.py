@@ -1,0 +1,295 @@
+"""One running instance of the agent's pipeline, for a fixed start-up configuration.
+
+    Syncer thread --SyncEvent--> queue --> calc thread: CalcGraph.on_event ... flush()
+                                                |  messages (tee: endpoint status ids, config checks)
+                                                v
+                                     DataplaneLoop thread --> managers --> drivers --> kernel
+                                                |  observer: metrics, readiness, latency
+                                                v
+                            StatusReporter thread --> datastore (optional)
+
+`AgentPipeline.start()` starts the threads; `wait(stop)` blocks until `stop` is set or something ends
+the run, and returns an `Outcome`: STOPPED (asked to stop), RESTART (the datastore changed a
+configuration parameter that needs a fresh pipeline), DATAPLANE_FAILED (kernel programming kept
+failing), SYNCER_FAILED or CALC_FAILED (a bug or an unusable datastore). `stop()` ends every thread
+and leaves the kernel exactly as it is (a restart adopts it).
+
+Datastore outage: the syncer reports "disconnected" and retries with backoff; the calc gets no
+events, so the dataplane keeps the kernel as it is; on return the syncer re-lists, sends only the
+differences and InSync, and the dataplane applies just those.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from tortie.agent.config import PARAMS_BY_NAME, LocalConfig, ProblemReporter, datastore_resolver
+from tortie.agent.health import HealthAggregator
+from tortie.agent.metrics import AgentMetrics
+from tortie.agent.observer import AgentObserver, EndpointStatusBridge, ReceiptTracker
+from tortie.agent.status import StatusReporter
+from tortie.calc.calc_graph import CalcGraph
+from tortie.calc.events import CalcEvent, InSync, KVUpdate
+from tortie.dataplane.drivers.links import LinkDriver
+from tortie.dataplane.drivers.routes import RouteDriver
+from tortie.dataplane.drivers.sysctl import SysctlDriver
+from tortie.dataplane.loop import DataplaneLoop
+from tortie.dataplane.managers.block_routes import BlockRoutesManager
+from tortie.dataplane.managers.endpoint_routes import EndpointRoutesManager
+from tortie.dataplane.managers.host_sysctls import DEFAULT_HOST_SYSCTLS, HostSysctlsManager
+from tortie.dataplane.managers.manager_api import Manager
+from tortie.dataplane.messages import ConfigUpdate, Message, WorkloadEndpointUpdate
+from tortie.datastore import syncer as sync
+from tortie.datastore.api import Datastore
+from tortie.ipam.keys import BLOCK_ROOT, host_affinity_prefix
+from tortie.model.kinds import kind_info
+
+log = logging.getLogger(__name__)
+
+_BATCH = 5000  # events handled between flushes at most (bounds latency during a big listing)
+_CALC_LIVENESS_TIMEOUT = 60.0
+
+
+class Outcome(enum.Enum):
+    STOPPED = "stopped"
+    RESTART = "restart"
+    DATAPLANE_FAILED = "dataplane-failed"
+    SYNCER_FAILED = "syncer-failed"
+    CALC_FAILED = "calc-failed"
+
+
+@dataclass(frozen=True)
+class Drivers:
+    routes: RouteDriver
+    links: LinkDriver
+    sysctls: SysctlDriver
+
+    def close(self) -> None:
+        for driver in (self.routes, self.links, self.sysctls):
+            try:
+                driver.close()
+            except Exception:  # closing is best effort; a driver may share another's resources
+                log.debug("driver close failed driver=%r", driver, exc_info=True)
+
+
+def syncer_prefixes(hostname: str) -> list[str]:
+    """What the agent watches. Issue 5 adds the policy kinds."""
+    return [
+        kind_info("WorkloadEndpoint").prefix,
+        kind_info("FelixConfiguration").prefix,
+        BLOCK_ROOT,
+        host_affinity_prefix(hostname),
+    ]
+
+
+def restart_needed(running: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """Parameters whose change needs a fresh pipeline (all but the `live` ones)."""
+    return sorted(name for name, param in PARAMS_BY_NAME.items()
+                  if not param.live and running.get(name) != new.get(name))
+
+
+def log_level(severity: str) -> int:
+    return {"Debug": logging.DEBUG, "Info": logging.INFO, "Warning": logging.WARNING,
+            "Error": logging.ERROR, "Fatal": logging.CRITICAL}.get(severity, logging.INFO)
+
+
+class AgentPipeline:
+    def __init__(
+        self,
+        config: Mapping[str, Any],
+        local: LocalConfig,
+        ds: Datastore,
+        drivers: Drivers,
+        *,
+        health: HealthAggregator,
+        metrics: AgentMetrics,
+        reporter: ProblemReporter,
+        syncer_backoff_max: float = 5.0,
+    ) -> None:
+        self.config = dict(config)
+        self.hostname = str(config["hostname"])
+        self._ds = ds
+        self._health = health
+        self._metrics = metrics
+        self._done = threading.Event()
+        self._outcome: Outcome | None = None
+        self._outcome_lock = threading.Lock()
+        self._queue: queue.SimpleQueue[tuple[float, sync.SyncEvent] | None] = queue.SimpleQueue()
+        self._receipts = ReceiptTracker()
+        self._first_in_sync_logged = False
+
+        self.status_reporter: StatusReporter | None = None
+        if config["reporting_interval"] > 0 or config["endpoint_reporting_enabled"]:
+            self.status_reporter = StatusReporter(
+                ds, self.hostname, region=config["openstack_region"],
+                reporting_interval=config["reporting_interval"], reporting_ttl=config["reporting_ttl"],
+                endpoint_reporting=config["endpoint_reporting_enabled"],
+                endpoint_delay=config["endpoint_reporting_delay"],
+                on_error=lambda: metrics.errors.labels(kind="status").inc())
+        self._status_bridge = EndpointStatusBridge(self.status_reporter)
+
+        ipv6 = bool(config["ipv6_support"])
+        prefixes = tuple(config["interface_prefix"])
+        self.endpoint_manager = EndpointRoutesManager(
+            drivers.routes, drivers.links, drivers.sysctls, interface_prefixes=prefixes, ipv6=ipv6,
+            status_callback=self._status_bridge.on_status)
+        self.block_manager = BlockRoutesManager(drivers.routes, ipv6=ipv6)
+        host_settings = DEFAULT_HOST_SYSCTLS if config["ip_forwarding"] == "Enabled" else {}
+        self.sysctl_manager = HostSysctlsManager(drivers.sysctls, host_settings, ipv6=ipv6)
+        managers: list[Manager] = [self.sysctl_manager, self.endpoint_manager, self.block_manager]
+        observer = AgentObserver(metrics, health, self._receipts,
+                                 needs_apply=lambda: any(m.needs_apply for m in managers),
+                                 on_first_apply=self._status_bridge.sync)
+        route_refresh = config["route_refresh_interval"] or None
+        self.loop = DataplaneLoop(
+            managers, link_driver=drivers.links, refresh_interval=route_refresh,
+            refresh_overrides={self.sysctl_manager.name: config["interface_refresh_interval"] or None},
+            observer=observer, on_fatal=lambda exc: self._finish(Outcome.DATAPLANE_FAILED, str(exc)))
+
+        resolve = datastore_resolver(local, self.hostname, reporter)
+        self.graph = CalcGraph(self.hostname, self._collect, resolve)
+        self._out: list[Message] = []
+        self.syncer = sync.Syncer(ds, syncer_prefixes(self.hostname), self._on_sync_event,
+                                  backoff_max=syncer_backoff_max)
+        self._calc_thread = threading.Thread(target=self._calc_main, name="tortie-calc", daemon=True)
+
+        health.register("syncer")
+        health.register("calc", timeout=_CALC_LIVENESS_TIMEOUT)
+        health.register("dataplane")
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+    def start(self) -> None:
+        self.loop.start()
+        self._calc_thread.start()
+        self._metrics.resyncs.inc()
+        self.syncer.start()
+        if self.status_reporter is not None:
+            self.status_reporter.start()
+        log.info("agent pipeline started host=%s prefixes=%s", self.hostname, syncer_prefixes(self.hostname))
+
+    def wait(self, stop: threading.Event, poll: float = 0.5) -> Outcome:
+        while not stop.is_set() and not self._done.is_set():
+            self._watchdog()
+            stop.wait(poll)
+        return self._outcome or Outcome.STOPPED
+
+    def stop(self) -> None:
+        """Stop every thread; the kernel is left as it is."""
+        self.syncer.stop(timeout=5)
+        self._queue.put(None)
+        self._calc_thread.join(timeout=10)
+        self.loop.stop(timeout=10)
+        if self.status_reporter is not None:
+            self.status_reporter.stop()
+
+    def _finish(self, outcome: Outcome, reason: str) -> None:
+        with self._outcome_lock:
+            if self._outcome is None:
+                self._outcome = outcome
+                log.log(logging.INFO if outcome is Outcome.RESTART else logging.ERROR,
+                        "agent pipeline ending outcome=%s reason=%r", outcome.value, reason)
+        self._done.set()
+
+    def _watchdog(self) -> None:
+        status = self.loop.status()
+        detail = f"apply failing since t={status.failing_since:.0f}" if status.failing_since else ""
+        self._health.report("dataplane", live=status.fatal is None, ready=status.programmed, detail=detail)
+        if self.syncer.failure is not None:
+            self._metrics.errors.labels(kind="datastore").inc()
+            self._finish(Outcome.SYNCER_FAILED, repr(self.syncer.failure))
+
+    # -- syncer thread --------------------------------------------------------------------------------
+    def _on_sync_event(self, event: sync.SyncEvent) -> None:
+        self._queue.put((time.monotonic(), event))
+
+    # -- calc thread ------------------------------------------------------------------------------------
+    def _calc_main(self) -> None:
+        try:
+            while not self._done.is_set():
+                self._health.report("calc", ready=self.graph.sequencer.in_sync_sent)
+                try:
+                    item = self._queue.get(timeout=1.0)
+                except queue.Empty:
+                    continue
+                if item is None:
+                    return
+                oldest = item[0]
+                self._handle(item[1])
+                for _ in range(_BATCH):
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is None:
+                        return
+                    self._handle(item[1])
+                self._flush(oldest)
+        except Exception as exc:
+            log.exception("calc failed")
+            self._metrics.errors.labels(kind="calc").inc()
+            self._finish(Outcome.CALC_FAILED, repr(exc))
+
+    def _handle(self, event: sync.SyncEvent) -> None:
+        calc_event: CalcEvent | None = None
+        if isinstance(event, sync.Update):
+            calc_event = KVUpdate(event.key, event.value)
+        elif isinstance(event, sync.Delete):
+            calc_event = KVUpdate(event.key, None)
+        elif isinstance(event, sync.InSync):
+            calc_event = InSync()
+            self._health.report("syncer", ready=True)
+            if self._first_in_sync_logged:
+                log.info("datastore resync complete; applying only the differences host=%s", self.hostname)
+            self._first_in_sync_logged = True
+        elif isinstance(event, sync.Status):
+            if event.state == "disconnected":
+                self._metrics.errors.labels(kind="datastore").inc()
+                self._health.report("syncer", ready=False, detail="datastore unreachable; retrying")
+                log.warning("datastore outage: keeping the kernel as it is, retrying host=%s", self.hostname)
+            else:
+                self._metrics.resyncs.inc()
+                log.info("datastore back: resyncing host=%s", self.hostname)
+        if calc_event is not None:
+            self.graph.on_event(calc_event)
+
+    def _collect(self, msg: Message) -> None:
+        self._out.append(msg)
+
+    def _flush(self, oldest_receipt: float) -> None:
+        self.graph.flush()
+        if not self._out:
+            return
+        out, self._out = self._out, []
+        for msg in out:
+            if isinstance(msg, WorkloadEndpointUpdate):
+                self._status_bridge.on_endpoint_update(msg)
+            elif isinstance(msg, ConfigUpdate):
+                self._on_config(msg.values)
+        self._receipts.flushed(time.monotonic(), oldest_receipt)
+        self.loop.send_many(out)
+
+    def _on_config(self, values: Mapping[str, object]) -> None:
+        changed = restart_needed(self.config, values)
+        if changed:
+            self._finish(Outcome.RESTART, f"configuration changed: {', '.join(changed)}")
+            return
+        level = log_level(str(values.get("log_severity_screen", "Info")))
+        if logging.getLogger().level != level:
+            logging.getLogger().setLevel(level)
+            log.info("log level changed level=%s", values.get("log_severity_screen"))
+        self.config.update(values)
+
+
+def make_stop_callback(event: threading.Event) -> Callable[[int, object], None]:
+    def handler(signum: int, _frame: object) -> None:
+        log.info("agent stopping signal=%d (the kernel is left as it is)", signum)
+        event.set()
+
+    return handler

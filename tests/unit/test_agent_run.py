@@ -1,0 +1,244 @@
+"""The whole agent in-process: memory datastore -> syncer -> calc -> dataplane loop -> fake kernel,
+with health and metrics over HTTP on free loopback ports."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from tortie.agent.main import run_agent
+from tortie.agent.pipeline import AgentPipeline, Drivers
+from tortie.agent.status import status_key
+from tortie.dataplane.drivers.fakes import FakeKernel
+from tortie.dataplane.drivers.routes import TORTIE_ROUTE_PROTOCOL, Route
+from tortie.datastore.memory import MemoryDatastore
+from tortie.ipam import keys as ipam_keys
+from tortie.model.kinds import kind_info
+
+HOST = "node-1"
+
+
+def wait_until(predicate: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def put_wep(ds: MemoryDatastore, name: str, ip: str, node: str = HOST, iface: str | None = None) -> None:
+    spec = {"orchestrator": "cni", "workload": name, "endpoint": "eth0", "node": node,
+            "ipNetworks": [ip], "interfaceName": iface or f"tort{name}"}
+    ds.put(kind_info("WorkloadEndpoint").key(name, "default"),
+           {"apiVersion": "projectcalico.org/v3", "kind": "WorkloadEndpoint",
+            "metadata": {"name": name, "namespace": "default"}, "spec": spec})
+
+
+def put_block(ds: MemoryDatastore, cidr: str) -> None:
+    import ipaddress
+
+    net = ipaddress.ip_network(cidr)
+    ds.put(ipam_keys.block_key(net), {"cidr": cidr, "affinity": f"host:{HOST}", "allocations": [],
+                                      "unallocated": [], "attributes": []})
+    ds.put(ipam_keys.affinity_key(HOST, net), {"state": "confirmed"})
+
+
+def ours(kernel: FakeKernel) -> dict[str, Route]:
+    return {h.route.dst: h.route for h in kernel.routes() if h.protocol == TORTIE_ROUTE_PROTOCOL}
+
+
+@dataclass
+class RunningAgent:
+    ds: MemoryDatastore
+    kernel: FakeKernel
+    stop: threading.Event
+    thread: threading.Thread
+    result: list[int]
+    started: list[tuple[AgentPipeline, int | None, int | None]]
+
+    @property
+    def health_port(self) -> int:
+        return self.started[-1][1] or 0
+
+    @property
+    def metrics_port(self) -> int:
+        return self.started[-1][2] or 0
+
+
+@pytest.fixture
+def agent() -> Iterator[RunningAgent]:
+    ds = MemoryDatastore()
+    kernel = FakeKernel()
+    stop = threading.Event()
+    result: list[int] = []
+    started: list[tuple[AgentPipeline, int | None, int | None]] = []
+    env = {"TORTIE_HEALTH_ENABLED": "true", "TORTIE_HEALTH_HOST": "127.0.0.1", "TORTIE_HEALTH_PORT": "0",
+           "TORTIE_PROMETHEUS_METRICS_ENABLED": "yes", "TORTIE_PROMETHEUS_METRICS_HOST": "127.0.0.1",
+           "TORTIE_PROMETHEUS_METRICS_PORT": "0", "TORTIE_REPORTING_INTERVAL": "1",
+           "TORTIE_ENDPOINT_REPORTING_ENABLED": "true", "TORTIE_ENDPOINT_REPORTING_DELAY": "0",
+           "TORTIE_CONFIG_FILE": "/nonexistent/tortie-agent.cfg"}
+
+    def on_started(p: AgentPipeline, health: Any, metrics_port: int | None) -> None:
+        started.append((p, health.port if health is not None else None, metrics_port))
+
+    def run() -> None:
+        result.append(run_agent({"hostname": HOST}, env, stop=stop, open_store=lambda _url: ds,
+                                drivers_factory=lambda _cfg: Drivers(kernel, kernel, kernel),
+                                on_started=on_started))
+
+    env.pop("TORTIE_CONFIG_FILE")  # the default path, which does not exist here: not an error
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    running = RunningAgent(ds, kernel, stop, thread, result, started)
+    wait_until(lambda: bool(started) or bool(result), "agent start")
+    try:
+        yield running
+    finally:
+        stop.set()
+        thread.join(timeout=20)
+        assert not thread.is_alive()
+
+
+def _http(port: int, path: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def test_endpoints_and_blocks_reach_the_kernel_and_health_follows(agent: RunningAgent) -> None:
+    ds, kernel = agent.ds, agent.kernel
+    kernel.add_link("tortaaa")
+    put_wep(ds, "aaa", "10.65.0.1/32")
+    put_wep(ds, "remote", "10.65.9.1/32", node="node-2")
+    put_block(ds, "10.65.0.0/26")
+    wait_until(lambda: {"10.65.0.1/32", "10.65.0.0/26"} <= set(ours(kernel)), "routes programmed")
+    assert "10.65.9.1/32" not in ours(kernel)
+    assert kernel.sysctl("net/ipv4/conf/tortaaa/proxy_arp") == "1"
+    assert kernel.sysctl("net/ipv4/ip_forward") == "1"
+    wait_until(lambda: _http(agent.health_port, "/readiness")[0] == 200, "readiness")
+    assert _http(agent.health_port, "/liveness")[0] == 200
+
+    # endpoint before interface: the route appears once the interface does
+    put_wep(ds, "bbb", "10.65.0.2/32")
+    time.sleep(0.2)
+    assert "10.65.0.2/32" not in ours(kernel)
+    kernel.add_link("tortbbb")
+    wait_until(lambda: "10.65.0.2/32" in ours(kernel), "route after interface appeared")
+
+    # moved away -> route removed; the other routes untouched
+    put_wep(ds, "aaa", "10.65.0.1/32", node="node-2")
+    wait_until(lambda: "10.65.0.1/32" not in ours(kernel), "route removed")
+    assert {"10.65.0.2/32", "10.65.0.0/26"} <= set(ours(kernel))
+
+    status, text = _http(agent.metrics_port, "/metrics")
+    assert status == 200
+    body = text.decode()
+    assert 'tortie_agent_routes{kind="block"} 1.0' in body
+    assert "tortie_agent_local_endpoints 1.0" in body
+    assert "tortie_agent_in_sync 1.0" in body
+    assert "tortie_agent_datastore_to_kernel_seconds_count" in body
+    assert "tortie_agent_datastore_to_kernel_seconds_count 0.0" not in body
+
+    # status write-back: the agent's liveness and the endpoint's state
+    wait_until(lambda: ds.get(status_key(HOST)) is not None, "agent status report")
+    ep_key = "/calico/felix/v2/no-region/host/node-1/workload/cni/bbb/endpoint/eth0"
+    wait_until(lambda: (kv := ds.get(ep_key)) is not None and kv.value == {"status": "up"}, "endpoint up")
+    kernel.set_admin("tortbbb", False)
+    wait_until(lambda: (kv := ds.get(ep_key)) is not None and kv.value == {"status": "down"}, "endpoint down")
+
+
+def test_nothing_is_touched_before_in_sync_and_stop_leaves_the_kernel(agent: RunningAgent) -> None:
+    kernel = agent.kernel
+    wait_until(lambda: _http(agent.health_port, "/readiness")[0] == 200, "readiness")
+    kernel.add_link("tortccc")
+    put_wep(agent.ds, "ccc", "10.65.0.3/32")
+    wait_until(lambda: "10.65.0.3/32" in ours(kernel), "route")
+    agent.stop.set()
+    agent.thread.join(timeout=20)
+    assert agent.result == [0]
+    assert "10.65.0.3/32" in ours(kernel)  # left in place on stop
+
+
+def test_drift_is_repaired_on_the_refresh_interval() -> None:
+    ds = MemoryDatastore()
+    kernel = FakeKernel()
+    kernel.add_link("tortddd")
+    put_wep(ds, "ddd", "10.65.0.4/32")
+    ds.put(kind_info("FelixConfiguration").key("default"),
+           {"apiVersion": "projectcalico.org/v3", "kind": "FelixConfiguration",
+            "metadata": {"name": "default"},
+            "spec": {"routeRefreshInterval": "300ms", "interfaceRefreshInterval": "300ms"}})
+    stop = threading.Event()
+    result: list[int] = []
+    thread = threading.Thread(target=lambda: result.append(run_agent(
+        {"hostname": HOST}, {}, stop=stop, open_store=lambda _u: ds,
+        drivers_factory=lambda _c: Drivers(kernel, kernel, kernel))), daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: "10.65.0.4/32" in ours(kernel), "route")
+        kernel.drop_route("10.65.0.4/32")
+        kernel.set_sysctl("net/ipv4/ip_forward", "0")
+        wait_until(lambda: "10.65.0.4/32" in ours(kernel), "route restored")
+        wait_until(lambda: kernel.sysctl("net/ipv4/ip_forward") == "1", "sysctl restored")
+    finally:
+        stop.set()
+        thread.join(timeout=20)
+    assert result == [0]
+
+
+def test_a_felix_configuration_change_rebuilds_the_pipeline(agent: RunningAgent) -> None:
+    wait_until(lambda: _http(agent.health_port, "/readiness")[0] == 200, "readiness")
+    agent.kernel.add_link("caliabc")
+    put_wep(agent.ds, "abc", "10.65.0.5/32", iface="caliabc")
+    time.sleep(0.2)
+    assert "10.65.0.5/32" not in ours(agent.kernel)  # not one of our prefixes
+    agent.ds.put(kind_info("FelixConfiguration").key(f"node.{HOST}"),
+                 {"apiVersion": "projectcalico.org/v3", "kind": "FelixConfiguration",
+                  "metadata": {"name": f"node.{HOST}"}, "spec": {"interfacePrefix": "tort,cali"}})
+    wait_until(lambda: "10.65.0.5/32" in ours(agent.kernel), "route via the new prefix")
+    assert len(agent.started) == 2
+    assert json.loads(_http(agent.health_port, "/liveness")[1])["ok"] is True
+
+
+def test_a_named_missing_config_file_is_an_error(tmp_path: Any) -> None:
+    rc = run_agent({"hostname": HOST, "config_file": str(tmp_path / "missing.cfg")}, {},
+                   stop=threading.Event(), open_store=lambda _u: MemoryDatastore(),
+                   drivers_factory=lambda _c: Drivers(FakeKernel(), FakeKernel(), FakeKernel()))
+    assert rc == 1
+
+
+def test_an_invalid_felix_configuration_at_start_does_not_cause_restarts() -> None:
+    ds = MemoryDatastore()
+    ds.put(kind_info("FelixConfiguration").key("default"),
+           {"apiVersion": "projectcalico.org/v3", "kind": "FelixConfiguration",
+            "metadata": {"name": "not-default"}, "spec": {"interfacePrefix": "cali"}})
+    kernel = FakeKernel()
+    kernel.add_link("tortfff")
+    put_wep(ds, "fff", "10.65.0.6/32")
+    stop = threading.Event()
+    started: list[AgentPipeline] = []
+    result: list[int] = []
+    thread = threading.Thread(target=lambda: result.append(run_agent(
+        {"hostname": HOST}, {}, stop=stop, open_store=lambda _u: ds,
+        drivers_factory=lambda _c: Drivers(kernel, kernel, kernel),
+        on_started=lambda p, _h, _m: started.append(p))), daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: "10.65.0.6/32" in ours(kernel), "route with the default prefix")
+        time.sleep(0.3)
+        assert len(started) == 1
+    finally:
+        stop.set()
+        thread.join(timeout=20)
+    assert result == [0]
