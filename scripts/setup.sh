@@ -7,7 +7,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEB_PACKAGES=(iproute2 nftables bird2 etcd-server etcd-client iputils-ping procps psmisc)
+DEB_PACKAGES=(iproute2 nftables bird2 etcd-server etcd-client iputils-ping procps psmisc gobgpd frr)
+DEB_PACKAGES+=(podman runc conmon containernetworking-plugins busybox-static golang-go golang-github-appc-cni-dev)  # CNI tests: podman, libcni (cnitool), reference plugins
 
 missing=()
 for p in "${DEB_PACKAGES[@]}"; do

@@ -1,0 +1,156 @@
+"""The datastore facts BGP needs, as small frozen records (the input vocabulary of `tortie.bgp.view`).
+
+Inputs: nothing (plain values); `tortie.bgp.snapshot` builds these from stored resources and IPAM
+objects. Outputs: `Node`, `BgpConfig`, `Peer`, `Pool`, `Block` records and a `Snapshot` holding one
+consistent set of them.
+
+Keeping the view's vocabulary here (rather than using the model's resource classes directly) means the
+view reads only what BGP cares about, already normalised: AS numbers as integers, addresses as
+`ipaddress` objects, durations in seconds, `None` for "not set" so the view applies Calico's
+defaults in one place.
+
+Invariants: records are immutable and hashable; a `Snapshot` never holds two nodes (or configs,
+peers, pools) with the same name.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+DEFAULT_AS_NUMBER = 64512
+DEFAULT_LISTEN_PORT = 179
+
+
+@dataclass(frozen=True)
+class SecretRef:
+    """A reference to one key of a named secret (Calico's `secretKeyRef`)."""
+
+    name: str
+    key: str
+
+
+@dataclass(frozen=True)
+class Node:
+    """A cluster node as BGP sees it (Node.spec.bgp plus labels)."""
+
+    name: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+    ipv4: ipaddress.IPv4Interface | None = None
+    ipv6: ipaddress.IPv6Interface | None = None
+    as_number: int | None = None
+    rr_cluster_id: str | None = None
+
+    def address(self, version: int) -> IPAddress | None:
+        iface = self.ipv4 if version == 4 else self.ipv6
+        return None if iface is None else iface.ip
+
+    def __hash__(self) -> int:
+        return hash((self.name, tuple(sorted(self.labels.items())), self.ipv4, self.ipv6))
+
+
+@dataclass(frozen=True)
+class Community:
+    """A named community from BGPConfiguration.communities; value `aa:nn` or `aa:nn:mm`."""
+
+    name: str
+    value: str
+
+
+@dataclass(frozen=True)
+class PrefixAdvertisement:
+    """Communities (names or literal values) to attach to routes inside `cidr`."""
+
+    cidr: IPNetwork
+    communities: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class BgpConfig:
+    """One BGPConfiguration (`default` or `node.<name>`); None = not set there."""
+
+    name: str
+    as_number: int | None = None
+    node_to_node_mesh_enabled: bool | None = None
+    listen_port: int | None = None
+    log_severity_screen: str | None = None
+    communities: tuple[Community, ...] | None = None
+    prefix_advertisements: tuple[PrefixAdvertisement, ...] | None = None
+    ignored_interfaces: tuple[str, ...] | None = None
+    node_mesh_password: SecretRef | None = None
+    node_mesh_max_restart_time: int | None = None
+
+
+@dataclass(frozen=True)
+class Peer:
+    """One BGPPeer. Exactly one of (`peer_ip` + `as_number`) and `peer_selector` selects the remote side;
+    `node` / `node_selector` (or neither: global) select the local side."""
+
+    name: str
+    node: str | None = None
+    node_selector: str | None = None
+    peer_ip: IPAddress | None = None
+    peer_port: int | None = None
+    as_number: int | None = None
+    peer_selector: str | None = None
+    local_as_number: int | None = None
+    source_address: str | None = None  # "UseNodeIP" (default) or "None"
+    password: SecretRef | None = None
+    keep_original_next_hop: bool = False
+    next_hop_mode: str | None = None  # "Auto" / "Self" / "Keep"
+    max_restart_time: int | None = None
+    keepalive_time: int | None = None
+    reverse_peering: str | None = None  # "Auto" (default) / "Manual"
+
+    @property
+    def is_global(self) -> bool:
+        return self.node is None and self.node_selector is None
+
+
+@dataclass(frozen=True)
+class Pool:
+    name: str
+    cidr: IPNetwork
+    disabled: bool = False
+    disable_bgp_export: bool = False
+
+    @property
+    def exported(self) -> bool:
+        """Whether BGP advertises addresses of this pool (enabled and not `disableBGPExport`)."""
+        return not self.disabled and not self.disable_bgp_export
+
+
+@dataclass(frozen=True)
+class Block:
+    """An IPAM block and the host it is affine to (None = no host affinity)."""
+
+    cidr: IPNetwork
+    host: str | None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One consistent view of everything BGP reads from the datastore."""
+
+    nodes: tuple[Node, ...] = ()
+    configs: tuple[BgpConfig, ...] = ()
+    peers: tuple[Peer, ...] = ()
+    pools: tuple[Pool, ...] = ()
+    blocks: tuple[Block, ...] = ()
+
+    def node(self, name: str) -> Node | None:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        return None
+
+    def config(self, name: str) -> BgpConfig | None:
+        for c in self.configs:
+            if c.name == name:
+                return c
+        return None

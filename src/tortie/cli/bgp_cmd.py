@@ -1,0 +1,75 @@
+"""`tortie bgp run --hostname H`: render BIRD's configuration from the datastore and supervise BIRD.
+
+Runs `tortie.bgp.daemon.BgpDaemon` in the foreground until SIGTERM/SIGINT, then stops BIRD and exits 0.
+Files go to the run directory (`--run-dir`, default `/var/run/tortie/<hostname>`): bird.conf, bird.ctl
+(control socket read by `tortie node status`), bird.log, status.json (health). `--bird-netns NS` runs
+only BIRD inside network namespace NS (the daemon itself stays where it is, e.g. next to an etcd on
+loopback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import types
+from typing import TYPE_CHECKING
+
+from tortie.bgp.daemon import BgpDaemon, DaemonConfig
+from tortie.bgp.secrets import DEFAULT_SECRETS_DIR, FileSecrets
+from tortie.bgp.view import DEFAULT_AGENT_ROUTE_PROTOCOL, DEFAULT_WORKLOAD_IFACE_PREFIXES, Timers, ViewOptions
+from tortie.cli.context import open_store
+from tortie.cli.node_status_cmd import add_host_arguments, resolve_run_dir
+
+if TYPE_CHECKING:
+    from tortie.cli.node_status_cmd import SubParsers
+
+
+def register(sub: SubParsers) -> None:
+    bgp = sub.add_parser("bgp", help="BGP daemon (BIRD 2) of this host")
+    verbs = bgp.add_subparsers(dest="bgp_command", metavar="VERB")
+    p = verbs.add_parser("run", help="render bird.conf from the datastore and supervise BIRD (foreground)")
+    add_host_arguments(p)
+    p.add_argument("--secrets-dir", default=DEFAULT_SECRETS_DIR,
+                   help="directory of BGP password secrets: <dir>/<secret name>/<key> (default: %(default)s)")
+    p.add_argument("--agent-route-protocol", type=int, default=DEFAULT_AGENT_ROUTE_PROTOCOL,
+                   help="kernel route protocol number of the agent's workload routes (default: %(default)s)")
+    p.add_argument("--workload-interface-prefix", action="append", default=None,
+                   help="prefix of workload interface names, excluded from BIRD's direct protocol "
+                        "(repeatable; default: cali)")
+    p.add_argument("--fast-timers", action="store_true",
+                   help="connect delay 0 s, retry 1 s, error wait 1-4 s (labs and tests)")
+    p.add_argument("--bird", default="bird", help="BIRD 2 binary (default: %(default)s)")
+    p.add_argument("--bird-netns", default=None,
+                   help="run BIRD inside this network namespace (ip netns name)")
+
+    def _usage(_args: argparse.Namespace) -> int:
+        bgp.print_help()
+        return 1
+
+    bgp.set_defaults(func=_usage)
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    hostname, run_dir = resolve_run_dir(args)
+    options = ViewOptions(
+        agent_route_protocol=args.agent_route_protocol,
+        workload_iface_prefixes=tuple(args.workload_interface_prefix or DEFAULT_WORKLOAD_IFACE_PREFIXES),
+        timers=Timers.fast() if args.fast_timers else Timers(),
+        secrets=FileSecrets(args.secrets_dir),
+    )
+    prefix = ("ip", "netns", "exec", args.bird_netns) if args.bird_netns else ()
+    config = DaemonConfig(hostname=hostname, run_dir=run_dir, view_options=options, bird_binary=args.bird,
+                          bird_command_prefix=prefix)
+    ds = open_store(args)
+    daemon = BgpDaemon(ds, config)
+
+    def _on_signal(_signum: int, _frame: types.FrameType | None) -> None:
+        daemon.stop()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    try:
+        return daemon.run()
+    finally:
+        ds.close()

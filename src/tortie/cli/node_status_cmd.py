@@ -1,0 +1,131 @@
+"""`tortie node status [-o table|json]`: this host's BGP sessions and advertised prefixes.
+
+Reads BIRD's control socket in the host's run directory (`--run-dir`, default
+`/var/run/tortie/<hostname>`; `bird.ctl` there) and the BGP daemon's `status.json`. Prints, like
+`calicoctl node status`, whether the daemon and BIRD are running, then one row per peer: address,
+type (node-to-node mesh / route reflector / route reflector client / global / node specific), BIRD
+state, since, info (Established, or the BGP state and the reason it is not Established), then the
+prefixes this node originates. Exit code 1 when BIRD is not running.
+
+The `node` verb group is shared: issue 8 adds `tortie node run`. Any module adds a verb with
+
+    from tortie.cli.node_status_cmd import node_subparsers
+    def register(sub):
+        p = node_subparsers(sub).add_parser("run", help=...)
+        p.set_defaults(func=...)
+
+`node_subparsers(sub)` creates the `node` group the first time and returns the same sub-parsers
+object afterwards, whichever module registers first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import sys
+from typing import TYPE_CHECKING, Any
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from tortie.bgp.control import BirdControl, BirdNotRunning
+from tortie.bgp.daemon import RunPaths, default_run_dir, read_health
+from tortie.bgp.status import PeerStatus, query_advertised, query_peers
+
+if TYPE_CHECKING:
+    SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]
+
+
+def node_subparsers(sub: SubParsers) -> SubParsers:
+    """The sub-parsers of the `node` verb group, created on first use (see the module docstring)."""
+    parser = sub.choices.get("node")
+    if parser is None:
+        parser = sub.add_parser("node", help="this host as a cluster node: status (BGP peers, routes)")
+        group = parser.add_subparsers(dest="node_command", metavar="VERB")
+
+        def _usage(_args: argparse.Namespace) -> int:
+            parser.print_help(sys.stderr)
+            return 1
+
+        parser.set_defaults(func=_usage)
+        return group
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            found: SubParsers = action
+            return found
+    raise RuntimeError("the `node` command has no sub-commands")  # pragma: no cover
+
+
+def add_host_arguments(p: argparse.ArgumentParser) -> None:
+    """--hostname and --run-dir, shared by the node and bgp verbs."""
+    p.add_argument("--hostname", default=None, help="this host's Node name (default: the system host name)")
+    p.add_argument("--run-dir", default=None,
+                   help="runtime directory of this host's BGP daemon (default: /var/run/tortie/<hostname>)")
+
+
+def resolve_run_dir(args: argparse.Namespace) -> tuple[str, str]:
+    hostname = args.hostname or socket.gethostname()
+    return hostname, args.run_dir or default_run_dir(hostname)
+
+
+def register(sub: SubParsers) -> None:
+    p = node_subparsers(sub).add_parser("status", help="BGP peers and advertised prefixes of this host")
+    add_host_arguments(p)
+    p.add_argument("-o", "--output", choices=("table", "json"), default="table", help="output format")
+    p.set_defaults(func=_run)
+
+
+def collect(run_dir: str) -> dict[str, Any]:
+    """Everything `node status` shows, as a JSON-able dict (raises BirdNotRunning)."""
+    health = read_health(run_dir)
+    with BirdControl(RunPaths(run_dir).socket, timeout=2.0) as ctl:
+        peers = query_peers(ctl)
+        advertised = query_advertised(ctl)
+        version = ctl.version
+    return {
+        "bird": {"running": True, "version": version},
+        "daemon": health,
+        "peers": [p.to_json() for p in peers],
+        "advertised": advertised,
+    }
+
+
+def _peer_table(title: str, peers: list[PeerStatus]) -> Table:
+    table = Table(title=title, title_justify="left", box=box.ASCII)
+    for col in ("PEER ADDRESS", "PEER TYPE", "STATE", "SINCE", "INFO"):
+        table.add_column(col)
+    for p in peers:
+        table.add_row(p.address, p.peer_type, p.state, p.since, p.info)
+    return table
+
+
+def _run(args: argparse.Namespace) -> int:
+    hostname, run_dir = resolve_run_dir(args)
+    try:
+        data = collect(run_dir)
+    except BirdNotRunning as exc:
+        if args.output == "json":
+            print(json.dumps({"bird": {"running": False, "error": str(exc)}, "daemon": read_health(run_dir),
+                              "peers": [], "advertised": []}, indent=2))
+        else:
+            print(f"BIRD is not running on {hostname}: {exc}", file=sys.stderr)
+        return 1
+    if args.output == "json":
+        print(json.dumps(data, indent=2))
+        return 0
+    console = Console(width=160)
+    health = data["daemon"]
+    if health is not None:
+        state = "running" if health.get("live") else "stopped"
+        console.print(f"tortie bgp daemon is {state} (ready: {str(health.get('ready')).lower()}).")
+    console.print(f"{data['bird']['version']} is running.")
+    peers = [PeerStatus(p["name"], p["peerAddress"], p["peerType"], p["state"], p["since"], p["info"],
+                        p["established"]) for p in data["peers"]]
+    for version, label in ((4, "IPv4"), (6, "IPv6")):
+        rows = [p for p in peers if (":" in p.address) == (version == 6)]
+        if rows or version == 4:
+            console.print(_peer_table(f"{label} BGP status", rows))
+    console.print("Advertised prefixes: " + (", ".join(data["advertised"]) or "(none)"))
+    return 0

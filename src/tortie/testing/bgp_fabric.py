@@ -1,0 +1,406 @@
+"""A small network-namespace test bed for BGP tests and benchmarks: fabrics, hosts, routers, workloads,
+and in-process tortie BGP daemons driving real BIRD processes.
+
+    fabric ns  (bridge br0)  <-- veth -->  host ns  eth0 = <subnet>.<index>/24, ip_forward=1
+                             <-- veth -->  router ns  legN = <subnet>.<index>/24 (may join several fabrics)
+    host ns  caliN <-- veth --> workload ns eth0 = IP/32, default via 169.254.1.1 (Calico style)
+
+Everything is named `<prefix>-<role><n>` with a per-instance prefix (pid + random), so parallel tests
+never collide, and nothing touches the root namespace. `close()` stops every process the bed started
+(by pid: daemons first, then routers' processes) and deletes every namespace it created; use it as a
+context manager.
+
+What the agent would do is simulated with `add_workload_route` / `add_block_blackhole`: routes with
+the agent's protocol number (77) exactly as the agent writes them, so BIRD learns them the same way.
+
+This exists because `tortie.lab` was not available when the BGP tests were written; it is
+deliberately small (see docs/design/bgp.md, "Test bed").
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import IO
+
+from tortie.bgp.daemon import BgpDaemon, DaemonConfig
+from tortie.bgp.view import DEFAULT_AGENT_ROUTE_PROTOCOL, Timers, ViewOptions
+from tortie.datastore.api import Datastore
+
+
+def run(cmd: Sequence[str], check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(list(cmd), capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr.strip()}")
+    return proc
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.05, what: str = "") -> None:
+    """Poll `predicate` until it is true; AssertionError naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:.1f}s waiting for {what or predicate}")
+        time.sleep(interval)
+
+
+@dataclass
+class Fabric:
+    name: str  # namespace holding the bridge
+    subnet: ipaddress.IPv4Network
+    ports: int = 0
+
+    def address(self, index: int) -> ipaddress.IPv4Interface:
+        return ipaddress.IPv4Interface(f"{self.subnet.network_address + index}/{self.subnet.prefixlen}")
+
+
+@dataclass
+class Host:
+    name: str  # tortie Node name
+    ns: str
+    address: ipaddress.IPv4Interface
+    run_dir: str
+    fabric: Fabric
+    workloads: int = 0
+    daemon: BgpDaemon | None = None
+    thread: threading.Thread | None = None
+
+
+@dataclass
+class Router:
+    name: str
+    ns: str
+    legs: dict[str, ipaddress.IPv4Interface] = field(default_factory=dict)  # fabric name -> address
+
+
+class BgpTestBed:
+    def __init__(self, workdir: str, prefix: str = "tb") -> None:
+        self.workdir = workdir
+        self.tag = f"{prefix}{os.getpid() % 10000}{secrets.token_hex(2)}"
+        self.namespaces: list[str] = []
+        self.hosts: dict[str, Host] = {}
+        self.routers: dict[str, Router] = {}
+        self.fabrics: dict[str, Fabric] = {}
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self._logs: list[IO[bytes]] = []
+
+    # -- context -------------------------------------------------------------------------------
+    def __enter__(self) -> BgpTestBed:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for host in self.hosts.values():
+            self.stop_daemon(host.name)
+        for proc in self.processes:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.processes:
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        for fh in self._logs:
+            fh.close()
+        for ns in reversed(self.namespaces):
+            run(["ip", "netns", "del", ns], check=False)
+        self.namespaces.clear()
+
+    # -- building ------------------------------------------------------------------------------
+    def _netns(self, role: str) -> str:
+        name = f"{self.tag}-{role}"
+        run(["ip", "netns", "add", name])
+        self.namespaces.append(name)
+        run(["ip", "-n", name, "link", "set", "lo", "up"])
+        return name
+
+    def exec(self, ns: str, *cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return run(["ip", "netns", "exec", ns, *cmd], check=check)
+
+    def sysctl(self, ns: str, key: str, value: str) -> None:
+        self.exec(ns, "sysctl", "-q", "-w", f"{key}={value}")
+
+    def add_fabric(self, name: str, subnet: str) -> Fabric:
+        ns = self._netns(name)
+        run(["ip", "-n", ns, "link", "add", "br0", "type", "bridge"])
+        run(["ip", "-n", ns, "link", "set", "br0", "up"])
+        fabric = Fabric(ns, ipaddress.IPv4Network(subnet))
+        self.fabrics[name] = fabric
+        return fabric
+
+    def _attach(self, fabric: Fabric, ns: str, ifname: str, index: int) -> ipaddress.IPv4Interface:
+        fabric.ports += 1
+        port = f"p{fabric.ports}"
+        run(["ip", "-n", ns, "link", "add", ifname, "type", "veth", "peer", "name", port,
+             "netns", fabric.name])
+        run(["ip", "-n", fabric.name, "link", "set", port, "master", "br0", "up"])
+        address = fabric.address(index)
+        run(["ip", "-n", ns, "addr", "add", str(address), "dev", ifname])
+        run(["ip", "-n", ns, "link", "set", ifname, "up"])
+        return address
+
+    def add_host(self, name: str, fabric: Fabric, index: int) -> Host:
+        ns = self._netns(name)
+        address = self._attach(fabric, ns, "eth0", index)
+        self.sysctl(ns, "net.ipv4.ip_forward", "1")
+        # Proxy ARP for 169.254.1.1 needs a unicast route to it via another device (notes: linux-lab).
+        run(["ip", "-n", ns, "route", "add", "169.254.1.1/32", "dev", "lo"])
+        run_dir = os.path.join(self.workdir, name)
+        os.makedirs(run_dir, exist_ok=True)
+        host = Host(name, ns, address, run_dir, fabric)
+        self.hosts[name] = host
+        return host
+
+    def add_router(self, name: str, legs: Sequence[tuple[Fabric, int]]) -> Router:
+        ns = self._netns(name)
+        router = Router(name, ns)
+        for i, (fabric, index) in enumerate(legs):
+            router.legs[fabric.name] = self._attach(fabric, ns, f"leg{i}", index)
+        self.sysctl(ns, "net.ipv4.ip_forward", "1")
+        self.routers[name] = router
+        return router
+
+    # -- what the agent would do ---------------------------------------------------------------
+    def add_block_blackhole(self, host: str, cidr: str) -> None:
+        run(["ip", "-n", self.hosts[host].ns, "route", "replace", "blackhole", cidr,
+             "proto", str(DEFAULT_AGENT_ROUTE_PROTOCOL)])
+
+    def add_workload_route(self, host: str, ip: str) -> str:
+        """A /32 route `dev caliN scope link proto 77` on a veth whose other end stays in the host."""
+        h = self.hosts[host]
+        h.workloads += 1
+        ifname = f"cali{h.workloads}"
+        run(["ip", "-n", h.ns, "link", "add", ifname, "type", "veth", "peer", "name", f"wl{h.workloads}"])
+        run(["ip", "-n", h.ns, "link", "set", ifname, "up"])
+        run(["ip", "-n", h.ns, "link", "set", f"wl{h.workloads}", "up"])
+        run(["ip", "-n", h.ns, "route", "add", f"{ip}/32", "dev", ifname, "scope", "link",
+             "proto", str(DEFAULT_AGENT_ROUTE_PROTOCOL)])
+        return ifname
+
+    def del_workload_route(self, host: str, ip: str) -> None:
+        run(["ip", "-n", self.hosts[host].ns, "route", "del", f"{ip}/32", "proto",
+             str(DEFAULT_AGENT_ROUTE_PROTOCOL), "scope", "link"])
+
+    def add_workload(self, host: str, ip: str) -> str:
+        """A Calico-style workload namespace with `ip`/32; returns the workload namespace."""
+        h = self.hosts[host]
+        h.workloads += 1
+        wns = self._netns(f"{host}w{h.workloads}")
+        ifname = f"cali{h.workloads}"
+        run(["ip", "-n", h.ns, "link", "add", ifname, "type", "veth", "peer", "name", "eth0", "netns", wns])
+        self.sysctl(h.ns, f"net.ipv4.conf.{ifname}.proxy_arp", "1")
+        self.sysctl(h.ns, f"net.ipv4.neigh.{ifname}.proxy_delay", "0")
+        run(["ip", "-n", h.ns, "link", "set", ifname, "up"])
+        run(["ip", "-n", wns, "addr", "add", f"{ip}/32", "dev", "eth0"])
+        run(["ip", "-n", wns, "link", "set", "eth0", "up"])
+        run(["ip", "-n", wns, "route", "add", "169.254.1.1", "dev", "eth0", "scope", "link"])
+        run(["ip", "-n", wns, "route", "add", "default", "via", "169.254.1.1", "dev", "eth0"])
+        run(["ip", "-n", h.ns, "route", "add", f"{ip}/32", "dev", ifname, "scope", "link",
+             "proto", str(DEFAULT_AGENT_ROUTE_PROTOCOL)])
+        return wns
+
+    # -- observing -----------------------------------------------------------------------------
+    def routes(self, ns: str, proto: str | None = None) -> dict[str, str]:
+        """Kernel IPv4 routes of a namespace: destination -> the rest of the `ip route` line."""
+        cmd = ["ip", "-n", ns, "-4", "route", "show"]
+        if proto is not None:
+            cmd += ["proto", proto]
+        out: dict[str, str] = {}
+        for line in run(cmd).stdout.splitlines():
+            parts = line.split(None, 1)
+            if not parts:
+                continue
+            dst = parts[0]
+            rest = parts[1] if len(parts) > 1 else ""
+            if dst in ("blackhole", "unreachable", "prohibit"):
+                dst, _, rest2 = rest.partition(" ")
+                rest = f"{parts[0]} {rest2}"
+            if "/" not in dst and dst != "default":
+                dst += "/32"
+            out[dst] = rest
+        return out
+
+    def bird_routes(self, host: str) -> dict[str, str]:
+        """Routes BIRD wrote into a host's kernel."""
+        return self.routes(self.hosts[host].ns, "bird")
+
+    # -- processes -----------------------------------------------------------------------------
+    def start_process(self, ns: str, argv: Sequence[str], log_path: str,
+                      user_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        fh = open(log_path, "ab")  # noqa: SIM115 - closed in close()
+        self._logs.append(fh)
+        env = dict(os.environ, **(user_env or {}))
+        proc = subprocess.Popen(["ip", "netns", "exec", ns, *argv], stdout=fh, stderr=fh,
+                                stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+        self.processes.append(proc)
+        return proc
+
+    def start_daemon(self, ds: Datastore, host: str, *, timers: Timers | None = None) -> BgpDaemon:
+        h = self.hosts[host]
+        cfg = DaemonConfig(
+            hostname=host, run_dir=h.run_dir,
+            view_options=ViewOptions(timers=timers or Timers.fast()),
+            bird_command_prefix=("ip", "netns", "exec", h.ns),
+            restart_backoff_initial=0.2, restart_backoff_max=2.0,
+        )
+        daemon = BgpDaemon(ds, cfg)
+        thread = threading.Thread(target=daemon.run, name=f"bgp-{host}", daemon=True)
+        thread.start()
+        h.daemon, h.thread = daemon, thread
+        return daemon
+
+    def wait_ready(self, hosts: Sequence[str] | None = None, timeout: float = 20) -> None:
+        """Wait until the daemons of `hosts` (default: all) report ready in status.json."""
+        from tortie.bgp.daemon import read_health
+
+        names = list(hosts) if hosts is not None else list(self.hosts)
+        def ready() -> bool:
+            return all((read_health(self.hosts[h].run_dir) or {}).get("ready") is True for h in names)
+
+        wait_until(ready, timeout, what=f"BGP daemons ready on {names}")
+
+    def stop_daemon(self, host: str) -> None:
+        h = self.hosts[host]
+        if h.daemon is not None:
+            h.daemon.stop()
+        if h.thread is not None:
+            h.thread.join(15)
+        h.daemon, h.thread = None, None
+
+
+def frr_available() -> bool:
+    return os.path.exists("/usr/lib/frr/bgpd") and os.path.exists("/usr/lib/frr/zebra")
+
+
+def gobgp_available() -> bool:
+    return shutil.which("gobgpd") is not None and shutil.which("gobgp") is not None
+
+
+# --------------------------------------------------------------------------- datastore content
+
+
+def apply_manifests(ds: Datastore, text: str) -> None:
+    """Apply YAML manifests (validated through the model) to the datastore."""
+    from tortie.datastore.resources import ResourceStore
+    from tortie.model import load_resources
+
+    store = ResourceStore(ds)
+    for res in load_resources(text, source="<test>"):
+        store.apply(res)
+
+
+def put_block(ds: Datastore, cidr: str, host: str | None) -> None:
+    """Write an (empty) IPAM block affine to `host`, in Calico's backend JSON at Calico's key."""
+    from tortie.ipam.block import Block as IpamBlock
+    from tortie.ipam.keys import block_key
+    from tortie.ipam.records import encode_block
+
+    net = ipaddress.ip_network(cidr)
+    ds.put(block_key(net), encode_block(IpamBlock.new(net, f"host:{host}" if host else None)))
+
+
+def node_manifest(name: str, address: str, *, labels: dict[str, str] | None = None,
+                  as_number: int | None = None, rr_cluster_id: str | None = None) -> str:
+    bgp = [f"ipv4Address: {address}"]
+    if as_number is not None:
+        bgp.append(f"asNumber: {as_number}")
+    if rr_cluster_id is not None:
+        bgp.append(f"routeReflectorClusterID: {rr_cluster_id}")
+    label_text = ", ".join(f'{k}: "{v}"' for k, v in (labels or {}).items())
+    return ("apiVersion: projectcalico.org/v3\nkind: Node\n"
+            f"metadata: {{name: {name}, labels: {{{label_text}}}}}\n"
+            f"spec: {{bgp: {{{', '.join(bgp)}}}}}\n---\n")
+
+
+# --------------------------------------------------------------------------- external routers
+
+
+class FrrRouter:
+    """zebra + bgpd (FRR) inside a router namespace, as user frr, with files in their own directory
+    (world-traversable, owned by frr: FRR drops privileges and cannot use root's temp dirs)."""
+
+    def __init__(self, bed: BgpTestBed, router: Router, bgpd_conf: str) -> None:
+        import pwd
+        import tempfile
+
+        self.bed = bed
+        self.router = router
+        self.dir = tempfile.mkdtemp(prefix=f"tortie-frr-{router.name}-", dir="/tmp")
+        os.chmod(self.dir, 0o755)
+        with open(os.path.join(self.dir, "zebra.conf"), "w") as fh:
+            fh.write(f"hostname {router.name}\n")
+        with open(os.path.join(self.dir, "bgpd.conf"), "w") as fh:
+            fh.write(bgpd_conf)
+        frr = pwd.getpwnam("frr")
+        for entry in [self.dir, *(os.path.join(self.dir, f) for f in os.listdir(self.dir))]:
+            os.chown(entry, frr.pw_uid, frr.pw_gid)
+        common = ["-z", os.path.join(self.dir, "zserv.api"), "--vty_socket", self.dir, "-P", "0"]
+        self.zebra = bed.start_process(router.ns, [
+            "/usr/lib/frr/zebra", "-f", os.path.join(self.dir, "zebra.conf"),
+            "-i", os.path.join(self.dir, "zebra.pid"), *common],
+            os.path.join(bed.workdir, f"{router.name}-zebra.log"))
+        wait_until(lambda: os.path.exists(os.path.join(self.dir, "zserv.api")), 10, what="zebra socket")
+        self.bgpd = bed.start_process(router.ns, [
+            "/usr/lib/frr/bgpd", "-f", os.path.join(self.dir, "bgpd.conf"),
+            "-i", os.path.join(self.dir, "bgpd.pid"), *common],
+            os.path.join(bed.workdir, f"{router.name}-bgpd.log"))
+
+    def vtysh(self, command: str) -> str:
+        return self.bed.exec(self.router.ns, "vtysh", "--vty_socket", self.dir, "-c", command).stdout
+
+    def close(self) -> None:
+        for proc in (self.bgpd, self.zebra):
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class GobgpRouter:
+    """gobgpd inside a router namespace; its gRPC API on the namespace's own loopback."""
+
+    API_PORT = 50051  # inside a fresh namespace nothing else can hold it
+
+    def __init__(self, bed: BgpTestBed, router: Router, toml: str) -> None:
+        self.bed = bed
+        self.router = router
+        self.conf = os.path.join(bed.workdir, f"{router.name}-gobgpd.toml")
+        with open(self.conf, "w") as fh:
+            fh.write(toml)
+        self.proc = bed.start_process(router.ns, [
+            "gobgpd", "-f", self.conf, "-p", "--pprof-disable", f"--api-hosts=127.0.0.1:{self.API_PORT}"],
+            os.path.join(bed.workdir, f"{router.name}-gobgpd.log"))
+        wait_until(lambda: bed.exec(router.ns, *self._cli("global"), check=False).returncode == 0,
+                   10, what="gobgpd API")
+
+    def _cli(self, *args: str) -> list[str]:
+        return ["gobgp", "-u", "127.0.0.1", "-p", str(self.API_PORT), *args]
+
+    def cli(self, *args: str) -> str:
+        return self.bed.exec(self.router.ns, *self._cli(*args)).stdout
+
+    def rib_prefixes(self) -> set[str]:
+        """Prefixes in gobgpd's global RIB (what it received plus what it originated)."""
+        import json
+
+        data = json.loads(self.cli("global", "rib", "-j") or "{}")
+        return set(data) if isinstance(data, dict) else set()
