@@ -47,6 +47,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
+from tortie.common.errors import TortieError
 from tortie.dataplane.drivers.sysctl import ProcSysctlDriver
 from tortie.dataplane.interfaces import DEFAULT_INTERFACE_PREFIXES, MAX_IFNAME_LEN
 from tortie.lab.state import HostRecord, LabState, ProcessRecord, WorkloadRecord, load_state, save_state
@@ -65,7 +66,7 @@ _NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
 _MEMBER_RE = re.compile(r"^[a-z][a-z0-9-]{0,12}$")
 
 
-class LabError(RuntimeError):
+class LabError(TortieError):
     """A lab operation failed (the message includes the failing command and its stderr)."""
 
 
