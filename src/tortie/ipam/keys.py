@@ -1,0 +1,113 @@
+"""Datastore keys of IPAM objects, in Calico's etcd v3 layout (reference §1.16), and their parsing.
+
+    /calico/ipam/v2/assignment/ipv4/block/10.0.0.0-26          block (IPv6: ipv6/block/fd00::-122)
+    /calico/ipam/v2/host/<host>/ipv4/block/10.0.0.0-26         block affinity of <host>
+    /calico/ipam/v2/handle/<handle-id>                         handle
+    /calico/ipam/v2/config                                     IPAM configuration (singleton)
+
+An `IPAMConfiguration` resource applied with `tortie apply` lands at `CONFIG_RESOURCE_KEY` in v3 form;
+IPAM honours whichever of the two configuration keys was written last (see `records.newest_config`).
+
+Resource keys (IPPool, Node, WorkloadEndpoint, IPReservation) come from `tortie.model.kinds`.
+Host names and handle ids become key segments, so they may not be empty or contain '/'.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from tortie.ipam.block import IPNetwork
+from tortie.ipam.errors import InvalidIpamRequest
+from tortie.model.kinds import kind_info
+
+IPAM_ROOT = "/calico/ipam/v2/"
+BLOCK_ROOT = IPAM_ROOT + "assignment/"
+HOST_ROOT = IPAM_ROOT + "host/"
+HANDLE_ROOT = IPAM_ROOT + "handle/"
+CONFIG_KEY = IPAM_ROOT + "config"
+# Where the generic resource layer stores an applied `IPAMConfiguration default` (v3 wire form).
+CONFIG_RESOURCE_KEY = kind_info("IPAMConfiguration").key("default")
+
+POOL_PREFIX = kind_info("IPPool").list_prefix()
+NODE_PREFIX = kind_info("Node").list_prefix()
+WEP_PREFIX = kind_info("WorkloadEndpoint").list_prefix()
+RESERVATION_PREFIX = kind_info("IPReservation").list_prefix()
+
+
+def check_segment(what: str, value: str) -> str:
+    """Return `value` if it can be a key segment, else raise InvalidIpamRequest."""
+    if not value or "/" in value or value in (".", ".."):
+        raise InvalidIpamRequest(f"invalid {what} {value!r}: must be non-empty and contain no '/'")
+    return value
+
+
+def cidr_segment(cidr: IPNetwork) -> str:
+    """`10.0.0.0/26` -> `10.0.0.0-26` (Calico replaces the slash by a dash)."""
+    return f"{cidr.network_address}-{cidr.prefixlen}"
+
+
+def parse_cidr_segment(segment: str) -> IPNetwork | None:
+    addr, sep, plen = segment.rpartition("-")
+    if not sep:
+        return None
+    try:
+        return ipaddress.ip_network(f"{addr}/{plen}")
+    except ValueError:
+        return None
+
+
+def block_prefix(version: int) -> str:
+    return f"{BLOCK_ROOT}ipv{version}/block/"
+
+
+def block_key(cidr: IPNetwork) -> str:
+    return f"{block_prefix(cidr.version)}{cidr_segment(cidr)}"
+
+
+def parse_block_key(key: str) -> IPNetwork | None:
+    """The block CIDR of a block key, or None if `key` is not one."""
+    for version in (4, 6):
+        prefix = block_prefix(version)
+        if key.startswith(prefix):
+            cidr = parse_cidr_segment(key[len(prefix) :])
+            return cidr if cidr is not None and cidr.version == version else None
+    return None
+
+
+def host_affinity_prefix(host: str, version: int | None = None) -> str:
+    check_segment("host name", host)
+    if version is None:
+        return f"{HOST_ROOT}{host}/"
+    return f"{HOST_ROOT}{host}/ipv{version}/block/"
+
+
+def affinity_key(host: str, cidr: IPNetwork) -> str:
+    return f"{host_affinity_prefix(host, cidr.version)}{cidr_segment(cidr)}"
+
+
+def parse_affinity_key(key: str) -> tuple[str, IPNetwork] | None:
+    """(host, block CIDR) of an affinity key, or None."""
+    if not key.startswith(HOST_ROOT):
+        return None
+    parts = key[len(HOST_ROOT) :].split("/")
+    if len(parts) != 4 or parts[2] != "block" or parts[1] not in ("ipv4", "ipv6") or not parts[0]:
+        return None
+    cidr = parse_cidr_segment(parts[3])
+    if cidr is None or f"ipv{cidr.version}" != parts[1]:
+        return None
+    return parts[0], cidr
+
+
+def handle_key(handle: str) -> str:
+    return HANDLE_ROOT + check_segment("handle", handle)
+
+
+def parse_handle_key(key: str) -> str | None:
+    if not key.startswith(HANDLE_ROOT):
+        return None
+    rest = key[len(HANDLE_ROOT) :]
+    return rest if rest and "/" not in rest else None
+
+
+def node_key(host: str) -> str:
+    return kind_info("Node").key(host)

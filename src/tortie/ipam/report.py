@@ -1,0 +1,185 @@
+"""What `tortie ipam show` reports, computed purely from an `IpamSnapshot`.
+
+Outputs (frozen values, with `as_dict()` for `-o json`):
+
+* `pool_usage`: per IPPool, addresses total / in use / reserved (IPReservation, not in use) / free;
+* `block_usage`: per block, its host affinity, pool, the same counts and how many addresses are
+  borrowed (held for a node other than the block's host);
+* `describe_ip`: everything known about one address: pool, block and its host, reservation, the
+  allocation's handle and attributes, and who uses it (WorkloadEndpoints, node tunnels).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from tortie.ipam.block import IPAddress, IPNetwork, is_reserved, network_within, reserved_ordinals
+from tortie.ipam.pools import pool_containing
+from tortie.ipam.snapshot import IpamSnapshot
+
+
+@dataclass(frozen=True)
+class PoolUsage:
+    name: str
+    cidr: IPNetwork
+    disabled: bool
+    total: int
+    in_use: int
+    reserved: int
+    blocks: int
+
+    @property
+    def free(self) -> int:
+        return max(0, self.total - self.in_use - self.reserved)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "cidr": str(self.cidr),
+            "disabled": self.disabled,
+            "total": self.total,
+            "inUse": self.in_use,
+            "reserved": self.reserved,
+            "free": self.free,
+            "blocks": self.blocks,
+        }
+
+
+@dataclass(frozen=True)
+class BlockUsage:
+    cidr: IPNetwork
+    affinity: str | None
+    pool: str | None
+    total: int
+    in_use: int
+    reserved: int
+    borrowed: int
+
+    @property
+    def free(self) -> int:
+        return max(0, self.total - self.in_use - self.reserved)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "cidr": str(self.cidr),
+            "affinity": self.affinity,
+            "pool": self.pool,
+            "total": self.total,
+            "inUse": self.in_use,
+            "reserved": self.reserved,
+            "free": self.free,
+            "borrowed": self.borrowed,
+        }
+
+
+@dataclass(frozen=True)
+class IpReport:
+    ip: IPAddress
+    pool: str | None
+    block: IPNetwork | None
+    block_affinity: str | None
+    reserved: bool
+    allocated: bool
+    handle: str | None = None
+    attrs: Mapping[str, str] = field(default_factory=dict)
+    used_by: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ip": str(self.ip),
+            "pool": self.pool,
+            "block": None if self.block is None else str(self.block),
+            "blockAffinity": self.block_affinity,
+            "reserved": self.reserved,
+            "allocated": self.allocated,
+            "handle": self.handle,
+            "attributes": dict(self.attrs),
+            "usedBy": list(self.used_by),
+        }
+
+
+def _union_size(cidr: IPNetwork, nets: Iterable[IPNetwork]) -> int:
+    """Number of addresses of `cidr` covered by the union of `nets`."""
+    lo, hi = int(cidr.network_address), int(cidr.broadcast_address)
+    spans = sorted(
+        (max(lo, int(n.network_address)), min(hi, int(n.broadcast_address)))
+        for n in nets
+        if n.version == cidr.version
+    )
+    total, cur_end = 0, lo - 1
+    for start, end in spans:
+        if start > end:
+            continue
+        start = max(start, cur_end + 1)
+        if start <= end:
+            total += end - start + 1
+            cur_end = end
+    return total
+
+
+def block_usage(snap: IpamSnapshot) -> list[BlockUsage]:
+    out: list[BlockUsage] = []
+    for cidr, block in snap.blocks.items():
+        excluded = reserved_ordinals(cidr, snap.reservations)
+        reserved = sum(1 for o in excluded if block.allocations[o] is None) if not block.problems() else 0
+        borrowed = 0
+        for idx in block.allocations:
+            if idx is not None and idx < len(block.attributes):
+                node = block.attributes[idx].secondary.get("node")
+                if node is not None and node != block.host:
+                    borrowed += 1
+        pool = next((p.name for p in snap.pools if network_within(cidr, p.cidr)), None)
+        out.append(BlockUsage(cidr, block.affinity, pool, block.size, block.in_use, reserved, borrowed))
+    return sorted(out, key=lambda b: (b.cidr.version, int(b.cidr.network_address)))
+
+
+def pool_usage(snap: IpamSnapshot) -> list[PoolUsage]:
+    out: list[PoolUsage] = []
+    for pool in snap.pools:
+        blocks = [b for c, b in snap.blocks.items() if network_within(c, pool.cidr)]
+        in_use = sum(b.in_use for b in blocks)
+        # reserved and free: reserved addresses minus those allocated anyway (before the reservation)
+        reserved_total = _union_size(pool.cidr, snap.reservations)
+        reserved_in_use = 0
+        for c, b in snap.blocks.items():
+            if network_within(c, pool.cidr) and not b.problems():
+                reserved_in_use += sum(
+                    1 for o in reserved_ordinals(c, snap.reservations) if b.allocations[o] is not None
+                )
+        total = 1 << (pool.cidr.max_prefixlen - pool.cidr.prefixlen)
+        out.append(
+            PoolUsage(
+                pool.name,
+                pool.cidr,
+                pool.disabled,
+                total,
+                in_use,
+                reserved_total - reserved_in_use,
+                len(blocks),
+            )
+        )
+    return sorted(out, key=lambda p: (p.cidr.version, int(p.cidr.network_address), p.name))
+
+
+def describe_ip(snap: IpamSnapshot, ip: IPAddress) -> IpReport:
+    pool = pool_containing(snap.pools, ip)
+    block_cidr = next((c for c in snap.blocks if c.version == ip.version and ip in c), None)
+    users = tuple(u.describe() for u in snap.users.get(ip, ()))
+    reserved = is_reserved(ip, snap.reservations)
+    if block_cidr is None:
+        return IpReport(ip, pool.name if pool else None, None, None, reserved, False, used_by=users)
+    block = snap.blocks[block_cidr]
+    attr = block.attribute_of(block.ordinal(ip)) if not block.problems() else None
+    return IpReport(
+        ip,
+        pool.name if pool else None,
+        block_cidr,
+        block.affinity,
+        reserved,
+        attr is not None,
+        handle=None if attr is None else attr.handle_id,
+        attrs={} if attr is None else dict(attr.secondary),
+        used_by=users,
+    )
