@@ -1,0 +1,155 @@
+"""IPAM for CNI: what `tortie-ipam` does, callable in-process by the `tortie` plugin too.
+
+Inputs: a `Datastore`, the network config's `ipam` section and the workload identity. Outputs:
+single-address interfaces (/32, /128) — IPAM hands out block-masked addresses (10.0.0.5/26, Calico's
+convention) and CNI narrows them (reference §5.2, §5.6).
+
+* Handle `<network>.<containerID>`; attributes node, namespace, pod (= the workload: the pod name, or
+  the container ID for plain CNI) so `tortie ipam check` can match allocations with endpoints.
+* A host-wide advisory lock (`ipam_lock_file`, flock(2)) serialises this host's assignments and
+  releases, as Calico's plugin does: parallel ADDs on one host would otherwise race for the same
+  block and burn compare-and-swap retries. Different hosts (or an empty lock path) do not share it.
+* `release` is idempotent; `gc` releases the handles of this network held on this node by containers
+  not in the runtime's list of valid attachments.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import ipaddress
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
+
+from tortie.cni.naming import WorkloadIdentity
+from tortie.cni.netconf import Attachment, IpamConf, attachment_valid
+from tortie.datastore.api import Datastore
+
+if TYPE_CHECKING:
+    from tortie.ipam import Ipam
+
+log = logging.getLogger(__name__)
+
+IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+
+
+@contextlib.contextmanager
+def host_lock(path: str) -> Iterator[None]:
+    """Hold an exclusive flock on `path` (created if needed); no lock when `path` is empty."""
+    if not path:
+        yield
+        return
+    directory = os.path.dirname(path)
+    if directory:
+        os.makedirs(directory, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def new_ipam(ds: Datastore) -> Ipam:
+    from tortie.ipam import Ipam
+
+    return Ipam(ds)
+
+
+def single(iface: IPInterface) -> IPInterface:
+    """Narrow a block-masked address to a single-address interface."""
+    return ipaddress.ip_interface(f"{iface.ip}/{iface.ip.max_prefixlen}")
+
+
+def assign(ds: Datastore, conf: IpamConf, ident: WorkloadIdentity, lock_file: str) -> list[IPInterface]:
+    """Allocate the configured families for `ident` (all or nothing)."""
+    attrs = {"node": ident.node, "namespace": ident.namespace, "pod": ident.workload}
+    ipam = new_ipam(ds)  # import (tens of ms) before taking the lock, which only guards datastore work
+    with host_lock(lock_file):
+        result = ipam.auto_assign(
+            1 if conf.assign_ipv4 else 0,
+            1 if conf.assign_ipv6 else 0,
+            handle=ident.handle,
+            host=ident.node,
+            attrs=attrs,
+            pools=list(conf.pools) if conf.pools else None,
+        )
+    got = [single(a) for a in (*result.v4, *result.v6)]
+    log.info("assigned addresses handle=%s node=%s ips=%s", ident.handle, ident.node, ",".join(map(str, got)))
+    return got
+
+
+def release(ds: Datastore, handles: Sequence[str], lock_file: str) -> list[str]:
+    """Release every address of each handle; unknown handles are fine. Returns what was released."""
+    released: list[str] = []
+    ipam = new_ipam(ds)
+    with host_lock(lock_file):
+        for handle in handles:
+            released += [str(ip) for ip in ipam.release_by_handle(handle)]
+    if released:
+        log.info("released addresses handles=%s ips=%s", ",".join(handles), ",".join(released))
+    return released
+
+
+def held(ds: Datastore, handle: str) -> list[str]:
+    return [str(ip) for ip in new_ipam(ds).ips_by_handle(handle)]
+
+
+def node_handles(ds: Datastore, network: str, node: str) -> dict[str, str]:
+    """Handles `<network>.<containerID>` with an address assigned on `node`: {handle: containerID}."""
+    from tortie.ipam.keys import HANDLE_ROOT
+
+    ipam = new_ipam(ds)
+    kvs, _rev = ds.list(HANDLE_ROOT)
+    out: dict[str, str] = {}
+    prefix = network + "."
+    for kv in kvs:
+        handle = kv.key[len(HANDLE_ROOT) :]
+        if not handle.startswith(prefix):
+            continue
+        for ip in ipam.ips_by_handle(handle):
+            attrs = ipam.get_assignment_attrs(ip) or {}
+            if attrs.get("node") == node:
+                out[handle] = handle[len(prefix) :]
+                break
+    return out
+
+
+def gc(ds: Datastore, network: str, node: str, valid: Sequence[Attachment], lock_file: str) -> list[str]:
+    """Release this node's handles of `network` whose container is not a valid attachment."""
+    stale = [
+        h for h, cid in node_handles(ds, network, node).items() if not attachment_valid(valid, cid, None)
+    ]
+    if stale:
+        release(ds, stale, lock_file)
+        log.info("GC released stale handles network=%s node=%s handles=%s", network, node, ",".join(stale))
+    return stale
+
+
+def pools_ready(ds: Datastore, conf: IpamConf) -> str | None:
+    """None when an enabled IPPool can serve each configured family, else the reason it cannot."""
+    from tortie.model.kinds import kind_info
+
+    kvs, _rev = ds.list(kind_info("IPPool").list_prefix())
+    usable: dict[int, list[str]] = {4: [], 6: []}
+    for kv in kvs:
+        spec = kv.value.get("spec") or {}
+        name = str((kv.value.get("metadata") or {}).get("name") or kv.key.rsplit("/", 1)[-1])
+        if spec.get("disabled") or "Workload" not in (spec.get("allowedUses") or ["Workload", "Tunnel"]):
+            continue
+        try:
+            net = ipaddress.ip_network(str(spec.get("cidr")), strict=False)
+        except ValueError:
+            continue
+        if conf.pools and name not in conf.pools and str(net) not in conf.pools:
+            continue
+        usable[net.version].append(name)
+    wanted = [v for v, on in ((4, conf.assign_ipv4), (6, conf.assign_ipv6)) if on]
+    missing = [v for v in wanted if not usable[v]]
+    if missing:
+        which = " and ".join(f"IPv{v}" for v in missing)
+        named = f" among {', '.join(conf.pools)}" if conf.pools else ""
+        return f"no enabled IPPool for {which} workloads{named}"
+    return None

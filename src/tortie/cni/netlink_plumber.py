@@ -1,0 +1,240 @@
+"""`NetlinkPlumber`: the kernel implementation of `WorkloadPlumber` (see tortie.cni.plumbing).
+
+Inputs: a `VethSpec`. Outputs: kernel state in the host namespace (the one this process runs in) and
+in the container namespace named by the spec's path; `PlumbedInterface` with the MACs the kernel chose.
+It talks rtnetlink directly (`tortie.cni.rtnl`) and writes /proc/sys/net files; a container-side
+netlink socket and sysctl files are opened after `setns` into the container namespace, then used after
+returning (both stay bound to the namespace they were opened in).
+
+Sequence of `add` (each step is undone if a later one fails: the host veth is deleted, which takes its
+peer, addresses and routes with it):
+
+    1. delete a stale host end with the same name (a previous sandbox of this identity)
+    2. create the veth; the peer is created directly inside the container namespace as CNI_IFNAME
+    3. host sysctls (before link up, so IPv6 DAD is already off), host end up
+    4. container: sysctls (IPv6 on, no DAD), link up, addresses, gateway routes
+    5. host /32 and /128 routes to the host end (an existing route via another interface is an error)
+
+Kernel errors become `DataplaneError`; a missing namespace `NetnsNotFound`.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import logging
+import os
+
+from tortie.cni import rtnl
+from tortie.cni.netns import entered, open_netns
+from tortie.cni.plumbing import (
+    GATEWAY_V4,
+    GATEWAY_V6,
+    HOST_MAC,
+    HOST_SYSCTLS_V4,
+    HOST_SYSCTLS_V6,
+    PlumbedInterface,
+    VethSpec,
+)
+from tortie.common.errors import DataplaneError
+
+log = logging.getLogger(__name__)
+
+_LINK_ROUTE_V4 = ipaddress.ip_network(f"{GATEWAY_V4}/32")
+_DEFAULT_V4 = ipaddress.ip_network("0.0.0.0/0")
+_DEFAULT_V6 = ipaddress.ip_network("::/0")
+
+
+def _sysctl_path(directory: str, ifname: str, name: str) -> str:
+    return f"/proc/sys/net/{directory}/{ifname}/{name}"
+
+
+def write_sysctl(path: str, value: str) -> None:
+    try:
+        with open(path, "w") as f:
+            f.write(value)
+    except OSError as e:
+        raise DataplaneError(f"cannot set {path} = {value}: {e.strerror}") from e
+
+
+def read_sysctl(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def _host_route_dst(
+    addr: ipaddress.IPv4Interface | ipaddress.IPv6Interface,
+) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    return ipaddress.ip_network(f"{addr.ip}/{addr.ip.max_prefixlen}")
+
+
+class NetlinkPlumber:
+    """Kernel plumbing through rtnetlink and /proc/sys (see the module docstring)."""
+
+    def add(self, spec: VethSpec) -> PlumbedInterface:
+        ns_fd = open_netns(spec.netns)
+        try:
+            with rtnl.Rtnl() as host:
+                stale = host.get_link(spec.host_ifname)
+                if stale is not None:
+                    log.info("deleting stale host interface ifname=%s", spec.host_ifname)
+                    host.delete_link(stale.index)
+                try:
+                    host.add_veth(
+                        spec.host_ifname, spec.ifname, peer_netns_fd=ns_fd, mtu=spec.mtu, mac=HOST_MAC
+                    )
+                except rtnl.NetlinkError as e:
+                    if e.errno == errno.EEXIST:
+                        raise DataplaneError(
+                            f"cannot create the veth: an interface named {spec.ifname} already exists in "
+                            f"{spec.netns} (or {spec.host_ifname} on the host)"
+                        ) from e
+                    raise DataplaneError(f"cannot create veth {spec.host_ifname}: {e}") from e
+                try:
+                    return self._configure(host, ns_fd, spec)
+                except BaseException:
+                    link = host.get_link(spec.host_ifname)
+                    if link is not None:
+                        host.delete_link(link.index)
+                    raise
+        except rtnl.NetlinkError as e:
+            raise DataplaneError(str(e)) from e
+        finally:
+            os.close(ns_fd)
+
+    def _configure(self, host: rtnl.Rtnl, ns_fd: int, spec: VethSpec) -> PlumbedInterface:
+        link = host.get_link(spec.host_ifname)
+        if link is None:
+            raise DataplaneError(f"veth {spec.host_ifname} vanished right after creation")
+        for directory, name, value in HOST_SYSCTLS_V4:
+            write_sysctl(_sysctl_path(directory, spec.host_ifname, name), value)
+        if spec.has_v6:
+            for directory, name, value in HOST_SYSCTLS_V6:
+                write_sysctl(_sysctl_path(directory, spec.host_ifname, name), value)
+        if link.mac != HOST_MAC:  # something (udev MACAddressPolicy) overrode it: set it again
+            host.set_link(link.index, mac=HOST_MAC)
+        host.set_link(link.index, up=True)
+        with entered(ns_fd, spec.netns):
+            cont = rtnl.Rtnl()
+        try:
+            peer = cont.get_link(spec.ifname)
+            if peer is None:
+                raise DataplaneError(f"{spec.ifname} not found in {spec.netns} after creating it")
+            if spec.has_v6:
+                with entered(ns_fd, spec.netns):
+                    write_sysctl(_sysctl_path("ipv6/conf", spec.ifname, "disable_ipv6"), "0")
+                    write_sysctl(_sysctl_path("ipv6/conf", spec.ifname, "accept_dad"), "0")
+            cont.set_link(peer.index, up=True)
+            for addr in spec.addresses:
+                cont.add_addr(peer.index, addr, nodad=addr.version == 6)
+            if spec.has_v4:
+                cont.add_route(_LINK_ROUTE_V4, oif=peer.index, scope=rtnl.RT_SCOPE_LINK, protocol=3)
+                cont.add_route(_DEFAULT_V4, oif=peer.index, gateway=GATEWAY_V4, protocol=3)
+            if spec.has_v6:
+                cont.add_route(_DEFAULT_V6, oif=peer.index, gateway=GATEWAY_V6, protocol=3)
+        finally:
+            cont.close()
+        for addr in spec.addresses:
+            self._host_route(host, link.index, addr, spec)
+        return PlumbedInterface(spec.host_ifname, HOST_MAC, spec.ifname, peer.mac or "", spec.mtu)
+
+    @staticmethod
+    def _host_route(
+        host: rtnl.Rtnl, index: int, addr: ipaddress.IPv4Interface | ipaddress.IPv6Interface, spec: VethSpec
+    ) -> None:
+        dst = _host_route_dst(addr)
+        scope = rtnl.RT_SCOPE_LINK if addr.version == 4 else rtnl.RT_SCOPE_UNIVERSE
+        try:
+            host.add_route(dst, oif=index, scope=scope, protocol=spec.route_protocol)
+        except rtnl.NetlinkError as e:
+            if e.errno != errno.EEXIST:
+                raise
+            existing = [r for r in host.routes(addr.version) if r.dst == dst]
+            if existing and all(r.oif == index for r in existing):
+                return  # the agent got there first: same route
+            others = ", ".join(str(r.oif) for r in existing)
+            raise DataplaneError(
+                f"the host already routes {dst} via another interface (ifindex {others}); "
+                "is the address in use by another workload?"
+            ) from e
+
+    def remove(self, host_ifname: str) -> bool:
+        try:
+            with rtnl.Rtnl() as host:
+                link = host.get_link(host_ifname)
+                if link is None:
+                    return False
+                return host.delete_link(link.index)
+        except rtnl.NetlinkError as e:
+            raise DataplaneError(f"cannot delete {host_ifname}: {e}") from e
+
+    def check(self, spec: VethSpec) -> list[str]:
+        problems: list[str] = []
+        try:
+            ns_fd = open_netns(spec.netns)
+        except Exception as e:
+            return [str(e)]
+        try:
+            with rtnl.Rtnl() as host:
+                hlink = host.get_link(spec.host_ifname)
+                if hlink is None:
+                    return [f"host interface {spec.host_ifname} does not exist"]
+                if not hlink.up:
+                    problems.append(f"host interface {spec.host_ifname} is down")
+                if hlink.mac != HOST_MAC:
+                    problems.append(
+                        f"host interface {spec.host_ifname} has MAC {hlink.mac}, expected {HOST_MAC}"
+                    )
+                for directory, name, value in HOST_SYSCTLS_V4[:2]:
+                    got = read_sysctl(_sysctl_path(directory, spec.host_ifname, name))
+                    if got != value:
+                        problems.append(f"{directory}/{spec.host_ifname}/{name} is {got}, expected {value}")
+                for addr in spec.addresses:
+                    dst = _host_route_dst(addr)
+                    if not any(r.dst == dst and r.oif == hlink.index for r in host.routes(addr.version)):
+                        problems.append(f"host route {dst} dev {spec.host_ifname} is missing")
+                with entered(ns_fd, spec.netns):
+                    cont = rtnl.Rtnl()
+                try:
+                    problems += self._check_container(cont, spec, hlink)
+                finally:
+                    cont.close()
+        except rtnl.NetlinkError as e:
+            problems.append(f"netlink error while checking: {e}")
+        finally:
+            os.close(ns_fd)
+        return problems
+
+    @staticmethod
+    def _check_container(cont: rtnl.Rtnl, spec: VethSpec, hlink: rtnl.Link) -> list[str]:
+        problems: list[str] = []
+        clink = cont.get_link(spec.ifname)
+        if clink is None:
+            return [f"{spec.ifname} does not exist in {spec.netns}"]
+        if clink.kind != "veth" or clink.peer_index != hlink.index or hlink.peer_index != clink.index:
+            problems.append(
+                f"{spec.ifname} in {spec.netns} is not the peer of host interface {spec.host_ifname}"
+            )
+        if not clink.up:
+            problems.append(f"{spec.ifname} in {spec.netns} is down")
+        if clink.mtu != spec.mtu:
+            problems.append(f"{spec.ifname} has MTU {clink.mtu}, expected {spec.mtu}")
+        have = {a.address for a in cont.addrs(clink.index)}
+        for addr in spec.addresses:
+            if addr not in have:
+                problems.append(f"{spec.ifname} lacks address {addr}")
+        if spec.has_v4:
+            routes = cont.routes(4)
+            if not any(
+                r.dst == _LINK_ROUTE_V4 and r.oif == clink.index and r.scope == rtnl.RT_SCOPE_LINK
+                for r in routes
+            ):
+                problems.append(f"route {GATEWAY_V4} dev {spec.ifname} scope link is missing")
+            if not any(r.dst == _DEFAULT_V4 and r.gateway == GATEWAY_V4 for r in routes):
+                problems.append(f"default route via {GATEWAY_V4} is missing")
+        if spec.has_v6 and not any(r.dst == _DEFAULT_V6 and r.gateway == GATEWAY_V6 for r in cont.routes(6)):
+            problems.append(f"default route via {GATEWAY_V6} is missing")
+        return problems

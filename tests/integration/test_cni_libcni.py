@@ -1,0 +1,143 @@
+"""libcni — the library container runtimes use to call CNI plugins — drives `tortie` in a lab host.
+
+cnitool is built from Debian's libcni source by ../shared/tools/cnitool/build.sh (cached per test
+session under pytest's temp dir). libcni runs ADD (and caches the result), CHECK (with that cached
+result as prevResult), DEL, and a second DEL, against a network configuration list whose only plugin
+is `tortie`; the plugin runs inside a lab host namespace with `nodename` set.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tortie.cni.install import install
+from tortie.datastore.sqlite import SqliteDatastore
+from tortie.ipam.audit import check as audit_check
+from tortie.ipam.snapshot import take_snapshot
+from tortie.lab import Lab
+from tortie.model.kinds import kind_info
+from tortie.testing.netns import unique_name
+
+pytestmark = pytest.mark.root
+
+BUILD_SCRIPT = Path(__file__).resolve().parents[3] / "shared" / "tools" / "cnitool" / "build.sh"
+LIBCNI_SOURCE = Path("/usr/share/gocode/src/github.com/containernetworking/cni/libcni")
+
+
+@pytest.fixture(scope="session")
+def cnitool(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if not BUILD_SCRIPT.exists():
+        pytest.skip(f"cnitool build script not found at {BUILD_SCRIPT}")
+    if shutil.which("go") is None or not LIBCNI_SOURCE.is_dir():
+        pytest.skip("needs Debian golang-go and golang-github-appc-cni-dev (apt-get install them)")
+    out = tmp_path_factory.mktemp("cnitool") / "cnitool"
+    subprocess.run(["sh", str(BUILD_SCRIPT), str(out)], check=True, capture_output=True, timeout=300)
+    return out
+
+
+def run_cnitool(
+    tool: Path, host_ns: str, verb: str, net: str, netns: str, env: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["nsenter", f"--net=/run/netns/{host_ns}", str(tool), verb, net, f"/run/netns/{netns}"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_libcni_add_check_del_del(cnitool: Path, tmp_path: Path) -> None:
+    bindir = tmp_path / "bin"
+    install(bindir)
+    db = tmp_path / "ds.db"
+    ds = SqliteDatastore(db)
+    ds.put(
+        kind_info("IPPool").key("lpool"),
+        {
+            "apiVersion": "projectcalico.org/v3",
+            "kind": "IPPool",
+            "metadata": {"name": "lpool"},
+            "spec": {"cidr": "10.62.0.0/24"},
+        },
+    )
+    ds.put(
+        kind_info("Node").key("h1"),
+        {"apiVersion": "projectcalico.org/v3", "kind": "Node", "metadata": {"name": "h1"}, "spec": {}},
+    )
+    ds.close()
+    net = unique_name("libcni")  # libcni caches results under /var/lib/cni by network name: keep it unique
+    confdir = tmp_path / "net.d"
+    confdir.mkdir()
+    conflist: dict[str, Any] = {
+        "cniVersion": "1.0.0",
+        "name": net,
+        "plugins": [
+            {
+                "type": "tortie",
+                "nodename": "h1",
+                "datastore": f"sqlite://{db}",
+                "ipam_lock_file": str(tmp_path / "lock"),
+                "ipam": {"type": "tortie-ipam"},
+            }
+        ],
+    }
+    (confdir / "10-tortie.conflist").write_text(json.dumps(conflist))
+    env = {
+        "NETCONFPATH": str(confdir),
+        "CNI_PATH": str(bindir),
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "CNI_ARGS": "IgnoreUnknown=1;K8S_POD_NAMESPACE=demo;K8S_POD_NAME=pod-a",
+    }
+    lab = Lab.create(unique_name("cnil"), tmp_path / "lab", hosts=1)
+    container = f"{lab.name}-c"
+    subprocess.run(["ip", "netns", "add", container], check=True)
+    try:
+        host_ns = lab.netns("h1")
+        add = run_cnitool(cnitool, host_ns, "add", net, container, env)
+        assert add.returncode == 0, add.stderr
+        result = json.loads(add.stdout)
+        address = result["ips"][0]["address"]
+        assert address.startswith("10.62.0.") and address.endswith("/32")
+        addrs = subprocess.run(
+            ["ip", "-n", container, "-o", "addr", "show", "dev", "eth0"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+        assert address in addrs
+
+        ds = SqliteDatastore(db)
+        (kv,) = ds.list(kind_info("WorkloadEndpoint").list_prefix("demo"))[0]
+        ds.close()
+        assert kv.value["spec"]["pod"] == "pod-a" and kv.value["spec"]["ipNetworks"] == [address]
+
+        check = run_cnitool(cnitool, host_ns, "check", net, container, env)
+        assert check.returncode == 0, check.stderr
+        subprocess.run(["ip", "-n", container, "addr", "flush", "dev", "eth0"], check=True)
+        broken = run_cnitool(cnitool, host_ns, "check", net, container, env)
+        assert broken.returncode != 0 and "lacks address" in broken.stderr
+
+        for _ in range(2):
+            delete = run_cnitool(cnitool, host_ns, "del", net, container, env)
+            assert delete.returncode == 0, delete.stderr
+        links = subprocess.run(
+            ["ip", "-n", host_ns, "-o", "link", "show"], check=True, capture_output=True, text=True
+        ).stdout
+        assert "tort" not in links
+        ds = SqliteDatastore(db)
+        assert ds.list(kind_info("WorkloadEndpoint").list_prefix())[0] == []
+        assert audit_check(take_snapshot(ds)) == []
+        ds.close()
+    finally:
+        subprocess.run(["ip", "netns", "del", container], check=False, capture_output=True)
+        lab.down()
+        for cached in Path("/var/lib/cni/results").glob(f"{net}-*"):
+            cached.unlink()

@@ -1,0 +1,213 @@
+"""podman (CNI backend, runc) attaches containers through `tortie` on two lab hosts; they reach each other.
+
+Each lab host is a separate "machine": its own podman root/runroot/tmp dir and containers.conf whose
+network directory holds network `tnet` with that host's `nodename`; one sqlite datastore is shared (the
+cluster). Containers run from a busybox-static rootfs. BGP is not part of this test, so static routes
+for each container's /32 are added between the two hosts. `podman rm` must release the address.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tortie.cni.install import install
+from tortie.datastore.sqlite import SqliteDatastore
+from tortie.ipam import Ipam
+from tortie.ipam.audit import check as audit_check
+from tortie.ipam.snapshot import take_snapshot
+from tortie.lab import Lab
+from tortie.model.kinds import kind_info
+from tortie.testing.netns import unique_name
+
+pytestmark = [pytest.mark.root, pytest.mark.slow]
+
+NETWORK = "tnet"
+
+
+@dataclass
+class PodmanHost:
+    name: str
+    netns: str
+    base: Path
+
+    @property
+    def root(self) -> Path:
+        return self.base / "root"
+
+    def podman(
+        self, *args: str, check: bool = True, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        argv = [
+            "nsenter",
+            f"--net=/run/netns/{self.netns}",
+            "podman",
+            "--root",
+            str(self.root),
+            "--runroot",
+            str(self.base / "runroot"),
+            "--storage-driver",
+            "overlay",
+            *args,
+        ]
+        env = {**os.environ, "CONTAINERS_CONF": str(self.base / "containers.conf")}
+        proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"{' '.join(args)} failed ({proc.returncode}): {proc.stderr}")
+        return proc
+
+    def cleanup(self) -> None:
+        self.podman("rm", "-f", "-t", "0", "-a", check=False)
+        overlay = self.root / "overlay"
+        if overlay.exists():
+            mounts = [
+                line.split()[1]
+                for line in Path("/proc/self/mounts").read_text().splitlines()
+                if line.split()[1].startswith(str(self.base))
+            ]
+            for mount in sorted(mounts, key=len, reverse=True):
+                subprocess.run(["umount", "-l", mount], check=False, capture_output=True)
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+def make_rootfs(path: Path) -> None:
+    busybox = shutil.which("busybox")
+    if busybox is None:
+        pytest.skip("needs busybox-static (apt-get install busybox-static)")
+    for sub in ("bin", "proc", "sys", "dev", "etc", "tmp"):
+        (path / sub).mkdir(parents=True, exist_ok=True)
+    shutil.copy(busybox, path / "bin" / "busybox")
+    subprocess.run(["chroot", str(path), "/bin/busybox", "--install", "-s", "/bin"], check=True)
+
+
+def write_host_config(host: PodmanHost, bindir: Path, db: Path, lock_dir: Path) -> None:
+    netdir = host.base / "net.d"
+    netdir.mkdir(parents=True)
+    (host.base / "tmp").mkdir()
+    conflist = {
+        "cniVersion": "1.0.0",
+        "name": NETWORK,
+        "plugins": [
+            {
+                "type": "tortie",
+                "nodename": host.name,
+                "datastore": f"sqlite://{db}",
+                "ipam_lock_file": str(lock_dir / f"{host.name}.lock"),
+                "ipam": {"type": "tortie-ipam"},
+            }
+        ],
+    }
+    (netdir / f"{NETWORK}.conflist").write_text(json.dumps(conflist))
+    (host.base / "containers.conf").write_text(
+        "[network]\n"
+        'network_backend = "cni"\n'
+        f'cni_plugin_dirs = ["{bindir}", "/usr/lib/cni"]\n'
+        f'network_config_dir = "{netdir}"\n'
+        "[engine]\n"
+        'runtime = "runc"\n'
+        'cgroup_manager = "cgroupfs"\n'
+        'events_logger = "file"\n'
+        f'events_logfile_path = "{host.base / "events.log"}"\n'
+        f'tmp_dir = "{host.base / "tmp"}"\n'
+        "[containers]\n"
+        'default_ulimits = ["nofile=4096:4096", "nproc=4096:4096"]\n'
+    )
+
+
+@pytest.fixture
+def hosts(tmp_path: Path) -> Iterator[tuple[Lab, list[PodmanHost], Path]]:
+    for tool in ("podman", "runc", "conmon"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"needs {tool} (apt-get install podman runc)")
+    bindir = tmp_path / "bin"
+    install(bindir)
+    db = tmp_path / "ds.db"
+    ds = SqliteDatastore(db)
+    ds.put(
+        kind_info("IPPool").key("ppool"),
+        {
+            "apiVersion": "projectcalico.org/v3",
+            "kind": "IPPool",
+            "metadata": {"name": "ppool"},
+            "spec": {"cidr": "10.63.0.0/24", "blockSize": 28},
+        },
+    )
+    for name in ("h1", "h2"):
+        ds.put(
+            kind_info("Node").key(name),
+            {"apiVersion": "projectcalico.org/v3", "kind": "Node", "metadata": {"name": name}, "spec": {}},
+        )
+    ds.close()
+    make_rootfs(tmp_path / "rootfs")
+    lab = Lab.create(unique_name("cnip"), tmp_path / "lab", hosts=2)
+    # podman refuses a runroot longer than 50 characters: keep its state under a short /tmp path.
+    short = Path(tempfile.mkdtemp(prefix="tortie-pm-"))
+    podman_hosts = [PodmanHost(h, lab.netns(h), short / h) for h in ("h1", "h2")]
+    try:
+        for host in podman_hosts:
+            write_host_config(host, bindir, db, tmp_path)
+        yield lab, podman_hosts, db
+    finally:
+        for host in podman_hosts:
+            host.cleanup()
+        shutil.rmtree(short, ignore_errors=True)
+        lab.down()
+
+
+def exec_ping(host: PodmanHost, container: str, ip: str) -> bool:
+    for _ in range(5):
+        if host.podman("exec", container, "ping", "-c", "1", "-W", "1", ip, check=False).returncode == 0:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_podman_containers_on_two_hosts_reach_each_other(
+    hosts: tuple[Lab, list[PodmanHost], Path], tmp_path: Path
+) -> None:
+    lab, (h1, h2), db = hosts
+    rootfs = str(tmp_path / "rootfs")
+    ips = {}
+    for host, name in ((h1, "w1"), (h2, "w2")):
+        # --rootfs takes no value and must come last among the options (later ones are dropped).
+        host.podman("run", "-d", "--name", name, "--network", NETWORK, "--rootfs", rootfs, "sleep", "600")
+        out = host.podman("inspect", "-f", f"{{{{.NetworkSettings.Networks.{NETWORK}.IPAddress}}}}", name)
+        ips[name] = out.stdout.strip()
+        assert ips[name].startswith("10.63.0."), out.stdout
+    assert ips["w1"] != ips["w2"]
+    lab.add_static_route("h1", f"{ips['w2']}/32", lab.host_ip("h2"))
+    lab.add_static_route("h2", f"{ips['w1']}/32", lab.host_ip("h1"))
+    assert exec_ping(h1, "w1", ips["w2"])
+    assert exec_ping(h2, "w2", ips["w1"])
+
+    ds = SqliteDatastore(db)
+    try:
+        weps = ds.list(kind_info("WorkloadEndpoint").list_prefix())[0]
+        assert sorted((kv.value["spec"]["node"], kv.value["spec"]["ipNetworks"][0]) for kv in weps) == [
+            ("h1", f"{ips['w1']}/32"),
+            ("h2", f"{ips['w2']}/32"),
+        ]
+        w1_id = h1.podman("inspect", "-f", "{{.Id}}", "w1").stdout.strip()
+        assert [str(ip) for ip in Ipam(ds).ips_by_handle(f"{NETWORK}.{w1_id}")] == [ips["w1"]]
+
+        h1.podman("rm", "-f", "-t", "0", "w1")
+        assert Ipam(ds).ips_by_handle(f"{NETWORK}.{w1_id}") == []
+        remaining = ds.list(kind_info("WorkloadEndpoint").list_prefix())[0]
+        assert [kv.value["spec"]["node"] for kv in remaining] == ["h2"]
+        links = subprocess.run(["ip", "-n", h1.netns, "-o", "link"], capture_output=True, text=True).stdout
+        assert "tort" not in links
+
+        h2.podman("rm", "-f", "-t", "0", "w2")
+        assert ds.list(kind_info("WorkloadEndpoint").list_prefix())[0] == []
+        assert audit_check(take_snapshot(ds)) == []
+    finally:
+        ds.close()
