@@ -3,11 +3,19 @@
 Input: its own sqlite connection to the store file and the watches of this process (`add`/`remove`,
 each with a `WatchCursor`). Output: events pushed to each watch's `QueueWatch`.
 
-Every `interval` (10 ms) it reads `PRAGMA data_version`, which changes only when another connection
-committed; only then (or when a watch was just added, or a local write woke it) it reads the new
-`events` rows in one read transaction, 1000 at a time, and pushes each to the watches whose prefix
-matches and whose cursor is behind it. Invariants: a watch's cursor `(revision, seq)` only moves
-forward and moves past a row only after the row was pushed, so delivery is in order and exactly once;
+It wakes when the store's write-ahead log is written (inotify on the file's directory: a commit by
+any process or connection writes `<db>-wal`), when a write through the owning object or a new watch
+wakes it, and at the latest every `interval` (10 ms: the fallback where inotify is unavailable or
+silent, e.g. some network and overlay filesystems). It then reads `PRAGMA data_version`, which
+changes only when another connection committed; only then (or when a watch was just added) it reads
+the new `events` rows in one read transaction, 1000 at a time, and pushes each to the watches whose
+prefix matches and whose cursor is behind it. A log write can be seen a moment before its commit is
+visible (the writer updates the shared index after writing the log), so a wake that finds nothing
+new looks again after 1, 2, 4, ... 64 ms (one tiny query each, never longer than `interval`).
+Waiting is blocking (`select`), never a busy loop.
+
+Invariants: a watch's cursor `(revision, seq)` only moves forward and moves past a row only after
+the row was pushed, so delivery is in order and exactly once;
 a cursor at or below `meta.compacted` gets one RESYNC (revision `compacted + 1`) and is dropped.
 Every 100 ms it also asks the owner to reap expired leases. If polling keeps failing for longer than
 the owner's busy timeout, every watch fails with `DatastoreUnavailable`.
@@ -16,8 +24,13 @@ the owner's busy timeout, every watch fails with `DatastoreUnavailable`.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import logging
+import os
+import select
 import sqlite3
+import struct
 import threading
 import time
 from dataclasses import dataclass
@@ -33,6 +46,65 @@ log = logging.getLogger(__name__)
 
 _POLL_REAP_INTERVAL_S = 0.1
 _DELIVER_BATCH = 1000
+_RECHECKS_S = (0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064)  # after a log write not visible yet
+
+IN_MODIFY = 0x2
+IN_MOVED_TO = 0x80
+IN_CREATE = 0x100
+IN_Q_OVERFLOW = 0x4000
+_IN_EVENT = struct.Struct("=iIII")  # wd, mask, cookie, len; then `len` bytes of NUL-padded name
+
+
+class WalWatch:
+    """inotify on the store's directory, reporting writes to its write-ahead log `<name>-wal`.
+
+    The directory (not the file) is watched so that a log deleted and re-created (the last connection
+    closing, another process opening) keeps being seen. `fileno()` becomes readable on events;
+    `drain()` consumes them and says whether one concerned our log (or the queue overflowed).
+    Raises OSError when inotify is unavailable; callers then rely on polling alone.
+    """
+
+    def __init__(self, db_path: str) -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fd = int(libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC))
+        if fd < 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err))
+        directory = os.path.dirname(os.path.abspath(db_path)) or "/"
+        mask = IN_MODIFY | IN_CREATE | IN_MOVED_TO
+        if libc.inotify_add_watch(fd, os.fsencode(directory), mask) < 0:
+            err = ctypes.get_errno()
+            os.close(fd)
+            raise OSError(err, f"inotify on {directory}: {os.strerror(err)}")
+        self._fd = fd
+        self._name = os.fsencode(os.path.basename(db_path) + "-wal")
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def drain(self) -> bool:
+        ours = False
+        while True:
+            try:
+                data = os.read(self._fd, 1 << 16)
+            except BlockingIOError:
+                return ours
+            except OSError as exc:
+                if exc.errno == errno.EINTR:
+                    continue
+                raise
+            offset = 0
+            while offset + _IN_EVENT.size <= len(data):
+                _wd, mask, _cookie, length = _IN_EVENT.unpack_from(data, offset)
+                start = offset + _IN_EVENT.size
+                name = data[start : start + length].rstrip(b"\0")
+                offset = start + length
+                if mask & IN_Q_OVERFLOW or name == self._name:
+                    ours = True
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self._fd)
 
 
 class PollerOwner(Protocol):
@@ -74,8 +146,16 @@ class Poller(threading.Thread):
         self._interval = interval
         self._lock = threading.Lock()
         self._watches: dict[QueueWatch, WatchCursor] = {}
-        self._wake = threading.Event()
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._fds_lock = threading.Lock()
+        self._fds_open = True
         self._stopping = False
+        self._wal: WalWatch | None
+        try:
+            self._wal = WalWatch(str(ds.path))
+        except OSError as e:
+            log.info("sqlite watch: no inotify, polling every %gs path=%s error=%s", interval, ds.path, e)
+            self._wal = None
 
     def add(self, queue: QueueWatch, state: WatchCursor) -> None:
         with self._lock:
@@ -83,35 +163,62 @@ class Poller(threading.Thread):
                 queue.end()
                 return
             self._watches[queue] = state
-        self._wake.set()
+        self.wake()
 
     def remove(self, queue: QueueWatch) -> None:
         with self._lock:
             self._watches.pop(queue, None)
 
     def wake(self) -> None:
-        self._wake.set()
+        with self._fds_lock:
+            if self._fds_open:
+                with contextlib.suppress(BlockingIOError):  # a full pipe already means "wake up"
+                    os.write(self._wake_w, b"x")
+
+    def _wait(self, timeout: float) -> bool:
+        """Block until woken, the log was written, or `timeout`; True when the log was written."""
+        fds = [self._wake_r] if self._wal is None else [self._wake_r, self._wal.fileno()]
+        readable, _, _ = select.select(fds, [], [], timeout)
+        if self._wake_r in readable:
+            with contextlib.suppress(BlockingIOError):
+                while os.read(self._wake_r, 4096):
+                    pass
+        return self._wal is not None and self._wal.fileno() in readable and self._wal.drain()
 
     def stop(self) -> None:
         with self._lock:
             self._stopping = True
             queues = list(self._watches)
             self._watches.clear()
-        self._wake.set()
+        self.wake()
         if self is not threading.current_thread():
             self.join(timeout=5.0)
         for q in queues:
             q.end()
         with contextlib.suppress(sqlite3.Error):
             self._conn.close()
+        if not self.is_alive():
+            self._close_fds()
+
+    def _close_fds(self) -> None:
+        with self._fds_lock:
+            if not self._fds_open:
+                return
+            self._fds_open = False
+            if self._wal is not None:
+                self._wal.close()
+            for fd in (self._wake_r, self._wake_w):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
 
     def run(self) -> None:
         last_version: int | None = None
         last_reap = 0.0
         failing_since: float | None = None
+        rechecks: tuple[float, ...] = ()
         while True:
-            self._wake.wait(self._interval)
-            self._wake.clear()
+            log_written = self._wait(min(rechecks[0], self._interval) if rechecks else self._interval)
+            rechecks = rechecks[1:]
             with self._lock:
                 if self._stopping:
                     return
@@ -122,6 +229,8 @@ class Poller(threading.Thread):
                 if have_watches and (version != last_version or fresh):
                     last_version = version
                     self._deliver()
+                elif log_written:
+                    rechecks = _RECHECKS_S  # the commit may not be visible yet: look again shortly
                 now = time.monotonic()
                 if now - last_reap >= _POLL_REAP_INTERVAL_S:
                     last_reap = now

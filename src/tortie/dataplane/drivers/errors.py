@@ -1,7 +1,7 @@
 """Errors raised by the kernel drivers (translated from netlink/OS errors at the seam).
 
 All subclass `tortie.common.errors.DataplaneError`; `errno` keeps the kernel's error number when
-there was one, so callers can tell "already gone" from "broken" without importing pyroute2.
+there was one, so callers can tell "already gone" from "broken" without knowing netlink.
 """
 
 from __future__ import annotations

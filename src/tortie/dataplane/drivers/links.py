@@ -29,10 +29,11 @@ import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Literal, Protocol
 
 from tortie.dataplane.drivers.errors import KernelError
 from tortie.dataplane.drivers.netns_worker import NetnsWorker
+from tortie.dataplane.drivers.rtnetlink import RtnlSocket
 
 log = logging.getLogger(__name__)
 
@@ -104,54 +105,46 @@ def diff_links(before: dict[int, Link], after: dict[int, Link]) -> list[LinkEven
 
 
 class NetlinkLinkDriver:
-    """`LinkDriver` over rtnetlink (pyroute2 for dumps, a raw socket for notifications)."""
+    """`LinkDriver` over rtnetlink (raw sockets: `rtnetlink.RtnlSocket` for dumps, one subscribed
+    socket for notifications), both opened in the namespace by the worker thread."""
 
     def __init__(self, netns: str | None = None) -> None:
         self._worker = NetnsWorker(netns, name="link-driver")
-        self._ipr: Any = None
-        self._worker.on_close(self._close_socket)
+        self._rtnl: RtnlSocket | None = None
+        self._open_lock = threading.Lock()
+        self._closed = False
         self._monitor: _Monitor | None = None
 
     @property
     def netns(self) -> str | None:
         return self._worker.netns
 
-    def _socket(self) -> Any:
-        if self._ipr is None:
-            from pyroute2 import IPRoute
-
-            self._ipr = IPRoute()
-        return self._ipr
-
-    def _close_socket(self) -> None:
-        if self._ipr is not None:
-            self._ipr.close()
-            self._ipr = None
+    def _socket(self) -> RtnlSocket:
+        rtnl = self._rtnl
+        if rtnl is not None:
+            return rtnl
+        with self._open_lock:
+            if self._closed:
+                raise KernelError(f"link driver for netns {self.netns or 'self'} is closed")
+            if self._rtnl is None:
+                self._rtnl = self._worker.call(RtnlSocket)
+            return self._rtnl
 
     def _dump(self) -> list[Link]:
-        links = []
-        for msg in self._socket().link("dump"):
-            flags = int(msg["flags"])
-            links.append(
-                Link(
-                    name=str(msg.get("ifname")),
-                    index=int(msg["index"]),
-                    admin_up=bool(flags & IFF_UP),
-                    oper_state=str(msg.get("operstate") or "UNKNOWN"),
-                    flags=flags,
-                )
-            )
+        links = [
+            Link(name=record.name, index=record.index, admin_up=bool(record.flags & IFF_UP),
+                 oper_state=record.oper_state, flags=record.flags)
+            for record in self._socket().dump_links()
+        ]
         return sorted(links, key=lambda link: link.index)
 
     def list_links(self) -> list[Link]:
         try:
-            links: list[Link] = self._worker.call(self._dump)
+            return self._dump()
         except KernelError:
             raise
-        except Exception as exc:
-            code = getattr(exc, "code", None) or getattr(exc, "errno", None)
-            raise KernelError(f"list links: {exc}", code if isinstance(code, int) else None) from exc
-        return links
+        except OSError as exc:
+            raise KernelError(f"list links: {exc.strerror or exc}", exc.errno) from exc
 
     @staticmethod
     def _subscribe() -> socket.socket:
@@ -186,6 +179,11 @@ class NetlinkLinkDriver:
 
     def close(self) -> None:
         self.stop_monitor()
+        with self._open_lock:
+            self._closed = True
+            rtnl, self._rtnl = self._rtnl, None
+        if rtnl is not None:
+            rtnl.close()
         self._worker.close()
 
 

@@ -4,8 +4,8 @@ Why a thread: `setns(2)` with CLONE_NEWNET moves only the calling thread, and bo
 and `/proc/sys/net/...` resolve against the namespace of the thread that opens them. A worker that
 entered the namespace once can open sockets and sysctl files there for the rest of its life,
 without forking (pyroute2's `IPRoute(netns=...)` forks a helper per socket) and without moving any
-other thread of the process. It also gives pyroute2 0.9 what it wants: each `IPRoute` object used
-from the single thread that created it.
+other thread of the process. The netlink drivers only open their sockets here (a netlink socket
+keeps its namespace whichever thread uses it); the sysctl driver does all its file I/O here.
 
 Input: a namespace name (`/run/netns/<name>`, as `ip netns add` creates) or None for the
 process's own namespace. Output: `call(fn, *args)` runs `fn` in the worker and returns its result

@@ -1,4 +1,4 @@
-"""Route driver: list, replace and delete the routes tortie owns, over netlink (pyroute2).
+"""Route driver: list, replace and delete the routes tortie owns, over rtnetlink.
 
 Ownership: every route the agent writes carries one route protocol number (`rtm_protocol`),
 `TORTIE_ROUTE_PROTOCOL` = 77 by default (agent config `device_route_protocol`). 77 is unassigned in
@@ -20,22 +20,30 @@ reports `unreachable`, `prohibit` and `other` for routes of our protocol somebod
 Errors: `LinkNotFound` when `ifname` does not exist, `KernelError` for every other netlink failure
 (e.g. ENETDOWN for an administratively down device). Deleting a route that is not there succeeds.
 
-Namespaces: `NetlinkRouteDriver(netns="name")` programs `/run/netns/name` from a worker thread that
-entered it (see netns_worker; pyroute2 0.9 sockets must stay on the thread that made them, and
-`IPRoute(netns=...)` creates a missing namespace unless `flags=0`: we avoid both pitfalls).
+Namespaces: `NetlinkRouteDriver(netns="name")` programs `/run/netns/name` through a netlink socket
+opened by a worker thread that entered it (see netns_worker); a missing namespace is an error,
+never created.
+
+Cost (the agent's start-up programs hundreds of routes, an endpoint add one): a write is one
+RTM_GETLINK by name and one acknowledged RTM_NEWROUTE on the caller's thread; a read-back is one
+kernel-filtered route dump per family plus one link dump (see rtnetlink.py for the wire format).
 """
 
 from __future__ import annotations
 
 import errno
 import ipaddress
-import os
 import socket
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 from tortie.dataplane.drivers.errors import KernelError, LinkNotFound
 from tortie.dataplane.drivers.netns_worker import NetnsWorker
+from tortie.dataplane.drivers.rtnetlink import RouteRecord, RtnlSocket, route_body
+
+T = TypeVar("T")
 
 TORTIE_ROUTE_PROTOCOL = 77
 MAIN_TABLE = 254
@@ -111,23 +119,27 @@ class RouteDriver(Protocol):
     def close(self) -> None: ...
 
 
-def _netlink_errno(exc: BaseException) -> int | None:
-    code = getattr(exc, "code", None)
-    if isinstance(code, int):
-        return code
-    return exc.errno if isinstance(exc, OSError) else None
-
-
 class NetlinkRouteDriver:
-    """`RouteDriver` over rtnetlink with pyroute2, in the process's or a named namespace."""
+    """`RouteDriver` over rtnetlink (raw socket, `rtnetlink.RtnlSocket`), in the process's or a named
+    namespace.
+
+    The socket is opened in the namespace by the driver's worker thread, once; netlink sockets keep
+    their namespace whichever thread uses them, so requests then run on the caller's thread (no
+    thread hop per route). Each unicast write resolves its interface name to an index with one
+    targeted RTM_GETLINK (a hash lookup in the kernel, tens of microseconds; never a dump), so an
+    interface that was re-created or renamed is always found under its current index. Read-back asks
+    the kernel for our protocol in one table only (strict dump filtering) and maps interface indexes
+    to names with one link dump.
+    """
 
     def __init__(self, netns: str | None = None, *, protocol: int = TORTIE_ROUTE_PROTOCOL) -> None:
         if not 0 < protocol < 256:
             raise ValueError(f"route protocol must be 1..255, not {protocol}")
         self._protocol = protocol
         self._worker = NetnsWorker(netns, name="route-driver")
-        self._ipr: Any = None
-        self._worker.on_close(self._close_socket)
+        self._rtnl: RtnlSocket | None = None
+        self._open_lock = threading.Lock()
+        self._closed = False
 
     @property
     def protocol(self) -> int:
@@ -137,106 +149,89 @@ class NetlinkRouteDriver:
     def netns(self) -> str | None:
         return self._worker.netns
 
-    # -- worker-thread side -------------------------------------------------------------------
-
-    def _socket(self) -> Any:
-        if self._ipr is None:
-            from pyroute2 import IPRoute
-
-            self._ipr = IPRoute()
-        return self._ipr
-
-    def _close_socket(self) -> None:
-        if self._ipr is not None:
-            self._ipr.close()
-            self._ipr = None
+    def _socket(self) -> RtnlSocket:
+        rtnl = self._rtnl
+        if rtnl is not None:
+            return rtnl
+        with self._open_lock:
+            if self._closed:
+                raise KernelError(f"route driver for netns {self.netns or 'self'} is closed")
+            if self._rtnl is None:
+                self._rtnl = self._worker.call(RtnlSocket)  # created inside the namespace
+            return self._rtnl
 
     def _ifindex(self, ifname: str) -> int:
-        found = self._socket().link_lookup(ifname=ifname)
-        if not found:
+        link = self._socket().get_link(ifname)
+        if link is None:
             raise LinkNotFound(f"interface {ifname} does not exist", errno.ENODEV)
-        return int(found[0])
+        return link.index
 
     def _dump(self, table: int) -> list[Route]:
-        ipr = self._socket()
-        names = {int(msg["index"]): msg.get("ifname") for msg in ipr.link("dump")}
-        found: list[Route] = []
-        for family in (socket.AF_INET, socket.AF_INET6):
-            for msg in ipr.route("dump", family=family):
-                route = self._parse(msg, names, table)
-                if route is not None:
-                    found.append(route)
-        return sorted(found)
+        rtnl = self._socket()
+        records = [record for family in (socket.AF_INET, socket.AF_INET6)
+                   for record in rtnl.dump_routes(family, table, self._protocol)]
+        ours = [record for record in records if record.protocol == self._protocol and record.table == table]
+        names: dict[int, str] = {}
+        if any(record.oif is not None for record in ours):
+            names = {link.index: link.name for link in rtnl.dump_links()}
+        return sorted(self._parse(record, names, table) for record in ours)
 
-    def _parse(self, msg: Any, names: dict[int, str | None], table: int) -> Route | None:
-        if msg["proto"] != self._protocol:
-            return None
-        msg_table = msg.get("table")
-        if (msg_table if msg_table is not None else msg["table"]) != table:
-            return None
-        family = msg["family"]
-        dst = msg.get("dst") or ("::" if family == socket.AF_INET6 else "0.0.0.0")
-        cidr = str(ipaddress.ip_network(f"{dst}/{msg['dst_len']}", strict=False))
-        kind = _RTN_TO_KIND.get(msg["type"], "other")
+    @staticmethod
+    def _parse(record: RouteRecord, names: dict[int, str], table: int) -> Route:
+        cidr = str(ipaddress.ip_network(f"{record.dst}/{record.dst_len}", strict=False))
+        kind = _RTN_TO_KIND.get(record.type, "other")
         if kind != "unicast":
             return Route(cidr, kind, table=table)
-        oif = msg.get("oif")
-        gateway = msg.get("gateway")
-        ifname = names.get(int(oif)) if oif is not None else None
-        if ifname is None and gateway is None:
+        ifname = names.get(record.oif) if record.oif is not None else None
+        if record.multipath or (ifname is None and record.gateway is None):
             return Route(cidr, "other", table=table)  # multipath or unresolvable: report, never equal
-        return Route(cidr, "unicast", ifname=ifname, gateway=gateway, table=table)
+        return Route(cidr, "unicast", ifname=ifname, gateway=record.gateway, table=table)
 
-    def _request(self, route: Route, *, delete: bool) -> dict[str, Any]:
-        request: dict[str, Any] = {
-            "dst": route.dst,
-            "family": route.family,
-            "table": route.table,
-            "proto": self._protocol,
-            "type": _KIND_TO_RTN.get(route.kind, 1),
-        }
-        if delete:
-            request["scope"] = RT_SCOPE_NOWHERE
-            if route.family == socket.AF_INET6:
-                request.pop("scope")
-            return request
+    def _body(self, route: Route, *, delete: bool) -> bytes:
+        rtype = _KIND_TO_RTN.get(route.kind, 1)
+        v6 = route.family == socket.AF_INET6
+        if delete:  # IPv4 matches on scope: "nowhere" means any (as `ip route del`); IPv6 ignores it
+            scope = RT_SCOPE_UNIVERSE if v6 else RT_SCOPE_NOWHERE
+            return route_body(family=route.family, dst=route.dst, table=route.table, protocol=self._protocol,
+                              scope=scope, rtype=rtype)
+        oif: int | None = None
+        scope = RT_SCOPE_UNIVERSE
         if route.kind == "unicast":
             if route.ifname is not None:
-                request["oif"] = self._ifindex(route.ifname)
-            if route.gateway is not None:
-                request["gateway"] = route.gateway
-            if route.family == socket.AF_INET:
-                request["scope"] = RT_SCOPE_UNIVERSE if route.gateway else RT_SCOPE_LINK
-        return request
+                oif = self._ifindex(route.ifname)
+            if not v6 and not route.gateway:
+                scope = RT_SCOPE_LINK
+        return route_body(family=route.family, dst=route.dst, table=route.table, protocol=self._protocol,
+                          scope=scope, rtype=rtype, oif=oif, gateway=route.gateway)
 
     def _replace(self, route: Route) -> None:
-        self._socket().route("replace", **self._request(route, delete=False))
+        self._socket().new_route(self._body(route, delete=False))
 
     def _delete(self, route: Route) -> None:
         try:
-            self._socket().route("del", **self._request(route, delete=True))
-        except Exception as exc:
-            if _netlink_errno(exc) in (errno.ESRCH, errno.ENOENT):
+            self._socket().del_route(self._body(route, delete=True))
+        except OSError as exc:
+            if exc.errno in (errno.ESRCH, errno.ENOENT):
                 return
             raise
 
     # -- caller side ----------------------------------------------------------------------------
 
-    def _run(self, what: str, fn: Any, *args: Any) -> Any:
+    @staticmethod
+    def _run(what: str, fn: Callable[..., T], *args: Any) -> T:
         try:
-            return self._worker.call(fn, *args)
+            return fn(*args)
         except KernelError:
             raise
-        except Exception as exc:
-            code = _netlink_errno(exc)
-            reason = os.strerror(code) if code else str(exc)
+        except OSError as exc:
+            code = exc.errno
+            reason = exc.strerror or str(exc)
             if code == errno.ENODEV:
                 raise LinkNotFound(f"{what}: {reason}", code) from exc
             raise KernelError(f"{what}: {reason}", code) from exc
 
     def list_routes(self, table: int = MAIN_TABLE) -> list[Route]:
-        routes: list[Route] = self._run(f"list routes (table {table})", self._dump, table)
-        return routes
+        return self._run(f"list routes (table {table})", self._dump, table)
 
     def replace_route(self, route: Route) -> None:
         self._run(f"replace route {route}", self._replace, route)
@@ -245,4 +240,9 @@ class NetlinkRouteDriver:
         self._run(f"delete route {route}", self._delete, route)
 
     def close(self) -> None:
+        with self._open_lock:
+            self._closed = True
+            rtnl, self._rtnl = self._rtnl, None
+        if rtnl is not None:
+            rtnl.close()
         self._worker.close()
