@@ -50,13 +50,16 @@ from tortie.bgp.records import (
     SecretRef,
     Snapshot,
 )
+from tortie.dataplane.interfaces import DEFAULT_INTERFACE_PREFIXES
 from tortie.selector import parse as parse_selector
 
 # The kernel route protocol number the agent uses for workload routes (rtm_protocol; the agent's
 # `tortie.dataplane.drivers.routes.TORTIE_ROUTE_PROTOCOL`, checked equal by a unit test). BIRD exports
 # kernel routes of this protocol that lie in an export pool and outside this node's own blocks.
 DEFAULT_AGENT_ROUTE_PROTOCOL = 77
-DEFAULT_WORKLOAD_IFACE_PREFIXES = ("cali",)
+# Workload interfaces are never BGP next hops or peering interfaces: BIRD's direct protocol skips
+# them. The agent's own prefix plus OpenStack's `tap` (the Neutron driver's interfaces).
+DEFAULT_WORKLOAD_IFACE_PREFIXES = (*DEFAULT_INTERFACE_PREFIXES, "tap")
 
 
 class PeerType(enum.Enum):

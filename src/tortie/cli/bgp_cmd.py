@@ -35,7 +35,7 @@ def register(sub: SubParsers) -> None:
                    help="kernel route protocol number of the agent's workload routes (default: %(default)s)")
     p.add_argument("--workload-interface-prefix", action="append", default=None,
                    help="prefix of workload interface names, excluded from BIRD's direct protocol "
-                        "(repeatable; default: cali)")
+                        "(repeatable; default: {})".format(", ".join(DEFAULT_WORKLOAD_IFACE_PREFIXES)))
     p.add_argument("--fast-timers", action="store_true",
                    help="connect delay 0 s, retry 1 s, error wait 1-4 s (labs and tests)")
     p.add_argument("--bird", default="bird", help="BIRD 2 binary (default: %(default)s)")
