@@ -1,0 +1,79 @@
+"""Neutron subnet -> DHCP record and IPPool (pure; no Neutron import).
+
+Input: a subnet dict (`id`, `network_id`, `cidr`, `gateway_ip`, `enable_dhcp`, `dns_nameservers`,
+`host_routes`) as Neutron returns it. Outputs:
+
+* `subnet_to_dhcp` -> `tortie.dhcp.records.DhcpSubnet`, stored at `/calico/dhcp/v2/<region>/subnet/<id>`
+  for `tortie dhcp run`;
+* `subnet_to_pool` -> an IPPool `openstack-subnet-<id>` covering the subnet, so that BGP's export
+  filter admits the VMs' /32 (/128) routes although Neutron, not tortie IPAM, chose the addresses.
+  The pool is `assignmentMode: Manual` (tortie IPAM never hands out its addresses), without
+  encapsulation, and `natOutgoing` when the subnet's router has an external gateway with SNAT.
+  Its block size is Calico's default unless the subnet is smaller than one block. A subnet that
+  cannot be a pool (link-local) yields None.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from typing import Any
+
+from tortie.dhcp.records import DhcpSubnet, HostRoute
+from tortie.model import Resource, parse_resource
+
+from networking_tortie import naming
+
+_DEFAULT_BLOCK = {4: 26, 6: 122}
+_LINK_LOCAL = {4: ipaddress.ip_network("169.254.0.0/16"), 6: ipaddress.ip_network("fe80::/10")}
+
+
+def subnet_to_dhcp(subnet: Mapping[str, Any], *, mtu: int | None = None) -> DhcpSubnet:
+    net = ipaddress.ip_network(str(subnet["cidr"]), strict=False)
+    routes = tuple(
+        HostRoute(str(ipaddress.ip_network(str(r["destination"]), strict=False)), str(r["nexthop"]))
+        for r in subnet.get("host_routes") or []
+    )
+    gateway = subnet.get("gateway_ip")
+    return DhcpSubnet(
+        id=str(subnet["id"]),
+        cidr=str(net),
+        network_id=str(subnet.get("network_id") or ""),
+        gateway_ip=str(ipaddress.ip_address(str(gateway))) if gateway else None,
+        enable_dhcp=bool(subnet.get("enable_dhcp", True)),
+        dns_servers=tuple(str(d) for d in subnet.get("dns_nameservers") or []),
+        host_routes=routes,
+        mtu=mtu if mtu else None,
+    )
+
+
+def pool_wire(subnet: Mapping[str, Any], nat_outgoing: bool) -> dict[str, Any] | None:
+    net = ipaddress.ip_network(str(subnet["cidr"]), strict=False)
+    if net.overlaps(_LINK_LOCAL[net.version]):
+        return None
+    block = max(_DEFAULT_BLOCK[net.version], net.prefixlen)
+    return {
+        "apiVersion": "projectcalico.org/v3",
+        "kind": "IPPool",
+        "metadata": {
+            "name": naming.pool_name(str(subnet["id"])),
+            "labels": {naming.ORCHESTRATOR_LABEL: naming.ORCHESTRATOR},
+            "annotations": {naming.NETWORK_ID_ANNOTATION: str(subnet.get("network_id") or "")},
+        },
+        "spec": {
+            "cidr": str(net),
+            "blockSize": block,
+            "natOutgoing": nat_outgoing,
+            "ipipMode": "Never",
+            "vxlanMode": "Never",
+            "assignmentMode": "Manual",
+            "allowedUses": ["Workload"],
+        },
+    }
+
+
+def subnet_to_pool(subnet: Mapping[str, Any], *, nat_outgoing: bool = False) -> Resource | None:
+    wire = pool_wire(subnet, nat_outgoing)
+    if wire is None:
+        return None
+    return parse_resource(wire, source=f"neutron subnet {subnet['id']}")

@@ -1,0 +1,72 @@
+"""`tortie dhcp run --hostname H`: DHCP for this host's VMs (dnsmasq, configured from the datastore).
+
+    tortie [--datastore URL] dhcp run --hostname H [--state-dir DIR] [--region R]
+        [--interface-prefix tap] [--alias-interface tdhcp0] [--dnsmasq PATH] [--lease-seconds N]
+
+Runs `tortie.dhcp.service.DhcpService` in the foreground in the current network namespace until
+SIGTERM/SIGINT, then stops dnsmasq and exits 0. One per host. State (dnsmasq's hosts, options and
+lease files, its log) goes to `--state-dir` (default /var/lib/tortie/dhcp/<hostname>).
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import socket
+import types
+from pathlib import Path
+from typing import Any
+
+from tortie.cli.context import open_store
+
+
+def register(sub: Any) -> None:
+    dhcp = sub.add_parser("dhcp", help="DHCP service for this host's VMs (dnsmasq)")
+    verbs = dhcp.add_subparsers(dest="dhcp_command", metavar="VERB")
+    p = verbs.add_parser("run", help="serve DHCP on this host's tap interfaces (foreground)")
+    p.add_argument("--hostname", default=None, help="this host's name (default: the OS host name)")
+    p.add_argument("--state-dir", default=None,
+                   help="directory for dnsmasq's files (default: /var/lib/tortie/dhcp/<hostname>)")
+    p.add_argument("--region", default="", help="OpenStack region of the subnet records (default: none)")
+    p.add_argument("--interface-prefix", action="append", default=None,
+                   help="prefix of the VM interfaces to serve (repeatable or comma-separated; default: tap)")
+    p.add_argument("--alias-interface", default="tdhcp0",
+                   help="interface created to hold the subnets' gateway addresses (default: %(default)s)")
+    p.add_argument("--dnsmasq", default="dnsmasq", help="dnsmasq binary (default: %(default)s)")
+    p.add_argument("--lease-seconds", type=int, default=86400, help="DHCP lease time (default: %(default)s)")
+
+    def _usage(_args: argparse.Namespace) -> int:
+        dhcp.print_help()
+        return 1
+
+    dhcp.set_defaults(func=_usage)
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from tortie.dhcp.service import DhcpOptions, DhcpService, split_prefixes
+
+    hostname = args.hostname or socket.gethostname()
+    state_dir = Path(args.state_dir) if args.state_dir else Path("/var/lib/tortie/dhcp") / hostname
+    options = DhcpOptions(
+        hostname=hostname,
+        state_dir=state_dir,
+        region=args.region,
+        interface_prefixes=split_prefixes(args.interface_prefix or []),
+        alias_interface=args.alias_interface,
+        dnsmasq=args.dnsmasq,
+        lease_seconds=args.lease_seconds,
+    )
+    ds = open_store(args)
+    service = DhcpService(ds, options)
+
+    def _on_signal(_signum: int, _frame: types.FrameType | None) -> None:
+        service.stop()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    try:
+        service.run()
+    finally:
+        ds.close()
+    return 0

@@ -1,0 +1,171 @@
+"""What dnsmasq must be told, computed purely from this host's endpoints and the subnet records.
+
+Input: the host's `LocalEndpoint`s (from WorkloadEndpoints: MAC, addresses, host name) and the
+`DhcpSubnet` records. Output: `DnsmasqConfig`:
+
+* `gateway_addresses` — `<gateway>/<prefixlen>` per served subnet, to be held by the alias
+  interface (dnsmasq picks the subnet of a request from the addresses of the interface it
+  arrived on; `--bridge-interface=<alias>,<prefix>*` makes requests from the taps count as
+  arriving on the alias — the scheme networking-calico upstreamed into dnsmasq 2.73);
+* `ranges` — one `--dhcp-range=set:<tag>,<network>,static,<mask|prefixlen>,<lease>` per subnet
+  (static: only the addresses listed in the hosts file are handed out);
+* `hosts` — the `--dhcp-hostsfile` text, one `<mac>,<address>[,<name>],<lease>` line per endpoint
+  address in a served subnet. No `set:<tag>` here: the range already tags the request with its
+  subnet, and Debian's dnsmasq 2.90 aborts on SIGHUP when a hostsfile line with `set:` has an
+  active lease;
+* `opts` — the `--dhcp-optsfile` text: router, DNS servers, classless static routes (RFC 3442:
+  when present, clients ignore the router option, so the default route is listed too) and MTU.
+
+A subnet is served when DHCP is enabled and it has a gateway (the gateway address is what the
+alias holds). Endpoints without a MAC are skipped. Output is sorted, so equal inputs give equal
+text (the service reloads dnsmasq only when something changed).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from tortie.dhcp.records import DhcpSubnet
+
+DEFAULT_LEASE_SECONDS = 86400
+FQDN_ANNOTATION = "openstack.projectcalico.org/fqdn"
+_HOSTNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+
+
+@dataclass(frozen=True)
+class LocalEndpoint:
+    name: str
+    interface: str
+    mac: str
+    addresses: tuple[str, ...]
+    hostname: str | None = None
+
+
+@dataclass(frozen=True)
+class DnsmasqConfig:
+    gateway_addresses: tuple[str, ...]
+    ranges: tuple[str, ...]
+    hosts: str
+    opts: str
+
+    @property
+    def serves_anything(self) -> bool:
+        return bool(self.ranges)
+
+
+def tag_of(subnet: DhcpSubnet) -> str:
+    return f"s-{subnet.id}"
+
+
+def _hostname(wire: Mapping[str, Any]) -> str | None:
+    annotations = (wire.get("metadata") or {}).get("annotations") or {}
+    fqdn = str(annotations.get(FQDN_ANNOTATION) or "")
+    label = fqdn.split(".", 1)[0]
+    return label if _HOSTNAME_RE.match(label) else None
+
+
+def endpoint_from_wire(wire: Mapping[str, Any], hostname: str) -> LocalEndpoint | None:
+    """A WorkloadEndpoint (wire form) of host `hostname` as the DHCP side needs it, else None."""
+    if wire.get("kind") != "WorkloadEndpoint":
+        return None
+    spec = wire.get("spec") or {}
+    if spec.get("node") != hostname or not spec.get("mac") or not spec.get("interfaceName"):
+        return None
+    addresses = []
+    for net in spec.get("ipNetworks") or []:
+        try:
+            addresses.append(str(ipaddress.ip_interface(str(net)).ip))
+        except ValueError:
+            continue
+    meta = wire.get("metadata") or {}
+    return LocalEndpoint(
+        name=f"{meta.get('namespace', '')}/{meta.get('name', '')}",
+        interface=str(spec["interfaceName"]),
+        mac=str(spec["mac"]).lower().replace("-", ":"),
+        addresses=tuple(addresses),
+        hostname=_hostname(wire),
+    )
+
+
+def _served(subnets: Iterable[DhcpSubnet]) -> list[DhcpSubnet]:
+    return sorted((s for s in subnets if s.enable_dhcp and s.gateway_ip), key=lambda s: s.id)
+
+
+def _range(subnet: DhcpSubnet, lease: int) -> str:
+    net = subnet.network
+    mask = str(net.netmask) if net.version == 4 else str(net.prefixlen)
+    return f"set:{tag_of(subnet)},{net.network_address},static,{mask},{lease}"
+
+
+def _options(subnet: DhcpSubnet) -> list[str]:
+    tag = f"tag:{tag_of(subnet)}"
+    if subnet.ip_version == 6:
+        out = []
+        if subnet.dns_servers:
+            out.append(f"{tag},option6:dns-server," + ",".join(f"[{d}]" for d in subnet.dns_servers))
+        return out
+    out = [f"{tag},option:router,{subnet.gateway_ip}"]
+    if subnet.dns_servers:
+        out.append(f"{tag},option:dns-server," + ",".join(subnet.dns_servers))
+    if subnet.host_routes:
+        routes = [f"{r.destination},{r.nexthop}" for r in subnet.host_routes]
+        if not any(ipaddress.ip_network(r.destination).prefixlen == 0 for r in subnet.host_routes):
+            routes.append(f"0.0.0.0/0,{subnet.gateway_ip}")
+        out.append(f"{tag},option:classless-static-route," + ",".join(routes))
+    if subnet.mtu:
+        out.append(f"{tag},option:mtu,{subnet.mtu}")
+    return out
+
+
+def render(endpoints: Iterable[LocalEndpoint], subnets: Iterable[DhcpSubnet], *,
+           lease_seconds: int = DEFAULT_LEASE_SECONDS) -> DnsmasqConfig:
+    served = _served(subnets)
+    hosts: list[str] = []
+    for ep in sorted(endpoints, key=lambda e: (e.mac, e.name)):
+        for text in ep.addresses:
+            addr = ipaddress.ip_address(text)
+            subnet = next((s for s in served if s.ip_version == addr.version and addr in s.network), None)
+            if subnet is None:
+                continue
+            shown = str(addr) if addr.version == 4 else f"[{addr}]"
+            name = f",{ep.hostname}" if ep.hostname else ""
+            hosts.append(f"{ep.mac},{shown}{name},{lease_seconds}")
+    gateways = []
+    for s in served:
+        gateways.append(f"{s.gateway_ip}/{s.network.prefixlen}")
+    return DnsmasqConfig(
+        gateway_addresses=tuple(gateways),
+        ranges=tuple(_range(s, lease_seconds) for s in served),
+        hosts="".join(f"{line}\n" for line in sorted(hosts)),
+        opts="".join(f"{line}\n" for s in served for line in _options(s)),
+    )
+
+
+@dataclass(frozen=True)
+class DnsmasqPaths:
+    pid_file: str
+    lease_file: str
+    hosts_file: str
+    opts_file: str
+    log_file: str | None = None
+
+
+def command(config: DnsmasqConfig, paths: DnsmasqPaths, *, alias: str, interface_prefixes: Iterable[str],
+            dnsmasq: str = "dnsmasq") -> list[str]:
+    """The dnsmasq command line (DHCP only: no DNS, no config file, no /etc/hosts)."""
+    aliases = ",".join(f"{p}*" for p in interface_prefixes)
+    argv = [
+        dnsmasq, "--conf-file=/dev/null", "--keep-in-foreground", "--no-resolv", "--no-hosts", "--port=0",
+        "--user=root", "--group=root", f"--pid-file={paths.pid_file}", f"--dhcp-leasefile={paths.lease_file}",
+        f"--dhcp-hostsfile={paths.hosts_file}", f"--dhcp-optsfile={paths.opts_file}",
+        f"--interface={alias}", f"--bridge-interface={alias},{aliases}", "--dhcp-authoritative",
+        "--dhcp-ignore=tag:!known", "--log-dhcp",
+    ]
+    if paths.log_file:
+        argv.append(f"--log-facility={paths.log_file}")
+    argv += [f"--dhcp-range={r}" for r in config.ranges]
+    return argv
