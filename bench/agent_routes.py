@@ -8,11 +8,15 @@ IPAM blocks; `tortie agent run` as a real process inside the namespace. Measured
   block blackholes are in the namespace's kernel (includes interpreter start-up);
 * one endpoint add -> kernel: the datastore write returns -> the route appears (`ip monitor route`),
   over 100 adds (interface created beforehand), p50 and p99;
-* the agent's resident memory (VmRSS) after the adds.
+* the agent's resident memory (VmRSS) after the adds, and the CPU time it used up to then;
+* the load average before and after (the figures depend on what else the machine is doing).
 
 Each target is printed beside the measured figure. Needs root. Run:
 
-    .venv/bin/python bench/agent_routes.py [--local 250] [--remote 20000] [--adds 100]
+    .venv/bin/python bench/agent_routes.py [--local 250] [--remote 20000] [--adds 100] [--no-policy]
+
+`--no-policy` runs the agent with `policy_enabled=false` (routing only: remote endpoints are then
+recognised from their raw `spec.node` and never parsed); by default policy is on, as in production.
 """
 
 from __future__ import annotations
@@ -130,6 +134,16 @@ class RouteMonitor:
         self._proc.wait(timeout=5)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of the process (the agent runs under `ip netns exec`, which execs it)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def load_average() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -138,8 +152,9 @@ def rss_mb(pid: int) -> float:
 
 
 @contextmanager
-def agent_process(ns: str, db: Path, workdir: Path) -> Iterator[subprocess.Popen[bytes]]:
-    env = {**os.environ, "TORTIE_LOG_SEVERITY_SCREEN": "Info", "TORTIE_REPORTING_INTERVAL": "0"}
+def agent_process(ns: str, db: Path, workdir: Path, policy: bool) -> Iterator[subprocess.Popen[bytes]]:
+    env = {**os.environ, "TORTIE_LOG_SEVERITY_SCREEN": "Info", "TORTIE_REPORTING_INTERVAL": "0",
+           "TORTIE_POLICY_ENABLED": "true" if policy else "false"}
     log = (workdir / "agent.log").open("wb")
     tortie = str(Path(sys.executable).parent / "tortie")
     proc = subprocess.Popen(["ip", "netns", "exec", ns, tortie, "agent", "run", "--hostname", HOST,
@@ -161,6 +176,8 @@ def main() -> int:
     parser.add_argument("--local", type=int, default=250)
     parser.add_argument("--remote", type=int, default=20000)
     parser.add_argument("--adds", type=int, default=100)
+    parser.add_argument("--no-policy", dest="policy", action="store_false",
+                        help="run the agent with policy_enabled=false (routing only)")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("needs root (network namespaces)", file=sys.stderr)
@@ -168,12 +185,12 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="tortie-bench-agent-"))
     try:
         with throwaway_netns("bagent") as ns:
-            return run(ns, workdir, args.local, args.remote, args.adds)
+            return run(ns, workdir, args.local, args.remote, args.adds, args.policy)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def run(ns: str, workdir: Path, local: int, remote: int, adds: int) -> int:
+def run(ns: str, workdir: Path, local: int, remote: int, adds: int, policy: bool) -> int:
     db = workdir / "datastore.db"
     ds = SqliteDatastore(db)
     t0 = time.monotonic()
@@ -182,8 +199,9 @@ def run(ns: str, workdir: Path, local: int, remote: int, adds: int) -> int:
     print(f"setup: {local} local + {remote} remote endpoints, {local + adds} interfaces "
           f"in {time.monotonic() - t0:.1f}s")
     wanted = {local_addr(i) for i in range(local)}
+    load_before = load_average()
     monitor = RouteMonitor(ns)
-    with agent_process(ns, db, workdir) as proc:
+    with agent_process(ns, db, workdir, policy) as proc:
         started = time.monotonic()
         while not wanted <= our_routes(ns):
             if proc.poll() is not None:
@@ -202,6 +220,7 @@ def run(ns: str, workdir: Path, local: int, remote: int, adds: int) -> int:
             latencies.append((seen - written) * 1000)
             time.sleep(0.01)
         rss = rss_mb(proc.pid)
+        cpu = cpu_seconds(proc.pid)
         if os.environ.get("BENCH_SHOW_LOG"):
             print((workdir / "agent.log").read_text()[-6000:])
     monitor.close()
@@ -212,10 +231,13 @@ def run(ns: str, workdir: Path, local: int, remote: int, adds: int) -> int:
     rows = [("start -> in sync and programmed (s)", f"<= {TARGETS['in_sync']}", f"{in_sync:.2f}"),
             ("endpoint add -> kernel p50 (ms)", "", f"{p50:.1f}"),
             ("endpoint add -> kernel p99 (ms)", f"<= {TARGETS['add_p99_ms']}", f"{p99:.1f}"),
-            ("agent RSS (MB)", f"<= {TARGETS['rss_mb']}", f"{rss:.1f}")]
-    print(f"{'measure':<38} {'target':>10} {'measured':>10}")
+            ("agent RSS (MB)", f"<= {TARGETS['rss_mb']}", f"{rss:.1f}"),
+            ("agent CPU time, start to end of adds (s)", "", f"{cpu:.2f}")]
+    print(f"policy {'on' if policy else 'off'}; load average (1/5/15 min) before: {load_before}, "
+          f"after: {load_average()}")
+    print(f"{'measure':<42} {'target':>10} {'measured':>10}")
     for name, target, measured in rows:
-        print(f"{name:<38} {target:>10} {measured:>10}")
+        print(f"{name:<42} {target:>10} {measured:>10}")
     return 0
 
 

@@ -91,8 +91,10 @@ class Bed:
 
 
 def put_wep(ds: Datastore, lab: Lab, name: str, host: str, ip: str) -> None:
+    # The built-in allow-all profile: these tests are about routing, and policy is on by default.
     spec = {"orchestrator": "cni", "workload": name, "endpoint": "eth0", "node": host, "ipNetworks": [ip],
-            "interfaceName": host_interface_name(lab.state.interface_prefix, lab.name, name)}
+            "interfaceName": host_interface_name(lab.state.interface_prefix, lab.name, name),
+            "profiles": ["projectcalico-default-allow"]}
     ds.put(kind_info("WorkloadEndpoint").key(name, "default"),
            {"apiVersion": "projectcalico.org/v3", "kind": "WorkloadEndpoint",
             "metadata": {"name": name, "namespace": "default"}, "spec": spec})

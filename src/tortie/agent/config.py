@@ -42,6 +42,11 @@ from tortie.agent.config_types import (
     list_type,
     string_type,
 )
+from tortie.agent.policy_params import (
+    FAILSAFE_INBOUND_DEFAULT,
+    FAILSAFE_OUTBOUND_DEFAULT,
+    failsafe_ports_type,
+)
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +141,18 @@ PARAMS: tuple[Param, ...] = (
           "datastore (0 disables)."),
     Param("reporting_ttl", duration_type(), 90.0, "Lease TTL of the liveness report."),
     Param("openstack_region", string_type(), "", "Region of the status keys (no-region when empty)."),
+    # -- security policy (issue 5; docs/design/policy.md) --
+    Param("policy_enabled", bool_type(), True, "Enforce network policy with nftables (table inet tortie). "
+          "When false the agent only routes and never touches nftables."),
+    Param("failsafe_inbound_host_ports", failsafe_ports_type(), FAILSAFE_INBOUND_DEFAULT, "Ports always "
+          "allowed into the host through host endpoints, whatever the policy (protocol:port, or "
+          "protocol:cidr:port for one peer network)."),
+    Param("failsafe_outbound_host_ports", failsafe_ports_type(), FAILSAFE_OUTBOUND_DEFAULT, "Ports always "
+          "allowed out of the host through host endpoints, whatever the policy."),
+    Param("default_endpoint_to_host_action", enum_type(("Drop", "Accept", "Return")), "Drop", "Verdict for "
+          "workload-to-host traffic after the workload's egress policy allowed it (Return: let the host's "
+          "own firewall decide)."),
+    Param("log_prefix", string_type(), "tortie-packet", "Prefix of kernel log lines written by Log rules."),
 )
 # fmt: on
 

@@ -22,6 +22,7 @@ applies live.
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import sys
@@ -59,8 +60,13 @@ def netlink_drivers(config: Mapping[str, Any]) -> Drivers:
     from tortie.dataplane.drivers.routes import NetlinkRouteDriver
     from tortie.dataplane.drivers.sysctl import ProcSysctlDriver
 
+    nft = None
+    if config.get("policy_enabled", True):
+        from tortie.dataplane.drivers.nftables import NftablesDriver
+
+        nft = NftablesDriver()
     return Drivers(NetlinkRouteDriver(protocol=int(config["device_route_protocol"])), NetlinkLinkDriver(),
-                   ProcSysctlDriver())
+                   ProcSysctlDriver(), nft)
 
 
 def setup_logging(severity: str) -> None:
@@ -165,7 +171,7 @@ def run_agent(
             return EXIT_CONFIG
         while True:
             outcome = _run_pipeline(values, local, ds, drivers_factory, health, metrics, reporter, stop_event,
-                                    health_server, metrics_port, on_started)
+                                    health_server, metrics_port, on_started, own_process=stop is None)
             if outcome is Outcome.RESTART and not stop_event.is_set():
                 values = _resolve(local, ds, reporter).values
                 setup_logging(str(values["log_severity_screen"]))
@@ -197,9 +203,20 @@ def _run_pipeline(
     health_server: HealthServer | None,
     metrics_port: int | None,
     on_started: Callable[[AgentPipeline, HealthServer | None, int | None], None] | None,
+    *,
+    own_process: bool,
 ) -> Outcome:
     drivers = drivers_factory(values)
-    pipeline = AgentPipeline(values, local, ds, drivers, health=health, metrics=metrics, reporter=reporter)
+    pipeline = AgentPipeline(values, local, ds, drivers, health=health, metrics=metrics, reporter=reporter,
+                             freeze_heap_when_programmed=own_process)
+    if own_process:
+        # Everything alive now (modules, classes, configuration) lives as long as the process.
+        # Moving it out of the collector's generations keeps each full collection from walking it
+        # again: that halves the collector's share of the initial sync and shortens every later
+        # full-collection pause (the add -> kernel tail on a busy host); the pipeline does the same
+        # with the calc's state once the initial snapshot is programmed. Not when embedded (a
+        # `stop` event given: tests): the caller's heap is not ours to freeze.
+        gc.freeze()
     try:
         pipeline.start()
         if on_started is not None:

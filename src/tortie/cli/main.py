@@ -29,6 +29,10 @@ _COMMAND_MODULES = (
     "tortie.cli.bgp_cmd",
     "tortie.cli.node_status_cmd",
     "tortie.cli.cni_cmd",
+    "tortie.cli.policy_cmd",
+    "tortie.cli.node_run_cmd",
+    "tortie.cli.lab_cmd",
+    "tortie.cli.dhcp_cmd",
 )
 
 

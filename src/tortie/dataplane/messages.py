@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from tortie.dataplane.policy_messages import PolicyMessage  # the policy half (issue 5)
+
 
 @dataclass(frozen=True, order=True)
 class WorkloadEndpointId:
@@ -84,4 +86,5 @@ Message = (
     | HostBlockRemove
     | ConfigUpdate
     | InSync
+    | PolicyMessage
 )

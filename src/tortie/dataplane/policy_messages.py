@@ -107,9 +107,14 @@ class ResolvedRule:
 
     def set_ids(self) -> frozenset[str]:
         return frozenset(
-            self.src_sets + self.not_src_sets + self.dst_sets + self.not_dst_sets
-            + self.src_named_port_sets + self.not_src_named_port_sets
-            + self.dst_named_port_sets + self.not_dst_named_port_sets
+            self.src_sets
+            + self.not_src_sets
+            + self.dst_sets
+            + self.not_dst_sets
+            + self.src_named_port_sets
+            + self.not_src_named_port_sets
+            + self.dst_named_port_sets
+            + self.not_dst_named_port_sets
         )
 
 
@@ -229,7 +234,16 @@ class PoolRemove:
 
 
 PolicyMessage = (
-    IPSetUpdate | IPSetRemove | PolicyUpdate | PolicyRemove | ProfileUpdate | ProfileRemove
-    | EndpointPolicyUpdate | EndpointPolicyRemove | HostEndpointPolicyUpdate | HostEndpointPolicyRemove
-    | PoolUpdate | PoolRemove
+    IPSetUpdate
+    | IPSetRemove
+    | PolicyUpdate
+    | PolicyRemove
+    | ProfileUpdate
+    | ProfileRemove
+    | EndpointPolicyUpdate
+    | EndpointPolicyRemove
+    | HostEndpointPolicyUpdate
+    | HostEndpointPolicyRemove
+    | PoolUpdate
+    | PoolRemove
 )

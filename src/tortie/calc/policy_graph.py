@@ -1,0 +1,83 @@
+"""Wiring of the policy calculator into a calc graph, and a standalone policy-only graph.
+
+    KVUpdate/InSync -> ValidationFilter -> Dispatcher --policy kinds--> PolicyCalc --flush--> EventSequencer
+
+`attach_policy_calc(hostname, dispatcher, validation_filter, sequencer)` registers the PolicyCalc's
+listeners on an existing graph (the agent's CalcGraph) and lifts the WorkloadEndpoint relevance
+filter (selectors need every host's endpoints). The graph must call `PolicyCalc.flush()` before its
+sequencer's flush and give the sequencer `POLICY_CHANNELS`.
+
+`PolicyGraph(hostname, sink)` is the same calculation with nothing else around it: what
+`tortie policy trace`, the property tests and the benchmark run. Pure: events in, messages out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from tortie.calc.dispatcher import Dispatcher
+from tortie.calc.event_sequencer import EventSequencer
+from tortie.calc.events import CalcEvent, InSync, KVUpdate
+from tortie.calc.policy_calc import POLICY_CHANNELS, PolicyCalc
+from tortie.calc.validation_filter import ValidationFilter
+from tortie.dataplane.messages import Message
+
+POLICY_KINDS = (
+    "WorkloadEndpoint",
+    "HostEndpoint",
+    "NetworkSet",
+    "GlobalNetworkSet",
+    "NetworkPolicy",
+    "GlobalNetworkPolicy",
+    "Tier",
+    "Profile",
+    "IPPool",
+)
+
+
+def attach_policy_calc(
+    hostname: str, dispatcher: Dispatcher, validation_filter: ValidationFilter, sequencer: EventSequencer
+) -> PolicyCalc:
+    calc = PolicyCalc(hostname, sequencer)
+    dispatcher.register("WorkloadEndpoint", calc.on_workload_endpoint)
+    dispatcher.register("HostEndpoint", calc.on_host_endpoint)
+    dispatcher.register("NetworkSet", calc.on_network_set)
+    dispatcher.register("GlobalNetworkSet", calc.on_network_set)
+    dispatcher.register("NetworkPolicy", calc.on_network_policy)
+    dispatcher.register("GlobalNetworkPolicy", calc.on_global_network_policy)
+    dispatcher.register("Tier", calc.on_tier)
+    dispatcher.register("Profile", calc.on_profile)
+    dispatcher.register("IPPool", calc.on_ip_pool)
+    validation_filter.set_relevance("WorkloadEndpoint", None)
+    return calc
+
+
+class PolicyGraph:
+    def __init__(self, hostname: str, sink: Callable[[Message], None]) -> None:
+        self.sequencer = EventSequencer(sink, POLICY_CHANNELS)
+        self.dispatcher = Dispatcher()
+        self.validation_filter = ValidationFilter(self.dispatcher)
+        self.policy = attach_policy_calc(hostname, self.dispatcher, self.validation_filter, self.sequencer)
+        self.sequencer.queue_config({})
+
+    def on_event(self, event: CalcEvent) -> None:
+        if isinstance(event, KVUpdate):
+            self.validation_filter.on_kv_update(event)
+        elif isinstance(event, InSync):
+            self.sequencer.on_datastore_in_sync()
+
+    def flush(self) -> int:
+        self.policy.flush()
+        return self.sequencer.flush()
+
+
+def run_snapshot(hostname: str, objects: Iterable[tuple[str, Mapping[str, Any]]]) -> list[Message]:
+    """The messages a fresh agent on `hostname` would get for this datastore snapshot."""
+    out: list[Message] = []
+    graph = PolicyGraph(hostname, out.append)
+    for key, value in objects:
+        graph.on_event(KVUpdate(key, value))
+    graph.on_event(InSync())
+    graph.flush()
+    return out

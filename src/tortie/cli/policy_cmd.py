@@ -1,0 +1,302 @@
+"""`tortie policy trace`: which tier, policy and rule decide a packet, from the agent's own code.
+
+    tortie policy trace --from prod/web-1 --to 10.0.2.7 --port 5432 --protocol tcp
+
+Inputs: the datastore (every policy kind, endpoints, network sets, pools), the two ends (a
+WorkloadEndpoint as `namespace/name` or a unique `name`, or an IP address) and the packet
+(protocol, destination port, source port, ICMP type/code). Output: per host the packet crosses,
+the verdict of the nftables table the agent would program there and the rules that fired (tier,
+policy, rule index, default actions); then the naive evaluator's independent answer, and a warning
+when the two disagree. Exit code 0 when the packet would be allowed, 3 when denied.
+
+How: for each involved host it runs the agent's pure policy calc (`PolicyGraph`) on the datastore
+snapshot, renders the table (`render_ruleset`) and runs the packet through the forward hook with
+the nft interpreter: the same code path as the running agent, minus the kernel.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from tortie.calc.policy_evaluator import Packet, PolicyWorld, anti_spoofing_ok, evaluate_endpoint
+from tortie.calc.policy_graph import POLICY_KINDS, run_snapshot
+from tortie.cli.context import open_store
+from tortie.common.errors import UserError
+from tortie.dataplane.nft.interp import NftPacket, Outcome, forward
+from tortie.dataplane.nft.ir import Log, SetMark, Verdict
+from tortie.dataplane.nft.render import PolicyState, RenderConfig, render_ruleset
+from tortie.model import Resource, ValidationError, parse_resource
+from tortie.model.kinds import kind_info
+
+PROTOCOLS = {"tcp": 6, "udp": 17, "sctp": 132, "icmp": 1, "icmpv6": 58}
+EXIT_DENIED = 3
+_QUIET = (
+    "clear marks",
+    "leave tier",
+    "leave profile",
+    "conntrack",
+    "dispatch by",
+    "from workload",
+    "to workload",
+    "from host endpoint",
+    "to host endpoint",
+    "untracked",
+    "preDNAT",
+    "workload to host",
+    "no endpoint",
+)
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    policy = sub.add_parser("policy", help="inspect network policy")
+    verbs = policy.add_subparsers(dest="policy_command", metavar="VERB")
+    trace = verbs.add_parser("trace", help="which tier/policy/rule decides a packet between two ends")
+    trace.add_argument(
+        "--from",
+        dest="source",
+        required=True,
+        metavar="ENDPOINT|IP",
+        help="source: WorkloadEndpoint (namespace/name or unique name) or IP address",
+    )
+    trace.add_argument("--to", dest="destination", required=True, metavar="ENDPOINT|IP")
+    trace.add_argument("--protocol", default="tcp", help="tcp, udp, sctp, icmp or a number (default tcp)")
+    trace.add_argument("--port", type=int, default=None, help="destination port (default 80 for tcp/udp)")
+    trace.add_argument("--source-port", type=int, default=40000)
+    trace.add_argument("--icmp-type", type=int, default=8)
+    trace.add_argument("--icmp-code", type=int, default=0)
+    trace.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    trace.set_defaults(func=_trace)
+
+    def usage(_args: argparse.Namespace) -> int:
+        policy.print_help(sys.stderr)
+        return 1
+
+    policy.set_defaults(func=usage)
+
+
+@dataclass
+class End:
+    text: str
+    ip: str
+    endpoint: Resource | None
+
+    @property
+    def host(self) -> str | None:
+        return getattr(self.endpoint.spec, "node", None) if self.endpoint is not None else None
+
+    @property
+    def iface(self) -> str:
+        return (
+            str(getattr(self.endpoint.spec, "interface_name", "") or "") if self.endpoint is not None else ""
+        )
+
+    @property
+    def label(self) -> str:
+        if self.endpoint is None:
+            return self.ip
+        return f"{self.endpoint.metadata.namespace}/{self.endpoint.metadata.name}"
+
+
+def load_objects(ds: Any) -> list[tuple[str, dict[str, Any]]]:
+    out: list[tuple[str, dict[str, Any]]] = []
+    for kind in POLICY_KINDS:
+        kvs, _rev = ds.list(kind_info(kind).prefix)
+        out += [(kv.key, dict(kv.value)) for kv in kvs]
+    return out
+
+
+def valid_resources(objects: list[tuple[str, dict[str, Any]]]) -> list[Resource]:
+    out = []
+    for _key, value in objects:
+        try:
+            out.append(parse_resource(value))
+        except ValidationError:
+            continue  # the agent treats invalid objects as absent; so does the trace
+    return out
+
+
+def _resolve_end(text: str, world: PolicyWorld) -> End:
+    try:
+        ip = str(ipaddress.ip_address(text))
+    except ValueError:
+        ip = ""
+    weps = world.of("WorkloadEndpoint")
+    if ip:
+        for wep in weps:
+            nets = [ipaddress.ip_network(n, strict=False) for n in getattr(wep.spec, "ip_networks", ())]
+            if any(ipaddress.ip_address(ip) in n for n in nets):
+                return End(text, ip, wep)
+        return End(text, ip, None)
+    ns, _, name = text.rpartition("/")
+    found = [w for w in weps if w.metadata.name == name and (not ns or w.metadata.namespace == ns)]
+    if not found:
+        raise UserError(f"no WorkloadEndpoint {text!r} (give namespace/name or an IP address)")
+    if len(found) > 1:
+        where = ", ".join(f"{w.metadata.namespace}/{w.metadata.name}" for w in found)
+        raise UserError(f"{text!r} is ambiguous ({where}): give namespace/name")
+    spec: Any = found[0].spec
+    addresses = [str(ipaddress.ip_network(n, strict=False).network_address) for n in spec.ip_networks]
+    if not addresses:
+        raise UserError(f"WorkloadEndpoint {text!r} has no ipNetworks")
+    return End(text, addresses[0], found[0])
+
+
+def _packet(args: argparse.Namespace, src: End, dst: End) -> Packet:
+    proto_text = str(args.protocol).lower()
+    protocol = PROTOCOLS.get(proto_text) if not proto_text.isdigit() else int(proto_text)
+    if protocol is None:
+        raise UserError(f"unknown protocol {args.protocol!r}: use tcp, udp, sctp, icmp or a number")
+    if ipaddress.ip_address(src.ip).version != ipaddress.ip_address(dst.ip).version:
+        raise UserError("source and destination are of different IP versions")
+    if protocol in (1, 58):
+        return Packet(src.ip, dst.ip, protocol, icmp_type=args.icmp_type, icmp_code=args.icmp_code)
+    port = args.port if args.port is not None else 80
+    return Packet(src.ip, dst.ip, protocol, args.source_port, port)
+
+
+def explain(outcome: Outcome) -> list[str]:
+    """The rules that fired, as their labels (tier/policy/rule), in order."""
+    lines = []
+    for chain, r in outcome.trail:
+        label = r.label
+        if not label or label.startswith(_QUIET):
+            continue
+        if chain.startswith(("pi-", "po-", "pri-", "pro-")):
+            lines.append(f"  rule {label}: {_action(r.stmts)}")
+        else:
+            lines.append(f"  {label}")
+    return lines
+
+
+def _action(stmts: tuple[Any, ...]) -> str:
+    cfg = RenderConfig()
+    for stmt in stmts:
+        if isinstance(stmt, Log):
+            return "Log (continue)"
+        if isinstance(stmt, Verdict) and stmt.kind == "drop":
+            return "Deny"
+        if isinstance(stmt, SetMark):
+            return "Allow" if stmt.or_bits == cfg.accept_mark else "Pass (next tier)"
+    return "matched"
+
+
+def _hop(objects: list[tuple[str, dict[str, Any]]], host: str, pkt: Packet, iif: str, oif: str) -> Outcome:
+    state = PolicyState(RenderConfig())
+    for msg in run_snapshot(host, objects):
+        state.record(msg)
+    rs = render_ruleset(state)
+    return forward(
+        rs,
+        NftPacket(
+            pkt.src,
+            pkt.dst,
+            pkt.protocol,
+            pkt.src_port,
+            pkt.dst_port,
+            pkt.icmp_type,
+            pkt.icmp_code,
+            iifname=iif or "eth0",
+            oifname=oif or "eth0",
+        ),
+    )
+
+
+def trace(objects: list[tuple[str, dict[str, Any]]], src: End, dst: End, pkt: Packet) -> dict[str, Any]:
+    world = PolicyWorld(valid_resources(objects))
+    hops = []
+    if src.host is not None:
+        same = dst.host == src.host
+        outcome = _hop(objects, src.host, pkt, src.iface, dst.iface if same else "eth0")
+        hops.append(
+            {
+                "host": src.host,
+                "checks": "egress of " + src.label + (" and ingress of " + dst.label if same else ""),
+                "verdict": outcome.verdict,
+                "rules": explain(outcome),
+            }
+        )
+    if dst.host is not None and dst.host != src.host:
+        outcome = _hop(objects, dst.host, pkt, "eth0", dst.iface)
+        hops.append(
+            {
+                "host": dst.host,
+                "checks": "ingress of " + dst.label,
+                "verdict": outcome.verdict,
+                "rules": explain(outcome),
+            }
+        )
+    dataplane = "accept" if all(h["verdict"] == "accept" for h in hops) else "drop"
+
+    evaluator: list[str] = []
+    allowed = True
+    if src.endpoint is not None:
+        if not anti_spoofing_ok(src.endpoint, pkt.src):
+            evaluator.append(f"egress of {src.label}: deny (anti-spoofing)")
+            allowed = False
+        else:
+            decision = evaluate_endpoint(world, src.endpoint, "egress", pkt)
+            evaluator.append(f"egress of {src.label}: {decision.verdict} ({_why(decision)})")
+            allowed &= decision.verdict == "allow"
+    if dst.endpoint is not None:
+        decision = evaluate_endpoint(world, dst.endpoint, "ingress", pkt)
+        evaluator.append(f"ingress of {dst.label}: {decision.verdict} ({_why(decision)})")
+        allowed &= decision.verdict == "allow"
+    oracle = "accept" if allowed else "drop"
+    return {
+        "packet": _describe(pkt),
+        "hops": hops,
+        "dataplane": dataplane,
+        "evaluator": evaluator,
+        "evaluator_verdict": oracle,
+        "agree": oracle == dataplane,
+    }
+
+
+def _why(decision: Any) -> str:
+    parts = [decision.reason]
+    if decision.tier:
+        parts.append(f"tier {decision.tier}")
+    if decision.policy:
+        parts.append(f"{decision.policy} {decision.rule or ''}".strip())
+    if decision.logged:
+        parts.append("logged by " + ", ".join(decision.logged))
+    return "; ".join(parts)
+
+
+def _describe(pkt: Packet) -> str:
+    name = {6: "tcp", 17: "udp", 132: "sctp", 1: "icmp", 58: "icmpv6"}.get(pkt.protocol, str(pkt.protocol))
+    if pkt.protocol in (1, 58):
+        return f"{name} type {pkt.icmp_type} code {pkt.icmp_code} {pkt.src} -> {pkt.dst}"
+    return f"{name} {pkt.src}:{pkt.src_port} -> {pkt.dst}:{pkt.dst_port}"
+
+
+def _trace(args: argparse.Namespace) -> int:
+    ds = open_store(args)
+    try:
+        objects = load_objects(ds)
+    finally:
+        ds.close()
+    world = PolicyWorld(valid_resources(objects))
+    src, dst = _resolve_end(args.source, world), _resolve_end(args.destination, world)
+    if src.endpoint is None and dst.endpoint is None:
+        raise UserError("neither end is a WorkloadEndpoint: nothing of tortie's polices this packet")
+    pkt = _packet(args, src, dst)
+    result = trace(objects, src, dst, pkt)
+    if args.output == "json":
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"packet: {result['packet']}")
+        for hop in result["hops"]:
+            print(f"host {hop['host']} ({hop['checks']}): {hop['verdict'].upper()}")
+            for line in hop["rules"]:
+                print(line)
+        print(f"verdict: {result['dataplane'].upper()}")
+        print("evaluator (independent): " + "; ".join(result["evaluator"]))
+        if not result["agree"]:
+            print("WARNING: the dataplane and the evaluator disagree; please report this", file=sys.stderr)
+    return 0 if result["dataplane"] == "accept" else EXIT_DENIED

@@ -1,0 +1,250 @@
+"""Builders and the two deciders of the policy tests: the dataplane's answer and the oracle's.
+
+Builders return wire objects (`projectcalico.org/v3` dicts) for WorkloadEndpoints, HostEndpoints,
+policies, profiles, tiers, network sets and pools; `keyed(objs)` gives (datastore key, value) pairs.
+
+`dataplane_decision(objs, host, pkt, src, dst)` runs the real calc (`PolicyGraph`) for `host`,
+collects its messages into a `PolicyState`, renders the nft table and runs the packet through the
+forward hook with the interpreter, the interfaces being those of the local endpoints `src`
+(egress) and/or `dst` (ingress), "eth0" otherwise. `oracle_decision` answers the same question
+with `tortie.calc.policy_evaluator`: anti-spoofing, then egress of a local source, then ingress of
+a local destination.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from tortie.calc.policy_evaluator import Packet, PolicyWorld, anti_spoofing_ok, evaluate_endpoint
+from tortie.calc.policy_graph import run_snapshot
+from tortie.dataplane.nft.interp import NftPacket, forward
+from tortie.dataplane.nft.render import PolicyState, RenderConfig, Ruleset, render_ruleset
+from tortie.model import Resource, parse_resource
+from tortie.model.kinds import kind_info
+
+API = "projectcalico.org/v3"
+
+
+def _obj(
+    kind: str,
+    name: str,
+    spec: Mapping[str, Any],
+    namespace: str | None = None,
+    labels: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name}
+    if namespace is not None:
+        meta["namespace"] = namespace
+    if labels:
+        meta["labels"] = dict(labels)
+    return {"apiVersion": API, "kind": kind, "metadata": meta, "spec": dict(spec)}
+
+
+def wep(
+    name: str,
+    ip: str | Sequence[str],
+    *,
+    node: str = "h1",
+    namespace: str = "default",
+    labels: Mapping[str, str] | None = None,
+    profiles: Sequence[str] = (),
+    iface: str | None = None,
+    ports: Sequence[Mapping[str, Any]] = (),
+    service_account: str | None = None,
+    allow_spoofed: Sequence[str] = (),
+) -> dict[str, Any]:
+    ips = [ip] if isinstance(ip, str) else list(ip)
+    spec: dict[str, Any] = {
+        "orchestrator": "cni",
+        "workload": name,
+        "endpoint": "eth0",
+        "node": node,
+        "ipNetworks": ips,
+        "interfaceName": iface or f"tort{name}"[:15],
+    }
+    if profiles:
+        spec["profiles"] = list(profiles)
+    if ports:
+        spec["ports"] = [dict(p) for p in ports]
+    if service_account:
+        spec["serviceAccountName"] = service_account
+    if allow_spoofed:
+        spec["allowSpoofedSourcePrefixes"] = list(allow_spoofed)
+    return _obj("WorkloadEndpoint", name, spec, namespace, labels)
+
+
+def hep(
+    name: str,
+    *,
+    node: str = "h1",
+    iface: str | None = None,
+    ips: Sequence[str] = (),
+    labels: Mapping[str, str] | None = None,
+    profiles: Sequence[str] = (),
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {"node": node}
+    if iface:
+        spec["interfaceName"] = iface
+    if ips:
+        spec["expectedIPs"] = list(ips)
+    if profiles:
+        spec["profiles"] = list(profiles)
+    return _obj("HostEndpoint", name, spec, None, labels)
+
+
+def gnp(
+    name: str,
+    *,
+    selector: str = "all()",
+    ingress: Sequence[Mapping[str, Any]] = (),
+    egress: Sequence[Mapping[str, Any]] = (),
+    **extra: Any,
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {"selector": selector, **extra}
+    if ingress:
+        spec["ingress"] = [dict(r) for r in ingress]
+    if egress:
+        spec["egress"] = [dict(r) for r in egress]
+    return _obj("GlobalNetworkPolicy", name, spec)
+
+
+def np(
+    name: str,
+    namespace: str = "default",
+    *,
+    selector: str = "all()",
+    ingress: Sequence[Mapping[str, Any]] = (),
+    egress: Sequence[Mapping[str, Any]] = (),
+    **extra: Any,
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {"selector": selector, **extra}
+    if ingress:
+        spec["ingress"] = [dict(r) for r in ingress]
+    if egress:
+        spec["egress"] = [dict(r) for r in egress]
+    return _obj("NetworkPolicy", name, spec, namespace)
+
+
+def profile(
+    name: str,
+    *,
+    ingress: Sequence[Mapping[str, Any]] = (),
+    egress: Sequence[Mapping[str, Any]] = (),
+    labels_to_apply: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {}
+    if ingress:
+        spec["ingress"] = [dict(r) for r in ingress]
+    if egress:
+        spec["egress"] = [dict(r) for r in egress]
+    if labels_to_apply:
+        spec["labelsToApply"] = dict(labels_to_apply)
+    return _obj("Profile", name, spec)
+
+
+ALLOW_ALL = profile("allow-all", ingress=[{"action": "Allow"}], egress=[{"action": "Allow"}])
+
+
+def tier(name: str, order: float | None = None, default_action: str | None = None) -> dict[str, Any]:
+    spec: dict[str, Any] = {}
+    if order is not None:
+        spec["order"] = order
+    if default_action:
+        spec["defaultAction"] = default_action
+    return _obj("Tier", name, spec)
+
+
+def network_set(
+    name: str, nets: Sequence[str], *, namespace: str | None = None, labels: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    kind = "NetworkSet" if namespace else "GlobalNetworkSet"
+    return _obj(kind, name, {"nets": list(nets)}, namespace, labels)
+
+
+def pool(name: str, cidr: str, *, nat_outgoing: bool = False) -> dict[str, Any]:
+    return _obj("IPPool", name, {"cidr": cidr, "natOutgoing": nat_outgoing})
+
+
+def key_of(obj: Mapping[str, Any]) -> str:
+    meta = obj["metadata"]
+    return kind_info(obj["kind"]).key(meta["name"], meta.get("namespace"))
+
+
+def keyed(objs: Iterable[Mapping[str, Any]]) -> list[tuple[str, Mapping[str, Any]]]:
+    return [(key_of(o), o) for o in objs]
+
+
+def resources(objs: Iterable[Mapping[str, Any]]) -> list[Resource]:
+    return [parse_resource(dict(o)) for o in objs]
+
+
+# -- deciders -------------------------------------------------------------------------------------------
+def policy_state(
+    objs: Iterable[Mapping[str, Any]], host: str, config: RenderConfig | None = None
+) -> PolicyState:
+    state = PolicyState(config or RenderConfig())
+    for msg in run_snapshot(host, keyed(objs)):
+        state.record(msg)
+    return state
+
+
+def _iface(objs: Iterable[Mapping[str, Any]], name: str | None, host: str) -> str | None:
+    if name is None:
+        return None
+    for o in objs:
+        if o["kind"] == "WorkloadEndpoint" and o["metadata"]["name"] == name and o["spec"]["node"] == host:
+            return str(o["spec"]["interfaceName"])
+    return None
+
+
+def nft_packet(pkt: Packet, iif: str, oif: str) -> NftPacket:
+    return NftPacket(
+        pkt.src,
+        pkt.dst,
+        pkt.protocol,
+        pkt.src_port,
+        pkt.dst_port,
+        pkt.icmp_type,
+        pkt.icmp_code,
+        iifname=iif,
+        oifname=oif,
+    )
+
+
+def dataplane_decision(
+    objs: Sequence[Mapping[str, Any]],
+    host: str,
+    pkt: Packet,
+    src: str | None,
+    dst: str | None,
+    ruleset: Ruleset | None = None,
+) -> str:
+    """ "accept" or "drop" for a packet forwarded by `host` from endpoint `src` to endpoint `dst`
+    (names of WorkloadEndpoints; None or a remote endpoint: via eth0)."""
+    rs = ruleset if ruleset is not None else render_ruleset(policy_state(objs, host))
+    iif = _iface(objs, src, host) or "eth0"
+    oif = _iface(objs, dst, host) or "eth0"
+    return forward(rs, nft_packet(pkt, iif, oif)).verdict
+
+
+def oracle_decision(
+    objs: Sequence[Mapping[str, Any]], host: str, pkt: Packet, src: str | None, dst: str | None
+) -> str:
+    world = PolicyWorld(resources(objs))
+    weps = {r.metadata.name: r for r in world.of("WorkloadEndpoint")}
+    src_ep = weps.get(src) if src else None
+    dst_ep = weps.get(dst) if dst else None
+    if src_ep is not None and getattr(src_ep.spec, "node", None) == host:
+        if not anti_spoofing_ok(src_ep, pkt.src):
+            return "drop"
+        if evaluate_endpoint(world, src_ep, "egress", pkt).verdict != "allow":
+            return "drop"
+    local_dst = dst_ep is not None and getattr(dst_ep.spec, "node", None) == host
+    if (
+        local_dst
+        and dst_ep is not None
+        and evaluate_endpoint(world, dst_ep, "ingress", pkt).verdict != "allow"
+    ):
+        return "drop"
+    return "accept"

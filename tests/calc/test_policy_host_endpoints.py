@@ -1,0 +1,140 @@
+"""Host endpoints, failsafes, workload-to-host, forward/preDNAT/doNotTrack stages (reference §3.12,
+§1.15 items 9-10), on the rendered table (interpreter) and, where it has a say, the evaluator."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tortie.calc.policy_evaluator import Packet, PolicyWorld, evaluate_endpoint
+from tortie.dataplane.nft.interp import NftPacket, forward, run_hook
+from tortie.dataplane.nft.render import RenderConfig, Ruleset, render_ruleset
+from tortie.testing.policy_world import ALLOW_ALL, gnp, hep, policy_state, resources, wep
+
+HOST_IP = "172.31.0.11"
+PEER = "172.31.0.12"
+HEP = hep("h1-eth0", iface="eth0", ips=[HOST_IP], labels={"role": "host"})
+WL = wep("w", "10.0.0.1/32", profiles=["allow-all"], iface="tortw")
+
+
+def table(objs: list[dict[str, Any]], **config: Any) -> Ruleset:
+    return render_ruleset(policy_state(objs, "h1", RenderConfig(**config)))
+
+
+def to_host(
+    rs: Ruleset,
+    protocol: int,
+    port: int | None = None,
+    iif: str = "eth0",
+    src: str = PEER,
+    icmp: int | None = None,
+) -> str:
+    pkt = NftPacket(
+        src,
+        HOST_IP,
+        protocol,
+        40000 if port else None,
+        port,
+        icmp,
+        0 if icmp is not None else None,
+        iifname=iif,
+    )
+    return run_hook(rs, "input", pkt).verdict
+
+
+def test_no_host_endpoint_means_host_traffic_is_not_policed() -> None:
+    rs = table([WL, ALLOW_ALL])
+    assert to_host(rs, 6, 80) == "accept"
+
+
+def test_host_endpoint_is_default_deny_except_failsafes() -> None:
+    rs = table([HEP])
+    assert to_host(rs, 6, 80) == "drop"
+    assert to_host(rs, 1, icmp=8) == "drop"
+    assert to_host(rs, 6, 22) == "accept"  # SSH failsafe
+    assert to_host(rs, 17, 68) == "accept"  # DHCP failsafe
+    assert to_host(rs, 6, 80, iif="lo", src="127.0.0.1") == "accept"  # loopback is never a host endpoint
+    out = NftPacket(HOST_IP, PEER, 17, 40000, 53, oifname="eth0")
+    assert run_hook(rs, "output", out).verdict == "accept"  # DNS failsafe out
+    assert run_hook(rs, "output", NftPacket(HOST_IP, PEER, 6, 40000, 443, oifname="eth0")).verdict == "drop"
+    world = PolicyWorld(resources([HEP]))
+    assert (
+        evaluate_endpoint(
+            world, world.of("HostEndpoint")[0], "ingress", Packet(PEER, HOST_IP, 6, 40000, 80)
+        ).verdict
+        == "deny"
+    )
+
+
+def test_custom_failsafes() -> None:
+    from tortie.dataplane.nft.render import FailsafePort
+
+    rs = table([HEP], failsafe_inbound=(FailsafePort(6, 2222, "172.31.0.0/24"),))
+    assert to_host(rs, 6, 22) == "drop"
+    assert to_host(rs, 6, 2222) == "accept"
+    assert to_host(rs, 6, 2222, src="192.0.2.1") == "drop"
+
+
+def test_policy_on_a_host_endpoint() -> None:
+    rs = table(
+        [HEP, gnp("ping", selector="role == 'host'", ingress=[{"action": "Allow", "protocol": "ICMP"}])]
+    )
+    assert to_host(rs, 1, icmp=8) == "accept"
+    assert to_host(rs, 6, 80) == "drop"
+
+
+def test_all_interfaces_host_endpoint() -> None:
+    rs = table([hep("all", iface="*")])
+    assert to_host(rs, 6, 80, iif="eth1") == "drop"
+    assert to_host(rs, 6, 22, iif="eth1") == "accept"
+    assert to_host(rs, 6, 80, iif="lo", src="127.0.0.1") == "accept"
+
+
+def test_forwarded_traffic_is_policed_only_by_apply_on_forward_policies() -> None:
+    through = NftPacket("192.0.2.1", "198.51.100.1", 6, 1, 80, iifname="eth0", oifname="eth1")
+    assert forward(table([HEP]), through).verdict == "accept"
+    fwd = gnp(
+        "fwd",
+        selector="role == 'host'",
+        applyOnForward=True,
+        ingress=[{"action": "Allow", "protocol": "TCP", "destination": {"ports": [443]}}],
+    )
+    assert forward(table([HEP, fwd]), through).verdict == "drop"
+
+
+def test_pre_dnat_and_do_not_track() -> None:
+    pre = gnp(
+        "pre",
+        selector="role == 'host'",
+        applyOnForward=True,
+        preDNAT=True,
+        ingress=[{"action": "Deny", "source": {"nets": ["192.0.2.0/24"]}}],
+    )
+    raw = gnp(
+        "raw",
+        selector="role == 'host'",
+        applyOnForward=True,
+        doNotTrack=True,
+        ingress=[{"action": "Allow", "protocol": "UDP"}],
+    )
+    rs = table([HEP, pre, raw])
+    bad = NftPacket("192.0.2.1", HOST_IP, 6, 1, 22, iifname="eth0")
+    assert run_hook(rs, "prerouting", bad).verdict == "drop"  # before DNAT and before failsafes
+    ok = NftPacket(PEER, HOST_IP, 6, 1, 80, iifname="eth0")
+    assert run_hook(rs, "prerouting", ok).verdict == "accept"  # no preDNAT verdict: normal policy decides
+    assert to_host(rs, 6, 80) == "drop"
+    udp = run_hook(rs, "prerouting", NftPacket(PEER, HOST_IP, 17, 1, 5000, iifname="eth0"))
+    assert udp.verdict == "accept" and udp.notrack
+
+
+@pytest.mark.parametrize(("action", "verdict"), [("Drop", "drop"), ("Accept", "accept")])
+def test_workload_to_host(action: str, verdict: str) -> None:
+    rs = table([WL, ALLOW_ALL], endpoint_to_host_action=action)
+    assert to_host(rs, 6, 80, iif="tortw", src="10.0.0.1") == verdict
+    # egress policy of the workload comes first
+    denied = table(
+        [WL, ALLOW_ALL, gnp("no", selector="all()", egress=[{"action": "Deny"}])],
+        endpoint_to_host_action=action,
+    )
+    assert to_host(denied, 6, 80, iif="tortw", src="10.0.0.1") == "drop"

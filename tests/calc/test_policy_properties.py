@@ -1,0 +1,238 @@
+"""Property test: the calc + nft renderer decide every packet exactly like the naive evaluator.
+
+Hypothesis builds random worlds (endpoints on this host and another, namespaces, profiles with
+labelsToApply, network sets, tiers, GNPs and NPs with random rules over every match field) and
+random packets between endpoints, network-set members and outside addresses. For each packet the
+dataplane answer (PolicyGraph -> PolicyState -> render_ruleset -> interpreter, forward hook with
+the endpoints' interfaces) must equal the oracle (tortie.calc.policy_evaluator: anti-spoofing,
+egress of a local source, ingress of a local destination).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from tortie.calc.policy_evaluator import Packet
+from tortie.dataplane.nft.render import render_ruleset
+from tortie.model import ValidationError, parse_resource
+from tortie.testing.policy_world import (
+    dataplane_decision,
+    gnp,
+    network_set,
+    np,
+    oracle_decision,
+    policy_state,
+    profile,
+    tier,
+    wep,
+)
+
+HOST = "h1"
+NAMESPACES = ("ns1", "ns2")
+SELECTORS = (
+    "all()",
+    "app == 'a'",
+    "app == 'b'",
+    "app in {'a', 'c'}",
+    "has(role)",
+    "!has(app)",
+    "role != 'db'",
+    "kind == 'ext'",
+    "app == 'a' && role == 'db'",
+)
+NS_SELECTORS = ("env == 'prod'", "all()", "global()", "projectcalico.org/name == 'ns2'", "!has(env)")
+NETS = ("10.0.1.0/24", "10.0.0.0/16", "10.0.2.2/32", "192.168.5.0/24", "8.8.8.0/24")
+PORTS: tuple[Any, ...] = (80, 53, 8080, "1000:2000", "http", "dns")
+ADDRESSES = ("8.8.8.8", "192.168.5.7", "10.0.9.9")
+
+
+def _maybe(draw: Any, percent: int) -> bool:
+    """True about `percent`% of the time (absence first, so shrinking simplifies rules)."""
+    return bool(draw(st.sampled_from([False] * (100 - percent) + [True] * percent)))
+
+
+def _entity(draw: Any, protocol: str | None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if _maybe(draw, 60):
+        out["selector"] = draw(st.sampled_from(SELECTORS))
+    if _maybe(draw, 10):
+        out["notSelector"] = draw(st.sampled_from(SELECTORS))
+    if _maybe(draw, 15):
+        out["namespaceSelector"] = draw(st.sampled_from(NS_SELECTORS))
+    if _maybe(draw, 15):
+        out["nets"] = draw(st.lists(st.sampled_from(NETS), min_size=1, max_size=2, unique=True))
+    if _maybe(draw, 10):
+        out["notNets"] = draw(st.lists(st.sampled_from(NETS), min_size=1, max_size=2, unique=True))
+    if _maybe(draw, 10):
+        out["serviceAccounts"] = {"names": [draw(st.sampled_from(("sa1", "sa2")))]}
+    numeric_ok = protocol in ("TCP", "UDP")
+    choices = PORTS if numeric_ok else ("http", "dns")
+    if protocol in (None, "TCP", "UDP") and _maybe(draw, 30):
+        out["ports"] = draw(st.lists(st.sampled_from(choices), min_size=1, max_size=2, unique=True))
+    if numeric_ok and _maybe(draw, 10):
+        out["notPorts"] = draw(st.lists(st.sampled_from(choices), min_size=1, max_size=2, unique=True))
+    return out
+
+
+@st.composite
+def rules(draw: Any) -> dict[str, Any]:
+    protocol = draw(st.sampled_from((None, None, None, "TCP", "UDP", "ICMP", 17)))
+    rule: dict[str, Any] = {"action": draw(st.sampled_from(("Allow", "Allow", "Deny", "Pass", "Log")))}
+    proto_name = {17: "UDP"}.get(protocol, protocol) if protocol is not None else None
+    if protocol is not None:
+        rule["protocol"] = protocol
+    if _maybe(draw, 10):
+        rule["notProtocol"] = draw(st.sampled_from(("TCP", "UDP", 1)))
+    if proto_name == "ICMP" and draw(st.booleans()):
+        key = draw(st.sampled_from(("icmp", "notICMP")))
+        rule[key] = {"type": 8} if draw(st.booleans()) else {"type": 8, "code": 0}
+    src = _entity(draw, proto_name if isinstance(proto_name, str) else None) if _maybe(draw, 70) else {}
+    dst = _entity(draw, proto_name if isinstance(proto_name, str) else None) if _maybe(draw, 50) else {}
+    if src:
+        rule["source"] = src
+    if dst:
+        rule["destination"] = dst
+    return rule
+
+
+@st.composite
+def worlds(draw: Any) -> list[dict[str, Any]]:
+    objs: list[dict[str, Any]] = []
+    count = draw(st.integers(2, 5))
+    for i in range(count):
+        labels: dict[str, str] = {}
+        if draw(st.booleans()):
+            labels["app"] = draw(st.sampled_from(("a", "b", "c")))
+        if draw(st.integers(0, 2)) == 0:
+            labels["role"] = draw(st.sampled_from(("db", "web")))
+        ports = []
+        if draw(st.booleans()):
+            ports.append({"name": "http", "protocol": "TCP", "port": draw(st.sampled_from((80, 8080)))})
+        if draw(st.integers(0, 2)) == 0:
+            ports.append({"name": "dns", "protocol": "UDP", "port": 53})
+        objs.append(
+            wep(
+                f"w{i}",
+                f"10.0.{i % 3}.{i + 2}/32",
+                node=draw(st.sampled_from((HOST, HOST, "h2"))),
+                namespace=draw(st.sampled_from(NAMESPACES)),
+                labels=labels,
+                profiles=draw(st.lists(st.sampled_from(("p1", "p2", "p2", "gone")), max_size=2, unique=True)),
+                ports=ports,
+                service_account=draw(st.sampled_from((None, "sa1", "sa2"))),
+                allow_spoofed=["10.0.9.0/24"] if draw(st.integers(0, 5)) == 0 else (),
+            )
+        )
+    if draw(st.booleans()):
+        objs.append(network_set("ext", ["192.168.5.0/24"], labels={"kind": "ext", "app": "c"}))
+    if draw(st.booleans()):
+        objs.append(
+            network_set("inner", ["10.0.9.0/24", "10.0.9.9/32"], namespace="ns2", labels={"kind": "ext"})
+        )
+    for name in ("p1", "p2"):
+        if draw(st.integers(0, 3)) == 0:
+            continue
+        allow_all = [{"action": "Allow"}]
+        ingress = allow_all if draw(st.booleans()) else draw(st.lists(rules(), max_size=2))
+        egress = allow_all if draw(st.booleans()) else draw(st.lists(rules(), max_size=2))
+        objs.append(
+            profile(
+                name,
+                ingress=ingress,
+                egress=egress,
+                labels_to_apply={"role": "web"} if draw(st.integers(0, 3)) == 0 else None,
+            )
+        )
+    objs.append(profile("kns.ns1", labels_to_apply={"pcns.env": "prod"}))
+    objs.append(
+        tier(
+            "t1",
+            order=draw(st.sampled_from((10.0, 2_000_000.0))),
+            default_action=draw(st.sampled_from((None, "Pass"))),
+        )
+    )
+    for i in range(draw(st.integers(1, 5))):
+        kind = draw(st.sampled_from(("gnp", "np", "np")))
+        extra: dict[str, Any] = {}
+        order = draw(st.sampled_from((None, 1.0, 5.0, 5.0)))
+        if order is not None:
+            extra["order"] = order
+        tier_name = draw(st.sampled_from((None, "t1")))
+        if tier_name:
+            extra["tier"] = tier_name
+        if draw(st.integers(0, 3)) == 0:
+            extra["types"] = draw(st.sampled_from((["Ingress"], ["Egress"], ["Ingress", "Egress"])))
+        ingress = draw(st.lists(rules(), max_size=3))
+        egress = draw(st.lists(rules(), max_size=3))
+        name = f"{tier_name}.pol{i}" if tier_name else f"pol{i}"
+        if kind == "gnp":
+            if draw(st.integers(0, 4)) == 0:
+                extra["namespaceSelector"] = draw(st.sampled_from(NS_SELECTORS[:2]))
+            objs.append(
+                gnp(name, selector=draw(st.sampled_from(SELECTORS)), ingress=ingress, egress=egress, **extra)
+            )
+        else:
+            objs.append(
+                np(
+                    name,
+                    draw(st.sampled_from(NAMESPACES)),
+                    selector=draw(st.sampled_from(SELECTORS)),
+                    ingress=ingress,
+                    egress=egress,
+                    **extra,
+                )
+            )
+    return objs
+
+
+def _valid(objs: list[dict[str, Any]]) -> bool:
+    try:
+        for obj in objs:
+            parse_resource(obj)
+    except ValidationError:
+        return False
+    return True
+
+
+@st.composite
+def packets(draw: Any, objs: list[dict[str, Any]]) -> tuple[Packet, str | None, str | None]:
+    endpoints = [
+        (o["metadata"]["name"], o["spec"]["ipNetworks"][0].split("/")[0])
+        for o in objs
+        if o["kind"] == "WorkloadEndpoint"
+    ]
+    choices: list[tuple[str | None, str]] = [*endpoints, *endpoints, *((None, a) for a in ADDRESSES)]
+    src_name, src_ip = draw(st.sampled_from(choices))
+    dst_name, dst_ip = draw(st.sampled_from(choices))
+    if src_name is not None and draw(st.integers(0, 6)) == 0:
+        src_ip = draw(st.sampled_from(("10.0.9.4", "10.0.2.2")))  # spoofed (maybe allowed) source
+    protocol = draw(st.sampled_from((6, 17, 1)))
+    if protocol == 1:
+        pkt = Packet(src_ip, dst_ip, 1, icmp_type=draw(st.sampled_from((8, 0))), icmp_code=0)
+    else:
+        pkt = Packet(
+            src_ip,
+            dst_ip,
+            protocol,
+            draw(st.sampled_from((1234, 53, 80))),
+            draw(st.sampled_from((53, 80, 8080, 1500, 443))),
+        )
+    return pkt, src_name, dst_name
+
+
+@settings(
+    max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much]
+)
+@given(st.data())
+def test_rendered_dataplane_decides_like_the_naive_evaluator(data: st.DataObject) -> None:
+    objs = data.draw(worlds())
+    assume(_valid(objs))
+    ruleset = render_ruleset(policy_state(objs, HOST))
+    for _ in range(12):
+        pkt, src, dst = data.draw(packets(objs))
+        expected = oracle_decision(objs, HOST, pkt, src, dst)
+        actual = dataplane_decision(objs, HOST, pkt, src, dst, ruleset)
+        assert actual == expected, f"{pkt} from {src} to {dst}: dataplane {actual}, evaluator {expected}"

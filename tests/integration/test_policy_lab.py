@@ -1,0 +1,405 @@
+"""Security policy end to end: real `tortie agent run` processes, real nftables, real traffic.
+
+Two lab hosts with a sqlite datastore and one agent each (policy enabled, the default). Workloads:
+
+    h1: wa 10.71.1.2 (ns prod, role=client)      wb 10.71.1.3 (ns dev)
+    h2: wc 10.71.2.2 (ns prod, app=web, named ports http=TCP 8080, dns=UDP 53)   wd 10.71.2.3 (ns dev)
+
+Every workload runs a probe server (TCP 80, 8080; UDP 53, 5353; answers with the peer address) and
+lists profile `out` (egress allowed, no ingress). Each scenario writes its resources, then probes
+TCP/UDP/ICMP from wa and wb (and from the host h2 for host endpoints) until the observed allow/deny
+table equals the expected one exactly (agents apply asynchronously), and removes its resources.
+Scenarios: default deny, allow by selector, namespaces, ports and named ports, ICMP types,
+nets/notNets, network sets, tiers with Pass, order precedence, Log, profiles fallback,
+anti-spoofing, NAT outgoing, host endpoint with failsafe SSH.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tortie.datastore.api import Datastore
+from tortie.datastore.url import open_datastore
+from tortie.ipam import keys as ipam_keys
+from tortie.lab import Lab, host_interface_name
+from tortie.testing.netns import unique_name
+from tortie.testing.policy_world import gnp, key_of, network_set, pool, profile, tier, wep
+
+pytestmark = [pytest.mark.root, pytest.mark.slow]
+
+TORTIE = str(Path(sys.executable).parent / "tortie")
+PYTHON = sys.executable
+BLOCKS = {"h1": "10.71.1.0/26", "h2": "10.71.2.0/26"}
+IPS = {"wa": "10.71.1.2", "wb": "10.71.1.3", "wc": "10.71.2.2", "wd": "10.71.2.3"}
+PLACEMENT = {
+    "wa": ("h1", "prod", {"role": "client"}),
+    "wb": ("h1", "dev", {}),
+    "wc": ("h2", "prod", {"app": "web"}),
+    "wd": ("h2", "dev", {}),
+}
+WC_PORTS = [{"name": "http", "protocol": "TCP", "port": 8080}, {"name": "dns", "protocol": "UDP", "port": 53}]
+OUT = profile("out", egress=[{"action": "Allow"}])
+SPOOFED = "10.71.1.50"  # inside h1's block, so h2 routes the replies back
+# what every scenario probes: from wa and wb to wc
+TO_WC = [("tcp", 80), ("tcp", 8080), ("udp", 53), ("udp", 5353), ("icmp", None)]
+
+
+def wait_for(predicate: Any, what: str, timeout: float = 20.0, logs: Any = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}" + (f"\n{logs()}" if logs else ""))
+
+
+@dataclass
+class Bed:
+    lab: Lab
+    ds: Datastore
+    url: str
+    agents: dict[str, int] = field(default_factory=dict)
+
+    def wep(self, name: str, **extra: Any) -> dict[str, Any]:
+        host, ns, labels = PLACEMENT[name]
+        kwargs: dict[str, Any] = {
+            "node": host,
+            "namespace": ns,
+            "labels": labels,
+            "profiles": ["out"],
+            "iface": host_interface_name(self.lab.state.interface_prefix, self.lab.name, name),
+        }
+        if name == "wc":
+            kwargs["ports"] = WC_PORTS
+        kwargs.update(extra)
+        return wep(name, f"{IPS[name]}/32", **kwargs)
+
+    def put(self, *objs: Mapping[str, Any]) -> None:
+        for obj in objs:
+            self.ds.put(key_of(obj), dict(obj))
+
+    def delete(self, *objs: Mapping[str, Any]) -> None:
+        for obj in objs:
+            if self.ds.get(key_of(obj)) is not None:
+                self.ds.delete(key_of(obj))
+
+    def start_agent(self, host: str) -> None:
+        env = {**os.environ, "TORTIE_REPORTING_INTERVAL": "0", "TORTIE_LOG_SEVERITY_SCREEN": "Info"}
+        self.agents[host] = self.lab.start_process(
+            host, [TORTIE, "agent", "run", "--hostname", host, "--datastore", self.url], env=env
+        )
+
+    def logs(self) -> str:
+        out = []
+        for record in self.lab.state.processes:
+            if record.log and Path(record.log).exists() and "agent" in record.argv:
+                out.append(f"\n--- {record.argv[-3:]} ---\n" + Path(record.log).read_text()[-3000:])
+        return "".join(out)
+
+    def probe(self, ns: str, items: Sequence[Sequence[Any]]) -> list[str | None]:
+        proc = self.lab.exec(
+            ns, [PYTHON, "-m", "tortie.testing.probes", "probe", json.dumps(list(items))], timeout=30
+        )
+        result: list[str | None] = json.loads(proc.stdout)
+        return result
+
+    def table(self, probes: Mapping[str, Sequence[Sequence[Any]]]) -> dict[tuple[Any, ...], str | None]:
+        with ThreadPoolExecutor(max_workers=len(probes)) as pool_:
+            answers = dict(zip(probes, pool_.map(lambda ns: self.probe(ns, probes[ns]), probes), strict=True))
+        return {
+            (ns, *item): answer
+            for ns, items in probes.items()
+            for item, answer in zip(items, answers[ns], strict=True)
+        }
+
+    def expect(self, expected: Mapping[tuple[Any, ...], bool], timeout: float = 20.0) -> None:
+        """Probe until every (source, proto, dst, port[, src]) answers iff expected (or time out)."""
+        probes: dict[str, list[tuple[Any, ...]]] = {}
+        for key in expected:
+            probes.setdefault(key[0], []).append(key[1:])
+        deadline = time.monotonic() + timeout
+        while True:
+            seen = {k: v is not None for k, v in self.table(probes).items()}
+            if seen == dict(expected):
+                return
+            if time.monotonic() > deadline:
+                wrong = {k: seen[k] for k in expected if seen[k] != expected[k]}
+                raise AssertionError(
+                    f"probe table differs (observed, for keys that differ): {wrong}{self.logs()}"
+                )
+            time.sleep(0.2)
+
+
+def to_wc(allowed: Mapping[str, set[tuple[str, int | None]] | bool]) -> dict[tuple[Any, ...], bool]:
+    """Expected table for wa/wb -> wc: per source either a bool for all of TO_WC, or the set allowed."""
+    out: dict[tuple[Any, ...], bool] = {}
+    for src, spec in allowed.items():
+        for proto, port in TO_WC:
+            ok = spec if isinstance(spec, bool) else (proto, port) in spec
+            out[(src, proto, IPS["wc"], port)] = ok
+    return out
+
+
+@pytest.fixture(scope="module")
+def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bed]:
+    workdir = tmp_path_factory.mktemp("policy-lab")
+    lab = Lab.create(unique_name("pl"), workdir / "lab", hosts=2)
+    url = f"sqlite://{workdir / 'datastore.db'}"
+    ds = open_datastore(url)
+    try:
+        b = Bed(lab, ds, url)
+        lab.add_static_route("h1", BLOCKS["h2"], lab.host_ip("h2"))
+        lab.add_static_route("h2", BLOCKS["h1"], lab.host_ip("h1"))
+        for host, block in BLOCKS.items():
+            net = ipaddress.ip_network(block)
+            ds.put(
+                ipam_keys.block_key(net),
+                {
+                    "cidr": block,
+                    "affinity": f"host:{host}",
+                    "allocations": [],
+                    "unallocated": [],
+                    "attributes": [],
+                },
+            )
+            ds.put(ipam_keys.affinity_key(host, net), {"state": "confirmed"})
+        b.put(OUT)
+        for name, (host, _ns, _labels) in PLACEMENT.items():
+            lab.add_workload(name, host, IPS[name])
+            b.put(b.wep(name))
+            lab.start_process(
+                name, [PYTHON, "-m", "tortie.testing.probes", "serve", "--tcp", "80,8080", "--udp", "53,5353"]
+            )
+        lab.start_process("h2", [PYTHON, "-m", "tortie.testing.probes", "serve", "--tcp", "22,80,7000"])
+        for host in ("h1", "h2"):
+            b.start_agent(host)
+        b.put(gnp("all-in", selector="all()", ingress=[{"action": "Allow"}]))
+        b.expect({("wa", "icmp", IPS["wc"], None): True, ("wb", "icmp", IPS["wd"], None): True}, timeout=30)
+        b.delete(gnp("all-in"))
+        yield b
+    finally:
+        lab.down()
+        ds.close()
+
+
+def test_default_deny_and_allow_by_selector(bed: Bed) -> None:
+    bed.expect({**to_wc({"wa": False, "wb": False}), ("wa", "tcp", IPS["wb"], 80): False})
+    policy = gnp(
+        "web-in",
+        selector="app == 'web'",
+        ingress=[{"action": "Allow", "source": {"selector": "role == 'client'"}}],
+    )
+    bed.put(policy)
+    bed.expect(to_wc({"wa": True, "wb": False}))
+    bed.delete(policy)
+
+
+def test_namespaces(bed: Bed) -> None:
+    policy = {
+        "apiVersion": "projectcalico.org/v3",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "same-ns", "namespace": "prod"},
+        "spec": {"selector": "all()", "ingress": [{"action": "Allow", "source": {"selector": "all()"}}]},
+    }
+    bed.put(policy)
+    bed.expect({**to_wc({"wa": True, "wb": False}), ("wa", "tcp", IPS["wd"], 80): False})
+    bed.delete(policy)
+
+
+def test_ports_and_named_ports(bed: Bed) -> None:
+    policy = gnp(
+        "ports",
+        selector="app == 'web'",
+        ingress=[
+            {"action": "Allow", "protocol": "TCP", "destination": {"ports": [80]}},
+            {"action": "Allow", "destination": {"ports": ["dns"]}},
+        ],
+    )
+    bed.put(policy)
+    allowed = {("tcp", 80), ("udp", 53)}
+    bed.expect(to_wc({"wa": allowed, "wb": allowed}))
+    bed.delete(policy)
+
+
+def test_icmp_types(bed: Bed) -> None:
+    policy = gnp(
+        "icmp",
+        selector="app == 'web'",
+        ingress=[
+            {
+                "action": "Allow",
+                "protocol": "ICMP",
+                "icmp": {"type": 8},
+                "source": {"selector": "role == 'client'"},
+            },
+            {"action": "Allow", "protocol": "ICMP", "icmp": {"type": 0}},
+        ],
+    )
+    bed.put(policy)
+    bed.expect(to_wc({"wa": {("icmp", None)}, "wb": set()}))
+    bed.delete(policy)
+
+
+def test_nets_and_not_nets(bed: Bed) -> None:
+    policy = gnp(
+        "nets",
+        selector="app == 'web'",
+        ingress=[
+            {"action": "Allow", "protocol": "TCP", "source": {"nets": [f"{IPS['wa']}/32"]}},
+            {"action": "Allow", "protocol": "UDP", "source": {"notNets": [f"{IPS['wa']}/32"]}},
+        ],
+    )
+    bed.put(policy)
+    tcp, udp = {("tcp", 80), ("tcp", 8080)}, {("udp", 53), ("udp", 5353)}
+    bed.expect(to_wc({"wa": tcp, "wb": udp}))
+    bed.delete(policy)
+
+
+def test_network_sets(bed: Bed) -> None:
+    netset = network_set("clients", [f"{IPS['wb']}/32", "192.0.2.0/24"], labels={"group": "clients"})
+    policy = gnp(
+        "from-set",
+        selector="app == 'web'",
+        ingress=[{"action": "Allow", "source": {"selector": "group == 'clients'"}}],
+    )
+    bed.put(netset, policy)
+    bed.expect(to_wc({"wa": False, "wb": True}))
+    bed.delete(policy, netset)
+
+
+def test_tiers_with_pass(bed: Bed) -> None:
+    objs = [
+        tier("sec", order=10),
+        gnp(
+            "sec.gate",
+            tier="sec",
+            selector="app == 'web'",
+            ingress=[{"action": "Pass", "source": {"selector": "role == 'client'"}}, {"action": "Deny"}],
+        ),
+        gnp("web-all", selector="app == 'web'", ingress=[{"action": "Allow"}]),
+    ]
+    bed.put(*objs)
+    bed.expect(to_wc({"wa": True, "wb": False}))
+    bed.delete(*reversed(objs))
+
+
+def test_order_precedence(bed: Bed) -> None:
+    objs = [
+        gnp(
+            "first",
+            order=1,
+            selector="app == 'web'",
+            ingress=[{"action": "Deny", "source": {"selector": "role == 'client'"}}],
+        ),
+        gnp("second", order=2, selector="app == 'web'", ingress=[{"action": "Allow"}]),
+    ]
+    bed.put(*objs)
+    bed.expect(to_wc({"wa": False, "wb": True}))
+    bed.delete(*objs)
+
+
+def test_log_then_allow(bed: Bed) -> None:
+    policy = gnp("logged", selector="app == 'web'", ingress=[{"action": "Log"}, {"action": "Allow"}])
+    bed.put(policy)
+    bed.expect(to_wc({"wa": True, "wb": True}))
+    chain = json.loads(
+        bed.lab.exec("h2", ["nft", "-j", "list", "chain", "inet", "tortie", "pi-g.logged"]).stdout
+    )
+    counters = [
+        e["counter"]["packets"]
+        for o in chain["nftables"]
+        if "rule" in o
+        for e in o["rule"]["expr"]
+        if "counter" in e
+    ]
+    logs = [
+        e["log"]["prefix"] for o in chain["nftables"] if "rule" in o for e in o["rule"]["expr"] if "log" in e
+    ]
+    assert logs and counters and counters[0] > 0, chain
+    bed.delete(policy)
+
+
+def test_profiles_fallback(bed: Bed) -> None:
+    objs = [
+        profile("no-client", ingress=[{"action": "Deny", "source": {"selector": "role == 'client'"}}]),
+        profile("in-all", ingress=[{"action": "Allow"}]),
+    ]
+    bed.put(*objs, bed.wep("wc", profiles=["out", "no-client", "in-all"]))
+    bed.expect(to_wc({"wa": False, "wb": True}))
+    bed.put(bed.wep("wc"))
+    bed.delete(*objs)
+
+
+def test_anti_spoofing(bed: Bed) -> None:
+    lab = bed.lab
+    iface = lab.workload("wa").host_ifname
+    lab.exec("wa", ["ip", "addr", "add", f"{SPOOFED}/32", "dev", "eth0"])
+    lab.exec("h1", ["ip", "route", "replace", f"{SPOOFED}/32", "dev", iface])  # the reply path only
+    policy = gnp("web-all", selector="app == 'web'", ingress=[{"action": "Allow"}])
+    bed.put(policy)
+    table = {("wa", "tcp", IPS["wc"], 80, SPOOFED): False, ("wa", "tcp", IPS["wc"], 80): True}
+    bed.expect(table)
+    bed.put(bed.wep("wa", allow_spoofed=[f"{SPOOFED}/32"]))
+    bed.expect({**table, ("wa", "tcp", IPS["wc"], 80, SPOOFED): True})
+    bed.put(bed.wep("wa"))
+    bed.delete(policy)
+
+
+def test_nat_outgoing(bed: Bed) -> None:
+    h1, h2 = bed.lab.host_ip("h1"), bed.lab.host_ip("h2")
+    policy = gnp("web-all", selector="app == 'web'", ingress=[{"action": "Allow"}])
+    nat_pool = pool("workloads", "10.71.0.0/16", nat_outgoing=True)
+    bed.put(policy, pool("workloads", "10.71.0.0/16"))
+
+    def peers() -> list[str | None]:
+        return bed.probe("wa", [("tcp", h2, 7000), ("tcp", IPS["wc"], 80)])
+
+    wait_for(lambda: peers() == [IPS["wa"], IPS["wa"]], "no NAT without natOutgoing", logs=bed.logs)
+    bed.put(nat_pool)
+    # to outside every pool: masqueraded to h1's address; inside the pool: untouched
+    wait_for(lambda: peers() == [h1, IPS["wa"]], "masquerade to the host address", logs=bed.logs)
+    bed.delete(nat_pool, policy)
+
+
+def test_host_endpoint_with_failsafe_ssh(bed: Bed) -> None:
+    h2 = bed.lab.host_ip("h2")
+    web = gnp("web-all", selector="app == 'web'", ingress=[{"action": "Allow"}])
+    bed.put(web)
+    before = {
+        ("wa", "tcp", h2, 22): True,
+        ("wa", "tcp", h2, 80): True,
+        ("wa", "icmp", h2, None): True,
+        ("wa", "tcp", IPS["wc"], 80): True,
+    }
+    bed.expect(before)
+    hep = {
+        "apiVersion": "projectcalico.org/v3",
+        "kind": "HostEndpoint",
+        "metadata": {"name": "h2-eth0", "labels": {"role": "host"}},
+        "spec": {"node": "h2", "interfaceName": "eth0", "expectedIPs": [h2]},
+    }
+    bed.put(hep)
+    # default deny into the host except failsafe SSH; forwarded workload traffic is not affected
+    bed.expect({**before, ("wa", "tcp", h2, 80): False, ("wa", "icmp", h2, None): False})
+    ping_in = gnp(
+        "host-ping",
+        selector="role == 'host'",
+        ingress=[{"action": "Allow", "protocol": "ICMP"}],
+        egress=[{"action": "Allow"}],
+    )
+    bed.put(ping_in)
+    bed.expect({**before, ("wa", "tcp", h2, 80): False})
+    bed.delete(ping_in, hep)
+    bed.expect(before)
+    bed.delete(web)

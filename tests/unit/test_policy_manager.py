@@ -1,0 +1,145 @@
+"""PolicyManager against the fake nftables: adoption, deltas, fail closed, repair, failures."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+
+from tortie.calc.events import InSync, KVUpdate
+from tortie.calc.policy_graph import PolicyGraph
+from tortie.common.errors import DataplaneError
+from tortie.dataplane.drivers.nft_fake import FakeNftables
+from tortie.dataplane.managers.policy import PolicyManager, parse_failsafe
+from tortie.dataplane.messages import ConfigUpdate, Message, WorkloadEndpointId
+from tortie.dataplane.nft.render import FailsafePort
+from tortie.dataplane.policy_messages import EndpointPolicyRemove, PolicyId, PolicyRemove
+from tortie.testing.policy_world import ALLOW_ALL, gnp, key_of, wep
+
+WORLD = [
+    wep("a", "10.0.0.1/32", labels={"app": "a"}, profiles=["allow-all"], iface="tort-a"),
+    wep("b", "10.0.0.2/32", labels={"app": "b"}, iface="tort-b"),
+    wep("c", "10.0.1.3/32", node="h2", labels={"app": "a"}),
+    ALLOW_ALL,
+    gnp("b-in", selector="app == 'b'", ingress=[{"action": "Allow", "source": {"selector": "app == 'a'"}}]),
+]
+
+
+class Feed:
+    """A PolicyGraph for h1 whose messages go to a list."""
+
+    def __init__(self, objs: list[Mapping[str, Any]]) -> None:
+        self.out: list[Message] = []
+        self.graph = PolicyGraph("h1", self.out.append)
+        for obj in objs:
+            self.graph.on_event(KVUpdate(key_of(obj), obj))
+        self.graph.on_event(InSync())
+        self.graph.flush()
+
+    def put(self, obj: Mapping[str, Any] | None, key: str | None = None) -> list[Message]:
+        self.out.clear()
+        self.graph.on_event(KVUpdate(key or key_of(obj or {}), obj))
+        self.graph.flush()
+        return list(self.out)
+
+
+def manager_with(fake: FakeNftables, msgs: list[Message]) -> PolicyManager:
+    manager = PolicyManager(fake)
+    manager.on_update(ConfigUpdate({"interface_prefix": ("tort",)}))
+    for msg in msgs:
+        manager.on_update(msg)
+    manager.apply()
+    return manager
+
+
+def test_restart_adopts_the_table_without_a_batch() -> None:
+    fake = FakeNftables()
+    feed = Feed(WORLD)
+    manager_with(fake, feed.out)
+    assert len(fake.batches) == 1
+    restarted = manager_with(fake, feed.out)
+    assert len(fake.batches) == 1 and restarted.batches == 0
+
+
+def test_a_label_change_moves_only_set_elements() -> None:
+    fake = FakeNftables()
+    feed = Feed(WORLD)
+    manager = manager_with(fake, feed.out)
+    relabelled = wep("c", "10.0.1.3/32", node="h2", labels={"app": "z"})
+    for msg in feed.put(relabelled):
+        manager.on_update(msg)
+    manager.apply()
+    batch = fake.batches[-1]
+    assert [(next(iter(c)), next(iter(next(iter(c.values()))))) for c in batch] == [("delete", "element")]
+    assert "10.0.1.3/32" not in set().union(*(fake.elements("tortie", s) for s in fake.tables["tortie"].sets))
+
+
+def test_endpoint_without_policy_has_no_dispatch_entry_and_is_dropped() -> None:
+    fake = FakeNftables()
+    feed = Feed(WORLD)
+    manager = manager_with(fake, feed.out)
+    assert set(manager.desired.map_elements["from-wl"]) == {"tort-a", "tort-b"}
+    manager.on_update(EndpointPolicyRemove(WorkloadEndpointId("default", "b")))
+    manager.apply()
+    tables = fake.tables["tortie"]
+    assert "tort-b" not in tables.sets["from-wl"].elements and "tort-b" not in tables.sets["to-wl"].elements
+    assert "fw-tort-b" not in tables.chains and "tw-tort-b" not in tables.chains
+    # the dispatch chain's last rule drops unknown workload interfaces
+    assert tables.chains["from-wl-dispatch"].rules[-1].expr == [{"drop": None}]
+
+
+def test_foreign_rules_and_chains_are_repaired_on_resync() -> None:
+    fake = FakeNftables()
+    feed = Feed(WORLD)
+    manager = manager_with(fake, feed.out)
+    fake.add_foreign_rule("tortie", "tw-tort-b", comment="someone else")
+    fake.run([{"add": {"chain": {"family": "inet", "table": "tortie", "name": "stray"}}}])
+    manager.resync()
+    manager.apply()
+    assert "someone else" not in fake.rule_comments("tortie", "tw-tort-b")
+    assert "stray" not in fake.tables["tortie"].chains
+
+
+def test_a_rejected_batch_is_retried_from_a_fresh_read_back() -> None:
+    fake = FakeNftables()
+    manager = PolicyManager(fake)
+    for msg in Feed(WORLD).out:
+        manager.on_update(msg)
+    fake.fail_next()
+    with pytest.raises(DataplaneError):
+        manager.apply()
+    assert manager.needs_apply and "tortie" not in fake.tables
+    manager.apply()
+    assert "tw-tort-b" in fake.tables["tortie"].chains and not manager.needs_apply
+
+
+def test_a_policy_removed_while_referenced_stays_as_an_empty_chain() -> None:
+    fake = FakeNftables()
+    manager = manager_with(fake, Feed(WORLD).out)
+    manager.on_update(PolicyRemove(PolicyId("GlobalNetworkPolicy", "", "b-in")))
+    manager.apply()  # the endpoint chain still jumps there: the chain must stay (empty)
+    assert fake.tables["tortie"].chains["pi-g.b-in"].rules == []
+
+
+def test_interface_prefix_change_rerenders_dispatch() -> None:
+    fake = FakeNftables()
+    manager = manager_with(fake, Feed(WORLD).out)
+    manager.on_update(ConfigUpdate({"interface_prefix": ("tort", "tap")}))
+    manager.apply()
+    expr = fake.tables["tortie"].chains["filter-forward"].rules[4].expr
+    assert {"set": ["tort*", "tap*"]} in [m["match"]["right"] for m in expr if "match" in m]
+
+
+@pytest.mark.parametrize(
+    ("text", "port"),
+    [
+        ("tcp:22", FailsafePort(6, 22)),
+        ("udp:68", FailsafePort(17, 68)),
+        ("179", FailsafePort(6, 179)),
+        ("tcp:10.0.0.0/8:2379", FailsafePort(6, 2379, "10.0.0.0/8")),
+        ("tcp:fd00::/64:22", FailsafePort(6, 22, "fd00::/64")),
+    ],
+)
+def test_failsafe_spellings(text: str, port: FailsafePort) -> None:
+    assert parse_failsafe(text) == port
