@@ -14,7 +14,8 @@ for the run, into fresh container namespaces. Latency is the wall time of one pl
 The sequential phase also records each call's CPU time (user + system), which other work on a shared
 machine disturbs less than wall time. tortie uses the embedded sqlite datastore (a temp file) with one
 IPv4 pool and its host-wide IPAM lock; host-local keeps its state in a temp dir. Output: p50 / p99 per
-plugin and phase, CPU p50, and the target (tortie ADD p50 <= 100 ms) beside the measured figure.
+plugin and phase, CPU p50, the target (tortie ADD p50 <= 100 ms) beside the measured figure, and the
+1-minute load average at the start and the end of the run (wall times depend on it; CPU time less).
 """
 
 from __future__ import annotations
@@ -160,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         print("needs Debian containernetworking-plugins (/usr/lib/cni/ptp, host-local)", file=sys.stderr)
         return 2
 
+    load_start = os.getloadavg()[0]
     tag = unique_name("bcni")
     host = f"{tag}-host"
     work = Path(tempfile.mkdtemp(prefix="tortie-bench-cni-"))
@@ -261,7 +263,10 @@ def main(argv: list[str] | None = None) -> int:
         cpu_text = f"{cpu:8.1f}" if cpu is not None else f"{'-':>8}"
         print(f"{phase:<16} {label:<30} {command:<4} {p50:8.1f} {p99:8.1f} {cpu_text}  {target}")
     load = os.getloadavg()[0]
-    print(f"\ncpu p50: user+system CPU of one plugin process (sequential phase); load average {load:.1f}")
+    print(
+        "\ncpu p50: user+system CPU of one plugin process (sequential phase); "
+        f"1-minute load average {load_start:.1f} at the start, {load:.1f} at the end"
+    )
     return 0
 
 

@@ -24,4 +24,9 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    import gc
+
+    gc.disable()  # one call per process (see tortie.cni.install)
+    code = main()
+    gc.freeze()
+    sys.exit(code)

@@ -24,7 +24,6 @@ Ordinals excluded by an IPReservation stay in `unallocated` (in place) and are s
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -104,6 +103,8 @@ def block_index(pool: IPNetwork, block: IPNetwork) -> int:
 
 def host_seed(host: str) -> int:
     """A stable 64-bit number derived from a host name (not Python's salted hash())."""
+    import hashlib  # here, not at module level: keeps the CNI plugin's start-up imports small
+
     return int.from_bytes(hashlib.sha256(host.encode()).digest()[:8], "big")
 
 

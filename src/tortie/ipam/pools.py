@@ -20,9 +20,9 @@ from typing import Any
 
 from tortie.ipam.block import IPAddress, IPNetwork, check_block_prefix
 from tortie.ipam.errors import NoSuitablePool
-from tortie.model import ValidationError, parse_resource
-from tortie.model.specs_ipam import IPPoolSpec, IPReservationSpec
-from tortie.selector import SelectorError, parse
+
+# tortie.model and tortie.selector are imported where they are used, not here: releasing addresses
+# (CNI DEL) needs neither, and a pool without a nodeSelector needs no selector parser.
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,8 @@ class PoolView:
         text = self.node_selector.strip()
         if text in ("", "all()"):
             return True
+        from tortie.selector import SelectorError, parse
+
         try:
             return parse(text).evaluate(labels)
         except SelectorError as exc:
@@ -64,6 +66,9 @@ class PoolView:
 def pool_from_resource(obj: Mapping[str, Any]) -> PoolView | None:
     """A PoolView from a stored IPPool (validated by `tortie.model`), or None with a warning when the
     pool does not validate: an invalid pool is treated as absent."""
+    from tortie.model import ValidationError, parse_resource
+    from tortie.model.specs_ipam import IPPoolSpec
+
     try:
         res = parse_resource(obj)
     except ValidationError as exc:
@@ -92,6 +97,9 @@ def pool_from_resource(obj: Mapping[str, Any]) -> PoolView | None:
 
 def reservations_from_resources(objs: Iterable[Mapping[str, Any]]) -> list[IPNetwork]:
     """Every CIDR of every valid IPReservation (invalid ones are ignored with a warning)."""
+    from tortie.model import ValidationError, parse_resource
+    from tortie.model.specs_ipam import IPReservationSpec
+
     out: list[IPNetwork] = []
     for obj in objs:
         try:

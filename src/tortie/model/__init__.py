@@ -17,7 +17,7 @@ processes that need only the kind table (the CNI plugins).
 
 from __future__ import annotations
 
-import importlib
+import sys
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -157,7 +157,8 @@ def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'tortie.model' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    __import__(module)  # not importlib.import_module: this way `python -X importtime` reports it
+    value = getattr(sys.modules[module], name)
     globals()[name] = value
     return value
 

@@ -23,7 +23,6 @@ import re
 from dataclasses import dataclass
 
 from tortie.model.schema import Converted, Int, Text
-from tortie.selector import SelectorError, parse
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -445,6 +444,8 @@ def is_only_global(selector: str) -> bool:
 def check_selector(text: str, *, allow_global: bool = False) -> str:
     """Parse with tortie.selector; `global()` is rejected unless `allow_global` (then it must be
     the entire expression)."""
+    from tortie.selector import SelectorError, parse  # here: most objects carry no selector (CNI start-up)
+
     try:
         parse(text)
     except SelectorError as exc:

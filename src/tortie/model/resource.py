@@ -9,73 +9,56 @@ were given), such that `parse_resource(r.to_wire()) == r`.
 The kind table (`MODELS`) holds, per kind, the spec codec and the resource-level checks that need
 the metadata (name rules, reserved tiers, policy tier prefixes). Scope rules: namespaced kinds need
 `metadata.namespace` (or the caller's `default_namespace`), cluster-scoped kinds must not have one.
+
+Import cost: `MODELS` names each kind's spec module and imports it on the first lookup of that kind
+(`KindTable`), so validating an IPPool does not load the Felix, BGP or policy specs. Short-lived
+processes (the CNI plugins) depend on this; `Spec`, the union of all spec types, is built on first
+access for the same reason.
 """
 
+from __future__ import annotations
+
 import dataclasses
-from collections.abc import Callable, Mapping
+import sys
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 from tortie.model import kinds
 from tortie.model.fields import check_dns_label
 from tortie.model.metadata import METADATA, Metadata, check_name
 from tortie.model.problems import Issues, Problem, ValidationError, describe_value
 from tortie.model.schema import JSONValue, Struct
-from tortie.model.specs_bgp import (
-    BGP_CONFIGURATION_SPEC,
-    BGP_PEER_SPEC,
-    NODE_SPEC,
-    BGPConfigurationSpec,
-    BGPPeerSpec,
-    NodeSpec,
-)
-from tortie.model.specs_endpoint import (
-    HOST_ENDPOINT_SPEC,
-    WORKLOAD_ENDPOINT_SPEC,
-    HostEndpointSpec,
-    WorkloadEndpointSpec,
-)
-from tortie.model.specs_felix import FELIX_CONFIGURATION_SPEC, FelixConfigurationSpec
-from tortie.model.specs_ipam import (
-    BLOCK_AFFINITY_SPEC,
-    IPAM_BLOCK_SPEC,
-    IPAM_CONFIGURATION_SPEC,
-    IPAM_HANDLE_SPEC,
-    IPPOOL_SPEC,
-    IPRESERVATION_SPEC,
-    BlockAffinitySpec,
-    IPAMBlockSpec,
-    IPAMConfigurationSpec,
-    IPAMHandleSpec,
-    IPPoolSpec,
-    IPReservationSpec,
-)
-from tortie.model.specs_policy import (
-    GLOBAL_NETWORK_POLICY_SPEC,
-    GLOBAL_NETWORK_SET_SPEC,
-    NETWORK_POLICY_SPEC,
-    NETWORK_SET_SPEC,
-    PROFILE_SPEC,
-    TIER_SPEC,
-    GlobalNetworkPolicySpec,
-    GlobalNetworkSetSpec,
-    NetworkPolicySpec,
-    NetworkSetSpec,
-    ProfileSpec,
-    TierSpec,
-    check_network_set_resource,
-    check_policy_resource,
-    check_tier_resource,
-)
+
+if TYPE_CHECKING:
+    from tortie.model.specs_bgp import BGPConfigurationSpec, BGPPeerSpec, NodeSpec
+    from tortie.model.specs_endpoint import HostEndpointSpec, WorkloadEndpointSpec
+    from tortie.model.specs_felix import FelixConfigurationSpec
+    from tortie.model.specs_ipam import (
+        BlockAffinitySpec,
+        IPAMBlockSpec,
+        IPAMConfigurationSpec,
+        IPAMHandleSpec,
+        IPPoolSpec,
+        IPReservationSpec,
+    )
+    from tortie.model.specs_policy import (
+        GlobalNetworkPolicySpec,
+        GlobalNetworkSetSpec,
+        NetworkPolicySpec,
+        NetworkSetSpec,
+        ProfileSpec,
+        TierSpec,
+    )
+
+    Spec: TypeAlias = (
+        IPPoolSpec | IPReservationSpec | BGPConfigurationSpec | BGPPeerSpec | NodeSpec
+        | FelixConfigurationSpec | TierSpec | NetworkPolicySpec | GlobalNetworkPolicySpec | ProfileSpec
+        | NetworkSetSpec | GlobalNetworkSetSpec | WorkloadEndpointSpec | HostEndpointSpec
+        | IPAMConfigurationSpec | IPAMBlockSpec | BlockAffinitySpec | IPAMHandleSpec
+    )
 
 API_VERSION = kinds.API_VERSION
-
-Spec = (
-    IPPoolSpec | IPReservationSpec | BGPConfigurationSpec | BGPPeerSpec | NodeSpec | FelixConfigurationSpec
-    | TierSpec | NetworkPolicySpec | GlobalNetworkPolicySpec | ProfileSpec | NetworkSetSpec
-    | GlobalNetworkSetSpec | WorkloadEndpointSpec | HostEndpointSpec | IPAMConfigurationSpec
-    | IPAMBlockSpec | BlockAffinitySpec | IPAMHandleSpec
-)
 S = TypeVar("S")
 ResourceCheck = Callable[[Metadata, Any, Issues], None]
 
@@ -89,26 +72,79 @@ class KindModel:
     checks: tuple[ResourceCheck, ...] = ()
 
 
-MODELS: dict[str, KindModel] = {m.kind: m for m in (
-    KindModel("IPPool", IPPOOL_SPEC),
-    KindModel("IPReservation", IPRESERVATION_SPEC),
-    KindModel("BGPConfiguration", BGP_CONFIGURATION_SPEC),
-    KindModel("BGPPeer", BGP_PEER_SPEC),
-    KindModel("Node", NODE_SPEC),
-    KindModel("FelixConfiguration", FELIX_CONFIGURATION_SPEC),
-    KindModel("Tier", TIER_SPEC, (check_tier_resource,)),
-    KindModel("NetworkPolicy", NETWORK_POLICY_SPEC, (check_policy_resource,)),
-    KindModel("GlobalNetworkPolicy", GLOBAL_NETWORK_POLICY_SPEC, (check_policy_resource,)),
-    KindModel("Profile", PROFILE_SPEC),
-    KindModel("NetworkSet", NETWORK_SET_SPEC, (check_network_set_resource,)),
-    KindModel("GlobalNetworkSet", GLOBAL_NETWORK_SET_SPEC, (check_network_set_resource,)),
-    KindModel("WorkloadEndpoint", WORKLOAD_ENDPOINT_SPEC),
-    KindModel("HostEndpoint", HOST_ENDPOINT_SPEC),
-    KindModel("IPAMConfiguration", IPAM_CONFIGURATION_SPEC),
-    KindModel("IPAMBlock", IPAM_BLOCK_SPEC),
-    KindModel("BlockAffinity", BLOCK_AFFINITY_SPEC),
-    KindModel("IPAMHandle", IPAM_HANDLE_SPEC),
-)}
+@dataclass(frozen=True)
+class KindSource:
+    """Where a kind's model lives: the module defining its spec codec (attribute `spec`) and the
+    functions (attributes `checks`) run on the whole resource."""
+
+    module: str
+    spec: str
+    checks: tuple[str, ...] = ()
+
+    def load(self, kind: str) -> KindModel:
+        # __import__ rather than importlib.import_module: the same import, but visible to
+        # `python -X importtime`, which is how start-up cost is examined (docs/design/cni.md).
+        __import__(self.module)
+        module = sys.modules[self.module]
+        spec = getattr(module, self.spec)
+        if not isinstance(spec, Struct):
+            raise TypeError(f"{self.module}.{self.spec} is not a Struct (the spec codec of {kind})")
+        return KindModel(kind, spec, tuple(getattr(module, name) for name in self.checks))
+
+
+class KindTable(Mapping[str, KindModel]):
+    """kind name -> KindModel, in a fixed order. A kind's spec module is imported on the first lookup
+    of that kind, so a process validating a few kinds (the CNI plugins) loads only their modules;
+    membership, iteration and `len` never import anything."""
+
+    def __init__(self, sources: Mapping[str, KindSource]) -> None:
+        self._sources = dict(sources)
+        self._loaded: dict[str, KindModel] = {}
+
+    def __getitem__(self, kind: str) -> KindModel:
+        model = self._loaded.get(kind)
+        if model is None:
+            model = self._sources[kind].load(kind)  # KeyError for an unknown kind, as a dict
+            self._loaded[kind] = model
+        return model
+
+    def __contains__(self, kind: object) -> bool:
+        return kind in self._sources
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._sources)
+
+    def __len__(self) -> int:
+        return len(self._sources)
+
+    def __repr__(self) -> str:
+        return f"KindTable({list(self._sources)!r}, loaded={list(self._loaded)!r})"
+
+
+_IPAM = "tortie.model.specs_ipam"
+_BGP = "tortie.model.specs_bgp"
+_POLICY = "tortie.model.specs_policy"
+_ENDPOINT = "tortie.model.specs_endpoint"
+MODELS: Mapping[str, KindModel] = KindTable({
+    "IPPool": KindSource(_IPAM, "IPPOOL_SPEC"),
+    "IPReservation": KindSource(_IPAM, "IPRESERVATION_SPEC"),
+    "BGPConfiguration": KindSource(_BGP, "BGP_CONFIGURATION_SPEC"),
+    "BGPPeer": KindSource(_BGP, "BGP_PEER_SPEC"),
+    "Node": KindSource(_BGP, "NODE_SPEC"),
+    "FelixConfiguration": KindSource("tortie.model.specs_felix", "FELIX_CONFIGURATION_SPEC"),
+    "Tier": KindSource(_POLICY, "TIER_SPEC", ("check_tier_resource",)),
+    "NetworkPolicy": KindSource(_POLICY, "NETWORK_POLICY_SPEC", ("check_policy_resource",)),
+    "GlobalNetworkPolicy": KindSource(_POLICY, "GLOBAL_NETWORK_POLICY_SPEC", ("check_policy_resource",)),
+    "Profile": KindSource(_POLICY, "PROFILE_SPEC"),
+    "NetworkSet": KindSource(_POLICY, "NETWORK_SET_SPEC", ("check_network_set_resource",)),
+    "GlobalNetworkSet": KindSource(_POLICY, "GLOBAL_NETWORK_SET_SPEC", ("check_network_set_resource",)),
+    "WorkloadEndpoint": KindSource(_ENDPOINT, "WORKLOAD_ENDPOINT_SPEC"),
+    "HostEndpoint": KindSource(_ENDPOINT, "HOST_ENDPOINT_SPEC"),
+    "IPAMConfiguration": KindSource(_IPAM, "IPAM_CONFIGURATION_SPEC"),
+    "IPAMBlock": KindSource(_IPAM, "IPAM_BLOCK_SPEC"),
+    "BlockAffinity": KindSource(_IPAM, "BLOCK_AFFINITY_SPEC"),
+    "IPAMHandle": KindSource(_IPAM, "IPAM_HANDLE_SPEC"),
+})
 _TOP_LEVEL = ("apiVersion", "kind", "metadata", "spec", "status")
 _STATUS = JSONValue()
 
@@ -127,14 +163,14 @@ class Resource:
     @classmethod
     def of(cls, kind: str, name: str, spec: Spec, *, namespace: str | None = None,
            labels: Mapping[str, str] | None = None,
-           annotations: Mapping[str, str] | None = None) -> "Resource":
+           annotations: Mapping[str, str] | None = None) -> Resource:
         """Build a resource in code (not validated: call `validate_resource` if the values are not
         known to be valid)."""
         meta = Metadata(name=name, namespace=namespace, labels=labels or {}, annotations=annotations or {})
         return cls(API_VERSION, kind, meta, spec)
 
     @classmethod
-    def from_wire(cls, obj: Mapping[str, Any], *, source: str = "<input>", document: int = 0) -> "Resource":
+    def from_wire(cls, obj: Mapping[str, Any], *, source: str = "<input>", document: int = 0) -> Resource:
         return parse_resource(obj, source=source, document=document)
 
     @property
@@ -154,11 +190,11 @@ class Resource:
             out["status"] = _STATUS.encode(self.status)
         return out
 
-    def replace_metadata(self, **changes: Any) -> "Resource":
+    def replace_metadata(self, **changes: Any) -> Resource:
         """A copy with metadata fields replaced, e.g. `r.replace_metadata(resource_version=None)`."""
         return dataclasses.replace(self, metadata=dataclasses.replace(self.metadata, **changes))
 
-    def replace_spec(self, spec: Spec) -> "Resource":
+    def replace_spec(self, spec: Spec) -> Resource:
         return dataclasses.replace(self, spec=spec)
 
     def spec_as(self, cls: type[S]) -> S:
@@ -285,3 +321,17 @@ def validate_resource(obj: Mapping[str, Any] | Resource, *, source: str = "<inpu
     """Every problem of one object (a wire mapping, or a Resource built in code); [] when valid."""
     wire = obj.to_wire() if isinstance(obj, Resource) else obj
     return problems_of(wire, source=source, document=document)[1]
+
+
+if not TYPE_CHECKING:
+
+    def __getattr__(name: str) -> Any:
+        """`Spec` (the union of every kind's spec type) is built on first use: it needs every spec
+        module, which this module otherwise loads only per kind."""
+        if name != "Spec":
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        union = None
+        for model in MODELS.values():
+            union = model.spec.cls if union is None else union | model.spec.cls
+        globals()["Spec"] = union
+        return union
