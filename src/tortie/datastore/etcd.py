@@ -70,7 +70,8 @@ from tortie.datastore._etcd_watch import (
     int_field,
     unb64,
 )
-from tortie.datastore.api import KV, JSONObject, TxnOp, Watch
+from tortie.datastore._single_writes import SingleKeyWrites
+from tortie.datastore.api import KV, TxnOp, Watch
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +161,7 @@ def parse_endpoint(text: str, default_scheme: str) -> tuple[str, str, int]:
     return parts.scheme, host, port or 2379
 
 
-class EtcdDatastore:
+class EtcdDatastore(SingleKeyWrites):
     """The etcd backend; see the module docstring."""
 
     def __init__(
@@ -353,20 +354,6 @@ class EtcdDatastore:
         return int_field(reply.get("header", {}), "revision")
 
     # ----- writes -----
-
-    def create(self, key: str, value: JSONObject, lease: int | None = None) -> KV:
-        return self.commit([TxnOp("create", key, value, lease=lease)])[0]
-
-    def update(
-        self, key: str, value: JSONObject, expected_revision: int | None = None, lease: int | None = None
-    ) -> KV:
-        return self.commit([TxnOp("update", key, value, expected_revision, lease)])[0]
-
-    def put(self, key: str, value: JSONObject, lease: int | None = None) -> KV:
-        return self.commit([TxnOp("put", key, value, lease=lease)])[0]
-
-    def delete(self, key: str, expected_revision: int | None = None) -> KV:
-        return self.commit([TxnOp("delete", key, expected_revision=expected_revision)])[0]
 
     def commit(self, ops: Sequence[TxnOp]) -> builtins.list[KV]:
         checked = check_ops(ops)

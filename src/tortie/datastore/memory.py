@@ -28,8 +28,9 @@ from dataclasses import dataclass
 
 from tortie.common.errors import UserError
 from tortie.datastore._codec import check_ops, conflict, decode_value, exists, lease_gone, missing
+from tortie.datastore._single_writes import SingleKeyWrites
 from tortie.datastore._watchbase import QueueWatch
-from tortie.datastore.api import KV, EventType, JSONObject, TxnOp, Watch, WatchEvent
+from tortie.datastore.api import KV, EventType, TxnOp, Watch, WatchEvent
 
 
 @dataclass
@@ -44,7 +45,7 @@ class _Watcher:
     queue: QueueWatch
 
 
-class MemoryDatastore:
+class MemoryDatastore(SingleKeyWrites):
     """The in-memory backend; see the module docstring."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
@@ -79,20 +80,6 @@ class MemoryDatastore:
             return self._revision
 
     # ----- writes -----
-
-    def create(self, key: str, value: JSONObject, lease: int | None = None) -> KV:
-        return self.commit([TxnOp("create", key, value, lease=lease)])[0]
-
-    def update(
-        self, key: str, value: JSONObject, expected_revision: int | None = None, lease: int | None = None
-    ) -> KV:
-        return self.commit([TxnOp("update", key, value, expected_revision, lease)])[0]
-
-    def put(self, key: str, value: JSONObject, lease: int | None = None) -> KV:
-        return self.commit([TxnOp("put", key, value, lease=lease)])[0]
-
-    def delete(self, key: str, expected_revision: int | None = None) -> KV:
-        return self.commit([TxnOp("delete", key, expected_revision=expected_revision)])[0]
 
     def commit(self, ops: Sequence[TxnOp]) -> builtins.list[KV]:
         checked = check_ops(ops)

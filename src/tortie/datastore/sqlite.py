@@ -49,6 +49,7 @@ from typing import Any, TypeVar
 
 from tortie.common.errors import DatastoreError, DatastoreUnavailable, TortieError, UserError
 from tortie.datastore._codec import check_ops, conflict, decode_value, exists, lease_gone, missing, prefix_end
+from tortie.datastore._single_writes import SingleKeyWrites
 from tortie.datastore._sqlite_poller import Poller, WatchCursor
 from tortie.datastore._watchbase import QueueWatch
 from tortie.datastore.api import KV, JSONObject, TxnOp, Watch
@@ -206,7 +207,7 @@ class _Tx:
             )
 
 
-class SqliteDatastore:
+class SqliteDatastore(SingleKeyWrites):
     """The SQLite backend; see the module docstring."""
 
     def __init__(
@@ -417,20 +418,6 @@ class SqliteDatastore:
         return self._read(read)
 
     # ----- writes -----
-
-    def create(self, key: str, value: JSONObject, lease: int | None = None) -> KV:
-        return self.commit([TxnOp("create", key, value, lease=lease)])[0]
-
-    def update(
-        self, key: str, value: JSONObject, expected_revision: int | None = None, lease: int | None = None
-    ) -> KV:
-        return self.commit([TxnOp("update", key, value, expected_revision, lease)])[0]
-
-    def put(self, key: str, value: JSONObject, lease: int | None = None) -> KV:
-        return self.commit([TxnOp("put", key, value, lease=lease)])[0]
-
-    def delete(self, key: str, expected_revision: int | None = None) -> KV:
-        return self.commit([TxnOp("delete", key, expected_revision=expected_revision)])[0]
 
     def commit(self, ops: Sequence[TxnOp]) -> builtins.list[KV]:
         checked = check_ops(ops)
