@@ -20,23 +20,41 @@ from collections.abc import Sequence
 
 from tortie.common.errors import TortieError
 
-# Verb-group modules, imported lazily so that `tortie --help` and fast paths stay cheap.
-_COMMAND_MODULES = (
-    "tortie.cli.resource_cmd",
-    "tortie.cli.ipam_cmd",
-    "tortie.cli.version_cmd",
-    "tortie.cli.agent_cmd",
-    "tortie.cli.bgp_cmd",
-    "tortie.cli.node_status_cmd",
-    "tortie.cli.cni_cmd",
-    "tortie.cli.policy_cmd",
-    "tortie.cli.node_run_cmd",
-    "tortie.cli.lab_cmd",
-    "tortie.cli.dhcp_cmd",
-)
+# Verb-group modules by the top-level command words they register. Only the module(s) of the command
+# being run are imported (each costs start-up time: the lab, policy and BGP groups pull in much of
+# tortie); help and unknown commands import them all.
+_COMMANDS: dict[str, tuple[str, ...]] = {
+    **{verb: ("tortie.cli.resource_cmd",)
+       for verb in ("apply", "create", "replace", "delete", "get", "patch", "label", "validate")},
+    "version": ("tortie.cli.version_cmd",),
+    "ipam": ("tortie.cli.ipam_cmd",),
+    "agent": ("tortie.cli.agent_cmd",),
+    "bgp": ("tortie.cli.bgp_cmd",),
+    "node": ("tortie.cli.node_status_cmd", "tortie.cli.node_run_cmd"),
+    "cni": ("tortie.cli.cni_cmd",),
+    "policy": ("tortie.cli.policy_cmd",),
+    "lab": ("tortie.cli.lab_cmd",),
+    "dhcp": ("tortie.cli.dhcp_cmd",),
+}
+_COMMAND_MODULES = tuple(dict.fromkeys(m for mods in _COMMANDS.values() for m in mods))
+_GLOBAL_OPTIONS_WITH_VALUE = ("--datastore", "--log-level")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _command_word(argv: Sequence[str]) -> str | None:
+    """The first positional argument (the command), skipping the global options and their values."""
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in _GLOBAL_OPTIONS_WITH_VALUE:
+            skip = True
+        elif not arg.startswith("-"):
+            return arg
+    return None
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser, with the verb groups `argv` needs (all of them when argv is None)."""
     parser = argparse.ArgumentParser(
         prog="tortie",
         description="tortie: pure Layer-3 networking for VMs and containers (Calico-compatible).",
@@ -49,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--log-level", default="warning", help="log level (debug, info, warning, error)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in _COMMAND_MODULES:
+    word = None if argv is None else _command_word(argv)
+    for name in _COMMANDS.get(word or "", _COMMAND_MODULES):
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:  # a verb group not built yet
@@ -61,7 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    if argv is None:
+        argv = sys.argv[1:]
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=getattr(logging, str(args.log_level).upper(), logging.WARNING),

@@ -17,14 +17,19 @@ unreachable routes do not qualify.
 API (all names are logical: "h1", a workload name, or a full namespace name):
 `Lab.create(name, workdir, hosts=2, subnet="172.31.0.0/24", interface_prefix="tort")`, `add_host`,
 `add_workload(name, host, ips, plumb_host_side=False)`, `remove_workload`, `exec(ns, argv)`,
-`ping(ns, ip)`, `start_process(ns, argv, log=None) -> pid`, `stop_process(pid)`,
-`add_static_route(host, cidr, via)`, `down()`; `Lab.load(workdir)` re-opens a lab recorded by
-another process (e.g. to tear it down).
+`ping(ns, ip)`, `start_process(ns, argv, log=None, env=None, role="") -> pid` (ns None: the root
+namespace), `stop_process(pid)`, `process_by_role(role)`, `add_static_route(host, cidr, via)`,
+`down()`; `Lab.load(workdir)` re-opens a lab recorded by another process (e.g. to tear it down).
+For builders on top (the datacenter): `add_appliance(name, index, role)` (a router or etcd member on
+the fabric), `add_namespace` / `forget_namespace`, `record_workload` / `forget_workload` (workloads
+made by the CNI plugin), `record_file`, `record_tree` (removed by `down()`). Thread-safe for
+parallel workload creation.
 
 Invariants: every namespace is named `<lab>-...` so nothing else is touched; everything is
 recorded in `<workdir>/lab.json` before it is created (see state.py); `down()` stops recorded
-processes by pid (checking the pid's start time), deletes recorded namespaces and files, and is
-safe to repeat. Namespace names are unique per lab name: tests pass a unique lab name (pid +
+processes by pid (checking the pid's start time; datastore processes last), kills whatever still
+runs inside the lab's namespaces, deletes recorded namespaces, files and trees, and is safe to
+repeat. Namespace names are unique per lab name: tests pass a unique lab name (pid +
 random suffix, see `tortie.testing.netns.unique_name`) because they run in parallel.
 
 Gotcha: a thread that entered a namespace keeps it alive after `ip netns del` (the interfaces in
@@ -40,8 +45,10 @@ import ipaddress
 import logging
 import os
 import re
+import shutil
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -50,7 +57,15 @@ from types import TracebackType
 from tortie.common.errors import TortieError
 from tortie.dataplane.drivers.sysctl import ProcSysctlDriver
 from tortie.dataplane.interfaces import DEFAULT_INTERFACE_PREFIXES, MAX_IFNAME_LEN
-from tortie.lab.state import HostRecord, LabState, ProcessRecord, WorkloadRecord, load_state, save_state
+from tortie.lab.state import (
+    ApplianceRecord,
+    HostRecord,
+    LabState,
+    ProcessRecord,
+    WorkloadRecord,
+    load_state,
+    save_state,
+)
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +146,7 @@ class Lab:
             raise ValueError(f"interface prefix {interface_prefix!r} must be 1..8 characters")
         self.workdir = Path(workdir)
         self._popen: dict[int, subprocess.Popen[bytes]] = {}
+        self._lock = threading.RLock()  # state changes from several threads (parallel workload adds)
         existing = load_state(self.workdir)
         if existing is not None:
             if existing.name != name:
@@ -183,16 +199,71 @@ class Lab:
         return self.state.name
 
     def _save(self) -> None:
-        save_state(self.workdir, self.state)
+        with self._lock:
+            save_state(self.workdir, self.state)
 
     def _record_netns(self, netns: str) -> None:
-        if netns not in self.state.namespaces:
-            self.state.namespaces.append(netns)
+        with self._lock:
+            if netns not in self.state.namespaces:
+                self.state.namespaces.append(netns)
+
+    def record_tree(self, path: str | os.PathLike[str]) -> Path:
+        """Record a directory (created now if missing) that `down()` removes with its contents."""
+        tree = Path(path)
+        with self._lock:
+            if str(tree) not in self.state.trees:
+                self.state.trees.append(str(tree))
+            self._save()
+        tree.mkdir(parents=True, exist_ok=True)
+        return tree
+
+    def record_file(self, path: str | os.PathLike[str]) -> Path:
+        """Record a file (created by the caller after this returns) that `down()` deletes."""
+        with self._lock:
+            if str(path) not in self.state.files:
+                self.state.files.append(str(path))
+            self._save()
+        return Path(path)
+
+    def add_namespace(self, netns: str) -> None:
+        """Record, then create, an empty namespace `netns` (must start with `<lab>-`) with lo up."""
+        if not netns.startswith(f"{self.name}-"):
+            raise ValueError(f"namespace {netns!r} does not belong to lab {self.name}")
+        with self._lock:
+            if netns not in self.state.namespaces:
+                self._record_netns(netns)
+                self._save()
+        _run(["ip", "netns", "add", netns])
+        _ip_batch(["link set lo up"], netns)
+
+    def forget_namespace(self, netns: str) -> None:
+        """Delete a namespace of this lab and drop it from the record (missing is fine)."""
+        _run(["ip", "netns", "del", netns], check=False)
+        with self._lock:
+            if netns in self.state.namespaces:
+                self.state.namespaces.remove(netns)
+            self._save()
+
+    def record_workload(self, record: WorkloadRecord, *, new: bool = False) -> None:
+        """Record (`new`: a name not in use yet, else ValueError) or update a workload built by someone
+        else (e.g. the CNI plugin)."""
+        with self._lock:
+            if new or record.name not in self.state.workloads:
+                self._check_member(record.name)
+                self._record_netns(record.netns)  # recorded before anyone creates it
+            self.state.workloads[record.name] = record
+            self._save()
+
+    def forget_workload(self, name: str) -> WorkloadRecord | None:
+        with self._lock:
+            record = self.state.workloads.pop(name, None)
+            self._save()
+        return record
 
     def _check_member(self, name: str) -> None:
         if not _MEMBER_RE.match(name) or name == "fab":
             raise ValueError(f"invalid host/workload name {name!r}: lowercase, digits, '-', at most 13")
-        if name in self.state.hosts or name in self.state.workloads:
+        if name in self.state.hosts or name in self.state.workloads or name in self.state.appliances:
             raise ValueError(f"{name!r} already exists in lab {self.name}")
 
     def _fabric_up(self) -> bool:
@@ -254,6 +325,45 @@ class Lab:
 
     def add_host(self, name: str) -> HostRecord:
         return self.add_hosts([name])[0]
+
+    def add_appliance(
+        self, name: str, index: int, role: str, *, kind: str = "", asn: int = 0
+    ) -> ApplianceRecord:
+        """A namespace on the fabric at `<subnet> + index` that is not a tortie host (a router, an etcd
+        member): eth0 with that address, lo up, forwarding on. Indexes below 11 are free for these."""
+        self._check_member(name)
+        subnet = ipaddress.ip_network(self.state.subnet)
+        address = subnet.network_address + index
+        taken = {ipaddress.ip_interface(h.address).ip for h in self.state.hosts.values()}
+        taken |= {ipaddress.ip_interface(a.address).ip for a in self.state.appliances.values()}
+        if address not in subnet or address in (subnet.network_address, subnet.broadcast_address):
+            raise LabError(f"subnet {subnet} has no address #{index} for {name}")
+        if address in taken:
+            raise LabError(f"address {address} is already used in lab {self.name}")
+        record = ApplianceRecord(
+            name, f"{self.name}-{name}", f"{address}/{subnet.prefixlen}", f"p-{name}", role, kind, asn
+        )
+        with self._lock:
+            self.state.appliances[name] = record
+            if not self._fabric_up():
+                raise LabError(f"lab {self.name} has no fabric yet: add a host first")
+            self._record_netns(record.netns)
+            self._save()
+        _run(["ip", "netns", "add", record.netns])
+        _ip_batch(
+            [
+                f"link add {record.fabric_port} type veth peer name eth0 netns {record.netns}",
+                f"link set {record.fabric_port} master {FABRIC_BRIDGE}",
+                f"link set {record.fabric_port} up",
+            ],
+            self.state.fabric_netns,
+        )
+        _write_sysctls(record.netns, {"net/ipv4/ip_forward": "1", "net/ipv6/conf/eth0/accept_dad": "0"})
+        _ip_batch(["link set lo up", f"addr add {record.address} dev eth0", "link set eth0 up"], record.netns)
+        log.info(
+            "lab appliance created lab=%s name=%s role=%s address=%s", self.name, name, role, record.address
+        )
+        return record
 
     def add_workload(
         self,
@@ -355,6 +465,8 @@ class Lab:
             return self.state.hosts[name].netns
         if name in self.state.workloads:
             return self.state.workloads[name].netns
+        if name in self.state.appliances:
+            return self.state.appliances[name].netns
         if name == "fab" or name == self.state.fabric_netns:
             return self.state.fabric_netns
         if name in self.state.namespaces:
@@ -398,25 +510,31 @@ class Lab:
 
     def start_process(
         self,
-        ns: str,
+        ns: str | None,
         argv: Sequence[str],
         *,
         log: str | os.PathLike[str] | None = None,
         env: Mapping[str, str] | None = None,
+        role: str = "",
     ) -> int:
-        """Start `argv` in namespace `ns` (stdout+stderr to `log`, default `<workdir>/logs/`); its pid."""
-        netns = self.netns(ns)
+        """Start `argv` in namespace `ns` (None: the root namespace, for helpers such as the etcd relay)
+        with stdout+stderr to `log` (default `<workdir>/logs/`); returns its pid. `role` names what it
+        is for (`process_by_role`); the process outlives this object and `down()` stops it."""
+        netns = self.netns(ns) if ns is not None else ""
         if log is None:
             logs = self.workdir / "logs"
             logs.mkdir(exist_ok=True)
-            log_path = logs / f"{ns}-{Path(argv[0]).name}-{len(self.state.processes)}-{time.time_ns()}.log"
+            stem = role.replace("/", "-") or f"{ns or 'root'}-{Path(argv[0]).name}"
+            log_path = logs / f"{stem}-{len(self.state.processes)}-{time.time_ns()}.log"
         else:
             log_path = Path(log)
-        self.state.files.append(str(log_path))
-        self._save()
+        with self._lock:
+            self.state.files.append(str(log_path))
+            self._save()
+        command = ["ip", "netns", "exec", netns, *argv] if netns else list(argv)
         with open(log_path, "ab") as out:
             proc = subprocess.Popen(
-                ["ip", "netns", "exec", netns, *argv],
+                command,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -425,9 +543,17 @@ class Lab:
             )
         self._popen[proc.pid] = proc
         start_time = _proc_start_time(proc.pid) or 0
-        self.state.processes.append(ProcessRecord(proc.pid, start_time, netns, list(argv), str(log_path)))
-        self._save()
+        with self._lock:
+            self.state.processes.append(
+                ProcessRecord(proc.pid, start_time, netns, list(argv), str(log_path), role)
+            )
+            self._save()
         return proc.pid
+
+    def process_by_role(self, role: str) -> ProcessRecord | None:
+        """The most recent recorded process started with `role`."""
+        found = [p for p in self.state.processes if p.role == role]
+        return found[-1] if found else None
 
     def _process_alive(self, record: ProcessRecord) -> bool:
         popen = self._popen.get(record.pid)
@@ -441,8 +567,9 @@ class Lab:
         if record is None:
             raise ValueError(f"process {pid} was not started by lab {self.name}")
         status = self._stop(record, timeout)
-        self.state.processes.remove(record)
-        self._save()
+        with self._lock:
+            self.state.processes.remove(record)
+            self._save()
         return status
 
     def _stop(self, record: ProcessRecord, timeout: float) -> int | None:
@@ -465,6 +592,29 @@ class Lab:
                     time.sleep(0.05)
         return popen.returncode if popen is not None else None
 
+    def _stop_all(self, records: Sequence[ProcessRecord], timeout: float) -> None:
+        """SIGTERM every live recorded process at once, wait up to `timeout`, SIGKILL the rest."""
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            alive = [r for r in records if self._process_alive(r)]
+            for record in alive:
+                try:
+                    os.kill(record.pid, sig)
+                except ProcessLookupError:
+                    pass
+                except OSError as exc:
+                    log.warning("lab: could not signal pid=%d error=%s", record.pid, exc)
+            deadline = time.monotonic() + timeout
+            while alive and time.monotonic() < deadline:
+                time.sleep(0.05)
+                alive = [r for r in alive if self._process_alive(r)]
+            if not alive:
+                break
+        for record in records:
+            popen = self._popen.pop(record.pid, None)
+            if popen is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    popen.wait(1.0)
+
     def process_running(self, pid: int) -> bool:
         record = next((p for p in self.state.processes if p.pid == pid), None)
         return record is not None and self._process_alive(record)
@@ -474,17 +624,21 @@ class Lab:
     def down(self) -> None:
         """Stop processes, delete namespaces and files this lab created. Safe to repeat."""
         state = load_state(self.workdir) or self.state
-        for record in list(state.processes):
-            try:
-                self._stop(record, timeout=3.0)
-            except OSError as exc:
-                log.warning("lab: could not stop pid=%d error=%s", record.pid, exc)
+        # Clients before the services they use: nodes and routers first, then the datastore (an etcd
+        # member gone first would make every node's shutdown wait on it). etcd members stopped all at
+        # once can take seconds to agree to go; their data is thrown away, so they get 1 s.
+        last = [p for p in state.processes if p.role.startswith(("etcd/", "relay"))]
+        self._stop_all([p for p in state.processes if p not in last], timeout=5.0)
+        self._stop_all(last, timeout=1.0)
         doomed = [ns for ns in reversed(state.namespaces) if ns.startswith(f"{state.name}-")]
+        _kill_namespace_stragglers(doomed)
         if doomed:
             _ip_batch_lenient([f"netns del {ns}" for ns in doomed])
         for name in state.files:
             with contextlib.suppress(OSError):
                 os.unlink(name)
+        for tree in state.trees:
+            shutil.rmtree(tree, ignore_errors=True)
         with contextlib.suppress(OSError):
             (self.workdir / "logs").rmdir()
         with contextlib.suppress(OSError):
@@ -502,6 +656,36 @@ class Lab:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.down()
+
+
+def _kill_namespace_stragglers(namespaces: Sequence[str]) -> None:
+    """SIGKILL processes still running inside the lab's namespaces (children of stopped processes, e.g.
+    a BIRD orphaned by a killed node service, or a shell someone left in a workload): nothing may keep
+    running, or keep a namespace alive, after `down()`. Like `ip netns pids`, a process belongs to a
+    namespace when its /proc/<pid>/ns/net is that namespace's inode."""
+    inodes = set()
+    for ns in namespaces:
+        with contextlib.suppress(OSError):
+            st = os.stat(f"/run/netns/{ns}")
+            inodes.add((st.st_dev, st.st_ino))
+    if not inodes:
+        return
+    me = os.getpid()
+    for _round in range(3):
+        found = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit() or int(entry) == me:
+                continue
+            with contextlib.suppress(OSError):
+                st = os.stat(f"/proc/{entry}/ns/net")
+                if (st.st_dev, st.st_ino) in inodes:
+                    found.append(int(entry))
+        if not found:
+            return
+        for pid in found:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.1)
 
 
 def _ip_batch_lenient(lines: list[str]) -> None:

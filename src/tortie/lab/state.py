@@ -3,7 +3,7 @@
 Input/output: `LabState` (plain dataclasses) <-> JSON, written atomically (temp file + rename)
 after every change. Invariant: a namespace, process or file is recorded BEFORE it is created, so
 a crash half-way through still leaves a record that `Lab.down()` can act on (teardown treats
-"already gone" as done).
+"already gone" as done). Fields added after the first version have defaults, so older files load.
 """
 
 from __future__ import annotations
@@ -35,6 +35,54 @@ class WorkloadRecord:
     ips: list[str]
     host_ifname: str
     plumbed_host_side: bool
+    via_cni: bool = False
+    """Created by the CNI plugin (the datastore has its WorkloadEndpoint) rather than plumbed by the lab."""
+    namespace: str = ""
+    """The endpoint's namespace (policy scope), for CNI workloads."""
+    labels: dict[str, str] = field(default_factory=dict)
+    ports: list[str] = field(default_factory=list)
+    """Named ports as given: name:proto:port."""
+    endpoint: str = ""
+    """The WorkloadEndpoint name, for CNI workloads."""
+
+
+@dataclass
+class ApplianceRecord:
+    """A namespace on the fabric that is not a tortie host: a router or an etcd member."""
+
+    name: str
+    netns: str
+    address: str
+    """Fabric address with prefix length."""
+    fabric_port: str
+    role: str
+    """"router" or "etcd"."""
+    kind: str = ""
+    """For routers: gobgp or frr."""
+    asn: int = 0
+
+
+@dataclass
+class DatacenterRecord:
+    """What `tortie lab up` built on top of the namespaces (absent for labs built by the library alone)."""
+
+    datastore_kind: str
+    """sqlite or etcd."""
+    datastore_url: str
+    """The URL hosts use (inside the lab's namespaces)."""
+    client_url: str
+    """The URL for commands in the root namespace (`tortie lab env`): the same file for sqlite, the
+    relay's loopback ports for etcd."""
+    pool: str
+    block_size: int
+    host_as: int
+    tor: str
+    tor_as: int
+    route_reflectors: list[str]
+    cni_bin: str
+    run_root: str
+    etcd_ports: list[int] = field(default_factory=list)
+    """Loopback ports of the relay in the root namespace, one per etcd member (etcd mode)."""
 
 
 @dataclass
@@ -43,8 +91,11 @@ class ProcessRecord:
     start_time: int
     """Field 22 of /proc/<pid>/stat: tells a reused pid apart from our process."""
     netns: str
+    """The namespace it runs in ("" for the root namespace)."""
     argv: list[str]
     log: str | None
+    role: str = ""
+    """What it is for, e.g. "node/h1", "etcd/e1", "router/tor", "relay" (empty for ad-hoc processes)."""
 
 
 @dataclass
@@ -59,6 +110,10 @@ class LabState:
     workloads: dict[str, WorkloadRecord] = field(default_factory=dict)
     processes: list[ProcessRecord] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
+    trees: list[str] = field(default_factory=list)
+    """Directories the lab created and removes with everything in them."""
+    appliances: dict[str, ApplianceRecord] = field(default_factory=dict)
+    datacenter: DatacenterRecord | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -80,6 +135,9 @@ class LabState:
             workloads={k: WorkloadRecord(**v) for k, v in data.get("workloads", {}).items()},
             processes=[ProcessRecord(**p) for p in data.get("processes", [])],
             files=list(data.get("files", [])),
+            trees=list(data.get("trees", [])),
+            appliances={k: ApplianceRecord(**v) for k, v in data.get("appliances", {}).items()},
+            datacenter=DatacenterRecord(**data["datacenter"]) if data.get("datacenter") else None,
         )
 
 

@@ -1,0 +1,388 @@
+"""`tortie lab ...`: a virtual datacenter in network namespaces on this machine (needs root).
+
+    tortie lab up [--name N] [--hosts K] [--workloads-per-host W] [--datastore sqlite|etcd]
+                  [--tor gobgp|frr|none] [--route-reflectors R]
+    tortie lab status [-o table|json]
+    tortie lab workload add NAME --host H [--labels k=v,..] [--namespace NS] [--ports name:proto:port,..]
+                                          [-o text|json]
+    tortie lab workload del NAME
+    tortie lab exec WORKLOAD|HOST|ROUTER -- CMD...
+    tortie lab probe SRC DST [--protocol tcp|udp|icmp] [--port P] [--timeout S]
+    tortie lab matrix [--protocol ..] [--port ..] [--timeout S] [-o table|json]
+    tortie lab env
+    tortie lab down [--name N]
+
+Every verb takes `--name N` (alias `--lab`; default $TORTIE_LAB, else "tortie"). Exit codes: 0 success;
+1 user error (a lab of that name exists, no such lab/host/workload, bad value, the build failed);
+`exec` passes the command's code through; `probe` prints `allowed` (0) or `denied` (1), and exits 2
+when it could not probe (e.g. an unknown name). `down` succeeds when there is nothing to remove.
+The lab's files live in /run/tortie/lab/<name> ($TORTIE_LAB_ROOT overrides the root).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tortie.cli.node_status_cmd import SubParsers
+    from tortie.lab.datacenter import Datacenter
+
+EXIT_PROBE_ERROR = 2
+
+
+def _lab_name_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--name",
+        "--lab",
+        dest="lab_name",
+        default=os.environ.get("TORTIE_LAB") or "tortie",
+        help="lab name (default: $TORTIE_LAB, else tortie)",
+    )
+
+
+def register(sub: SubParsers) -> None:
+    lab = sub.add_parser("lab", help="a virtual datacenter in network namespaces (hosts, ToR, workloads)")
+    verbs = lab.add_subparsers(dest="lab_command", metavar="VERB")
+
+    def _usage(_args: argparse.Namespace) -> int:
+        lab.print_help(sys.stderr)
+        return 1
+
+    lab.set_defaults(func=_usage)
+
+    p = verbs.add_parser("up", help="build a lab: fabric, hosts running tortie node run, ToR, workloads")
+    _lab_name_option(p)
+    p.add_argument("--hosts", type=int, default=3, help="number of hosts (default: %(default)s)")
+    p.add_argument("--workloads-per-host", type=int, default=0, help="workloads created on each host via CNI")
+    p.add_argument(
+        "--datastore",
+        dest="lab_datastore",
+        choices=("sqlite", "etcd"),
+        default="sqlite",
+        help="sqlite file (default) or a 3-member etcd cluster on the fabric",
+    )
+    p.add_argument(
+        "--tor",
+        choices=("gobgp", "frr", "none"),
+        default="none",
+        help="top-of-rack router peering with every host (default: %(default)s)",
+    )
+    p.add_argument(
+        "--route-reflectors",
+        type=int,
+        default=0,
+        help="make the first R hosts route reflectors and turn the full mesh off",
+    )
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for readiness")
+    p.set_defaults(func=_up)
+
+    p = verbs.add_parser("status", help="hosts, workloads, BGP sessions, agent health")
+    _lab_name_option(p)
+    p.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    p.set_defaults(func=_status)
+
+    workload = verbs.add_parser("workload", help="add or delete a workload (through the CNI plugin)")
+    wverbs = workload.add_subparsers(dest="workload_command", metavar="VERB")
+
+    def _workload_usage(_args: argparse.Namespace) -> int:
+        workload.print_help(sys.stderr)
+        return 1
+
+    workload.set_defaults(func=_workload_usage)
+    p = wverbs.add_parser("add", help="create a workload on a host; prints its IP")
+    p.add_argument("workload")
+    p.add_argument("--host", required=True)
+    p.add_argument("--labels", default="", help="k=v,k2=v2")
+    p.add_argument("--namespace", default="default", help="the endpoint's namespace (default: %(default)s)")
+    p.add_argument("--ports", default="", help="named ports name:proto:port,... (e.g. http:tcp:80)")
+    p.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    _lab_name_option(p)
+    p.set_defaults(func=_workload_add)
+    p = wverbs.add_parser("del", help="delete a workload (CNI DEL, then its namespace)")
+    p.add_argument("workload")
+    _lab_name_option(p)
+    p.set_defaults(func=_workload_del)
+
+    p = verbs.add_parser("exec", help="run a command in a workload's, host's or router's namespace")
+    _lab_name_option(p)
+    p.add_argument("target")
+    p.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
+    p.set_defaults(func=_exec)
+
+    for verb, text in (
+        ("probe", "is traffic from SRC to DST allowed? prints allowed/denied, exit 0/1"),
+        ("matrix", "probe every workload pair"),
+    ):
+        p = verbs.add_parser(verb, help=text)
+        _lab_name_option(p)
+        if verb == "probe":
+            p.add_argument("src", help="workload, host or router")
+            p.add_argument("dst", help="workload, host, router or IP address")
+        p.add_argument("--protocol", choices=("tcp", "udp", "icmp"), default="tcp")
+        p.add_argument("--port", type=int, default=80, help="tcp/udp port (default: %(default)s)")
+        p.add_argument(
+            "--timeout", type=float, default=2.0, help="seconds before denied (default: %(default)s)"
+        )
+        if verb == "matrix":
+            p.add_argument("-o", "--output", choices=("table", "json"), default="table")
+        p.set_defaults(func=_probe if verb == "probe" else _matrix)
+
+    p = verbs.add_parser("env", help="print `export TORTIE_DATASTORE=...` for this lab")
+    _lab_name_option(p)
+    p.set_defaults(func=_env)
+
+    p = verbs.add_parser("down", help="remove everything the lab made (safe to repeat)")
+    _lab_name_option(p)
+    p.set_defaults(func=_down)
+
+
+def _need_root() -> None:
+    from tortie.common.errors import UserError
+
+    if os.geteuid() != 0:
+        raise UserError("tortie lab needs root (network namespaces)")
+
+
+def _open(args: argparse.Namespace) -> Datacenter:
+    from tortie.lab.datacenter import Datacenter
+
+    _need_root()
+    return Datacenter.open(args.lab_name)
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
+def _up(args: argparse.Namespace) -> int:
+    from tortie.lab.datacenter import Datacenter, LabSpec
+
+    _need_root()
+    spec = LabSpec(
+        name=args.lab_name,
+        hosts=args.hosts,
+        workloads_per_host=args.workloads_per_host,
+        datastore=args.lab_datastore,
+        tor=args.tor,
+        route_reflectors=args.route_reflectors,
+    )
+    tor = f", ToR {spec.tor}" if spec.tor != "none" else ""
+    rr = f", {spec.route_reflectors} route reflectors" if spec.route_reflectors else ""
+    _say(
+        f"building lab {spec.name}: {spec.hosts} hosts, {spec.workloads_per_host} workloads per host, "
+        f"datastore {spec.datastore}{tor}{rr}"
+    )
+    dc = Datacenter.up(spec, progress=_say, timeout=args.timeout)
+    _say(f'use it: eval "$(tortie lab env --name {dc.name})"; tortie lab status --name {dc.name}')
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from tortie.lab.lab_status import collect
+
+    data = collect(_open(args))
+    if args.output == "json":
+        print(json.dumps(data, indent=2))
+        return 0
+    _print_status(data)
+    return 0
+
+
+def _print_status(data: dict[str, Any]) -> None:
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=160)
+    ds = data["datastore"]
+    console.print(f"lab {data['name']}  datastore {ds['kind']} {ds['clientUrl']}  pool {data['pool']}")
+    hosts = Table(title="hosts", title_justify="left", box=box.ASCII)
+    for col in ("HOST", "ADDRESS", "NODE", "AGENT", "BGP", "SESSIONS"):
+        hosts.add_column(col)
+    for h in data["hosts"]:
+        node = h["node"]
+        sessions = h["bgpSessions"]
+        up = sum(1 for s in sessions or [] if s["established"])
+        hosts.add_row(
+            h["name"],
+            h["address"],
+            "running" if node["running"] else "stopped",
+            _health(node["agent"]),
+            _health(node["bgp"]),
+            "BIRD down" if sessions is None else f"{up}/{len(sessions)} established",
+        )
+    console.print(hosts)
+    bgp = Table(title="BGP sessions", title_justify="left", box=box.ASCII)
+    for col in ("HOST", "PEER", "TYPE", "STATE", "INFO"):
+        bgp.add_column(col)
+    for h in data["hosts"]:
+        for s in h["bgpSessions"] or []:
+            bgp.add_row(h["name"], s["peer"], s["type"], s["state"], s["info"])
+    console.print(bgp)
+    wls = Table(title="workloads", title_justify="left", box=box.ASCII)
+    for col in ("NAME", "HOST", "NAMESPACE", "IPS", "LABELS"):
+        wls.add_column(col)
+    for w in data["workloads"]:
+        wls.add_row(
+            w["name"],
+            w["host"],
+            w["namespace"],
+            ",".join(w["ips"]),
+            ",".join(f"{k}={v}" for k, v in sorted(w["labels"].items())),
+        )
+    console.print(wls)
+    for r in data["routers"]:
+        established = sum(
+            1 for state in r["neighbors"].values() if str(state).lower() in ("established", "6")
+        )
+        console.print(
+            f"router {r['name']} ({r['kind']}, AS {r['asn']}, {r['address']}): "
+            f"{'running' if r['running'] else 'stopped'}, {established}/{len(r['neighbors'])} "
+            f"neighbours established, prefixes: {', '.join(r['ribPrefixes']) or '(none)'}"
+        )
+    for e in data["etcd"]:
+        console.print(f"etcd {e['name']} {e['address']}: {'running' if e['running'] else 'stopped'}")
+
+
+def _health(component: dict[str, Any]) -> str:
+    if not component.get("running"):
+        return "stopped"
+    return "ready" if component.get("ready") else "not ready"
+
+
+def _workload_add(args: argparse.Namespace) -> int:
+    from tortie.lab.cni_workloads import parse_labels
+    from tortie.lab.datacenter import Datacenter
+
+    _need_root()
+    labels = parse_labels(args.labels)
+    ports = [p for p in args.ports.split(",") if p.strip()]
+    with Datacenter.locked(args.lab_name):
+        dc = Datacenter.open(args.lab_name)
+        record = dc.add_workload(
+            args.workload, args.host, labels=labels, namespace=args.namespace, ports=ports
+        )
+    if args.output == "json":
+        print(
+            json.dumps(
+                {
+                    "name": record.name,
+                    "host": record.host,
+                    "netns": record.netns,
+                    "namespace": record.namespace,
+                    "ips": record.ips,
+                    "labels": record.labels,
+                    "ports": record.ports,
+                    "interface": record.host_ifname,
+                    "endpoint": record.endpoint,
+                }
+            )
+        )
+    else:
+        print(" ".join(record.ips))
+    return 0
+
+
+def _workload_del(args: argparse.Namespace) -> int:
+    from tortie.lab.datacenter import Datacenter
+
+    _need_root()
+    with Datacenter.locked(args.lab_name):
+        Datacenter.open(args.lab_name).remove_workload(args.workload)
+    return 0
+
+
+def _exec(args: argparse.Namespace) -> int:
+    from tortie.common.errors import UserError
+
+    cmd = list(args.cmd)
+    # `--name N` between the target and `--` lands in the remainder: take it back out.
+    if "--" in cmd:
+        head, cmd = cmd[: cmd.index("--")], cmd[cmd.index("--") + 1 :]
+        while head:
+            option = head.pop(0)
+            if option in ("--name", "--lab") and head:
+                args.lab_name = head.pop(0)
+            elif option.startswith(("--name=", "--lab=")):
+                args.lab_name = option.split("=", 1)[1]
+            else:
+                raise UserError(f"unexpected {option!r} before `--` (usage: tortie lab exec TARGET -- CMD)")
+    if not cmd:
+        raise UserError("nothing to run: tortie lab exec TARGET -- CMD ARGS...")
+    dc = _open(args)
+    try:
+        netns = dc.lab.netns(args.target)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    sys.stdout.flush()
+    os.execvp("ip", ["ip", "netns", "exec", netns, *cmd])
+    return 127  # pragma: no cover - execvp does not return
+
+
+def _probe(args: argparse.Namespace) -> int:
+    from tortie.common.errors import TortieError
+
+    try:
+        allowed = _open(args).probe(args.src, args.dst, args.protocol, args.port, args.timeout)
+    except (TortieError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_PROBE_ERROR
+    print("allowed" if allowed else "denied")
+    return 0 if allowed else 1
+
+
+def _matrix(args: argparse.Namespace) -> int:
+    dc = _open(args)
+    result = dc.matrix(args.protocol, args.port, args.timeout)
+    if args.output == "json":
+        print(
+            json.dumps(
+                {
+                    "protocol": args.protocol,
+                    "port": args.port if args.protocol != "icmp" else None,
+                    "workloads": list(result),
+                    "allowed": result,
+                },
+                indent=2,
+            )
+        )
+        return 0
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    names = list(result)
+    what = args.protocol if args.protocol == "icmp" else f"{args.protocol}/{args.port}"
+    table = Table(title=f"{what}: rows connect to columns", title_justify="left", box=box.ASCII)
+    table.add_column("FROM \\ TO")
+    for name in names:
+        table.add_column(name, justify="center")
+    for src in names:
+        table.add_row(
+            src, *("-" if src == dst else ("allow" if result[src][dst] else "deny") for dst in names)
+        )
+    Console(width=max(80, 12 * (len(names) + 1))).print(table)
+    allowed = sum(1 for s in names for d in names if s != d and result[s][d])
+    print(f"{allowed}/{len(names) * (len(names) - 1)} pairs allowed")
+    return 0
+
+
+def _env(args: argparse.Namespace) -> int:
+    for line in _open(args).env_lines():
+        print(line)
+    return 0
+
+
+def _down(args: argparse.Namespace) -> int:
+    from tortie.lab.datacenter import down
+
+    _need_root()
+    if down(args.lab_name):
+        print(f"lab {args.lab_name} removed")
+    else:
+        print(f"no lab named {args.lab_name}; nothing to remove")
+    return 0

@@ -1,0 +1,169 @@
+"""`tortie node run`: this host's node service in the foreground (systemd runs it; so does the lab).
+
+    tortie node run --hostname H [--datastore URL] [--ip autodetect|none|CIDR]
+        [--ip-autodetection-method M] [--ip6 ...] [--ip6-autodetection-method M] [--as N]
+        [--run-dir DIR] [--agent-config FILE] [--agent-health-port P] [--no-bgp] [--no-agent]
+
+Registers/updates the Node (BGP address by autodetection, as Calico's IP_AUTODETECTION_METHOD:
+first-found, interface=REGEX, skip-interface=REGEX, can-reach=DEST, cidr=CIDR), then runs the agent and
+the BGP daemon and restarts them when they exit. SIGTERM/SIGINT stop both and leave the dataplane in
+place. Exit codes: 0 stopped, 1 configuration problem, 2 datastore URL unusable.
+Environment equivalents (used when the option is absent): TORTIE_IP, TORTIE_IP_AUTODETECTION_METHOD,
+TORTIE_IP6, TORTIE_IP6_AUTODETECTION_METHOD, TORTIE_AS_NUMBER, TORTIE_HOSTNAME.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import socket
+import threading
+import types
+from typing import TYPE_CHECKING
+
+from tortie.cli.node_status_cmd import node_subparsers
+
+if TYPE_CHECKING:
+    from tortie.cli.node_status_cmd import SubParsers
+
+
+def _as_number(text: str) -> int:
+    """A plain AS number or asdot (`1.10` = 65546)."""
+    try:
+        if "." in text:
+            high, low = (int(part) for part in text.split(".", 1))
+            if not (0 <= high <= 65535 and 0 <= low <= 65535):
+                raise ValueError
+            return high * 65536 + low
+        value = int(text)
+        if not 0 < value <= 4294967295:
+            raise ValueError
+        return value
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an AS number (1..4294967295 or asdot)") from None
+
+
+def register(sub: SubParsers) -> None:
+    env = os.environ.get
+    p = node_subparsers(sub).add_parser(
+        "run", help="register this host and run the agent and BGP daemon (foreground, until SIGTERM)"
+    )
+    p.add_argument(
+        "--hostname",
+        default=env("TORTIE_HOSTNAME"),
+        help="this host's Node name (default: TORTIE_HOSTNAME, else the system host name)",
+    )
+    p.add_argument(
+        "--datastore",
+        dest="node_datastore",
+        metavar="URL",
+        help="datastore URL (also the global --datastore, TORTIE_DATASTORE)",
+    )
+    p.add_argument(
+        "--ip",
+        default=env("TORTIE_IP", "autodetect"),
+        help="IPv4 BGP address: autodetect, none, or ADDRESS/PREFIXLEN (default: %(default)s)",
+    )
+    p.add_argument(
+        "--ip-autodetection-method",
+        default=env("TORTIE_IP_AUTODETECTION_METHOD", "first-found"),
+        help="first-found, interface=REGEX, skip-interface=REGEX, can-reach=DEST, cidr=CIDR[,..] "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--ip6",
+        default=env("TORTIE_IP6", "none"),
+        help="IPv6 BGP address: autodetect, none, or ADDRESS/PREFIXLEN (default: %(default)s)",
+    )
+    p.add_argument(
+        "--ip6-autodetection-method",
+        default=env("TORTIE_IP6_AUTODETECTION_METHOD", "first-found"),
+        help="as --ip-autodetection-method, for IPv6 (default: %(default)s)",
+    )
+    p.add_argument(
+        "--as",
+        dest="as_number",
+        type=_as_number,
+        default=None,
+        help="this node's AS number (default: keep the stored one; else BGPConfiguration's, else 64512)",
+    )
+    p.add_argument(
+        "--run-dir",
+        default=None,
+        help="runtime directory: BIRD files, status.json, node.json (default: /var/run/tortie/<hostname>)",
+    )
+    p.add_argument("--agent-config", metavar="FILE", default=None, help="the agent's config file (INI)")
+    p.add_argument(
+        "--agent-health-port",
+        type=int,
+        default=9099,
+        help="port of the agent's health server on 127.0.0.1, polled for readiness "
+        "(0: off; default: %(default)s)",
+    )
+    p.add_argument(
+        "--workload-interface-prefix",
+        action="append",
+        default=None,
+        help="workload interface prefix kept out of BIRD's direct protocol (repeatable; "
+        "default: tort and cali)",
+    )
+    p.add_argument("--secrets-dir", default=None, help="BGP password secrets directory")
+    p.add_argument(
+        "--fast-bgp-timers", action="store_true", help="short BGP connect/retry timers (labs and tests)"
+    )
+    p.add_argument("--bird", default="bird", help="BIRD 2 binary (default: %(default)s)")
+    p.add_argument(
+        "--nodename-file",
+        default=env("TORTIE_NODENAME_FILE", "/var/lib/tortie/nodename"),
+        help='write the Node name here for the CNI plugin ("" to skip; default: %(default)s)',
+    )
+    p.add_argument("--no-agent", action="store_true", help="do not run the agent")
+    p.add_argument("--no-bgp", action="store_true", help="do not run BGP (BIRD)")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from tortie.bgp.daemon import default_run_dir
+    from tortie.bgp.secrets import DEFAULT_SECRETS_DIR
+    from tortie.datastore.url import open_datastore
+    from tortie.node.service import NodeConfig, NodeService
+
+    hostname = args.hostname or socket.gethostname()
+    url = args.node_datastore or getattr(args, "datastore", None)
+    as_env = os.environ.get("TORTIE_AS_NUMBER")
+    as_number = args.as_number if args.as_number is not None else (_as_number(as_env) if as_env else None)
+    config = NodeConfig(
+        hostname=hostname,
+        run_dir=args.run_dir or default_run_dir(hostname),
+        datastore_url=url,
+        ip=args.ip,
+        ip_method=args.ip_autodetection_method,
+        ip6=args.ip6,
+        ip6_method=args.ip6_autodetection_method,
+        as_number=as_number,
+        run_agent=not args.no_agent,
+        run_bgp=not args.no_bgp,
+        agent_config_file=args.agent_config,
+        agent_health_port=args.agent_health_port,
+        workload_interface_prefixes=tuple(args.workload_interface_prefix or ("tort", "cali")),
+        fast_bgp_timers=args.fast_bgp_timers,
+        bird_binary=args.bird,
+        secrets_dir=args.secrets_dir or DEFAULT_SECRETS_DIR,
+        nodename_file=args.nodename_file,
+    )
+    root = logging.getLogger()
+    root.setLevel(min(root.level, logging.INFO))  # a service logs its state transitions
+    stop = threading.Event()
+
+    def _on_signal(_signum: int, _frame: types.FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    ds = open_datastore(url)
+    try:
+        return NodeService(config, ds).run(stop)
+    finally:
+        ds.close()

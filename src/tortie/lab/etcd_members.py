@@ -1,0 +1,125 @@
+"""An etcd cluster inside the lab: members in their own namespaces on the fabric, plus a relay.
+
+    <lab>-e1 .. <lab>-eN   eth0 = <subnet>.2 .. .(N+1)   etcd (Debian etcd-server 3.4)
+                           client :2379 on eth0 and 127.0.0.1, peers :2380 on eth0
+    root namespace         `python -m tortie.lab.relay` 127.0.0.1:<free> -> each member's 127.0.0.1:2379
+
+Hosts use `etcd://<subnet>.2:2379,...` over the fabric, like hosts of a real cluster; commands in the
+root namespace use `etcd://127.0.0.1:<p1>,...` through the relay (see relay.py). Data directories live
+under `<workdir>/etcd` (removed by `down()`). Every process is recorded with role `etcd/<name>` or
+`relay` before anything waits on it.
+
+`start_cluster` returns once every member answers `/health` through the relay.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+
+from tortie.lab.lab import Lab, LabError
+
+CLIENT_PORT = 2379
+PEER_PORT = 2380
+FIRST_INDEX = 2
+
+
+@dataclass(frozen=True)
+class EtcdEndpoints:
+    inner_url: str
+    client_url: str
+    relay_ports: list[int]
+
+
+def member_name(i: int) -> str:
+    return f"e{i + 1}"
+
+
+def start_cluster(lab: Lab, members: int = 3, timeout: float = 30.0) -> EtcdEndpoints:
+    names = [member_name(i) for i in range(members)]
+    records = [lab.add_appliance(name, FIRST_INDEX + i, "etcd") for i, name in enumerate(names)]
+    ips = [str(ipaddress.ip_interface(r.address).ip) for r in records]
+    data_root = lab.record_tree(lab.workdir / "etcd")
+    cluster = ",".join(f"{n}=http://{ip}:{PEER_PORT}" for n, ip in zip(names, ips, strict=True))
+    for name, ip in zip(names, ips, strict=True):
+        lab.start_process(
+            name,
+            [
+                "etcd",
+                "--name",
+                name,
+                "--data-dir",
+                str(data_root / name),
+                "--listen-client-urls",
+                f"http://{ip}:{CLIENT_PORT},http://127.0.0.1:{CLIENT_PORT}",
+                "--advertise-client-urls",
+                f"http://{ip}:{CLIENT_PORT}",
+                "--listen-peer-urls",
+                f"http://{ip}:{PEER_PORT}",
+                "--initial-advertise-peer-urls",
+                f"http://{ip}:{PEER_PORT}",
+                "--initial-cluster",
+                cluster,
+                "--initial-cluster-token",
+                lab.name,
+                "--initial-cluster-state",
+                "new",
+                "--logger",
+                "zap",
+                "--log-level",
+                "warn",
+            ],
+            role=f"etcd/{name}",
+        )
+    ports_file = lab.record_file(lab.workdir / "relay.json")
+    lab.start_process(
+        None,
+        [
+            sys.executable,
+            "-m",
+            "tortie.lab.relay",
+            "--ports-file",
+            str(ports_file),
+            *(f"{r.netns}:{CLIENT_PORT}" for r in records),
+        ],
+        role="relay",
+    )
+    deadline = time.monotonic() + timeout
+    ports: list[int] = []
+    while not ports:
+        try:
+            ports = [int(p) for p in json.loads(ports_file.read_text())["ports"]]
+        except (OSError, ValueError, KeyError):
+            if time.monotonic() > deadline:
+                raise LabError("the etcd relay did not start (see its log under the lab's logs/)") from None
+            time.sleep(0.05)
+    pending = set(range(members))
+    while pending:
+        for i in sorted(pending):
+            if _healthy(ports[i]):
+                pending.discard(i)
+        if not pending:
+            break
+        if time.monotonic() > deadline:
+            raise LabError(
+                f"etcd members {', '.join(names[i] for i in sorted(pending))} not healthy after "
+                f"{timeout:.0f}s (logs under {lab.workdir}/logs)"
+            )
+        time.sleep(0.1)
+    return EtcdEndpoints(
+        inner_url="etcd://" + ",".join(f"{ip}:{CLIENT_PORT}" for ip in ips),
+        client_url="etcd://" + ",".join(f"127.0.0.1:{p}" for p in ports),
+        relay_ports=ports,
+    )
+
+
+def _healthy(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1.0) as resp:
+            return bool(json.loads(resp.read()).get("health") == "true")
+    except (OSError, ValueError):
+        return False

@@ -1,0 +1,120 @@
+"""`tortie lab status`: one JSON-able picture of a lab, gathered without changing anything.
+
+Sources: lab.json (hosts, workloads, routers, etcd members, recorded processes), each host's node.json
+(the node service: agent and BGP daemon health), each host's BIRD control socket (sessions), the ToR's
+own CLI (its neighbours and RIB size). Output (`collect`):
+
+    {"name", "workdir", "datastore": {"kind", "url", "clientUrl"},
+     "hosts": [{"name", "netns", "address", "node": {"running", "pid", "ready", "agent", "bgp"},
+                "bgpSessions": [{"peer", "type", "state", "info", "established"}] | null}],
+     "workloads": [{"name", "host", "netns", "namespace", "ips", "labels", "ports", "interface", "endpoint"}],
+     "routers": [{"name", "kind", "asn", "address", "running", "neighbors", "ribPrefixes"}],
+     "etcd": [{"name", "address", "running"}]}
+
+`bgpSessions` is null when BIRD does not answer on that host.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tortie.lab.datacenter import Datacenter
+
+
+def collect(dc: Datacenter) -> dict[str, Any]:
+    lab = dc.lab
+    state = lab.state
+    record = dc.record
+    hosts = []
+    for name, host in state.hosts.items():
+        node = dc.node_status(name) or {}
+        pid = dc.node_pid(name)
+        components = node.get("components") or {}
+        agent = components.get("agent") or {}
+        bgp = components.get("bgp") or {}
+        peers = dc.bgp_peers(name) if pid is not None else None
+        hosts.append(
+            {
+                "name": name,
+                "netns": host.netns,
+                "address": host.address,
+                "node": {
+                    "running": pid is not None,
+                    "pid": pid,
+                    "ready": bool(pid is not None and node.get("ready")),
+                    "agent": {
+                        "running": bool(agent.get("running")) and pid is not None,
+                        "pid": agent.get("pid"),
+                        "ready": agent.get("ready"),
+                        "restarts": agent.get("restarts"),
+                    },
+                    "bgp": {
+                        "running": bool(bgp.get("running")) and pid is not None,
+                        "ready": bgp.get("ready"),
+                        "bird": bgp.get("bird"),
+                    },
+                },
+                "bgpSessions": None
+                if peers is None
+                else [
+                    {
+                        "peer": p["peerAddress"],
+                        "type": p["peerType"],
+                        "state": p["state"],
+                        "info": p["info"],
+                        "established": p["established"],
+                    }
+                    for p in peers
+                ],
+            }
+        )
+    workloads = [
+        {
+            "name": w.name,
+            "host": w.host,
+            "netns": w.netns,
+            "namespace": w.namespace or "default",
+            "ips": list(w.ips),
+            "labels": dict(w.labels),
+            "ports": list(w.ports),
+            "interface": w.host_ifname,
+            "endpoint": w.endpoint,
+        }
+        for w in sorted(state.workloads.values(), key=lambda w: w.name)
+    ]
+    routers = []
+    etcd = []
+    for name, appliance in state.appliances.items():
+        role = f"router/{name}" if appliance.role == "router" else f"etcd/{name}"
+        proc = lab.process_by_role(role)
+        running = proc is not None and lab.process_running(proc.pid)
+        if appliance.role == "router":
+            from tortie.lab.routers import neighbors, rib_prefixes
+
+            routers.append(
+                {
+                    "name": name,
+                    "kind": appliance.kind,
+                    "asn": appliance.asn,
+                    "address": appliance.address,
+                    "running": running,
+                    "neighbors": neighbors(lab, appliance) if running else {},
+                    "ribPrefixes": sorted(rib_prefixes(lab, appliance)) if running else [],
+                }
+            )
+        else:
+            etcd.append({"name": name, "address": appliance.address, "running": running})
+    return {
+        "name": dc.name,
+        "workdir": str(lab.workdir),
+        "datastore": {
+            "kind": record.datastore_kind,
+            "url": record.datastore_url,
+            "clientUrl": record.client_url,
+        },
+        "pool": record.pool,
+        "hosts": hosts,
+        "workloads": workloads,
+        "routers": routers,
+        "etcd": etcd,
+    }

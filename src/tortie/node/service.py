@@ -1,0 +1,317 @@
+"""`tortie node run`: register this host as a Node, then run and supervise the agent and BGP.
+
+    NodeService.run(stop)
+      open the datastore  --(unreachable: retry with backoff)-->
+      addresses: --ip / --ip6 (autodetect by method | none | CIDR)   --> register_node (CAS)
+      Supervisor:
+        agent  child process   python -m tortie.cli.main agent run --hostname H [--datastore URL]
+                               (health on 127.0.0.1:<agent_health_port>, polled for readiness)
+        bgp    in-process      tortie.bgp.daemon.BgpDaemon (which supervises BIRD: `bird -f`)
+      every 0.2 s: restart what exited (backoff 0.5 s .. 30 s), refresh <run_dir>/node.json
+      SIGTERM/SIGINT (the `stop` event): stop the BGP daemon (BIRD stops; its kernel routes persist)
+        and the agent (its routes and sysctls stay); exit 0. The dataplane stays in place.
+
+Why two shapes: the agent is a separate process so that it can be restarted on its own (a crash, exit
+code 3 after persistent kernel failures) and a new one adopts the kernel state without loss; the BGP
+daemon is itself only a supervisor of BIRD, so it shares this process and its datastore connection
+(one interpreter and one datastore watcher fewer per host).
+
+Output: `<run_dir>/node.json`, replaced atomically on every change and at least every 5 s:
+`hostname`, `pid`, `updated` (epoch seconds), `node` (the registered addresses and AS), per
+component `running`, `pid`, `restarts`, `lastExitCode`, `ready`, and overall `ready` (every enabled
+component ready). `read_node_status(run_dir)` reads it back (lab status, tests).
+
+Exit codes: 0 stopped; 1 configuration problem (no address found, address used by another Node,
+invalid value).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import os
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from tortie.bgp.daemon import BgpDaemon, DaemonConfig, read_health, write_atomically
+from tortie.bgp.secrets import DEFAULT_SECRETS_DIR, FileSecrets
+from tortie.bgp.view import DEFAULT_AGENT_ROUTE_PROTOCOL, Timers, ViewOptions
+from tortie.common.errors import DatastoreUnavailable, TortieError, UserError
+from tortie.datastore.api import Datastore
+from tortie.node.autodetect import IPInterface, autodetect
+from tortie.node.registration import KEEP, REMOVE, AddressChoice, NodeAddresses, register_node
+from tortie.node.supervisor import ChildProcess, Component, InProcess, Supervisor
+
+log = logging.getLogger(__name__)
+
+STATUS_FILE = "node.json"
+STATUS_INTERVAL = 5.0
+LOOP_INTERVAL = 0.2
+EXIT_OK = 0
+EXIT_CONFIG = 1
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    hostname: str
+    run_dir: str
+    datastore_url: str | None = None
+    ip: str = "autodetect"
+    """`autodetect` (by `ip_method`), `none` (no IPv4 BGP address) or an address with prefix length."""
+    ip_method: str = "first-found"
+    ip6: str = "none"
+    ip6_method: str = "first-found"
+    as_number: int | None = None
+    run_agent: bool = True
+    run_bgp: bool = True
+    agent_config_file: str | None = None
+    agent_health_port: int = 9099
+    """Port of the agent's health server on 127.0.0.1 (0: do not enable it; readiness unknown)."""
+    agent_env: Mapping[str, str] = field(default_factory=dict)
+    workload_interface_prefixes: tuple[str, ...] = ("tort", "cali")
+    agent_route_protocol: int = DEFAULT_AGENT_ROUTE_PROTOCOL
+    fast_bgp_timers: bool = False
+    bird_binary: str = "bird"
+    secrets_dir: str = DEFAULT_SECRETS_DIR
+    python: str = sys.executable
+    restart_initial: float = 0.5
+    restart_max: float = 30.0
+    nodename_file: str = ""
+    """Where to write the registered Node name for the CNI plugin (its `nodename_file`); "" = nowhere."""
+
+
+def resolve_address(choice: str, method: str, version: int) -> AddressChoice:
+    """`autodetect` -> the detected address; `none` -> REMOVE; `keep` -> KEEP; else a literal CIDR."""
+    text = choice.strip().lower()
+    if text == "autodetect":
+        return autodetect(method, version)
+    if text == "none":
+        return REMOVE
+    if text == "keep":
+        return KEEP
+    try:
+        iface: IPInterface = ipaddress.ip_interface(choice.strip())
+    except ValueError:
+        raise UserError(
+            f"--ip{'6' if version == 6 else ''} {choice!r}: expected autodetect, none or an "
+            "address with prefix length (e.g. 10.0.0.5/24)"
+        ) from None
+    if iface.version != version:
+        raise UserError(f"--ip{'6' if version == 6 else ''} {choice!r} is not an IPv{version} address")
+    if "/" not in choice:
+        raise UserError(
+            f"--ip{'6' if version == 6 else ''} {choice!r}: give the prefix length too "
+            "(e.g. 10.0.0.5/24); BGP uses it to tell local subnets apart"
+        )
+    return iface
+
+
+def read_node_status(run_dir: str) -> dict[str, Any] | None:
+    """The node service's node.json, or None when there is none (yet)."""
+    try:
+        with open(os.path.join(run_dir, STATUS_FILE), encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+class AgentHealthPoller:
+    """Polls the agent's /readiness once a second on a thread; `ready` is None until first answer."""
+
+    def __init__(self, port: int, interval: float = 1.0) -> None:
+        self.url = f"http://127.0.0.1:{port}/readiness"
+        self.interval = interval
+        self.ready: bool | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="agent-health", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(3.0)
+
+    def check(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.url, timeout=1.0) as resp:
+                return int(resp.status) == 200
+        except urllib.error.HTTPError:
+            return False
+        except (OSError, ValueError):
+            return False
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.ready = self.check()
+            self._stop.wait(self.interval)
+
+
+class NodeService:
+    """See the module docstring. `run(stop)` blocks until `stop` is set."""
+
+    def __init__(self, config: NodeConfig, ds: Datastore) -> None:
+        self.config = config
+        self.ds = ds
+        self.registered: dict[str, Any] = {}
+        self.supervisor: Supervisor | None = None
+        self.health: AgentHealthPoller | None = None
+        self._bgp: InProcess | None = None
+        self._last_status = 0.0
+        self._last_doc: dict[str, Any] | None = None
+        self._agent_pid: int | None = None
+
+    # -- pieces ----------------------------------------------------------------------------------
+    def addresses(self) -> NodeAddresses:
+        cfg = self.config
+        return NodeAddresses(
+            ipv4=resolve_address(cfg.ip, cfg.ip_method, 4),
+            ipv6=resolve_address(cfg.ip6, cfg.ip6_method, 6),
+            as_number=cfg.as_number,
+        )
+
+    def register(self, stop: threading.Event) -> bool:
+        """Register the Node, retrying while the datastore is unreachable; False if stopped first."""
+        want = self.addresses()
+        delay = 0.5
+        while not stop.is_set():
+            try:
+                resource = register_node(self.ds, self.config.hostname, want)
+            except DatastoreUnavailable as exc:
+                log.warning("datastore unreachable; node registration retries in %.1fs error=%s", delay, exc)
+                stop.wait(delay)
+                delay = min(delay * 2, 10.0)
+                continue
+            bgp = resource.to_wire().get("spec", {}).get("bgp") or {}
+            self.registered = {k: bgp.get(k) for k in ("ipv4Address", "ipv6Address", "asNumber")}
+            if self.config.nodename_file:
+                os.makedirs(os.path.dirname(self.config.nodename_file) or ".", exist_ok=True)
+                write_atomically(self.config.nodename_file, self.config.hostname)
+            return True
+        return False
+
+    def agent_component(self) -> ChildProcess:
+        cfg = self.config
+        argv = [cfg.python, "-m", "tortie.cli.main", "agent", "run", "--hostname", cfg.hostname]
+        if cfg.datastore_url:
+            argv += ["--datastore", cfg.datastore_url]
+        if cfg.agent_config_file:
+            argv += ["--config", cfg.agent_config_file]
+        env = dict(os.environ)
+        if cfg.agent_health_port > 0:
+            env.update(
+                {
+                    "TORTIE_HEALTH_ENABLED": "true",
+                    "TORTIE_HEALTH_HOST": "127.0.0.1",
+                    "TORTIE_HEALTH_PORT": str(cfg.agent_health_port),
+                }
+            )
+        env.update(cfg.agent_env)
+        return ChildProcess("agent", argv, env)
+
+    def bgp_component(self) -> InProcess:
+        cfg = self.config
+        options = ViewOptions(
+            agent_route_protocol=cfg.agent_route_protocol,
+            workload_iface_prefixes=cfg.workload_interface_prefixes,
+            timers=Timers.fast() if cfg.fast_bgp_timers else Timers(),
+            secrets=FileSecrets(cfg.secrets_dir),
+        )
+        daemon_config = DaemonConfig(
+            hostname=cfg.hostname, run_dir=cfg.run_dir, view_options=options, bird_binary=cfg.bird_binary
+        )
+        return InProcess("bgp", lambda: BgpDaemon(self.ds, daemon_config))
+
+    # -- status ----------------------------------------------------------------------------------
+    def status(self, stopping: bool = False) -> dict[str, Any]:
+        components = self.supervisor.status() if self.supervisor is not None else {}
+        if "agent" in components:
+            agent = components["agent"]
+            if self.health is None:
+                agent["ready"] = None
+            else:
+                if agent["pid"] != self._agent_pid:  # a new agent: forget the old one's answer
+                    self._agent_pid = agent["pid"]
+                    self.health.ready = None
+                agent["ready"] = bool(agent["running"] and self.health.ready)
+        if "bgp" in components:
+            bgp_health = read_health(self.config.run_dir) or {}
+            components["bgp"]["ready"] = bool(components["bgp"]["running"] and bgp_health.get("ready"))
+            components["bgp"]["bird"] = bgp_health.get("bird")
+        ready = (
+            bool(components)
+            and not stopping
+            and all(c.get("ready") is not False for c in components.values())
+        )
+        return {
+            "hostname": self.config.hostname,
+            "pid": os.getpid(),
+            "updated": time.time(),
+            "stopping": stopping,
+            "node": dict(self.registered),
+            "components": components,
+            "ready": ready,
+        }
+
+    def write_status(self, *, force: bool = False, stopping: bool = False) -> None:
+        now = time.monotonic()
+        doc = self.status(stopping)
+        comparable = {k: v for k, v in doc.items() if k not in ("updated", "components")}
+        comparable["components"] = {
+            name: {k: v for k, v in comp.items() if k not in ("uptime", "nextStartIn")}
+            for name, comp in doc["components"].items()
+        }
+        if not force and comparable == self._last_doc and now - self._last_status < STATUS_INTERVAL:
+            return
+        self._last_doc = comparable
+        self._last_status = now
+        write_atomically(os.path.join(self.config.run_dir, STATUS_FILE), json.dumps(doc, indent=2) + "\n")
+
+    # -- main loop -------------------------------------------------------------------------------
+    def run(self, stop: threading.Event) -> int:
+        cfg = self.config
+        os.makedirs(cfg.run_dir, exist_ok=True)
+        try:
+            if not self.register(stop):
+                return EXIT_OK
+        except TortieError as exc:
+            log.error("node registration failed host=%s error=%s", cfg.hostname, exc)
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+        components: list[Component] = []
+        if cfg.run_agent:
+            components.append(self.agent_component())
+            if cfg.agent_health_port > 0:
+                self.health = AgentHealthPoller(cfg.agent_health_port)
+                self.health.start()
+        if cfg.run_bgp:
+            if self.registered.get("ipv4Address") or self.registered.get("ipv6Address"):
+                components.append(self.bgp_component())
+            else:
+                log.warning("no BGP address registered host=%s; not running BGP", cfg.hostname)
+        self.supervisor = Supervisor(components, initial=cfg.restart_initial, maximum=cfg.restart_max)
+        log.info(
+            "node service running host=%s components=%s", cfg.hostname, ",".join(c.name for c in components)
+        )
+        try:
+            while not stop.is_set():
+                self.supervisor.step()
+                self.write_status(force=self.supervisor.changed)
+                self.supervisor.changed = False
+                stop.wait(LOOP_INTERVAL)
+        finally:
+            self.write_status(force=True, stopping=True)
+            self.supervisor.stop_all()
+            if self.health is not None:
+                self.health.stop()
+            self.write_status(force=True, stopping=True)
+            log.info("node service stopped host=%s", cfg.hostname)
+        return EXIT_OK

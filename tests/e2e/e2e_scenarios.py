@@ -1,0 +1,354 @@
+"""End-to-end scenarios on a lab datacenter, shared by the sqlite and etcd test files.
+
+Each scenario takes a `make_lab` factory (tests/e2e/conftest.py) and a datastore kind. With
+`datastore="etcd"` the lab runs a 3-member etcd cluster on its fabric and every scenario SIGKILLs one
+member in the middle; everything must keep working on the remaining two.
+
+    cross_host_reachability   BGP-learned routes on every host, full matrices (tcp, icmp, udp), the
+                              ToR's RIB; a workload added after the member loss is routed and reachable
+    policy_across_hosts       examples/ default deny + allow by label enforced between hosts; removing
+                              the allow (after the member loss) denies again
+    agent_restart             ping and TCP streams across hosts while both agents are stopped (one
+                              SIGTERM, one SIGKILL) and restarted by their node service: no loss
+    bird_kill                 BIRD SIGKILLed under a ping stream: restarted, sessions and routes back,
+                              traffic flows again, new routes propagate
+    host_down                 a host's node service stopped and its link cut: its routes vanish from
+                              the other hosts and the ToR; back up, they return
+"""
+
+from __future__ import annotations
+
+import inspect
+import ipaddress
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tortie.lab.datacenter import Datacenter
+from tortie.lab.routers import rib_prefixes
+
+REPO = Path(__file__).resolve().parents[2]
+MakeLab = Callable[..., Datacenter]
+
+
+def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.1)
+
+
+def eventually_allowed(
+    dc: Datacenter, src: str, dst: str, protocol: str = "tcp", timeout: float = 45.0
+) -> None:
+    """A new workload's policy is programmed by its agent asynchronously (fail closed until then): probe
+    until allowed. The bound covers an etcd watch that stays silent until the client's 30 s idle
+    reconnect after a member was killed (see cross_host_reachability); it usually takes about a second."""
+    wait_for(
+        lambda: dc.probe(src, dst, protocol, timeout=1.0), f"{src} -> {dst} ({protocol}) allowed", timeout
+    )
+
+
+def policy_enforced() -> bool:
+    """Whether the agent programs policy yet (issue 5 wires a PolicyManager into its pipeline)."""
+    from tortie.agent import pipeline
+
+    return "PolicyManager" in inspect.getsource(pipeline)
+
+
+def kill_member_if_etcd(dc: Datacenter, datastore: str, member: str = "e1") -> None:
+    if datastore == "etcd":
+        pid = dc.kill_etcd_member(member)
+        assert not dc.lab.process_running(pid)
+
+
+def block_of(dc: Datacenter, observer: str, workload: str) -> str | None:
+    """The BGP route `observer` uses for `workload`'s address (its host's block), if any."""
+    ip = ipaddress.ip_address(dc.lab.workload(workload).ips[0])
+    nets = [ipaddress.ip_network(d) for d in dc.bird_routes(observer)]
+    best = max((n for n in nets if ip in n), key=lambda n: n.prefixlen, default=None)
+    return str(best) if best is not None else None
+
+
+# -- traffic streams ------------------------------------------------------------------------------
+
+_TCP_SERVER = """
+import socket, sys
+srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("0.0.0.0", 7070)); srv.listen(1); print("listening", flush=True)
+conn, _ = srv.accept(); expected = 0; buf = b""
+while True:
+    data = conn.recv(4096)
+    if not data:
+        break
+    buf += data
+    *lines, buf = buf.split(b"\\n")
+    for line in lines:
+        if int(line) != expected:
+            print(f"gap: expected {expected} got {int(line)}", flush=True); sys.exit(1)
+        expected += 1
+print(f"received {expected}", flush=True)
+"""
+
+_TCP_CLIENT = """
+import signal, socket, sys, time
+stop = []
+signal.signal(signal.SIGINT, lambda *_: stop.append(1))
+sock = socket.create_connection((sys.argv[1], 7070), timeout=10); n = 0
+while not stop:
+    sock.sendall(f"{n}\\n".encode()); n += 1; time.sleep(0.01)
+sock.shutdown(socket.SHUT_WR); sock.recv(1); print(f"sent {n}", flush=True)
+"""
+
+
+class Streams:
+    """A 10 ms ping stream and a 10 ms TCP sequence stream from workload `src` to `dst`."""
+
+    def __init__(self, dc: Datacenter, src: str, dst: str, tcp: bool = True) -> None:
+        lab = dc.lab
+        ip = lab.workload(dst).ips[0]
+        self.server: subprocess.Popen[str] | None = None
+        self.client: subprocess.Popen[str] | None = None
+        if tcp:
+            self.server = subprocess.Popen(
+                ["ip", "netns", "exec", lab.netns(dst), sys.executable, "-c", _TCP_SERVER],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            assert self.server.stdout is not None and self.server.stdout.readline().strip() == "listening"
+            self.client = subprocess.Popen(
+                ["ip", "netns", "exec", lab.netns(src), sys.executable, "-c", _TCP_CLIENT, ip],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+        self.ping = subprocess.Popen(
+            ["ip", "netns", "exec", lab.netns(src), "ping", "-n", "-i", "0.01", ip],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def stop(self) -> dict[str, Any]:
+        """Stop the senders (SIGINT: they print their totals) and collect what happened."""
+        out: dict[str, Any] = {}
+        procs = [p for p in (self.ping, self.client) if p is not None]
+        for proc in procs:
+            proc.send_signal(signal.SIGINT)
+        ping_out, _ = self.ping.communicate(timeout=20)
+        out["ping_output"] = ping_out
+        m = re.search(r"(\d+) packets transmitted, (\d+) received", ping_out)
+        out["ping_sent"], out["ping_received"] = (int(m.group(1)), int(m.group(2))) if m else (0, 0)
+        out["ping_seqs"] = [int(s) for s in re.findall(r"icmp_seq=(\d+)", ping_out)]
+        if self.client is not None and self.server is not None:
+            client_out, _ = self.client.communicate(timeout=20)
+            server_out, _ = self.server.communicate(timeout=20)
+            out["tcp_client"], out["tcp_server"] = client_out, server_out
+            sent = re.search(r"sent (\d+)", client_out)
+            got = re.search(r"received (\d+)", server_out)
+            out["tcp_sent"] = int(sent.group(1)) if sent else -1
+            out["tcp_received"] = int(got.group(1)) if got else -2
+        return out
+
+    def kill(self) -> None:
+        for proc in (self.ping, self.client, self.server):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+# -- scenarios ------------------------------------------------------------------------------------
+
+
+def cross_host_reachability(make_lab: MakeLab, datastore: str) -> None:
+    tor = "gobgp" if datastore == "sqlite" else "frr"
+    dc = make_lab(hosts=3, workloads_per_host=2, datastore=datastore, tor=tor)
+    lab = dc.lab
+    blocks: dict[str, set[str]] = {}
+    for host in dc.hosts:
+        ip = dc.lab.host_ip(host)
+        for observer in dc.hosts:
+            if observer == host:
+                continue
+            for wl in (w for w in lab.state.workloads.values() if w.host == host):
+                block = block_of(dc, observer, wl.name)
+                assert block is not None, f"{observer} has no BGP route to {wl.name}"
+                assert dc.bird_routes(observer)[block] == ip, (observer, wl.name, dc.bird_routes(observer))
+                blocks.setdefault(host, set()).add(block)
+    assert all(len(b) == 1 for b in blocks.values()), blocks  # one aggregate per host, not /32s
+    local = lab.exec("h1", ["ip", "route", "show", "proto", "77"]).stdout
+    for wl in (w for w in lab.state.workloads.values() if w.host == "h1"):
+        assert f"{wl.ips[0]} dev {wl.host_ifname}" in local, local
+    every_block = set().union(*blocks.values())
+    wait_for(
+        lambda: rib_prefixes(lab, lab.state.appliances["tor"]) >= every_block, "the ToR learning every block"
+    )
+
+    for protocol in ("tcp", "icmp"):
+        matrix = dc.matrix(protocol)
+        denied = [(s, d) for s, row in matrix.items() for d, ok in row.items() if not ok]
+        assert not denied, (protocol, denied)
+    assert dc.probe("w1-1", "w3-2", "udp", 5353)
+    assert not dc.probe("w1-1", "10.244.255.254", "tcp", timeout=0.5)  # in the pool, but nobody's
+
+    kill_member_if_etcd(dc, datastore)
+    dc.add_workload("late", "h3", labels={"app": "late"})
+    dc.wait_ready(timeout=30)
+    # After a member is SIGKILLed, one of an agent's etcd watch streams can stay silent until the etcd
+    # client's idle reconnect (30 s) under load, delaying the new endpoint's policy on its host; the
+    # default bound of eventually_allowed covers that (a datastore issue, reported).
+    eventually_allowed(dc, "w1-1", "late")
+    eventually_allowed(dc, "late", "w2-2", "icmp")
+    ds = dc.datastore()
+    try:
+        from tortie.datastore.resources import ResourceStore
+
+        names = {r.metadata.name for r in ResourceStore(ds).list("WorkloadEndpoint")}
+    finally:
+        ds.close()
+    assert "h3-cni-late-eth0" in names and len(names) == 7
+
+
+def policy_across_hosts(make_lab: MakeLab, datastore: str) -> None:
+    from tortie.datastore.resources import ResourceStore
+    from tortie.model import load_resources
+
+    dc = make_lab(hosts=3, datastore=datastore)
+    dc.add_workload("web-1", "h1", labels={"app": "web"}, namespace="shop")
+    dc.add_workload("frontend-2", "h2", labels={"role": "frontend"}, namespace="shop")
+    dc.add_workload("db-3", "h3", labels={"app": "db"}, namespace="shop")
+    dc.add_workload("outsider-3", "h3", labels={"role": "frontend"}, namespace="default")
+    dc.wait_ready(timeout=30)
+    names = ["web-1", "frontend-2", "db-3", "outsider-3"]
+    wait_for(
+        lambda: all(all(row.values()) for row in dc.matrix(workloads=names, timeout=1.0).values()),
+        "every pair allowed before any policy (new endpoints are programmed asynchronously)",
+    )
+
+    ds = dc.datastore()
+    try:
+        store = ResourceStore(ds)
+        text = (
+            (REPO / "examples" / "tiers.yaml").read_text()
+            + "\n---\n"
+            + (REPO / "examples" / "policies.yaml").read_text()
+        )
+        store.apply_all(load_resources(text, source="examples"))
+        expected = {("frontend-2", "web-1")}
+
+        def allowed_pairs() -> set[tuple[str, str]]:
+            matrix = dc.matrix(workloads=names, timeout=1.0)
+            return {(s, d) for s, row in matrix.items() for d, ok in row.items() if ok}
+
+        wait_for(lambda: allowed_pairs() == expected, f"only {expected} allowed on tcp/80", timeout=30)
+        assert dc.probe("frontend-2", "web-1", "icmp")
+        assert not dc.probe("outsider-3", "web-1", "icmp", timeout=1.0)  # other namespace
+        assert not dc.probe("frontend-2", "web-1", "tcp", port=22, timeout=1.0)  # port not allowed
+
+        kill_member_if_etcd(dc, datastore)
+        store.delete("NetworkPolicy", "allow-frontend-egress-to-web", "shop")
+        wait_for(
+            lambda: allowed_pairs() == set(), "nothing allowed once the egress allow is gone", timeout=45
+        )
+    finally:
+        ds.close()
+
+
+def _agent_pid(dc: Datacenter, host: str) -> int:
+    status = dc.node_status(host)
+    assert status is not None
+    pid = status["components"]["agent"]["pid"]
+    assert isinstance(pid, int)
+    return pid
+
+
+def agent_restart(make_lab: MakeLab, datastore: str) -> None:
+    dc = make_lab(hosts=2, workloads_per_host=1, datastore=datastore)
+    old = {h: _agent_pid(dc, h) for h in dc.hosts}
+    streams = Streams(dc, "w1-1", "w2-1")
+    try:
+        time.sleep(1.0)
+        kill_member_if_etcd(dc, datastore)
+        os.kill(old["h1"], signal.SIGTERM)  # a clean stop
+        os.kill(old["h2"], signal.SIGKILL)  # a crash
+
+        def restarted(host: str) -> bool:
+            status = dc.node_status(host) or {}
+            agent = status.get("components", {}).get("agent", {})
+            return agent.get("pid") not in (None, old[host]) and agent.get("ready") is True
+
+        wait_for(lambda: all(restarted(h) for h in dc.hosts), "both agents restarted and ready")
+        time.sleep(1.0)
+        result = streams.stop()
+    finally:
+        streams.kill()
+    assert result["ping_sent"] > 100 and result["ping_received"] == result["ping_sent"], result[
+        "ping_output"
+    ][-600:]
+    assert result["tcp_sent"] > 100 and result["tcp_received"] == result["tcp_sent"], result
+    for host in dc.hosts:
+        status = dc.node_status(host) or {}
+        assert status["components"]["agent"]["restarts"] == 1 and status["ready"] is True
+
+
+def bird_kill(make_lab: MakeLab, datastore: str) -> None:
+    dc = make_lab(hosts=3, workloads_per_host=1, datastore=datastore, tor="gobgp")
+    status = dc.node_status("h2") or {}
+    bird = status["components"]["bgp"]["bird"]
+    assert bird["running"] and isinstance(bird["pid"], int)
+    streams = Streams(dc, "w1-1", "w2-1", tcp=False)
+    try:
+        time.sleep(0.5)
+        kill_member_if_etcd(dc, datastore, "e2")
+        os.kill(bird["pid"], signal.SIGKILL)
+
+        def bird_back() -> bool:
+            now = (dc.node_status("h2") or {}).get("components", {}).get("bgp", {}).get("bird") or {}
+            return bool(now.get("running")) and now.get("pid") != bird["pid"] and now.get("restarts", 0) >= 1
+
+        wait_for(bird_back, "BIRD restarted on h2")
+        dc.wait_ready(timeout=30)
+        time.sleep(1.0)
+        result = streams.stop()
+    finally:
+        streams.kill()
+    seqs = result["ping_seqs"]
+    assert seqs and result["ping_sent"] > 100, result["ping_output"][-600:]
+    tail = range(result["ping_sent"] - 50, result["ping_sent"])
+    assert set(tail) <= set(seqs), f"no recovery: lost {sorted(set(tail) - set(seqs))}"
+    dc.add_workload("after", "h2")
+    dc.wait_ready(timeout=30)
+    eventually_allowed(dc, "w1-1", "after")
+    eventually_allowed(dc, "w3-1", "after", "icmp")
+
+
+def host_down(make_lab: MakeLab, datastore: str) -> None:
+    dc = make_lab(hosts=3, workloads_per_host=1, datastore=datastore, tor="gobgp")
+    lab = dc.lab
+    tor = lab.state.appliances["tor"]
+    block = block_of(dc, "h1", "w3-1")
+    assert block is not None and block == block_of(dc, "h2", "w3-1")
+    wait_for(lambda: block in rib_prefixes(lab, tor), "the ToR learning h3's block")
+    kill_member_if_etcd(dc, datastore, "e3")
+
+    dc.take_host_down("h3")
+    wait_for(
+        lambda: block_of(dc, "h1", "w3-1") is None and block_of(dc, "h2", "w3-1") is None,
+        "h3's routes withdrawn from h1 and h2",
+    )
+    wait_for(lambda: block not in rib_prefixes(lab, tor), "h3's block withdrawn from the ToR")
+    assert not dc.probe("w1-1", "w3-1", timeout=1.0)
+    assert dc.probe("w1-1", "w2-1") and dc.probe("w2-1", "w1-1", "icmp")
+    assert (dc.bgp_peers("h1") or []) and all(
+        p["established"] is (p["peerAddress"] != lab.host_ip("h3")) for p in dc.bgp_peers("h1") or []
+    )
+
+    dc.bring_host_up("h3")
+    dc.wait_ready(timeout=40)
+    assert block_of(dc, "h1", "w3-1") == block
+    eventually_allowed(dc, "w1-1", "w3-1")

@@ -1,0 +1,195 @@
+"""The lab's pure pieces (no root): CLI grammar, workload options, the seed manifests, lab.json
+compatibility, router configurations, ICMP checksums."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tortie.cli.main import build_parser
+from tortie.common.errors import UserError
+from tortie.lab.cni_workloads import NetworkConfig, parse_labels, parse_ports
+from tortie.lab.datacenter import LabSpec, _seed_manifests
+from tortie.lab.lab import LabError
+from tortie.lab.probe import _checksum
+from tortie.lab.routers import frr_config, gobgp_config
+from tortie.lab.state import ApplianceRecord, load_state
+from tortie.model import parse_resource
+
+
+def test_cli_grammar_of_every_verb() -> None:
+    parser = build_parser()
+    args = parser.parse_args(
+        [
+            "lab",
+            "up",
+            "--name",
+            "x",
+            "--hosts",
+            "4",
+            "--workloads-per-host",
+            "2",
+            "--datastore",
+            "etcd",
+            "--tor",
+            "frr",
+            "--route-reflectors",
+            "1",
+        ]
+    )
+    assert (
+        args.lab_name,
+        args.hosts,
+        args.workloads_per_host,
+        args.lab_datastore,
+        args.tor,
+        args.route_reflectors,
+    ) == ("x", 4, 2, "etcd", "frr", 1)
+    args = parser.parse_args(
+        [
+            "lab",
+            "workload",
+            "add",
+            "web-1",
+            "--host",
+            "h1",
+            "--labels",
+            "app=web",
+            "--namespace",
+            "shop",
+            "--ports",
+            "http:tcp:80",
+            "-o",
+            "json",
+            "--lab",
+            "y",
+        ]
+    )
+    assert (
+        args.workload,
+        args.host,
+        args.labels,
+        args.namespace,
+        args.ports,
+        args.output,
+        args.lab_name,
+    ) == ("web-1", "h1", "app=web", "shop", "http:tcp:80", "json", "y")
+    args = parser.parse_args(["lab", "exec", "w1", "--", "ip", "-br", "a"])
+    assert args.target == "w1" and args.cmd[-3:] == ["ip", "-br", "a"]
+    args = parser.parse_args(
+        ["lab", "probe", "a", "10.0.0.1", "--protocol", "udp", "--port", "53", "--timeout", "0.5"]
+    )
+    assert (args.src, args.dst, args.protocol, args.port, args.timeout) == ("a", "10.0.0.1", "udp", 53, 0.5)
+    args = parser.parse_args(["lab", "matrix", "-o", "json", "--protocol", "icmp"])
+    assert args.output == "json" and args.protocol == "icmp" and args.lab_name
+    for verb in (["env"], ["down"], ["status", "-o", "json"], ["workload", "del", "w"]):
+        assert parser.parse_args(["lab", *verb]).func is not None
+    with pytest.raises(SystemExit):
+        parser.parse_args(["lab", "up", "--tor", "cisco"])
+
+
+def test_lab_name_defaults_to_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TORTIE_LAB", "mine")
+    assert build_parser().parse_args(["lab", "status"]).lab_name == "mine"
+    monkeypatch.delenv("TORTIE_LAB")
+    assert build_parser().parse_args(["lab", "status"]).lab_name == "tortie"
+
+
+def test_ports_and_labels() -> None:
+    assert parse_ports("http:tcp:80, dns:UDP:53") == [
+        {"name": "http", "protocol": "TCP", "port": 80},
+        {"name": "dns", "protocol": "UDP", "port": 53},
+    ]
+    assert parse_ports("") == []
+    for bad in ("http:tcp", "http:icmp:1", "http:tcp:0", "http:tcp:70000", "-x:tcp:1"):
+        with pytest.raises(LabError, match="name:proto:port"):
+            parse_ports(bad)
+    assert parse_labels("app=web, tier=front,") == {"app": "web", "tier": "front"}
+    assert parse_labels("empty=") == {"empty": ""}
+    with pytest.raises(LabError, match="key=value"):
+        parse_labels("app")
+
+
+def test_network_config_per_host() -> None:
+    conf = NetworkConfig("sqlite:///x/ds.db", "/x/cni").for_host("h2", "shop", {"app": "web"})
+    assert conf["nodename"] == "h2" and conf["namespace"] == "shop" and conf["type"] == "tortie"
+    assert conf["ipam_lock_file"] == "/x/cni/h2.lock"
+    assert conf["args"] == {"cni": {"labels": [{"key": "app", "value": "web"}]}}
+    assert "args" not in NetworkConfig("u", "/d").for_host("h1", "default", {})
+
+
+def test_spec_check_names_every_problem() -> None:
+    LabSpec().check()
+    with pytest.raises(UserError) as err:
+        LabSpec(hosts=0, datastore="mysql", tor="cisco", route_reflectors=5).check()
+    text = str(err.value)
+    assert "--hosts" in text and "--datastore" in text and "--tor" in text and "--route-reflectors" in text
+
+
+@pytest.mark.parametrize("rr", [0, 2])
+def test_seed_manifests_are_valid_resources(rr: int) -> None:
+    spec = LabSpec(hosts=3, route_reflectors=rr, tor="gobgp")
+    docs = _seed_manifests(spec, ["h1", "h2", "h3"], "172.31.0.1")
+    resources = [parse_resource(d) for d in docs]
+    kinds = sorted(r.kind for r in resources)
+    assert kinds.count("IPPool") == 1 and "BGPConfiguration" in kinds
+    config = next(d for d in docs if d["kind"] == "BGPConfiguration")
+    assert config["spec"]["nodeToNodeMeshEnabled"] is (rr == 0)
+    peers = {d["metadata"]["name"]: d["spec"] for d in docs if d["kind"] == "BGPPeer"}
+    assert peers["tor"] == {"peerIP": "172.31.0.1", "asNumber": 65000}
+    nodes = [d for d in docs if d["kind"] == "Node"]
+    assert [n["metadata"]["name"] for n in nodes] == ["h1", "h2"][:rr]
+    if rr:
+        assert "peer-with-route-reflectors" in peers
+
+
+def test_lab_json_without_the_newer_fields_still_loads(tmp_path: Path) -> None:
+    old = {
+        "version": 1,
+        "name": "lab1",
+        "subnet": "172.31.0.0/24",
+        "interface_prefix": "tort",
+        "fabric_netns": "lab1-fab",
+        "namespaces": ["lab1-fab"],
+        "hosts": {
+            "h1": {"name": "h1", "netns": "lab1-h1", "address": "172.31.0.11/24", "fabric_port": "p-h1"}
+        },
+        "workloads": {
+            "w1": {
+                "name": "w1",
+                "host": "h1",
+                "netns": "lab1-w1",
+                "ips": ["10.0.0.1"],
+                "host_ifname": "tortx",
+                "plumbed_host_side": False,
+            }
+        },
+        "processes": [{"pid": 1, "start_time": 2, "netns": "lab1-h1", "argv": ["x"], "log": None}],
+        "files": [],
+    }
+    (tmp_path / "lab.json").write_text(json.dumps(old))
+    state = load_state(tmp_path)
+    assert state is not None
+    assert state.workloads["w1"].via_cni is False and state.workloads["w1"].labels == {}
+    assert state.processes[0].role == "" and state.datacenter is None and state.trees == []
+
+
+def test_router_configurations() -> None:
+    tor = ApplianceRecord("tor", "lab-tor", "172.31.0.1/24", "p-tor", "router", "gobgp", 65000)
+    toml = gobgp_config(tor, "172.31.0.0/24", 64512)
+    assert 'router-id = "172.31.0.1"' in toml and "peer-as = 64512" in toml
+    assert 'prefix = "172.31.0.0/24"' in toml and "as = 65000" in toml
+    frr = frr_config(tor, "172.31.0.0/24", 64512)
+    assert "router bgp 65000" in frr and "bgp listen range 172.31.0.0/24 peer-group hosts" in frr
+    assert "no bgp ebgp-requires-policy" in frr and "neighbor hosts remote-as 64512" in frr
+
+
+def test_icmp_checksum() -> None:
+    # RFC 1071: the checksum of a packet including its own checksum is zero.
+    packet = bytes([8, 0, 0, 0, 0x12, 0x34, 0, 1]) + b"tortie-probe"
+    csum = _checksum(packet)
+    full = packet[:2] + csum.to_bytes(2, "big") + packet[4:]
+    assert _checksum(full) == 0
+    assert _checksum(b"\x01") == _checksum(b"\x01\x00")

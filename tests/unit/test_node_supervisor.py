@@ -1,0 +1,230 @@
+"""The node service's supervision (`tortie.node.supervisor`) and main loop (`tortie.node.service`).
+
+Supervisor: fake components on a manual clock (restart, backoff doubling and reset, start failures,
+stop order). NodeService: a real child process standing in for the agent (a stub interpreter that
+ignores its arguments), a memory datastore: registration, node.json, restart of a killed agent,
+SIGTERM-equivalent stop.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import signal
+import stat
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tortie.datastore.memory import MemoryDatastore
+from tortie.datastore.resources import ResourceStore
+from tortie.node.service import NodeConfig, NodeService, read_node_status, resolve_address
+from tortie.node.supervisor import InProcess, Supervisor
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class FakeComponent:
+    def __init__(self, name: str, log: list[str], fail_starts: int = 0) -> None:
+        self.name = name
+        self.log = log
+        self.exit: int | None = None
+        self.started = False
+        self.fail_starts = fail_starts
+
+    def start(self) -> None:
+        if self.fail_starts:
+            self.fail_starts -= 1
+            raise OSError("no such binary")
+        self.log.append(f"start {self.name}")
+        self.started = True
+        self.exit = None
+
+    def poll(self) -> int | None:
+        return self.exit
+
+    def stop(self, grace: float) -> int | None:
+        self.log.append(f"stop {self.name}")
+        self.started = False
+        return self.exit
+
+    @property
+    def pid(self) -> int | None:
+        return 4242 if self.started else None
+
+
+def test_restarts_with_doubling_backoff_and_resets_after_a_stable_run() -> None:
+    clock, log = Clock(), []
+    agent = FakeComponent("agent", log)
+    sup = Supervisor([agent], initial=0.5, maximum=2.0, stable=30.0, clock=clock)
+    sup.step()
+    assert log == ["start agent"]
+    for delay in (0.5, 1.0, 2.0, 2.0):  # crash right after each start: 0.5 s doubling, capped at 2 s
+        agent.exit = 3
+        sup.step()
+        assert sup.status()["agent"]["running"] is False
+        assert sup.status()["agent"]["lastExitCode"] == 3
+        clock.now += delay - 0.125
+        sup.step()
+        assert sup.status()["agent"]["running"] is False, delay
+        clock.now += 0.125
+        sup.step()
+        assert sup.status()["agent"]["running"] is True, delay
+    assert sup.status()["agent"]["restarts"] == 4
+    clock.now += 31.0  # a long, healthy run
+    agent.exit = 1
+    sup.step()
+    clock.now += 0.5
+    sup.step()
+    assert sup.status()["agent"]["running"] is True and sup.status()["agent"]["restarts"] == 5
+
+
+def test_a_component_that_cannot_start_is_retried_and_others_run() -> None:
+    clock, log = Clock(), []
+    bad = FakeComponent("bgp", log, fail_starts=2)
+    good = FakeComponent("agent", log)
+    sup = Supervisor([good, bad], initial=1.0, clock=clock)
+    sup.step()
+    assert log == ["start agent"] and sup.status()["bgp"]["running"] is False
+    clock.now += 1.0
+    sup.step()
+    assert sup.status()["bgp"]["running"] is False
+    clock.now += 2.0
+    sup.step()
+    assert sup.status()["bgp"]["running"] is True
+    assert sup.status()["bgp"]["restarts"] == 0  # never ran before: not a restart
+    sup.stop_all()
+    assert log[-2:] == ["stop bgp", "stop agent"]  # reverse start order
+
+
+def test_in_process_component_runs_a_fresh_object_each_time_and_counts_crashes() -> None:
+    made: list[object] = []
+
+    class Job:
+        def __init__(self, crash: bool) -> None:
+            self.crash = crash
+            self.stopped = threading.Event()
+
+        def run(self) -> int:
+            if self.crash:
+                raise RuntimeError("boom")
+            self.stopped.wait(5)
+            return 0
+
+        def stop(self) -> None:
+            self.stopped.set()
+
+    def make() -> Job:
+        job = Job(crash=not made)
+        made.append(job)
+        return job
+
+    comp = InProcess("bgp", make)
+    comp.start()
+    deadline = time.monotonic() + 5
+    while comp.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert comp.poll() == 70  # the exception became EX_SOFTWARE
+    comp.start()
+    assert comp.poll() is None and comp.pid == os.getpid()
+    assert comp.stop(1.0) == 0
+    assert len(made) == 2
+
+
+def test_resolve_address_forms() -> None:
+    assert resolve_address("10.0.0.5/24", "first-found", 4) == ipaddress.ip_interface("10.0.0.5/24")
+    assert resolve_address("none", "first-found", 6) == "remove"
+    assert resolve_address("keep", "first-found", 4) == "keep"
+    from tortie.common.errors import UserError
+
+    for bad, version in (("10.0.0.5", 4), ("fd00::1/64", 4), ("x", 6)):
+        with pytest.raises(UserError):
+            resolve_address(bad, "first-found", version)
+
+
+def _stub_agent(tmp_path: Path) -> str:
+    """An 'interpreter' that ignores `-m tortie.cli.main agent run ...` and just stays up."""
+    script = tmp_path / "fake-python"
+    script.write_text("#!/bin/sh\ntrap 'exit 0' TERM\nwhile :; do sleep 0.05; done\n")
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    return str(script)
+
+
+def _wait(predicate: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def test_service_registers_supervises_the_agent_and_reports(tmp_path: Path) -> None:
+    ds = MemoryDatastore()
+    cfg = NodeConfig(
+        hostname="n1",
+        run_dir=str(tmp_path / "run"),
+        ip="10.9.0.7/24",
+        as_number=65010,
+        run_bgp=False,
+        agent_health_port=0,
+        python=_stub_agent(tmp_path),
+        restart_initial=0.05,
+        nodename_file=str(tmp_path / "lib" / "nodename"),
+    )
+    service = NodeService(cfg, ds)
+    stop = threading.Event()
+    result: list[int] = []
+    thread = threading.Thread(target=lambda: result.append(service.run(stop)))
+    thread.start()
+    try:
+        _wait(
+            lambda: (
+                (read_node_status(cfg.run_dir) or {}).get("components", {}).get("agent", {}).get("running")
+                is True
+            ),
+            "agent running",
+        )
+        status = read_node_status(cfg.run_dir)
+        assert status is not None
+        assert status["node"] == {"ipv4Address": "10.9.0.7/24", "ipv6Address": None, "asNumber": 65010}
+        assert status["ready"] is True  # readiness unknown (health port 0) does not block
+        bgp = ResourceStore(ds).get("Node", "n1").to_wire()["spec"]["bgp"]
+        assert bgp == {"ipv4Address": "10.9.0.7/24", "asNumber": 65010}
+        assert (tmp_path / "lib" / "nodename").read_text() == "n1"  # for the CNI plugin's nodename_file
+        first = status["components"]["agent"]["pid"]
+        os.kill(first, signal.SIGKILL)  # the agent crashes
+        _wait(
+            lambda: (read_node_status(cfg.run_dir) or {})["components"]["agent"]["restarts"] == 1,
+            "agent restarted",
+        )
+        second = (read_node_status(cfg.run_dir) or {})["components"]["agent"]["pid"]
+        assert second != first and second is not None
+    finally:
+        stop.set()
+        thread.join(15)
+    assert result == [0]
+    final = read_node_status(cfg.run_dir)
+    assert final is not None and final["stopping"] is True and final["ready"] is False
+    assert final["components"]["agent"]["running"] is False
+    with pytest.raises(ProcessLookupError):
+        os.kill(second, 0)
+
+
+def test_service_exits_1_when_no_address_can_be_found(tmp_path: Path) -> None:
+    cfg = NodeConfig(
+        hostname="n1",
+        run_dir=str(tmp_path / "run"),
+        ip="autodetect",
+        ip_method="cidr=198.18.255.0/24",
+        run_bgp=False,
+        run_agent=False,
+    )
+    assert NodeService(cfg, MemoryDatastore()).run(threading.Event()) == 1
