@@ -5,8 +5,10 @@ each with a `WatchCursor`). Output: events pushed to each watch's `QueueWatch`.
 
 It wakes when the store's write-ahead log is written (inotify on the file's directory: a commit by
 any process or connection writes `<db>-wal`), when a write through the owning object or a new watch
-wakes it, and at the latest every `interval` (10 ms: the fallback where inotify is unavailable or
-silent, e.g. some network and overlay filesystems). It then reads `PRAGMA data_version`, which
+wakes it, and at the latest every `interval` (10 ms) where inotify is unavailable, or every 50 ms
+where it works (a safety net for filesystems where it is silent, e.g. some network and overlay
+filesystems; idle hosts then wake 20 times a second instead of 100). It then reads
+`PRAGMA data_version`, which
 changes only when another connection committed; only then (or when a watch was just added) it reads
 the new `events` rows in one read transaction, 1000 at a time, and pushes each to the watches whose
 prefix matches and whose cursor is behind it. A log write can be seen a moment before its commit is
@@ -47,6 +49,7 @@ log = logging.getLogger(__name__)
 _POLL_REAP_INTERVAL_S = 0.1
 _DELIVER_BATCH = 1000
 _RECHECKS_S = (0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064)  # after a log write not visible yet
+_INOTIFY_FALLBACK_S = 0.05  # longest wait between looks when inotify reports log writes
 
 IN_MODIFY = 0x2
 IN_MOVED_TO = 0x80
@@ -212,12 +215,13 @@ class Poller(threading.Thread):
                     os.close(fd)
 
     def run(self) -> None:
+        idle = self._interval if self._wal is None else max(self._interval, _INOTIFY_FALLBACK_S)
         last_version: int | None = None
         last_reap = 0.0
         failing_since: float | None = None
         rechecks: tuple[float, ...] = ()
         while True:
-            log_written = self._wait(min(rechecks[0], self._interval) if rechecks else self._interval)
+            log_written = self._wait(min(rechecks[0], idle) if rechecks else idle)
             rechecks = rechecks[1:]
             with self._lock:
                 if self._stopping:
