@@ -138,3 +138,62 @@ def test_workload_to_host(action: str, verdict: str) -> None:
         endpoint_to_host_action=action,
     )
     assert to_host(denied, 6, 80, iif="tortw", src="10.0.0.1") == "drop"
+
+
+def test_workload_to_host_allowances_come_before_egress_policy_and_anti_spoofing() -> None:
+    deny_all = gnp("no", selector="all()", egress=[{"action": "Deny"}])
+    rs = table([WL, ALLOW_ALL, deny_all])
+    # DHCP DISCOVER: from 0.0.0.0:68 to the broadcast address, port 67 (the source is not the endpoint's)
+    discover = NftPacket("0.0.0.0", "255.255.255.255", 17, 68, 67, iifname="tortw")
+    assert run_hook(rs, "input", discover).verdict == "accept"
+    solicit = NftPacket("fe80::1", "ff02::1:2", 17, 546, 547, iifname="tortw")
+    assert run_hook(rs, "input", solicit).verdict == "accept"
+    for protocol in (17, 6):
+        assert to_host(rs, protocol, 53, iif="tortw", src="10.0.0.1") == "accept"  # DNS
+    assert to_host(rs, 17, 123, iif="tortw", src="10.0.0.1") == "drop"  # anything else: egress policy
+    assert to_host(rs, 6, 80, iif="tortw", src="10.0.0.1") == "drop"
+    # forwarded traffic is not concerned: the egress policy still denies DNS to other hosts
+    fwd = NftPacket("10.0.0.1", "192.0.2.53", 17, 5000, 53, iifname="tortw", oifname="eth0")
+    assert forward(rs, fwd).verdict == "drop"
+
+
+def test_workload_to_host_allowances_are_configurable() -> None:
+    from tortie.dataplane.managers.policy import render_config
+
+    deny_all = gnp("no", selector="all()", egress=[{"action": "Deny"}])
+    off = render_config({"workload_to_host_allow": []}, RenderConfig())
+    rs = render_ruleset(policy_state([WL, ALLOW_ALL, deny_all], "h1", off))
+    discover = NftPacket("0.0.0.0", "255.255.255.255", 17, 68, 67, iifname="tortw")
+    assert run_hook(rs, "input", discover).verdict == "drop"
+    only_ntp = render_config({"workload_to_host_allow": ["udp:10.0.0.0/24:123"]}, RenderConfig())
+    rs = render_ruleset(policy_state([WL, ALLOW_ALL, deny_all], "h1", only_ntp))
+    assert to_host(rs, 17, 123, iif="tortw", src="10.0.0.1") == "accept"
+    assert to_host(rs, 17, 53, iif="tortw", src="10.0.0.1") == "drop"
+
+
+def test_host_endpoint_known_by_expected_ips_is_enforced_on_the_interface_carrying_one() -> None:
+    by_ip = hep("h1-by-ip", ips=["198.51.100.9", HOST_IP], labels={"role": "host"})
+    addresses = {
+        "eth0": frozenset({HOST_IP, "fe80::1"}),
+        "eth1": frozenset({"192.0.2.1"}),
+        "lo": frozenset({"127.0.0.1", HOST_IP}),
+        "tortw": frozenset({HOST_IP}),  # a workload interface is never a host endpoint
+    }
+    state = policy_state([by_ip, WL, ALLOW_ALL], "h1")
+    assert render_ruleset(state).map_elements["hep-in"] == {}  # no addresses known: nowhere
+    state.interface_addresses = addresses
+    rs = render_ruleset(state)
+    assert set(rs.map_elements["hep-in"]) == {"eth0"}
+    assert to_host(rs, 6, 80) == "drop"
+    assert to_host(rs, 6, 22) == "accept"  # failsafe
+    assert to_host(rs, 6, 80, iif="eth1") == "accept"  # not that endpoint's interface
+    assert to_host(rs, 6, 80, iif="lo", src="127.0.0.1") == "accept"
+    # an endpoint naming the interface wins it; the one by expectedIPs then has no interface
+    named = hep("h1-eth0", iface="eth0", labels={"role": "other"})
+    state = policy_state(
+        [by_ip, named, gnp("ping", selector="role == 'other'", ingress=[{"action": "Allow"}])], "h1"
+    )
+    state.interface_addresses = addresses
+    rs = render_ruleset(state)
+    assert set(rs.map_elements["hep-in"]) == {"eth0"}
+    assert to_host(rs, 6, 80) == "accept"  # the named endpoint's policy, not the default deny

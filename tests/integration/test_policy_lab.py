@@ -11,7 +11,7 @@ TCP/UDP/ICMP from wa and wb (and from the host h2 for host endpoints) until the 
 table equals the expected one exactly (agents apply asynchronously), and removes its resources.
 Scenarios: default deny, allow by selector, namespaces, ports and named ports, ICMP types,
 nets/notNets, network sets, tiers with Pass, order precedence, Log, profiles fallback,
-anti-spoofing, NAT outgoing, host endpoint with failsafe SSH.
+anti-spoofing, NAT outgoing, host endpoint with failsafe SSH, host endpoint found by expectedIPs.
 """
 
 from __future__ import annotations
@@ -403,3 +403,21 @@ def test_host_endpoint_with_failsafe_ssh(bed: Bed) -> None:
     bed.delete(ping_in, hep)
     bed.expect(before)
     bed.delete(web)
+
+
+def test_host_endpoint_found_by_expected_ips(bed: Bed) -> None:
+    """A HostEndpoint with expectedIPs and no interfaceName is enforced on the host interface that
+    carries one of those addresses (h2's eth0 here), as Calico does."""
+    h2 = bed.lab.host_ip("h2")
+    before = {("wa", "tcp", h2, 22): True, ("wa", "tcp", h2, 80): True, ("wa", "icmp", h2, None): True}
+    bed.expect(before)
+    hep = {
+        "apiVersion": "projectcalico.org/v3",
+        "kind": "HostEndpoint",
+        "metadata": {"name": "h2-by-address", "labels": {"role": "host"}},
+        "spec": {"node": "h2", "expectedIPs": ["198.51.100.7", h2]},
+    }
+    bed.put(hep)
+    bed.expect({**before, ("wa", "tcp", h2, 80): False, ("wa", "icmp", h2, None): False})
+    bed.delete(hep)
+    bed.expect(before)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytest
@@ -29,7 +29,7 @@ WORLD = [
 class Feed:
     """A PolicyGraph for h1 whose messages go to a list."""
 
-    def __init__(self, objs: list[Mapping[str, Any]]) -> None:
+    def __init__(self, objs: Sequence[Mapping[str, Any]]) -> None:
         self.out: list[Message] = []
         self.graph = PolicyGraph("h1", self.out.append)
         for obj in objs:
@@ -101,6 +101,59 @@ def test_foreign_rules_and_chains_are_repaired_on_resync() -> None:
     assert "stray" not in fake.tables["tortie"].chains
 
 
+def test_resync_reads_back_only_when_the_nftables_generation_moved() -> None:
+    fake = FakeNftables()
+    feed = Feed(WORLD)
+    manager = manager_with(fake, feed.out)
+    relabelled = wep("c", "10.0.1.3/32", node="h2", labels={"app": "z"})
+    for msg in feed.put(relabelled):
+        manager.on_update(msg)
+    manager.apply()
+    lists, batches = fake.lists, len(fake.batches)
+    manager.resync()
+    assert manager.needs_apply
+    manager.apply()
+    assert (fake.lists, len(fake.batches)) == (lists, batches)  # nobody else changed anything
+    fake.foreign_change()  # a transaction elsewhere in the namespace: the table may have changed
+    manager.resync()
+    manager.apply()
+    assert fake.lists == lists + 1 and len(fake.batches) == batches
+    # a foreign transaction between two of our batches makes the next resync read back too
+    for msg in feed.put(wep("c", "10.0.1.3/32", node="h2", labels={"app": "a"})):
+        manager.on_update(msg)
+    fake.foreign_change()
+    manager.apply()
+    manager.resync()
+    manager.apply()
+    assert fake.lists == lists + 2
+
+
+def test_host_endpoint_by_expected_ips_follows_its_address() -> None:
+    from tortie.dataplane.drivers.host_addresses import StaticHostAddresses
+    from tortie.dataplane.drivers.links import Link, LinkEvent
+    from tortie.testing.policy_world import hep
+
+    fake = FakeNftables()
+    addresses = StaticHostAddresses({"eth0": {"172.31.0.11"}, "eth1": {"192.0.2.1"}})
+    manager = PolicyManager(fake, addresses=addresses)
+    manager.on_update(ConfigUpdate({"interface_prefix": ("tort",)}))
+    for msg in Feed([*WORLD, hep("by-ip", ips=["172.31.0.11"])]).out:
+        manager.on_update(msg)
+    manager.apply()
+    assert set(fake.tables["tortie"].sets["hep-in"].elements) == {"eth0"}
+    calls = addresses.calls
+    manager.on_update(ConfigUpdate({"interface_prefix": ("tort",)}))  # unrelated: no address lookup
+    addresses.addresses = {"eth0": frozenset(), "eth1": frozenset({"192.0.2.1", "172.31.0.11"})}
+    manager.on_link_event(LinkEvent("up", Link("eth1", 3, True, "UP")))
+    manager.apply()
+    assert addresses.calls == calls + 1
+    assert set(fake.tables["tortie"].sets["hep-in"].elements) == {"eth1"}
+    addresses.addresses = {}  # the address is gone (no link event): the next refresh notices
+    manager.resync()
+    manager.apply()
+    assert set(fake.tables["tortie"].sets["hep-in"].elements) == set()
+
+
 def test_a_rejected_batch_is_retried_from_a_fresh_read_back() -> None:
     fake = FakeNftables()
     manager = PolicyManager(fake)
@@ -143,3 +196,21 @@ def test_interface_prefix_change_rerenders_dispatch() -> None:
 )
 def test_failsafe_spellings(text: str, port: FailsafePort) -> None:
     assert parse_failsafe(text) == port
+
+
+def test_the_agent_defaults_render_as_the_renderer_defaults() -> None:
+    from tortie.agent.policy_params import (
+        FAILSAFE_INBOUND_DEFAULT,
+        FAILSAFE_OUTBOUND_DEFAULT,
+        WORKLOAD_TO_HOST_ALLOW_DEFAULT,
+    )
+    from tortie.dataplane.managers.policy import render_config
+    from tortie.dataplane.nft.render import RenderConfig
+
+    values = {
+        "failsafe_inbound_host_ports": FAILSAFE_INBOUND_DEFAULT,
+        "failsafe_outbound_host_ports": FAILSAFE_OUTBOUND_DEFAULT,
+        "workload_to_host_allow": WORKLOAD_TO_HOST_ALLOW_DEFAULT,
+    }
+    empty = RenderConfig(failsafe_inbound=(), failsafe_outbound=(), workload_to_host_allow=())
+    assert render_config(values, empty) == RenderConfig()

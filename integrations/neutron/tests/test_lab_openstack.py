@@ -263,9 +263,6 @@ def test_security_groups_decide_probes(cloud: Cloud) -> None:
     assert cloud.tcp(vm2, vm1.address, 8080)
 
 
-@pytest.mark.xfail(strict=True, reason="the agent's workload-to-host chain does not yet admit DHCP from "
-                   "workloads (Felix's OpenStack special case, reference §8.6): a VM cannot get a lease "
-                   "while policy is enforced")
 def test_dhcp_while_policy_is_enforced(cloud: Cloud) -> None:
     _vms(cloud)
     if "tortie" not in cloud.lab.exec("h1", ["nft", "list", "tables"]).stdout:

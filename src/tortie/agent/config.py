@@ -45,6 +45,7 @@ from tortie.agent.config_types import (
 from tortie.agent.policy_params import (
     FAILSAFE_INBOUND_DEFAULT,
     FAILSAFE_OUTBOUND_DEFAULT,
+    WORKLOAD_TO_HOST_ALLOW_DEFAULT,
     failsafe_ports_type,
 )
 
@@ -152,6 +153,10 @@ PARAMS: tuple[Param, ...] = (
     Param("default_endpoint_to_host_action", enum_type(("Drop", "Accept", "Return")), "Drop", "Verdict for "
           "workload-to-host traffic after the workload's egress policy allowed it (Return: let the host's "
           "own firewall decide)."),
+    Param("workload_to_host_allow", failsafe_ports_type(), WORKLOAD_TO_HOST_ALLOW_DEFAULT, "Ports of this "
+          "host that workloads always reach, before their egress policy and anti-spoofing (Felix's "
+          "OpenStack special cases: DHCP, DHCPv6, DNS); empty: workload-to-host traffic is policed like "
+          "any other."),
     Param("log_prefix", string_type(), "tortie-packet", "Prefix of kernel log lines written by Log rules."),
 )
 # fmt: on

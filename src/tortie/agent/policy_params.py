@@ -4,7 +4,8 @@
 `"tcp:22, udp:68, tcp:10.0.0.0/8:2379"` (file, environment; a bare number means TCP) or a
 FelixConfiguration list of `{protocol, port, net}` objects. The typed value is a tuple of
 canonical strings `"tcp:22"` / `"tcp:10.0.0.0/8:2379"` (immutable, comparable), which the policy
-manager turns into failsafe rules; an empty list is allowed (no failsafes).
+manager turns into failsafe rules; an empty list is allowed (no failsafes). The same type carries
+`workload_to_host_allow` (ports on this host that workloads always reach, cidr = source network).
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ FAILSAFE_OUTBOUND_DEFAULT = (
     "tcp:6666",
     "tcp:6667",
 )
+# Accepted from workloads to this host before their egress policy (Felix's OpenStack special cases):
+# DHCP (a client's DISCOVER comes from 0.0.0.0 to the broadcast address), DHCPv6, DNS.
+WORKLOAD_TO_HOST_ALLOW_DEFAULT = ("udp:67", "udp:547", "udp:53", "tcp:53")
 _PROTOCOLS = ("tcp", "udp", "sctp")
 
 

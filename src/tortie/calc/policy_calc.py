@@ -249,6 +249,13 @@ class PolicyCalc:
         self._local_weps[ep_id] = resource
         self._set_local(ep_id, item)
 
+    def on_remote_workload_endpoint(self, key: str, item: SelectableItem | None) -> None:
+        """A WorkloadEndpoint of another host, already reduced to its item (`policy_remote`)."""
+        self.ipsets.update_item(key, item)
+        old_id = self._ep_keys.get(key)
+        if old_id is not None:  # it was local until now
+            self._remove_local(key, old_id)
+
     def on_host_endpoint(self, key: str, resource: Any) -> None:
         item = host_item(resource) if resource is not None else None
         self.ipsets.update_item(key, item)

@@ -3,9 +3,10 @@
     KVUpdate/InSync -> ValidationFilter -> Dispatcher --policy kinds--> PolicyCalc --flush--> EventSequencer
 
 `attach_policy_calc(hostname, dispatcher, validation_filter, sequencer)` registers the PolicyCalc's
-listeners on an existing graph (the agent's CalcGraph) and lifts the WorkloadEndpoint relevance
-filter (selectors need every host's endpoints). The graph must call `PolicyCalc.flush()` before its
-sequencer's flush and give the sequencer `POLICY_CHANNELS`.
+listeners on an existing graph (the agent's CalcGraph) and replaces the WorkloadEndpoint relevance
+filter: selectors need every host's endpoints, but other hosts' endpoints are read by
+`policy_remote` (the fields policy uses) rather than parsed in full. The graph must call
+`PolicyCalc.flush()` before its sequencer's flush and give the sequencer `POLICY_CHANNELS`.
 
 `PolicyGraph(hostname, sink)` is the same calculation with nothing else around it: what
 `tortie policy trace`, the property tests and the benchmark run. Pure: events in, messages out.
@@ -20,6 +21,7 @@ from tortie.calc.dispatcher import Dispatcher
 from tortie.calc.event_sequencer import EventSequencer
 from tortie.calc.events import CalcEvent, InSync, KVUpdate
 from tortie.calc.policy_calc import POLICY_CHANNELS, PolicyCalc
+from tortie.calc.policy_remote import RemoteEndpointShortcut
 from tortie.calc.validation_filter import ValidationFilter
 from tortie.dataplane.messages import Message
 
@@ -40,7 +42,10 @@ def attach_policy_calc(
     hostname: str, dispatcher: Dispatcher, validation_filter: ValidationFilter, sequencer: EventSequencer
 ) -> PolicyCalc:
     calc = PolicyCalc(hostname, sequencer)
-    dispatcher.register("WorkloadEndpoint", calc.on_workload_endpoint)
+    remote = RemoteEndpointShortcut(hostname)
+    dispatcher.register(
+        "WorkloadEndpoint", remote.listener(calc.on_workload_endpoint, calc.on_remote_workload_endpoint)
+    )
     dispatcher.register("HostEndpoint", calc.on_host_endpoint)
     dispatcher.register("NetworkSet", calc.on_network_set)
     dispatcher.register("GlobalNetworkSet", calc.on_network_set)
@@ -49,7 +54,7 @@ def attach_policy_calc(
     dispatcher.register("Tier", calc.on_tier)
     dispatcher.register("Profile", calc.on_profile)
     dispatcher.register("IPPool", calc.on_ip_pool)
-    validation_filter.set_relevance("WorkloadEndpoint", None)
+    validation_filter.set_relevance("WorkloadEndpoint", remote.relevance)
     return calc
 
 

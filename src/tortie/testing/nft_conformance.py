@@ -3,9 +3,11 @@
 Usage: subclass `NftDriverConformance` in a test module and provide a fixture `nft` returning the
 driver under test (real: an `NftablesDriver` in a throwaway namespace). What it pins down is what
 the policy manager relies on: a missing table lists as None; a rendered ruleset loads in one batch
-and lists back to the same digests, elements and map entries (`parse_table`); element deltas;
-atomicity (a failing batch changes nothing); interval overlap rejection; referenced chains and
-sets cannot be deleted; flushing then deleting works in one batch.
+and lists back to the same digests, elements and map entries (`parse_table`); element deltas, for
+every set layout the renderer uses (interval sets of both families with adjacent and open-ended
+ranges, address . protocol . port sets, verdict maps); atomicity (a failing batch changes
+nothing); interval overlap rejection; referenced chains and sets cannot be deleted; flushing then
+deleting works in one batch; `generation()` counts committed batches only.
 """
 
 from __future__ import annotations
@@ -143,6 +145,51 @@ class NftDriverConformance:
         kernel = parse_table(nft.list_table(TABLE) or [])
         assert endpoint_chain not in kernel.chains and "tort-b" not in kernel.maps["to-wl"]
         assert kernel.maps["from-wl"]["tort-b"] == Verdict("goto", "fw-tort-b")
+
+
+    def test_generation_counts_committed_batches(self, nft: NftDriver) -> None:
+        load(nft, sample_ruleset())
+        first = nft.generation()
+        assert first is not None
+        nft.list_table(TABLE)
+        assert nft.generation() == first  # reading changes nothing
+        ref = {"family": "inet", "table": TABLE, "name": "all-pools-4"}
+        nft.run([{"add": {"element": {**ref, "elem": [{"prefix": {"addr": "10.1.0.0", "len": 24}}]}}}])
+        assert nft.generation() == first + 1
+        with pytest.raises(NftError):
+            nft.run([{"delete": {"element": {**ref, "elem": ["10.9.9.9"]}}}])
+        assert nft.generation() == first + 1  # a rejected batch commits nothing
+        nft.run([{"add": {"chain": {"family": "inet", "table": TABLE, "name": "extra"}}}])
+        assert nft.generation() == first + 2
+
+    def test_every_element_shape_round_trips(self, nft: NftDriver) -> None:
+        """Element-only batches (the raw nfnetlink path of the real driver) for each set layout the
+        renderer uses: interval sets of both families (host addresses, prefixes, adjacent ranges,
+        ranges reaching the top of the address space), address . protocol . port sets, verdict maps."""
+        rs = sample_ruleset()
+        load(nft, rs)
+        kernel = parse_table(nft.list_table(TABLE) or [])
+        s4 = next(n for n in rs.sets if n.startswith("s4-"))
+        s6 = next(n for n in rs.sets if n.startswith("s6-"))
+        n4 = next(n for n in rs.sets if n.startswith("n4-"))
+        rs.elements[s4] = frozenset(
+            {"10.7.0.0/32", "10.7.0.1/32", "10.7.0.2/31", "10.8.0.0/16", "255.255.255.0/24", "0.0.0.0/8"}
+        )
+        rs.elements[s6] = frozenset({"fd00::7/128", "fd00::8/127", "fd01::/64", "ffff::/16"})
+        rs.elements[n4] = frozenset({"10.7.0.1|6|80", "10.7.0.1|17|53", "10.7.0.9|132|9"})
+        rs.map_elements["to-wl"] = {**rs.map_elements["to-wl"], "tort-z": Verdict("goto", "tw-tort-b")}
+        del rs.map_elements["from-wl"]["tort-a"]
+        nft.run(build_batch(TABLE, rs, kernel, (), [s4, s6, n4], ["to-wl", "from-wl"]))
+        after = parse_table(nft.list_table(TABLE) or [])
+        assert {n: after.elements[n] for n in (s4, s6, n4)} == {n: rs.elements[n] for n in (s4, s6, n4)}
+        assert after.maps["to-wl"] == rs.map_elements["to-wl"]
+        assert after.maps["from-wl"] == rs.map_elements["from-wl"]
+        # and back: removing some (an address next to one that stays, an open-ended range)
+        rs.elements[s4] = frozenset({"10.7.0.1/32", "10.8.0.0/16"})
+        rs.elements[s6] = frozenset({"fd00::8/127"})
+        nft.run(build_batch(TABLE, rs, after, (), [s4, s6], ()))
+        final = parse_table(nft.list_table(TABLE) or [])
+        assert (final.elements[s4], final.elements[s6]) == (rs.elements[s4], rs.elements[s6])
 
 
 def _without_counters(objects: list[dict[str, Any]] | None) -> Any:

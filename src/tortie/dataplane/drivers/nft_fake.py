@@ -11,10 +11,12 @@ Modelled (and pinned against the real kernel by `tortie.testing.nft_conformance`
   identical element is a no-op; deleting an element that is not there fails;
 * verdict-map elements: adding a key that holds another verdict fails, deleting a missing one fails;
 * `list_table` answers in the kernel's JSON shapes (single addresses as strings, prefixes, ranges,
-  protocol names in concatenations, rule comments and handles).
+  protocol names in concatenations, rule comments and handles);
+* `generation()` counts committed transactions (ours and foreign changes alike).
 
-Test controls: `batches` (every accepted batch), `fail_next(times=1)` (reject batches),
-`add_foreign_rule(table, chain, comment)` (someone else's rule in our table).
+Test controls: `batches` (every accepted batch), `lists` (how many times a table was listed),
+`fail_next(times=1)` (reject batches), `add_foreign_rule(table, chain, comment)` (someone else's
+rule in our table), `foreign_change()` (a transaction elsewhere in the namespace).
 """
 
 from __future__ import annotations
@@ -111,7 +113,9 @@ class FakeNftables:
     def __init__(self) -> None:
         self.tables: dict[str, _Table] = {}
         self.batches: list[list[dict[str, Any]]] = []
+        self.lists = 0
         self._fail = 0
+        self._generation = 1
 
     # -- test controls --------------------------------------------------------------------------------
     def fail_next(self, times: int = 1) -> None:
@@ -121,6 +125,10 @@ class FakeNftables:
         t = self.tables[table]
         t.handle += 1
         t.chains[chain].rules.append(_Rule(t.handle, [{"accept": None}], comment))
+        self._generation += 1
+
+    def foreign_change(self) -> None:
+        self._generation += 1
 
     def rule_comments(self, table: str, chain: str) -> list[str | None]:
         return [r.comment for r in self.tables[table].chains[chain].rules]
@@ -129,7 +137,11 @@ class FakeNftables:
         return frozenset(self.tables[table].sets[name].elements)
 
     # -- NftDriver ------------------------------------------------------------------------------------
+    def generation(self) -> int | None:
+        return self._generation
+
     def list_table(self, name: str) -> list[dict[str, Any]] | None:
+        self.lists += 1
         table = self.tables.get(name)
         if table is None:
             return None
@@ -179,6 +191,7 @@ class FakeNftables:
             self.tables = saved
             raise NftError(f"fake nft: malformed command: {exc!r}") from exc
         self.batches.append(commands)
+        self._generation += 1
 
     def close(self) -> None:
         pass

@@ -1,8 +1,8 @@
 """Policy manager: policy messages -> tortie's nftables table, in atomic batches of deltas.
 
 Inputs: the messages of `tortie.dataplane.policy_messages` (recorded in a `PolicyState`), the
-`ConfigUpdate` (interface prefixes, failsafe ports, endpoint-to-host action, log prefix),
-`resync()`. Output, through an `NftDriver`: one transaction per apply.
+`ConfigUpdate` (interface prefixes, failsafe ports, workload-to-host allowances, endpoint-to-host
+action, log prefix), `resync()`. Output, through an `NftDriver`: one transaction per apply.
 
 How it stays incremental: every message marks its *owner* dirty (an IP set, a policy, a profile,
 an endpoint, or "hosts" = host endpoints + pools + the static chains). `apply()` re-renders only
@@ -19,12 +19,22 @@ Fail closed and no windows:
 * a chain or set that something still refers to is never deleted: it stays (as an empty
   placeholder) until the last reference goes (the calc's flush order makes this rare).
 
+Drift repair: `resync()` (the loop's periodic refresh) reads the table back and repairs it, unless the
+namespace's nftables generation is still the one our last batch (or read-back) left: each of our
+batches notes the generation before and after, and only "exactly one transaction, ours" keeps
+the table known. A busy host (other nftables users) thus still gets its periodic read-back; a quiet
+one does not pay ~1.5 s of listing and parsing 20,000 rules every refresh.
+
 Adoption: the first apply reads the table back; chains whose rule digests match are left alone,
 set and map elements are diffed, objects of ours that are no longer wanted are deleted. A restart
 with unchanged datastore content sends an empty batch: established flows never notice.
 A rejected batch raises (the loop retries with backoff) and schedules a full read-back first.
 
-Construction: `PolicyManager(driver, config=None, table="tortie")`.
+Host endpoints known by expectedIPs only are placed on the host interface carrying one of those
+addresses (`addresses`, a `HostAddressDriver`, asked when such an endpoint changes, on link events
+and on each refresh).
+
+Construction: `PolicyManager(driver, config=None, table="tortie", addresses=None)`.
 """
 
 from __future__ import annotations
@@ -35,6 +45,7 @@ from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field, replace
 
 from tortie.common.errors import DataplaneError
+from tortie.dataplane.drivers.host_addresses import HostAddressDriver
 from tortie.dataplane.drivers.links import LinkEvent
 from tortie.dataplane.drivers.nftables import NftDriver
 from tortie.dataplane.messages import ConfigUpdate, Message
@@ -53,6 +64,8 @@ from tortie.dataplane.nft.render import (
     endpoint_chains,
     host_endpoint_chains,
     ipset_defs,
+    member_families,
+    needs_interface_addresses,
     owns_interface,
     policy_chains,
     pool_defs,
@@ -112,18 +125,20 @@ def render_config(values: Mapping[str, object], base: RenderConfig) -> RenderCon
     prefixes = values.get("interface_prefix")
     if isinstance(prefixes, list | tuple) and prefixes:
         cfg = replace(cfg, interface_prefixes=tuple(str(p) for p in prefixes))
-    for key in ("failsafe_inbound_host_ports", "failsafe_outbound_host_ports"):
+    for key in ("failsafe_inbound_host_ports", "failsafe_outbound_host_ports", "workload_to_host_allow"):
         raw = values.get(key)
         if isinstance(raw, list | tuple):
             try:
                 ports = tuple(parse_failsafe(str(p)) for p in raw)
             except ValueError as exc:
-                log.warning("invalid failsafe ports ignored param=%s reason=%s", key, exc)
+                log.warning("invalid port list ignored param=%s reason=%s", key, exc)
                 continue
             if key == "failsafe_inbound_host_ports":
                 cfg = replace(cfg, failsafe_inbound=ports)
-            else:
+            elif key == "failsafe_outbound_host_ports":
                 cfg = replace(cfg, failsafe_outbound=ports)
+            else:
+                cfg = replace(cfg, workload_to_host_allow=ports)
     action = values.get("default_endpoint_to_host_action")
     if action == "Drop" or action == "Accept" or action == "Return":
         cfg = replace(cfg, endpoint_to_host_action=action)
@@ -138,8 +153,16 @@ class PolicyManager:
 
     name = "policy"
 
-    def __init__(self, driver: NftDriver, config: RenderConfig | None = None, *, table: str = TABLE) -> None:
+    def __init__(
+        self,
+        driver: NftDriver,
+        config: RenderConfig | None = None,
+        *,
+        table: str = TABLE,
+        addresses: HostAddressDriver | None = None,
+    ) -> None:
         self._driver = driver
+        self._addresses = addresses
         self._table = table
         self._base_config = config or RenderConfig()
         self.state = PolicyState(self._base_config)
@@ -162,6 +185,10 @@ class PolicyManager:
         self._dirty_sets: set[str] = set()
         self._dirty_maps: set[str] = set(DISPATCH_MAPS)
         self._full_resync = True
+        self._generation: int | None = None  # the nftables generation our KernelTable is known to match
+        self._verify = False
+        self._set_families: dict[str, frozenset[int]] = {}  # per IP set id: its members' families
+        self._families: frozenset[int] = frozenset()  # families in which sets are rendered
         self.batches = 0
         self.last_batch_size = 0
 
@@ -187,15 +214,32 @@ class PolicyManager:
             self._dirty_owners.add(HOSTS)
 
     def on_link_event(self, event: LinkEvent) -> None:
-        """Interfaces need nothing here: dispatch is by name, so a new interface is covered the moment
-        it appears (by its endpoint's entry, or by the unknown-workload drop)."""
+        """Dispatch is by name, so a new interface is covered the moment it appears (by its
+        endpoint's entry, or by the unknown-workload drop). Only host endpoints known by
+        expectedIPs alone are re-placed: an interface came, went or changed state."""
+        if needs_interface_addresses(self.state.host_endpoints):
+            self._dirty_owners.add(HOSTS)
 
     def resync(self) -> None:
-        self._full_resync = True
+        """Periodic drift check: read the table back, unless the kernel's nftables generation shows
+        no transaction since our own last one (then the table is as we left it); and re-place host
+        endpoints known by expectedIPs (addresses may have moved without a link event)."""
+        self._verify = True
+        if needs_interface_addresses(self.state.host_endpoints):
+            self._dirty_owners.add(HOSTS)
+
+    def _refresh_addresses(self) -> None:
+        if self._addresses is None:
+            return
+        try:
+            self.state.interface_addresses = self._addresses.interface_addresses()
+        except DataplaneError as exc:
+            log.warning("host interface addresses unavailable; host endpoints by expectedIPs keep their "
+                        "interfaces reason=%s", exc)
 
     @property
     def needs_apply(self) -> bool:
-        return self._full_resync or bool(
+        return self._full_resync or self._verify or bool(
             self._dirty_owners or self._dirty_chains or self._dirty_sets or self._dirty_maps
         )
 
@@ -215,15 +259,15 @@ class PolicyManager:
         if kind == "ipset":
             update = self.state.ipsets.get(str(key))
             if update is not None:
-                out.sets = ipset_defs(update)
+                out.sets = ipset_defs(update, self._families)
         elif kind == "policy":
             policy = self.state.policies.get(key)  # type: ignore[call-overload]
             if policy is not None:
-                out.chains = {c.name: c for c in policy_chains(policy, cfg)}
+                out.chains = {c.name: c for c in policy_chains(policy, cfg, self._families)}
         elif kind == "profile":
             profile = self.state.profiles.get(str(key))
             if profile is not None:
-                out.chains = {c.name: c for c in profile_chains(profile, cfg)}
+                out.chains = {c.name: c for c in profile_chains(profile, cfg, self._families)}
         elif kind == "endpoint":
             ep = self.state.endpoints.get(key)  # type: ignore[call-overload]
             if ep is not None:
@@ -242,10 +286,14 @@ class PolicyManager:
                         ep.interface_name,
                     )
         else:
-            heps = choose_host_endpoints(self.state.host_endpoints)
+            if needs_interface_addresses(self.state.host_endpoints):
+                self._refresh_addresses()
+            heps = choose_host_endpoints(
+                self.state.host_endpoints, self.state.interface_addresses, cfg.interface_prefixes
+            )
             wildcard_maps: set[str] = set()
             for iface, hep in heps.items():
-                for map_name, chain in host_endpoint_chains(hep, cfg).items():
+                for map_name, chain in host_endpoint_chains(hep, cfg, iface).items():
                     out.chains[chain.name] = chain
                     if iface == ALL_INTERFACES:
                         wildcard_maps.add(map_name)
@@ -388,6 +436,7 @@ class PolicyManager:
 
     # -- applying -------------------------------------------------------------------------------------
     def _read_back(self) -> None:
+        self._generation = self._driver.generation()  # before the listing: a later change re-reads
         objects = self._driver.list_table(self._table)
         self._actual = parse_table(objects) if objects is not None else None
         actual = self._actual or KernelTable()
@@ -403,21 +452,57 @@ class PolicyManager:
             len(actual.sets),
         )
 
+    def _update_families(self) -> None:
+        """Track the families of the dirty IP sets; when the set of families with members changes
+        (`render.set_families`: the first IPv6 member cluster-wide, the last one gone), every IP set,
+        policy and profile is re-rendered for it, in this same batch."""
+        for kind, key in self._dirty_owners:
+            if kind != "ipset":
+                continue
+            update = self.state.ipsets.get(str(key))
+            families = member_families(update) if update is not None else frozenset()
+            if families:
+                self._set_families[str(key)] = families
+            else:
+                self._set_families.pop(str(key), None)
+        found: set[int] = set()
+        for families in self._set_families.values():
+            found |= families
+            if len(found) == 2:
+                break
+        if frozenset(found) != self._families:
+            log.info("nft: IP sets exist for families %s (were %s)", sorted(found), sorted(self._families))
+            self._families = frozenset(found)
+            self._dirty_owners |= {o for o in self._all_owners() if o[0] in ("ipset", "policy", "profile")}
+
     def apply(self) -> None:
+        self._update_families()
         for owner in sorted(self._dirty_owners, key=repr):
             self._install(owner, self._render(owner))
         self._dirty_owners.clear()
         self._resolve_references()
+        if self._verify and not self._full_resync:
+            current = self._driver.generation()
+            if current is None or current != self._generation:
+                self._full_resync = True
+            else:
+                log.debug("nft table unchanged since our last batch; no read-back generation=%d", current)
+        self._verify = False
         if self._full_resync:
             self._read_back()
         chains, sets, maps = set(self._dirty_chains), set(self._dirty_sets), set(self._dirty_maps)
         commands = batch.build_batch(self._table, self.desired, self._actual, chains, sets, maps)
         if commands:
+            before = self._driver.generation()
             try:
                 self._driver.run(commands)
             except DataplaneError:
                 self._full_resync = True  # start the retry from what the kernel really holds
                 raise
+            after = self._driver.generation()
+            # our view matches the kernel only if ours was the one transaction since the last check
+            known = before is not None and before == self._generation and after == before + 1
+            self._generation = after if known else None
             self.batches += 1
             self.last_batch_size = len(commands)
             log.debug(

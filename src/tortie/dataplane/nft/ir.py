@@ -275,6 +275,9 @@ def element_json(elem: str) -> Any:
     if "|" in elem:
         ip, proto, port = elem.split("|")
         return {"concat": [ip, int(proto), int(port)]}
+    addr, _, length = elem.partition("/")
+    if length == ("128" if ":" in addr else "32"):  # canonical host address (the common case)
+        return addr
     if "/" in elem:
         net = ipaddress.ip_network(elem)
         if net.prefixlen == net.max_prefixlen:

@@ -128,11 +128,22 @@ DEFAULT_FAILSAFE_OUTBOUND = (
 )
 
 
+# Ports of the host workloads always reach, before their egress policy (Felix's OpenStack special
+# cases): DHCP (from 0.0.0.0 to the broadcast address: anti-spoofing would drop it), DHCPv6, DNS.
+DEFAULT_WORKLOAD_TO_HOST_ALLOW = (
+    FailsafePort(17, 67),
+    FailsafePort(17, 547),
+    FailsafePort(17, 53),
+    FailsafePort(6, 53),
+)
+
+
 @dataclass(frozen=True)
 class RenderConfig:
     interface_prefixes: tuple[str, ...] = ("tort",)
     failsafe_inbound: tuple[FailsafePort, ...] = DEFAULT_FAILSAFE_INBOUND
     failsafe_outbound: tuple[FailsafePort, ...] = DEFAULT_FAILSAFE_OUTBOUND
+    workload_to_host_allow: tuple[FailsafePort, ...] = DEFAULT_WORKLOAD_TO_HOST_ALLOW
     endpoint_to_host_action: Literal["Drop", "Accept", "Return"] = "Drop"
     log_prefix: str = "tortie-packet"
     accept_mark: int = 0x10000
@@ -150,6 +161,8 @@ class PolicyState:
     endpoints: dict[WorkloadEndpointId, EndpointPolicyUpdate] = field(default_factory=dict)
     host_endpoints: dict[HostEndpointId, HostEndpointPolicyUpdate] = field(default_factory=dict)
     pools: dict[str, PoolUpdate] = field(default_factory=dict)
+    # host interface -> its addresses (canonical), to place host endpoints known by expectedIPs only
+    interface_addresses: dict[str, frozenset[str]] = field(default_factory=dict)
 
     def record(self, msg: object) -> bool:
         """Take one message into the state; False for messages that are not about policy."""
@@ -239,14 +252,44 @@ def interval_elements(members: Iterable[str], family: int) -> frozenset[str]:
 
 
 def port_elements(members: Iterable[NamedPortMember], family: int) -> frozenset[str]:
-    return frozenset(
-        f"{m.ip}|{m.protocol}|{m.port}" for m in members if ipaddress.ip_address(m.ip).version == family
-    )
+    v6 = family == 6
+    return frozenset(f"{m.ip}|{m.protocol}|{m.port}" for m in members if (":" in m.ip) == v6)
 
 
-def ipset_defs(update: IPSetUpdate) -> dict[str, tuple[SetDef, frozenset[str]]]:
+ALL_FAMILIES = frozenset({4, 6})
+
+
+def member_families(update: IPSetUpdate) -> frozenset[int]:
+    """The address families of an IP set's members."""
+    found: set[int] = set()
+    for m in update.members:
+        found.add(6 if ":" in (m if isinstance(m, str) else m.ip) else 4)
+        if len(found) == 2:
+            break
+    return frozenset(found)
+
+
+def set_families(updates: Iterable[IPSetUpdate]) -> frozenset[int]:
+    """Families in which IP sets exist: those with a member in at least one set. In a family where
+    every set is empty, sets are not created and rules do not refer to them: a match on an empty set
+    can never hold, a negated one always does, so the rules render as if the reference were there
+    (rules that need a member are left out, negations dropped). A single-stack cluster thus loads
+    half the sets and set-matching rules (the kernel looks up a set reference by name, linearly)."""
+    found: set[int] = set()
+    for update in updates:
+        found |= member_families(update)
+        if len(found) == 2:
+            break
+    return frozenset(found)
+
+
+def ipset_defs(
+    update: IPSetUpdate, families: frozenset[int] = ALL_FAMILIES
+) -> dict[str, tuple[SetDef, frozenset[str]]]:
     out: dict[str, tuple[SetDef, frozenset[str]]] = {}
     for family, addr_type in ((4, "ipv4_addr"), (6, "ipv6_addr")):
+        if family not in families:
+            continue
         name = set_name(update.id, family)
         if update.kind == "net":
             members = [m for m in update.members if isinstance(m, str)]
@@ -258,12 +301,6 @@ def ipset_defs(update: IPSetUpdate) -> dict[str, tuple[SetDef, frozenset[str]]]:
                 port_elements(ports, family),
             )
     return out
-
-
-def empty_ipset_defs(set_id: str) -> dict[str, tuple[SetDef, frozenset[str]]]:
-    if set_id.startswith("n:"):
-        return ipset_defs(IPSetUpdate(set_id, "port", frozenset()))
-    return ipset_defs(IPSetUpdate(set_id, "net", frozenset()))
 
 
 POOL_SETS = ("all-pools-4", "all-pools-6", "masq-pools-4", "masq-pools-6")
@@ -292,8 +329,29 @@ def _net_value(text: str) -> Value:
     return Prefix(str(net.network_address), net.prefixlen)
 
 
-def _ports_value(ports: tuple[PortRange, ...]) -> AnonSet:
-    return AnonSet(tuple(p.lo if p.lo == p.hi else Range(p.lo, p.hi) for p in ports))
+def _port_item(p: PortRange) -> int | Range:
+    return p.lo if p.lo == p.hi else Range(p.lo, p.hi)
+
+
+# A list of ports or nets is rendered without an anonymous set while it is this short: as one rule
+# per item (ORed) or one `!=` statement per item (ANDed). The kernel allocates an anonymous set by
+# scanning every set of the table, so thousands of them made the initial load quadratic (seconds
+# at 1,700 named sets); single values and ranges are plain comparisons.
+EXPAND_LIMIT = 8
+
+
+def _is_any(field: Payload, values: list[Value]) -> list[list[Stmt]]:
+    """Alternatives (ORed) for `field` in `values`."""
+    if len(values) <= EXPAND_LIMIT:
+        return [[Match(field, "==", v)] for v in values]
+    return [[Match(field, "==", AnonSet(tuple(values)))]]
+
+
+def _is_none(field: Payload, values: list[Value]) -> list[Stmt]:
+    """Statements (ANDed) for `field` not in `values`."""
+    if len(values) <= EXPAND_LIMIT:
+        return [Match(field, "!=", v) for v in values]
+    return [Match(field, "!=", AnonSet(tuple(values)))]
 
 
 def _named_field(family: int, side: str) -> Concat:
@@ -305,9 +363,11 @@ def _family_of_nets(nets: tuple[str, ...], family: int) -> tuple[str, ...]:
     return tuple(n for n in nets if ipaddress.ip_network(n, strict=False).version == family)
 
 
-def _side_matches(r: ResolvedRule, family: int, src: bool) -> tuple[list[Stmt], list[list[Stmt]]] | None:
-    """Statements every alternative of one side needs, and the port alternatives (ORed).
-    None when the side cannot match in this family (nets of the other family only)."""
+def _side_matches(
+    r: ResolvedRule, family: int, src: bool, families: frozenset[int]
+) -> tuple[list[Stmt], list[list[Stmt]]] | None:
+    """Statements every alternative of one side needs, and the alternatives (ORed). None when the
+    side cannot match in this family (nets of the other family only; a set of a family without sets)."""
     side = "saddr" if src else "daddr"
     nets, not_nets = (r.src_nets, r.not_src_nets) if src else (r.dst_nets, r.not_dst_nets)
     sets, not_sets = (r.src_sets, r.not_src_sets) if src else (r.dst_sets, r.not_dst_sets)
@@ -319,25 +379,32 @@ def _side_matches(r: ResolvedRule, family: int, src: bool) -> tuple[list[Stmt], 
     )
     out: list[Stmt] = []
     addr = _addr_field(family, side)
+    net_alternatives: list[list[Stmt]] = [[]]
     if nets:
         mine = _family_of_nets(nets, family)
         if not mine:
             return None
-        out.append(Match(addr, "==", AnonSet(tuple(_net_value(n) for n in mine))))
-    mine_not = _family_of_nets(not_nets, family)
-    if mine_not:
-        out.append(Match(addr, "!=", AnonSet(tuple(_net_value(n) for n in mine_not))))
+        net_alternatives = _is_any(addr, [_net_value(n) for n in mine])
+    out += _is_none(addr, [_net_value(n) for n in _family_of_nets(not_nets, family)])
+    with_sets = family in families
+    if sets and not with_sets:
+        return None
     out += [Match(addr, "==", SetRef(set_name(s, family))) for s in sets]
-    out += [Match(addr, "!=", SetRef(set_name(s, family))) for s in not_sets]
+    if with_sets:
+        out += [Match(addr, "!=", SetRef(set_name(s, family))) for s in not_sets]
     port_field = Payload("th", "sport" if src else "dport")
-    if not_ports:
-        out.append(Match(port_field, "!=", _ports_value(not_ports)))
-    out += [Match(_named_field(family, side), "!=", SetRef(set_name(s, family))) for s in not_named]
-    alternatives: list[list[Stmt]] = []
-    if ports:
-        alternatives.append([Match(port_field, "==", _ports_value(ports))])
-    alternatives += [[Match(_named_field(family, side), "==", SetRef(set_name(s, family)))] for s in named]
-    return out, alternatives or [[]]
+    out += _is_none(port_field, [_port_item(p) for p in not_ports])
+    if with_sets:
+        out += [Match(_named_field(family, side), "!=", SetRef(set_name(s, family))) for s in not_named]
+    port_alternatives: list[list[Stmt]] = _is_any(port_field, [_port_item(p) for p in ports]) if ports else []
+    if with_sets:
+        port_alternatives += [
+            [Match(_named_field(family, side), "==", SetRef(set_name(s, family)))] for s in named
+        ]
+    if (ports or named) and not port_alternatives:
+        return None
+    alternatives = [n + p for n in net_alternatives for p in (port_alternatives or [[]])]
+    return out, alternatives
 
 
 def _needs_family(r: ResolvedRule) -> bool:
@@ -354,19 +421,22 @@ def _action(r: ResolvedRule, cfg: RenderConfig, label: str) -> list[Stmt]:
     return [Log(f"{cfg.log_prefix} {label}"[:127]), Counter()]
 
 
-def rule_statements(r: ResolvedRule, cfg: RenderConfig, label: str) -> list[list[Stmt]]:
-    """One resolved rule as nft rules (several when it needs both families or ORed ports)."""
+def rule_statements(
+    r: ResolvedRule, cfg: RenderConfig, label: str, families: frozenset[int] = ALL_FAMILIES
+) -> list[list[Stmt]]:
+    """One resolved rule as nft rules (several when it needs both families or ORed ports/nets);
+    `families`: those in which IP sets exist (`set_families`)."""
     if r.never_matches:
         return []
-    families: list[int | None]
+    rule_families: list[int | None]
     if r.ip_version is not None:
-        families = [r.ip_version]
+        rule_families = [r.ip_version]
     elif _needs_family(r):
-        families = [4, 6]
+        rule_families = [4, 6]
     else:
-        families = [None]
+        rule_families = [None]
     out: list[list[Stmt]] = []
-    for family in families:
+    for family in rule_families:
         common: list[Stmt] = []
         if family is not None:
             common.append(Match(Meta("nfproto"), "==", "ipv4" if family == 4 else "ipv6"))
@@ -385,9 +455,11 @@ def rule_statements(r: ResolvedRule, cfg: RenderConfig, label: str) -> list[list
             else:
                 both = Concat((Payload(icmp, "type"), Payload(icmp, "code")))
                 common.append(Match(both, "!=", AnonSet(((r.not_icmp_type, r.not_icmp_code),))))
-        sides = [_side_matches(r, family or 4, True), _side_matches(r, family or 4, False)]
-        if family is None:  # no address matches at all: the sides hold only ports
-            sides = [_side_matches(r, 4, True), _side_matches(r, 4, False)]
+        # family None: no address matches at all, the sides hold only ports
+        sides = [
+            _side_matches(r, family or 4, True, families),
+            _side_matches(r, family or 4, False, families),
+        ]
         src, dst = sides
         if src is None or dst is None:
             continue
@@ -397,28 +469,34 @@ def rule_statements(r: ResolvedRule, cfg: RenderConfig, label: str) -> list[list
     return out
 
 
-def _rule_chain(name: str, rules: tuple[ResolvedRule, ...], owner: str, cfg: RenderConfig) -> Chain:
+def _rule_chain(
+    name: str, rules: tuple[ResolvedRule, ...], owner: str, cfg: RenderConfig, families: frozenset[int]
+) -> Chain:
     rendered: list[Rule] = []
     for r in rules:
         label = f"{owner} {r.origin}"
-        for stmts in rule_statements(r, cfg, label):
+        for stmts in rule_statements(r, cfg, label, families):
             rendered.append(rule(*stmts, label=label))
     return Chain(name, tuple(rendered))
 
 
-def policy_chains(update: PolicyUpdate, cfg: RenderConfig) -> list[Chain]:
+def policy_chains(
+    update: PolicyUpdate, cfg: RenderConfig, families: frozenset[int] = ALL_FAMILIES
+) -> list[Chain]:
     owner = str(update.id)
     return [
-        _rule_chain(policy_chain(update.id, True), update.inbound, owner, cfg),
-        _rule_chain(policy_chain(update.id, False), update.outbound, owner, cfg),
+        _rule_chain(policy_chain(update.id, True), update.inbound, owner, cfg, families),
+        _rule_chain(policy_chain(update.id, False), update.outbound, owner, cfg, families),
     ]
 
 
-def profile_chains(update: ProfileUpdate, cfg: RenderConfig) -> list[Chain]:
+def profile_chains(
+    update: ProfileUpdate, cfg: RenderConfig, families: frozenset[int] = ALL_FAMILIES
+) -> list[Chain]:
     owner = f"Profile({update.id})"
     return [
-        _rule_chain(profile_chain(update.id, True), update.inbound, owner, cfg),
-        _rule_chain(profile_chain(update.id, False), update.outbound, owner, cfg),
+        _rule_chain(profile_chain(update.id, True), update.inbound, owner, cfg, families),
+        _rule_chain(profile_chain(update.id, False), update.outbound, owner, cfg, families),
     ]
 
 
@@ -484,11 +562,11 @@ def _anti_spoofing(ep: EndpointPolicyUpdate) -> list[Rule]:
         nfproto = Match(Meta("nfproto"), "==", "ipv4" if family == 4 else "ipv6")
         label = f"anti-spoofing IPv{family}: source not the endpoint's"
         if allowed:
-            values = tuple(_net_value(n) for n in sorted(set(allowed)))
+            values = [_net_value(n) for n in sorted(set(allowed))]
             rules.append(
                 rule(
                     nfproto,
-                    Match(_addr_field(family, "saddr"), "!=", AnonSet(values)),
+                    *_is_none(_addr_field(family, "saddr"), values),
                     Counter(),
                     Verdict("drop"),
                     label=label,
@@ -531,9 +609,12 @@ HEP_STAGES: tuple[tuple[str, str, bool, Stage], ...] = (
 )
 
 
-def host_endpoint_chains(hep: HostEndpointPolicyUpdate, cfg: RenderConfig) -> dict[str, Chain]:
-    """Chains by map name (the HEP_STAGES this endpoint needs; a normal chain always)."""
-    iface = hep.interface_name
+def host_endpoint_chains(
+    hep: HostEndpointPolicyUpdate, cfg: RenderConfig, iface: str | None = None
+) -> dict[str, Chain]:
+    """Chains by map name (the HEP_STAGES this endpoint needs; a normal chain always), for the
+    endpoint on `iface` (default: its interfaceName)."""
+    iface = iface or hep.interface_name
     if not iface:
         return {}
     out: dict[str, Chain] = {}
@@ -574,7 +655,7 @@ def _ct_rules() -> list[Rule]:
     ]
 
 
-def _failsafe_rules(ports: tuple[FailsafePort, ...], inbound: bool) -> list[Rule]:
+def _failsafe_rules(ports: tuple[FailsafePort, ...], inbound: bool, what: str = "failsafe") -> list[Rule]:
     rules = []
     for fp in ports:
         stmts: list[Stmt] = []
@@ -588,7 +669,7 @@ def _failsafe_rules(ports: tuple[FailsafePort, ...], inbound: bool) -> list[Rule
             Match(Payload("th", "dport"), "==", fp.port),
             Verdict("accept"),
         ]
-        rules.append(rule(*stmts, label=f"failsafe {'in' if inbound else 'out'} {fp.protocol}:{fp.port}"))
+        rules.append(rule(*stmts, label=f"{what} {'in' if inbound else 'out'} {fp.protocol}:{fp.port}"))
     return rules
 
 
@@ -695,6 +776,7 @@ def static_chains(
                     Verdict("accept"),
                     label="IPv6 neighbour discovery",
                 ),
+                *_failsafe_rules(cfg.workload_to_host_allow, True, "workload to host allowed"),
                 rule(Verdict("jump", "from-wl-dispatch"), label="workload egress policy"),
                 rule(
                     to_host[cfg.endpoint_to_host_action],
@@ -813,15 +895,35 @@ DISPATCH_MAPS = ("from-wl", "to-wl", *tuple(stage[1] for stage in HEP_STAGES))
 
 
 # -- whole table ----------------------------------------------------------------------------------------
+def needs_interface_addresses(heps: Mapping[HostEndpointId, HostEndpointPolicyUpdate]) -> bool:
+    """Whether some host endpoint is known by expectedIPs only (placing it needs the addresses)."""
+    return any(not hep.interface_name and hep.expected_ips for hep in heps.values())
+
+
 def choose_host_endpoints(
     heps: Mapping[HostEndpointId, HostEndpointPolicyUpdate],
+    addresses: Mapping[str, frozenset[str]] | None = None,
+    workload_prefixes: tuple[str, ...] = (),
 ) -> dict[str, HostEndpointPolicyUpdate]:
-    """Interface -> the host endpoint enforced on it (the first by name when several claim one)."""
+    """Interface (or `*`) -> the host endpoint enforced on it. Endpoints naming an interface come
+    first (the first by name when several claim one); then, as Calico does, an interface no
+    endpoint names gets the first endpoint (by name) without interfaceName whose expectedIPs
+    include one of the interface's `addresses`. `lo` and workload interfaces are never host
+    endpoints."""
     out: dict[str, HostEndpointPolicyUpdate] = {}
     for hep_id in sorted(heps):
         hep = heps[hep_id]
         if hep.interface_name and hep.interface_name not in out:
             out[hep.interface_name] = hep
+    by_ips = [heps[i] for i in sorted(heps) if not heps[i].interface_name and heps[i].expected_ips]
+    for iface in sorted(addresses or {}):
+        if iface in out or iface == "lo" or (workload_prefixes and iface.startswith(workload_prefixes)):
+            continue
+        held = (addresses or {})[iface]
+        for hep in by_ips:
+            if held.intersection(hep.expected_ips):
+                out[iface] = hep
+                break
     return out
 
 
@@ -833,8 +935,9 @@ def render_ruleset(state: PolicyState) -> Ruleset:
     """The whole desired table (golden tests, the interpreter, full resyncs)."""
     cfg = state.config
     out = Ruleset()
+    families = set_families(state.ipsets.values())
     for update in state.ipsets.values():
-        for name, (definition, elements) in ipset_defs(update).items():
+        for name, (definition, elements) in ipset_defs(update, families).items():
             out.sets[name], out.elements[name] = definition, elements
     for name, (definition, elements) in pool_defs(state.pools.values()).items():
         out.sets[name], out.elements[name] = definition, elements
@@ -842,10 +945,10 @@ def render_ruleset(state: PolicyState) -> Ruleset:
         out.maps[map_name] = MapDef(map_name)
         out.map_elements[map_name] = {}
     for policy in state.policies.values():
-        for chain in policy_chains(policy, cfg):
+        for chain in policy_chains(policy, cfg, families):
             out.chains[chain.name] = chain
     for profile in state.profiles.values():
-        for chain in profile_chains(profile, cfg):
+        for chain in profile_chains(profile, cfg, families):
             out.chains[chain.name] = chain
     for ep in state.endpoints.values():
         if not owns_interface(cfg, ep.interface_name):
@@ -853,11 +956,11 @@ def render_ruleset(state: PolicyState) -> Ruleset:
         for chain, map_name in zip(endpoint_chains(ep, cfg), ("to-wl", "from-wl"), strict=True):
             out.chains[chain.name] = chain
             out.map_elements[map_name][ep.interface_name] = Verdict("goto", chain.name)
-    heps = choose_host_endpoints(state.host_endpoints)
+    heps = choose_host_endpoints(state.host_endpoints, state.interface_addresses, cfg.interface_prefixes)
     wildcard = heps.get(ALL_INTERFACES)
     wildcard_maps: set[str] = set()
     for iface, hep in heps.items():
-        for map_name, chain in host_endpoint_chains(hep, cfg).items():
+        for map_name, chain in host_endpoint_chains(hep, cfg, iface).items():
             out.chains[chain.name] = chain
             if iface == ALL_INTERFACES:
                 wildcard_maps.add(map_name)

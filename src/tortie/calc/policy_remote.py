@@ -1,0 +1,202 @@
+"""Remote WorkloadEndpoints for policy: read what selectors and IP sets use, straight from the wire.
+
+Why: selectors need every endpoint of the cluster, but of an endpoint on another host policy uses
+only its namespace, labels, profiles, orchestrator, service account, addresses and named ports.
+Parsing the whole resource with the model (every field, every check) was ~60% of the agent's
+start-up calc at 20,000 endpoints; this reader takes ~a fifth of that.
+
+Input: the raw value of a WorkloadEndpoint whose `spec.node` is not this host. Output: its
+`SelectableItem` (what `policy_calc.workload_item` gives for the parsed resource), or None when
+one of the fields it reads is invalid (the endpoint is then treated as absent, as the validation
+filter treats an invalid object). Fields policy does not read (mac, gateways, ipNATs, ...) are not
+checked for remote endpoints; local endpoints are still parsed in full.
+
+Wiring (`RemoteEndpointShortcut`, installed by `policy_graph.attach_policy_calc`): it is the
+validation filter's relevance predicate for WorkloadEndpoint. For a remote endpoint it reads the
+item, keeps it as *pending* and answers "not relevant", so the filter passes None on without
+parsing; the policy calc's listener (wrapped by `listener`) then takes the pending item for that
+key instead of the None. Deletions and local endpoints go through unchanged.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from tortie.calc.ipset_calc import SelectableItem
+from tortie.calc.policy_rules import (
+    NAMESPACE_LABEL,
+    NAMESPACE_NAME_LABEL,
+    NAMESPACE_PROFILE_PREFIX,
+    ORCHESTRATOR_LABEL,
+    SERVICE_ACCOUNT_LABEL,
+    SERVICE_ACCOUNT_NAME_LABEL,
+    SERVICE_ACCOUNT_PROFILE_PREFIX,
+)
+from tortie.model.fields import (
+    check_dns_label,
+    check_dns_subdomain,
+    check_label_key,
+    check_label_value,
+    parse_cidr,
+    parse_ip,
+    parse_protocol,
+)
+from tortie.model.kinds import kind_info
+from tortie.model.metadata import check_name
+from tortie.model.specs_endpoint import check_endpoint_port_name
+
+log = logging.getLogger(__name__)
+
+KIND = "WorkloadEndpoint"
+_KEY_INFO = kind_info(KIND)
+
+
+class InvalidEndpoint(ValueError):
+    """A field policy reads is invalid (the endpoint counts as absent)."""
+
+
+def _text(value: object, what: str, *, optional: bool = False) -> str | None:
+    if value is None and optional:
+        return None
+    if not isinstance(value, str):
+        raise InvalidEndpoint(f"{what} must be a string")
+    return value
+
+
+def _list(value: object, what: str) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise InvalidEndpoint(f"{what} must be a list")
+    return value
+
+
+def _address(text: object) -> str:
+    """A single-address network in canonical form ("10.0.0.1" and "10.0.0.1/32" alike)."""
+    raw = _text(text, "ipNetworks[]")
+    assert raw is not None
+    addr, slash, length = raw.partition("/")
+    if ":" not in addr and (not slash or length == "32") and addr.count(".") == 3:  # IPv4 fast path
+        try:
+            return f"{ipaddress.IPv4Address(addr)}/32"
+        except ValueError:
+            raise InvalidEndpoint(f"{raw!r} is not a valid IP address") from None
+    net = parse_cidr(raw, strict=False)
+    if net.prefixlen != net.max_prefixlen:
+        raise InvalidEndpoint(f"{net} holds more than one address")
+    return str(net)
+
+
+def _port(raw: object) -> tuple[str, int, int] | None:
+    if not isinstance(raw, Mapping):
+        raise InvalidEndpoint("ports[] must be objects")
+    name = _text(raw.get("name"), "ports[].name", optional=True)
+    protocol = parse_protocol(raw.get("protocol"))
+    port = raw.get("port")
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise InvalidEndpoint("ports[].port must be a number 1-65535")
+    host_port = raw.get("hostPort")
+    if host_port is not None and (isinstance(host_port, bool) or not isinstance(host_port, int)
+                                  or not 0 <= host_port <= 65535):
+        raise InvalidEndpoint("ports[].hostPort must be a number 0-65535")
+    if raw.get("hostIP") is not None:
+        parse_ip(str(_text(raw.get("hostIP"), "ports[].hostIP")))
+    if not protocol.supports_ports:
+        raise InvalidEndpoint(f"protocol {protocol} has no ports")
+    if name is None:
+        if not host_port:
+            raise InvalidEndpoint("ports[].name is required unless hostPort is set")
+        return None
+    check_endpoint_port_name(name)
+    return name, protocol.number, port
+
+
+def _net_order(net: str) -> tuple[bool, ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    return ":" in net, ipaddress.ip_network(net)
+
+
+def remote_workload_item(key: str, raw: Mapping[str, Any]) -> SelectableItem:
+    """The SelectableItem of a raw WorkloadEndpoint stored at `key` (raises InvalidEndpoint,
+    ValueError or TypeError when a field policy reads is invalid)."""
+    if raw.get("kind", KIND) != KIND:
+        raise InvalidEndpoint(f"kind {raw.get('kind')!r} is not {KIND}")
+    meta, spec = raw.get("metadata"), raw.get("spec")
+    if not isinstance(meta, Mapping) or not isinstance(spec, Mapping):
+        raise InvalidEndpoint("metadata and spec must be objects")
+    name = _text(meta.get("name"), "metadata.name")
+    ns = _text(meta.get("namespace"), "metadata.namespace")
+    assert name is not None and ns is not None
+    check_name(KIND, name)
+    check_dns_label(ns)
+    if _KEY_INFO.key(name, ns) != key:
+        raise InvalidEndpoint(f"{key}: stored object is {ns}/{name}, not at its own key")
+    raw_labels = meta.get("labels") or {}
+    if not isinstance(raw_labels, Mapping):
+        raise InvalidEndpoint("metadata.labels must be an object")
+    labels: dict[str, str] = {}
+    for k, v in raw_labels.items():
+        labels[check_label_key(str(_text(k, "label key")))] = check_label_value(str(_text(v, "label value")))
+    labels[NAMESPACE_LABEL] = ns
+    labels[NAMESPACE_NAME_LABEL] = ns
+    profiles = [
+        check_dns_subdomain(str(_text(p, "profiles[]"))) for p in _list(spec.get("profiles"), "profiles")
+    ]
+    parents = [*profiles, NAMESPACE_PROFILE_PREFIX + ns]
+    orchestrator = _text(spec.get("orchestrator"), "orchestrator", optional=True)
+    if orchestrator == "":
+        raise InvalidEndpoint("orchestrator must not be empty")
+    if orchestrator:
+        labels[ORCHESTRATOR_LABEL] = orchestrator
+    account = _text(spec.get("serviceAccountName"), "serviceAccountName", optional=True)
+    if account:
+        labels[SERVICE_ACCOUNT_LABEL] = account
+        labels[SERVICE_ACCOUNT_NAME_LABEL] = account
+        parents.append(f"{SERVICE_ACCOUNT_PROFILE_PREFIX}{ns}.{account}")
+    nets = {_address(n) for n in _list(spec.get("ipNetworks"), "ipNetworks")}
+    ports = tuple(p for p in (_port(r) for r in _list(spec.get("ports"), "ports")) if p is not None)
+    ordered = tuple(nets) if len(nets) < 2 else tuple(sorted(nets, key=_net_order))
+    return SelectableItem(labels, tuple(dict.fromkeys(parents)), ordered, ports)
+
+
+ItemListener = Callable[[str, SelectableItem | None], None]
+ResourceListener = Callable[[str, Any], None]
+
+
+class RemoteEndpointShortcut:
+    """See the module docstring: `relevance` for the validation filter, `listener(...)` to wrap the
+    policy calc's WorkloadEndpoint listener."""
+
+    def __init__(self, hostname: str) -> None:
+        self._hostname = hostname
+        self._pending: tuple[str, SelectableItem | None] | None = None
+        self.invalid_count = 0
+
+    def relevance(self, key: str, raw: Mapping[str, Any]) -> bool:
+        """True (parse in full) for this host's endpoints; otherwise read the item and say False."""
+        spec = raw.get("spec")
+        if isinstance(spec, Mapping) and spec.get("node") == self._hostname:
+            return True
+        try:
+            item: SelectableItem | None = remote_workload_item(key, raw)
+        except (ValueError, TypeError) as exc:
+            self.invalid_count += 1
+            log.warning("invalid datastore object treated as absent key=%s reason=%r", key, str(exc))
+            item = None
+        self._pending = (key, item)
+        return False
+
+    def listener(self, on_resource: ResourceListener, on_item: ItemListener) -> ResourceListener:
+        """A dispatcher listener: a parsed resource (or None) goes to `on_resource`, except the None
+        that follows a remote endpoint read here, whose item goes to `on_item`."""
+
+        def dispatch(key: str, resource: Any) -> None:
+            pending, self._pending = self._pending, None
+            if resource is None and pending is not None and pending[0] == key:
+                on_item(key, pending[1])
+            else:
+                on_resource(key, resource)
+
+        return dispatch
