@@ -60,9 +60,22 @@ atexit.register(_kill_leftovers)
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago (bind to port 0 and ask the kernel)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(n: int) -> list[int]:
+    """`n` distinct TCP ports on 127.0.0.1 that were free a moment ago. All sockets stay bound until
+    every port is chosen: asking one at a time can return the same port twice."""
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            socks.append(s)
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 @dataclass(frozen=True)
@@ -150,28 +163,33 @@ class EtcdCluster:
         self.close()
 
     def start(self) -> None:
-        """Start every member and wait until all are healthy (retries once on fresh ports)."""
-        for attempt in range(2):
+        """Start every member and wait until all are healthy.
+
+        Ports are chosen free, but another program may take one before etcd binds it; then (a member
+        exits during start-up, or the cluster never becomes healthy) it retries on fresh ports."""
+        attempts = 4
+        for attempt in range(attempts):
+            ports = free_ports(2 * self._n)
             self._members = [
                 _Member(
                     name=f"m{i}",
-                    client_port=free_port(),
-                    peer_port=free_port(),
+                    client_port=ports[2 * i],
+                    peer_port=ports[2 * i + 1],
                     data_dir=self._base / f"m{i}.etcd",
                     log_path=self._base / f"m{i}.log",
                 )
                 for i in range(self._n)
             ]
-            for i in range(self._n):
-                self._spawn(i)
             try:
+                for i in range(self._n):
+                    self._spawn(i)
                 self.wait_healthy()
                 self._started = True
                 return
-            except TimeoutError:
-                if attempt == 1:
+            except (TimeoutError, RuntimeError) as exc:
+                if attempt == attempts - 1:
                     raise
-                log.warning("etcd cluster did not become healthy; retrying on new ports")
+                log.warning("etcd cluster did not start (%s); retrying on new ports", str(exc)[:200])
                 self._kill_all()
                 for m in self._members:
                     shutil.rmtree(m.data_dir, ignore_errors=True)
