@@ -200,7 +200,7 @@ class AgentPipeline:
     def _pause_gc(self) -> None:
         """During the initial snapshot the heap only grows (parsed objects, indexes, rendered rules:
         millions of objects, freed by reference counting, hardly any cycles), and each full
-        collection walks all of it: with policy at 20,000 endpoints that was ~40% of start-up. The
+        collection walks all of it: with policy at 20,000 endpoints, over a third of start-up. The
         collector is paused until the first apply (then the heap is frozen), at most _GC_PAUSE_MAX."""
         if gc.isenabled():
             gc.disable()
