@@ -68,7 +68,8 @@ def load(driver: NftDriver, rs: Ruleset) -> None:
 class NftDriverConformance:
     @pytest.fixture
     def nft(self) -> Any:
-        raise NotImplementedError
+        """Each concrete suite (fake driver, libnftables, `nft` command) overrides this fixture."""
+        pytest.fail("a conformance subclass must provide the `nft` fixture: the driver under test")
 
     def test_missing_table_lists_as_none(self, nft: NftDriver) -> None:
         assert nft.list_table("tortie-absent") is None
