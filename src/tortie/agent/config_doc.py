@@ -4,7 +4,7 @@ Output: Markdown text (deterministic: the table order, no timestamps). Regenerat
 
     .venv/bin/python -m tortie.agent.config_doc > docs/reference/agent-config.md
 
-tests/unit/test_agent_config.py fails when the committed file differs from this rendering.
+tests/unit/agent/test_agent_config.py fails when the committed file differs from this rendering.
 """
 
 from __future__ import annotations

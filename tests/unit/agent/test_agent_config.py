@@ -10,7 +10,7 @@ from tortie.agent import config as cfg
 from tortie.agent.config_doc import render_reference
 from tortie.agent.config_types import parse_bool, parse_duration
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def test_committed_reference_doc_matches_the_table() -> None:

@@ -329,7 +329,7 @@ def test_reference_doc_mentions_every_field() -> None:
     from tortie.model import MODELS
     from tortie.model.rules import ENTITY_RULE, RULE
 
-    doc = (Path(__file__).resolve().parents[2] / "docs" / "reference" / "resources.md").read_text()
+    doc = (Path(__file__).resolve().parents[3] / "docs" / "reference" / "resources.md").read_text()
     structs = [m.spec for m in MODELS.values()] + [RULE, ENTITY_RULE]
     missing = [f"{s.cls.__name__}.{f.wire}" for s in structs for f in s.fields if f"`{f.wire}`" not in doc]
     missing += [f"kind {kind}" for kind in MODELS if kind not in doc]

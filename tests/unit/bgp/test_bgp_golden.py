@@ -1,7 +1,8 @@
 """Golden BIRD configurations: datastore scenarios rendered for one node, compared byte for byte with
 tests/golden/bgp/<scenario>.conf, and every golden file must pass `bird -p` (BIRD's own parser).
 
-Regenerate after an intended change: `TORTIE_REGEN_GOLDEN=1 .venv/bin/pytest tests/unit/test_bgp_golden.py`
+Regenerate after an intended change:
+`TORTIE_REGEN_GOLDEN=1 .venv/bin/pytest tests/unit/bgp/test_bgp_golden.py`
 and review the diff.
 """
 
@@ -21,7 +22,7 @@ from tortie.bgp.snapshot import snapshot_from_resources
 from tortie.bgp.view import Timers, ViewOptions, compute_view
 from tortie.model import load_resources
 
-GOLDEN_DIR = Path(__file__).resolve().parent.parent / "golden" / "bgp"
+GOLDEN_DIR = Path(__file__).resolve().parents[2] / "golden" / "bgp"
 
 NODES3 = """
 apiVersion: projectcalico.org/v3

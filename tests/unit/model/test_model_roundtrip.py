@@ -23,7 +23,7 @@ from tortie.model import (
 )
 from tortie.testing.model_samples import V3, VALID, obj
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def test_every_kind_has_a_sample() -> None:

@@ -2,7 +2,8 @@
 
 tests/golden/nft/<scenario>.json holds the libnftables JSON commands (one per line). The real
 kernel accepts the same batch (tests/integration/test_nft_driver.py loads this ruleset).
-Regenerate after an intended change: `TORTIE_REGEN_GOLDEN=1 .venv/bin/pytest tests/unit/test_nft_golden.py`
+Regenerate after an intended change:
+`TORTIE_REGEN_GOLDEN=1 .venv/bin/pytest tests/unit/dataplane/test_nft_golden.py`
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from tortie.dataplane.nft.render import RenderConfig, Ruleset, render_ruleset
 from tortie.testing.nft_conformance import sample_ruleset
 from tortie.testing.policy_world import ALLOW_ALL, gnp, hep, policy_state, profile, tier, wep
 
-GOLDEN_DIR = Path(__file__).resolve().parent.parent / "golden" / "nft"
+GOLDEN_DIR = Path(__file__).resolve().parents[2] / "golden" / "nft"
 
 
 def _tiers_and_heps() -> Ruleset:
