@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tortie.dataplane.drivers.nft_fake import FakeNftables
 from tortie.testing.nft_conformance import NftDriverConformance
+from tortie.testing.nft_fake import FakeNftables
 
 
 class TestFakeNftables(NftDriverConformance):

@@ -10,11 +10,11 @@ import pytest
 from tortie.calc.events import InSync, KVUpdate
 from tortie.calc.policy_graph import PolicyGraph
 from tortie.common.errors import DataplaneError
-from tortie.dataplane.drivers.nft_fake import FakeNftables
 from tortie.dataplane.managers.policy import PolicyManager, parse_failsafe
 from tortie.dataplane.messages import ConfigUpdate, Message, WorkloadEndpointId
 from tortie.dataplane.nft.render import FailsafePort
 from tortie.dataplane.policy_messages import EndpointPolicyRemove, PolicyId, PolicyRemove
+from tortie.testing.nft_fake import FakeNftables
 from tortie.testing.policy_world import ALLOW_ALL, gnp, key_of, wep
 
 WORLD = [
