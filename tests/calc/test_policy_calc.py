@@ -13,8 +13,8 @@ from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 from tortie.calc.policy_graph import PolicyGraph, run_snapshot
-from tortie.dataplane import policy_messages as pm
 from tortie.dataplane.messages import Message, WorkloadEndpointId
+from tortie.dataplane.messages import policy as pm
 from tortie.selector import parse
 from tortie.testing import calc_harness as h
 from tortie.testing.policy_world import ALLOW_ALL, gnp, hep, keyed, network_set, np, pool, profile, tier, wep

@@ -15,7 +15,7 @@ from tortie.calc.policy_calc import workload_item
 from tortie.calc.policy_graph import PolicyGraph
 from tortie.calc.policy_remote import InvalidEndpoint, remote_workload_item
 from tortie.dataplane.messages import Message
-from tortie.dataplane.policy_messages import EndpointPolicyRemove, EndpointPolicyUpdate, IPSetUpdate
+from tortie.dataplane.messages.policy import EndpointPolicyRemove, EndpointPolicyUpdate, IPSetUpdate
 from tortie.model import ValidationError, parse_resource
 from tortie.testing.policy_world import gnp, key_of, wep
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from tortie.calc.anchored_label_index import AnchoredLabelIndex
 from tortie.calc.event_sequencer import EventSequencer
 from tortie.calc.policy_rules import SetSpec
-from tortie.dataplane.policy_messages import IPSetRemove, IPSetUpdate, NamedPortMember
+from tortie.dataplane.messages.policy import IPSetRemove, IPSetUpdate, NamedPortMember
 
 CHANNEL = "ipsets"
 

@@ -12,7 +12,7 @@
 
 Inputs: the dispatcher's `on_*` calls (parsed Resource or None per datastore key). Outputs: on
 `flush()` (which the graph calls before the sequencer's flush) the policy messages of
-`tortie.dataplane.policy_messages`, queued on the channels in `POLICY_CHANNELS`.
+`tortie.dataplane.messages.policy`, queued on the channels in `POLICY_CHANNELS`.
 
 Invariants (Calico's calc graph, reference §3.2, §1.15):
 * Only active policies (selecting at least one local endpoint) and profiles listed by a local
@@ -55,7 +55,7 @@ from tortie.calc.policy_rules import (
     resolve_rules,
 )
 from tortie.dataplane.messages import WorkloadEndpointId
-from tortie.dataplane.policy_messages import (
+from tortie.dataplane.messages.policy import (
     EndpointPolicyRemove,
     EndpointPolicyUpdate,
     HostEndpointId,

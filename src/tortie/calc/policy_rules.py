@@ -32,7 +32,7 @@ import base64
 import hashlib
 from dataclasses import dataclass
 
-from tortie.dataplane.policy_messages import PortRange, ResolvedRule, RuleAction
+from tortie.dataplane.messages.policy import PortRange, ResolvedRule, RuleAction
 from tortie.model.rules import EntityRule, Rule
 from tortie.model.specs_policy import GlobalNetworkPolicySpec, NetworkPolicySpec
 from tortie.selector import Selector, parse

@@ -12,8 +12,8 @@ from tortie.calc.policy_graph import PolicyGraph
 from tortie.common.errors import DataplaneError
 from tortie.dataplane.managers.policy import PolicyManager, parse_failsafe
 from tortie.dataplane.messages import ConfigUpdate, Message, WorkloadEndpointId
+from tortie.dataplane.messages.policy import EndpointPolicyRemove, PolicyId, PolicyRemove
 from tortie.dataplane.nft.render import FailsafePort
-from tortie.dataplane.policy_messages import EndpointPolicyRemove, PolicyId, PolicyRemove
 from tortie.testing.nft_fake import FakeNftables
 from tortie.testing.policy_world import ALLOW_ALL, gnp, key_of, wep
 

@@ -1,6 +1,6 @@
 """Policy manager: policy messages -> tortie's nftables table, in atomic batches of deltas.
 
-Inputs: the messages of `tortie.dataplane.policy_messages` (recorded in a `PolicyState`), the
+Inputs: the messages of `tortie.dataplane.messages.policy` (recorded in a `PolicyState`), the
 `ConfigUpdate` (interface prefixes, failsafe ports, workload-to-host allowances, endpoint-to-host
 action, log prefix), `resync()`. Output, through an `NftDriver`: one transaction per apply.
 
@@ -49,6 +49,20 @@ from tortie.dataplane.drivers.host_addresses import HostAddressDriver
 from tortie.dataplane.drivers.links import LinkEvent
 from tortie.dataplane.drivers.nftables import NftDriver
 from tortie.dataplane.messages import ConfigUpdate, Message
+from tortie.dataplane.messages.policy import (
+    EndpointPolicyRemove,
+    EndpointPolicyUpdate,
+    HostEndpointPolicyRemove,
+    HostEndpointPolicyUpdate,
+    IPSetRemove,
+    IPSetUpdate,
+    PolicyRemove,
+    PolicyUpdate,
+    PoolRemove,
+    PoolUpdate,
+    ProfileRemove,
+    ProfileUpdate,
+)
 from tortie.dataplane.nft import batch
 from tortie.dataplane.nft.ir import Chain, MapDef, SetDef, Verdict
 from tortie.dataplane.nft.parse import KernelTable, parse_table
@@ -72,20 +86,6 @@ from tortie.dataplane.nft.render import (
     profile_chains,
     referenced,
     static_chains,
-)
-from tortie.dataplane.policy_messages import (
-    EndpointPolicyRemove,
-    EndpointPolicyUpdate,
-    HostEndpointPolicyRemove,
-    HostEndpointPolicyUpdate,
-    IPSetRemove,
-    IPSetUpdate,
-    PolicyRemove,
-    PolicyUpdate,
-    PoolRemove,
-    PoolUpdate,
-    ProfileRemove,
-    ProfileUpdate,
 )
 
 log = logging.getLogger(__name__)

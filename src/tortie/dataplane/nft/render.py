@@ -38,6 +38,26 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from tortie.dataplane.messages import WorkloadEndpointId
+from tortie.dataplane.messages.policy import (
+    EndpointPolicyRemove,
+    EndpointPolicyUpdate,
+    HostEndpointId,
+    HostEndpointPolicyRemove,
+    HostEndpointPolicyUpdate,
+    IPSetRemove,
+    IPSetUpdate,
+    NamedPortMember,
+    PolicyId,
+    PolicyRemove,
+    PolicyUpdate,
+    PoolRemove,
+    PoolUpdate,
+    PortRange,
+    ProfileRemove,
+    ProfileUpdate,
+    ResolvedRule,
+    TierPolicies,
+)
 from tortie.dataplane.nft.ir import (
     AnonSet,
     BaseHook,
@@ -64,26 +84,6 @@ from tortie.dataplane.nft.ir import (
     Verdict,
     VMap,
     rule,
-)
-from tortie.dataplane.policy_messages import (
-    EndpointPolicyRemove,
-    EndpointPolicyUpdate,
-    HostEndpointId,
-    HostEndpointPolicyRemove,
-    HostEndpointPolicyUpdate,
-    IPSetRemove,
-    IPSetUpdate,
-    NamedPortMember,
-    PolicyId,
-    PolicyRemove,
-    PolicyUpdate,
-    PoolRemove,
-    PoolUpdate,
-    PortRange,
-    ProfileRemove,
-    ProfileUpdate,
-    ResolvedRule,
-    TierPolicies,
 )
 
 log = logging.getLogger(__name__)

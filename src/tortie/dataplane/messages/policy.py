@@ -1,6 +1,6 @@
 """The policy half of the calc -> dataplane contract (frozen records, Update/Remove pairs).
 
-Calc (tortie.calc.policy_calc) emits these through the same sink as `tortie.dataplane.messages`;
+Calc (tortie.calc.policy_calc) emits these through the same sink as the other `tortie.dataplane.messages`;
 the policy manager (tortie.dataplane.managers.policy) consumes them and ignores everything else.
 Flush order (event sequencer ranks): IP sets -> policies -> profiles -> pools -> endpoint policy, and
 removals in reverse, so everything an endpoint's chains refer to exists before the endpoint does.
@@ -26,10 +26,9 @@ set ids hash canonical selector text), so a restarted agent recognises its own k
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
-if TYPE_CHECKING:  # messages.py imports this module for its Message union
-    from tortie.dataplane.messages import WorkloadEndpointId
+from tortie.dataplane.messages.endpoints import WorkloadEndpointId
 
 RuleAction = Literal["Allow", "Deny", "Log", "Pass"]
 SetKind = Literal["net", "port"]

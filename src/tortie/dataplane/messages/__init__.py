@@ -1,0 +1,93 @@
+"""The closed contract between `tortie.calc` (pure) and `tortie.dataplane` (kernel programming).
+
+Calc emits these frozen records through a sink; the dataplane loop routes each one to the managers
+that declare its type. They come in Update/Remove pairs keyed by an id; an Update replaces everything
+previously said for that id. `InSync` is sent once, after the initial snapshot's messages: nothing may
+touch the kernel before it (the dataplane then adopts existing state and removes only what is its own
+and unwanted).
+
+One module per area, all re-exported here:
+
+    endpoints.py   WorkloadEndpointId, WorkloadEndpointUpdate/Remove (interface and address routes)
+    routes.py      HostBlockUpdate/Remove (IPAM blocks affine to this host)
+    control.py     ConfigUpdate, InSync (the agent itself)
+    policy.py      IP sets, policies, profiles, endpoint and host-endpoint policy, pools
+
+A new message type goes into its area's module, into `Message` below, and into the `handles` of the
+manager(s) that consume it.
+"""
+
+from __future__ import annotations
+
+from tortie.dataplane.messages.control import ConfigUpdate, InSync
+from tortie.dataplane.messages.endpoints import (
+    WorkloadEndpointId,
+    WorkloadEndpointRemove,
+    WorkloadEndpointUpdate,
+)
+from tortie.dataplane.messages.policy import (
+    EndpointPolicyRemove,
+    EndpointPolicyUpdate,
+    HostEndpointId,
+    HostEndpointPolicyRemove,
+    HostEndpointPolicyUpdate,
+    IPSetRemove,
+    IPSetUpdate,
+    NamedPortMember,
+    PolicyId,
+    PolicyMessage,
+    PolicyRemove,
+    PolicyUpdate,
+    PoolRemove,
+    PoolUpdate,
+    PortRange,
+    ProfileRemove,
+    ProfileUpdate,
+    ResolvedRule,
+    RuleAction,
+    SetKind,
+    TierPolicies,
+)
+from tortie.dataplane.messages.routes import HostBlockRemove, HostBlockUpdate
+
+Message = (
+    WorkloadEndpointUpdate
+    | WorkloadEndpointRemove
+    | HostBlockUpdate
+    | HostBlockRemove
+    | ConfigUpdate
+    | InSync
+    | PolicyMessage
+)
+
+__all__ = [
+    "ConfigUpdate",
+    "EndpointPolicyRemove",
+    "EndpointPolicyUpdate",
+    "HostBlockRemove",
+    "HostBlockUpdate",
+    "HostEndpointId",
+    "HostEndpointPolicyRemove",
+    "HostEndpointPolicyUpdate",
+    "IPSetRemove",
+    "IPSetUpdate",
+    "InSync",
+    "Message",
+    "NamedPortMember",
+    "PolicyId",
+    "PolicyMessage",
+    "PolicyRemove",
+    "PolicyUpdate",
+    "PoolRemove",
+    "PoolUpdate",
+    "PortRange",
+    "ProfileRemove",
+    "ProfileUpdate",
+    "ResolvedRule",
+    "RuleAction",
+    "SetKind",
+    "TierPolicies",
+    "WorkloadEndpointId",
+    "WorkloadEndpointRemove",
+    "WorkloadEndpointUpdate",
+]
