@@ -6,7 +6,7 @@ under test plus a `KernelBench`, the test's own hands on the same kernel (create
 interfaces, change their state, add somebody else's routes). `FakeBench` wraps a `FakeKernel`;
 `RealBench` drives a throwaway namespace with iproute2.
 
-What the suites pin down is exactly what the managers rely on (see drivers/fakes.py): route
+What the suites pin down is exactly what the managers rely on (see tortie.testing.kernel_fake): route
 ownership by protocol, replace semantics by (table, dst), idempotent delete, routes flushed with
 an interface going administratively down or away, link state and events, sysctl read/write/missing.
 Real-kernel events arrive asynchronously: assertions about them poll with `wait_for`.
@@ -23,10 +23,10 @@ from typing import Protocol
 import pytest
 
 from tortie.dataplane.drivers.errors import KernelError, LinkNotFound
-from tortie.dataplane.drivers.fakes import FakeKernel
 from tortie.dataplane.drivers.links import Link, LinkDriver, LinkEvent
 from tortie.dataplane.drivers.routes import MAIN_TABLE, Route, RouteDriver
 from tortie.dataplane.drivers.sysctl import SysctlDriver
+from tortie.testing.kernel_fake import FakeKernel
 from tortie.testing.netns import ip
 
 OTHER_PROTOCOL = 4  # "static": somebody else's routes

@@ -17,11 +17,11 @@ import pytest
 from tortie.agent.main import run_agent
 from tortie.agent.pipeline import AgentPipeline, Drivers
 from tortie.agent.status import status_key
-from tortie.dataplane.drivers.fakes import FakeKernel
 from tortie.dataplane.drivers.routes import TORTIE_ROUTE_PROTOCOL, Route
 from tortie.datastore.memory import MemoryDatastore
 from tortie.ipam import keys as ipam_keys
 from tortie.model.kinds import kind_info
+from tortie.testing.kernel_fake import FakeKernel
 
 HOST = "node-1"
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from tortie.dataplane.drivers.errors import KernelError
-from tortie.dataplane.drivers.fakes import FakeKernel
 from tortie.dataplane.drivers.links import Link, LinkEvent, diff_links
 from tortie.dataplane.drivers.routes import Route
 from tortie.testing.dataplane_conformance import (
@@ -15,6 +14,7 @@ from tortie.testing.dataplane_conformance import (
     SysctlDriverConformance,
     fake_env,
 )
+from tortie.testing.kernel_fake import FakeKernel
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ from collections.abc import Mapping
 
 import pytest
 
-from tortie.dataplane.drivers.fakes import FakeKernel
 from tortie.dataplane.drivers.routes import Route
 from tortie.dataplane.loop import DataplaneFailed, DataplaneLoop, DataplaneObserver
 from tortie.dataplane.managers.block_routes import BlockRoutesManager
@@ -21,6 +20,7 @@ from tortie.dataplane.messages import (
     WorkloadEndpointUpdate,
 )
 from tortie.testing.dataplane_conformance import wait_for
+from tortie.testing.kernel_fake import FakeKernel
 
 
 class FakeClock:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 
 from tortie.dataplane.drivers.errors import KernelError
-from tortie.dataplane.drivers.fakes import FakeKernel
 from tortie.dataplane.drivers.routes import Route
 from tortie.dataplane.managers.block_routes import BlockRoutesManager
 from tortie.dataplane.managers.endpoint_routes import EndpointRoutesManager
@@ -19,6 +18,7 @@ from tortie.dataplane.messages import (
     WorkloadEndpointRemove,
     WorkloadEndpointUpdate,
 )
+from tortie.testing.kernel_fake import FakeKernel
 
 OTHER_PROTO = 3
 
