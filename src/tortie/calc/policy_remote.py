@@ -35,13 +35,13 @@ from tortie.calc.policy_rules import (
     SERVICE_ACCOUNT_NAME_LABEL,
     SERVICE_ACCOUNT_PROFILE_PREFIX,
 )
+from tortie.common.ipfamily import parse_address as parse_ip
+from tortie.common.ipfamily import parse_network as parse_cidr
 from tortie.model.fields import (
     check_dns_label,
     check_dns_subdomain,
     check_label_key,
     check_label_value,
-    parse_cidr,
-    parse_ip,
     parse_protocol,
 )
 from tortie.model.kinds import kind_info

@@ -23,9 +23,9 @@ from rich.table import Table
 
 from tortie.cli.context import open_store
 from tortie.common.errors import UserError
+from tortie.common.ipfamily import IPAddress
 from tortie.ipam import Ipam
 from tortie.ipam.audit import check, release_orphan_blocks
-from tortie.ipam.block import IPAddress
 from tortie.ipam.records import IpamConfig
 from tortie.ipam.report import block_usage, describe_ip, pool_usage
 from tortie.ipam.snapshot import take_snapshot

@@ -68,17 +68,11 @@ class Family:
 
     def address(self, text: str) -> IPAddress:
         """`text` as an address of this family (ValueError naming the family otherwise)."""
-        addr = parse_address(text)
-        if addr.version != self.version:
-            raise ValueError(f"{text!r} is not an {self.name} address")
-        return addr
+        return parse_address(text, self)
 
     def network(self, text: str, *, strict: bool = True) -> IPNetwork:
         """`text` as a network of this family; a bare address is a host network."""
-        net = parse_network(text, strict=strict)
-        if net.version != self.version:
-            raise ValueError(f"{text!r} is not an {self.name} CIDR")
-        return net
+        return parse_network(text, strict=strict, family=self)
 
     def host_network(self, addr: IPAddress | str) -> IPNetwork:
         """The single-address network of `addr` (10.0.0.5 -> 10.0.0.5/32)."""
@@ -141,23 +135,29 @@ def family_of_af(af: int) -> Family:
         raise ValueError(f"address family {af} is neither AF_INET nor AF_INET6") from None
 
 
-def parse_address(text: str) -> IPAddress:
-    """An IPv4 or IPv6 address (no prefix length, no zone); ValueError with the reason otherwise."""
+def parse_address(text: str, family: Family | None = None) -> IPAddress:
+    """An address (no prefix length, no zone), of `family` if given; ValueError with the reason."""
     if "%" in text or "/" in text:
         raise ValueError(f"{text!r} is not an IP address")
     try:
-        return ipaddress.ip_address(text)
+        addr = ipaddress.ip_address(text)
     except ValueError:
         raise ValueError(f"{text!r} is not a valid IP address") from None
+    if family is not None and addr.version != family.version:
+        raise ValueError(f"{text!r} is not an {family.name} address")
+    return addr
 
 
-def parse_network(text: str, *, strict: bool) -> IPNetwork:
-    """A CIDR; a bare address means its host network. `strict` rejects host bits (with a hint)."""
+def parse_network(text: str, *, strict: bool, family: Family | None = None) -> IPNetwork:
+    """A CIDR, of `family` if given; a bare address means its host network. `strict` rejects host
+    bits (with a hint). ValueError with the reason."""
     addr_text, slash, plen = text.partition("/")
     if slash and not plen.isdigit():
         raise ValueError(f"{text!r} is not a valid CIDR: the prefix length must be a number")
     addr = parse_address(addr_text)
-    bits = family_of(addr).host_prefix
+    if family is not None and addr.version != family.version:
+        raise ValueError(f"{text!r} is not an {family.name} CIDR")
+    bits = addr.max_prefixlen
     prefix = int(plen) if slash else bits
     if prefix > bits:
         raise ValueError(f"{text!r} is not a valid CIDR: prefix length {prefix} is more than {bits}")
@@ -214,7 +214,7 @@ def network_within(inner: IPNetwork, outer: IPNetwork) -> bool:
     )
 
 
-def size(net: IPNetwork) -> int:
+def num_addresses(net: IPNetwork) -> int:
     """How many addresses `net` covers."""
     return 1 << (net.max_prefixlen - net.prefixlen)
 
@@ -235,8 +235,8 @@ __all__ = [
     "host_cidr",
     "is_host_cidr",
     "network_within",
+    "num_addresses",
     "parse_address",
     "parse_network",
-    "size",
     "sort_key",
 ]

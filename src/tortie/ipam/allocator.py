@@ -34,12 +34,23 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from tortie.common.errors import AlreadyExists, Conflict, NotFound
+from tortie.common.ipfamily import (
+    V4,
+    V6,
+    Family,
+    IPAddress,
+    IPInterface,
+    IPNetwork,
+    address_in,
+    family_of,
+    network_within,
+    num_addresses,
+    sort_key,
+)
 from tortie.datastore.api import Datastore, TxnOp
 from tortie.ipam import claims
 from tortie.ipam.block import (
     Block,
-    IPAddress,
-    IPNetwork,
     OrdinalInUse,
     ReleaseResult,
     address_at,
@@ -47,8 +58,6 @@ from tortie.ipam.block import (
     host_seed,
     is_reserved,
     iter_free_blocks,
-    network_within,
-    num_addresses,
     ordinal_of,
     reserved_ordinals,
 )
@@ -65,8 +74,6 @@ from tortie.ipam.records import AffinityState, Handle, IpamConfig, validated_con
 from tortie.ipam.store import MAX_RETRIES, IpamStore, Versioned, backoff
 
 log = logging.getLogger(__name__)
-
-IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 
 
 @dataclass(frozen=True)
@@ -108,9 +115,9 @@ class Ipam:
     def __init__(self, datastore: Datastore, max_retries: int = MAX_RETRIES) -> None:
         self.store = IpamStore(datastore)
         self.max_retries = max_retries
-        # (host, IP version) -> the affine block this object last allocated from: tried first next time,
+        # (host, IP family) -> the affine block this object last allocated from: tried first next time,
         # so a host with many full blocks does not read them all on every allocation. Ordering only.
-        self._last_block: dict[tuple[str, int], IPNetwork] = {}
+        self._last_block: dict[tuple[str, Family], IPNetwork] = {}
 
     # ------------------------------------------------------------------ configuration
 
@@ -183,31 +190,29 @@ class Ipam:
             cfg = dataclasses.replace(cfg, max_blocks_per_host=max_blocks_per_host)
         reservations = self.store.reservations()
         labels: dict[str, str] | None = None
-        done: dict[int, list[tuple[IPNetwork, int]]] = {4: [], 6: []}
+        done: dict[Family, list[tuple[IPNetwork, int]]] = {V4: [], V6: []}
         try:
-            for version, count in ((4, num_v4), (6, num_v6)):
+            for fam, count in ((V4, num_v4), (V6, num_v6)):
                 if count == 0:
                     continue
-                requested = _requested_for_version(pools, all_pools, version)
+                requested = _requested_for_family(pools, all_pools, fam)
                 if labels is None:
                     needs_labels = any(p.node_selector.strip() not in ("", "all()") for p in all_pools)
                     labels = self.store.node_labels(host) if needs_labels else {}
-                usable = select_pools(all_pools, version, labels, use, requested)
-                self._assign_version(
-                    version, count, handle, host, secondary, usable, reservations, cfg, done[version]
-                )
+                usable = select_pools(all_pools, fam, labels, use, requested)
+                self._assign_family(fam, count, handle, host, secondary, usable, reservations, cfg, done[fam])
         except BaseException:
             for got in done.values():
                 self._rollback(handle, got)
             raise
         return AssignResult(
-            v4=[_interface(c, o) for c, o in done[4]],
-            v6=[_interface(c, o) for c, o in done[6]],
+            v4=[_interface(c, o) for c, o in done[V4]],
+            v6=[_interface(c, o) for c, o in done[V6]],
         )
 
-    def _assign_version(
+    def _assign_family(
         self,
-        version: int,
+        fam: Family,
         count: int,
         handle: str,
         host: str,
@@ -226,12 +231,12 @@ class Ipam:
                 return None
             out.extend((cidr, o) for o in got)
             if got and require_host is not None:
-                self._last_block[(host, version)] = cidr
+                self._last_block[(host, fam)] = cidr
             return len(got)
 
         # (1) blocks already affine to this host
-        affinities = self.store.host_affinities(host, version)
-        hint = self._last_block.get((host, version))
+        affinities = self.store.host_affinities(host, fam)
+        hint = self._last_block.get((host, fam))
         for aff in sorted(
             affinities,
             key=lambda a: (a.value.cidr != hint, int(a.value.cidr.network_address), a.value.cidr.prefixlen),
@@ -254,7 +259,7 @@ class Ipam:
 
         # (2) claim new blocks
         if cfg.auto_allocate_blocks:
-            self._claim_and_assign(version, count, host, usable, reservations, cfg, take, out)
+            self._claim_and_assign(fam, count, host, usable, reservations, cfg, take, out)
         if len(out) >= count:
             return
 
@@ -262,7 +267,7 @@ class Ipam:
         if not cfg.strict_affinity:
             blocks = [
                 b
-                for b in self.store.list_blocks(version)
+                for b in self.store.list_blocks(fam)
                 if in_usable(b.value.cidr)
                 and b.value.host != host
                 and not b.value.deleted
@@ -282,7 +287,7 @@ class Ipam:
         if len(out) < count:
             names = ", ".join(f"{p.name} ({p.cidr})" for p in usable)
             raise PoolExhausted(
-                f"IPv{version} pool exhausted: requested {count} address(es) for host {host} but only "
+                f"{fam.name} pool exhausted: requested {count} address(es) for host {host} but only "
                 f"{len(out)} could be allocated from {names}"
                 + (" (strictAffinity is on: no borrowing)" if cfg.strict_affinity else "")
                 + "; add or enlarge an IPPool, or release unused addresses"
@@ -290,7 +295,7 @@ class Ipam:
 
     def _claim_and_assign(
         self,
-        version: int,
+        fam: Family,
         count: int,
         host: str,
         usable: list[PoolView],
@@ -302,12 +307,12 @@ class Ipam:
         max_blocks = cfg.effective_max_blocks_per_host
         live = [
             a
-            for a in self.store.host_affinities(host, version)
+            for a in self.store.host_affinities(host, fam)
             if a.value.state is not AffinityState.PENDING_DELETION
         ]
         if len(live) >= max_blocks:
             return
-        existing = [b.value.cidr for b in self.store.list_blocks(version)]
+        existing = [b.value.cidr for b in self.store.list_blocks(fam)]
         seed = host_seed(host)
         for pool in usable:
             for cidr in iter_free_blocks(pool.cidr, pool.block_prefix, existing, seed):
@@ -592,24 +597,21 @@ class _BlockFinder:
             if self.store.get_block(cidr) is not None:
                 return cidr
         if self._cidrs is None:
-            self._cidrs = [b.value.cidr for b in self.store.list_blocks(addr.version)]
-        for c in self._cidrs:
-            if c.version == addr.version and addr in c:
-                return c
-        return None
+            self._cidrs = [b.value.cidr for b in self.store.list_blocks(family_of(addr))]
+        return next((c for c in self._cidrs if address_in(addr, c)), None)
 
 
 def _sorted_ips(ips: Iterable[IPAddress]) -> list[IPAddress]:
     """Addresses sorted IPv4 first, then IPv6 (ipaddress refuses to compare across versions)."""
-    return sorted(ips, key=lambda a: (a.version, int(a)))
+    return sorted(ips, key=sort_key)
 
 
 def _interface(cidr: IPNetwork, ordinal: int) -> IPInterface:
     return ipaddress.ip_interface((address_at(cidr, ordinal), cidr.prefixlen))
 
 
-def _requested_for_version(
-    requested: Sequence[str] | None, pools: Sequence[PoolView], version: int
+def _requested_for_family(
+    requested: Sequence[str] | None, pools: Sequence[PoolView], fam: Family
 ) -> list[str] | None:
     """The caller's pool list restricted to one family (names are resolved against known pools; unknown
     names are kept for both families so that select_pools reports them)."""
@@ -618,12 +620,12 @@ def _requested_for_version(
     out: list[str] = []
     for item in requested:
         try:
-            if ipaddress.ip_network(item, strict=False).version == version:
+            if family_of(ipaddress.ip_network(item, strict=False)) is fam:
                 out.append(item)
             continue
         except ValueError:
             pass
         known = [p for p in pools if p.name == item]
-        if not known or any(p.version == version for p in known):
+        if not known or any(p.family is fam for p in known):
             out.append(item)
     return out or None

@@ -25,9 +25,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from tortie.common.ipfamily import IPAddress, IPNetwork, address_in, sort_key
 from tortie.datastore.api import Datastore
 from tortie.ipam import claims
-from tortie.ipam.block import IPAddress, IPNetwork
 from tortie.ipam.records import AffinityState
 from tortie.ipam.snapshot import IpamSnapshot, take_snapshot
 from tortie.ipam.store import IpamStore
@@ -130,7 +130,7 @@ def _check_addresses(snap: IpamSnapshot) -> list[Finding]:
         if len(weps) > 1:
             names = ", ".join(u.name for u in weps)
             out.append(Finding("address-shared", str(ip), f"used by several WorkloadEndpoints: {names}"))
-        if ip not in allocs and any(p.version == ip.version and ip in p.cidr for p in snap.pools):
+        if ip not in allocs and any(address_in(ip, p.cidr) for p in snap.pools):
             who = ", ".join(u.describe() for u in users)
             out.append(
                 Finding(
@@ -221,9 +221,7 @@ def release_orphan_blocks(ds: Datastore) -> list[IPNetwork]:
     snap = take_snapshot(ds)
     store = IpamStore(ds)
     released: list[IPNetwork] = []
-    for cidr, block in sorted(
-        snap.blocks.items(), key=lambda kv: (kv[0].version, int(kv[0].network_address))
-    ):
+    for cidr, block in sorted(snap.blocks.items(), key=lambda kv: sort_key(kv[0])):
         host = block.host
         orphan = host is not None and host not in snap.nodes and block.is_empty and not block.problems()
         if orphan and host is not None and claims.release_empty_block(store, host, cidr):

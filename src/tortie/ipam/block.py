@@ -28,19 +28,9 @@ import ipaddress
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-DEFAULT_BLOCK_PREFIX = {4: 26, 6: 122}
-BLOCK_PREFIX_RANGE = {4: (20, 32), 6: (116, 128)}
-
+from tortie.common.ipfamily import Family, IPAddress, IPNetwork, address_in, network_within, num_addresses
 
 # --------------------------------------------------------------------------- address arithmetic
-
-
-def num_addresses(cidr: IPNetwork) -> int:
-    """How many addresses (ordinals) a block or pool covers."""
-    return 1 << (cidr.max_prefixlen - cidr.prefixlen)
 
 
 def address_at(cidr: IPNetwork, ordinal: int) -> IPAddress:
@@ -52,18 +42,9 @@ def address_at(cidr: IPNetwork, ordinal: int) -> IPAddress:
 
 def ordinal_of(cidr: IPNetwork, ip: IPAddress) -> int:
     """Offset of `ip` inside `cidr`. Raises ValueError if `ip` is not in `cidr` (or of another family)."""
-    if ip.version != cidr.version or ip not in cidr:
+    if not address_in(ip, cidr):
         raise ValueError(f"{ip} is not in {cidr}")
     return int(ip) - int(cidr.network_address)
-
-
-def network_within(inner: IPNetwork, outer: IPNetwork) -> bool:
-    """True when `inner` lies entirely inside `outer` (same family)."""
-    return (
-        inner.version == outer.version
-        and int(outer.network_address) <= int(inner.network_address)
-        and int(inner.broadcast_address) <= int(outer.broadcast_address)
-    )
 
 
 def block_containing(ip: IPAddress, block_prefix: int) -> IPNetwork:
@@ -71,11 +52,11 @@ def block_containing(ip: IPAddress, block_prefix: int) -> IPNetwork:
     return ipaddress.ip_network((ip, block_prefix), strict=False)
 
 
-def check_block_prefix(version: int, block_prefix: int, pool: IPNetwork | None = None) -> str | None:
+def check_block_prefix(fam: Family, block_prefix: int, pool: IPNetwork | None = None) -> str | None:
     """Why `block_prefix` is unusable (for `pool` if given), or None when it is fine."""
-    low, high = BLOCK_PREFIX_RANGE[version]
+    low, high = fam.block_size_range
     if not low <= block_prefix <= high:
-        return f"block size /{block_prefix} is outside {low}-{high} for IPv{version}"
+        return f"block size /{block_prefix} is outside {low}-{high} for {fam.name}"
     if pool is not None and block_prefix < pool.prefixlen:
         return f"block size /{block_prefix} is larger than the pool {pool}"
     return None
@@ -156,7 +137,7 @@ def reserved_ordinals(block: IPNetwork, reservations: Iterable[IPNetwork]) -> fr
 
 
 def is_reserved(ip: IPAddress, reservations: Iterable[IPNetwork]) -> bool:
-    return any(ip.version == r.version and ip in r for r in reservations)
+    return any(address_in(ip, r) for r in reservations)
 
 
 # --------------------------------------------------------------------------- the block value

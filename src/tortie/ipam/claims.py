@@ -35,7 +35,8 @@ import logging
 import time
 
 from tortie.common.errors import AlreadyExists, Conflict, NotFound
-from tortie.ipam.block import Block, IPNetwork, host_affinity
+from tortie.common.ipfamily import IPNetwork, family_of
+from tortie.ipam.block import Block, host_affinity
 from tortie.ipam.records import Affinity, AffinityState
 from tortie.ipam.store import MAX_RETRIES, IpamStore, Versioned, backoff
 
@@ -111,7 +112,7 @@ def complete_pending(store: IpamStore, aff: Versioned[Affinity], max_blocks: int
 def _over_limit(store: IpamStore, host: str, cidr: IPNetwork, max_blocks: int) -> bool:
     live = [
         a
-        for a in store.host_affinities(host, cidr.version)
+        for a in store.host_affinities(host, family_of(cidr))
         if a.value.state is not AffinityState.PENDING_DELETION
     ]
     live.sort(key=lambda a: (a.create_revision, str(a.value.cidr)))

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from tortie.ipam.block import IPNetwork
+from tortie.common.ipfamily import FAMILIES, Family, IPNetwork, family_of
 from tortie.ipam.errors import InvalidIpamRequest
 from tortie.model.kinds import kind_info
 
@@ -56,33 +56,33 @@ def parse_cidr_segment(segment: str) -> IPNetwork | None:
         return None
 
 
-def block_prefix(version: int) -> str:
-    return f"{BLOCK_ROOT}ipv{version}/block/"
+def block_prefix(fam: Family) -> str:
+    return f"{BLOCK_ROOT}{fam.key}/block/"
 
 
 def block_key(cidr: IPNetwork) -> str:
-    return f"{block_prefix(cidr.version)}{cidr_segment(cidr)}"
+    return f"{block_prefix(family_of(cidr))}{cidr_segment(cidr)}"
 
 
 def parse_block_key(key: str) -> IPNetwork | None:
     """The block CIDR of a block key, or None if `key` is not one."""
-    for version in (4, 6):
-        prefix = block_prefix(version)
+    for fam in FAMILIES:
+        prefix = block_prefix(fam)
         if key.startswith(prefix):
             cidr = parse_cidr_segment(key[len(prefix) :])
-            return cidr if cidr is not None and cidr.version == version else None
+            return cidr if cidr is not None and family_of(cidr) is fam else None
     return None
 
 
-def host_affinity_prefix(host: str, version: int | None = None) -> str:
+def host_affinity_prefix(host: str, fam: Family | None = None) -> str:
     check_segment("host name", host)
-    if version is None:
+    if fam is None:
         return f"{HOST_ROOT}{host}/"
-    return f"{HOST_ROOT}{host}/ipv{version}/block/"
+    return f"{HOST_ROOT}{host}/{fam.key}/block/"
 
 
 def affinity_key(host: str, cidr: IPNetwork) -> str:
-    return f"{host_affinity_prefix(host, cidr.version)}{cidr_segment(cidr)}"
+    return f"{host_affinity_prefix(host, family_of(cidr))}{cidr_segment(cidr)}"
 
 
 def parse_affinity_key(key: str) -> tuple[str, IPNetwork] | None:
@@ -90,10 +90,10 @@ def parse_affinity_key(key: str) -> tuple[str, IPNetwork] | None:
     if not key.startswith(HOST_ROOT):
         return None
     parts = key[len(HOST_ROOT) :].split("/")
-    if len(parts) != 4 or parts[2] != "block" or parts[1] not in ("ipv4", "ipv6") or not parts[0]:
+    if len(parts) != 4 or parts[2] != "block" or not parts[0]:
         return None
     cidr = parse_cidr_segment(parts[3])
-    if cidr is None or f"ipv{cidr.version}" != parts[1]:
+    if cidr is None or family_of(cidr).key != parts[1]:
         return None
     return parts[0], cidr
 

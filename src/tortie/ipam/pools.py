@@ -18,7 +18,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tortie.ipam.block import IPAddress, IPNetwork, check_block_prefix
+from tortie.common.ipfamily import Family, IPAddress, IPNetwork, address_in, family_of
+from tortie.ipam.block import check_block_prefix
 from tortie.ipam.errors import NoSuitablePool
 
 # tortie.model and tortie.selector are imported where they are used, not here: releasing addresses
@@ -45,8 +46,8 @@ class PoolView:
     manual: bool = False  # assignmentMode Manual: only used when named by the caller
 
     @property
-    def version(self) -> int:
-        return self.cidr.version
+    def family(self) -> Family:
+        return family_of(self.cidr)
 
     def matches_node(self, labels: Mapping[str, str]) -> bool:
         text = self.node_selector.strip()
@@ -80,7 +81,7 @@ def pool_from_resource(obj: Mapping[str, Any]) -> PoolView | None:
         return None
     cidr = spec.network
     block_prefix = spec.effective_block_size
-    problem = check_block_prefix(cidr.version, block_prefix, cidr)
+    problem = check_block_prefix(spec.family, block_prefix, cidr)
     if problem:  # only possible for a disabled pool smaller than one block: never allocated from anyway
         log.debug("IPPool %s cannot be carved into blocks: %s", res.metadata.name, problem)
         return None
@@ -128,7 +129,7 @@ def _matches_request(pool: PoolView, requested: Sequence[str]) -> bool:
 
 def select_pools(
     pools: Iterable[PoolView],
-    version: int,
+    fam: Family,
     node_labels: Mapping[str, str],
     use: str = USE_WORKLOAD,
     requested: Sequence[str] | None = None,
@@ -136,13 +137,13 @@ def select_pools(
     """Pools to allocate from, in order (requested order if named, else by CIDR).
 
     Raises NoSuitablePool naming the reason when a requested pool does not exist or none qualifies."""
-    all_pools = [p for p in pools if p.version == version]
+    all_pools = [p for p in pools if p.family is fam]
     if requested:
         chosen: list[PoolView] = []
         for item in requested:
             match = [p for p in all_pools if _matches_request(p, [item])]
             if not match:
-                raise NoSuitablePool(f"requested IPv{version} pool {item!r} does not exist")
+                raise NoSuitablePool(f"requested {fam.name} pool {item!r} does not exist")
             chosen.extend(p for p in match if p not in chosen)
         candidates = chosen
     else:
@@ -154,7 +155,7 @@ def select_pools(
         p for p in candidates if not p.disabled and use in p.allowed_uses and p.matches_node(node_labels)
     ]
     if not usable:
-        what = f"requested pools {list(requested)}" if requested else f"IPv{version} pools"
+        what = f"requested pools {list(requested)}" if requested else f"{fam.name} pools"
         raise NoSuitablePool(
             f"no usable {what} for use {use}: none is enabled, allows {use} and has a nodeSelector matching "
             "this host (create or enable an IPPool)"
@@ -167,8 +168,7 @@ def pool_containing(pools: Iterable[PoolView], ip: IPAddress) -> PoolView | None
     best: PoolView | None = None
     for p in pools:
         if (
-            p.version == ip.version
-            and ip in p.cidr
+            address_in(ip, p.cidr)
             and (best is None or p.cidr.prefixlen > best.cidr.prefixlen)
         ):
             best = p

@@ -23,7 +23,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from tortie.ipam.block import AllocationAttribute, Block, IPNetwork
+from tortie.common.ipfamily import IPNetwork
+from tortie.ipam.block import AllocationAttribute, Block
 from tortie.ipam.errors import InvalidIpamRequest, InvalidRecord
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from tortie.ipam.block import IPAddress, IPNetwork, is_reserved, network_within, reserved_ordinals
+from tortie.common.ipfamily import IPAddress, IPNetwork, address_in, network_within, sort_key
+from tortie.ipam.block import is_reserved, reserved_ordinals
 from tortie.ipam.pools import pool_containing
 from tortie.ipam.snapshot import IpamSnapshot
 
@@ -132,7 +133,7 @@ def block_usage(snap: IpamSnapshot) -> list[BlockUsage]:
                     borrowed += 1
         pool = next((p.name for p in snap.pools if network_within(cidr, p.cidr)), None)
         out.append(BlockUsage(cidr, block.affinity, pool, block.size, block.in_use, reserved, borrowed))
-    return sorted(out, key=lambda b: (b.cidr.version, int(b.cidr.network_address)))
+    return sorted(out, key=lambda b: sort_key(b.cidr))
 
 
 def pool_usage(snap: IpamSnapshot) -> list[PoolUsage]:
@@ -160,12 +161,12 @@ def pool_usage(snap: IpamSnapshot) -> list[PoolUsage]:
                 len(blocks),
             )
         )
-    return sorted(out, key=lambda p: (p.cidr.version, int(p.cidr.network_address), p.name))
+    return sorted(out, key=lambda p: (sort_key(p.cidr), p.name))
 
 
 def describe_ip(snap: IpamSnapshot, ip: IPAddress) -> IpReport:
     pool = pool_containing(snap.pools, ip)
-    block_cidr = next((c for c in snap.blocks if c.version == ip.version and ip in c), None)
+    block_cidr = next((c for c in snap.blocks if address_in(ip, c)), None)
     users = tuple(u.describe() for u in snap.users.get(ip, ()))
     reserved = is_reserved(ip, snap.reservations)
     if block_cidr is None:

@@ -16,9 +16,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from tortie.common.ipfamily import IPAddress, IPNetwork
 from tortie.datastore.api import KV, Datastore
 from tortie.ipam import keys
-from tortie.ipam.block import Block, IPAddress, IPNetwork
+from tortie.ipam.block import Block
 from tortie.ipam.errors import InvalidRecord
 from tortie.ipam.pools import PoolView, pool_from_resource, reservations_from_resources
 from tortie.ipam.records import (

@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from tortie.common.errors import NotFound
+from tortie.common.ipfamily import Family, IPNetwork
 from tortie.datastore.api import KV, Datastore, TxnOp
 from tortie.ipam import keys
-from tortie.ipam.block import Block, IPNetwork
+from tortie.ipam.block import Block
 from tortie.ipam.errors import InvalidRecord
 from tortie.ipam.pools import PoolView, pool_from_resource, reservations_from_resources
 from tortie.ipam.records import (
@@ -96,8 +97,8 @@ class IpamStore:
         if real:
             self.ds.commit(real)
 
-    def list_blocks(self, version: int | None = None) -> list[Versioned[Block]]:
-        prefix = keys.block_prefix(version) if version else keys.BLOCK_ROOT
+    def list_blocks(self, fam: Family | None = None) -> list[Versioned[Block]]:
+        prefix = keys.BLOCK_ROOT if fam is None else keys.block_prefix(fam)
         kvs, _ = self.ds.list(prefix)
         out: list[Versioned[Block]] = []
         for kv in kvs:
@@ -111,8 +112,8 @@ class IpamStore:
 
     # ---- affinities
 
-    def host_affinities(self, host: str, version: int | None = None) -> list[Versioned[Affinity]]:
-        kvs, _ = self.ds.list(keys.host_affinity_prefix(host, version))
+    def host_affinities(self, host: str, fam: Family | None = None) -> list[Versioned[Affinity]]:
+        kvs, _ = self.ds.list(keys.host_affinity_prefix(host, fam))
         out: list[Versioned[Affinity]] = []
         for kv in kvs:
             parsed = keys.parse_affinity_key(kv.key)

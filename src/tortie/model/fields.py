@@ -22,10 +22,8 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
+from tortie.common.ipfamily import V4, V6, Family, IPAddress, IPNetwork, parse_address, parse_network
 from tortie.model.schema import Converted, Int, Text
-
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 # -- names ------------------------------------------------------------------------------------------
 DNS1123_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
@@ -98,55 +96,21 @@ def check_annotation_key(key: str) -> str:
 
 
 # -- addresses --------------------------------------------------------------------------------------
-def _family_name(version: int) -> str:
-    return "IPv4" if version == 4 else "IPv6"
-
-
-def parse_ip(text: str, family: int | None = None) -> IPAddress:
-    if "%" in text or "/" in text:
-        raise ValueError(f"{text!r} is not an IP address")
-    try:
-        addr = ipaddress.ip_address(text)
-    except ValueError:
-        raise ValueError(f"{text!r} is not a valid IP address") from None
-    if family is not None and addr.version != family:
-        raise ValueError(f"{text!r} is not an {_family_name(family)} address")
-    return addr
-
-
-def parse_cidr(text: str, *, strict: bool, family: int | None = None) -> IPNetwork:
-    """A CIDR (a bare address means a single-address network). `strict` rejects host bits."""
-    addr_text, slash, plen = text.partition("/")
-    if slash and not plen.isdigit():
-        raise ValueError(f"{text!r} is not a valid CIDR: the prefix length must be a number")
-    addr = parse_ip(addr_text)
-    if family is not None and addr.version != family:
-        raise ValueError(f"{text!r} is not an {_family_name(family)} CIDR")
-    bits = addr.max_prefixlen
-    prefix = int(plen) if slash else bits
-    if prefix > bits:
-        raise ValueError(f"{text!r} is not a valid CIDR: prefix length {prefix} is more than {bits}")
-    net = ipaddress.ip_network(f"{addr}/{prefix}", strict=False)
-    if strict and net.network_address != addr:
-        raise ValueError(f"{text!r} is not strictly masked: host bits are set (did you mean {net}?)")
-    return net
-
-
-def cidr_text(strict: bool = False, family: int | None = None) -> Text:
+def cidr_text(strict: bool = False, family: Family | None = None) -> Text:
     """Codec: a CIDR string in canonical form."""
-    return Text(lambda t: str(parse_cidr(t, strict=strict, family=family)))
+    return Text(lambda t: str(parse_network(t, strict=strict, family=family)))
 
 
-def ip_text(family: int | None = None) -> Text:
+def ip_text(family: Family | None = None) -> Text:
     """Codec: an IP address string in canonical form."""
-    return Text(lambda t: str(parse_ip(t, family)))
+    return Text(lambda t: str(parse_address(t, family)))
 
 
-def parse_ip_with_prefix(text: str, family: int) -> str:
+def parse_ip_with_prefix(text: str, family: Family) -> str:
     """A host address optionally followed by its subnet's prefix length (`10.0.0.5/24`), as used by
     Node.spec.bgp.ipv4Address; canonical text keeps the host bits."""
     addr_text, slash, plen = text.partition("/")
-    addr = parse_ip(addr_text, family)
+    addr = family.address(addr_text)
     if not slash:
         return str(addr)
     if not plen.isdigit() or int(plen) > addr.max_prefixlen:
@@ -159,13 +123,13 @@ def parse_peer_ip(text: str) -> str:
     m = re.match(r"^\[([^\]]+)\]:(\d+)$", text)
     if m:
         host, port = m.group(1), m.group(2)
-        addr = parse_ip(host, 6)
+        addr = V6.address(host)
         return f"[{addr}]:{_peer_port(port, text)}"
     if text.count(":") == 1:
         host, port = text.split(":")
-        addr = parse_ip(host, 4)
+        addr = V4.address(host)
         return f"{addr}:{_peer_port(port, text)}"
-    return str(parse_ip(text))
+    return str(parse_address(text))
 
 
 def _peer_port(port: str, text: str) -> int:

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Annotated
 
+from tortie.common.ipfamily import V4, V6, family_of
 from tortie.model.fields import (
     AS_NUMBER,
     DURATION,
@@ -24,7 +25,6 @@ from tortie.model.fields import (
     cidr_text,
     ip_text,
     is_community_value,
-    parse_ip,
     parse_ip_with_prefix,
     parse_peer_ip,
     peer_address,
@@ -102,8 +102,8 @@ class BGPConfigurationSpec:
     prefix_advertisements: Annotated[
         tuple[PrefixAdvertisement, ...], Wire(ListOf(Struct(PrefixAdvertisement)))] = ()
     ignored_interfaces: Annotated[tuple[str, ...], Wire(ListOf(IGNORED_INTERFACE))] = ()
-    local_workload_peering_ipv4: Annotated[str | None, Wire(ip_text(4), "localWorkloadPeeringIPV4")] = None
-    local_workload_peering_ipv6: Annotated[str | None, Wire(ip_text(6), "localWorkloadPeeringIPV6")] = None
+    local_workload_peering_ipv4: Annotated[str | None, Wire(ip_text(V4), "localWorkloadPeeringIPV4")] = None
+    local_workload_peering_ipv6: Annotated[str | None, Wire(ip_text(V6), "localWorkloadPeeringIPV6")] = None
     program_cluster_routes: Annotated[
         str | None, Wire(Enum("Enabled", "Disabled", "EnabledNoEncapOnly"))] = None
     ipv4_normal_route_priority: Annotated[int | None, Wire(ROUTE_PRIORITY, "ipv4NormalRoutePriority")] = None
@@ -244,7 +244,7 @@ def _check_reachable_by(spec: BGPPeerSpec, path: str, issues: Issues) -> None:
     peer = spec.peer_address
     if peer is None:
         issues.add(join(path, "reachableBy"), "needs peerIP")
-    elif parse_ip(peer[0]).version != parse_ip(spec.reachable_by).version:
+    elif family_of(peer[0]) != family_of(spec.reachable_by):
         issues.add(join(path, "reachableBy"), "must be of the same IP family as peerIP")
 
 
@@ -263,11 +263,11 @@ BGP_PEER_SPEC = Struct(BGPPeerSpec,
 class NodeBGPSpec:
     as_number: Annotated[int | None, Wire(AS_NUMBER)] = None
     ipv4_address: Annotated[
-        str | None, Wire(Text(lambda t: parse_ip_with_prefix(t, 4)), "ipv4Address")] = None
+        str | None, Wire(Text(lambda t: parse_ip_with_prefix(t, V4)), "ipv4Address")] = None
     ipv6_address: Annotated[
-        str | None, Wire(Text(lambda t: parse_ip_with_prefix(t, 6)), "ipv6Address")] = None
-    ipv4_ipip_tunnel_addr: Annotated[str | None, Wire(ip_text(4), "ipv4IPIPTunnelAddr")] = None
-    route_reflector_cluster_id: Annotated[str | None, Wire(ip_text(4), "routeReflectorClusterID")] = None
+        str | None, Wire(Text(lambda t: parse_ip_with_prefix(t, V6)), "ipv6Address")] = None
+    ipv4_ipip_tunnel_addr: Annotated[str | None, Wire(ip_text(V4), "ipv4IPIPTunnelAddr")] = None
+    route_reflector_cluster_id: Annotated[str | None, Wire(ip_text(V4), "routeReflectorClusterID")] = None
 
 
 def _check_node_bgp(spec: NodeBGPSpec, path: str, issues: Issues) -> None:
@@ -283,8 +283,8 @@ class OrchRef:
 
 @dataclass(frozen=True, kw_only=True)
 class NodeWireguardSpec:
-    interface_ipv4_address: Annotated[str | None, Wire(ip_text(4), "interfaceIPv4Address")] = None
-    interface_ipv6_address: Annotated[str | None, Wire(ip_text(6), "interfaceIPv6Address")] = None
+    interface_ipv4_address: Annotated[str | None, Wire(ip_text(V4), "interfaceIPv4Address")] = None
+    interface_ipv6_address: Annotated[str | None, Wire(ip_text(V6), "interfaceIPv6Address")] = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -302,9 +302,9 @@ class NodeInterface:
 @dataclass(frozen=True, kw_only=True)
 class NodeSpec:
     bgp: Annotated[NodeBGPSpec | None, Wire(Struct(NodeBGPSpec, checks=[_check_node_bgp]), "bgp")] = None
-    ipv4_vxlan_tunnel_addr: Annotated[str | None, Wire(ip_text(4), "ipv4VXLANTunnelAddr")] = None
+    ipv4_vxlan_tunnel_addr: Annotated[str | None, Wire(ip_text(V4), "ipv4VXLANTunnelAddr")] = None
     vxlan_tunnel_mac_addr: Annotated[str | None, Wire(MAC, "vxlanTunnelMACAddr")] = None
-    ipv6_vxlan_tunnel_addr: Annotated[str | None, Wire(ip_text(6), "ipv6VXLANTunnelAddr")] = None
+    ipv6_vxlan_tunnel_addr: Annotated[str | None, Wire(ip_text(V6), "ipv6VXLANTunnelAddr")] = None
     vxlan_tunnel_mac_addr_v6: Annotated[str | None, Wire(MAC, "vxlanTunnelMACAddrV6")] = None
     orch_refs: Annotated[tuple[OrchRef, ...], Wire(ListOf(Struct(OrchRef)))] = ()
     wireguard: Annotated[NodeWireguardSpec | None, Wire(Struct(NodeWireguardSpec))] = None

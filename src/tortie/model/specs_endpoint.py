@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import Annotated
 
+from tortie.common.ipfamily import V4, V6, address_in, family_of, parse_address
 from tortie.model.fields import (
     MAC,
     NAME,
@@ -21,7 +22,6 @@ from tortie.model.fields import (
     check_interface_name,
     cidr_text,
     ip_text,
-    parse_ip,
 )
 from tortie.model.problems import Issues, index, join
 from tortie.model.schema import Int, ListOf, Struct, Text, Wire, uses
@@ -97,7 +97,7 @@ class IPNAT:
 
 
 def _check_ipnat(nat: IPNAT, path: str, issues: Issues) -> None:
-    if parse_ip(nat.internal_ip).version != parse_ip(nat.external_ip).version:
+    if family_of(nat.internal_ip) != family_of(nat.external_ip):
         issues.add(join(path, "externalIP"), "must be of the same IP family as internalIP")
 
 
@@ -132,8 +132,8 @@ class WorkloadEndpointSpec:
     service_account_name: Annotated[str | None, Wire(Text())] = None
     ip_networks: Annotated[tuple[str, ...], Wire(ListOf(SINGLE_ADDRESS), "ipNetworks")] = ()
     ip_nats: Annotated[tuple[IPNAT, ...], Wire(ListOf(Struct(IPNAT, checks=[_check_ipnat])), "ipNATs")] = ()
-    ipv4_gateway: Annotated[str | None, Wire(ip_text(4), "ipv4Gateway")] = None
-    ipv6_gateway: Annotated[str | None, Wire(ip_text(6), "ipv6Gateway")] = None
+    ipv4_gateway: Annotated[str | None, Wire(ip_text(V4), "ipv4Gateway")] = None
+    ipv6_gateway: Annotated[str | None, Wire(ip_text(V6), "ipv6Gateway")] = None
     profiles: Annotated[tuple[str, ...], Wire(ListOf(NAME))] = ()
     interface_name: Annotated[str | None, Wire(Text(check_interface_name))] = None
     mac: Annotated[str | None, Wire(MAC, "mac")] = None
@@ -145,17 +145,18 @@ class WorkloadEndpointSpec:
 @uses("ipNetworks")
 def _check_ip_networks(spec: WorkloadEndpointSpec, path: str, issues: Issues) -> None:
     for i, net in enumerate(as_network(n) for n in spec.ip_networks):
-        if net.prefixlen != net.max_prefixlen:
+        fam = family_of(net)
+        if not fam.is_host(net):
             issues.add(index(join(path, "ipNetworks"), i),
-                       f"{net} holds more than one address: use /{net.max_prefixlen} networks")
+                       f"{net} holds more than one address: use /{fam.host_prefix} networks")
 
 
 @uses("ipNetworks", "ipNATs")
 def _check_nats(spec: WorkloadEndpointSpec, path: str, issues: Issues) -> None:
     networks = [as_network(n) for n in spec.ip_networks]
     for i, nat in enumerate(spec.ip_nats):
-        internal = parse_ip(nat.internal_ip)
-        if not any(internal.version == n.version and internal in n for n in networks):
+        internal = parse_address(nat.internal_ip)
+        if not any(address_in(internal, n) for n in networks):
             issues.add(join(index(join(path, "ipNATs"), i), "internalIP"),
                        f"{nat.internal_ip} is not one of the endpoint's ipNetworks")
 

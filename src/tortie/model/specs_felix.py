@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass
 from typing import Annotated
 
+from tortie.common.ipfamily import V4, V6
 from tortie.model.fields import (
     DURATION,
     NUMERIC_PORT,
@@ -164,12 +165,12 @@ class FelixConfigurationSpec:
     kube_node_port_ranges: Annotated[tuple[Port, ...], Wire(ListOf(NUMERIC_PORT, max_items=7))] = ()
     # NAT
     nat_port_range: Annotated[Port | None, Wire(NUMERIC_PORT, "natPortRange")] = None
-    nat_outgoing_address: Annotated[str | None, Wire(ip_text(4), "natOutgoingAddress")] = None
+    nat_outgoing_address: Annotated[str | None, Wire(ip_text(V4), "natOutgoingAddress")] = None
     nat_outgoing_exclusions: Annotated[str | None, Wire(Enum("IPPoolsOnly", "IPPoolsAndHostIPs"))] = None
     # routes
-    device_route_source_address: Annotated[str | None, Wire(ip_text(4))] = None
+    device_route_source_address: Annotated[str | None, Wire(ip_text(V4))] = None
     device_route_source_address_ipv6: Annotated[
-        str | None, Wire(ip_text(6), "deviceRouteSourceAddressIPv6")] = None
+        str | None, Wire(ip_text(V6), "deviceRouteSourceAddressIPv6")] = None
     device_route_protocol: Annotated[int | None, Wire(Int(0, 255))] = None
     remove_external_routes: Annotated[bool | None, Wire(Bool())] = None
     route_source: Annotated[str | None, Wire(Enum("WorkloadIPs", "CalicoIPAM", case_insensitive=True))] = None
@@ -193,7 +194,7 @@ class FelixConfigurationSpec:
         str | None, Wire(Enum("Disabled", "Any", case_insensitive=True))] = None
     floating_ips: Annotated[str | None, Wire(ENABLED_DISABLED, "floatingIPs")] = None
     external_nodes_list: Annotated[
-        tuple[str, ...], Wire(ListOf(cidr_text(family=4)), "externalNodesList")] = ()
+        tuple[str, ...], Wire(ListOf(cidr_text(family=V4)), "externalNodesList")] = ()
     # encapsulation
     ipip_enabled: Annotated[bool | None, Wire(Bool(), "ipipEnabled")] = None
     ipip_mtu: Annotated[int | None, Wire(MTU, "ipipMTU")] = None

@@ -11,12 +11,12 @@ The IPAM bookkeeping records are written by tortie.ipam; they are typed (so a co
 caught) but not cross-checked beyond field types and ranges.
 """
 
-import ipaddress
 import re
 from dataclasses import dataclass
 from typing import Annotated
 
-from tortie.model.fields import IPNetwork, as_network, cidr_text, selector_text
+from tortie.common.ipfamily import V6, Family, IPNetwork, family_of
+from tortie.model.fields import as_network, cidr_text, selector_text
 from tortie.model.frozen import EMPTY_MAP, FrozenMap
 from tortie.model.problems import Issues, join
 from tortie.model.schema import Bool, Enum, Int, ListOf, MapOf, Struct, Text, Wire, uses
@@ -24,9 +24,6 @@ from tortie.model.schema import Bool, Enum, Int, ListOf, MapOf, Struct, Text, Wi
 ENCAP_MODES = ("Never", "Always", "CrossSubnet")
 ALLOWED_USES = ("Workload", "Tunnel", "LoadBalancer")
 DEFAULT_ALLOWED_USES = ("Workload", "Tunnel")
-BLOCK_SIZE_RANGE = {4: (20, 32), 6: (116, 128)}
-DEFAULT_BLOCK_SIZE = {4: 26, 6: 122}
-LINK_LOCAL = {4: ipaddress.ip_network("169.254.0.0/16"), 6: ipaddress.ip_network("fe80::/10")}
 POOL_CIDR = cidr_text(strict=True)
 POOL_SELECTOR = selector_text()
 
@@ -50,12 +47,16 @@ class IPPoolSpec:
         return as_network(self.cidr)
 
     @property
+    def family(self) -> Family:
+        return family_of(self.cidr)
+
+    @property
     def ip_version(self) -> int:
-        return self.network.version
+        return self.family.version
 
     @property
     def effective_block_size(self) -> int:
-        return self.block_size if self.block_size is not None else DEFAULT_BLOCK_SIZE[self.ip_version]
+        return self.block_size if self.block_size is not None else self.family.default_block_size
 
     @property
     def effective_ipip_mode(self) -> str:
@@ -96,19 +97,19 @@ class IPPoolSpec:
 
 def _check_pool_cidr(spec: IPPoolSpec, path: str, issues: Issues) -> None:
     net = spec.network
-    link_local = LINK_LOCAL[net.version]
+    link_local = spec.family.link_local
     if net.overlaps(link_local):
         issues.add(join(path, "cidr"), f"{net} overlaps the link-local range {link_local}")
 
 
 @uses("cidr", "blockSize", "disabled")
 def _check_block_size(spec: IPPoolSpec, path: str, issues: Issues) -> None:
-    version = spec.ip_version
-    lo, hi = BLOCK_SIZE_RANGE[version]
+    fam = spec.family
+    lo, hi = fam.block_size_range
     size = spec.effective_block_size
     if spec.block_size is not None and not lo <= size <= hi:
         issues.add(join(path, "blockSize"),
-                   f"{size} is out of range: IPv{version} block sizes must be {lo}-{hi}")
+                   f"{size} is out of range: {fam.name} block sizes must be {lo}-{hi}")
         return
     if not spec.effective_disabled and spec.network.prefixlen > size:
         issues.add(join(path, "cidr"), f"{spec.cidr} is smaller than one /{size} block: make the pool at "
@@ -119,7 +120,7 @@ def _check_block_size(spec: IPPoolSpec, path: str, issues: Issues) -> None:
 def _check_encap(spec: IPPoolSpec, path: str, issues: Issues) -> None:
     ipip = spec.effective_ipip_mode != "Never"
     vxlan = spec.effective_vxlan_mode != "Never"
-    if spec.ip_version == 6 and ipip:
+    if spec.family is V6 and ipip:
         issues.add(join(path, "ipipMode"), "IPIP is not supported on IPv6 pools: use Never (or VXLAN)")
     if ipip and vxlan:
         issues.add(join(path, "ipipMode"), "IPIP and VXLAN cannot both be enabled on one pool")

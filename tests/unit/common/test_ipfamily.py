@@ -128,7 +128,7 @@ def test_containment_across_families_is_false_not_an_error() -> None:
     assert ipfamily.network_within(ipaddress.ip_network("10.1.0.0/16"), v4net)
     assert not ipfamily.network_within(ipaddress.ip_network("10.1.0.0/16"), v6net)
     assert not ipfamily.network_within(v4net, ipaddress.ip_network("10.1.0.0/16"))
-    assert ipfamily.size(ipaddress.ip_network("fd00::/122")) == 64
+    assert ipfamily.num_addresses(ipaddress.ip_network("fd00::/122")) == 64
 
 
 _addresses = st.one_of(

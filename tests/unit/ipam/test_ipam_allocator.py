@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from tortie.common import ipfamily
 from tortie.datastore.memory import MemoryDatastore
 from tortie.ipam import (
     AddressInUse,
@@ -331,7 +332,7 @@ def test_reservations_are_never_handed_out(ds: MemoryDatastore, ipam: Ipam) -> N
     assert got == {ip(f"10.0.0.{i}") for i in (8, 10, 11, 12, 13, 14, 15)}
     with pytest.raises(PoolExhausted):
         ipam.auto_assign(1, 0, "h2", "n1")
-    kvs, _ = ds.list(keys.block_prefix(4))
+    kvs, _ = ds.list(keys.block_prefix(ipfamily.V4))
     assert [kv.key for kv in kvs] == [
         keys.block_key(net("10.0.0.8/29"))
     ]  # the reserved block is never claimed

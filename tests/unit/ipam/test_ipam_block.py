@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tortie.common.ipfamily import V4, V6, IPNetwork, network_within
 from tortie.ipam.block import (
     Block,
-    IPNetwork,
     OrdinalInUse,
     address_at,
     block_at,
@@ -21,7 +21,6 @@ from tortie.ipam.block import (
     check_block_prefix,
     host_seed,
     iter_free_blocks,
-    network_within,
     ordinal_of,
     reserved_ordinals,
 )
@@ -91,11 +90,11 @@ def test_ordinal_errors() -> None:
 
 
 def test_block_prefix_bounds() -> None:
-    assert check_block_prefix(4, 26) is None
-    assert check_block_prefix(4, 19) is not None
-    assert check_block_prefix(6, 122) is None
-    assert check_block_prefix(6, 129) is not None
-    assert check_block_prefix(4, 26, ipaddress.ip_network("10.0.0.0/28")) is not None
+    assert check_block_prefix(V4, 26) is None
+    assert check_block_prefix(V4, 19) is not None
+    assert check_block_prefix(V6, 122) is None
+    assert check_block_prefix(V6, 129) is not None
+    assert check_block_prefix(V4, 26, ipaddress.ip_network("10.0.0.0/28")) is not None
 
 
 @given(pools_and_prefix(), st.data())
