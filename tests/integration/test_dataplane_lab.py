@@ -21,6 +21,8 @@ from tortie.dataplane.managers.block_routes import BlockRoutesManager
 from tortie.dataplane.managers.endpoint_routes import EndpointRoutesManager
 from tortie.dataplane.managers.host_sysctls import HostSysctlsManager
 from tortie.dataplane.messages import (
+    POLICY_MESSAGE_TYPES,
+    ConfigUpdate,
     HostBlockUpdate,
     InSync,
     Message,
@@ -64,6 +66,7 @@ class HostAgent:
                 BlockRoutesManager(self.routes),
                 EndpointRoutesManager(self.routes, self.links, self.sysctls),
             ],
+            unhandled=(*POLICY_MESSAGE_TYPES, ConfigUpdate),
             link_driver=self.links,
             refresh_interval=refresh_interval,
             retry_initial=0.01,

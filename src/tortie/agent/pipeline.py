@@ -50,7 +50,7 @@ from tortie.dataplane.managers.endpoint_routes import EndpointRoutesManager
 from tortie.dataplane.managers.host_sysctls import DEFAULT_HOST_SYSCTLS, HostSysctlsManager
 from tortie.dataplane.managers.manager_api import Manager
 from tortie.dataplane.managers.policy import PolicyManager, render_config
-from tortie.dataplane.messages import ConfigUpdate, Message, WorkloadEndpointUpdate
+from tortie.dataplane.messages import POLICY_MESSAGE_TYPES, ConfigUpdate, Message, WorkloadEndpointUpdate
 from tortie.dataplane.nft.render import RenderConfig
 from tortie.datastore import syncer as sync
 from tortie.datastore.api import Datastore
@@ -171,8 +171,10 @@ class AgentPipeline:
                                  needs_apply=lambda: any(m.needs_apply for m in managers),
                                  on_first_apply=self._on_first_apply)
         route_refresh = config["route_refresh_interval"] or None
+        # Without policy the calc sends no policy messages, and the configuration is the pipeline's.
+        unhandled = () if policy else (*POLICY_MESSAGE_TYPES, ConfigUpdate)
         self.loop = DataplaneLoop(
-            managers, link_driver=drivers.links, refresh_interval=route_refresh,
+            managers, unhandled=unhandled, link_driver=drivers.links, refresh_interval=route_refresh,
             refresh_overrides={self.sysctl_manager.name: config["interface_refresh_interval"] or None},
             observer=observer, on_fatal=lambda exc: self._finish(Outcome.DATAPLANE_FAILED, str(exc)))
 

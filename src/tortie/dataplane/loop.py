@@ -2,17 +2,28 @@
 
     calc --send()/send_many()--+
                                +--> inbox (thread-safe) --> loop thread:
-    LinkDriver monitor --------+      drain all -> managers.on_update / on_link_event
-        (send_link_event)             if in sync: due refreshes -> manager.resync()
+    LinkDriver monitor --------+      drain all -> each item to the managers that declare its type
+        (send_link_event)                          (on_update / on_link_event)
+                                      if in sync: due refreshes -> manager.resync()
                                                   managers needing it -> apply()  (in order)
                                       failure -> stay dirty, retry after backoff (doubling)
                                       failing longer than fail_after -> DataplaneFailed
 
 Contract:
 
+* Dispatch by declaration: each manager lists in `handles` the message types it takes (and
+  `LinkEvent` for interface changes); the loop routes every item only to those managers, in the
+  order the managers were given. Wiring errors fail construction (`ValueError`): a declared type that
+  is not a member of `messages.Message` (or is `InSync`, which is the loop's own), and a member of
+  `Message` that no manager takes and that is not listed in `unhandled` (types the caller knows it
+  will send without a consumer, e.g. the policy messages when policy is off: dropped quietly). An
+  item of any other type at run time is a bug upstream: logged as an error and dropped.
 * Nothing is applied before the `InSync` message; messages before it are recorded. The first
   apply after it is each manager's full read-back (adoption: remove only our unwanted state).
 * Batching: everything queued is drained before an apply, so bursts coalesce while an apply runs.
+* Apply order: the managers' order; `needs_apply` is asked just before each manager's turn, so a
+  manager made dirty by an earlier one (a route source's status after the route table wrote) is
+  applied in the same round.
 * Retry: a failed apply leaves the manager dirty; the next apply waits `retry_initial` seconds,
   doubling up to `retry_max` (messages keep being recorded meanwhile). When applies have kept
   failing for `fail_after` seconds the loop raises `DataplaneFailed` (exit non-zero and let the
@@ -29,7 +40,7 @@ Threads: `start()` runs the loop on its own thread (and starts the link monitor 
 `link_driver` is given); `stop()` ends both. Tests drive it synchronously instead with `step()`
 and an injected `Clock` (anything with `monotonic()`).
 
-Construction: `DataplaneLoop(managers, link_driver=None, refresh_interval=90.0,
+Construction: `DataplaneLoop(managers, unhandled=(), link_driver=None, refresh_interval=90.0,
 refresh_overrides=None, retry_initial=0.05, retry_max=5.0, fail_after=120.0, observer=None,
 clock=None, on_fatal=None)`.
 """
@@ -40,14 +51,14 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from tortie.common.errors import DataplaneError
 from tortie.dataplane.drivers.links import LinkDriver, LinkEvent
 from tortie.dataplane.managers.manager_api import Manager
-from tortie.dataplane.messages import InSync, Message
+from tortie.dataplane.messages import MESSAGE_TYPES, InSync, Message
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +115,33 @@ class LoopStatus:
 _Item = tuple[float, Message | LinkEvent]
 
 
+def route_by_declaration(
+    managers: Sequence[Manager], unhandled: Collection[type] = ()
+) -> dict[type, tuple[Manager, ...]]:
+    """Message type (and `LinkEvent`) -> the managers that declare it, in the managers' order; a
+    type in `unhandled` maps to no manager. Raises ValueError for the wiring errors of the module
+    docstring."""
+    accepted = set(MESSAGE_TYPES) - {InSync}
+    routes: dict[type, list[Manager]] = {kind: [] for kind in (*accepted, LinkEvent)}
+    for manager in managers:
+        for kind in manager.handles:
+            if kind not in routes:
+                raise ValueError(f"dataplane manager {manager.name} declares {kind!r}, which is not a "
+                                 "dataplane message type the loop routes")
+            routes[kind].append(manager)
+    for kind in unhandled:
+        if kind not in accepted:
+            raise ValueError(f"{kind!r} is declared unhandled but is not a dataplane message type")
+        if routes[kind]:
+            raise ValueError(f"{kind.__name__} is declared unhandled but manager "
+                             f"{routes[kind][0].name} handles it")
+    orphans = sorted(kind.__name__ for kind in accepted if not routes[kind] and kind not in unhandled)
+    if orphans:
+        raise ValueError(f"no dataplane manager handles {', '.join(orphans)}: give them to a manager "
+                         "or declare them unhandled")
+    return {kind: tuple(found) for kind, found in routes.items()}
+
+
 class DataplaneLoop:
     """See the module docstring."""
 
@@ -111,6 +149,7 @@ class DataplaneLoop:
         self,
         managers: Sequence[Manager],
         *,
+        unhandled: Collection[type] = (),
         link_driver: LinkDriver | None = None,
         refresh_interval: float | None = 90.0,
         refresh_overrides: Mapping[str, float | None] | None = None,
@@ -122,6 +161,11 @@ class DataplaneLoop:
         on_fatal: Callable[[DataplaneFailed], None] | None = None,
     ) -> None:
         self._managers = list(managers)
+        names = [m.name for m in self._managers]
+        if len(set(names)) != len(names):
+            raise ValueError(f"dataplane manager names must be unique: {names}")
+        self._routes = route_by_declaration(self._managers, unhandled)
+        self._unknown_logged: set[type] = set()
         self._link_driver = link_driver
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._observer = observer if observer is not None else DataplaneObserver()
@@ -184,21 +228,37 @@ class DataplaneLoop:
         for sent_at, item in items:
             if self._oldest_unapplied is None:
                 self._oldest_unapplied = sent_at
+            if isinstance(item, LinkEvent):
+                for manager in self._routes[LinkEvent]:
+                    self._record(manager, item)
+                continue
+            messages += 1
             if isinstance(item, InSync):
-                messages += 1
                 self._on_in_sync()
                 continue
-            if not isinstance(item, LinkEvent):
-                messages += 1
-            for manager in self._managers:
-                try:
-                    if isinstance(item, LinkEvent):
-                        manager.on_link_event(item)
-                    else:
-                        manager.on_update(item)
-                except Exception:  # one bad record must not stop the others
-                    log.exception("dataplane manager failed to record manager=%s item=%r", manager.name, item)
+            managers = self._routes.get(type(item))
+            if managers is None:
+                self._unknown(item)
+                continue
+            for manager in managers:
+                self._record(manager, item)
         self._observer.on_batch(messages, len(items) - messages)
+
+    @staticmethod
+    def _record(manager: Manager, item: Message | LinkEvent) -> None:
+        try:
+            if isinstance(item, LinkEvent):
+                manager.on_link_event(item)
+            else:
+                manager.on_update(item)
+        except Exception:  # one bad record must not stop the others
+            log.exception("dataplane manager failed to record manager=%s item=%r", manager.name, item)
+
+    def _unknown(self, item: object) -> None:
+        if type(item) not in self._unknown_logged:
+            self._unknown_logged.add(type(item))
+            log.error("not a dataplane message; dropped (a bug upstream) type=%s item=%r",
+                      type(item).__name__, item)
 
     def _on_in_sync(self) -> None:
         if self._in_sync:
@@ -232,11 +292,12 @@ class DataplaneLoop:
         self._refresh_due(now)
         if self._retry_at is not None and now < self._retry_at:
             return
-        pending = [m for m in self._managers if m.needs_apply]
-        if not pending:
+        if not any(m.needs_apply for m in self._managers):
             return
         errors: list[str] = []
-        for manager in pending:
+        for manager in self._managers:
+            if not manager.needs_apply:  # asked now: an earlier manager's apply may have changed it
+                continue
             started = self._clock.monotonic()
             error: BaseException | None = None
             try:

@@ -7,16 +7,22 @@ from collections.abc import Mapping
 
 import pytest
 
+from tortie.dataplane.drivers.links import LinkEvent
 from tortie.dataplane.drivers.routes import Route
 from tortie.dataplane.loop import DataplaneFailed, DataplaneLoop, DataplaneObserver
 from tortie.dataplane.managers.block_routes import BlockRoutesManager
 from tortie.dataplane.managers.endpoint_routes import EndpointRoutesManager
 from tortie.dataplane.managers.host_sysctls import HostSysctlsManager
 from tortie.dataplane.messages import (
+    MESSAGE_TYPES,
+    POLICY_MESSAGE_TYPES,
+    ConfigUpdate,
+    HostBlockRemove,
     HostBlockUpdate,
     InSync,
     Message,
     WorkloadEndpointId,
+    WorkloadEndpointRemove,
     WorkloadEndpointUpdate,
 )
 from tortie.testing.dataplane_conformance import wait_for
@@ -59,6 +65,12 @@ class Recorder(DataplaneObserver):
         self.stats.append(stats)
 
 
+ROUTING_ONLY = (*POLICY_MESSAGE_TYPES, ConfigUpdate)  # what a loop without a policy manager leaves unhandled
+ENDPOINTS_ONLY = tuple(
+    t for t in MESSAGE_TYPES if t not in (WorkloadEndpointUpdate, WorkloadEndpointRemove, InSync)
+)
+
+
 def wep(name: str, iface: str, ip: str) -> WorkloadEndpointUpdate:
     return WorkloadEndpointUpdate(WorkloadEndpointId("ns", name), iface, ipv4_nets=(ip,))
 
@@ -74,6 +86,7 @@ class Rig:
                 BlockRoutesManager(self.kernel),
                 EndpointRoutesManager(self.kernel, self.kernel, self.kernel),
             ],
+            unhandled=ROUTING_ONLY,
             link_driver=self.kernel,
             clock=self.clock,
             observer=self.observer,
@@ -200,7 +213,9 @@ def test_a_manager_bug_on_one_message_does_not_stop_the_others() -> None:
 
 def test_threaded_loop_programs_and_stops() -> None:
     kernel = FakeKernel()
-    loop = DataplaneLoop([EndpointRoutesManager(kernel, kernel, kernel)], link_driver=kernel)
+    loop = DataplaneLoop(
+        [EndpointRoutesManager(kernel, kernel, kernel)], unhandled=ENDPOINTS_ONLY, link_driver=kernel
+    )
     loop.start()
     try:
         loop.send_many([wep("a", "tort1", "10.65.0.2/32"), InSync()])
@@ -217,9 +232,82 @@ def test_threaded_loop_reports_persistent_failure() -> None:
     kernel.fail("list_links", times=None)
     fatal: list[DataplaneFailed] = []
     manager = EndpointRoutesManager(kernel, kernel, kernel)
-    loop = DataplaneLoop([manager], fail_after=0.0, on_fatal=fatal.append)
+    loop = DataplaneLoop([manager], unhandled=ENDPOINTS_ONLY, fail_after=0.0, on_fatal=fatal.append)
     loop.start()
     loop.send(InSync())
     with pytest.raises(DataplaneFailed):
         loop.wait(timeout=5.0)
     assert len(fatal) == 1 and loop.status().fatal is not None
+
+
+class Counting:
+    """A minimal manager recording what it is given."""
+
+    def __init__(self, name: str, handles: frozenset[type]) -> None:
+        self.name = name
+        self.handles = handles
+        self.seen: list[object] = []
+
+    def on_update(self, msg: Message) -> None:
+        self.seen.append(msg)
+
+    def on_link_event(self, event: LinkEvent) -> None:
+        self.seen.append(event)
+
+    def resync(self) -> None:
+        pass
+
+    @property
+    def needs_apply(self) -> bool:
+        return False
+
+    def apply(self) -> None:
+        pass
+
+    def stats(self) -> Mapping[str, int]:
+        return {}
+
+
+def test_each_message_goes_only_to_the_managers_that_declare_it() -> None:
+    kernel = FakeKernel()
+    blocks = Counting("blocks", frozenset({HostBlockUpdate, HostBlockRemove}))
+    endpoints = Counting("endpoints", frozenset({WorkloadEndpointUpdate, WorkloadEndpointRemove, LinkEvent}))
+    both = Counting("both", frozenset({HostBlockUpdate, WorkloadEndpointUpdate}))
+    loop = DataplaneLoop([blocks, endpoints, both], unhandled=ROUTING_ONLY, link_driver=kernel)
+    loop.start_link_monitor()
+    update, block = wep("a", "tort1", "10.65.0.2/32"), HostBlockUpdate("10.65.0.0/26")
+    loop.send_many([update, block, ConfigUpdate({}), InSync()])
+    kernel.add_link("tort1")
+    loop.step()
+    assert blocks.seen == [block]
+    assert [type(x) for x in endpoints.seen] == [WorkloadEndpointUpdate, LinkEvent]
+    assert both.seen == [update, block]
+
+
+def test_wiring_errors_are_refused_at_construction() -> None:
+    def loop(*managers: Counting, unhandled: tuple[type, ...] = ROUTING_ONLY) -> DataplaneLoop:
+        return DataplaneLoop(list(managers), unhandled=unhandled)
+
+    complete = Counting("all", frozenset({HostBlockUpdate, HostBlockRemove, WorkloadEndpointUpdate,
+                                          WorkloadEndpointRemove}))
+    loop(complete)  # every message type has a consumer or is declared unhandled
+    with pytest.raises(ValueError, match="no dataplane manager handles HostBlockRemove"):
+        loop(Counting("part", frozenset({HostBlockUpdate, WorkloadEndpointUpdate, WorkloadEndpointRemove})))
+    with pytest.raises(ValueError, match="not a dataplane message type"):
+        loop(complete, Counting("odd", frozenset({Route})))
+    with pytest.raises(ValueError, match="not a dataplane message type"):
+        loop(complete, Counting("insync", frozenset({InSync})))  # InSync is the loop's own
+    with pytest.raises(ValueError, match="declared unhandled but manager all handles it"):
+        loop(complete, unhandled=(*ROUTING_ONLY, HostBlockUpdate))
+    with pytest.raises(ValueError, match="unique"):
+        loop(complete, Counting("all", frozenset()))
+
+
+def test_an_object_outside_the_contract_is_logged_and_dropped(caplog: pytest.LogCaptureFixture) -> None:
+    rig = Rig()
+    rig.kernel.add_link("tort1")
+    rig.loop.send_many([Route("10.0.0.0/8", kind="blackhole"), wep("a", "tort1", "10.65.0.2/32"),
+                        InSync()])  # type: ignore[list-item]
+    rig.loop.step()
+    assert rig.kernel.list_routes() == [Route("10.65.0.2/32", ifname="tort1")]
+    assert "not a dataplane message" in caplog.text

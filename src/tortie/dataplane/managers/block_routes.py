@@ -35,6 +35,7 @@ class BlockRoutesManager:
     """See the module docstring."""
 
     name = "block_routes"
+    handles = frozenset({HostBlockUpdate, HostBlockRemove})
 
     def __init__(self, routes: RouteDriver, *, table: int = MAIN_TABLE, ipv6: bool = True) -> None:
         self._routes = routes
@@ -71,7 +72,7 @@ class BlockRoutesManager:
                 self._dirty.add(cidr)
 
     def on_link_event(self, event: LinkEvent) -> None:
-        """Blackhole routes have no device: interface changes do not concern them."""
+        raise TypeError(f"{self.name} takes no link events (blackhole routes have no device)")
 
     def resync(self) -> None:
         self._full_resync = True

@@ -83,6 +83,7 @@ class EndpointRoutesManager:
     """See the module docstring."""
 
     name = "endpoint_routes"
+    handles = frozenset({WorkloadEndpointUpdate, WorkloadEndpointRemove, LinkEvent})
 
     def __init__(
         self,

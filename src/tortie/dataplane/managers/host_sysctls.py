@@ -36,6 +36,7 @@ class HostSysctlsManager:
     """See the module docstring."""
 
     name = "host_sysctls"
+    handles: frozenset[type] = frozenset()  # no input: configuration changes restart the agent
 
     def __init__(
         self, sysctls: SysctlDriver, settings: Mapping[str, str] | None = None, *, ipv6: bool = True
@@ -50,10 +51,10 @@ class HostSysctlsManager:
         self._warned: set[str] = set()
 
     def on_update(self, msg: Message) -> None:
-        """No message changes host settings (configuration changes restart the agent)."""
+        raise TypeError(f"{self.name} takes no messages, not {type(msg).__name__}")
 
     def on_link_event(self, event: LinkEvent) -> None:
-        """Host settings do not depend on interfaces."""
+        raise TypeError(f"{self.name} takes no link events")
 
     def resync(self) -> None:
         self._pending = True

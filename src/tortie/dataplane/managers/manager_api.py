@@ -1,14 +1,17 @@
 """The contract between the dataplane loop and its managers.
 
-A manager owns one class of kernel state (e.g. routes to local workloads). The loop calls, from
-its single thread:
+A manager owns one class of kernel state (e.g. the interfaces of local workloads), or feeds another
+that does (route sources set targets on the `RouteTable`, itself a manager). It declares its inputs
+in `handles`: the message types of `tortie.dataplane.messages` it takes, plus `LinkEvent` if it wants
+interface changes. The loop checks the declarations when it is built and then calls, from its single
+thread:
 
-* `on_update(msg)` for every dataplane message (managers ignore types they do not handle) and
-  `on_link_event(event)` for every interface change: both only record desired state and mark
-  what is dirty, never touch the kernel;
+* `on_update(msg)` only for messages of a declared type, `on_link_event(event)` only if `LinkEvent`
+  is declared: both only record desired state and mark what is dirty, never touch the kernel;
 * `resync()` to schedule a full read-back (first apply, periodic drift repair);
-* `apply()` when `needs_apply` and the loop is in sync: read back as needed, diff, write the
-  smallest change. It does everything it can; what failed stays dirty and it then raises
+* `apply()` when `needs_apply` and the loop is in sync, in the order the managers were given (one
+  made dirty by an earlier one's apply is applied in the same round): read back as needed, diff,
+  write the smallest change. It does everything it can; what failed stays dirty and it then raises
   `ApplyIncomplete` (a `DataplaneError`) listing the failures, so the loop retries with backoff;
 * `stats()` for metrics (small name -> count mapping, e.g. routes programmed).
 
@@ -19,7 +22,7 @@ it owns, as far as it knows; a full resync never removes working state it still 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Protocol
 
 from tortie.common.errors import DataplaneError
@@ -40,6 +43,11 @@ class ApplyIncomplete(DataplaneError):
 class Manager(Protocol):
     @property
     def name(self) -> str: ...
+
+    @property
+    def handles(self) -> Collection[type]:
+        """The message types (and `LinkEvent`) this manager takes."""
+        ...
 
     def on_update(self, msg: Message) -> None: ...
 

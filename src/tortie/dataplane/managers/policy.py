@@ -48,7 +48,7 @@ from tortie.common.errors import DataplaneError
 from tortie.dataplane.drivers.host_addresses import HostAddressDriver
 from tortie.dataplane.drivers.links import LinkEvent
 from tortie.dataplane.drivers.nftables import NftDriver
-from tortie.dataplane.messages import ConfigUpdate, Message
+from tortie.dataplane.messages import POLICY_MESSAGE_TYPES, ConfigUpdate, Message
 from tortie.dataplane.messages.policy import (
     EndpointPolicyRemove,
     EndpointPolicyUpdate,
@@ -152,6 +152,7 @@ class PolicyManager:
     """See the module docstring."""
 
     name = "policy"
+    handles = frozenset({ConfigUpdate, *POLICY_MESSAGE_TYPES, LinkEvent})
 
     def __init__(
         self,

@@ -14,10 +14,13 @@ One module per area, all re-exported here:
     policy.py      IP sets, policies, profiles, endpoint and host-endpoint policy, pools
 
 A new message type goes into its area's module, into `Message` below, and into the `handles` of the
-manager(s) that consume it.
+manager(s) that consume it: the dataplane loop routes each type only to the managers that declare it,
+and refuses at construction a type that no manager takes unless it is declared unhandled.
 """
 
 from __future__ import annotations
+
+from typing import get_args
 
 from tortie.dataplane.messages.control import ConfigUpdate, InSync
 from tortie.dataplane.messages.endpoints import (
@@ -60,7 +63,13 @@ Message = (
     | PolicyMessage
 )
 
+MESSAGE_TYPES: tuple[type, ...] = get_args(Message)
+"""Every member of `Message` (what the dataplane loop accepts; managers declare subsets of it)."""
+POLICY_MESSAGE_TYPES: tuple[type, ...] = get_args(PolicyMessage)
+
 __all__ = [
+    "MESSAGE_TYPES",
+    "POLICY_MESSAGE_TYPES",
     "ConfigUpdate",
     "EndpointPolicyRemove",
     "EndpointPolicyUpdate",

@@ -1,7 +1,7 @@
 """The policy half of the calc -> dataplane contract (frozen records, Update/Remove pairs).
 
 Calc (tortie.calc.policy_calc) emits these through the same sink as the other `tortie.dataplane.messages`;
-the policy manager (tortie.dataplane.managers.policy) consumes them and ignores everything else.
+the policy manager (tortie.dataplane.managers.policy) declares and consumes them.
 Flush order (event sequencer ranks): IP sets -> policies -> profiles -> pools -> endpoint policy, and
 removals in reverse, so everything an endpoint's chains refer to exists before the endpoint does.
 
