@@ -19,9 +19,7 @@ import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+from tortie.common.ipfamily import V4, Family, IPAddress, IPInterface, IPNetwork
 
 DEFAULT_AS_NUMBER = 64512
 DEFAULT_LISTEN_PORT = 179
@@ -46,8 +44,12 @@ class Node:
     as_number: int | None = None
     rr_cluster_id: str | None = None
 
-    def address(self, version: int) -> IPAddress | None:
-        iface = self.ipv4 if version == 4 else self.ipv6
+    def interface(self, fam: Family) -> IPInterface | None:
+        """The node's BGP address of `fam` with its subnet's prefix length, None when it has none."""
+        return self.ipv4 if fam is V4 else self.ipv6
+
+    def address(self, fam: Family) -> IPAddress | None:
+        iface = self.interface(fam)
         return None if iface is None else iface.ip
 
     def __hash__(self) -> int:

@@ -38,8 +38,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from tortie.bgp.records import IPNetwork
 from tortie.bgp.view import NodeView, Session, sessions_by_family
+from tortie.common.ipfamily import Family, IPNetwork, family_of
 
 # BIRD log classes enabled per Calico logSeverityScreen value.
 _LOG_CLASSES = {
@@ -79,13 +79,13 @@ def render(view: NodeView) -> str:
     patterns = ", ".join([*(f'-"{p}"' for p in excluded), '"*"'])
     w("# Direct routes (all interfaces except workload and ignored ones) let iBGP next hops resolve.")
     w("protocol direct {")
-    for version in families:
-        w(f"  ipv{version};")
+    for fam in families:
+        w(f"  {fam.key};")
     w(f"  interface {patterns};")
     w("}")
-    for version in families:
+    for fam in families:
         w("")
-        out.extend(_family_section(view, version))
+        out.extend(_family_section(view, fam))
     w("")
     w("template bgp tortie_bgp {")
     w("  graceful restart;")
@@ -94,8 +94,8 @@ def render(view: NodeView) -> str:
     w(f"  connect retry time {t.connect_retry};")
     w(f"  error wait time {t.error_wait_min},{t.error_wait_max};")
     w("}")
-    for version in families:
-        for session in sessions_by_family(view, version):
+    for fam in families:
+        for session in sessions_by_family(view, fam):
             w("")
             out.extend(_session(view, session))
     return "\n".join(out) + "\n"
@@ -110,13 +110,13 @@ def _more_specific_set(blocks: Iterable[IPNetwork]) -> list[str]:
     return [f"{b}{{{b.prefixlen + 1},{b.max_prefixlen}}}" for b in blocks if b.prefixlen < b.max_prefixlen]
 
 
-def _family_section(view: NodeView, version: int) -> list[str]:
-    f = f"v{version}"
-    pools = [p for p in view.export_pools if p.version == version]
-    blocks = [b for b in view.own_blocks if b.version == version]
+def _family_section(view: NodeView, fam: Family) -> list[str]:
+    f = f"v{fam.version}"
+    pools = [p for p in view.export_pools if family_of(p) is fam]
+    blocks = [b for b in view.own_blocks if family_of(b) is fam]
     inner = _more_specific_set(blocks)
-    rules = [r for r in view.communities if r.cidr.version == version]
-    out: list[str] = [f"# ---- IPv{version} " + "-" * 90]
+    rules = [r for r in view.communities if family_of(r.cidr) is fam]
+    out: list[str] = [f"# ---- {fam.name} " + "-" * 90]
     out.append(f"# Pools advertised (enabled, without disableBGPExport): {len(pools)}.")
     out.append(f"function tortie_export_pool_{f}()")
     out.append("{")
@@ -167,7 +167,7 @@ def _family_section(view: NodeView, version: int) -> list[str]:
     out.append("}")
     out.append("")
     out.append(f"protocol static tortie_blocks_{f} {{")
-    out.append(f"  ipv{version} {{ import all; export none; }};")
+    out.append(f"  {fam.key} {{ import all; export none; }};")
     for block in blocks:
         out.append(f"  route {block} blackhole;")
     out.append("}")
@@ -179,7 +179,7 @@ def _family_section(view: NodeView, version: int) -> list[str]:
     out.append(f"  scan time {view.timers.kernel_scan};")
     out.append("  graceful restart;")
     out.append("  merge paths on;")
-    out.append(f"  ipv{version} {{")
+    out.append(f"  {fam.key} {{")
     out.append(f"    preference {KERNEL_PREFERENCE};")
     out.append("    import where source = RTS_INHERIT && krt_source = TORTIE_AGENT_PROTO;")
     out.append("    export where source = RTS_BGP;")
@@ -189,7 +189,7 @@ def _family_section(view: NodeView, version: int) -> list[str]:
 
 
 def _session(view: NodeView, s: Session) -> list[str]:
-    f = f"v{s.version}"
+    f = f"v{s.family.version}"
     out = [f"# {s.peer_type.value} peer ({s.origin})" if s.origin else f"# {s.peer_type.value} peer"]
     out.append(f"protocol bgp {s.name} from tortie_bgp {{")
     out.append(f'  description "{s.peer_type.value}";')
@@ -216,7 +216,7 @@ def _session(view: NodeView, s: Session) -> list[str]:
     if s.rr_client and s.rr_cluster_id:
         out.append("  rr client;")
         out.append(f"  rr cluster id {s.rr_cluster_id};")
-    out.append(f"  ipv{s.version} {{")
+    out.append(f"  {s.family.key} {{")
     out.append(f"    import filter tortie_bgp_import_{f};")
     out.append(f"    export filter tortie_bgp_export_{f};")
     if not s.ebgp:

@@ -43,13 +43,12 @@ from tortie.bgp.records import (
     DEFAULT_AS_NUMBER,
     DEFAULT_LISTEN_PORT,
     BgpConfig,
-    IPAddress,
-    IPNetwork,
     Node,
     Peer,
     SecretRef,
     Snapshot,
 )
+from tortie.common.ipfamily import FAMILIES, Family, IPAddress, IPNetwork, family_of, sort_key
 from tortie.dataplane.interfaces import DEFAULT_INTERFACE_PREFIXES
 from tortie.selector import parse as parse_selector
 
@@ -133,8 +132,8 @@ class Session:
     origin: str = ""  # "mesh" or the BGPPeer name, for comments
 
     @property
-    def version(self) -> int:
-        return self.neighbor.version
+    def family(self) -> Family:
+        return family_of(self.neighbor)
 
     @property
     def ebgp(self) -> bool:
@@ -168,9 +167,10 @@ class NodeView:
     agent_route_protocol: int
     timers: Timers
 
-    def families(self) -> tuple[int, ...]:
+    def families(self) -> tuple[Family, ...]:
         """Address families BIRD should run: those this node has a BGP address for."""
-        return tuple(v for v, iface in ((4, self.ipv4), (6, self.ipv6)) if iface is not None)
+        ifaces = (self.ipv4, self.ipv6)
+        return tuple(fam for fam, iface in zip(FAMILIES, ifaces, strict=True) if iface is not None)
 
 
 @dataclass(frozen=True)
@@ -272,11 +272,11 @@ def compute_view(snapshot: Snapshot, hostname: str, options: ViewOptions | None 
     my_labels = dict(me.labels)
 
     def node_session(
-        kind: PeerType, peer: Node, version: int, origin: str, *, password: str | None,
+        kind: PeerType, peer: Node, fam: Family, origin: str, *, password: str | None,
         restart_time: int | None, extra: Peer | None,
     ) -> Session | None:
-        local_ip = me.address(version)
-        remote_ip = peer.address(version)
+        local_ip = me.address(fam)
+        remote_ip = peer.address(fam)
         if local_ip is None or remote_ip is None or remote_ip == local_ip:
             return None
         remote_as = as_of(peer)
@@ -324,8 +324,8 @@ def compute_view(snapshot: Snapshot, hostname: str, options: ViewOptions | None 
             for other in snapshot.nodes:
                 if other.name == hostname:
                     continue
-                for version in (4, 6):
-                    s = node_session(PeerType.MESH, other, version, "mesh", password=mesh_password,
+                for fam in FAMILIES:
+                    s = node_session(PeerType.MESH, other, fam, "mesh", password=mesh_password,
                                      restart_time=restart, extra=None)
                     if s is not None:
                         builder.offer(2, "", s)
@@ -358,8 +358,8 @@ def compute_view(snapshot: Snapshot, hostname: str, options: ViewOptions | None 
                 continue
         if peer.peer_selector is not None:
             for other in sorted(targets.values(), key=lambda n: n.name):
-                for version in (4, 6):
-                    s = node_session(kind, other, version, peer.name, password=password,
+                for fam in FAMILIES:
+                    s = node_session(kind, other, fam, peer.name, password=password,
                                      restart_time=peer.max_restart_time, extra=peer)
                     if s is not None:
                         builder.offer(1, peer.name, s)
@@ -367,10 +367,10 @@ def compute_view(snapshot: Snapshot, hostname: str, options: ViewOptions | None 
         if peer.peer_ip is None or peer.as_number is None:
             problems.append(f"{what}: needs peerIP and asNumber, or peerSelector; skipped")
             continue
-        version = peer.peer_ip.version
-        local_ip = me.address(version)
+        fam = family_of(peer.peer_ip)
+        local_ip = me.address(fam)
         if local_ip is None:
-            problems.append(f"{what}: peer {peer.peer_ip} is IPv{version} but this node has no IPv{version} "
+            problems.append(f"{what}: peer {peer.peer_ip} is {fam.name} but this node has no {fam.name} "
                             "BGP address; skipped")
             continue
         if peer.peer_ip == local_ip:
@@ -400,8 +400,8 @@ def compute_view(snapshot: Snapshot, hostname: str, options: ViewOptions | None 
     ignored = _merged(default, node_cfg, "ignored_interfaces")
     severity = _merged(default, node_cfg, "log_severity_screen")
     router_id = me.ipv4.ip if me.ipv4 is not None else derived_router_id(hostname)
-    export_pools = tuple(sorted((p.cidr for p in snapshot.pools if p.exported), key=_net_key))
-    own_blocks = tuple(sorted({b.cidr for b in snapshot.blocks if b.host == hostname}, key=_net_key))
+    export_pools = tuple(sorted((p.cidr for p in snapshot.pools if p.exported), key=sort_key))
+    own_blocks = tuple(sorted({b.cidr for b in snapshot.blocks if b.host == hostname}, key=sort_key))
     view = NodeView(
         hostname=hostname,
         router_id=router_id,
@@ -422,10 +422,6 @@ def compute_view(snapshot: Snapshot, hostname: str, options: ViewOptions | None 
     return ViewResult(view, tuple(problems))
 
 
-def _net_key(net: IPNetwork) -> tuple[int, int, int]:
-    return (net.version, int(net.network_address), net.prefixlen)
-
-
 def _port_or_none(port: int | None) -> int | None:
     return None if port is None or port == DEFAULT_LISTEN_PORT else port
 
@@ -439,8 +435,8 @@ def _applies_to(peer: Peer, node: Node, problems: list[str], what: str) -> bool:
 
 
 def _on_link(me: Node, address: IPAddress) -> bool:
-    iface = me.ipv4 if address.version == 4 else me.ipv6
-    return iface is not None and address in iface.network and iface.network.prefixlen < iface.max_prefixlen
+    iface = me.interface(family_of(address))
+    return iface is not None and address in iface.network and not family_of(address).is_host(iface.network)
 
 
 def _next_hop(peer: Peer | None) -> str | None:
@@ -498,5 +494,5 @@ def _parse_community(value: str) -> tuple[int, ...] | None:
     return None
 
 
-def sessions_by_family(view: NodeView, version: int) -> Iterable[Session]:
-    return (s for s in view.sessions if s.version == version)
+def sessions_by_family(view: NodeView, fam: Family) -> Iterable[Session]:
+    return (s for s in view.sessions if s.family is fam)

@@ -50,9 +50,10 @@ class Family:
     af: int  # socket.AF_INET / socket.AF_INET6 (netlink and socket address family)
     nft: str  # "ip" / "ip6": nftables payload protocol and table family
     nft_addr_type: str  # "ipv4_addr" / "ipv6_addr": nftables set element type
-    key: str  # "ipv4" / "ipv6": Calico IPAM key segment, /proc/sys/net directory
+    key: str  # "ipv4" / "ipv6": Calico IPAM key segment, BIRD channel, /proc/sys/net directory
     ip_flag: str  # "-4" / "-6": iproute2's family option
     icmp_protocol: int  # 1 (ICMP) / 58 (ICMPv6)
+    dad: bool  # duplicate address detection on new addresses (IPv6 only; `nodad` skips it)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Family) and other.version == self.version
@@ -96,14 +97,14 @@ V4: Final = Family(
     network_type=ipaddress.IPv4Network, interface_type=ipaddress.IPv4Interface,
     default_block_size=26, block_size_range=(20, 32), link_local=ipaddress.IPv4Network("169.254.0.0/16"),
     unspecified=ipaddress.IPv4Address("0.0.0.0"), af=socket.AF_INET, nft="ip", nft_addr_type="ipv4_addr",
-    key="ipv4", ip_flag="-4", icmp_protocol=1,
+    key="ipv4", ip_flag="-4", icmp_protocol=1, dad=False,
 )
 V6: Final = Family(
     version=6, name="IPv6", host_prefix=128, address_type=ipaddress.IPv6Address,
     network_type=ipaddress.IPv6Network, interface_type=ipaddress.IPv6Interface,
     default_block_size=122, block_size_range=(116, 128), link_local=ipaddress.IPv6Network("fe80::/10"),
     unspecified=ipaddress.IPv6Address("::"), af=socket.AF_INET6, nft="ip6", nft_addr_type="ipv6_addr",
-    key="ipv6", ip_flag="-6", icmp_protocol=58,
+    key="ipv6", ip_flag="-6", icmp_protocol=58, dad=True,
 )
 FAMILIES: Final = (V4, V6)
 _BY_VERSION: Final = {4: V4, 6: V6}

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from tortie.common.errors import DataplaneError
+from tortie.common.ipfamily import family_of
 
 
 class AliasInterface(Protocol):
@@ -69,7 +70,7 @@ class IpAliasInterface:
         for addr in sorted(have - wanted):
             self._ip("addr", "del", addr, "dev", self.name)
         for addr in sorted(wanted - have):
-            extra = ["nodad"] if ipaddress.ip_interface(addr).version == 6 else []
+            extra = ["nodad"] if family_of(addr).dad else []
             self._ip("addr", "add", addr, "dev", self.name, "noprefixroute", *extra)
 
 

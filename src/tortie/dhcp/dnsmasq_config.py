@@ -29,6 +29,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from tortie.common.ipfamily import V4, V6, address_in, family_of
 from tortie.dhcp.records import DhcpSubnet
 
 DEFAULT_LEASE_SECONDS = 86400
@@ -97,13 +98,13 @@ def _served(subnets: Iterable[DhcpSubnet]) -> list[DhcpSubnet]:
 
 def _range(subnet: DhcpSubnet, lease: int) -> str:
     net = subnet.network
-    mask = str(net.netmask) if net.version == 4 else str(net.prefixlen)
+    mask = str(net.netmask) if subnet.family is V4 else str(net.prefixlen)  # dnsmasq's syntax per family
     return f"set:{tag_of(subnet)},{net.network_address},static,{mask},{lease}"
 
 
 def _options(subnet: DhcpSubnet) -> list[str]:
     tag = f"tag:{tag_of(subnet)}"
-    if subnet.ip_version == 6:
+    if subnet.family is V6:  # DHCPv6 options are another set
         out = []
         if subnet.dns_servers:
             out.append(f"{tag},option6:dns-server," + ",".join(f"[{d}]" for d in subnet.dns_servers))
@@ -128,10 +129,10 @@ def render(endpoints: Iterable[LocalEndpoint], subnets: Iterable[DhcpSubnet], *,
     for ep in sorted(endpoints, key=lambda e: (e.mac, e.name)):
         for text in ep.addresses:
             addr = ipaddress.ip_address(text)
-            subnet = next((s for s in served if s.ip_version == addr.version and addr in s.network), None)
+            subnet = next((s for s in served if address_in(addr, s.network)), None)
             if subnet is None:
                 continue
-            shown = str(addr) if addr.version == 4 else f"[{addr}]"
+            shown = family_of(addr).bracketed(addr)
             name = f",{ep.hostname}" if ep.hostname else ""
             hosts.append(f"{ep.mac},{shown}{name},{lease_seconds}")
     gateways = []

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tortie.common.errors import UserError
+from tortie.common.ipfamily import Family, family_of
 
 ROOT = "/calico/dhcp/v2/"
 
@@ -68,8 +69,8 @@ class DhcpSubnet:
         return ipaddress.ip_network(self.cidr)
 
     @property
-    def ip_version(self) -> int:
-        return self.network.version
+    def family(self) -> Family:
+        return family_of(self.cidr)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -100,14 +101,15 @@ class DhcpSubnet:
             net = ipaddress.ip_network(str(obj.get("cidr")), strict=False)
         except ValueError as exc:
             raise bad("cidr", f"is not a network: {exc}") from exc
+        fam = family_of(net)
 
         def address(field: str, raw: object) -> str:
             try:
                 addr = ipaddress.ip_address(str(raw))
             except ValueError as exc:
                 raise bad(field, f"holds {raw!r}, not an IP address") from exc
-            if addr.version != net.version:
-                raise bad(field, f"holds {addr}, not an IPv{net.version} address")
+            if family_of(addr) is not fam:
+                raise bad(field, f"holds {addr}, not an {fam.name} address")
             return str(addr)
 
         gateway = obj.get("gatewayIp")
@@ -125,8 +127,8 @@ class DhcpSubnet:
                 dest = ipaddress.ip_network(str(route.get("destination")), strict=False)
             except ValueError as exc:
                 raise bad(f"hostRoutes[{i}].destination", str(exc)) from exc
-            if dest.version != net.version:
-                raise bad(f"hostRoutes[{i}].destination", f"holds {dest}, not an IPv{net.version} network")
+            if family_of(dest) is not fam:
+                raise bad(f"hostRoutes[{i}].destination", f"holds {dest}, not an {fam.name} network")
             nexthop = address(f"hostRoutes[{i}].nexthop", route.get("nexthop"))
             host_routes.append(HostRoute(str(dest), nexthop))
         mtu = obj.get("mtu")

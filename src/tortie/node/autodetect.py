@@ -33,9 +33,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from tortie.common.errors import UserError
-
-IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+from tortie.common.ipfamily import Family, IPAddress, IPInterface, address_in, family_of
 
 # Calico's DEFAULT_INTERFACES_TO_EXCLUDE (node/pkg/lifecycle/startup/autodetection) plus our own prefix.
 DEFAULT_EXCLUDES: tuple[str, ...] = (
@@ -131,16 +129,16 @@ def _matches(name: str, patterns: Sequence[str]) -> bool:
 
 def detect(
     method: Method,
-    version: int,
+    fam: Family,
     interfaces: Sequence[InterfaceAddresses],
     source_for: Callable[[str], IPAddress | None] | None = None,
 ) -> IPInterface | None:
-    """The address `method` picks among `interfaces` for IP `version` (4 or 6); None if none fits."""
+    """The address `method` picks among `interfaces` for the IP family `fam`; None if none fits."""
     candidates = [
         (iface, addr)
         for iface in interfaces
         for addr in iface.addresses
-        if addr.version == version and usable(addr)
+        if family_of(addr) is fam and usable(addr)
     ]
     if method.kind == "first-found":
         return next((a for i, a in candidates if i.up and not _matches(i.name, DEFAULT_EXCLUDES)), None)
@@ -151,12 +149,12 @@ def detect(
         return next((a for i, a in candidates if _matches(i.name, method.values)), None)
     if method.kind == "cidr":
         nets = [ipaddress.ip_network(v, strict=False) for v in method.values]
-        return next((a for _i, a in candidates if any(a.ip in n for n in nets if n.version == version)), None)
+        return next((a for _i, a in candidates if any(address_in(a.ip, n) for n in nets)), None)
     # can-reach: the kernel's choice of source address, then its prefix length from the interface.
     if source_for is None:
         source_for = kernel_source_for
     source = source_for(method.values[0])
-    if source is None or source.version != version:
+    if source is None or family_of(source) is not fam:
         return None
     return next((a for _i, a in candidates if a.ip == source), None)
 
@@ -202,10 +200,10 @@ def read_interfaces() -> list[InterfaceAddresses]:
     return parse_ip_addr_json(proc.stdout)
 
 
-def autodetect(method_text: str, version: int) -> IPInterface:
+def autodetect(method_text: str, fam: Family) -> IPInterface:
     """Parse, read the kernel, detect; AutodetectError naming the method when nothing fits."""
     method = parse_method(method_text)
-    found = detect(method, version, read_interfaces())
+    found = detect(method, fam, read_interfaces())
     if found is None:
-        raise AutodetectError(f"IP autodetection ({method}) found no IPv{version} address on this host")
+        raise AutodetectError(f"IP autodetection ({method}) found no {fam.name} address on this host")
     return found

@@ -44,8 +44,9 @@ from tortie.bgp.daemon import BgpDaemon, DaemonConfig, read_health, write_atomic
 from tortie.bgp.secrets import DEFAULT_SECRETS_DIR, FileSecrets
 from tortie.bgp.view import DEFAULT_AGENT_ROUTE_PROTOCOL, Timers, ViewOptions
 from tortie.common.errors import DatastoreUnavailable, TortieError, UserError
+from tortie.common.ipfamily import V4, V6, Family, IPInterface, family_of
 from tortie.datastore.api import Datastore
-from tortie.node.autodetect import IPInterface, autodetect
+from tortie.node.autodetect import autodetect
 from tortie.node.registration import KEEP, REMOVE, AddressChoice, NodeAddresses, register_node
 from tortie.node.supervisor import ChildProcess, Component, InProcess, Supervisor
 
@@ -87,11 +88,12 @@ class NodeConfig:
     """Where to write the registered Node name for the CNI plugin (its `nodename_file`); "" = nowhere."""
 
 
-def resolve_address(choice: str, method: str, version: int) -> AddressChoice:
+def resolve_address(choice: str, method: str, fam: Family) -> AddressChoice:
     """`autodetect` -> the detected address; `none` -> REMOVE; `keep` -> KEEP; else a literal CIDR."""
     text = choice.strip().lower()
+    option = "--ip" if fam is V4 else "--ip6"
     if text == "autodetect":
-        return autodetect(method, version)
+        return autodetect(method, fam)
     if text == "none":
         return REMOVE
     if text == "keep":
@@ -100,14 +102,14 @@ def resolve_address(choice: str, method: str, version: int) -> AddressChoice:
         iface: IPInterface = ipaddress.ip_interface(choice.strip())
     except ValueError:
         raise UserError(
-            f"--ip{'6' if version == 6 else ''} {choice!r}: expected autodetect, none or an "
+            f"{option} {choice!r}: expected autodetect, none or an "
             "address with prefix length (e.g. 10.0.0.5/24)"
         ) from None
-    if iface.version != version:
-        raise UserError(f"--ip{'6' if version == 6 else ''} {choice!r} is not an IPv{version} address")
+    if family_of(iface) is not fam:
+        raise UserError(f"{option} {choice!r} is not an {fam.name} address")
     if "/" not in choice:
         raise UserError(
-            f"--ip{'6' if version == 6 else ''} {choice!r}: give the prefix length too "
+            f"{option} {choice!r}: give the prefix length too "
             "(e.g. 10.0.0.5/24); BGP uses it to tell local subnets apart"
         )
     return iface
@@ -173,8 +175,8 @@ class NodeService:
     def addresses(self) -> NodeAddresses:
         cfg = self.config
         return NodeAddresses(
-            ipv4=resolve_address(cfg.ip, cfg.ip_method, 4),
-            ipv6=resolve_address(cfg.ip6, cfg.ip6_method, 6),
+            ipv4=resolve_address(cfg.ip, cfg.ip_method, V4),
+            ipv6=resolve_address(cfg.ip6, cfg.ip6_method, V6),
             as_number=cfg.as_number,
         )
 

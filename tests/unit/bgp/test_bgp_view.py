@@ -29,6 +29,7 @@ from tortie.bgp.view import (
     derived_router_id,
     protocol_name,
 )
+from tortie.common.ipfamily import FAMILIES, V6
 
 V4 = ipaddress.IPv4Interface
 IP = ipaddress.ip_address
@@ -216,7 +217,7 @@ def test_ipv6_only_node_gets_derived_router_id() -> None:
     n = Node("h6", {}, None, ipaddress.IPv6Interface("fd00::6/64"))
     r = compute_view(Snapshot(nodes=(n,)), "h6")
     assert r.view is not None and r.view.router_id == derived_router_id("h6")
-    assert r.view.families() == (6,)
+    assert r.view.families() == (V6,)
 
 
 # --------------------------------------------------------------------------- properties
@@ -248,7 +249,7 @@ def test_node_sessions_are_symmetric(snap: Snapshot) -> None:
     by_host = {n.name: sessions(snap, n.name) for n in snap.nodes}
     addr_to_host = {}
     for n in snap.nodes:
-        for v in (4, 6):
+        for v in FAMILIES:
             a = n.address(v)
             if a is not None:
                 addr_to_host[a] = n.name
@@ -257,7 +258,7 @@ def test_node_sessions_are_symmetric(snap: Snapshot) -> None:
         assert me is not None
         for s in ss.values():
             other = addr_to_host[s.neighbor]
-            mine = me.address(s.version)
+            mine = me.address(s.family)
             back = [t for t in by_host[other].values() if t.neighbor == mine]
             assert len(back) == 1, (host, s.name)
             t = back[0]

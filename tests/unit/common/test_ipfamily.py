@@ -24,6 +24,7 @@ def test_the_two_families_carry_what_the_code_branches_on() -> None:
     assert (V4.key, V6.key) == ("ipv4", "ipv6")
     assert (V4.ip_flag, V6.ip_flag) == ("-4", "-6")
     assert (V4.icmp_protocol, V6.icmp_protocol) == (1, 58)
+    assert (V4.dad, V6.dad) == (False, True)
     assert (str(V4.link_local), str(V6.link_local)) == ("169.254.0.0/16", "fe80::/10")
     assert (str(V4.unspecified), str(V6.unspecified)) == ("0.0.0.0", "::")
     assert V4.address_type is ipaddress.IPv4Address and V6.network_type is ipaddress.IPv6Network

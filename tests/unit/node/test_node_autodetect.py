@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from tortie.common.ipfamily import V4, V6
 from tortie.node.autodetect import (
     AutodetectError,
     InterfaceAddresses,
@@ -60,29 +61,29 @@ def test_bad_methods_are_rejected_with_the_method_named(text: str) -> None:
 
 
 def test_first_found_skips_excluded_down_and_unusable() -> None:
-    assert detect(parse_method("first-found"), 4, HOST) == ipaddress.ip_interface("10.0.0.5/24")
-    assert detect(parse_method("first-found"), 6, HOST) == ipaddress.ip_interface("fd00::5/64")
+    assert detect(parse_method("first-found"), V4, HOST) == ipaddress.ip_interface("10.0.0.5/24")
+    assert detect(parse_method("first-found"), V6, HOST) == ipaddress.ip_interface("fd00::5/64")
     only_docker = [HOST[0], HOST[1], HOST[5]]
-    assert detect(parse_method("first-found"), 4, only_docker) is None
+    assert detect(parse_method("first-found"), V4, only_docker) is None
 
 
 def test_interface_regex_matches_anywhere_unless_anchored() -> None:
-    assert detect(parse_method("interface=eth1"), 4, HOST) == ipaddress.ip_interface("192.168.7.9/24")
-    assert detect(parse_method("interface=th"), 4, HOST) == ipaddress.ip_interface("10.0.0.5/24")
-    assert detect(parse_method("interface=^th$"), 4, HOST) is None
+    assert detect(parse_method("interface=eth1"), V4, HOST) == ipaddress.ip_interface("192.168.7.9/24")
+    assert detect(parse_method("interface=th"), V4, HOST) == ipaddress.ip_interface("10.0.0.5/24")
+    assert detect(parse_method("interface=^th$"), V4, HOST) is None
     # the interface method takes a down interface too (the operator named it)
-    assert detect(parse_method("interface=ens3"), 4, HOST) == ipaddress.ip_interface("203.0.113.4/28")
-    assert detect(parse_method("interface=eth1"), 6, HOST) == ipaddress.ip_interface("2001:db8::9/64")
+    assert detect(parse_method("interface=ens3"), V4, HOST) == ipaddress.ip_interface("203.0.113.4/28")
+    assert detect(parse_method("interface=eth1"), V6, HOST) == ipaddress.ip_interface("2001:db8::9/64")
 
 
 def test_skip_interface_and_cidr() -> None:
-    assert detect(parse_method("skip-interface=eth0"), 4, HOST) == ipaddress.ip_interface("192.168.7.9/24")
-    assert detect(parse_method("cidr=192.168.0.0/16"), 4, HOST) == ipaddress.ip_interface("192.168.7.9/24")
-    assert detect(parse_method("cidr=10.9.0.0/16,192.168.7.0/24"), 4, HOST) == ipaddress.ip_interface(
+    assert detect(parse_method("skip-interface=eth0"), V4, HOST) == ipaddress.ip_interface("192.168.7.9/24")
+    assert detect(parse_method("cidr=192.168.0.0/16"), V4, HOST) == ipaddress.ip_interface("192.168.7.9/24")
+    assert detect(parse_method("cidr=10.9.0.0/16,192.168.7.0/24"), V4, HOST) == ipaddress.ip_interface(
         "192.168.7.9/24"
     )
-    assert detect(parse_method("cidr=2001:db8::/32"), 6, HOST) == ipaddress.ip_interface("2001:db8::9/64")
-    assert detect(parse_method("cidr=172.16.0.0/12"), 4, HOST[2:]) is None  # docker0 is not in the list
+    assert detect(parse_method("cidr=2001:db8::/32"), V6, HOST) == ipaddress.ip_interface("2001:db8::9/64")
+    assert detect(parse_method("cidr=172.16.0.0/12"), V4, HOST[2:]) is None  # docker0 is not in the list
 
 
 def test_can_reach_takes_the_kernel_source_and_finds_its_prefix() -> None:
@@ -92,10 +93,10 @@ def test_can_reach_takes_the_kernel_source_and_finds_its_prefix() -> None:
         asked.append(dest)
         return ipaddress.ip_address("192.168.7.9")
 
-    got = detect(parse_method("can-reach=192.168.7.1"), 4, HOST, source_for)
+    got = detect(parse_method("can-reach=192.168.7.1"), V4, HOST, source_for)
     assert got == ipaddress.ip_interface("192.168.7.9/24") and asked == ["192.168.7.1"]
-    assert detect(parse_method("can-reach=x"), 4, HOST, lambda _d: None) is None
-    assert detect(parse_method("can-reach=x"), 6, HOST, lambda _d: ipaddress.ip_address("10.0.0.5")) is None
+    assert detect(parse_method("can-reach=x"), V4, HOST, lambda _d: None) is None
+    assert detect(parse_method("can-reach=x"), V6, HOST, lambda _d: ipaddress.ip_address("10.0.0.5")) is None
 
 
 def test_parse_ip_addr_json_orders_by_index_and_keeps_prefixes() -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from tortie.common.ipfamily import V4, V6
 from tortie.datastore.memory import MemoryDatastore
 from tortie.datastore.resources import ResourceStore
 from tortie.node.service import NodeConfig, NodeService, read_node_status, resolve_address
@@ -141,12 +142,12 @@ def test_in_process_component_runs_a_fresh_object_each_time_and_counts_crashes()
 
 
 def test_resolve_address_forms() -> None:
-    assert resolve_address("10.0.0.5/24", "first-found", 4) == ipaddress.ip_interface("10.0.0.5/24")
-    assert resolve_address("none", "first-found", 6) == "remove"
-    assert resolve_address("keep", "first-found", 4) == "keep"
+    assert resolve_address("10.0.0.5/24", "first-found", V4) == ipaddress.ip_interface("10.0.0.5/24")
+    assert resolve_address("none", "first-found", V6) == "remove"
+    assert resolve_address("keep", "first-found", V4) == "keep"
     from tortie.common.errors import UserError
 
-    for bad, version in (("10.0.0.5", 4), ("fd00::1/64", 4), ("x", 6)):
+    for bad, version in (("10.0.0.5", V4), ("fd00::1/64", V4), ("x", V6)):
         with pytest.raises(UserError):
             resolve_address(bad, "first-found", version)
 
