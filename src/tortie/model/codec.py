@@ -6,6 +6,10 @@ projectcalico.org/v3) or `kind: <Kind>List` as calicoctl prints — whose `items
 Output: the resources in input order, or one `ValidationError` with the problems of every
 document (syntax errors included, with line numbers).
 
+Limits (`tortie.model.input_limits`): a text over 64 MiB, nesting deeper than 100 levels or a YAML
+document expanding (aliases included) past a million values is one problem naming the source, never a
+`RecursionError`.
+
 YAML is read with the YAML 1.2 core schema rather than PyYAML's 1.1 default, so `yes`/`on` stay
 strings, `80:59` is not a base-60 number, `0755` is decimal and timestamps stay strings. Duplicate
 keys are errors.
@@ -23,6 +27,14 @@ from typing import Any
 
 import yaml
 
+from tortie.model.input_limits import (
+    MAX_MANIFEST_BYTES,
+    DepthGuard,
+    InputTooDeep,
+    InputTooLarge,
+    check_size,
+    load_json,
+)
 from tortie.model.kinds import API_VERSION
 from tortie.model.problems import Problem, ValidationError, describe_value
 from tortie.model.resource import MODELS, Resource, identify, problems_of
@@ -46,7 +58,35 @@ class _DuplicateKey(yaml.constructor.ConstructorError):
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader with YAML 1.2 core-schema scalars and duplicate-key detection."""
+    """SafeLoader with YAML 1.2 core-schema scalars, duplicate-key detection and input limits: nodes
+    nested deeper than `MAX_DEPTH` or a document expanding (aliases included) past
+    `MAX_EXPANDED_NODES` values stop composition with `InputTooDeep` before anything recurses deeply."""
+
+    guard: DepthGuard
+    _sizes: dict[int, int]
+
+    def compose_document(self) -> yaml.Node | None:
+        self._sizes = {}
+        return super().compose_document()
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+        where = f"line {mark.line + 1}, column {mark.column + 1}"
+        self.guard.enter(where)
+        try:
+            node: yaml.Node | None = super().compose_node(parent, index)
+        finally:
+            self.guard.leave()
+        if node is None or id(node) in self._sizes:  # an alias: its size is already known
+            return node
+        size = 1
+        if isinstance(node, yaml.SequenceNode):
+            size += sum(self._sizes.get(id(child), 1) for child in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            size += sum(self._sizes.get(id(k), 1) + self._sizes.get(id(v), 1) for k, v in node.value)
+        self._sizes[id(node)] = size
+        self.guard.check_nodes(size, where)
+        return node
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Hashable, Any]:
         self.flatten_mapping(node)
@@ -92,12 +132,19 @@ def _syntax_problem(source: str, document: int, what: str, line: int | None, col
     return Problem(source, document, "", "", "", f"{what} syntax error{where}: {message}")
 
 
+def _limit_problem(source: str, document: int, exc: InputTooDeep | InputTooLarge) -> Problem:
+    return Problem(source, document, "", "", "", str(exc).removeprefix(f"{source}: "))
+
+
 def _yaml_documents(text: str, source: str) -> tuple[list[object], list[Problem]]:
     docs: list[object] = []
     loader = _Loader(text)
+    loader.guard = DepthGuard(source)
     try:
         while loader.check_data():  # type: ignore[no-untyped-call]
             docs.append(loader.get_data())
+    except InputTooDeep as exc:
+        return docs, [_limit_problem(source, len(docs), exc)]
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark is not None else (None, None)
@@ -121,7 +168,9 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def _json_documents(text: str, source: str) -> tuple[list[object], list[Problem]]:
     try:
-        data = json.loads(text, object_pairs_hook=_no_duplicates)
+        data = load_json(text, source, object_pairs_hook=_no_duplicates)
+    except InputTooDeep as exc:
+        return [], [_limit_problem(source, 0, exc)]
     except json.JSONDecodeError as exc:
         return [], [_syntax_problem(source, 0, "JSON", exc.lineno, exc.colno, exc.msg)]
     except ValueError as exc:
@@ -195,6 +244,10 @@ def load_resources(text: str, *, source: str = "<input>",
     `default_namespace` is given to namespaced resources that do not name one (as `calicoctl -n`).
     Raises ValidationError carrying the problems of all documents.
     """
+    try:
+        check_size(text, MAX_MANIFEST_BYTES, source)
+    except InputTooLarge as exc:
+        raise ValidationError([_limit_problem(source, 0, exc)]) from None
     stripped = text.lstrip()
     if stripped.startswith(("{", "[")):
         documents, problems = _json_documents(text, source)
