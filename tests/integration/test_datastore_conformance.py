@@ -11,6 +11,7 @@ from tortie.datastore.api import Datastore
 from tortie.datastore.etcd import EtcdDatastore
 from tortie.datastore.memory import MemoryDatastore
 from tortie.datastore.sqlite import SqliteDatastore
+from tortie.testing.bad_records import BadRecordConformance, write_raw_etcd, write_raw_sqlite
 from tortie.testing.datastore_conformance import Backend, DatastoreConformance
 
 
@@ -30,7 +31,7 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
         def open_memory() -> Datastore:
             return store
 
-        yield Backend(name, open_memory, _compact)
+        yield Backend(name, open_memory, _compact, write_raw=lambda k, t: store.put_raw(k, t).mod_revision)
     elif name == "sqlite":
         path = tmp_path / "state" / "datastore.db"
 
@@ -39,7 +40,7 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
             opened.append(ds)
             return ds
 
-        yield Backend(name, open_sqlite, _compact)
+        yield Backend(name, open_sqlite, _compact, write_raw=lambda k, t: write_raw_sqlite(path, k, t))
     else:
         cluster = request.getfixturevalue("etcd_single")
 
@@ -48,10 +49,18 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
             opened.append(ds)
             return ds
 
-        yield Backend(name, open_etcd, _compact, lease_ttl=2.0)
+        endpoint = cluster.client_endpoints[0]
+        yield Backend(
+            name, open_etcd, _compact, lease_ttl=2.0,
+            write_raw=lambda k, t: write_raw_etcd(endpoint, k, t.encode()),
+        )
     for ds in opened:
         ds.close()
 
 
 class TestDatastoreConformance(DatastoreConformance):
     """Every test of the suite, once per backend."""
+
+
+class TestBadRecords(BadRecordConformance):
+    """A stored value that is not a JSON object never stops a read or a watch, on every backend."""

@@ -1,14 +1,20 @@
 """calicoctl-style resource verbs: apply, create, replace, delete, get, patch, label, validate.
 
     tortie apply|create|replace -f FILE|DIR|- [-R]
-    tortie delete (-f FILE|DIR|- | KIND NAME [NAME..]) [-n NS] [--skip-not-exists]
+    tortie delete (-f FILE|DIR|- | KIND NAME [NAME..] | --key KEY [--key KEY..]) [-n NS] [--skip-not-exists]
     tortie get KIND [NAME..] [-n NS | -A] [-o ps|wide|yaml|json|name]
+    tortie get --key KEY [-o json]                   (the stored value as it is, valid or not)
     tortie patch KIND NAME -p JSON [-n NS]          (JSON merge patch, RFC 7386)
     tortie label KIND NAME key=value|key- [...] [--overwrite] [-n NS]
     tortie validate -f FILE|DIR|-
 
 Every multi-document write is validated completely first and then written in one datastore
 transaction: if any document is invalid, or any write would conflict, nothing is written.
+
+Bad records (a stored value that is not JSON or not a valid resource, written by hand or by another
+tool): `get KIND` lists the others and reports each bad one on stderr by key (exit 0); `get KIND NAME`
+of one is an error naming the key; `delete KIND NAME` removes it all the same, and `delete --key KEY`
+removes any value under tortie's keys (`/calico/`). `get --key KEY` shows what is stored.
 """
 
 from __future__ import annotations
@@ -22,9 +28,11 @@ from tortie.cli.context import open_store
 from tortie.cli.manifests import read_manifests
 from tortie.cli.output import print_resources
 from tortie.common.errors import NotFound, UserError
-from tortie.datastore.resources import ResourceStore
+from tortie.datastore.resources import BadRecord, ResourceStore, removal_hint
 from tortie.model import Resource, ValidationError, parse_resource
 from tortie.model.kinds import kind_info
+
+_KEY_ROOT = "/calico/"  # every key tortie writes (resources, IPAM, status) is under it
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -44,11 +52,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("names", nargs="*", help="resource names")
     p.add_argument("-n", "--namespace", default=None)
     p.add_argument("--skip-not-exists", action="store_true", help="ignore resources that do not exist")
+    p.add_argument("--key", action="append", default=None, metavar="KEY",
+                   help="delete the value stored at this datastore key, valid or not (repeatable)")
     p.set_defaults(func=_run_delete)
 
     p = sub.add_parser("get", help="show resources")
-    p.add_argument("kind", help="resource kind or alias (e.g. ippool, gnp, wep)")
+    p.add_argument("kind", nargs="?", help="resource kind or alias (e.g. ippool, gnp, wep)")
     p.add_argument("names", nargs="*")
+    p.add_argument("--key", default=None, metavar="KEY",
+                   help="show the value stored at this datastore key as it is (-o json: with its revisions)")
     p.add_argument("-n", "--namespace", default=None)
     p.add_argument("-A", "--all-namespaces", action="store_true")
     p.add_argument("-o", "--output", default="ps", choices=["ps", "wide", "yaml", "yml", "json", "name"])
@@ -102,42 +114,103 @@ def _run_write(args: argparse.Namespace) -> int:
 
 
 def _run_delete(args: argparse.Namespace) -> int:
+    if args.key:
+        if args.filename or args.kind:
+            raise UserError("give --key KEY on its own, without -f FILE or KIND NAME")
+        return _delete_keys(args)
     store = ResourceStore(open_store(args))
+    bad: list[str] = []  # keys of named resources whose stored value is not a valid resource
     if args.filename:
         if args.kind:
             raise UserError("give either -f FILE or KIND NAME, not both")
         targets = _load(args)
     else:
         if not args.kind or not args.names:
-            raise UserError("usage: tortie delete KIND NAME [NAME..] or tortie delete -f FILE")
+            raise UserError("usage: tortie delete KIND NAME [NAME..], -f FILE or --key KEY")
         info = _kind(args.kind)
         targets = []
         for name in args.names:
+            ns = _ns(info.namespaced, args.namespace)
             try:
-                targets.append(store.get(info.kind, name, _ns(info.namespaced, args.namespace)))
+                targets.append(store.get(info.kind, name, ns))
             except NotFound:
                 if not args.skip_not_exists:
                     raise
+            except ValidationError:
+                bad.append(info.key(name, ns) if info.namespaced else info.key(name))
     if args.skip_not_exists:
         targets = [t for t in targets if store.ds.get(t.key) is not None]
     targets = [t.replace_metadata(resource_version=None) for t in targets]
     results = store.apply_all(targets, mode="delete")
     for r in results:
         print(f"{r.resource.kind} {r.resource.metadata.name} deleted")
-    print(f"Successfully deleted {len(results)} resource(s)")
+    for key in bad:
+        store.delete_key(key)
+        print(f"{key} deleted (its stored value was not a valid resource)")
+    print(f"Successfully deleted {len(results) + len(bad)} resource(s)")
+    return 0
+
+
+def _checked_key(key: str) -> str:
+    if not key.startswith(_KEY_ROOT) or key == _KEY_ROOT:
+        raise UserError(f"--key {key!r}: tortie's keys start with {_KEY_ROOT}")
+    return key
+
+
+def _delete_keys(args: argparse.Namespace) -> int:
+    store = ResourceStore(open_store(args))
+    deleted = 0
+    for key in args.key:
+        try:
+            kv = store.delete_key(_checked_key(key))
+        except NotFound:
+            if not args.skip_not_exists:
+                raise
+            continue
+        note = " (its stored value was not valid JSON)" if kv.problem else ""
+        print(f"{key} deleted{note}")
+        deleted += 1
+    print(f"Successfully deleted {deleted} key(s)")
+    return 0
+
+
+def _get_key(args: argparse.Namespace) -> int:
+    if args.kind or args.names:
+        raise UserError("give --key KEY on its own, without KIND NAME")
+    key = _checked_key(args.key)
+    kv = ResourceStore(open_store(args)).ds.get(key)
+    if kv is None:
+        raise NotFound(f"nothing is stored at key {key!r}")
+    text = kv.raw if kv.raw is not None else json.dumps(kv.value, ensure_ascii=False, separators=(",", ":"))
+    if args.output == "json":
+        record = {"key": kv.key, "modRevision": kv.mod_revision, "createRevision": kv.create_revision,
+                  "lease": kv.lease, "problem": kv.problem, "value": text}
+        print(json.dumps(record, indent=2, ensure_ascii=False))
+    else:
+        print(text)
+    if kv.problem:
+        print(f"warning: {key}: {kv.problem}; {removal_hint(key)}", file=sys.stderr)
     return 0
 
 
 def _run_get(args: argparse.Namespace) -> int:
+    if args.key is not None:
+        return _get_key(args)
+    if not args.kind:
+        raise UserError("usage: tortie get KIND [NAME..] or tortie get --key KEY")
     info = _kind(args.kind)
     store = ResourceStore(open_store(args))
+    bad: list[BadRecord] = []
     if args.names:
         resources = [store.get(info.kind, n, _ns(info.namespaced, args.namespace)) for n in args.names]
     elif info.namespaced and not args.all_namespaces:
-        resources = store.list(info.kind, args.namespace or "default")
+        resources, bad = store.scan(info.kind, args.namespace or "default")
     else:
-        resources = store.list(info.kind)
+        resources, bad = store.scan(info.kind)
     print_resources(info.kind, resources, args.output)
+    for b in bad:
+        print(f"warning: skipped the invalid record at {b.key}: {b.reason}; {removal_hint(b.key)}",
+              file=sys.stderr)
     return 0
 
 

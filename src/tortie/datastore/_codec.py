@@ -2,7 +2,9 @@
 
 `encode_value(key, value)` checks that `value` is a JSON object made of JSON types and returns its text
 (non-ASCII kept as UTF-8); anything else raises `UserError` naming the key. `decode_value(text)` is
-the inverse. `prefix_end(prefix)` is the smallest string greater than every string starting with
+the inverse; `decode_stored(text)` is the reading side's tolerant form (a bad record becomes
+`({}, problem)`, never an exception: see "Bad records" in `tortie.datastore.api`) and `stored_kv`
+builds a KV with it. `prefix_end(prefix)` is the smallest string greater than every string starting with
 `prefix` (code-point order, which equals UTF-8 byte order), or None when no such bound exists.
 `check_ops(ops)` validates a `commit` (known op names, distinct keys, values present and encodable)
 and the small error constructors keep the messages of the three backends identical.
@@ -11,12 +13,12 @@ and the small error constructors keep the messages of the three backends identic
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from tortie.common.errors import AlreadyExists, Conflict, DatastoreError, LeaseExpired, NotFound, UserError
-from tortie.datastore.api import JSONObject, TxnOp
+from tortie.datastore.api import KV, JSONObject, TxnOp
 
 
 def encode_value(key: str, value: JSONObject) -> str:
@@ -31,11 +33,35 @@ def encode_value(key: str, value: JSONObject) -> str:
 def decode_value(text: str | bytes) -> JSONObject:
     try:
         value: Any = json.loads(text)
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:  # RecursionError: nested deeper than json can read
         raise DatastoreError(f"stored value is not valid JSON: {e}") from e
     if not isinstance(value, dict):
         raise DatastoreError(f"stored value is not a JSON object: {type(value).__name__}")
     return value
+
+
+def decode_stored(text: str | bytes) -> tuple[JSONObject, str | None]:
+    """(value, None) for a stored JSON object; ({}, why) for anything else."""
+    try:
+        return decode_value(text), None
+    except DatastoreError as e:
+        return {}, str(e)
+
+
+def raw_text(text: str | bytes) -> str:
+    return text.decode("utf-8", "replace") if isinstance(text, bytes) else text
+
+
+def stored_kv(
+    key: str, text: str | bytes, mod_revision: int, create_revision: int, lease: int | None,
+    decode: Callable[[Any], JSONObject] = decode_value,
+) -> KV:
+    """The KV of a stored row; `decode` may be a faster decoder with the same results and errors."""
+    try:
+        value = decode(text)
+    except DatastoreError as e:
+        return KV(key, {}, mod_revision, create_revision, lease, problem=str(e), raw=raw_text(text))
+    return KV(key, value, mod_revision, create_revision, lease)
 
 
 def check_key(key: str) -> None:

@@ -27,9 +27,9 @@ import requests
 import urllib3.exceptions
 
 from tortie.common.errors import DatastoreError, DatastoreUnavailable
-from tortie.datastore._codec import decode_value
+from tortie.datastore._codec import decode_stored
 from tortie.datastore._watchbase import QueueWatch
-from tortie.datastore.api import EventType, WatchEvent
+from tortie.datastore.api import EventType, JSONObject, WatchEvent
 
 log = logging.getLogger(__name__)
 
@@ -225,7 +225,11 @@ def _event_from(ev: dict[str, Any]) -> WatchEvent:
     key = unb64(kv["key"]).decode("utf-8", "replace")
     revision = int_field(kv, "mod_revision")
     prev = ev.get("prev_kv")
-    prev_value = decode_value(unb64(prev["value"])) if prev and prev.get("value") else None
+    prev_value: JSONObject | None = None
+    if prev and prev.get("value"):
+        decoded, prev_problem = decode_stored(unb64(prev["value"]))
+        prev_value = None if prev_problem else decoded
     if ev.get("type") == "DELETE":
         return WatchEvent(EventType.DELETE, key, None, revision, prev_value)
-    return WatchEvent(EventType.PUT, key, decode_value(unb64(kv.get("value", ""))), revision, prev_value)
+    value, problem = decode_stored(unb64(kv.get("value", "")))
+    return WatchEvent(EventType.PUT, key, value, revision, prev_value, problem)

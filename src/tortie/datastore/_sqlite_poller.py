@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Protocol
 
 from tortie.common.errors import DatastoreError, DatastoreUnavailable
-from tortie.datastore._codec import decode_value
+from tortie.datastore._codec import decode_stored
 from tortie.datastore._watchbase import QueueWatch
 from tortie.datastore.api import EventType, WatchEvent
 
@@ -291,15 +291,7 @@ class Poller(threading.Thread):
                         if (rev, seq) <= (st.after, st.after_seq):
                             continue
                         if key.startswith(st.prefix):
-                            q.push(
-                                WatchEvent(
-                                    EventType.PUT if typ == "put" else EventType.DELETE,
-                                    key,
-                                    decode_value(value) if value is not None else None,
-                                    rev,
-                                    decode_value(prev) if prev is not None else None,
-                                )
-                            )
+                            q.push(_event(rev, key, typ, value, prev))
                         st.after, st.after_seq = rev, seq
                 if len(rows) < _DELIVER_BATCH:
                     for _, st in live:  # the last revision read is complete: nothing newer is visible
@@ -309,3 +301,12 @@ class Poller(threading.Thread):
                 low = (rows[-1][0], rows[-1][1])
         finally:
             conn.execute("COMMIT")
+
+
+def _event(rev: int, key: str, typ: str, value: str | None, prev: str | None) -> WatchEvent:
+    """One event-log row as a watch event; a bad stored value is flagged, never raised."""
+    prev_value, prev_problem = decode_stored(prev) if prev is not None else (None, None)
+    if typ != "put":
+        return WatchEvent(EventType.DELETE, key, None, rev, None if prev_problem else prev_value)
+    new_value, problem = decode_stored(value if value is not None else "")
+    return WatchEvent(EventType.PUT, key, new_value, rev, None if prev_problem else prev_value, problem)

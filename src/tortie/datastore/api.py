@@ -25,6 +25,13 @@ apply is never applied partly.
 Errors: `NotFound`, `AlreadyExists`, `Conflict`, `DatastoreUnavailable`, `LeaseExpired` from
 `tortie.common.errors`. Backends translate their own errors into these.
 
+Bad records: tortie only ever writes JSON objects, but a stored value can be anything (written by
+hand, by another tool or an older version, torn). Reading one never raises: `get`, `list`, the KV a
+`delete` returns and watch events carry it with `value == {}` and `problem` set to what is wrong
+(`KV.raw` keeps the stored text), so that one bad record never stops a listing or a watch. A consumer
+treats such a record as present-but-invalid (the agent: absent, with a warning naming the key), and
+an operator can always delete it by key (`delete(key)` works on any stored value).
+
 All methods are thread-safe; watches may be consumed from another thread.
 """
 
@@ -48,6 +55,10 @@ class KV:
     mod_revision: int
     create_revision: int
     lease: int | None = None
+    problem: str | None = None
+    """Why the stored value is not a JSON object (then `value` is {}); None for every good record."""
+    raw: str | None = None
+    """The stored text when `problem` is set (invalid UTF-8 replaced), for showing it to an operator."""
 
 
 class EventType(enum.Enum):
@@ -63,6 +74,8 @@ class WatchEvent:
     PUT: `value` is the new value, `prev_value` the old one (None on create).
     DELETE: `value` is None, `prev_value` the deleted value when the backend knows it.
     RESYNC: key is "" and revision is the oldest revision still available (or 0 if unknown).
+    A PUT of a bad record has `value == {}` and `problem` set (see the module docstring); a bad
+    previous value is reported as None.
     """
 
     type: EventType
@@ -70,6 +83,7 @@ class WatchEvent:
     value: JSONObject | None
     revision: int
     prev_value: JSONObject | None = None
+    problem: str | None = None
 
 
 @dataclass(frozen=True)

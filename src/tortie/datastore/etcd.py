@@ -61,6 +61,7 @@ from tortie.datastore._codec import (
     exists,
     lease_gone,
     missing,
+    stored_kv,
 )
 from tortie.datastore._etcd_watch import (
     GRPC_UNAUTHENTICATED,
@@ -93,13 +94,12 @@ def _range_end(prefix: bytes) -> bytes:
 
 
 def _kv_from(d: dict[str, Any]) -> KV:
-    lease = int_field(d, "lease")
-    return KV(
-        key=unb64(d["key"]).decode("utf-8", "replace"),
-        value=decode_value(unb64(d.get("value", ""))),
-        mod_revision=int_field(d, "mod_revision"),
-        create_revision=int_field(d, "create_revision"),
-        lease=lease or None,
+    return stored_kv(
+        unb64(d["key"]).decode("utf-8", "replace"),
+        unb64(d.get("value", "")),
+        int_field(d, "mod_revision"),
+        int_field(d, "create_revision"),
+        int_field(d, "lease") or None,
     )
 
 

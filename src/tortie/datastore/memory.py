@@ -14,12 +14,15 @@ matching watches while the lock is held (watch order == revision order, no gaps,
   keys of the lease are deleted at one revision (in key order), as etcd does.
 * Values are copied through JSON on the way in and out, so callers never share mutable state with
   the store, and non-JSON values fail the same way as on the real backends.
+* `put_raw(key, text)` stores text as another tool could (tests of bad records): the contract's
+  "bad records" then apply as on the real backends.
 """
 
 from __future__ import annotations
 
 import builtins
 import copy
+import dataclasses
 import itertools
 import threading
 import time
@@ -27,7 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from tortie.common.errors import UserError
-from tortie.datastore._codec import check_ops, conflict, decode_value, exists, lease_gone, missing
+from tortie.datastore._codec import check_key, check_ops, conflict, exists, lease_gone, missing, stored_kv
 from tortie.datastore._single_writes import SingleKeyWrites
 from tortie.datastore._watchbase import QueueWatch
 from tortie.datastore.api import KV, EventType, TxnOp, Watch, WatchEvent
@@ -110,6 +113,14 @@ class MemoryDatastore(SingleKeyWrites):
                     out.append(self._write(op.key, op.text, op.lease, old))
             return out
 
+    def put_raw(self, key: str, text: str) -> KV:
+        """Store `text` as it is, bypassing encoding (a test seam: another tool's bad record)."""
+        check_key(key)
+        with self._lock:
+            self._reap()
+            self._revision += 1
+            return self._write(key, text, None, self._kvs.get(key))
+
     # ----- watches and history -----
 
     def watch(self, prefix: str, after_revision: int) -> Watch:
@@ -174,21 +185,17 @@ class MemoryDatastore(SingleKeyWrites):
     # ----- internals (lock held) -----
 
     def _write(self, key: str, text: str, lease: int | None, old: KV | None) -> KV:
-        value = decode_value(text)
-        kv = KV(
-            key=key,
-            value=value,
-            mod_revision=self._revision,
-            create_revision=old.create_revision if old is not None else self._revision,
-            lease=lease,
-        )
+        create = old.create_revision if old is not None else self._revision
+        kv = stored_kv(key, text, self._revision, create, lease)
         self._kvs[key] = kv
-        self._emit(WatchEvent(EventType.PUT, key, value, self._revision, old.value if old else None))
+        prev = old.value if old is not None and old.problem is None else None
+        self._emit(WatchEvent(EventType.PUT, key, kv.value, self._revision, prev, kv.problem))
         return _copy_kv(kv)
 
     def _delete(self, old: KV) -> None:
         del self._kvs[old.key]
-        self._emit(WatchEvent(EventType.DELETE, old.key, None, self._revision, old.value))
+        prev = old.value if old.problem is None else None
+        self._emit(WatchEvent(EventType.DELETE, old.key, None, self._revision, prev))
 
     def _emit(self, event: WatchEvent) -> None:
         self._history.append(event)
@@ -225,8 +232,8 @@ class MemoryDatastore(SingleKeyWrites):
 
 
 def _copy_kv(kv: KV) -> KV:
-    return KV(kv.key, copy.deepcopy(kv.value), kv.mod_revision, kv.create_revision, kv.lease)
+    return dataclasses.replace(kv, value=copy.deepcopy(kv.value))
 
 
 def _copy_event(ev: WatchEvent) -> WatchEvent:
-    return WatchEvent(ev.type, ev.key, copy.deepcopy(ev.value), ev.revision, copy.deepcopy(ev.prev_value))
+    return dataclasses.replace(ev, value=copy.deepcopy(ev.value), prev_value=copy.deepcopy(ev.prev_value))

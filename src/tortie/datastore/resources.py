@@ -10,6 +10,11 @@ Inputs are validated `tortie.model.Resource` values; the store keeps their wire 
 Writes are conditional where the caller says so: a resource carrying `resourceVersion` is written
 only if the stored object still has that version (else `Conflict`). `apply_all` writes a whole batch
 in one datastore transaction, so a multi-document apply is never applied partly.
+
+Bad records (a stored value that is not JSON, or not a valid resource): `decode`/`get` raise
+`ValidationError` naming the key and how to remove it; `scan` returns the good resources of a kind
+and the bad ones as `BadRecord(key, reason)`, `list` logs and skips them; `delete_key` removes any
+stored value by key, which is how an operator gets rid of one (`tortie delete --key KEY`).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from tortie.common.errors import AlreadyExists, Conflict, NotFound
 from tortie.datastore.api import KV, Datastore, TxnOp
 from tortie.model import Resource, ValidationError, parse_resource
 from tortie.model.kinds import kind_info
+from tortie.model.problems import Problem
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +53,18 @@ def _describe(kind: str, name: str, namespace: str | None) -> str:
     return f"{kind} {namespace}/{name}" if namespace else f"{kind} {name}"
 
 
+def removal_hint(key: str) -> str:
+    return f"remove it with `tortie delete --key {key}`"
+
+
+@dataclass(frozen=True)
+class BadRecord:
+    """A stored object that cannot be read as a resource: where it is and why."""
+
+    key: str
+    reason: str
+
+
 @dataclass(frozen=True)
 class WriteResult:
     """What a batch write did to one resource: "created", "updated", "deleted" or "unchanged"."""
@@ -66,6 +84,8 @@ class ResourceStore:
     def decode(self, kv: KV) -> Resource:
         """Turn a stored KV into a Resource with resourceVersion filled in (ValidationError if the
         stored object is not valid, e.g. written by another tool)."""
+        if kv.problem is not None:
+            raise ValidationError([Problem(kv.key, 0, "", "", "", f"{kv.problem}; {removal_hint(kv.key)}")])
         wire = dict(kv.value)
         meta = dict(wire.get("metadata") or {})
         meta["resourceVersion"] = str(kv.mod_revision)
@@ -81,18 +101,38 @@ class ResourceStore:
             raise NotFound(f"{_describe(info.kind, name, ns)} not found")
         return self.decode(kv)
 
-    def list(self, kind: str, namespace: str | None = None) -> builtins.list[Resource]:
-        """All resources of a kind (of one namespace when given), in key order. Stored objects that
-        fail validation are skipped with a warning."""
+    def scan(
+        self, kind: str, namespace: str | None = None
+    ) -> tuple[builtins.list[Resource], builtins.list[BadRecord]]:
+        """All resources of a kind (of one namespace when given), in key order, and the stored objects
+        under that kind's keys that are not valid resources."""
         info = kind_info(kind)
         kvs, _rev = self.ds.list(info.list_prefix(namespace))
         out: builtins.list[Resource] = []
+        bad: builtins.list[BadRecord] = []
         for kv in kvs:
             try:
                 out.append(self.decode(kv))
             except ValidationError as exc:
-                log.warning("skipping invalid stored object key=%s problems=%s", kv.key, exc)
+                reason = kv.problem or "; ".join(
+                    f"{p.path}: {p.message}" if p.path else p.message for p in exc.problems
+                )
+                bad.append(BadRecord(kv.key, reason))
+        return out, bad
+
+    def list(self, kind: str, namespace: str | None = None) -> builtins.list[Resource]:
+        """`scan` without the bad records, which are skipped with a warning naming their key."""
+        out, bad = self.scan(kind, namespace)
+        for b in bad:
+            log.warning("skipping invalid stored object key=%s problems=%s", b.key, b.reason)
         return out
+
+    def delete_key(self, key: str) -> KV:
+        """Delete whatever is stored at `key` (valid or not); NotFound if nothing is. Returns the KV."""
+        kv = self.ds.get(key)
+        if kv is None:
+            raise NotFound(f"nothing is stored at key {key!r}")
+        return self.ds.delete(key, expected_revision=kv.mod_revision)
 
     # -- single writes -------------------------------------------------------------------------
     def create(self, res: Resource) -> Resource:
@@ -112,8 +152,9 @@ class ResourceStore:
         if kv is None:
             raise NotFound(f"{_describe(info.kind, name, namespace)} not found")
         expected = int(resource_version) if resource_version else kv.mod_revision
+        deleted = self.decode(kv)  # a bad record raises here, before anything is deleted (see delete_key)
         self.ds.delete(key, expected_revision=expected)
-        return self.decode(kv)
+        return deleted
 
     # -- batches -------------------------------------------------------------------------------
     def apply_all(self, resources: Sequence[Resource], mode: str = "apply") -> builtins.list[WriteResult]:

@@ -1,6 +1,8 @@
 """The embedded default `Datastore`: one SQLite file shared by many processes on one machine.
 
-Inputs: a file path (its parent directory is created; a new file gets mode 0600). Outputs: the
+Inputs: a file path (its parent directory is created; a new file gets mode 0600, and SQLite gives its
+`-wal` and `-shm` files the same mode). A database, `-wal` or `-shm` file that is world-writable is
+refused (`DatastoreUnavailable` saying so): any local user could rewrite the network. Outputs: the
 `tortie.datastore.api.Datastore` contract. Schema (see docs/design/datastore.md):
 
     meta(id=1, revision, compacted, schema_version)   the store revision; history <= compacted is gone
@@ -41,6 +43,7 @@ import logging
 import os
 import re
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -48,7 +51,16 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from tortie.common.errors import DatastoreError, DatastoreUnavailable, TortieError, UserError
-from tortie.datastore._codec import check_ops, conflict, decode_value, exists, lease_gone, missing, prefix_end
+from tortie.datastore._codec import (
+    check_ops,
+    conflict,
+    decode_value,
+    exists,
+    lease_gone,
+    missing,
+    prefix_end,
+    stored_kv,
+)
 from tortie.datastore._single_writes import SingleKeyWrites
 from tortie.datastore._sqlite_poller import Poller, WatchCursor
 from tortie.datastore._watchbase import QueueWatch
@@ -82,7 +94,7 @@ _KVRow = tuple[str, str, int, int, int | None]
 
 
 def _kv(row: _KVRow, decode: Callable[[str], JSONObject] = decode_value) -> KV:
-    return KV(row[0], decode(row[1]), mod_revision=row[2], create_revision=row[3], lease=row[4])
+    return stored_kv(row[0], row[1], row[2], row[3], row[4], decode)
 
 
 _BULK_DECODE_MIN = 256
@@ -238,12 +250,26 @@ class SqliteDatastore(SingleKeyWrites):
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-            os.close(fd)
+            try:
+                mode = os.fstat(fd).st_mode
+            finally:
+                os.close(fd)
         except OSError as e:
             raise DatastoreUnavailable(
                 f"cannot create the sqlite datastore {self.path}: {e.strerror or e}; check the directory "
                 "exists and is writable, or point TORTIE_DATASTORE elsewhere"
             ) from e
+        unsafe = [(self.path, mode)]
+        for suffix in ("-wal", "-shm"):
+            with contextlib.suppress(OSError):
+                unsafe.append((Path(f"{self.path}{suffix}"), os.stat(f"{self.path}{suffix}").st_mode))
+        for path, st_mode in unsafe:
+            if st_mode & stat.S_IWOTH:
+                raise DatastoreUnavailable(
+                    f"refusing the sqlite datastore {self.path}: {path} is world-writable (mode "
+                    f"{stat.S_IMODE(st_mode):04o}), so any local user could rewrite the network's "
+                    f"configuration and policy; make it private (chmod 600 {path}) and check who changed it"
+                )
 
     def _connect(self) -> sqlite3.Connection:
         try:

@@ -38,12 +38,15 @@ class Backend:
     open: a new client on the same store (for memory, the same object is fine).
     compact: forget history before a revision (the backend's own compaction).
     lease_ttl: the shortest TTL the backend honours as given (etcd raises short TTLs to ~2 s).
+    write_raw: store text under a key as another tool would, returning the revision
+        (`tortie.testing.bad_records`); the bad-record suite needs it.
     """
 
     name: str
     open: Callable[[], Datastore]
     compact: Callable[[Datastore, int], None]
     lease_ttl: float = 1.0
+    write_raw: Callable[[str, str], int] | None = None
     prefix: str = field(default_factory=lambda: f"/conformance/{uuid.uuid4().hex[:12]}/")
 
 

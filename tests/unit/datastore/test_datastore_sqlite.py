@@ -33,6 +33,35 @@ def test_creates_parent_dir_and_private_file(tmp_path: Path) -> None:
     conn.close()
 
 
+def test_wal_and_shm_files_are_private_too(tmp_path: Path) -> None:
+    path = tmp_path / "ds.db"
+    ds = SqliteDatastore(path)
+    try:
+        ds.create("/k", {"v": 1})  # the first write creates the log and the shared-memory index
+        modes = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()}
+    finally:
+        ds.close()
+    assert modes["ds.db-wal"] == 0o600 and modes["ds.db-shm"] == 0o600 and modes["ds.db"] == 0o600
+
+
+@pytest.mark.parametrize("suffix", ["", "-wal", "-shm"])
+def test_world_writable_database_is_refused(tmp_path: Path, suffix: str) -> None:
+    path = tmp_path / "ds.db"
+    ds = SqliteDatastore(path)
+    ds.create("/k", {"v": 1})
+    victim = Path(f"{path}{suffix}")
+    victim.chmod(0o666)
+    try:
+        with pytest.raises(DatastoreUnavailable) as err:
+            SqliteDatastore(path)
+        message = str(err.value)
+        assert "world-writable" in message and str(victim) in message and "chmod 600" in message
+        victim.chmod(0o644)  # readable by others is allowed: only writable files are refused
+        SqliteDatastore(path).close()
+    finally:
+        ds.close()
+
+
 def test_unwritable_location_is_unavailable(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("")
