@@ -34,8 +34,9 @@ import sys
 import time
 from pathlib import Path
 
-from tortie.lab.datacenter import Datacenter, LabSpec
+from tortie.lab.datacenter import Datacenter
 from tortie.lab.probe import NamespaceSockets, _checksum
+from tortie.lab.spec import LabSpec
 from tortie.testing.netns import unique_name
 
 TARGET_P99_MS = 250.0
@@ -93,7 +94,7 @@ def run_series(name: str, count: int, block_size: int) -> dict[str, object]:
                 env=env,
                 capture_output=True,
             )
-        dc.add_workload("p", "h2")
+        dc.workloads.add("p", "h2")
         dc.wait_ready()
         return measure(dc, name, count)
     finally:

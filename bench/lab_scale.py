@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from tortie.lab.datacenter import Datacenter
+from tortie.lab.processes import namespace_pids
 from tortie.testing.netns import unique_name
 
 TARGET_READY_S = 60.0
@@ -34,23 +35,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def lab_pids(dc: Datacenter) -> list[int]:
-    inodes = set()
-    for ns in dc.lab.state.namespaces:
-        try:
-            st = os.stat(f"/run/netns/{ns}")
-        except OSError:
-            continue
-        inodes.add((st.st_dev, st.st_ino))
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            st = os.stat(f"/proc/{entry}/ns/net")
-        except OSError:
-            continue
-        if (st.st_dev, st.st_ino) in inodes:
-            pids.append(int(entry))
+    pids = namespace_pids(dc.lab.state.namespaces)
     pids += [p.pid for p in dc.lab.state.processes if not p.netns and dc.lab.process_running(p.pid)]
     return pids
 

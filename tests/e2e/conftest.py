@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from tortie.lab.datacenter import Datacenter, LabSpec
+from tortie.lab.datacenter import Datacenter
+from tortie.lab.spec import LabSpec
 from tortie.testing.netns import unique_name
 
 MakeLab = Callable[..., Datacenter]

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from tortie.lab.datacenter import Datacenter
+from tortie.lab.etcd_members import kill_member
 from tortie.lab.routers import rib_prefixes
 
 REPO = Path(__file__).resolve().parents[2]
@@ -65,14 +66,14 @@ def policy_enforced() -> bool:
 
 def kill_member_if_etcd(dc: Datacenter, datastore: str, member: str = "e1") -> None:
     if datastore == "etcd":
-        pid = dc.kill_etcd_member(member)
+        pid = kill_member(dc.lab, member)
         assert not dc.lab.process_running(pid)
 
 
 def block_of(dc: Datacenter, observer: str, workload: str) -> str | None:
     """The BGP route `observer` uses for `workload`'s address (its host's block), if any."""
     ip = ipaddress.ip_address(dc.lab.workload(workload).ips[0])
-    nets = [ipaddress.ip_network(d) for d in dc.bird_routes(observer)]
+    nets = [ipaddress.ip_network(d) for d in dc.nodes.bird_routes(observer)]
     best = max((n for n in nets if ip in n), key=lambda n: n.prefixlen, default=None)
     return str(best) if best is not None else None
 
@@ -178,7 +179,11 @@ def cross_host_reachability(make_lab: MakeLab, datastore: str) -> None:
             for wl in (w for w in lab.state.workloads.values() if w.host == host):
                 block = block_of(dc, observer, wl.name)
                 assert block is not None, f"{observer} has no BGP route to {wl.name}"
-                assert dc.bird_routes(observer)[block] == ip, (observer, wl.name, dc.bird_routes(observer))
+                assert dc.nodes.bird_routes(observer)[block] == ip, (
+                    observer,
+                    wl.name,
+                    dc.nodes.bird_routes(observer),
+                )
                 blocks.setdefault(host, set()).add(block)
     assert all(len(b) == 1 for b in blocks.values()), blocks  # one aggregate per host, not /32s
     local = lab.exec("h1", ["ip", "route", "show", "proto", "77"]).stdout
@@ -197,7 +202,7 @@ def cross_host_reachability(make_lab: MakeLab, datastore: str) -> None:
     assert not dc.probe("w1-1", "10.244.255.254", "tcp", timeout=0.5)  # in the pool, but nobody's
 
     kill_member_if_etcd(dc, datastore)
-    dc.add_workload("late", "h3", labels={"app": "late"})
+    dc.workloads.add("late", "h3", labels={"app": "late"})
     dc.wait_ready(timeout=30)
     # After a member is SIGKILLed, one of an agent's etcd watch streams can stay silent until the etcd
     # client's idle reconnect (30 s) under load, delaying the new endpoint's policy on its host; the
@@ -219,10 +224,10 @@ def policy_across_hosts(make_lab: MakeLab, datastore: str) -> None:
     from tortie.model import load_resources
 
     dc = make_lab(hosts=3, datastore=datastore)
-    dc.add_workload("web-1", "h1", labels={"app": "web"}, namespace="shop")
-    dc.add_workload("frontend-2", "h2", labels={"role": "frontend"}, namespace="shop")
-    dc.add_workload("db-3", "h3", labels={"app": "db"}, namespace="shop")
-    dc.add_workload("outsider-3", "h3", labels={"role": "frontend"}, namespace="default")
+    dc.workloads.add("web-1", "h1", labels={"app": "web"}, namespace="shop")
+    dc.workloads.add("frontend-2", "h2", labels={"role": "frontend"}, namespace="shop")
+    dc.workloads.add("db-3", "h3", labels={"app": "db"}, namespace="shop")
+    dc.workloads.add("outsider-3", "h3", labels={"role": "frontend"}, namespace="default")
     dc.wait_ready(timeout=30)
     names = ["web-1", "frontend-2", "db-3", "outsider-3"]
     wait_for(
@@ -260,7 +265,7 @@ def policy_across_hosts(make_lab: MakeLab, datastore: str) -> None:
 
 
 def _agent_pid(dc: Datacenter, host: str) -> int:
-    status = dc.node_status(host)
+    status = dc.nodes.status(host)
     assert status is not None
     pid = status["components"]["agent"]["pid"]
     assert isinstance(pid, int)
@@ -278,7 +283,7 @@ def agent_restart(make_lab: MakeLab, datastore: str) -> None:
         os.kill(old["h2"], signal.SIGKILL)  # a crash
 
         def restarted(host: str) -> bool:
-            status = dc.node_status(host) or {}
+            status = dc.nodes.status(host) or {}
             agent = status.get("components", {}).get("agent", {})
             return agent.get("pid") not in (None, old[host]) and agent.get("ready") is True
 
@@ -292,13 +297,13 @@ def agent_restart(make_lab: MakeLab, datastore: str) -> None:
     ][-600:]
     assert result["tcp_sent"] > 100 and result["tcp_received"] == result["tcp_sent"], result
     for host in dc.hosts:
-        status = dc.node_status(host) or {}
+        status = dc.nodes.status(host) or {}
         assert status["components"]["agent"]["restarts"] == 1 and status["ready"] is True
 
 
 def bird_kill(make_lab: MakeLab, datastore: str) -> None:
     dc = make_lab(hosts=3, workloads_per_host=1, datastore=datastore, tor="gobgp")
-    status = dc.node_status("h2") or {}
+    status = dc.nodes.status("h2") or {}
     bird = status["components"]["bgp"]["bird"]
     assert bird["running"] and isinstance(bird["pid"], int)
     streams = Streams(dc, "w1-1", "w2-1", tcp=False)
@@ -308,7 +313,7 @@ def bird_kill(make_lab: MakeLab, datastore: str) -> None:
         os.kill(bird["pid"], signal.SIGKILL)
 
         def bird_back() -> bool:
-            now = (dc.node_status("h2") or {}).get("components", {}).get("bgp", {}).get("bird") or {}
+            now = (dc.nodes.status("h2") or {}).get("components", {}).get("bgp", {}).get("bird") or {}
             return bool(now.get("running")) and now.get("pid") != bird["pid"] and now.get("restarts", 0) >= 1
 
         wait_for(bird_back, "BIRD restarted on h2")
@@ -321,7 +326,7 @@ def bird_kill(make_lab: MakeLab, datastore: str) -> None:
     assert seqs and result["ping_sent"] > 100, result["ping_output"][-600:]
     tail = range(result["ping_sent"] - 50, result["ping_sent"])
     assert set(tail) <= set(seqs), f"no recovery: lost {sorted(set(tail) - set(seqs))}"
-    dc.add_workload("after", "h2")
+    dc.workloads.add("after", "h2")
     dc.wait_ready(timeout=30)
     eventually_allowed(dc, "w1-1", "after")
     eventually_allowed(dc, "w3-1", "after", "icmp")
@@ -336,7 +341,7 @@ def host_down(make_lab: MakeLab, datastore: str) -> None:
     wait_for(lambda: block in rib_prefixes(lab, tor), "the ToR learning h3's block")
     kill_member_if_etcd(dc, datastore, "e3")
 
-    dc.take_host_down("h3")
+    dc.nodes.take_down("h3")
     wait_for(
         lambda: block_of(dc, "h1", "w3-1") is None and block_of(dc, "h2", "w3-1") is None,
         "h3's routes withdrawn from h1 and h2",
@@ -344,11 +349,11 @@ def host_down(make_lab: MakeLab, datastore: str) -> None:
     wait_for(lambda: block not in rib_prefixes(lab, tor), "h3's block withdrawn from the ToR")
     assert not dc.probe("w1-1", "w3-1", timeout=1.0)
     assert dc.probe("w1-1", "w2-1") and dc.probe("w2-1", "w1-1", "icmp")
-    assert (dc.bgp_peers("h1") or []) and all(
-        p["established"] is (p["peerAddress"] != lab.host_ip("h3")) for p in dc.bgp_peers("h1") or []
+    assert (dc.nodes.bgp_peers("h1") or []) and all(
+        p["established"] is (p["peerAddress"] != lab.host_ip("h3")) for p in dc.nodes.bgp_peers("h1") or []
     )
 
-    dc.bring_host_up("h3")
+    dc.nodes.bring_up("h3")
     dc.wait_ready(timeout=40)
     assert block_of(dc, "h1", "w3-1") == block
     eventually_allowed(dc, "w1-1", "w3-1")

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tortie.lab.datacenter import lab_dir
+from tortie.lab.spec import lab_dir
 from tortie.testing.netns import unique_name
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]

@@ -159,7 +159,8 @@ def _say(line: str) -> None:
 
 
 def _up(args: argparse.Namespace) -> int:
-    from tortie.lab.datacenter import Datacenter, LabSpec
+    from tortie.lab.datacenter import Datacenter
+    from tortie.lab.spec import LabSpec
 
     _need_root()
     spec = LabSpec(
@@ -263,7 +264,7 @@ def _workload_add(args: argparse.Namespace) -> int:
     ports = [p for p in args.ports.split(",") if p.strip()]
     with Datacenter.locked(args.lab_name):
         dc = Datacenter.open(args.lab_name)
-        record = dc.add_workload(
+        record = dc.workloads.add(
             args.workload, args.host, labels=labels, namespace=args.namespace, ports=ports
         )
     if args.output == "json":
@@ -292,7 +293,7 @@ def _workload_del(args: argparse.Namespace) -> int:
 
     _need_root()
     with Datacenter.locked(args.lab_name):
-        Datacenter.open(args.lab_name).remove_workload(args.workload)
+        Datacenter.open(args.lab_name).workloads.delete(args.workload)
     return 0
 
 

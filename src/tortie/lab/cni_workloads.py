@@ -8,10 +8,12 @@
           record the IPs and host interface from the CNI result
     del:  the plugin's DEL (interface, endpoint, addresses released), then the namespace
 
-Inputs: a `Lab`, the directory holding the installed plugin launchers, and the network configuration
-values for one host (datastore URL as seen from inside the host, node name, IPAM lock file). Labels
-travel as CNI `args.cni.labels`, the endpoint namespace as the netconf `namespace`; named ports are
-not a CNI concept, so `set_ports` writes them onto the endpoint afterwards (through the datastore).
+Inputs: a `Lab`, the directory holding the installed plugin launchers, the network configuration
+values for one host (datastore URL as seen from inside the host, node name, IPAM lock file) and the
+datastore URL as seen from this process (`CniWorkloads.for_lab` takes them from the lab's
+`DatacenterRecord`). Labels travel as CNI `args.cni.labels`, the endpoint namespace as the netconf
+`namespace`; named ports are not a CNI concept, so `add` writes them onto the endpoint afterwards
+(through the datastore) and undoes the ADD when that fails. `add_many` runs several ADDs at once.
 
 The container ID is the workload name, so the endpoint is `<host>-cni-<name>-eth0` (Calico's
 `-`-doubling applies). Failures raise `CniFailed` with the plugin's code and message; an ADD that failed
@@ -20,16 +22,18 @@ leaves nothing behind (the plugin undoes its own steps; the namespace is deleted
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import re
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tortie.lab.lab import Lab, LabError
+from tortie.lab.errors import LabError, NoSuchLab
+from tortie.lab.lab import Lab
 from tortie.lab.state import WorkloadRecord
 
 NETWORK = "lab"
@@ -105,10 +109,22 @@ def parse_labels(text: str | Mapping[str, str] | None) -> dict[str, str]:
 class CniWorkloads:
     """Add and delete CNI workloads of one lab (see the module docstring)."""
 
-    def __init__(self, lab: Lab, cni_bin: str | os.PathLike[str], network: NetworkConfig) -> None:
+    def __init__(
+        self, lab: Lab, cni_bin: str | os.PathLike[str], network: NetworkConfig, client_url: str
+    ) -> None:
         self.lab = lab
         self.cni_bin = Path(cni_bin)
         self.network = network
+        self.client_url = client_url
+
+    @classmethod
+    def for_lab(cls, lab: Lab) -> CniWorkloads:
+        """The CNI workloads of a lab built by `tortie lab up` (plugin and datastore from its record)."""
+        record = lab.state.datacenter
+        if record is None:
+            raise NoSuchLab(f"{lab.workdir} holds a lab built by the library, not by `tortie lab up`")
+        network = NetworkConfig(record.datastore_url, str(Path(record.cni_bin).parent))
+        return cls(lab, record.cni_bin, network, record.client_url)
 
     def _exec(
         self,
@@ -155,6 +171,38 @@ class CniWorkloads:
             )
         return result if isinstance(result, dict) else None
 
+    def add_many(
+        self,
+        items: Sequence[tuple[str, str]],
+        parallel: int = 4,
+        progress: Callable[[str], None] | None = None,
+    ) -> list[WorkloadRecord]:
+        """Create many (name, host) workloads, `parallel` CNI calls at a time."""
+        done: list[WorkloadRecord] = []
+        step = max(1, len(items) // 5)
+        with concurrent.futures.ThreadPoolExecutor(max_workers=parallel) as pool:
+            futures = [pool.submit(self.add, name, host) for name, host in items]
+            for future in concurrent.futures.as_completed(futures):
+                done.append(future.result())
+                if progress and (len(done) % step == 0 or len(done) == len(items)):
+                    progress(f"workloads created through CNI: {len(done)}/{len(items)}")
+        return done
+
+    def _set_ports(self, record: WorkloadRecord, ports: list[dict[str, Any]]) -> None:
+        from tortie.datastore.resources import ResourceStore
+        from tortie.datastore.url import open_datastore
+        from tortie.model import parse_resource
+
+        ds = open_datastore(self.client_url)
+        try:
+            store = ResourceStore(ds)
+            current = store.get("WorkloadEndpoint", record.endpoint, record.namespace or "default")
+            wire = current.to_wire()
+            wire["spec"]["ports"] = ports
+            store.update(parse_resource(wire, source=f"lab workload {record.name}"))
+        finally:
+            ds.close()
+
     def add(
         self,
         name: str,
@@ -164,6 +212,9 @@ class CniWorkloads:
         namespace: str = "default",
         ports: Sequence[str] = (),
     ) -> WorkloadRecord:
+        """CNI ADD of workload `name` on `host`; then its named ports (`name:proto:port`) onto the
+        endpoint. Nothing is left behind when any step fails."""
+        port_specs = parse_ports(list(ports)) if ports else []
         if host not in self.lab.state.hosts:
             raise LabError(
                 f"no host {host!r} in lab {self.lab.name} (hosts: {', '.join(self.lab.state.hosts)})"
@@ -186,21 +237,27 @@ class CniWorkloads:
             endpoint=wep_name(host, "cni", name, IFNAME),
         )
         try:
-            self.lab.record_workload(record, new=True)
+            self.lab.records.record_workload(record, new=True)
         except ValueError as exc:
             raise LabError(str(exc)) from None
         try:
-            self.lab.add_namespace(netns)
+            self.lab.fabric.add_namespace(netns)
             result = self._exec("ADD", host, netns, name, self.network.for_host(host, namespace, labels))
         except BaseException:
-            self.lab.forget_namespace(netns)
-            self.lab.forget_workload(name)
+            self.lab.fabric.delete_namespace(netns)
+            self.lab.records.forget_workload(name)
             raise
         result = result or {}
         record.ips = [str(ip["address"]).split("/")[0] for ip in result.get("ips", [])]
         interfaces = result.get("interfaces") or []
         record.host_ifname = str(interfaces[0].get("name", "")) if interfaces else ""
-        self.lab.record_workload(record)
+        self.lab.records.record_workload(record)
+        if port_specs:
+            try:
+                self._set_ports(record, port_specs)
+            except BaseException:
+                self.delete(name)
+                raise
         return record
 
     def delete(self, name: str) -> None:
@@ -210,5 +267,5 @@ class CniWorkloads:
         if record.via_cni:
             conf = self.network.for_host(record.host, record.namespace or "default", record.labels)
             self._exec("DEL", record.host, record.netns, name, conf)
-        self.lab.forget_namespace(record.netns)
-        self.lab.forget_workload(name)
+        self.lab.fabric.delete_namespace(record.netns)
+        self.lab.records.forget_workload(name)

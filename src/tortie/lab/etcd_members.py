@@ -9,19 +9,22 @@ root namespace use `etcd://127.0.0.1:<p1>,...` through the relay (see relay.py).
 under `<workdir>/etcd` (removed by `down()`). Every process is recorded with role `etcd/<name>` or
 `relay` before anything waits on it.
 
-`start_cluster` returns once every member answers `/health` through the relay.
+`start_cluster` returns once every member answers `/health` through the relay; `kill_member` SIGKILLs
+one member as a crash would (the relay then closes its port).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import json
+import signal
 import sys
 import time
 import urllib.request
 from dataclasses import dataclass
 
-from tortie.lab.lab import Lab, LabError
+from tortie.lab.errors import LabError
+from tortie.lab.lab import Lab
 
 CLIENT_PORT = 2379
 PEER_PORT = 2380
@@ -39,14 +42,24 @@ def member_name(i: int) -> str:
     return f"e{i + 1}"
 
 
+def member_role(name: str) -> str:
+    return f"etcd/{name}"
+
+
+def kill_member(lab: Lab, name: str) -> int:
+    """SIGKILL etcd member `name` (e1, e2, ...); returns its pid. Its record stays (`down()` skips
+    processes that are gone)."""
+    return lab.processes.signal(member_role(name), signal.SIGKILL)
+
+
 def start_cluster(lab: Lab, members: int = 3, timeout: float = 30.0) -> EtcdEndpoints:
     names = [member_name(i) for i in range(members)]
-    records = [lab.add_appliance(name, FIRST_INDEX + i, "etcd") for i, name in enumerate(names)]
+    records = [lab.fabric.add_appliance(name, FIRST_INDEX + i, "etcd") for i, name in enumerate(names)]
     ips = [str(ipaddress.ip_interface(r.address).ip) for r in records]
-    data_root = lab.record_tree(lab.workdir / "etcd")
+    data_root = lab.records.record_tree(lab.workdir / "etcd")
     cluster = ",".join(f"{n}=http://{ip}:{PEER_PORT}" for n, ip in zip(names, ips, strict=True))
     for name, ip in zip(names, ips, strict=True):
-        lab.start_process(
+        lab.processes.start(
             name,
             [
                 "etcd",
@@ -73,10 +86,10 @@ def start_cluster(lab: Lab, members: int = 3, timeout: float = 30.0) -> EtcdEndp
                 "--log-level",
                 "warn",
             ],
-            role=f"etcd/{name}",
+            role=member_role(name),
         )
-    ports_file = lab.record_file(lab.workdir / "relay.json")
-    lab.start_process(
+    ports_file = lab.records.record_file(lab.workdir / "relay.json")
+    lab.processes.start(
         None,
         [
             sys.executable,

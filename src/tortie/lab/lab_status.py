@@ -27,12 +27,12 @@ def collect(dc: Datacenter) -> dict[str, Any]:
     record = dc.record
     hosts = []
     for name, host in state.hosts.items():
-        node = dc.node_status(name) or {}
-        pid = dc.node_pid(name)
+        node = dc.nodes.status(name) or {}
+        pid = dc.nodes.pid(name)
         components = node.get("components") or {}
         agent = components.get("agent") or {}
         bgp = components.get("bgp") or {}
-        peers = dc.bgp_peers(name) if pid is not None else None
+        peers = dc.nodes.bgp_peers(name) if pid is not None else None
         hosts.append(
             {
                 "name": name,
@@ -86,8 +86,8 @@ def collect(dc: Datacenter) -> dict[str, Any]:
     etcd = []
     for name, appliance in state.appliances.items():
         role = f"router/{name}" if appliance.role == "router" else f"etcd/{name}"
-        proc = lab.process_by_role(role)
-        running = proc is not None and lab.process_running(proc.pid)
+        proc = lab.processes.by_role(role)
+        running = proc is not None and lab.processes.alive(proc)
         if appliance.role == "router":
             from tortie.lab.routers import neighbors, rib_prefixes
 

@@ -25,7 +25,8 @@ import shutil
 import time
 from pathlib import Path
 
-from tortie.lab.lab import Lab, LabError
+from tortie.lab.errors import LabError
+from tortie.lab.lab import Lab
 from tortie.lab.state import ApplianceRecord
 
 KINDS = ("gobgp", "frr")
@@ -85,7 +86,7 @@ def frr_config(router: ApplianceRecord, subnet: str, peer_as: int) -> str:
 
 
 def _config_dir(lab: Lab, router: ApplianceRecord) -> Path:
-    directory = lab.record_tree(lab.workdir / "routers") / router.name
+    directory = lab.records.record_tree(lab.workdir / "routers") / router.name
     directory.mkdir(exist_ok=True)
     return directory
 
@@ -102,7 +103,7 @@ def start_router(lab: Lab, router: ApplianceRecord, peer_as: int) -> None:
     if router.kind == "gobgp":
         conf = directory / "gobgpd.toml"
         conf.write_text(gobgp_config(router, subnet, peer_as))
-        lab.start_process(
+        lab.processes.start(
             router.name,
             [
                 "gobgpd",
@@ -128,7 +129,7 @@ def start_router(lab: Lab, router: ApplianceRecord, peer_as: int) -> None:
     for entry in [directory, *directory.iterdir()]:
         os.chown(entry, frr.pw_uid, frr.pw_gid)
     common = ["-z", str(directory / "zserv.api"), "--vty_socket", str(directory), "-P", "0"]
-    lab.start_process(
+    lab.processes.start(
         router.name,
         [
             "/usr/lib/frr/zebra",
@@ -141,7 +142,7 @@ def start_router(lab: Lab, router: ApplianceRecord, peer_as: int) -> None:
         role=f"router/{router.name}/zebra",
     )
     _wait(lambda: (directory / "zserv.api").exists(), f"zebra of {router.name}")
-    lab.start_process(
+    lab.processes.start(
         router.name,
         ["/usr/lib/frr/bgpd", "-f", str(directory / "bgpd.conf"), "-i", str(directory / "bgpd.pid"), *common],
         role=f"router/{router.name}",

@@ -1,21 +1,32 @@
 """What a lab created, recorded in `<workdir>/lab.json` so any process can tear it down.
 
 Input/output: `LabState` (plain dataclasses) <-> JSON, written atomically (temp file + rename)
-after every change. Invariant: a namespace, process or file is recorded BEFORE it is created, so
-a crash half-way through still leaves a record that `Lab.down()` can act on (teardown treats
-"already gone" as done). Fields added after the first version have defaults, so older files load.
+after every change. `StateStore` is the one writer: the fabric, processes and workloads record what
+they are about to create through it. Invariant: a namespace, process or file is recorded BEFORE it is
+created, so a crash half-way through still leaves a record that `Lab.down()` can act on (teardown
+treats "already gone" as done). Fields added after the first version have defaults, so older files
+load. Names: hosts, workloads and appliances share one namespace of names (`<lab>-<name>`), checked
+by `StateStore.check_member`.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
+import re
+import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tortie.lab.errors import LabError
+
 STATE_FILE = "lab.json"
 FORMAT_VERSION = 1
+FABRIC_ALIAS = "fab"
+_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
+_MEMBER_RE = re.compile(r"^[a-z][a-z0-9-]{0,12}$")
 
 
 @dataclass
@@ -115,6 +126,37 @@ class LabState:
     appliances: dict[str, ApplianceRecord] = field(default_factory=dict)
     datacenter: DatacenterRecord | None = None
 
+    def netns_of(self, name: str) -> str:
+        """The namespace of host, workload or appliance `name`, of the fabric (`fab`), or `name` itself
+        when it is a recorded namespace; ValueError otherwise."""
+        for table in (self.hosts, self.workloads, self.appliances):
+            if name in table:
+                return table[name].netns
+        if name in (FABRIC_ALIAS, self.fabric_netns):
+            return self.fabric_netns
+        if name in self.namespaces:
+            return name
+        raise ValueError(f"no host, workload or namespace {name!r} in lab {self.name}")
+
+    def host_ip(self, name: str) -> str:
+        return self.hosts[name].address.split("/")[0]
+
+    def endpoint_of(self, name: str) -> tuple[str, str]:
+        """(namespace, address) of a workload, host or appliance name, or ("", ip) for an IP address."""
+        if name in self.workloads:
+            wl = self.workloads[name]
+            if not wl.ips:
+                raise LabError(f"workload {name} has no address")
+            return wl.netns, wl.ips[0]
+        for table in (self.hosts, self.appliances):
+            if name in table:
+                return table[name].netns, str(ipaddress.ip_interface(table[name].address).ip)
+        try:
+            ipaddress.ip_address(name)
+        except ValueError:
+            raise LabError(f"no workload, host or router {name!r} in lab {self.name}") from None
+        return "", name
+
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["version"] = FORMAT_VERSION
@@ -155,3 +197,123 @@ def load_state(workdir: Path) -> LabState | None:
     except FileNotFoundError:
         return None
     return LabState.from_json(json.loads(text))
+
+
+class StateStore:
+    """The lab's record in memory and on disk; every method that records saves before returning, so the
+    caller creates the thing only once it is recorded. Thread-safe (parallel workload adds)."""
+
+    def __init__(self, workdir: Path, state: LabState) -> None:
+        self.workdir = workdir
+        self.state = state
+        self.lock = threading.RLock()
+
+    @classmethod
+    def open(cls, name: str, workdir: Path, *, subnet: str, interface_prefix: str) -> StateStore:
+        """The record of lab `name` in `workdir`, created (with the workdir) when there is none."""
+        if not _NAME_RE.match(name):
+            raise ValueError(f"invalid lab name {name!r}: lowercase letters, digits and '-', at most 40")
+        if not 0 < len(interface_prefix) <= 8:
+            raise ValueError(f"interface prefix {interface_prefix!r} must be 1..8 characters")
+        existing = load_state(workdir)
+        if existing is not None:
+            if existing.name != name:
+                raise LabError(f"{workdir} holds lab {existing.name!r}, not {name!r}")
+            return cls(workdir, existing)
+        created = not workdir.exists()
+        workdir.mkdir(parents=True, exist_ok=True)
+        store = cls(
+            workdir,
+            LabState(
+                name=name,
+                subnet=str(ipaddress.ip_network(subnet, strict=True)),
+                interface_prefix=interface_prefix,
+                fabric_netns=f"{name}-fab",
+                created_workdir=created,
+            ),
+        )
+        store.save()
+        return store
+
+    @property
+    def name(self) -> str:
+        return self.state.name
+
+    def save(self) -> None:
+        with self.lock:
+            save_state(self.workdir, self.state)
+
+    def reload(self) -> LabState:
+        """What is on disk now (another process may have recorded more), else what is in memory."""
+        return load_state(self.workdir) or self.state
+
+    def reset(self) -> None:
+        """Forget everything but the lab's identity (after teardown)."""
+        s = self.state
+        self.state = LabState(s.name, s.subnet, s.interface_prefix, s.fabric_netns)
+
+    def check_member(self, name: str) -> None:
+        """ValueError unless `name` is a valid, unused host/workload/appliance name."""
+        if not _MEMBER_RE.match(name) or name == FABRIC_ALIAS:
+            raise ValueError(f"invalid host/workload name {name!r}: lowercase, digits, '-', at most 13")
+        s = self.state
+        if name in s.hosts or name in s.workloads or name in s.appliances:
+            raise ValueError(f"{name!r} already exists in lab {self.name}")
+
+    def add_namespace(self, netns: str, *, save: bool = True) -> None:
+        with self.lock:
+            if netns not in self.state.namespaces:
+                self.state.namespaces.append(netns)
+                if save:
+                    self.save()
+
+    def forget_namespace(self, netns: str) -> None:
+        with self.lock:
+            if netns in self.state.namespaces:
+                self.state.namespaces.remove(netns)
+            self.save()
+
+    def record_tree(self, path: str | os.PathLike[str]) -> Path:
+        """Record a directory (created now if missing) that `down()` removes with its contents."""
+        tree = Path(path)
+        with self.lock:
+            if str(tree) not in self.state.trees:
+                self.state.trees.append(str(tree))
+            self.save()
+        tree.mkdir(parents=True, exist_ok=True)
+        return tree
+
+    def record_file(self, path: str | os.PathLike[str]) -> Path:
+        """Record a file (created by the caller after this returns) that `down()` deletes."""
+        with self.lock:
+            if str(path) not in self.state.files:
+                self.state.files.append(str(path))
+            self.save()
+        return Path(path)
+
+    def record_workload(self, record: WorkloadRecord, *, new: bool = False) -> None:
+        """Record (`new`: a name not in use yet, else ValueError) or update a workload, with its
+        namespace recorded before anyone creates it."""
+        with self.lock:
+            if new or record.name not in self.state.workloads:
+                self.check_member(record.name)
+                self.add_namespace(record.netns, save=False)
+            self.state.workloads[record.name] = record
+            self.save()
+
+    def forget_workload(self, name: str) -> WorkloadRecord | None:
+        with self.lock:
+            record = self.state.workloads.pop(name, None)
+            self.save()
+        return record
+
+    def record_process(self, record: ProcessRecord) -> None:
+        with self.lock:
+            self.state.processes.append(record)
+            self.save()
+
+    def forget_process(self, record: ProcessRecord) -> None:
+        with self.lock:
+            if record in self.state.processes:
+                self.state.processes.remove(record)
+            self.save()

@@ -11,10 +11,10 @@ import pytest
 from tortie.cli.main import build_parser
 from tortie.common.errors import UserError
 from tortie.lab.cni_workloads import NetworkConfig, parse_labels, parse_ports
-from tortie.lab.datacenter import LabSpec, _seed_manifests
-from tortie.lab.lab import LabError
+from tortie.lab.errors import LabError
 from tortie.lab.probe import _checksum
 from tortie.lab.routers import frr_config, gobgp_config
+from tortie.lab.spec import LabSpec, seed_manifests
 from tortie.lab.state import ApplianceRecord, load_state
 from tortie.model import parse_resource
 
@@ -131,7 +131,7 @@ def test_spec_check_names_every_problem() -> None:
 @pytest.mark.parametrize("rr", [0, 2])
 def test_seed_manifests_are_valid_resources(rr: int) -> None:
     spec = LabSpec(hosts=3, route_reflectors=rr, tor="gobgp")
-    docs = _seed_manifests(spec, ["h1", "h2", "h3"], "172.31.0.1")
+    docs = seed_manifests(spec, ["h1", "h2", "h3"], "172.31.0.1")
     resources = [parse_resource(d) for d in docs]
     kinds = sorted(r.kind for r in resources)
     assert kinds.count("IPPool") == 1 and "BGPConfiguration" in kinds

@@ -1,0 +1,190 @@
+"""The lab's fabric: namespaces, the bridge, the veths and addresses of hosts and appliances.
+
+    <lab>-fab      bridge br0; one veth port p-<name> per host or appliance
+    <lab>-<host>   eth0 (the peer of p-<host>) = plan.host_address(i), lo up,
+                   ip_forward=1, IPv6 forwarding=1, route 169.254.1.1/32 dev lo
+    <lab>-<appl>   eth0 = plan.appliance_address(index) (a router, an etcd member), ip_forward=1
+
+Split of duties: `AddressPlan` (data) says which address each host and appliance gets; `Fabric`
+records the names and addresses in the lab's `StateStore` and then plumbs exactly what is recorded
+(record before create). A different fabric (another address family, several subnets with a router
+between them) is a different plan handed to the same plumbing. Appliance indexes below
+`HOST_OFFSET + 1` are free for routers and etcd members.
+
+The `169.254.1.1/32 dev lo` route is the lab hosts' stand-in for a default route: workloads use
+169.254.1.1 as their gateway and the host answers their ARP by proxy, but the kernel proxies only
+for an address it routes as unicast through ANOTHER device than the request came in on (arp_process
+-> proxy path); blackhole or unreachable routes do not qualify. Real hosts have a default route.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from tortie.lab.errors import LabError
+from tortie.lab.iproute import ip_batch, ip_batch_lenient, run, write_sysctls
+from tortie.lab.state import ApplianceRecord, HostRecord, StateStore
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SUBNET = "172.31.0.0/24"
+HOST_OFFSET = 10
+FABRIC_BRIDGE = "br0"
+WORKLOAD_GATEWAY_V4 = "169.254.1.1"
+
+
+@dataclass(frozen=True)
+class AddressPlan:
+    """Fabric addresses: host #i (1-based) at `subnet + host_offset + i`, appliance at `subnet + index`."""
+
+    subnet: str = DEFAULT_SUBNET
+    host_offset: int = HOST_OFFSET
+
+    def host_address(self, index: int) -> str:
+        """The interface address (with prefix length) of host #`index`."""
+        net = ipaddress.ip_network(self.subnet)
+        address = net.network_address + self.host_offset + index
+        if address not in net or address == net.broadcast_address:
+            raise LabError(f"subnet {net} has no room for host #{index}")
+        return f"{address}/{net.prefixlen}"
+
+    def appliance_address(self, index: int, name: str, taken: Iterable[str]) -> str:
+        """The interface address of an appliance at `index`; LabError if outside or already `taken`."""
+        net = ipaddress.ip_network(self.subnet)
+        address = net.network_address + index
+        if address not in net or address in (net.network_address, net.broadcast_address):
+            raise LabError(f"subnet {net} has no address #{index} for {name}")
+        if address in {ipaddress.ip_interface(t).ip for t in taken}:
+            raise LabError(f"address {address} is already used")
+        return f"{address}/{net.prefixlen}"
+
+
+def _port_lines(port: str, netns: str) -> list[str]:
+    """Fabric-side lines: a veth whose peer is eth0 in `netns`, enslaved to the bridge."""
+    return [
+        f"link add {port} type veth peer name eth0 netns {netns}",
+        f"link set {port} master {FABRIC_BRIDGE}",
+        f"link set {port} up",
+    ]
+
+
+def _eth0_lines(address: str) -> list[str]:
+    return ["link set lo up", f"addr add {address} dev eth0", "link set eth0 up"]
+
+
+class Fabric:
+    """Namespaces and links of one lab (see the module docstring)."""
+
+    def __init__(self, store: StateStore) -> None:
+        self.store = store
+
+    @property
+    def plan(self) -> AddressPlan:
+        return AddressPlan(self.store.state.subnet)
+
+    def _fabric_up(self) -> bool:
+        return self.store.state.fabric_netns in self.store.state.namespaces
+
+    def add_hosts(self, names: Sequence[str]) -> list[HostRecord]:
+        """Create hosts (and the fabric on first use) in a few `ip -batch` calls."""
+        store, state = self.store, self.store.state
+        for host in names:
+            store.check_member(host)
+        new_netns: list[str] = [] if self._fabric_up() else [state.fabric_netns]
+        records = []
+        for host in names:
+            address = self.plan.host_address(len(state.hosts) + 1)
+            record = HostRecord(host, f"{state.name}-{host}", address, f"p-{host}")
+            state.hosts[host] = record
+            records.append(record)
+            new_netns.append(record.netns)
+        for netns in new_netns:
+            store.add_namespace(netns, save=False)
+        store.save()
+        ip_batch(f"netns add {netns}" for netns in new_netns)
+        fabric: list[str] = []
+        if state.fabric_netns in new_netns:
+            fabric += [
+                "link set lo up",
+                f"link add {FABRIC_BRIDGE} type bridge",
+                f"link set {FABRIC_BRIDGE} up",
+            ]
+        for record in records:
+            fabric += _port_lines(record.fabric_port, record.netns)
+        ip_batch(fabric, state.fabric_netns)
+        for record in records:
+            write_sysctls(
+                record.netns,
+                {
+                    "net/ipv4/ip_forward": "1",
+                    "net/ipv6/conf/all/forwarding": "1",
+                    "net/ipv6/conf/eth0/accept_dad": "0",
+                },
+            )
+            ip_batch(
+                [*_eth0_lines(record.address), f"route add {WORKLOAD_GATEWAY_V4}/32 dev lo"], record.netns
+            )
+        log.info("lab hosts created lab=%s hosts=%s", state.name, ",".join(names))
+        return records
+
+    def add_appliance(
+        self, name: str, index: int, role: str, *, kind: str = "", asn: int = 0
+    ) -> ApplianceRecord:
+        """A namespace on the fabric at address #`index` that is not a tortie host (a router, an etcd
+        member): eth0 with that address, lo up, forwarding on."""
+        store, state = self.store, self.store.state
+        store.check_member(name)
+        taken = [h.address for h in state.hosts.values()] + [a.address for a in state.appliances.values()]
+        try:
+            address = self.plan.appliance_address(index, name, taken)
+        except LabError as exc:
+            raise LabError(f"{exc} in lab {state.name}") from None
+        record = ApplianceRecord(name, f"{state.name}-{name}", address, f"p-{name}", role, kind, asn)
+        with store.lock:
+            if not self._fabric_up():
+                raise LabError(f"lab {state.name} has no fabric yet: add a host first")
+            state.appliances[name] = record
+            store.add_namespace(record.netns)
+        run(["ip", "netns", "add", record.netns])
+        ip_batch(_port_lines(record.fabric_port, record.netns), state.fabric_netns)
+        write_sysctls(record.netns, {"net/ipv4/ip_forward": "1", "net/ipv6/conf/eth0/accept_dad": "0"})
+        ip_batch(_eth0_lines(record.address), record.netns)
+        log.info("lab appliance created lab=%s name=%s role=%s address=%s", state.name, name, role, address)
+        return record
+
+    def add_namespace(self, netns: str) -> None:
+        """Record, then create, an empty namespace `netns` (must start with `<lab>-`) with lo up."""
+        if not netns.startswith(f"{self.store.name}-"):
+            raise ValueError(f"namespace {netns!r} does not belong to lab {self.store.name}")
+        self.store.add_namespace(netns)
+        run(["ip", "netns", "add", netns])
+        ip_batch(["link set lo up"], netns)
+
+    def delete_namespace(self, netns: str) -> None:
+        """Delete a namespace of this lab and drop it from the record (missing is fine)."""
+        run(["ip", "netns", "del", netns], check=False)
+        self.store.forget_namespace(netns)
+
+    def set_port(self, name: str, up: bool) -> None:
+        """Bring the fabric port of host or appliance `name` up or down (its link to the bridge)."""
+        state = self.store.state
+        record = state.hosts.get(name) or state.appliances.get(name)
+        if record is None:
+            raise ValueError(f"no host or appliance {name!r} in lab {state.name}")
+        ip_batch([f"link set {record.fabric_port} {'up' if up else 'down'}"], state.fabric_netns)
+
+    def add_static_route(self, host: str, cidr: str, via: str) -> None:
+        """`ip route replace CIDR via VIA` on host `host` (e.g. another host's workload block)."""
+        net = ipaddress.ip_network(cidr, strict=True)
+        ip_batch([f"route replace {net} via {via}"], self.store.state.netns_of(host))
+
+
+def delete_namespaces(lab_name: str, namespaces: Sequence[str]) -> list[str]:
+    """Delete the namespaces that carry the lab's `<name>-` prefix (missing ones are fine); returns them."""
+    doomed = [ns for ns in namespaces if ns.startswith(f"{lab_name}-")]
+    if doomed:
+        ip_batch_lenient(f"netns del {ns}" for ns in doomed)
+    return doomed

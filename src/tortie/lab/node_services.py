@@ -1,0 +1,109 @@
+"""The node service of each lab host: `tortie node run` in the host namespace, and what it reports.
+
+    start(host)   python -m tortie.cli.main node run --hostname <host> --datastore <inner URL>
+                    --ip-autodetection-method interface=^eth0$ --run-dir <run_root>/<host>
+                    --fast-bgp-timers --nodename-file ''          (role node/<host>)
+                  -> agent (child), BGP daemon (thread) -> BIRD (child)
+    stop(host)    SIGTERM: the agent and BIRD stop; the kernel keeps its routes
+    take_down / bring_up(host)   stop the service and cut the host's fabric port / the reverse
+    status(host)  node.json of the run directory (ready, components: agent, bgp)
+    bgp_peers(host), bird_routes(host)   BIRD's sessions (control socket), BGP-learned kernel routes
+
+Inputs: a `Lab` built by `tortie lab up` (its `DatacenterRecord` gives the datastore URL as seen from
+the hosts and the run root). One component of one host is addressed by host name; the node service
+supervises its own agent and BIRD (restarting them), so faults inside a host go through the node's
+run directory and pids, not through new lab records.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+from tortie.lab.errors import LabError
+from tortie.lab.lab import Lab
+from tortie.lab.state import DatacenterRecord
+
+STOP_TIMEOUT = 15.0
+
+
+def node_role(host: str) -> str:
+    return f"node/{host}"
+
+
+class NodeServices:
+    """`tortie node run` on the hosts of one datacenter lab (see the module docstring)."""
+
+    def __init__(self, lab: Lab, record: DatacenterRecord) -> None:
+        self.lab = lab
+        self.record = record
+
+    def run_dir(self, host: str) -> str:
+        return os.path.join(self.record.run_root, host)
+
+    def start(self, host: str) -> int:
+        """Start `tortie node run` inside host `host` (BGP address from its eth0); returns the pid."""
+        if host not in self.lab.state.hosts:
+            raise LabError(f"no host {host!r} in lab {self.lab.name}")
+        run_dir = self.run_dir(host)
+        os.makedirs(run_dir, exist_ok=True)
+        argv = [
+            *(sys.executable, "-m", "tortie.cli.main", "node", "run"),
+            *("--hostname", host, "--datastore", self.record.datastore_url),
+            *("--ip-autodetection-method", "interface=^eth0$", "--run-dir", run_dir),
+            *("--fast-bgp-timers", "--nodename-file", ""),
+        ]
+        env = {k: v for k, v in os.environ.items() if k != "TORTIE_DATASTORE"}
+        return self.lab.processes.start(host, argv, env=env, role=node_role(host))
+
+    def pid(self, host: str) -> int | None:
+        """The pid of the host's running node service, None when it is not running."""
+        record = self.lab.processes.by_role(node_role(host))
+        return record.pid if record is not None and self.lab.processes.running(record.pid) else None
+
+    def running_hosts(self) -> list[str]:
+        return [h for h in self.lab.state.hosts if self.pid(h) is not None]
+
+    def stop(self, host: str) -> None:
+        """SIGTERM the node service of `host` (the agent and BIRD stop; the kernel keeps its routes)."""
+        record = self.lab.processes.by_role(node_role(host))
+        if record is not None:
+            self.lab.processes.stop(record.pid, timeout=STOP_TIMEOUT)
+
+    def take_down(self, host: str) -> None:
+        """Stop the host's node service (its BGP sessions close), then cut its fabric link."""
+        self.stop(host)
+        self.lab.fabric.set_port(host, up=False)
+
+    def bring_up(self, host: str) -> int:
+        self.lab.fabric.set_port(host, up=True)
+        return self.start(host)
+
+    def status(self, host: str) -> dict[str, Any] | None:
+        from tortie.node.service import read_node_status
+
+        return read_node_status(self.run_dir(host))
+
+    def bgp_peers(self, host: str) -> list[dict[str, Any]] | None:
+        """BIRD's sessions on `host` (None when BIRD does not answer)."""
+        from tortie.bgp.control import BirdControl, BirdNotRunning
+        from tortie.bgp.daemon import RunPaths
+        from tortie.bgp.status import query_peers
+
+        try:
+            with BirdControl(RunPaths(self.run_dir(host)).socket, timeout=2.0) as ctl:
+                return [p.to_json() for p in query_peers(ctl)]
+        except (BirdNotRunning, OSError):
+            return None
+
+    def bird_routes(self, host: str) -> dict[str, str]:
+        """BGP-learned kernel routes of `host`: destination -> gateway (or the route type)."""
+        text = self.lab.exec(host, ["ip", "-j", "-4", "route", "show", "proto", "bird"], check=False).stdout
+        out: dict[str, str] = {}
+        for route in json.loads(text or "[]"):
+            dst = str(route.get("dst", ""))
+            dst = dst if "/" in dst else f"{dst}/32"
+            out[dst] = str(route.get("gateway") or route.get("type") or "")
+        return out
