@@ -3,7 +3,7 @@
     from tortie.selector import parse
     sel = parse("app == 'web' && !has(quarantine)")
     sel.evaluate({"app": "web"})   # True
-    str(sel)                       # 'app == "web" && !has(quarantine)'
+    str(sel)                       # '(app == "web" && !has(quarantine))'  (Calico's spelling)
 
 Modules: `lexer` (tokens), `parser` (text -> tree), `nodes` (the tree), `canonical` (tree -> text),
 `evaluator` (tree -> closure), `selector` (`Selector`, cached `parse`), `label_index` and

@@ -3,13 +3,17 @@
 Input: nodes built by the parser or by code (e.g. a test generating random trees).
 Output: frozen, hashable node values; `normalize` returns the canonical tree for any tree.
 
-Invariants of a canonical tree (what `normalize` and the `conjunction`/`disjunction`/`negation`
-constructors guarantee, and what the parser always produces):
+Invariants of a canonical tree (what `normalize` guarantees and what the parser always produces):
 
-* `AndNode`/`OrNode` have at least two operands and none of them is the same kind of node
-  (`(a && b) && c` is flattened to `a && b && c`); operand order is kept as written.
+* `AndNode`/`OrNode` have at least two operands, in the order written. Groups keep the nesting the
+  text gave them, as in Calico's parser: `a && b && c` is one `AndNode` of three operands, but
+  `(a && b) && c` is an `AndNode` whose first operand is the `AndNode` of `a && b` (Calico prints
+  the two differently, so they are different selectors).
 * A `NotNode` never wraps another `NotNode` (`!!e` is `e`: negations collapse by parity).
 * `InSetNode.values` is sorted and free of duplicates (done at construction for every tree).
+
+`conjunction`/`disjunction` are for trees built in code (policy scoping): they flatten nested
+groups of their own kind, which is how such combined selectors are meant to read.
 
 Leaf nodes check their own fields at construction: a label is 1..512 characters of
 `[A-Za-z0-9_./-]`, and a value must be writable as a selector string literal, which has no escapes,
@@ -162,14 +166,20 @@ def disjunction(operands: Iterable[Node]) -> Node:
     return flat[0] if len(flat) == 1 else OrNode(tuple(flat))
 
 
+def group(kind: type[AndNode] | type[OrNode], operands: Iterable[Node]) -> Node:
+    """`&&` or `||` of operands as written (no flattening); a single operand is returned as it is."""
+    items = tuple(operands)
+    if not items:
+        raise ValueError(f"'{'&&' if kind is AndNode else '||'}' needs at least one operand")
+    return items[0] if len(items) == 1 else kind(items)
+
+
 def normalize(node: Node) -> Node:
     """The canonical tree equivalent to `node` (see the module docstring); idempotent."""
     if isinstance(node, NotNode):
         return negation(normalize(node.operand))
-    if isinstance(node, AndNode):
-        return conjunction(normalize(operand) for operand in node.operands)
-    if isinstance(node, OrNode):
-        return disjunction(normalize(operand) for operand in node.operands)
+    if isinstance(node, AndNode | OrNode):
+        return group(type(node), (normalize(operand) for operand in node.operands))
     if isinstance(node, LEAF_TYPES):
         return node
     raise TypeError(f"not a selector node: {node!r}")

@@ -15,8 +15,9 @@ Grammar (Calico; precedence low -> high: `||`, `&&`, unary `!`)::
 
 `has`, `all` and `global` are keywords only when `(` follows with no space (`has == "x"` compares a
 label named `has`; `has (x)` is an error); whitespace is allowed inside their parentheses. An empty
-text is `all()`. Nesting deeper than `MAX_DEPTH` parentheses is rejected so that hostile input
-cannot exhaust the Python stack.
+text is `all()`. The tree keeps the grouping the text gives (`(a && b) && c` stays nested), as
+Calico's parser does; a run of `!` collapses by parity, also across parentheses. Nesting deeper
+than `MAX_DEPTH` parentheses is rejected so that hostile input cannot exhaust the Python stack.
 """
 
 from __future__ import annotations
@@ -24,14 +25,15 @@ from __future__ import annotations
 from tortie.selector.lexer import Scanner
 from tortie.selector.nodes import (
     AllNode,
+    AndNode,
     CompareNode,
     CompareOp,
     GlobalNode,
     HasNode,
     InSetNode,
     Node,
-    conjunction,
-    disjunction,
+    OrNode,
+    group,
     negation,
 )
 
@@ -73,7 +75,7 @@ class _Parser:
             elif scan.peek() == "|":
                 scan.fail("expected '||' (a single '|' is not an operator)")
             else:
-                return disjunction(operands)
+                return group(OrNode, operands)
 
     def and_expr(self) -> Node:
         scan = self.scan
@@ -85,7 +87,7 @@ class _Parser:
             elif scan.peek() == "&":
                 scan.fail("expected '&&' (a single '&' is not an operator)")
             else:
-                return conjunction(operands)
+                return group(AndNode, operands)
 
     def operation(self) -> Node:
         scan = self.scan

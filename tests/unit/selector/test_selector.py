@@ -85,32 +85,34 @@ VALID = [
     ('123 == "x"', '123 == "x"'),
     ("has(projectcalico.org/namespace)", "has(projectcalico.org/namespace)"),
     (f"has({LABEL_512})", f"has({LABEL_512})"),
-    # negation: parity, placement of parentheses
+    # negation: parity; `!` goes directly before its operand (Calico's spelling)
     ("!has(a)", "!has(a)"),
     ("! has(a)", "!has(a)"),
     ("!!has(a)", "has(a)"),
     ("!!!has(a)", "!has(a)"),
     ("! ! has(a)", "has(a)"),
     ("!(!(has(a)))", "has(a)"),
-    ('!a == "x"', '!(a == "x")'),
-    ('!(a == "x")', '!(a == "x")'),
+    ('!a == "x"', '!a == "x"'),
+    ('!(a == "x")', '!a == "x"'),
+    ('!a in {"x"}', '!a in {"x"}'),
     ("!all()", "!all()"),
     ("!global()", "!global()"),
     ("!(has(a) || has(b))", "!(has(a) || has(b))"),
     ("!(has(a) && has(b))", "!(has(a) && has(b))"),
-    # precedence and redundant parentheses
-    ("has(a)&&has(b)||has(c)", "has(a) && has(b) || has(c)"),
-    ("has(a) || has(b) && has(c)", "has(a) || has(b) && has(c)"),
-    ("(has(a) || has(b)) && has(c)", "(has(a) || has(b)) && has(c)"),
-    ("has(c) && (has(a) || has(b))", "has(c) && (has(a) || has(b))"),
+    # every && and || group is parenthesised; grouping written with parentheses is kept
+    ("has(a)&&has(b)||has(c)", "((has(a) && has(b)) || has(c))"),
+    ("has(a) || has(b) && has(c)", "(has(a) || (has(b) && has(c)))"),
+    ("(has(a) || has(b)) && has(c)", "((has(a) || has(b)) && has(c))"),
+    ("has(c) && (has(a) || has(b))", "(has(c) && (has(a) || has(b)))"),
     ("((has(a)))", "has(a)"),
-    ("(has(a) && has(b)) && has(c)", "has(a) && has(b) && has(c)"),
-    ("has(a) && (has(b) && has(c))", "has(a) && has(b) && has(c)"),
-    ("(has(a) || has(b)) || (has(c))", "has(a) || has(b) || has(c)"),
-    ("(has(a) && has(b)) || has(c)", "has(a) && has(b) || has(c)"),
-    ("( has(a) )&&( all() )", "has(a) && all()"),
-    ("all() && global()", "all() && global()"),
-    ("app == 'web' && !has(quarantine)", 'app == "web" && !has(quarantine)'),
+    ("has(a) && has(b) && has(c)", "(has(a) && has(b) && has(c))"),
+    ("(has(a) && has(b)) && has(c)", "((has(a) && has(b)) && has(c))"),
+    ("has(a) && (has(b) && has(c))", "(has(a) && (has(b) && has(c)))"),
+    ("(has(a) || has(b)) || (has(c))", "((has(a) || has(b)) || has(c))"),
+    ("(has(a) && has(b)) || has(c)", "((has(a) && has(b)) || has(c))"),
+    ("( has(a) )&&( all() )", "(has(a) && all())"),
+    ("all() && global()", "(all() && global())"),
+    ("app == 'web' && !has(quarantine)", '(app == "web" && !has(quarantine))'),
 ]
 
 
@@ -130,6 +132,8 @@ def test_precedence_builds_expected_tree() -> None:
     assert parse('a == "1" || b == "1" && c == "1"').root == OrNode((a, AndNode((b, c))))
     assert parse('(a == "1" || b == "1") && c == "1"').root == AndNode((OrNode((a, b)), c))
     assert parse('!a == "1" && b == "1"').root == AndNode((NotNode(a), b))
+    assert parse('(a == "1" && b == "1") && c == "1"').root == AndNode((AndNode((a, b)), c))
+    assert parse('a == "1" && (b == "1" && c == "1")').root == AndNode((a, AndNode((b, c))))
     assert parse('a in {"z", "y", "z"}').root == InSetNode("a", ("y", "z"))
     assert parse("a notin {}").root == InSetNode("a", (), negated=True)
     assert parse("has == 'x'").root == CompareNode("has", CompareOp.EQ, "x")
@@ -367,13 +371,13 @@ def test_selector_is_immutable_and_copies_by_value() -> None:
         sel.foo = 1
     for clone in (pickle.loads(pickle.dumps(sel)), copy.deepcopy(sel), copy.copy(sel)):
         assert clone == sel and clone.evaluate({"a": "x", "b": ""})
-    assert repr(sel) == "Selector('a == \"x\" && has(b)')"
+    assert repr(sel) == "Selector('(a == \"x\" && has(b))')"
 
 
 def test_selector_from_tree_is_normalised() -> None:
     tree = NotNode(NotNode(AndNode((HasNode("a"), AndNode((HasNode("b"), OrNode((HasNode("c"),))))))))
-    assert Selector(tree) == parse("has(a) && has(b) && has(c)")
-    assert Selector(tree).root == AndNode((HasNode("a"), HasNode("b"), HasNode("c")))
+    assert Selector(tree) == parse("has(a) && (has(b) && has(c))")
+    assert Selector(tree).root == AndNode((HasNode("a"), AndNode((HasNode("b"), HasNode("c")))))
 
 
 def test_tree_nodes_validate_their_fields() -> None:
