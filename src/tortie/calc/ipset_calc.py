@@ -23,10 +23,10 @@ from collections import Counter
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 
-from tortie.calc.anchored_label_index import AnchoredLabelIndex
 from tortie.calc.event_sequencer import EventSequencer
 from tortie.calc.policy_rules import SetSpec
 from tortie.dataplane.messages.policy import IPSetRemove, IPSetUpdate, NamedPortMember
+from tortie.selector.label_index import AnchoredLabelIndex
 
 CHANNEL = "ipsets"
 

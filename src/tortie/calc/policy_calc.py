@@ -38,7 +38,6 @@ from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from tortie.calc.anchored_label_index import AnchoredLabelIndex
 from tortie.calc.event_sequencer import Channel, EventSequencer
 from tortie.calc.ipset_calc import CHANNEL as IPSETS
 from tortie.calc.ipset_calc import IPSetCalc, SelectableItem, ipset_remove
@@ -80,6 +79,7 @@ from tortie.model.specs_policy import (
     TierSpec,
     effective_tier_order,
 )
+from tortie.selector.label_index import AnchoredLabelIndex
 
 log = logging.getLogger(__name__)
 

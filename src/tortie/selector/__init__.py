@@ -6,8 +6,8 @@
     str(sel)                       # '(app == "web" && !has(quarantine))'  (Calico's spelling)
 
 Modules: `lexer` (tokens), `parser` (text -> tree), `nodes` (the tree), `canonical` (tree -> text),
-`evaluator` (tree -> closure), `selector` (`Selector`, cached `parse`), `label_index` and
-`naive_label_index` (incremental selector x labelled-item matching). See docs/design/selector.md.
+`evaluator` (tree -> closure), `selector` (`Selector`, cached `parse`), and the `label_index`
+package (incremental selector x labelled-item matching, in two variants). See docs/design/selector.md.
 """
 
 from __future__ import annotations

@@ -9,8 +9,8 @@ import pytest
 import test_label_index as base  # the shared scenarios and state machine (same directory)
 from hypothesis import settings
 
-from tortie.calc.anchored_label_index import AnchoredLabelIndex
 from tortie.selector import parse
+from tortie.selector.label_index import AnchoredLabelIndex
 
 
 @pytest.mark.parametrize(

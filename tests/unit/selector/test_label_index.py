@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from tortie.selector import parse
-from tortie.selector.label_index import LabelIndex, NaiveLabelIndex
+from tortie.selector.label_index import LabelIndex
+from tortie.testing.naive_label_index import NaiveLabelIndex
 
 Event = tuple[str, Hashable, Hashable]
 

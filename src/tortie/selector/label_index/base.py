@@ -1,66 +1,44 @@
-"""`LabelIndex`: incremental "which selectors match which labelled items" for the policy engine.
+"""What every label index variant shares: items, parents, the match relation and its callbacks.
 
-Input: selector and item (endpoint, network set) updates, plus parent (profile) labels that items
-inherit. Output: `on_match_started(sel_id, item_id)` / `on_match_stopped(sel_id, item_id)` for every
-real change of the match relation, and `matches(sel_id)`. The full contract (inheritance order,
-callback order, no-op updates) is in `label_index_api`; `NaiveLabelIndex` is its linear-scan oracle.
+`IndexBase` keeps the state the contract in `api` talks about (selectors, items with their own
+labels, parents and effective labels, parents' labels, the match relation both ways) and implements
+every public call. A variant decides only *which* selectors and items a change must be evaluated
+against, through these hooks:
 
-How it avoids rescanning:
-
-* a selector's result depends only on the labels it mentions (`Selector.labels_used`), so when an
-  item's effective labels change, only selectors indexed under a changed key are re-evaluated;
-* a selector evaluated against an item that has none of its keys gives the same result as against
-  `{}`; `_empty_matchers` holds the selectors true for `{}` (`all()`, `!has(a)`, `a != "x"`, ...).
-  A new item therefore matches `_empty_matchers` minus those sharing a key with it, plus whichever
-  of those sharing a key evaluate true; selectors that mention no label at all need no evaluation;
-* symmetrically, a new or changed selector is evaluated only against items that carry one of its
-  keys (`_items_by_key`); every other item matches iff the selector matches `{}`.
+* `_register(sel_id, sel)` indexes a new or changed selector and returns the items it matches now;
+  `_unregister(sel_id, sel)` forgets its indexing;
+* `_index_item(item_id, labels)` / `_unindex_item(item_id, labels)` add / drop an item's labels
+  (`_reindex_item(item_id, old, new)` does both; a variant may do it more cheaply);
+* `_new_item_matches(labels)` returns the selectors true for a new item's labels;
+* `_recheck(old, new, changed)` returns the selectors whose result may differ after an item's
+  effective labels changed from `old` to `new` (`changed`: the keys whose value differs).
 
 Invariant after every call: `_matches[s]` == {i : selector s true for i's effective labels} and
-`_item_matches` is its transpose.
+`_Item.matches` is its transpose; callbacks run only once it holds (stops before starts).
 """
 
 from __future__ import annotations
 
-import logging
+from abc import ABC, abstractmethod
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from tortie.selector.label_index_api import MatchCallback, effective_labels, ignore_match
-from tortie.selector.naive_label_index import NaiveLabelIndex
+from tortie.selector.label_index.api import MatchCallback, effective_labels, ignore_match
 from tortie.selector.selector import Selector
 
-__all__ = ["LabelIndex", "NaiveLabelIndex"]
-
-_log = logging.getLogger(__name__)
-
-_Pair = tuple[Hashable, Hashable]  # (sel_id, item_id)
+Pair = tuple[Hashable, Hashable]  # (sel_id, item_id)
 
 
 @dataclass(slots=True)
-class _Item:
+class Item:
     own: dict[str, str]
     parent_ids: tuple[Hashable, ...]
     labels: dict[str, str]  # effective: inherited + own
     matches: set[Hashable] = field(default_factory=set)
 
 
-def _add_to(index: dict[str, set[Hashable]], keys: Iterable[str], member: Hashable) -> None:
-    for key in keys:
-        index.setdefault(key, set()).add(member)
-
-
-def _discard_from(index: dict[str, set[Hashable]], keys: Iterable[str], member: Hashable) -> None:
-    for key in keys:
-        members = index.get(key)
-        if members is not None:
-            members.discard(member)
-            if not members:
-                del index[key]
-
-
-class LabelIndex:
-    """Incremental selector x item match index (see module docstring)."""
+class IndexBase(ABC):
+    """The shared half of a label index (see the module docstring); not usable on its own."""
 
     def __init__(
         self, on_match_started: MatchCallback = ignore_match, on_match_stopped: MatchCallback = ignore_match
@@ -68,13 +46,36 @@ class LabelIndex:
         self._on_match_started = on_match_started
         self._on_match_stopped = on_match_stopped
         self._selectors: dict[Hashable, Selector] = {}
-        self._selectors_by_key: dict[str, set[Hashable]] = {}
-        self._empty_matchers: set[Hashable] = set()
         self._matches: dict[Hashable, set[Hashable]] = {}
-        self._items: dict[Hashable, _Item] = {}
-        self._items_by_key: dict[str, set[Hashable]] = {}
+        self._items: dict[Hashable, Item] = {}
         self._parent_labels: dict[Hashable, dict[str, str]] = {}
         self._parent_children: dict[Hashable, set[Hashable]] = {}
+
+    # ----------------------------------------------------------------- hooks of a variant
+
+    @abstractmethod
+    def _register(self, sel_id: Hashable, sel: Selector) -> set[Hashable]: ...
+
+    @abstractmethod
+    def _unregister(self, sel_id: Hashable, sel: Selector) -> None: ...
+
+    @abstractmethod
+    def _index_item(self, item_id: Hashable, labels: Mapping[str, str]) -> None: ...
+
+    @abstractmethod
+    def _unindex_item(self, item_id: Hashable, labels: Mapping[str, str]) -> None: ...
+
+    def _reindex_item(self, item_id: Hashable, old: Mapping[str, str], new: Mapping[str, str]) -> None:
+        self._unindex_item(item_id, old)
+        self._index_item(item_id, new)
+
+    @abstractmethod
+    def _new_item_matches(self, labels: Mapping[str, str]) -> set[Hashable]: ...
+
+    @abstractmethod
+    def _recheck(
+        self, old: Mapping[str, str], new: Mapping[str, str], changed: set[str]
+    ) -> Iterable[Hashable]: ...
 
     # ----------------------------------------------------------------- selectors
 
@@ -83,62 +84,41 @@ class LabelIndex:
         if old == sel:
             return
         if old is not None:
-            self._unindex_selector(sel_id, old)
+            self._unregister(sel_id, old)
         self._selectors[sel_id] = sel
-        keys = sel.labels_used()
-        _add_to(self._selectors_by_key, keys, sel_id)
-        matches_empty = sel.evaluate({})
-        if matches_empty:
-            self._empty_matchers.add(sel_id)
-
-        candidates: set[Hashable] = set()
-        for key in keys:
-            candidates.update(self._items_by_key.get(key, ()))
-        items = self._items
-        now = {item_id for item_id in candidates if sel.evaluate(items[item_id].labels)}
-        if matches_empty:
-            now.update(item_id for item_id in items if item_id not in candidates)
+        now = self._register(sel_id, sel)
         before = self._matches.get(sel_id, set())
         self._matches[sel_id] = now
-        stopped = before - now
-        started = now - before
+        stopped, started = before - now, now - before
+        items = self._items
         for item_id in stopped:
             items[item_id].matches.discard(sel_id)
         for item_id in started:
             items[item_id].matches.add(sel_id)
-        self._emit([(sel_id, item_id) for item_id in stopped], [(sel_id, item_id) for item_id in started])
+        self._emit([(sel_id, i) for i in stopped], [(sel_id, i) for i in started])
 
     def remove_selector(self, sel_id: Hashable) -> None:
         old = self._selectors.pop(sel_id, None)
         if old is None:
             return
-        self._unindex_selector(sel_id, old)
+        self._unregister(sel_id, old)
         before = self._matches.pop(sel_id, set())
         for item_id in before:
             self._items[item_id].matches.discard(sel_id)
-        self._emit([(sel_id, item_id) for item_id in before], [])
-
-    def _unindex_selector(self, sel_id: Hashable, sel: Selector) -> None:
-        _discard_from(self._selectors_by_key, sel.labels_used(), sel_id)
-        self._empty_matchers.discard(sel_id)
+        self._emit([(sel_id, i) for i in before], [])
 
     # --------------------------------------------------------------------- items
 
     def update_labels(
         self, item_id: Hashable, labels: Mapping[str, str], parent_ids: Sequence[Hashable] = ()
     ) -> None:
-        own = dict(labels)
-        parents = tuple(parent_ids)
+        own, parents = dict(labels), tuple(parent_ids)
         item = self._items.get(item_id)
         if item is None:
             self._add_item(item_id, own, parents)
             return
         if parents != item.parent_ids:
-            for parent_id in set(item.parent_ids) - set(parents):
-                children = self._parent_children[parent_id]
-                children.discard(item_id)
-                if not children:
-                    del self._parent_children[parent_id]
+            self._unlink_parents(item_id, set(item.parent_ids) - set(parents))
             for parent_id in set(parents) - set(item.parent_ids):
                 self._parent_children.setdefault(parent_id, set()).add(item_id)
             item.parent_ids = parents
@@ -149,55 +129,45 @@ class LabelIndex:
         item = self._items.pop(item_id, None)
         if item is None:
             return
-        for parent_id in set(item.parent_ids):
-            children = self._parent_children[parent_id]
-            children.discard(item_id)
-            if not children:
-                del self._parent_children[parent_id]
-        _discard_from(self._items_by_key, item.labels, item_id)
+        self._unlink_parents(item_id, set(item.parent_ids))
+        self._unindex_item(item_id, item.labels)
         for sel_id in item.matches:
             self._matches[sel_id].discard(item_id)
         self._emit([(sel_id, item_id) for sel_id in item.matches], [])
 
+    def _unlink_parents(self, item_id: Hashable, parent_ids: Iterable[Hashable]) -> None:
+        for parent_id in parent_ids:
+            children = self._parent_children[parent_id]
+            children.discard(item_id)
+            if not children:
+                del self._parent_children[parent_id]
+
     def _add_item(self, item_id: Hashable, own: dict[str, str], parents: tuple[Hashable, ...]) -> None:
         labels = effective_labels(own, parents, self._parent_labels)
-        item = _Item(own=own, parent_ids=parents, labels=labels)
+        item = Item(own, parents, labels)
         self._items[item_id] = item
         for parent_id in set(parents):
             self._parent_children.setdefault(parent_id, set()).add(item_id)
-        _add_to(self._items_by_key, labels, item_id)
-
-        sharing_a_key: set[Hashable] = set()
-        for key in labels:
-            sharing_a_key.update(self._selectors_by_key.get(key, ()))
-        selectors = self._selectors
-        item.matches = {sel_id for sel_id in sharing_a_key if selectors[sel_id].evaluate(labels)}
-        item.matches.update(sel_id for sel_id in self._empty_matchers if sel_id not in sharing_a_key)
+        self._index_item(item_id, labels)
+        item.matches = self._new_item_matches(labels)
         for sel_id in item.matches:
             self._matches[sel_id].add(item_id)
         self._emit([], [(sel_id, item_id) for sel_id in item.matches])
 
-    def _relabel(self, item_id: Hashable, item: _Item) -> tuple[list[_Pair], list[_Pair]]:
-        """Recompute `item`'s effective labels and re-evaluate the selectors that use a changed key.
+    def _relabel(self, item_id: Hashable, item: Item) -> tuple[list[Pair], list[Pair]]:
+        """Recompute `item`'s effective labels and re-evaluate the selectors the variant names.
 
-        Returns the (stopped, started) pairs for the caller to emit once the index is consistent.
-        """
+        Returns the (stopped, started) pairs for the caller to emit once the index is consistent."""
         old = item.labels
         new = effective_labels(item.own, item.parent_ids, self._parent_labels)
-        stopped: list[_Pair] = []
-        started: list[_Pair] = []
         changed = {key for key in old.keys() | new.keys() if old.get(key) != new.get(key)}
-        if not changed:
-            item.labels = new
-            return stopped, started
-        _discard_from(self._items_by_key, old.keys() - new.keys(), item_id)
-        _add_to(self._items_by_key, new.keys() - old.keys(), item_id)
         item.labels = new
-
-        affected: set[Hashable] = set()
-        for key in changed:
-            affected.update(self._selectors_by_key.get(key, ()))
-        for sel_id in affected:
+        if not changed:
+            return [], []
+        self._reindex_item(item_id, old, new)
+        stopped: list[Pair] = []
+        started: list[Pair] = []
+        for sel_id in self._recheck(old, new, changed):
             now = self._selectors[sel_id].evaluate(new)
             if now == (sel_id in item.matches):
                 continue
@@ -227,8 +197,8 @@ class LabelIndex:
             if self._parent_labels.get(parent_id) == labels:
                 return
             self._parent_labels[parent_id] = labels
-        stopped: list[_Pair] = []
-        started: list[_Pair] = []
+        stopped: list[Pair] = []
+        started: list[Pair] = []
         for item_id in self._parent_children.get(parent_id, ()):
             child_stopped, child_started = self._relabel(item_id, self._items[item_id])
             stopped += child_stopped
@@ -247,9 +217,7 @@ class LabelIndex:
 
     # ------------------------------------------------------------------ plumbing
 
-    def _emit(self, stopped: list[_Pair], started: list[_Pair]) -> None:
-        if stopped or started:
-            _log.debug("label index: %d match(es) stopped, %d started", len(stopped), len(started))
+    def _emit(self, stopped: list[Pair], started: list[Pair]) -> None:
         for sel_id, item_id in stopped:
             self._on_match_stopped(sel_id, item_id)
         for sel_id, item_id in started:

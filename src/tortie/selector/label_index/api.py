@@ -1,4 +1,4 @@
-"""The contract shared by `LabelIndex` and its reference oracle `NaiveLabelIndex`.
+"""The contract every label index variant keeps, and its linear-scan oracle `NaiveLabelIndex` too.
 
 A label index holds selectors (by `sel_id`) and labelled items (by `item_id`, e.g. endpoints and
 network sets) and reports every change of the relation "selector matches item" through two
@@ -50,7 +50,7 @@ def effective_labels(
 
 
 class SelectorLabelIndex(Protocol):
-    """What both index implementations offer (see the module docstring for the contract)."""
+    """What every label index offers (see the module docstring for the contract)."""
 
     def update_selector(self, sel_id: Hashable, sel: Selector) -> None: ...
 

@@ -1,6 +1,8 @@
-"""`NaiveLabelIndex`: the obviously-correct reference for `LabelIndex`, used as a test oracle.
+"""`NaiveLabelIndex`: the obviously-correct reference for every label index variant, used as a test
+oracle by the Hypothesis state machines (tests/unit/selector).
 
-Input/outputs and contract: exactly those of `label_index_api` (same calls, same callbacks).
+Input/outputs and contract: exactly those of `tortie.selector.label_index.api` (same calls, same
+callbacks).
 How: it keeps only the raw state (selectors, items' own labels and parents, parents' labels) and,
 after every call, recomputes the full match relation by evaluating every selector against every
 item, then reports the difference from the previous relation. O(selectors x items) per call: for
@@ -11,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Mapping, Sequence
 
-from tortie.selector.label_index_api import MatchCallback, effective_labels, ignore_match
+from tortie.selector.label_index.api import MatchCallback, effective_labels, ignore_match
 from tortie.selector.selector import Selector
 
 
