@@ -1,4 +1,5 @@
-"""The driver conformance suites against the real kernel, in a throwaway network namespace."""
+"""The driver conformance suites, and the route table's over those drivers, against the real kernel
+in a throwaway network namespace."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from tortie.testing.dataplane_conformance import (
     SysctlDriverConformance,
 )
 from tortie.testing.netns import throwaway_netns, unique_name
+from tortie.testing.routetable_conformance import RouteTableConformance
 
 pytestmark = pytest.mark.root
 
@@ -45,6 +47,10 @@ class TestKernelLinks(LinkDriverConformance):
 
 
 class TestKernelSysctls(SysctlDriverConformance):
+    pass
+
+
+class TestKernelRouteTable(RouteTableConformance):
     pass
 
 

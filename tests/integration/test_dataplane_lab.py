@@ -1,4 +1,5 @@
-"""Managers + real drivers + DataplaneLoop programming lab hosts (messages fed by hand, no calc).
+"""Managers + route table + real drivers + DataplaneLoop programming lab hosts (messages fed by hand,
+no calc).
 
 Two hosts, a workload on each, plumbed without the host side: the loop must add the /32 routes,
 the interface sysctls, the block blackholes and the host sysctls; with static inter-host routes the
@@ -18,7 +19,7 @@ from tortie.dataplane.drivers.routes import TORTIE_ROUTE_PROTOCOL, NetlinkRouteD
 from tortie.dataplane.drivers.sysctl import ProcSysctlDriver
 from tortie.dataplane.loop import DataplaneLoop
 from tortie.dataplane.managers.block_routes import BlockRoutesManager
-from tortie.dataplane.managers.endpoint_routes import EndpointRoutesManager
+from tortie.dataplane.managers.endpoints import EndpointManager
 from tortie.dataplane.managers.host_sysctls import HostSysctlsManager
 from tortie.dataplane.messages import (
     POLICY_MESSAGE_TYPES,
@@ -29,6 +30,7 @@ from tortie.dataplane.messages import (
     WorkloadEndpointId,
     WorkloadEndpointUpdate,
 )
+from tortie.dataplane.routetable import RouteTable
 from tortie.lab import Lab, host_interface_name
 from tortie.testing.dataplane_conformance import wait_for
 from tortie.testing.netns import unique_name
@@ -60,11 +62,13 @@ class HostAgent:
         self.routes = RecordingRoutes(netns)
         self.links = NetlinkLinkDriver(netns)
         self.sysctls = ProcSysctlDriver(netns)
+        table = RouteTable(self.routes, self.links)
         self.loop = DataplaneLoop(
             [
                 HostSysctlsManager(self.sysctls),
-                BlockRoutesManager(self.routes),
-                EndpointRoutesManager(self.routes, self.links, self.sysctls),
+                BlockRoutesManager(table),
+                table,
+                EndpointManager(table, self.sysctls),
             ],
             unhandled=(*POLICY_MESSAGE_TYPES, ConfigUpdate),
             link_driver=self.links,

@@ -39,6 +39,7 @@ from tortie.agent.status import StatusReporter
 from tortie.calc.calc_graph import CalcGraph
 from tortie.calc.events import CalcEvent, InSync, KVUpdate
 from tortie.calc.policy_graph import POLICY_KINDS
+from tortie.common.ipfamily import FAMILIES, V4
 from tortie.dataplane.drivers.host_addresses import HostAddressDriver, NetlinkHostAddresses
 from tortie.dataplane.drivers.links import LinkDriver
 from tortie.dataplane.drivers.nftables import NftDriver
@@ -46,12 +47,13 @@ from tortie.dataplane.drivers.routes import RouteDriver
 from tortie.dataplane.drivers.sysctl import SysctlDriver
 from tortie.dataplane.loop import DataplaneLoop
 from tortie.dataplane.managers.block_routes import BlockRoutesManager
-from tortie.dataplane.managers.endpoint_routes import EndpointRoutesManager
+from tortie.dataplane.managers.endpoints import EndpointManager
 from tortie.dataplane.managers.host_sysctls import DEFAULT_HOST_SYSCTLS, HostSysctlsManager
 from tortie.dataplane.managers.manager_api import Manager
 from tortie.dataplane.managers.policy import PolicyManager, render_config
 from tortie.dataplane.messages import POLICY_MESSAGE_TYPES, ConfigUpdate, Message, WorkloadEndpointUpdate
 from tortie.dataplane.nft.render import RenderConfig
+from tortie.dataplane.routetable import RouteTable
 from tortie.datastore import syncer as sync
 from tortie.datastore.api import Datastore
 from tortie.ipam.keys import BLOCK_ROOT, host_affinity_prefix
@@ -149,14 +151,19 @@ class AgentPipeline:
         self._status_bridge = EndpointStatusBridge(self.status_reporter)
 
         ipv6 = bool(config["ipv6_support"])
-        prefixes = tuple(config["interface_prefix"])
-        self.endpoint_manager = EndpointRoutesManager(
-            drivers.routes, drivers.links, drivers.sysctls, interface_prefixes=prefixes, ipv6=ipv6,
-            status_callback=self._status_bridge.on_status)
-        self.block_manager = BlockRoutesManager(drivers.routes, ipv6=ipv6)
+        # Route sources (blocks, endpoints) set targets on the one route table of the main table;
+        # the table is applied after the sources that feed it, the endpoint manager after the table
+        # (its sysctls and status need the table's links and routes of the same round).
+        self.route_table = RouteTable(
+            drivers.routes, drivers.links, interface_prefixes=tuple(config["interface_prefix"]),
+            families=FAMILIES if ipv6 else (V4,))
+        self.block_manager = BlockRoutesManager(self.route_table)
+        self.endpoint_manager = EndpointManager(
+            self.route_table, drivers.sysctls, status_callback=self._status_bridge.on_status)
         host_settings = DEFAULT_HOST_SYSCTLS if config["ip_forwarding"] == "Enabled" else {}
         self.sysctl_manager = HostSysctlsManager(drivers.sysctls, host_settings, ipv6=ipv6)
-        managers: list[Manager] = [self.sysctl_manager, self.endpoint_manager, self.block_manager]
+        managers: list[Manager] = [
+            self.sysctl_manager, self.block_manager, self.route_table, self.endpoint_manager]
         self.policy_manager: PolicyManager | None = None
         policy = bool(config.get("policy_enabled", True)) and drivers.nft is not None
         if policy:

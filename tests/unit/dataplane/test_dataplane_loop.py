@@ -11,8 +11,9 @@ from tortie.dataplane.drivers.links import LinkEvent
 from tortie.dataplane.drivers.routes import Route
 from tortie.dataplane.loop import DataplaneFailed, DataplaneLoop, DataplaneObserver
 from tortie.dataplane.managers.block_routes import BlockRoutesManager
-from tortie.dataplane.managers.endpoint_routes import EndpointRoutesManager
+from tortie.dataplane.managers.endpoints import EndpointManager
 from tortie.dataplane.managers.host_sysctls import HostSysctlsManager
+from tortie.dataplane.managers.manager_api import Manager
 from tortie.dataplane.messages import (
     MESSAGE_TYPES,
     POLICY_MESSAGE_TYPES,
@@ -25,6 +26,7 @@ from tortie.dataplane.messages import (
     WorkloadEndpointRemove,
     WorkloadEndpointUpdate,
 )
+from tortie.dataplane.routetable import RouteTable
 from tortie.testing.dataplane_conformance import wait_for
 from tortie.testing.kernel_fake import FakeKernel
 
@@ -75,17 +77,20 @@ def wep(name: str, iface: str, ip: str) -> WorkloadEndpointUpdate:
     return WorkloadEndpointUpdate(WorkloadEndpointId("ns", name), iface, ipv4_nets=(ip,))
 
 
+def routing(kernel: FakeKernel, *, blocks: bool = True) -> list[Manager]:
+    """The agent's routing managers in the agent's order: sources, their route table, endpoints."""
+    table = RouteTable(kernel, kernel)
+    sources: list[Manager] = [BlockRoutesManager(table)] if blocks else []
+    return [*sources, table, EndpointManager(table, kernel)]
+
+
 class Rig:
     def __init__(self, **kwargs: object) -> None:
         self.kernel = FakeKernel()
         self.clock = FakeClock()
         self.observer = Recorder()
         self.loop = DataplaneLoop(
-            [
-                HostSysctlsManager(self.kernel),
-                BlockRoutesManager(self.kernel),
-                EndpointRoutesManager(self.kernel, self.kernel, self.kernel),
-            ],
+            [HostSysctlsManager(self.kernel), *routing(self.kernel)],
             unhandled=ROUTING_ONLY,
             link_driver=self.kernel,
             clock=self.clock,
@@ -157,8 +162,8 @@ def test_failed_apply_is_retried_with_backoff() -> None:
     rig.loop.step()  # 4th attempt: the injected failures are used up
     assert rig.kernel.list_routes() == [Route("10.65.0.2/32", ifname="tort1")]
     assert rig.loop.status().failing_since is None
-    assert ("endpoint_routes", False) in rig.observer.applies
-    assert rig.observer.applies[-1] == ("endpoint_routes", True)
+    assert ("route_table", False) in rig.observer.applies
+    assert rig.observer.applies[-2:] == [("route_table", True), ("endpoints", True)]
 
 
 def test_persistent_failure_raises() -> None:
@@ -188,7 +193,7 @@ def test_periodic_resync_repairs_drift() -> None:
     rig.clock.now += 1.0
     rig.loop.step()
     assert rig.kernel.list_routes() == [Route("10.65.0.2/32", ifname="tort1")]
-    assert sorted(rig.observer.resyncs) == ["block_routes", "endpoint_routes"]
+    assert sorted(rig.observer.resyncs) == ["block_routes", "endpoints", "route_table"]
     assert rig.kernel.sysctl("net/ipv4/ip_forward") == "0"  # its refresh was disabled
 
 
@@ -213,9 +218,7 @@ def test_a_manager_bug_on_one_message_does_not_stop_the_others() -> None:
 
 def test_threaded_loop_programs_and_stops() -> None:
     kernel = FakeKernel()
-    loop = DataplaneLoop(
-        [EndpointRoutesManager(kernel, kernel, kernel)], unhandled=ENDPOINTS_ONLY, link_driver=kernel
-    )
+    loop = DataplaneLoop(routing(kernel, blocks=False), unhandled=ENDPOINTS_ONLY, link_driver=kernel)
     loop.start()
     try:
         loop.send_many([wep("a", "tort1", "10.65.0.2/32"), InSync()])
@@ -231,8 +234,8 @@ def test_threaded_loop_reports_persistent_failure() -> None:
     kernel = FakeKernel()
     kernel.fail("list_links", times=None)
     fatal: list[DataplaneFailed] = []
-    manager = EndpointRoutesManager(kernel, kernel, kernel)
-    loop = DataplaneLoop([manager], unhandled=ENDPOINTS_ONLY, fail_after=0.0, on_fatal=fatal.append)
+    loop = DataplaneLoop(routing(kernel, blocks=False), unhandled=ENDPOINTS_ONLY, fail_after=0.0,
+                         on_fatal=fatal.append)
     loop.start()
     loop.send(InSync())
     with pytest.raises(DataplaneFailed):

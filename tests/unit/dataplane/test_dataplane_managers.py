@@ -1,14 +1,20 @@
-"""Dataplane managers against the FakeKernel: endpoint routes + interface sysctls, block
-blackholes, host sysctls. Each test drives on_update / link events / resync and checks kernel state."""
+"""Dataplane managers against the FakeKernel: endpoints (route targets, interface sysctls, status)
+and blocks (blackhole targets) feeding one route table, host sysctls. Each test drives on_update /
+link events / resync, applies in the loop's order (sources, table, endpoints) and checks kernel state."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import pytest
 
+from tortie.common.errors import DataplaneError
+from tortie.common.ipfamily import FAMILIES, V4, Family
 from tortie.dataplane.drivers.errors import KernelError
+from tortie.dataplane.drivers.links import LinkEvent
 from tortie.dataplane.drivers.routes import Route
 from tortie.dataplane.managers.block_routes import BlockRoutesManager
-from tortie.dataplane.managers.endpoint_routes import EndpointRoutesManager
+from tortie.dataplane.managers.endpoints import EndpointManager
 from tortie.dataplane.managers.host_sysctls import HostSysctlsManager
 from tortie.dataplane.managers.manager_api import ApplyIncomplete
 from tortie.dataplane.messages import (
@@ -18,6 +24,7 @@ from tortie.dataplane.messages import (
     WorkloadEndpointRemove,
     WorkloadEndpointUpdate,
 )
+from tortie.dataplane.routetable import RouteTable
 from tortie.testing.kernel_fake import FakeKernel
 
 OTHER_PROTO = 3
@@ -34,24 +41,50 @@ def rm(name: str) -> WorkloadEndpointRemove:
 
 
 class Harness:
-    def __init__(self, kernel: FakeKernel | None = None, **kwargs: object) -> None:
+    """The agent's routing managers, wired and applied as the loop does."""
+
+    def __init__(
+        self,
+        kernel: FakeKernel | None = None,
+        *,
+        interface_prefixes: Iterable[str] | None = None,
+        families: tuple[Family, ...] = FAMILIES,
+    ) -> None:
         self.kernel = kernel if kernel is not None else FakeKernel()
         self.states: list[tuple[str, str | None]] = []
-        self.mgr = EndpointRoutesManager(
-            self.kernel,
-            self.kernel,
-            self.kernel,
-            status_callback=lambda eid, state: self.states.append((eid.name, state)),
-            **kwargs,  # type: ignore[arg-type]
+        self.table = RouteTable(self.kernel, self.kernel, interface_prefixes=interface_prefixes,
+                                families=families)
+        self.blocks = BlockRoutesManager(self.table)
+        self.mgr = EndpointManager(
+            self.table, self.kernel, status_callback=lambda eid, state: self.states.append((eid.name, state))
         )
-        self.kernel.start_monitor(self.mgr.on_link_event)
+        self.kernel.start_monitor(self.on_link_event)
+
+    def on_link_event(self, event: LinkEvent) -> None:
+        self.table.on_link_event(event)
+        self.mgr.on_link_event(event)
+
+    @property
+    def needs_apply(self) -> bool:
+        return self.table.needs_apply or self.mgr.needs_apply
+
+    def apply(self) -> list[DataplaneError]:
+        """One apply round in the loop's order; the errors raised, as the loop collects them."""
+        errors: list[DataplaneError] = []
+        for manager in (self.table, self.mgr):
+            if manager.needs_apply:
+                try:
+                    manager.apply()
+                except DataplaneError as exc:
+                    errors.append(exc)
+        return errors
 
     def ours(self) -> list[Route]:
         return self.kernel.list_routes()
 
     def settle(self) -> None:
-        self.mgr.apply()
-        assert not self.mgr.needs_apply
+        assert self.apply() == []
+        assert not self.needs_apply
 
 
 IFACE_SYSCTLS = {
@@ -81,7 +114,7 @@ def test_interface_after_endpoint() -> None:
     assert h.ours() == []
     assert h.states == [("a", "down")]
     h.kernel.add_link("tort1")
-    assert h.mgr.needs_apply
+    assert h.needs_apply
     h.settle()
     assert h.ours() == [Route("10.65.0.2/32", ifname="tort1")]
     assert_iface_sysctls(h.kernel, "tort1")
@@ -145,7 +178,7 @@ def test_endpoint_removal_and_update_write_only_the_difference() -> None:
     assert h.kernel.mutations == ["delete 10.65.0.2/32 dev tort1", "replace 10.65.0.4/32 dev tort1"]
     h.kernel.mutations.clear()
     h.mgr.on_update(wep("a", "tort1", "10.65.0.3/32", "10.65.0.4/32"))  # identical: nothing to do
-    assert not h.mgr.needs_apply
+    assert not h.needs_apply
     h.mgr.on_update(rm("a"))
     h.settle()
     assert h.ours() == []
@@ -197,11 +230,12 @@ def test_adoption_removes_only_our_unwanted_routes() -> None:
     kernel.replace_route(Route("10.65.0.2/32", ifname="tort1"))  # ours, still wanted
     kernel.replace_route(Route("10.65.0.9/32", ifname="tort2"))  # ours, stale
     kernel.replace_route(Route("10.99.0.1/32", ifname="eth1"))  # ours but not on a workload iface
-    kernel.replace_route(Route("10.65.0.0/26", kind="blackhole"))  # the block manager's
+    kernel.replace_route(Route("10.65.0.0/26", kind="blackhole"))  # a block's, still wanted
     kernel.add_route(Route("10.65.0.8/32", ifname="tort2"), OTHER_PROTO)  # somebody else's
     kernel.mutations.clear()
     h = Harness(kernel)
     h.mgr.on_update(wep("a", "tort1", "10.65.0.2/32"))
+    h.blocks.on_update(HostBlockUpdate("10.65.0.0/26"))
     h.settle()
     route_writes = [m for m in kernel.mutations if m.startswith(("replace", "delete"))]
     assert route_writes == ["delete 10.65.0.9/32 dev tort2"]
@@ -220,7 +254,8 @@ def test_resync_repairs_drift() -> None:
     h.settle()
     h.kernel.drop_route("10.65.0.2/32")
     h.kernel.set_sysctl("net/ipv4/conf/tort1/proxy_arp", "0")
-    assert not h.mgr.needs_apply  # drift is invisible until the periodic read-back
+    assert not h.needs_apply  # drift is invisible until the periodic read-back
+    h.table.resync()
     h.mgr.resync()
     h.settle()
     assert h.ours() == [Route("10.65.0.2/32", ifname="tort1")]
@@ -233,11 +268,12 @@ def test_failures_stay_dirty_and_are_retried() -> None:
     h.mgr.on_update(wep("a", "tort1", "10.65.0.2/32", "10.65.0.3/32"))
     h.kernel.fail("replace_route", key="10.65.0.2/32")
     h.kernel.fail("write_sysctl", key="net/ipv4/conf/tort1/proxy_arp")
-    with pytest.raises(ApplyIncomplete) as failed:
-        h.mgr.apply()
-    assert len(failed.value.failures) == 2
+    failed = h.apply()
+    assert all(isinstance(exc, ApplyIncomplete) for exc in failed)
+    assert [len(exc.failures) for exc in failed if isinstance(exc, ApplyIncomplete)] == [1, 1]
     assert h.ours() == [Route("10.65.0.3/32", ifname="tort1")]  # the rest was done
-    assert h.mgr.needs_apply
+    assert h.states[-1] == ("a", "down")  # not every address is routed yet
+    assert h.needs_apply
     h.settle()
     assert h.ours() == [Route("10.65.0.2/32", ifname="tort1"), Route("10.65.0.3/32", ifname="tort1")]
     assert_iface_sysctls(h.kernel, "tort1")
@@ -248,9 +284,10 @@ def test_failed_read_back_keeps_full_resync_pending() -> None:
     h.kernel.add_link("tort1")
     h.mgr.on_update(wep("a", "tort1", "10.65.0.2/32"))
     h.kernel.fail("list_routes")
-    with pytest.raises(KernelError):
-        h.mgr.apply()
-    assert h.ours() == []
+    failed = h.apply()
+    assert len(failed) == 1 and isinstance(failed[0], KernelError)
+    assert h.ours() == [] and h.kernel.sysctl("net/ipv4/conf/tort1/proxy_arp") == "0"
+    assert h.mgr.needs_apply  # nothing decided before the table knows the links
     h.settle()
     assert h.ours() == [Route("10.65.0.2/32", ifname="tort1")]
 
@@ -263,13 +300,24 @@ def test_host_without_ipv6_skips_ipv6_sysctls() -> None:
     assert h.kernel.sysctl("net/ipv4/conf/tort1/proxy_arp") == "1"
 
 
+def test_ipv6_disabled_routes_and_reports_ipv4_only() -> None:
+    h = Harness(families=(V4,))
+    h.kernel.add_link("tort1")
+    h.mgr.on_update(wep("a", "tort1", "10.65.0.2/32", v6=("fd00:65::2/128",)))
+    h.settle()
+    assert h.ours() == [Route("10.65.0.2/32", ifname="tort1")]
+    assert h.kernel.sysctl("net/ipv6/conf/tort1/proxy_ndp") == "0"  # IPv6 sysctls left alone
+    assert h.states[-1] == ("a", "up")
+
+
 def test_stats() -> None:
     h = Harness()
     h.kernel.add_link("tort1")
     h.mgr.on_update(wep("a", "tort1", "10.65.0.2/32", v6=("fd00::2/128",)))
     h.mgr.on_update(wep("b", "tort9", "10.65.0.3/32"))
     h.settle()
-    assert h.mgr.stats() == {"local_endpoints": 2, "endpoint_routes": 2}
+    assert h.mgr.stats() == {"local_endpoints": 2}
+    assert h.table.stats() == {"endpoint_routes": 2, "block_routes": 0}
 
 
 # -- block routes -----------------------------------------------------------------------------------
@@ -281,36 +329,38 @@ def test_block_blackholes_and_adoption() -> None:
     kernel.replace_route(Route("10.65.1.0/26", kind="blackhole"))  # ours, stale
     kernel.replace_route(Route("10.65.0.2/32", ifname="tort1"))  # ours, endpoint class
     kernel.add_route(Route("10.66.0.0/26", kind="blackhole"), OTHER_PROTO)  # not ours
-    mgr = BlockRoutesManager(kernel)
-    mgr.on_update(HostBlockUpdate("10.65.0.0/26"))
-    mgr.on_update(HostBlockUpdate("fd00:65::/122"))
-    mgr.on_update(HostBlockUpdate("10.65.0.7/32"))  # host prefix: skipped
-    mgr.apply()
+    h = Harness(kernel)
+    h.mgr.on_update(wep("a", "tort1", "10.65.0.2/32"))
+    h.blocks.on_update(HostBlockUpdate("10.65.0.0/26"))
+    h.blocks.on_update(HostBlockUpdate("fd00:65::/122"))
+    h.blocks.on_update(HostBlockUpdate("10.65.0.7/32"))  # host prefix: skipped
+    assert not h.blocks.needs_apply  # a route source: the table does the kernel work
+    h.settle()
     assert kernel.list_routes() == [
         Route("10.65.0.0/26", kind="blackhole"),
         Route("10.65.0.2/32", ifname="tort1"),
         Route("fd00:65::/122", kind="blackhole"),
     ]
     assert ("10.66.0.0/26", OTHER_PROTO) in {(r.route.dst, r.protocol) for r in kernel.routes()}
-    mgr.on_update(HostBlockRemove("fd00:65::/122"))
+    h.blocks.on_update(HostBlockRemove("fd00:65::/122"))
     kernel.fail("delete_route")
-    with pytest.raises(ApplyIncomplete):
-        mgr.apply()
-    assert mgr.needs_apply
-    mgr.apply()
-    assert mgr.stats() == {"block_routes": 1}
+    failed = h.apply()
+    assert len(failed) == 1 and isinstance(failed[0], ApplyIncomplete)
+    assert h.table.needs_apply
+    h.settle()
+    assert h.table.stats() == {"endpoint_routes": 1, "block_routes": 1}
     assert Route("fd00:65::/122", kind="blackhole") not in kernel.list_routes()
 
 
 def test_block_drift_repair() -> None:
-    kernel = FakeKernel()
-    mgr = BlockRoutesManager(kernel)
-    mgr.on_update(HostBlockUpdate("10.65.0.0/26"))
-    mgr.apply()
-    kernel.drop_route("10.65.0.0/26")
-    mgr.resync()
-    mgr.apply()
-    assert kernel.list_routes() == [Route("10.65.0.0/26", kind="blackhole")]
+    h = Harness()
+    h.blocks.on_update(HostBlockUpdate("10.65.0.0/26"))
+    h.settle()
+    h.kernel.drop_route("10.65.0.0/26")
+    h.blocks.resync()
+    h.table.resync()
+    h.settle()
+    assert h.kernel.list_routes() == [Route("10.65.0.0/26", kind="blackhole")]
 
 
 # -- host sysctls -----------------------------------------------------------------------------------
@@ -346,9 +396,12 @@ def test_host_sysctls_failure_and_missing_ipv6() -> None:
     assert HostSysctlsManager(kernel, {}).needs_apply  # nothing to set is still one (empty) apply
 
 
-def test_invalid_and_non_host_addresses_are_ignored() -> None:
+def test_a_malformed_message_is_refused_whole() -> None:
+    """Calc validates endpoint addresses (tests/calc: non-host and unparseable networks never reach
+    the dataplane); a message that breaks the contract anyway is refused without partial effects."""
     h = Harness()
     h.kernel.add_link("tort1")
-    h.mgr.on_update(wep("a", "tort1", "10.65.0.0/24", "bogus", "10.65.0.2/32", v6=("fd00::/32",)))
+    with pytest.raises(ValueError):
+        h.mgr.on_update(wep("a", "tort1", "10.65.0.2/32", "bogus"))
     h.settle()
-    assert h.ours() == [Route("10.65.0.2/32", ifname="tort1")]
+    assert h.ours() == [] and h.mgr.stats() == {"local_endpoints": 0}

@@ -1,32 +1,33 @@
-"""Blackhole routes for the IPAM blocks affine to this host (Calico reference §3.5).
+"""Blackhole routes for the IPAM blocks affine to this host (Calico reference §3.5), as targets on
+the route table.
 
-Input: `HostBlockUpdate` / `HostBlockRemove` (calc sends only blocks confirmed-affine to this
-host), `resync()`. Output: one `blackhole <block>` route per block, with our route protocol.
+Input: `HostBlockUpdate` / `HostBlockRemove` (calc sends only blocks confirmed-affine to this host,
+as canonical CIDRs). Output: per block, the target `blackhole <block>` of class `IPAM_BLOCK_DROP`
+on the `RouteTable`, under the source key ("block", cidr). The table reads back, writes and sweeps;
+this manager never touches the kernel itself (`needs_apply` is always False).
 
 Why: BGP advertises the whole block from this host; a packet for an address of the block that no
 local workload holds must be dropped here, not sent back out along the default route (a loop
 between hosts until the TTL runs out). Workload /32 (/128) routes are more specific and win, also
 for addresses borrowed from another host's block.
 
-Ownership: the routes of our protocol in the table whose kind is `blackhole`; a full resync (the
-first apply after InSync included) deletes those not wanted and keeps everything else. Host-prefix
-blocks (/32, /128) are skipped with a warning: their blackhole would share the kernel key of the
-workload route for the same address and the two managers would fight over it.
+Host-prefix blocks (/32, /128) are skipped with a warning, as before the route table arbitrated
+between classes: their blackhole would share the kernel key of the workload route for that address
+(the table would give the workload route precedence, and the blackhole whenever the interface is
+down).
 
-Construction: `BlockRoutesManager(routes, table=254, ipv6=True)`.
+Construction: `BlockRoutesManager(route_table)`.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from collections.abc import Mapping
 
-from tortie.common.errors import DataplaneError
+from tortie.common.ipfamily import is_host_cidr
 from tortie.dataplane.drivers.links import LinkEvent
-from tortie.dataplane.drivers.routes import MAIN_TABLE, Route, RouteDriver
-from tortie.dataplane.managers.manager_api import ApplyIncomplete
 from tortie.dataplane.messages import HostBlockRemove, HostBlockUpdate, Message
+from tortie.dataplane.routetable import RouteClass, RouteTable, RouteTarget
 
 log = logging.getLogger(__name__)
 
@@ -37,81 +38,32 @@ class BlockRoutesManager:
     name = "block_routes"
     handles = frozenset({HostBlockUpdate, HostBlockRemove})
 
-    def __init__(self, routes: RouteDriver, *, table: int = MAIN_TABLE, ipv6: bool = True) -> None:
-        self._routes = routes
-        self._table = table
-        self._ipv6 = ipv6
-        self._blocks: set[str] = set()
-        self._programmed: dict[str, Route] = {}
-        self._dirty: set[str] = set()
-        self._full_resync = True
-
-    def _usable(self, cidr: str) -> str | None:
-        try:
-            net = ipaddress.ip_network(cidr, strict=True)
-        except ValueError:
-            log.warning("ignoring invalid block cidr=%s", cidr)
-            return None
-        if net.prefixlen == net.max_prefixlen:
-            log.warning("not blackholing a host-prefix block (its workload route has that key) cidr=%s", net)
-            return None
-        if net.version == 6 and not self._ipv6:
-            return None
-        return str(net)
+    def __init__(self, route_table: RouteTable) -> None:
+        self._table = route_table
 
     def on_update(self, msg: Message) -> None:
         if isinstance(msg, HostBlockUpdate):
-            cidr = self._usable(msg.cidr)
-            if cidr is not None and cidr not in self._blocks:
-                self._blocks.add(cidr)
-                self._dirty.add(cidr)
+            if is_host_cidr(msg.cidr):
+                log.warning("not blackholing a host-prefix block (its workload route has that key) cidr=%s",
+                            msg.cidr)
+                return
+            target = RouteTarget.blackhole(msg.cidr, RouteClass.IPAM_BLOCK_DROP)
+            self._table.set_targets(("block", msg.cidr), [target])
         elif isinstance(msg, HostBlockRemove):
-            cidr = self._usable(msg.cidr)
-            if cidr is not None and cidr in self._blocks:
-                self._blocks.discard(cidr)
-                self._dirty.add(cidr)
+            self._table.clear(("block", msg.cidr))
 
     def on_link_event(self, event: LinkEvent) -> None:
         raise TypeError(f"{self.name} takes no link events (blackhole routes have no device)")
 
     def resync(self) -> None:
-        self._full_resync = True
+        """Nothing to read back: the route table does that for every source."""
 
     @property
     def needs_apply(self) -> bool:
-        return self._full_resync or bool(self._dirty)
-
-    def _desired(self, cidr: str) -> Route | None:
-        return Route(cidr, kind="blackhole", table=self._table) if cidr in self._blocks else None
+        return False
 
     def apply(self) -> None:
-        if self._full_resync:
-            actual = self._routes.list_routes(self._table)
-            self._programmed = {r.dst: r for r in actual if r.kind == "blackhole"}
-            self._dirty.update(self._programmed)
-            self._dirty.update(self._blocks)
-            self._full_resync = False
-            log.info(
-                "block routes read back blackholes=%d blocks=%d", len(self._programmed), len(self._blocks)
-            )
-        failures: list[str] = []
-        for cidr in sorted(self._dirty):
-            want = self._desired(cidr)
-            have = self._programmed.get(cidr)
-            try:
-                if want != have:
-                    if want is None:
-                        assert have is not None
-                        self._routes.delete_route(have)
-                        del self._programmed[cidr]
-                    else:
-                        self._routes.replace_route(want)
-                        self._programmed[cidr] = want
-                self._dirty.discard(cidr)
-            except DataplaneError as exc:
-                failures.append(f"blackhole {cidr}: {exc}")
-        if failures:
-            raise ApplyIncomplete(self.name, failures)
+        """Nothing to write: the route table does that for every source."""
 
     def stats(self) -> Mapping[str, int]:
-        return {"block_routes": len(self._programmed)}
+        return {}  # the route table counts the programmed blackholes ("block_routes")

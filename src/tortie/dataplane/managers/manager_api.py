@@ -22,8 +22,8 @@ it owns, as far as it knows; a full resync never removes working state it still 
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
-from typing import Protocol
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from typing import Protocol, TypeVar
 
 from tortie.common.errors import DataplaneError
 from tortie.dataplane.drivers.links import LinkEvent
@@ -38,6 +38,22 @@ class ApplyIncomplete(DataplaneError):
         super().__init__(f"{manager}: {len(failures)} change(s) failed: {shown}")
         self.manager = manager
         self.failures = tuple(failures)
+
+
+K = TypeVar("K", bound=str)
+
+
+def apply_each(keys: Iterable[K], apply_one: Callable[[K], None], what: str) -> list[str]:
+    """Call `apply_one` for every key in sorted order, going on after a `DataplaneError`; returns
+    one failure line per key that failed ("<what><key>: <error>"), for `ApplyIncomplete`. Keeping
+    a failed key dirty is `apply_one`'s contract (it clears the key only once done)."""
+    failures: list[str] = []
+    for key in sorted(keys):
+        try:
+            apply_one(key)
+        except DataplaneError as exc:
+            failures.append(f"{what}{key}: {exc}")
+    return failures
 
 
 class Manager(Protocol):
