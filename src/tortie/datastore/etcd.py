@@ -77,6 +77,7 @@ from tortie.datastore.api import KV, TxnOp, Watch
 log = logging.getLogger(__name__)
 
 _LIST_PAGE = 1000
+_REVISION_PROBE_KEY = "/calico/"
 _GRPC_NOT_FOUND = 5
 _GRPC_OUT_OF_RANGE = 11
 _GRPC_UNAVAILABLE = 14
@@ -350,7 +351,9 @@ class EtcdDatastore(SingleKeyWrites):
             start = unb64(kvs[-1]["key"]) + b"\0"
 
     def current_revision(self) -> int:
-        reply = self._call("kv/range", {"key": b64(b"\0"), "count_only": True}, idempotent=True)
+        # The store revision is in every answer's header; ask about one key under tortie's root, which a
+        # role limited to /calico/ may read (a range over every key would be refused to it).
+        reply = self._call("kv/range", {"key": b64(_REVISION_PROBE_KEY), "count_only": True}, idempotent=True)
         return int_field(reply.get("header", {}), "revision")
 
     # ----- writes -----

@@ -3,18 +3,28 @@
     sqlite:///abs/path/datastore.db           the embedded default (path must be absolute)
     memory://                                 a new, empty in-process store (tests, demos)
     etcd://h1:2379,h2:2379[?options]          etcd over http; `etcds://` means https
-        options: cacert=PATH  cert=PATH  key=PATH  username=NAME  password=SECRET  timeout=SECONDS
+        options: cacert=PATH  cert=PATH  key=PATH  username=NAME  timeout=SECONDS
+                 password_file=PATH  (or the password in $TORTIE_DATASTORE_PASSWORD, or password=SECRET)
 
 `open_datastore(url=None)` opens the URL; with None it uses `default_datastore_url()`, which is
 `$TORTIE_DATASTORE` when set, else `sqlite:///var/lib/tortie/datastore.db` when running as root,
 else `sqlite://$XDG_STATE_HOME/tortie/datastore.db` (XDG_STATE_HOME defaults to ~/.local/state).
-A malformed URL raises `UserError` naming the URL and what was wrong. `redact_url` hides a password
-for logs and messages.
+A malformed URL raises `UserError` naming the URL and what was wrong.
+
+Credentials stay off command lines (where any local user reads them through `ps`): the etcd password
+comes from `password_file=` (a file only its owner can read: mode 0600 or 0400, else refused), else
+from `$TORTIE_DATASTORE_PASSWORD` (a process's environment is readable only by its owner and root),
+else from `password=` in the URL (accepted, but then the URL itself is a secret). Exactly one source
+may be given in the URL. `redact_url` hides a password for logs and messages, and every error
+message here shows the redacted URL; `credentials_to_environment(url)` moves a `password=` out of a
+URL into the environment variable, for a parent that starts another tortie process (the node
+service starting the agent).
 """
 
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
@@ -22,8 +32,9 @@ from tortie.common.errors import UserError
 from tortie.datastore.api import Datastore
 
 ENV_VAR = "TORTIE_DATASTORE"
+PASSWORD_ENV_VAR = "TORTIE_DATASTORE_PASSWORD"
 ROOT_DEFAULT_PATH = Path("/var/lib/tortie/datastore.db")
-_ETCD_OPTIONS = frozenset({"cacert", "cert", "key", "username", "password", "timeout"})
+_ETCD_OPTIONS = frozenset({"cacert", "cert", "key", "username", "password", "password_file", "timeout"})
 _FORMS = "sqlite:///abs/path.db, memory://, etcd://host:port[,host:port...] or etcds://..."
 
 
@@ -45,11 +56,55 @@ def default_datastore_url() -> str:
 
 def redact_url(url: str) -> str:
     """The URL with any password replaced by `***` (for logs and error messages)."""
-    parts = urlsplit(url)
-    if not parts.query:
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable URL>"
+    netloc = parts.netloc
+    if "@" in netloc:  # user:secret@host is refused, but must not be echoed either
+        netloc = "***@" + netloc.rsplit("@", 1)[1]
+    if not parts.query and netloc == parts.netloc:
         return url
     query = [(k, "***" if k == "password" else v) for k, v in parse_qsl(parts.query, keep_blank_values=True)]
-    return parts._replace(query=urlencode(query, safe="/:,*")).geturl()
+    return parts._replace(netloc=netloc, query=urlencode(query, safe="/:,*")).geturl()
+
+
+def credentials_to_environment(url: str) -> tuple[str, dict[str, str]]:
+    """(the URL without `password=`, environment variables that carry it) — for starting another
+    tortie process without the secret in its argv. URLs without a password come back unchanged."""
+    parts = urlsplit(url)
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    secrets = [v for k, v in pairs if k == "password"]
+    if not secrets:
+        return url, {}
+    rest = [(k, v) for k, v in pairs if k != "password"]
+    return parts._replace(query=urlencode(rest, safe="/:,")).geturl(), {PASSWORD_ENV_VAR: secrets[-1]}
+
+
+def read_password_file(path: str, shown: str) -> str:
+    """The password in `path` (first line, surrounding whitespace removed); the file must be readable
+    by its owner only."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as e:
+        raise UserError(
+            f"datastore URL {shown!r}: cannot read password_file {path!r}: {e.strerror or e}"
+        ) from e
+    try:
+        mode = os.fstat(fd).st_mode
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise UserError(
+                f"datastore URL {shown!r}: password_file {path!r} has mode {stat.S_IMODE(mode):04o}; it must "
+                f"be readable by its owner only (chmod 600 {path})"
+            )
+        with os.fdopen(fd, "r", encoding="utf-8", closefd=False) as fh:
+            lines = fh.read().splitlines()
+    finally:
+        os.close(fd)
+    password = lines[0].strip() if lines else ""
+    if not password:
+        raise UserError(f"datastore URL {shown!r}: password_file {path!r} is empty")
+    return password
 
 
 def open_datastore(url: str | None = None) -> Datastore:
@@ -103,7 +158,7 @@ def _open_etcd(text: str, *, https: bool) -> Datastore:
         raise UserError(f"datastore URL {shown!r}: no etcd host given (etcd://host:2379)")
     if "@" in parts.netloc:
         raise UserError(
-            f"datastore URL {shown!r}: pass credentials as ?username=..&password=.., not user@host"
+            f"datastore URL {shown!r}: pass credentials as ?username=..&password_file=.., not user@host"
         )
     options: dict[str, str] = {}
     for name, value in parse_qsl(parts.query, keep_blank_values=True, strict_parsing=False):
@@ -136,12 +191,31 @@ def _open_etcd(text: str, *, https: bool) -> Datastore:
     for name in ("cacert", "cert", "key"):
         if name in options and not Path(options[name]).is_file():
             raise UserError(f"datastore URL {shown!r}: {name} file {options[name]!r} does not exist")
+    password = _password(options, shown)
+    if (password is None) != ("username" not in options):
+        raise UserError(
+            f"datastore URL {shown!r}: etcd authentication needs a username and a password "
+            f"(password_file=PATH or ${PASSWORD_ENV_VAR})"
+        )
     return EtcdDatastore(
         endpoints,
         ca_cert=options.get("cacert"),
         cert=options.get("cert"),
         key=options.get("key"),
         username=options.get("username"),
-        password=options.get("password"),
+        password=password,
         timeout=timeout,
     )
+
+
+def _password(options: dict[str, str], shown: str) -> str | None:
+    """The etcd password from the one source the URL names, else the environment (with a username)."""
+    if "password" in options and "password_file" in options:
+        raise UserError(f"datastore URL {shown!r}: give password_file= or password=, not both")
+    if "password_file" in options:
+        return read_password_file(options["password_file"], shown)
+    if "password" in options:
+        return options["password"]
+    if "username" in options:
+        return os.environ.get(PASSWORD_ENV_VAR) or None
+    return None

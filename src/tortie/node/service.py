@@ -5,6 +5,7 @@
       addresses: --ip / --ip6 (autodetect by method | none | CIDR)   --> register_node (CAS)
       Supervisor:
         agent  child process   python -m tortie.cli.main agent run --hostname H [--datastore URL]
+                               (a password in URL moves to $TORTIE_DATASTORE_PASSWORD: never in argv)
                                (health on 127.0.0.1:<agent_health_port>, polled for readiness)
         bgp    in-process      tortie.bgp.daemon.BgpDaemon (which supervises BIRD: `bird -f`)
       every 0.2 s: restart what exited (backoff 0.5 s .. 30 s), refresh <run_dir>/node.json
@@ -46,6 +47,7 @@ from tortie.bgp.view import DEFAULT_AGENT_ROUTE_PROTOCOL, Timers, ViewOptions
 from tortie.common.errors import DatastoreUnavailable, TortieError, UserError
 from tortie.common.ipfamily import V4, V6, Family, IPInterface, family_of
 from tortie.datastore.api import Datastore
+from tortie.datastore.url import credentials_to_environment
 from tortie.node.autodetect import autodetect
 from tortie.node.registration import KEEP, REMOVE, AddressChoice, NodeAddresses, register_node
 from tortie.node.supervisor import ChildProcess, Component, InProcess, Supervisor
@@ -203,11 +205,13 @@ class NodeService:
     def agent_component(self) -> ChildProcess:
         cfg = self.config
         argv = [cfg.python, "-m", "tortie.cli.main", "agent", "run", "--hostname", cfg.hostname]
-        if cfg.datastore_url:
-            argv += ["--datastore", cfg.datastore_url]
+        env = dict(os.environ)
+        if cfg.datastore_url:  # a password goes by the environment: argv is readable by every user
+            url, secrets = credentials_to_environment(cfg.datastore_url)
+            argv += ["--datastore", url]
+            env.update(secrets)
         if cfg.agent_config_file:
             argv += ["--config", cfg.agent_config_file]
-        env = dict(os.environ)
         if cfg.agent_health_port > 0:
             env.update(
                 {

@@ -10,7 +10,14 @@ from tortie.common.errors import UserError
 from tortie.datastore.etcd import EtcdDatastore
 from tortie.datastore.memory import MemoryDatastore
 from tortie.datastore.sqlite import SqliteDatastore
-from tortie.datastore.url import default_datastore_url, default_sqlite_path, open_datastore, redact_url
+from tortie.datastore.url import (
+    PASSWORD_ENV_VAR,
+    credentials_to_environment,
+    default_datastore_url,
+    default_sqlite_path,
+    open_datastore,
+    redact_url,
+)
 
 
 def test_sqlite_url_opens_file_with_private_mode(tmp_path: Path) -> None:
@@ -99,3 +106,57 @@ def test_default_url_env_and_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
     assert default_sqlite_path() == tmp_path / ".local" / "state" / "tortie" / "datastore.db"
     monkeypatch.setattr("os.geteuid", lambda: 0)
     assert default_datastore_url() == "sqlite:///var/lib/tortie/datastore.db"
+
+
+def _password_of(url: str) -> str | None:
+    ds = open_datastore(url)
+    assert isinstance(ds, EtcdDatastore)
+    try:
+        return ds._password
+    finally:
+        ds.close()
+
+
+def test_password_from_a_private_file(tmp_path: Path) -> None:
+    secret = tmp_path / "etcd-password"
+    secret.write_text("s3cret\n")
+    secret.chmod(0o600)
+    assert _password_of(f"etcd://h:2379?username=tortie&password_file={secret}") == "s3cret"
+    secret.chmod(0o640)
+    with pytest.raises(UserError) as err:
+        open_datastore(f"etcd://h:2379?username=tortie&password_file={secret}")
+    assert "mode 0640" in str(err.value) and f"chmod 600 {secret}" in str(err.value)
+    secret.chmod(0o400)
+    with pytest.raises(UserError) as err:
+        open_datastore(f"etcd://h:2379?username=tortie&password_file={secret}&password=x")
+    assert "not both" in str(err.value) and "password=***" in str(err.value)
+    with pytest.raises(UserError) as err:
+        open_datastore(f"etcd://h:2379?username=tortie&password_file={tmp_path}/missing")
+    assert "cannot read password_file" in str(err.value)
+    empty = tmp_path / "empty"
+    empty.write_text("\n")
+    empty.chmod(0o600)
+    with pytest.raises(UserError, match="is empty"):
+        open_datastore(f"etcd://h:2379?username=tortie&password_file={empty}")
+
+
+def test_password_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(PASSWORD_ENV_VAR, "from-env")
+    assert _password_of("etcd://h:2379?username=tortie") == "from-env"
+    assert _password_of("etcd://h:2379?username=tortie&password=in-url") == "in-url"
+    assert _password_of("etcd://h:2379") is None  # no username: no authentication
+
+
+def test_credentials_move_from_the_url_to_the_environment() -> None:
+    url, env = credentials_to_environment("etcds://h1:2379,h2:2379?cacert=/ca.pem&username=u&password=p%26q")
+    assert url == "etcds://h1:2379,h2:2379?cacert=/ca.pem&username=u"
+    assert env == {PASSWORD_ENV_VAR: "p&q"}
+    assert credentials_to_environment("etcd://h:2379?username=u") == ("etcd://h:2379?username=u", {})
+    assert credentials_to_environment("sqlite:///var/lib/x.db") == ("sqlite:///var/lib/x.db", {})
+
+
+def test_redaction_covers_userinfo() -> None:
+    assert redact_url("etcd://u:hunter2@h:2379") == "etcd://***@h:2379"
+    with pytest.raises(UserError) as err:
+        open_datastore("etcd://u:hunter2@h:2379")
+    assert "hunter2" not in str(err.value)
