@@ -36,8 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from tortie.cni.install import install
-from tortie.cni.netns import entered, open_netns
 from tortie.datastore.sqlite import SqliteDatastore
+from tortie.kernel.netns import entered, open_netns
 from tortie.model.kinds import kind_info
 from tortie.testing.netns import unique_name
 

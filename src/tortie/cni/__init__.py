@@ -6,8 +6,8 @@
     result.py                    results and their conversion between CNI versions
     workload.py, ipam_verbs.py   the verbs; ipam_core.py the shared IPAM calls
     naming.py, endpoint.py       identities, names, and the WorkloadEndpoint written to the datastore
-    plumbing.py                  the kernel seam (Protocol); netlink_plumber.py real, fake_plumbing.py fake
-    rtnl.py, netns.py            a minimal rtnetlink client and setns helper (stdlib only: fast start)
+    plumbing.py                  the kernel seam (Protocol); netlink_plumber.py real (over tortie.kernel),
+                                 tortie.testing.fake_plumber the fake
     delegate.py                  running another IPAM plugin (e.g. host-local) found in CNI_PATH
     install.py                   launchers named `tortie` and `tortie-ipam` for a CNI plugin directory
 

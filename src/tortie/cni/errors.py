@@ -57,8 +57,7 @@ def classify(exc: BaseException) -> CniError:
     if isinstance(exc, CniError):
         return exc
     # Imported here: only the failure path pays for these modules.
-    from tortie.cni.netns import NetnsNotFound
-    from tortie.common.errors import Conflict, DataplaneError, DatastoreUnavailable, UserError
+    from tortie.common.errors import Conflict, DataplaneError, DatastoreUnavailable, NetnsNotFound, UserError
 
     text = str(exc) or type(exc).__name__
     try:

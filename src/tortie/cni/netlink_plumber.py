@@ -2,9 +2,9 @@
 
 Inputs: a `VethSpec`. Outputs: kernel state in the host namespace (the one this process runs in) and
 in the container namespace named by the spec's path; `PlumbedInterface` with the MACs the kernel chose.
-It talks rtnetlink directly (`tortie.cni.rtnl`) and writes /proc/sys/net files; a container-side
-netlink socket and sysctl files are opened after `setns` into the container namespace, then used after
-returning (both stay bound to the namespace they were opened in).
+It speaks to the kernel through `tortie.kernel` (rtnetlink, /proc/sys, setns); a container-side netlink
+socket is opened after `setns` into the container namespace, then used after returning (it stays bound
+to the namespace it was opened in).
 
 Sequence of `add` (each step is undone if a later one fails: the host veth is deleted, which takes its
 peer, addresses and routes with it):
@@ -15,7 +15,7 @@ peer, addresses and routes with it):
     4. container: sysctls (IPv6 on, no DAD), link up, addresses, gateway routes
     5. host /32 and /128 routes to the host end (an existing route via another interface is an error)
 
-Kernel errors become `DataplaneError`; a missing namespace `NetnsNotFound`.
+Kernel errors are `KernelError`s (a `DataplaneError`); a missing namespace `NetnsNotFound`.
 """
 
 from __future__ import annotations
@@ -25,8 +25,6 @@ import ipaddress
 import logging
 import os
 
-from tortie.cni import rtnl
-from tortie.cni.netns import entered, open_netns
 from tortie.cni.plumbing import (
     GATEWAY_V4,
     GATEWAY_V6,
@@ -36,7 +34,11 @@ from tortie.cni.plumbing import (
     PlumbedInterface,
     VethSpec,
 )
-from tortie.common.errors import DataplaneError
+from tortie.common.errors import DataplaneError, NetlinkError
+from tortie.kernel.netns import entered, open_netns
+from tortie.kernel.rtnl import Rtnl
+from tortie.kernel.rtnl_codec import AF_INET, AF_INET6, RT_SCOPE_LINK, RT_SCOPE_UNIVERSE, Link, family_of
+from tortie.kernel.sysctl import read_sysctl, write_sysctl
 
 log = logging.getLogger(__name__)
 
@@ -45,24 +47,8 @@ _DEFAULT_V4 = ipaddress.ip_network("0.0.0.0/0")
 _DEFAULT_V6 = ipaddress.ip_network("::/0")
 
 
-def _sysctl_path(directory: str, ifname: str, name: str) -> str:
-    return f"/proc/sys/net/{directory}/{ifname}/{name}"
-
-
-def write_sysctl(path: str, value: str) -> None:
-    try:
-        with open(path, "w") as f:
-            f.write(value)
-    except OSError as e:
-        raise DataplaneError(f"cannot set {path} = {value}: {e.strerror}") from e
-
-
-def read_sysctl(path: str) -> str | None:
-    try:
-        with open(path) as f:
-            return f.read().strip()
-    except OSError:
-        return None
+def _sysctl_key(directory: str, ifname: str, name: str) -> str:
+    return f"net/{directory}/{ifname}/{name}"
 
 
 def _host_route_dst(
@@ -77,16 +63,16 @@ class NetlinkPlumber:
     def add(self, spec: VethSpec) -> PlumbedInterface:
         ns_fd = open_netns(spec.netns)
         try:
-            with rtnl.Rtnl() as host:
+            with Rtnl() as host:
                 stale = host.get_link(spec.host_ifname)
                 if stale is not None:
                     log.info("deleting stale host interface ifname=%s", spec.host_ifname)
-                    host.delete_link(stale.index)
+                    host.delete_link(stale.ifindex)
                 try:
                     host.add_veth(
                         spec.host_ifname, spec.ifname, peer_netns_fd=ns_fd, mtu=spec.mtu, mac=HOST_MAC
                     )
-                except rtnl.NetlinkError as e:
+                except NetlinkError as e:
                     if e.errno == errno.EEXIST:
                         raise DataplaneError(
                             f"cannot create the veth: an interface named {spec.ifname} already exists in "
@@ -98,61 +84,59 @@ class NetlinkPlumber:
                 except BaseException:
                     link = host.get_link(spec.host_ifname)
                     if link is not None:
-                        host.delete_link(link.index)
+                        host.delete_link(link.ifindex)
                     raise
-        except rtnl.NetlinkError as e:
-            raise DataplaneError(str(e)) from e
         finally:
             os.close(ns_fd)
 
-    def _configure(self, host: rtnl.Rtnl, ns_fd: int, spec: VethSpec) -> PlumbedInterface:
+    def _configure(self, host: Rtnl, ns_fd: int, spec: VethSpec) -> PlumbedInterface:
         link = host.get_link(spec.host_ifname)
         if link is None:
             raise DataplaneError(f"veth {spec.host_ifname} vanished right after creation")
         for directory, name, value in HOST_SYSCTLS_V4:
-            write_sysctl(_sysctl_path(directory, spec.host_ifname, name), value)
+            write_sysctl(_sysctl_key(directory, spec.host_ifname, name), value)
         if spec.has_v6:
             for directory, name, value in HOST_SYSCTLS_V6:
-                write_sysctl(_sysctl_path(directory, spec.host_ifname, name), value)
+                write_sysctl(_sysctl_key(directory, spec.host_ifname, name), value)
         if link.mac != HOST_MAC:  # something (udev MACAddressPolicy) overrode it: set it again
-            host.set_link(link.index, mac=HOST_MAC)
-        host.set_link(link.index, up=True)
-        with entered(ns_fd, spec.netns):
-            cont = rtnl.Rtnl()
+            host.set_link(link.ifindex, mac=HOST_MAC)
+        host.set_link(link.ifindex, up=True)
+        with entered(ns_fd):
+            cont = Rtnl()
         try:
             peer = cont.get_link(spec.ifname)
             if peer is None:
                 raise DataplaneError(f"{spec.ifname} not found in {spec.netns} after creating it")
             if spec.has_v6:
-                with entered(ns_fd, spec.netns):
-                    write_sysctl(_sysctl_path("ipv6/conf", spec.ifname, "disable_ipv6"), "0")
-                    write_sysctl(_sysctl_path("ipv6/conf", spec.ifname, "accept_dad"), "0")
-            cont.set_link(peer.index, up=True)
+                with entered(ns_fd):
+                    write_sysctl(_sysctl_key("ipv6/conf", spec.ifname, "disable_ipv6"), "0")
+                    write_sysctl(_sysctl_key("ipv6/conf", spec.ifname, "accept_dad"), "0")
+            cont.set_link(peer.ifindex, up=True)
             for addr in spec.addresses:
-                cont.add_addr(peer.index, addr, nodad=addr.version == 6)
+                cont.add_addr(peer.ifindex, addr, nodad=addr.version == 6)
             if spec.has_v4:
-                cont.add_route(_LINK_ROUTE_V4, oif=peer.index, scope=rtnl.RT_SCOPE_LINK, protocol=3)
-                cont.add_route(_DEFAULT_V4, oif=peer.index, gateway=GATEWAY_V4, protocol=3)
+                cont.add_route(_LINK_ROUTE_V4, oif=peer.ifindex, scope=RT_SCOPE_LINK, protocol=3)
+                cont.add_route(_DEFAULT_V4, oif=peer.ifindex, gateway=GATEWAY_V4, protocol=3)
             if spec.has_v6:
-                cont.add_route(_DEFAULT_V6, oif=peer.index, gateway=GATEWAY_V6, protocol=3)
+                cont.add_route(_DEFAULT_V6, oif=peer.ifindex, gateway=GATEWAY_V6, protocol=3)
         finally:
             cont.close()
         for addr in spec.addresses:
-            self._host_route(host, link.index, addr, spec)
+            self._host_route(host, link.ifindex, addr, spec)
         return PlumbedInterface(spec.host_ifname, HOST_MAC, spec.ifname, peer.mac or "", spec.mtu)
 
     @staticmethod
     def _host_route(
-        host: rtnl.Rtnl, index: int, addr: ipaddress.IPv4Interface | ipaddress.IPv6Interface, spec: VethSpec
+        host: Rtnl, index: int, addr: ipaddress.IPv4Interface | ipaddress.IPv6Interface, spec: VethSpec
     ) -> None:
         dst = _host_route_dst(addr)
-        scope = rtnl.RT_SCOPE_LINK if addr.version == 4 else rtnl.RT_SCOPE_UNIVERSE
+        scope = RT_SCOPE_LINK if addr.version == 4 else RT_SCOPE_UNIVERSE
         try:
             host.add_route(dst, oif=index, scope=scope, protocol=spec.route_protocol)
-        except rtnl.NetlinkError as e:
+        except NetlinkError as e:
             if e.errno != errno.EEXIST:
                 raise
-            existing = [r for r in host.routes(addr.version) if r.dst == dst]
+            existing = [r for r in host.routes(family_of(addr.version)) if r.dst == dst]
             if existing and all(r.oif == index for r in existing):
                 return  # the agent got there first: same route
             others = ", ".join(str(r.oif) for r in existing)
@@ -163,12 +147,12 @@ class NetlinkPlumber:
 
     def remove(self, host_ifname: str) -> bool:
         try:
-            with rtnl.Rtnl() as host:
+            with Rtnl() as host:
                 link = host.get_link(host_ifname)
                 if link is None:
                     return False
-                return host.delete_link(link.index)
-        except rtnl.NetlinkError as e:
+                return host.delete_link(link.ifindex)
+        except NetlinkError as e:
             raise DataplaneError(f"cannot delete {host_ifname}: {e}") from e
 
     def check(self, spec: VethSpec) -> list[str]:
@@ -178,7 +162,7 @@ class NetlinkPlumber:
         except Exception as e:
             return [str(e)]
         try:
-            with rtnl.Rtnl() as host:
+            with Rtnl() as host:
                 hlink = host.get_link(spec.host_ifname)
                 if hlink is None:
                     return [f"host interface {spec.host_ifname} does not exist"]
@@ -189,32 +173,34 @@ class NetlinkPlumber:
                         f"host interface {spec.host_ifname} has MAC {hlink.mac}, expected {HOST_MAC}"
                     )
                 for directory, name, value in HOST_SYSCTLS_V4[:2]:
-                    got = read_sysctl(_sysctl_path(directory, spec.host_ifname, name))
+                    got = read_sysctl(_sysctl_key(directory, spec.host_ifname, name))
                     if got != value:
                         problems.append(f"{directory}/{spec.host_ifname}/{name} is {got}, expected {value}")
                 for addr in spec.addresses:
                     dst = _host_route_dst(addr)
-                    if not any(r.dst == dst and r.oif == hlink.index for r in host.routes(addr.version)):
+                    if not any(
+                        r.dst == dst and r.oif == hlink.ifindex for r in host.routes(family_of(addr.version))
+                    ):
                         problems.append(f"host route {dst} dev {spec.host_ifname} is missing")
-                with entered(ns_fd, spec.netns):
-                    cont = rtnl.Rtnl()
+                with entered(ns_fd):
+                    cont = Rtnl()
                 try:
                     problems += self._check_container(cont, spec, hlink)
                 finally:
                     cont.close()
-        except rtnl.NetlinkError as e:
+        except NetlinkError as e:
             problems.append(f"netlink error while checking: {e}")
         finally:
             os.close(ns_fd)
         return problems
 
     @staticmethod
-    def _check_container(cont: rtnl.Rtnl, spec: VethSpec, hlink: rtnl.Link) -> list[str]:
+    def _check_container(cont: Rtnl, spec: VethSpec, hlink: Link) -> list[str]:
         problems: list[str] = []
         clink = cont.get_link(spec.ifname)
         if clink is None:
             return [f"{spec.ifname} does not exist in {spec.netns}"]
-        if clink.kind != "veth" or clink.peer_index != hlink.index or hlink.peer_index != clink.index:
+        if clink.kind != "veth" or clink.peer_index != hlink.ifindex or hlink.peer_index != clink.ifindex:
             problems.append(
                 f"{spec.ifname} in {spec.netns} is not the peer of host interface {spec.host_ifname}"
             )
@@ -222,19 +208,21 @@ class NetlinkPlumber:
             problems.append(f"{spec.ifname} in {spec.netns} is down")
         if clink.mtu != spec.mtu:
             problems.append(f"{spec.ifname} has MTU {clink.mtu}, expected {spec.mtu}")
-        have = {a.address for a in cont.addrs(clink.index)}
+        have = {a.address for a in cont.addrs(clink.ifindex)}
         for addr in spec.addresses:
             if addr not in have:
                 problems.append(f"{spec.ifname} lacks address {addr}")
         if spec.has_v4:
-            routes = cont.routes(4)
+            routes = cont.routes(AF_INET)
             if not any(
-                r.dst == _LINK_ROUTE_V4 and r.oif == clink.index and r.scope == rtnl.RT_SCOPE_LINK
+                r.dst == _LINK_ROUTE_V4 and r.oif == clink.ifindex and r.scope == RT_SCOPE_LINK
                 for r in routes
             ):
                 problems.append(f"route {GATEWAY_V4} dev {spec.ifname} scope link is missing")
             if not any(r.dst == _DEFAULT_V4 and r.gateway == GATEWAY_V4 for r in routes):
                 problems.append(f"default route via {GATEWAY_V4} is missing")
-        if spec.has_v6 and not any(r.dst == _DEFAULT_V6 and r.gateway == GATEWAY_V6 for r in cont.routes(6)):
+        if spec.has_v6 and not any(
+            r.dst == _DEFAULT_V6 and r.gateway == GATEWAY_V6 for r in cont.routes(AF_INET6)
+        ):
             problems.append(f"default route via {GATEWAY_V6} is missing")
         return problems

@@ -1,7 +1,7 @@
 """The seam between CNI logic and the kernel: wiring one workload interface (reference §3.4).
 
 `WorkloadPlumber` is the Protocol; `tortie.cni.netlink_plumber.NetlinkPlumber` is the real kernel
-implementation and `tortie.cni.fake_plumbing.FakePlumber` the in-memory one for unit tests. What `add`
+implementation and `tortie.testing.fake_plumber.FakePlumber` the in-memory one for unit tests. What `add`
 builds, Calico style (no bridge, everything routed by the host):
 
     container netns                              host netns

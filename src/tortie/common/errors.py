@@ -50,3 +50,30 @@ class DataplaneError(TortieError):
     """Programming the kernel (netlink, nftables, sysctl) failed."""
 
 
+
+
+class KernelError(DataplaneError):
+    """A request to the kernel failed (netlink, setns, /proc/sys); `errno` is the kernel's error number
+    when there was one, so callers tell "already gone" (ENOENT, ESRCH, ENODEV) from "broken"."""
+
+    def __init__(self, message: str, errno: int | None = None) -> None:
+        super().__init__(message)
+        self.errno = errno
+
+
+class NetlinkError(KernelError):
+    """The kernel refused a netlink request: `errno` is always set, `reason` is the kernel's text
+    (strerror, plus its extended-ack message when it gave one)."""
+
+    def __init__(self, what: str, errno: int, reason: str) -> None:
+        super().__init__(f"{what}: {reason}", errno)
+        self.reason = reason
+
+
+class LinkNotFound(KernelError):
+    """The interface named in a request does not exist (in the namespace asked)."""
+
+
+class NetnsNotFound(KernelError, UserError):
+    """The network namespace does not exist or is not a network namespace (a user error too: CNI reports
+    it as "container unknown")."""

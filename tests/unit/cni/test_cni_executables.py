@@ -252,13 +252,13 @@ def test_hot_path_imports_stay_light() -> None:
     proc = subprocess.run([sys.executable, "-I", "-c", script], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     modules = json.loads(proc.stdout)
-    assert "tortie.ipam.pools" in modules and "tortie.cni.rtnl" in modules
+    assert "tortie.ipam.pools" in modules and "tortie.kernel.rtnl" in modules
     assert not _loaded(modules, _NEVER_ON_DEL), _loaded(modules, _NEVER_ON_DEL)
 
 
 _RUN_VERB = """
 import json, sys
-from tortie.cni.fake_plumbing import FakePlumber
+from tortie.testing.fake_plumber import FakePlumber
 from tortie.cni.runner import run
 from tortie.cni.workload import Deps, TortiePlugin
 

@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 
-from tortie.cni.fake_plumbing import FakePlumber
 from tortie.cni.runner import Outcome, run
 from tortie.cni.workload import Deps, TortiePlugin
 from tortie.common.errors import DatastoreUnavailable
@@ -28,6 +27,7 @@ from tortie.ipam.audit import check as audit_check
 from tortie.ipam.snapshot import take_snapshot
 from tortie.model import parse_resource
 from tortie.model.kinds import kind_info
+from tortie.testing.fake_plumber import FakePlumber
 
 NODE = "node1"
 

@@ -12,9 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tortie.cni.netns import NetnsNotFound
 from tortie.cni.plumbing import HOST_MAC, IPInterface, PlumbedInterface, VethSpec
-from tortie.common.errors import DataplaneError
+from tortie.common.errors import DataplaneError, NetnsNotFound
 
 
 @dataclass
