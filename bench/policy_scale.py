@@ -45,12 +45,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from tortie.dataplane.drivers.netns_worker import NetnsWorker
 from tortie.dataplane.drivers.nftables import NftablesDriver
 from tortie.dataplane.managers.policy import PolicyManager
 from tortie.dataplane.messages import ConfigUpdate
 from tortie.datastore.api import TxnOp
 from tortie.datastore.sqlite import SqliteDatastore
+from tortie.kernel.netns import NetnsWorker
 from tortie.testing.netns import throwaway_netns
 from tortie.testing.policy_world import ALLOW_ALL, gnp, key_of, network_set, np, tier, wep
 

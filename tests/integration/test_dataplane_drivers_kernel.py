@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tortie.dataplane.drivers.errors import NetnsNotFound
+from tortie.common.errors import NetnsNotFound
 from tortie.dataplane.drivers.links import NetlinkLinkDriver
 from tortie.dataplane.drivers.routes import NetlinkRouteDriver
 from tortie.dataplane.drivers.sysctl import ProcSysctlDriver

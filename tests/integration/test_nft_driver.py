@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tortie.dataplane.drivers.netns_worker import NetnsWorker
 from tortie.dataplane.drivers.nftables import NftablesDriver
+from tortie.kernel.netns import NetnsWorker
 from tortie.testing.netns import ip, throwaway_netns
 from tortie.testing.nft_conformance import NftDriverConformance
 

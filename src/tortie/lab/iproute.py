@@ -6,7 +6,7 @@
     ip_batch_lenient(lines)      `ip -force -batch -`: goes on past failing lines (teardown)
     write_sysctls(netns, values) /proc/sys/net inside NETNS; net/ipv6 keys are skipped when IPv6 is off
 
-Sysctls are written through `ProcSysctlDriver(netns)`: a short-lived thread inside the namespace
+Sysctls are written through `tortie.kernel.sysctl.Sysctls(netns)`: a short-lived thread inside the namespace
 (`/proc/sys/net` follows the namespace of the thread that opens it), much cheaper than
 `ip netns exec ... sysctl`, and closed at once so that no thread pins the namespace after
 `ip netns del`.
@@ -17,7 +17,7 @@ from __future__ import annotations
 import subprocess
 from collections.abc import Iterable, Mapping, Sequence
 
-from tortie.dataplane.drivers.sysctl import ProcSysctlDriver
+from tortie.kernel.sysctl import Sysctls
 from tortie.lab.errors import LabError
 
 
@@ -43,7 +43,7 @@ def ip_batch_lenient(lines: Iterable[str]) -> None:
 
 
 def write_sysctls(netns: str, values: Mapping[str, str]) -> None:
-    driver = ProcSysctlDriver(netns)  # short-lived: its thread must not pin the namespace
+    driver = Sysctls(netns)  # short-lived: its thread must not pin the namespace
     try:
         for key, value in values.items():
             if driver.read_sysctl(key) is not None or not key.startswith("net/ipv6/"):

@@ -36,7 +36,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 
-from tortie.dataplane.drivers.netns_worker import NetnsWorker
+from tortie.kernel.netns import NetnsWorker
 
 PROTOCOLS = ("tcp", "udp", "icmp")
 MAX_PARALLEL = 256

@@ -30,7 +30,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from tortie.dataplane.drivers.netns_worker import NetnsWorker
+from tortie.kernel.netns import NetnsWorker
 
 CHECK_INTERVAL = 0.3
 

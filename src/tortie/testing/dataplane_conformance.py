@@ -22,7 +22,7 @@ from typing import Protocol
 
 import pytest
 
-from tortie.dataplane.drivers.errors import KernelError, LinkNotFound
+from tortie.common.errors import KernelError, LinkNotFound
 from tortie.dataplane.drivers.links import Link, LinkDriver, LinkEvent
 from tortie.dataplane.drivers.routes import MAIN_TABLE, Route, RouteDriver
 from tortie.dataplane.drivers.sysctl import SysctlDriver

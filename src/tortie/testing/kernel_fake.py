@@ -32,10 +32,10 @@ import threading
 from dataclasses import dataclass, field
 from typing import Literal
 
-from tortie.dataplane.drivers.errors import KernelError, LinkNotFound
+from tortie.common.errors import KernelError, LinkNotFound
 from tortie.dataplane.drivers.links import Link, LinkCallback, LinkEvent
 from tortie.dataplane.drivers.routes import MAIN_TABLE, TORTIE_ROUTE_PROTOCOL, Route, canonical_cidr
-from tortie.dataplane.drivers.sysctl import check_key
+from tortie.kernel.sysctl import check_key
 
 FakeOp = Literal["list_routes", "replace_route", "delete_route", "list_links", "read_sysctl", "write_sysctl"]
 

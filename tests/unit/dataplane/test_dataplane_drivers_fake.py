@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tortie.dataplane.drivers.errors import KernelError
+from tortie.common.errors import KernelError
 from tortie.dataplane.drivers.links import Link, LinkEvent, diff_links
 from tortie.dataplane.drivers.routes import Route
 from tortie.testing.dataplane_conformance import (

@@ -8,9 +8,8 @@ from collections.abc import Iterable
 
 import pytest
 
-from tortie.common.errors import DataplaneError
+from tortie.common.errors import DataplaneError, KernelError
 from tortie.common.ipfamily import FAMILIES, V4, Family
-from tortie.dataplane.drivers.errors import KernelError
 from tortie.dataplane.drivers.links import LinkEvent
 from tortie.dataplane.drivers.routes import Route
 from tortie.dataplane.managers.block_routes import BlockRoutesManager

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from tortie.common.errors import KernelError
 from tortie.common.ipfamily import V4, V6
-from tortie.dataplane.drivers.errors import KernelError
 from tortie.dataplane.drivers.links import LinkEvent
 from tortie.dataplane.drivers.routes import Route
 from tortie.dataplane.managers.manager_api import ApplyIncomplete

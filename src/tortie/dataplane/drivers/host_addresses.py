@@ -8,64 +8,35 @@ addresses} for every interface of the namespace (IPv4 and IPv6, any scope). Rais
 when the kernel cannot be asked.
 
 Real implementation `NetlinkHostAddresses(netns=None)`: one RTM_GETADDR dump and one RTM_GETLINK
-dump (for the names) on a raw rtnetlink socket opened for the call, in the namespace (a
-`NetnsWorker` when one is named; the calling thread's own namespace otherwise). Rare calls (a host
-endpoint changes, an interface comes or goes, the periodic refresh), so nothing is kept open.
+dump (for the names) on an rtnetlink socket (`tortie.kernel.rtnl.Rtnl`) opened for the call, in the
+namespace (a `NetnsWorker` when one is named; the calling thread's own namespace otherwise). Rare
+calls (a host endpoint changes, an interface comes or goes, the periodic refresh), so nothing is
+kept open.
 `StaticHostAddresses(mapping)` serves tests.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import socket
-import struct
 from collections.abc import Mapping
 from typing import Protocol
 
-from tortie.dataplane.drivers.errors import KernelError
-from tortie.dataplane.drivers.netns_worker import NetnsWorker
-from tortie.dataplane.drivers.rtnetlink import RtnlSocket, parse_attrs
-
-RTM_NEWADDR = 20
-RTM_GETADDR = 22
-IFA_ADDRESS = 1
-IFA_LOCAL = 2
-_IFADDRMSG = struct.Struct("=BBBBI")
+from tortie.common.errors import KernelError, NetlinkError
+from tortie.kernel.netns import NetnsWorker
+from tortie.kernel.rtnl import Rtnl
 
 
 class HostAddressDriver(Protocol):
     def interface_addresses(self) -> dict[str, frozenset[str]]: ...
 
 
-class _AddressSocket(RtnlSocket):
-    """An rtnetlink socket that can also dump addresses."""
-
-    def dump_addresses(self) -> list[tuple[int, str]]:
-        """(interface index, address) of every address in the namespace."""
-        body = _IFADDRMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
-        out = []
-        for kind, data, start, end in self._dump(RTM_GETADDR, body):
-            if kind != RTM_NEWADDR:
-                continue
-            family, _plen, _flags, _scope, index = _IFADDRMSG.unpack_from(data, start)
-            attrs = parse_attrs(data, start + _IFADDRMSG.size, end)
-            raw = attrs.get(IFA_LOCAL) or attrs.get(IFA_ADDRESS)
-            if raw is not None and family in (socket.AF_INET, socket.AF_INET6):
-                out.append((index, str(ipaddress.ip_address(raw))))
-        return out
-
-
 def _read() -> dict[str, frozenset[str]]:
-    sock = _AddressSocket()
-    try:
-        names = {link.index: link.name for link in sock.dump_links()}
+    with Rtnl() as rtnl:
+        names = {link.ifindex: link.name for link in rtnl.links()}
         found: dict[str, set[str]] = {}
-        for index, addr in sock.dump_addresses():
-            name = names.get(index)
+        for addr in rtnl.addrs():
+            name = names.get(addr.ifindex)
             if name is not None:
-                found.setdefault(name, set()).add(addr)
-    finally:
-        sock.close()
+                found.setdefault(name, set()).add(str(addr.address.ip))
     return {name: frozenset(addrs) for name, addrs in found.items()}
 
 
@@ -82,7 +53,7 @@ class NetlinkHostAddresses:
                 return worker.call(_read)
             finally:
                 worker.close()
-        except OSError as exc:
+        except NetlinkError as exc:
             raise KernelError(f"listing interface addresses failed: {exc}", exc.errno) from exc
 
 

@@ -9,37 +9,35 @@ Events: `LinkEvent(kind, link)` with kind `added`, `removed`, `up` or `down`. A 
 `removed` (old name) then `added` (new name); an interface that appears already up produces only
 `added` (look at `link.is_up`).
 
-Monitor design: a thread waits on a raw NETLINK_ROUTE socket subscribed to RTMGRP_LINK (created in
-the driver's namespace). When anything arrives it drains the socket, re-lists all links and
-diffs the new snapshot against the previous one. Consequences: bursts coalesce; a lost
-notification (ENOBUFS on overflow) is harmless, the next snapshot sees the truth; events carry
-whole `Link` values, never partial netlink attributes. `start_monitor` subscribes and takes the
-first snapshot before returning, so every change made after it returns is reported. Callbacks run
-on the monitor thread and must be quick and thread-safe (the dataplane loop just enqueues them).
+Monitor design: a thread waits on a NETLINK_ROUTE socket subscribed to RTMGRP_LINK (a
+`tortie.kernel.netlink.NetlinkSocket` created in the driver's namespace). When anything arrives it
+drains the socket, re-lists all links and diffs the new snapshot against the previous one.
+Consequences: bursts coalesce; a lost notification (ENOBUFS on overflow) is harmless, the next
+snapshot sees the truth; events carry whole `Link` values, never partial netlink attributes.
+`start_monitor` subscribes and takes the first snapshot before returning, so every change made
+after it returns is reported. Callbacks run on the monitor thread and must be quick and thread-safe
+(the dataplane loop just enqueues them).
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import os
 import select
-import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from tortie.dataplane.drivers.errors import KernelError
-from tortie.dataplane.drivers.netns_worker import NetnsWorker
-from tortie.dataplane.drivers.rtnetlink import RtnlSocket
+from tortie.common.errors import KernelError
+from tortie.kernel.netlink import NETLINK_ROUTE, NetlinkSocket
+from tortie.kernel.netns import NetnsWorker
+from tortie.kernel.rtnl import Rtnl
+from tortie.kernel.rtnl_codec import IFF_UP, RTMGRP_LINK
 
 log = logging.getLogger(__name__)
 
-IFF_UP = 0x1
-RTMGRP_LINK = 0x1
-NETLINK_ROUTE = 0
 _UP_OPER_STATES = frozenset({"UP", "UNKNOWN"})
 _RETRY_AFTER_ERROR_S = 1.0
 
@@ -105,12 +103,12 @@ def diff_links(before: dict[int, Link], after: dict[int, Link]) -> list[LinkEven
 
 
 class NetlinkLinkDriver:
-    """`LinkDriver` over rtnetlink (raw sockets: `rtnetlink.RtnlSocket` for dumps, one subscribed
-    socket for notifications), both opened in the namespace by the worker thread."""
+    """`LinkDriver` over rtnetlink (`tortie.kernel.rtnl.Rtnl` for dumps, one subscribed socket for
+    notifications), both opened in the namespace by the worker thread."""
 
     def __init__(self, netns: str | None = None) -> None:
         self._worker = NetnsWorker(netns, name="link-driver")
-        self._rtnl: RtnlSocket | None = None
+        self._rtnl: Rtnl | None = None
         self._open_lock = threading.Lock()
         self._closed = False
         self._monitor: _Monitor | None = None
@@ -119,7 +117,7 @@ class NetlinkLinkDriver:
     def netns(self) -> str | None:
         return self._worker.netns
 
-    def _socket(self) -> RtnlSocket:
+    def _socket(self) -> Rtnl:
         rtnl = self._rtnl
         if rtnl is not None:
             return rtnl
@@ -127,44 +125,31 @@ class NetlinkLinkDriver:
             if self._closed:
                 raise KernelError(f"link driver for netns {self.netns or 'self'} is closed")
             if self._rtnl is None:
-                self._rtnl = self._worker.call(RtnlSocket)
+                self._rtnl = self._worker.call(Rtnl)
             return self._rtnl
 
     def _dump(self) -> list[Link]:
         links = [
-            Link(name=record.name, index=record.index, admin_up=bool(record.flags & IFF_UP),
+            Link(name=record.name, index=record.ifindex, admin_up=bool(record.flags & IFF_UP),
                  oper_state=record.oper_state, flags=record.flags)
-            for record in self._socket().dump_links()
+            for record in self._socket().links()
         ]
         return sorted(links, key=lambda link: link.index)
 
     def list_links(self) -> list[Link]:
-        try:
-            return self._dump()
-        except KernelError:
-            raise
-        except OSError as exc:
-            raise KernelError(f"list links: {exc.strerror or exc}", exc.errno) from exc
+        return self._dump()
 
     @staticmethod
-    def _subscribe() -> socket.socket:
-        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_ROUTE)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-            sock.bind((0, RTMGRP_LINK))
-            sock.setblocking(False)
-        except OSError:
-            sock.close()
-            raise
-        return sock
+    def _subscribe() -> NetlinkSocket:
+        return NetlinkSocket(NETLINK_ROUTE, groups=RTMGRP_LINK)
 
     def start_monitor(self, callback: LinkCallback) -> None:
         if self._monitor is not None:
             raise RuntimeError("link monitor already running")
         try:
-            sock: socket.socket = self._worker.call(self._subscribe)
-        except OSError as exc:
-            raise KernelError(f"subscribe to link events: {exc.strerror}", exc.errno) from exc
+            sock = self._worker.call(self._subscribe)
+        except KernelError as exc:
+            raise KernelError(f"subscribe to link events: {exc}", exc.errno) from exc
         try:
             first = {link.index: link for link in self.list_links()}
         except KernelError:
@@ -192,7 +177,7 @@ class _Monitor:
 
     def __init__(
         self,
-        sock: socket.socket,
+        sock: NetlinkSocket,
         list_links: Callable[[], list[Link]],
         callback: LinkCallback,
         first: dict[int, Link],
@@ -218,17 +203,6 @@ class _Monitor:
         os.close(self._wake_r)
         os.close(self._wake_w)
 
-    def _drain(self) -> None:
-        while True:
-            try:
-                self._sock.recv(1 << 16)
-            except BlockingIOError:
-                return
-            except OSError as exc:
-                if exc.errno == errno.ENOBUFS:  # notifications were lost: the snapshot covers it
-                    continue
-                raise
-
     def _run(self) -> None:
         timeout: float | None = None
         while not self._stopping.is_set():
@@ -237,9 +211,9 @@ class _Monitor:
                 return
             try:
                 if self._sock.fileno() in readable:
-                    self._drain()
+                    self._sock.discard_pending()  # lost notifications (ENOBUFS): the snapshot covers it
                 current = {link.index: link for link in self._list_links()}
-            except (OSError, KernelError) as exc:
+            except KernelError as exc:
                 log.warning("link monitor: reading links failed, retrying error=%s", exc)
                 timeout = _RETRY_AFTER_ERROR_S
                 continue

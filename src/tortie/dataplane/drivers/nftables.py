@@ -15,7 +15,7 @@ Errors become `NftError` (a DataplaneError) carrying nft's message.
 
 Fast path for element-only batches: a batch made only of `add element` / `delete element`
 commands on sets whose layout the driver knows (learned from `list_table` and from the `add set` /
-`add map` commands it ran) is sent as one raw nfnetlink batch (`nft_elements`), skipping
+`add map` commands it ran) is sent as one raw nfnetlink batch (`tortie.kernel.nfnetlink`), skipping
 libnftables' cache fill (the elements of every interval set, ~100 ms at 1,700 sets). Same
 atomicity; if the kernel rejects it, the layouts are forgotten and the batch is retried through
 libnftables, whose answer (success or nft's error message) is the result. `raw_elements=False`
@@ -41,9 +41,9 @@ from typing import Any, Protocol
 
 import orjson
 
-from tortie.common.errors import DataplaneError
-from tortie.dataplane.drivers.netns_worker import NetnsWorker
-from tortie.dataplane.drivers.nft_elements import ElementOp, ElementSocket, SetLayout, UnsupportedElement
+from tortie.common.errors import DataplaneError, KernelError
+from tortie.kernel.netns import NetnsWorker
+from tortie.kernel.nfnetlink import ElementOp, ElementSocket, SetLayout, UnsupportedElement
 
 log = logging.getLogger(__name__)
 
@@ -245,7 +245,7 @@ class NftablesDriver:
         try:
             sock = self._element_socket()
             return self._worker.call(sock.generation)
-        except OSError as exc:
+        except KernelError as exc:
             log.debug("nft generation unavailable reason=%s", exc)
             return None
 
@@ -270,7 +270,7 @@ class NftablesDriver:
         except UnsupportedElement as exc:
             log.debug("nft element batch not encodable raw; using libnftables reason=%s", exc)
             return False
-        except OSError as exc:
+        except KernelError as exc:
             if exc.errno == errno.EMSGSIZE:  # refused before sending: too big for one datagram
                 return False
             # Rejected (the kernel aborted the whole batch) or the socket failed: the layouts may be

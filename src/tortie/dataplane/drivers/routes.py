@@ -21,12 +21,13 @@ Errors: `LinkNotFound` when `ifname` does not exist, `KernelError` for every oth
 (e.g. ENETDOWN for an administratively down device). Deleting a route that is not there succeeds.
 
 Namespaces: `NetlinkRouteDriver(netns="name")` programs `/run/netns/name` through a netlink socket
-opened by a worker thread that entered it (see netns_worker); a missing namespace is an error,
-never created.
+opened by a worker thread that entered it (`tortie.kernel.netns.NetnsWorker`); a missing namespace is
+an error (`NetnsNotFound`), never created.
 
 Cost (the agent's start-up programs hundreds of routes, an endpoint add one): a write is one
 RTM_GETLINK by name and one acknowledged RTM_NEWROUTE on the caller's thread; a read-back is one
-kernel-filtered route dump per family plus one link dump (see rtnetlink.py for the wire format).
+kernel-filtered route dump per family plus one link dump. The wire work is `tortie.kernel.rtnl`'s;
+this module maps its records to `Route` values and its errors to the driver's contract.
 """
 
 from __future__ import annotations
@@ -39,9 +40,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TypeVar
 
-from tortie.dataplane.drivers.errors import KernelError, LinkNotFound
-from tortie.dataplane.drivers.netns_worker import NetnsWorker
-from tortie.dataplane.drivers.rtnetlink import RouteRecord, RtnlSocket, route_body
+from tortie.common.errors import KernelError, LinkNotFound, NetlinkError
+from tortie.kernel import rtnl_codec
+from tortie.kernel.netns import NetnsWorker
+from tortie.kernel.rtnl import Rtnl
 
 T = TypeVar("T")
 
@@ -50,11 +52,13 @@ MAIN_TABLE = 254
 
 RouteKind = Literal["unicast", "blackhole", "unreachable", "prohibit", "other"]
 
-_RTN_TO_KIND: dict[int, RouteKind] = {1: "unicast", 6: "blackhole", 7: "unreachable", 8: "prohibit"}
+_RTN_TO_KIND: dict[int, RouteKind] = {
+    rtnl_codec.RTN_UNICAST: "unicast",
+    rtnl_codec.RTN_BLACKHOLE: "blackhole",
+    rtnl_codec.RTN_UNREACHABLE: "unreachable",
+    rtnl_codec.RTN_PROHIBIT: "prohibit",
+}
 _KIND_TO_RTN: dict[str, int] = {kind: rtn for rtn, kind in _RTN_TO_KIND.items()}
-RT_SCOPE_UNIVERSE = 0
-RT_SCOPE_LINK = 253
-RT_SCOPE_NOWHERE = 255  # in a delete request: "any scope" (what `ip route del` sends)
 
 
 def canonical_cidr(dst: str) -> str:
@@ -120,8 +124,7 @@ class RouteDriver(Protocol):
 
 
 class NetlinkRouteDriver:
-    """`RouteDriver` over rtnetlink (raw socket, `rtnetlink.RtnlSocket`), in the process's or a named
-    namespace.
+    """`RouteDriver` over rtnetlink (`tortie.kernel.rtnl.Rtnl`), in the process's or a named namespace.
 
     The socket is opened in the namespace by the driver's worker thread, once; netlink sockets keep
     their namespace whichever thread uses them, so requests then run on the caller's thread (no
@@ -137,7 +140,7 @@ class NetlinkRouteDriver:
             raise ValueError(f"route protocol must be 1..255, not {protocol}")
         self._protocol = protocol
         self._worker = NetnsWorker(netns, name="route-driver")
-        self._rtnl: RtnlSocket | None = None
+        self._rtnl: Rtnl | None = None
         self._open_lock = threading.Lock()
         self._closed = False
 
@@ -149,7 +152,7 @@ class NetlinkRouteDriver:
     def netns(self) -> str | None:
         return self._worker.netns
 
-    def _socket(self) -> RtnlSocket:
+    def _socket(self) -> Rtnl:
         rtnl = self._rtnl
         if rtnl is not None:
             return rtnl
@@ -157,63 +160,66 @@ class NetlinkRouteDriver:
             if self._closed:
                 raise KernelError(f"route driver for netns {self.netns or 'self'} is closed")
             if self._rtnl is None:
-                self._rtnl = self._worker.call(RtnlSocket)  # created inside the namespace
+                self._rtnl = self._worker.call(Rtnl)  # created inside the namespace
             return self._rtnl
 
     def _ifindex(self, ifname: str) -> int:
         link = self._socket().get_link(ifname)
         if link is None:
             raise LinkNotFound(f"interface {ifname} does not exist", errno.ENODEV)
-        return link.index
+        return link.ifindex
 
     def _dump(self, table: int) -> list[Route]:
         rtnl = self._socket()
-        records = [record for family in (socket.AF_INET, socket.AF_INET6)
-                   for record in rtnl.dump_routes(family, table, self._protocol)]
-        ours = [record for record in records if record.protocol == self._protocol and record.table == table]
+        ours = [record for family in (socket.AF_INET, socket.AF_INET6)
+                for record in rtnl.routes(family, table, self._protocol)]
         names: dict[int, str] = {}
         if any(record.oif is not None for record in ours):
-            names = {link.index: link.name for link in rtnl.dump_links()}
+            names = {link.ifindex: link.name for link in rtnl.links()}
         return sorted(self._parse(record, names, table) for record in ours)
 
     @staticmethod
-    def _parse(record: RouteRecord, names: dict[int, str], table: int) -> Route:
-        cidr = str(ipaddress.ip_network(f"{record.dst}/{record.dst_len}", strict=False))
+    def _parse(record: rtnl_codec.Route, names: dict[int, str], table: int) -> Route:
+        cidr = str(record.dst)
         kind = _RTN_TO_KIND.get(record.type, "other")
         if kind != "unicast":
             return Route(cidr, kind, table=table)
         ifname = names.get(record.oif) if record.oif is not None else None
         if record.multipath or (ifname is None and record.gateway is None):
             return Route(cidr, "other", table=table)  # multipath or unresolvable: report, never equal
-        return Route(cidr, "unicast", ifname=ifname, gateway=record.gateway, table=table)
+        gateway = str(record.gateway) if record.gateway is not None else None
+        return Route(cidr, "unicast", ifname=ifname, gateway=gateway, table=table)
 
-    def _body(self, route: Route, *, delete: bool) -> bytes:
-        rtype = _KIND_TO_RTN.get(route.kind, 1)
-        v6 = route.family == socket.AF_INET6
-        if delete:  # IPv4 matches on scope: "nowhere" means any (as `ip route del`); IPv6 ignores it
-            scope = RT_SCOPE_UNIVERSE if v6 else RT_SCOPE_NOWHERE
-            return route_body(family=route.family, dst=route.dst, table=route.table, protocol=self._protocol,
-                              scope=scope, rtype=rtype)
+    def _replace(self, route: Route) -> None:
         oif: int | None = None
-        scope = RT_SCOPE_UNIVERSE
+        scope = rtnl_codec.RT_SCOPE_UNIVERSE
         if route.kind == "unicast":
             if route.ifname is not None:
                 oif = self._ifindex(route.ifname)
-            if not v6 and not route.gateway:
-                scope = RT_SCOPE_LINK
-        return route_body(family=route.family, dst=route.dst, table=route.table, protocol=self._protocol,
-                          scope=scope, rtype=rtype, oif=oif, gateway=route.gateway)
-
-    def _replace(self, route: Route) -> None:
-        self._socket().new_route(self._body(route, delete=False))
+            if route.family == socket.AF_INET and not route.gateway:
+                scope = rtnl_codec.RT_SCOPE_LINK
+        self._socket().add_route(
+            ipaddress.ip_network(route.dst),
+            oif=oif,
+            gateway=ipaddress.ip_address(route.gateway) if route.gateway else None,
+            scope=scope,
+            protocol=self._protocol,
+            table=route.table,
+            type=_KIND_TO_RTN.get(route.kind, rtnl_codec.RTN_UNICAST),
+            replace=True,
+        )
 
     def _delete(self, route: Route) -> None:
-        try:
-            self._socket().del_route(self._body(route, delete=True))
-        except OSError as exc:
-            if exc.errno in (errno.ESRCH, errno.ENOENT):
-                return
-            raise
+        # IPv4 matches on scope: "nowhere" means any (as `ip route del`); IPv6 ignores it. A route
+        # already gone is success.
+        v6 = route.family == socket.AF_INET6
+        self._socket().delete_route(
+            ipaddress.ip_network(route.dst),
+            scope=rtnl_codec.RT_SCOPE_UNIVERSE if v6 else rtnl_codec.RT_SCOPE_NOWHERE,
+            protocol=self._protocol,
+            table=route.table,
+            type=_KIND_TO_RTN.get(route.kind, rtnl_codec.RTN_UNICAST),
+        )
 
     # -- caller side ----------------------------------------------------------------------------
 
@@ -221,14 +227,10 @@ class NetlinkRouteDriver:
     def _run(what: str, fn: Callable[..., T], *args: Any) -> T:
         try:
             return fn(*args)
-        except KernelError:
-            raise
-        except OSError as exc:
-            code = exc.errno
-            reason = exc.strerror or str(exc)
-            if code == errno.ENODEV:
-                raise LinkNotFound(f"{what}: {reason}", code) from exc
-            raise KernelError(f"{what}: {reason}", code) from exc
+        except NetlinkError as exc:
+            if exc.errno == errno.ENODEV:
+                raise LinkNotFound(f"{what}: {exc.reason}", exc.errno) from exc
+            raise KernelError(f"{what}: {exc.reason}", exc.errno) from exc
 
     def list_routes(self, table: int = MAIN_TABLE) -> list[Route]:
         return self._run(f"list routes (table {table})", self._dump, table)

@@ -49,8 +49,8 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Literal
 
+from tortie.common.errors import KernelError
 from tortie.common.ipfamily import V6
-from tortie.dataplane.drivers.errors import KernelError
 from tortie.dataplane.drivers.links import LinkEvent
 from tortie.dataplane.drivers.sysctl import SysctlDriver
 from tortie.dataplane.managers.manager_api import ApplyIncomplete, apply_each

@@ -20,9 +20,10 @@ from collections.abc import Mapping
 
 from tortie.common.errors import DataplaneError
 from tortie.dataplane.drivers.links import LinkEvent
-from tortie.dataplane.drivers.sysctl import SysctlDriver, check_key
+from tortie.dataplane.drivers.sysctl import SysctlDriver
 from tortie.dataplane.managers.manager_api import ApplyIncomplete
 from tortie.dataplane.messages import Message
+from tortie.kernel.sysctl import check_key
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Set and map element changes as raw nfnetlink batches: the fast path of `NftablesDriver`.
+"""nftables set and map element changes as raw nfnetlink batches (the policy manager's fast path).
 
 Why: libnftables 1.0.6 (Debian 12) fills its cache before any element command, and for element
 commands that cache holds the elements of every interval set in every table, so one label change
@@ -9,11 +9,11 @@ Input: a table name and `ElementOp`s (add or delete; set name; the set's `SetLay
 the libnftables JSON forms `tortie.dataplane.nft.ir` emits). Output: ONE batch on a
 NETLINK_NETFILTER socket (BATCH_BEGIN, one message per op in the given order, BATCH_END) that the
 kernel commits or aborts as a whole, exactly like a libnftables transaction. `ElementSocket.apply`
-returns once the kernel committed, or raises `OSError(errno, text)` and nothing changed.
+returns once the kernel committed, or raises `NetlinkError` (errno, kernel text) and nothing changed.
 
-Wire format (linux/netfilter/nfnetlink.h, nf_tables.h; cross-checked with `nft --debug=netlink`):
+Wire format (linux/netfilter/nfnetlink.h, nf_tables.h; cross-checked with `nft --debug=netlink`);
+every message body starts with nfgenmsg family:u8 version:u8 res_id:be16:
 
-    nlmsghdr  len:u32 type:u16 flags:u16 seq:u32 pid:u32; then nfgenmsg family:u8 version:u8 res_id:be16
     batch begin/end: type 0x10/0x11, nfgenmsg(AF_UNSPEC, 0, NFNL_SUBSYS_NFTABLES)
     element message: type (NFNL_SUBSYS_NFTABLES << 8) | NEWSETELEM (12) or DELSETELEM (14),
         nfgenmsg(NFPROTO_INET, 0, 0), LIST_TABLE str, LIST_SET str, LIST_ELEMENTS nest of LIST_ELEM nests:
@@ -32,39 +32,33 @@ transaction increments: the policy manager compares it with the one its own last
 skip reading back a table nobody else touched.
 
 Invariants: only the ACK of the last element message is requested; errors are always reported
-(before that ACK, in message order), so `apply` reads until that ACK or the first error. Replies of
-other sequence numbers (what was left of an aborted batch) are skipped. A batch larger than the
-socket's send buffer is refused (`fits` says so beforehand).
+(before that ACK, in message order), so `apply` reads until that ACK or the first error (see
+`NetlinkSocket.batch`). A batch larger than the socket's send buffer is refused before sending
+(`NetlinkError` EMSGSIZE; `fits` says so beforehand).
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import ipaddress
-import os
-import socket
 import struct
-import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-NETLINK_NETFILTER = 12
-SOL_NETLINK = 270
-NETLINK_CAP_ACK = 10
-NETLINK_EXT_ACK = 11
-SO_SNDBUFFORCE = 32
-SO_RCVBUFFORCE = 33
-
-NLMSG_ERROR = 2
-NLM_F_REQUEST = 0x1
-NLM_F_ACK = 0x4
-NLM_F_CAPPED = 0x100
-NLM_F_ACK_TLVS = 0x200
-NLM_F_CREATE = 0x400
-NLA_F_NESTED = 0x8000
-NLMSGERR_ATTR_MSG = 1
+from tortie.common.errors import NetlinkError
+from tortie.kernel.netlink import (
+    NETLINK_NETFILTER,
+    NLM_F_ACK,
+    NLM_F_CREATE,
+    NetlinkSocket,
+    align,
+    attr,
+    attr_str,
+    get_be32,
+    nest,
+    parse_attrs,
+)
 
 NFNL_SUBSYS_NFTABLES = 10
 NFNL_MSG_BATCH_BEGIN = 0x10
@@ -74,6 +68,7 @@ NFT_MSG_DELSETELEM = 14
 NFT_MSG_NEWGEN = 15
 NFT_MSG_GETGEN = 16
 NFTA_GEN_ID = 1
+AF_UNSPEC = 0
 NFPROTO_INET = 1
 
 NFTA_SET_ELEM_LIST_TABLE = 1
@@ -97,16 +92,11 @@ VERDICT_CODES = {"accept": 1, "drop": 0, "continue": -1, "return": -5, "jump": -
 KEY_SIZES = {"ipv4_addr": 4, "ipv6_addr": 16, "ifname": 16, "inet_proto": 1, "inet_service": 2}
 PROTOCOL_NUMBERS = {"tcp": 6, "udp": 17, "sctp": 132, "udplite": 136, "icmp": 1, "icmpv6": 58}
 
-_HDR = struct.Struct("=IHHII")
 _NFGEN = struct.Struct("=BBH")
-_NLA = struct.Struct("=HH")
 _BE32 = struct.Struct(">I")
 _BE32S = struct.Struct(">i")
-_I32 = struct.Struct("=i")
 
 _BUFFER = 8 << 20
-_RECV_BUFFER = 1 << 16
-_TIMEOUT_S = 10.0
 
 
 class UnsupportedElement(ValueError):
@@ -144,19 +134,6 @@ class ElementOp:
 
 
 # -- encoding -------------------------------------------------------------------------------------------
-def _align(n: int) -> int:
-    return (n + 3) & ~3
-
-
-def _nla(kind: int, payload: bytes) -> bytes:
-    length = _NLA.size + len(payload)
-    return _NLA.pack(length, kind) + payload + b"\0" * (_align(length) - length)
-
-
-def _nest(kind: int, payload: bytes) -> bytes:
-    return _nla(kind | NLA_F_NESTED, payload)
-
-
 def _part_bytes(kind: str, value: Any) -> bytes:
     if kind in ("ipv4_addr", "ipv6_addr"):
         if not isinstance(value, str):
@@ -192,7 +169,7 @@ def key_bytes(layout: SetLayout, value: Any) -> bytes:
     out = b""
     for kind, part in zip(layout.key, parts, strict=True):
         raw = _part_bytes(kind, part)
-        out += raw + b"\0" * (_align(len(raw)) - len(raw))
+        out += raw + b"\0" * (align(len(raw)) - len(raw))
     return out
 
 
@@ -229,20 +206,20 @@ def _verdict(value: Any) -> bytes:
     ((kind, body),) = value.items()
     if kind not in VERDICT_CODES:
         raise UnsupportedElement(f"verdict {value!r}")
-    inner = _nla(NFTA_VERDICT_CODE, _BE32S.pack(VERDICT_CODES[kind]))
+    inner = attr(NFTA_VERDICT_CODE, _BE32S.pack(VERDICT_CODES[kind]))
     if kind in ("jump", "goto"):
         target = body.get("target") if isinstance(body, dict) else None
         if not isinstance(target, str) or not target:
             raise UnsupportedElement(f"verdict {value!r}")
-        inner += _nla(NFTA_VERDICT_CHAIN, target.encode() + b"\0")
-    return _nest(NFTA_SET_ELEM_DATA, _nest(NFTA_DATA_VERDICT, inner))
+        inner += attr(NFTA_VERDICT_CHAIN, target.encode() + b"\0")
+    return nest(NFTA_SET_ELEM_DATA, nest(NFTA_DATA_VERDICT, inner))
 
 
 def _element(key: bytes, *, end: bool = False, extra: bytes = b"") -> bytes:
-    body = _nest(NFTA_SET_ELEM_KEY, _nla(NFTA_DATA_VALUE, key))
+    body = nest(NFTA_SET_ELEM_KEY, attr(NFTA_DATA_VALUE, key))
     if end:
-        body += _nla(NFTA_SET_ELEM_FLAGS, _BE32.pack(NFT_SET_ELEM_INTERVAL_END))
-    return _nest(NFTA_LIST_ELEM, body + extra)
+        body += attr(NFTA_SET_ELEM_FLAGS, _BE32.pack(NFT_SET_ELEM_INTERVAL_END))
+    return nest(NFTA_LIST_ELEM, body + extra)
 
 
 def encode_elements(op: ElementOp) -> bytes:
@@ -255,7 +232,7 @@ def encode_elements(op: ElementOp) -> bytes:
             size = KEY_SIZES[layout.key[0]]
             top = (1 << (8 * size)) - 1
             open_ended = hi == top
-            extra = _nla(NFTA_SET_ELEM_USERDATA, _OPEN_INTERVAL_UDATA) if open_ended and op.add else b""
+            extra = attr(NFTA_SET_ELEM_USERDATA, _OPEN_INTERVAL_UDATA) if open_ended and op.add else b""
             out.append(_element(lo.to_bytes(size, "big"), extra=extra))
             if not open_ended:
                 out.append(_element((hi + 1).to_bytes(size, "big"), end=True))
@@ -272,160 +249,59 @@ def encode_elements(op: ElementOp) -> bytes:
     return b"".join(out)
 
 
-def _message(kind: int, flags: int, seq: int, family: int, res_id: int, body: bytes) -> bytes:
-    payload = _NFGEN.pack(family, 0, socket.htons(res_id)) + body
-    return _HDR.pack(_HDR.size + len(payload), kind, flags | NLM_F_REQUEST, seq, 0) + payload
+def nfgenmsg(family: int, res_id: int = 0) -> bytes:
+    """The header of every nfnetlink message body (res_id is big endian)."""
+    return bytes((family, 0)) + res_id.to_bytes(2, "big")
 
 
-def encode_batch(table: str, ops: Sequence[ElementOp], first_seq: int) -> tuple[bytes, int]:
-    """The whole batch, and the sequence number of its last element message (the one acked).
-    Sequence numbers: begin = first_seq, op i = first_seq + 1 + i, end = first_seq + 1 + len(ops)."""
+def batch_messages(table: str, ops: Sequence[ElementOp]) -> list[tuple[int, int, bytes]]:
+    """The batch as (type, flags, body): BATCH_BEGIN, one message per op, BATCH_END. Only the last op
+    asks for an ACK; it is at index len(ops)."""
     if not ops:
         raise ValueError("an element batch needs at least one op")
-    parts = [_message(NFNL_MSG_BATCH_BEGIN, 0, first_seq, socket.AF_UNSPEC, NFNL_SUBSYS_NFTABLES, b"")]
-    table_attr = _nla(NFTA_SET_ELEM_LIST_TABLE, table.encode() + b"\0")
-    last = first_seq
+    frame = nfgenmsg(AF_UNSPEC, NFNL_SUBSYS_NFTABLES)
+    parts = [(NFNL_MSG_BATCH_BEGIN, 0, frame)]
+    table_attr = attr_str(NFTA_SET_ELEM_LIST_TABLE, table)
     for i, op in enumerate(ops):
-        last = first_seq + 1 + i
         kind = (NFNL_SUBSYS_NFTABLES << 8) | (NFT_MSG_NEWSETELEM if op.add else NFT_MSG_DELSETELEM)
         flags = (NLM_F_CREATE if op.add else 0) | (NLM_F_ACK if i == len(ops) - 1 else 0)
         body = (
-            table_attr
-            + _nla(NFTA_SET_ELEM_LIST_SET, op.set_name.encode() + b"\0")
-            + _nest(NFTA_SET_ELEM_LIST_ELEMENTS, encode_elements(op))
+            nfgenmsg(NFPROTO_INET)
+            + table_attr
+            + attr_str(NFTA_SET_ELEM_LIST_SET, op.set_name)
+            + nest(NFTA_SET_ELEM_LIST_ELEMENTS, encode_elements(op))
         )
-        parts.append(_message(kind, flags, last, NFPROTO_INET, 0, body))
-    parts.append(_message(NFNL_MSG_BATCH_END, 0, last + 1, socket.AF_UNSPEC, NFNL_SUBSYS_NFTABLES, b""))
-    return b"".join(parts), last
-
-
-# -- the socket -----------------------------------------------------------------------------------------
-def _error_text(data: bytes, body_at: int, end: int, flags: int) -> str | None:
-    """The extended-ack message of an error reply, if the kernel gave one."""
-    if not flags & NLM_F_ACK_TLVS:
-        return None
-    inner = body_at + 4
-    if inner + _HDR.size > end:
-        return None
-    inner_len = _HDR.unpack_from(data, inner)[0]
-    offset = inner + (_HDR.size if flags & NLM_F_CAPPED else _align(inner_len))
-    while offset + _NLA.size <= end:
-        length, kind = _NLA.unpack_from(data, offset)
-        if length < _NLA.size:
-            break
-        if kind & 0x3FFF == NLMSGERR_ATTR_MSG:
-            return data[offset + _NLA.size : offset + length].split(b"\0", 1)[0].decode("utf-8", "replace")
-        offset += _align(length)
-    return None
+        parts.append((kind, flags, body))
+    parts.append((NFNL_MSG_BATCH_END, 0, frame))
+    return parts
 
 
 class ElementSocket:
     """A NETLINK_NETFILTER socket in the network namespace of the thread that creates it."""
 
     def __init__(self) -> None:
-        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_NETFILTER)
-        try:
-            for forced, plain in ((SO_SNDBUFFORCE, socket.SO_SNDBUF), (SO_RCVBUFFORCE, socket.SO_RCVBUF)):
-                try:
-                    sock.setsockopt(socket.SOL_SOCKET, forced, _BUFFER)
-                except OSError:  # without CAP_NET_ADMIN: as much as the system allows
-                    sock.setsockopt(socket.SOL_SOCKET, plain, _BUFFER)
-            sock.bind((0, 0))
-            sock.settimeout(_TIMEOUT_S)
-            for option in (NETLINK_CAP_ACK, NETLINK_EXT_ACK):
-                with contextlib.suppress(OSError):
-                    sock.setsockopt(SOL_NETLINK, option, 1)
-            self._send_limit = sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) - 64
-        except BaseException:
-            sock.close()
-            raise
-        self._sock = sock
-        self._lock = threading.Lock()
-        self._seq = 0
-        self._buffer = bytearray(_RECV_BUFFER)
+        self.sock = NetlinkSocket(NETLINK_NETFILTER, buffer=_BUFFER)
 
     def close(self) -> None:
-        self._sock.close()
+        self.sock.close()
 
     def fits(self, size: int) -> bool:
-        return size <= self._send_limit
+        return size <= self.sock.send_limit
 
     def generation(self) -> int:
         """The ruleset generation of the namespace (every committed nftables transaction, by anyone,
         increments it)."""
-        with self._lock:
-            seq = self._seq + 1 if self._seq < 0x7FFF0000 else 1
-            self._seq = seq
-            kind = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETGEN
-            self._sock.send(_message(kind, NLM_F_ACK, seq, socket.AF_UNSPEC, 0, b""))
-            found: int | None = None
-            view = memoryview(self._buffer)
-            while True:
-                try:
-                    size = self._sock.recv_into(view)
-                except TimeoutError:
-                    raise OSError(errno.ETIMEDOUT, "no answer from the kernel to GETGEN") from None
-                data = bytes(view[:size])
-                offset = 0
-                while offset + _HDR.size <= size:
-                    length, msg_kind, _flags, msg_seq, _pid = _HDR.unpack_from(data, offset)
-                    if length < _HDR.size:
-                        break
-                    body_at, end = offset + _HDR.size, min(offset + length, size)
-                    offset += _align(length)
-                    if msg_seq != seq:
-                        continue
-                    if msg_kind == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWGEN:
-                        attr_at = body_at + _NFGEN.size
-                        while attr_at + _NLA.size <= end:
-                            attr_len, attr_kind = _NLA.unpack_from(data, attr_at)
-                            if attr_len < _NLA.size:
-                                break
-                            if attr_kind & 0x3FFF == NFTA_GEN_ID and attr_len >= 8:
-                                found = _BE32.unpack_from(data, attr_at + _NLA.size)[0]
-                            attr_at += _align(attr_len)
-                    elif msg_kind == NLMSG_ERROR:
-                        code = -_I32.unpack_from(data, body_at)[0]
-                        if code != 0:
-                            raise OSError(code, os.strerror(code))
-                        if found is None:
-                            raise OSError(errno.EPROTO, "GETGEN answered without a generation")
-                        return found
+        what = "get the nftables generation"
+        kind = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETGEN
+        for msg_kind, body in self.sock.request(kind, 0, nfgenmsg(AF_UNSPEC), what):
+            if msg_kind == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWGEN:
+                found = get_be32(parse_attrs(body, _NFGEN.size).get(NFTA_GEN_ID))
+                if found is not None:
+                    return found
+        raise NetlinkError(what, errno.EPROTO, "GETGEN answered without a generation")
 
     def apply(self, table: str, ops: Sequence[ElementOp]) -> None:
-        """Send one batch and wait for the kernel's verdict (raises OSError; nothing changed then).
+        """Send one batch and wait for the kernel's verdict (`NetlinkError`: nothing changed).
         Raises UnsupportedElement before sending anything when an element cannot be encoded, and
-        OSError(EMSGSIZE) when the batch does not fit the socket."""
-        with self._lock:
-            first = self._seq + 1 if self._seq < 0x7FFF0000 else 1
-            payload, last = encode_batch(table, ops, first)
-            if not self.fits(len(payload)):
-                raise OSError(errno.EMSGSIZE, f"element batch of {len(payload)} bytes: over the send buffer")
-            self._seq = last + 1
-            self._sock.send(payload)
-            self._await(first, last)
-
-    def _await(self, first: int, last: int) -> None:
-        view = memoryview(self._buffer)
-        while True:
-            try:
-                size = self._sock.recv_into(view)
-            except TimeoutError:
-                raise OSError(errno.ETIMEDOUT, "no answer from the kernel to an element batch") from None
-            data = bytes(view[:size])
-            offset = 0
-            while offset + _HDR.size <= size:
-                length, kind, msg_flags, seq, _pid = _HDR.unpack_from(data, offset)
-                if length < _HDR.size:
-                    break
-                end = min(offset + length, size)
-                body_at = offset + _HDR.size
-                offset += _align(length)
-                if kind != NLMSG_ERROR or not first <= seq <= last + 1:
-                    continue  # a late reply to an earlier batch (skipped by its sequence number)
-                code = -_I32.unpack_from(data, body_at)[0]
-                if code != 0:  # the batch was aborted; its other replies are skipped next time
-                    text = _error_text(data, body_at, end, msg_flags)
-                    raise OSError(code, os.strerror(code) + (f" ({text})" if text else ""))
-                if seq == last:
-                    return
+        NetlinkError(EMSGSIZE) when the batch does not fit the socket."""
+        self.sock.batch(batch_messages(table, ops), len(ops), f"element batch on table {table}")
