@@ -1,6 +1,6 @@
 """tortie.cni: the `tortie` CNI plugin and the `tortie-ipam` IPAM plugin (reference §7, §5.6).
 
-    plugin.py / ipam_plugin.py   executables' entry points (python -m ...)
+    main.py                      the executables' one entry point: main("tortie") / main("tortie-ipam")
     runner.py                    the CNI calling convention: env + stdin -> verb -> stdout, exit code
     request.py, netconf.py       the runtime's inputs, parsed and checked before any side effect
     result.py                    results and their conversion between CNI versions

@@ -2,10 +2,10 @@
 
 CNI runtimes run the executable named by the network config's `type`, found in their plugin
 directories (CNI_PATH). The Python console script `tortie` is already the CLI, so the plugins are
-provided as two small launchers that run this installation's interpreter on the plugin modules:
+provided as two small launchers that run this installation's interpreter on the one entry module:
 
-    DIR/tortie       #!<python> -IS  -> tortie.cni.plugin.main()
-    DIR/tortie-ipam  #!<python> -IS  -> tortie.cni.ipam_plugin.main()
+    DIR/tortie       #!<python> -IS  -> tortie.cni.main.main("tortie")
+    DIR/tortie-ipam  #!<python> -IS  -> tortie.cni.main.main("tortie-ipam")
 
 Every CNI call is a new process, so start-up is latency (docs/design/cni.md, "Start-up cost"):
 
@@ -23,7 +23,7 @@ Every CNI call is a new process, so start-up is latency (docs/design/cni.md, "St
   handlers, thread joins and flushing all run.
 
 If the interpreter path cannot be a shebang (too long or containing whitespace), a /bin/sh launcher
-`exec`s `python -I -m <module>` instead (the modules' `__main__` blocks do the same with the
+`exec`s `python -I -m tortie.cni.main <name>` instead (its `__main__` block does the same with the
 collector). Files are written atomically (temp file + rename), mode 0755.
 """
 
@@ -35,7 +35,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-PLUGINS = {"tortie": "tortie.cni.plugin", "tortie-ipam": "tortie.cni.ipam_plugin"}
+from tortie.cni.main import PLUGINS
+
+ENTRY_MODULE = "tortie.cni.main"  # PLUGINS: the names runtimes look up (a network config's "type")
 _MAX_SHEBANG = 120
 
 
@@ -60,12 +62,13 @@ def import_paths() -> list[str]:
     return paths
 
 
-def launcher_text(python: str, module: str, paths: Sequence[str] | None = None) -> str:
-    """The launcher script. With `paths`, the interpreter runs without `site` and imports from them."""
+def launcher_text(python: str, plugin: str, paths: Sequence[str] | None = None) -> str:
+    """The launcher of `plugin`. With `paths`, the interpreter runs without `site` and imports from them."""
+    module = ENTRY_MODULE
     if len(python) + 5 <= _MAX_SHEBANG and not any(c.isspace() for c in python):
         lines = [
             f"#!{python} {'-IS' if paths else '-I'}",
-            f"# tortie CNI launcher (written by `tortie cni install`): runs {module}",
+            f"# tortie CNI launcher (written by `tortie cni install`): runs {module} {plugin}",
             "import gc",
             "import sys",
             "",
@@ -85,14 +88,15 @@ def launcher_text(python: str, module: str, paths: Sequence[str] | None = None) 
         else:
             lines.append(f"from {module} import main")
         lines += [
-            "code = main()",
+            f"code = main({plugin!r})",
             "gc.freeze()  # spares the shutdown's final collection a walk over every object",
             "sys.exit(code)",
         ]
         return "\n".join(lines) + "\n"
     quoted = "'" + python.replace("'", "'\\''") + "'"
     return (
-        f"#!/bin/sh\n# tortie CNI launcher (written by `tortie cni install`)\nexec {quoted} -I -m {module}\n"
+        "#!/bin/sh\n# tortie CNI launcher (written by `tortie cni install`)\n"
+        f"exec {quoted} -I -m {module} {plugin}\n"
     )
 
 
@@ -103,10 +107,10 @@ def install(directory: str | os.PathLike[str], python: str | None = None) -> lis
     interpreter = python or sys.executable
     paths = import_paths() if interpreter == sys.executable else None
     out = []
-    for name, module in PLUGINS.items():
+    for name in PLUGINS:
         path = target / name
         tmp = target / f".{name}.tmp{os.getpid()}"
-        tmp.write_text(launcher_text(interpreter, module, paths))
+        tmp.write_text(launcher_text(interpreter, name, paths))
         tmp.chmod(0o755)
         os.replace(tmp, path)
         out.append(Installed(name, path))

@@ -1,4 +1,4 @@
-"""Verbs of the `tortie-ipam` CNI plugin (entry point: `tortie.cni.ipam_plugin`).
+"""Verbs of the `tortie-ipam` CNI plugin (entry point: `tortie.cni.main`).
 
 ADD assigns one address per enabled family (ipam.assign_ipv4 default true, assign_ipv6 default false)
 under handle `<network>.<containerID>` and returns them as single-address interfaces (/32, /128):
@@ -20,7 +20,7 @@ from tortie.cni.naming import WorkloadIdentity, identify
 from tortie.cni.netconf import NetConf, resolve_nodename
 from tortie.cni.request import CniRequest
 from tortie.cni.result import CniResult, IPConfig, from_wire
-from tortie.cni.runner import Handler
+from tortie.cni.runner import Handler, verb_handlers
 from tortie.common.errors import DatastoreUnavailable
 from tortie.datastore.api import Datastore
 
@@ -41,13 +41,7 @@ class TortieIpamPlugin:
         self.deps = deps or IpamDeps()
 
     def handlers(self) -> dict[str, Handler]:
-        return {
-            "ADD": self.add,
-            "DEL": self.delete,
-            "CHECK": self.check,
-            "STATUS": self.status,
-            "GC": self.gc,
-        }
+        return verb_handlers(self)
 
     @contextmanager
     def _datastore(self, conf: NetConf) -> Iterator[Datastore]:

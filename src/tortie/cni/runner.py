@@ -18,6 +18,7 @@ import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from tortie.cni.errors import INCOMPATIBLE_VERSION, CniError, classify
 from tortie.cni.netconf import (
@@ -37,6 +38,27 @@ Handler = Callable[[CniRequest, NetConf], CniResult | None]
 
 # The first spec version that defines each verb.
 _VERB_SINCE = {"CHECK": "0.4.0", "STATUS": "1.1.0", "GC": "1.1.0"}
+
+
+class CniVerbs(Protocol):
+    """What both executables implement (VERSION is answered by `run` itself)."""
+
+    def add(self, req: CniRequest, conf: NetConf) -> CniResult | None: ...
+    def delete(self, req: CniRequest, conf: NetConf) -> CniResult | None: ...
+    def check(self, req: CniRequest, conf: NetConf) -> CniResult | None: ...
+    def status(self, req: CniRequest, conf: NetConf) -> CniResult | None: ...
+    def gc(self, req: CniRequest, conf: NetConf) -> CniResult | None: ...
+
+
+def verb_handlers(verbs: CniVerbs) -> dict[str, Handler]:
+    """CNI_COMMAND -> the verb that serves it, for `run`."""
+    return {
+        "ADD": verbs.add,
+        "DEL": verbs.delete,
+        "CHECK": verbs.check,
+        "STATUS": verbs.status,
+        "GC": verbs.gc,
+    }
 
 
 @dataclass(frozen=True)

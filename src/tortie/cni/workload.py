@@ -46,7 +46,7 @@ from tortie.cni.netconf import IPAM_TYPE, NetConf, attachment_valid, resolve_mtu
 from tortie.cni.plumbing import GATEWAY_V4, GATEWAY_V6, PlumbedInterface, VethSpec, WorkloadPlumber
 from tortie.cni.request import CniRequest
 from tortie.cni.result import CniResult, Dns, Interface, IPConfig, RouteSpec, from_wire
-from tortie.cni.runner import Handler
+from tortie.cni.runner import Handler, verb_handlers
 from tortie.common.errors import DatastoreUnavailable
 from tortie.datastore.api import Datastore
 
@@ -151,13 +151,7 @@ class TortiePlugin:
         self.deps = deps or Deps()
 
     def handlers(self) -> dict[str, Handler]:
-        return {
-            "ADD": self.add,
-            "DEL": self.delete,
-            "CHECK": self.check,
-            "STATUS": self.status,
-            "GC": self.gc,
-        }
+        return verb_handlers(self)
 
     # ------------------------------------------------------------------ helpers
 

@@ -148,13 +148,13 @@ def test_ipam_plugin_add_and_del_through_the_executable(bindir: Path, tmp_path: 
 
 
 def test_launcher_falls_back_to_sh_for_odd_interpreter_paths() -> None:
-    text = launcher_text("/opt/my python/bin/python", "tortie.cni.plugin")
-    assert (
-        text.startswith("#!/bin/sh\n") and "exec '/opt/my python/bin/python' -I -m tortie.cni.plugin" in text
-    )
-    plain = launcher_text("/usr/bin/python3", "m")
+    text = launcher_text("/opt/my python/bin/python", "tortie-ipam")
+    assert text.startswith("#!/bin/sh\n")
+    assert "exec '/opt/my python/bin/python' -I -m tortie.cni.main tortie-ipam" in text
+    plain = launcher_text("/usr/bin/python3", "tortie")
     assert plain.startswith("#!/usr/bin/python3 -I\n") and "gc.disable()" in plain and "site" not in plain
-    fast = launcher_text("/usr/bin/python3", "m", ["/src", "/site"])
+    assert "from tortie.cni.main import main\ncode = main('tortie')\n" in plain
+    fast = launcher_text("/usr/bin/python3", "tortie", ["/src", "/site"])
     assert fast.startswith("#!/usr/bin/python3 -IS\n") and "sys.path += ['/src', '/site']" in fast
     assert "gc.disable()" in fast and "site.main()" in fast and "gc.freeze()" in fast
     compile(fast, "launcher", "exec")
@@ -166,15 +166,14 @@ def test_installed_launcher_runs_without_site_and_gc(bindir: Path, tmp_path: Pat
     tortie this interpreter imports, freezes every object before shutdown and passes main's exit code."""
     text = (bindir / "tortie").read_text()
     assert text.startswith(f"#!{sys.executable} -IS\n")
-    assert "\ncode = main()\n" in text and text.endswith("\nsys.exit(code)\n")
+    assert "\ncode = main('tortie')\n" in text and text.endswith("\nsys.exit(code)\n")
     report = (
         "print(sys.flags.no_site, sys.flags.isolated, gc.isenabled(), 'site' in sys.modules,"
         " sys.modules['tortie'].__file__, gc.get_freeze_count() > 0)"
     )
     probe = tmp_path / "probe"
-    probe.write_text(
-        text.replace("code = main()", "code = 3").replace("sys.exit(code)", f"{report}\nsys.exit(code)")
-    )
+    probed = text.replace("code = main('tortie')", "code = 3")
+    probe.write_text(probed.replace("sys.exit(code)", f"{report}\nsys.exit(code)"))
     probe.chmod(0o755)
     proc = subprocess.run(
         [str(probe)], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60, check=False
@@ -197,10 +196,11 @@ def test_launcher_with_stale_paths_still_finds_tortie(bindir: Path, tmp_path: Pa
 
 
 def test_plugin_modules_run_with_python_m() -> None:
-    """The /bin/sh launcher's form: `python -I -m tortie.cni.plugin` (and tortie-ipam's)."""
-    for module in ("tortie.cni.plugin", "tortie.cni.ipam_plugin"):
+    """The /bin/sh launcher's form: `python -I -m tortie.cni.main tortie` (and tortie-ipam); a name that
+    is not a plugin is a usage error."""
+    for plugin in ("tortie", "tortie-ipam"):
         proc = subprocess.run(
-            [sys.executable, "-I", "-m", module],
+            [sys.executable, "-I", "-m", "tortie.cni.main", plugin],
             input=b'{"cniVersion": "1.0.0"}',
             env={"CNI_COMMAND": "VERSION"},
             capture_output=True,
@@ -209,6 +209,9 @@ def test_plugin_modules_run_with_python_m() -> None:
         )
         assert proc.returncode == 0, proc.stderr
         assert json.loads(proc.stdout)["cniVersion"] == "1.0.0"
+    usage = [sys.executable, "-I", "-m", "tortie.cni.main", "tortie-nope"]
+    wrong = subprocess.run(usage, capture_output=True, timeout=60, check=False)
+    assert wrong.returncode == 2 and b"usage" in wrong.stderr
 
 
 # What an ADD must not load: heavy dependencies, the CLI, and the model's kinds an ADD never validates
@@ -245,7 +248,7 @@ def test_hot_path_imports_stay_light() -> None:
     names (IPAM and the endpoint code load the model when they validate)."""
     script = (
         "import sys, json\n"
-        "import tortie.cni.plugin, tortie.cni.runner, tortie.cni.workload, tortie.cni.netlink_plumber\n"
+        "import tortie.cni.main, tortie.cni.runner, tortie.cni.workload, tortie.cni.netlink_plumber\n"
         "import tortie.cni.ipam_verbs, tortie.ipam, tortie.datastore.url, tortie.datastore.sqlite\n"
         "print(json.dumps(sorted(sys.modules)))\n"
     )
