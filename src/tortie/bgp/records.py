@@ -1,8 +1,9 @@
 """The datastore facts BGP needs, as small frozen records (the input vocabulary of `tortie.bgp.view`).
 
 Inputs: nothing (plain values); `tortie.bgp.snapshot` builds these from stored resources and IPAM
-objects. Outputs: `Node`, `BgpConfig`, `Peer`, `Pool`, `Block` records and a `Snapshot` holding one
-consistent set of them.
+objects. Outputs: `Node`, `BgpConfig`, `Peer`, `Pool` records and a `Snapshot` holding one consistent
+set of them, with the IPAM blocks as the `BlockHead` records every reader of a block shares
+(`tortie.model.ipam_records`).
 
 Keeping the view's vocabulary here (rather than using the model's resource classes directly) means the
 view reads only what BGP cares about, already normalised: AS numbers as integers, addresses as
@@ -20,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from tortie.common.ipfamily import V4, Family, IPAddress, IPInterface, IPNetwork
+from tortie.model.ipam_block import BlockHead
 
 DEFAULT_AS_NUMBER = 64512
 DEFAULT_LISTEN_PORT = 179
@@ -128,14 +130,6 @@ class Pool:
 
 
 @dataclass(frozen=True)
-class Block:
-    """An IPAM block and the host it is affine to (None = no host affinity)."""
-
-    cidr: IPNetwork
-    host: str | None
-
-
-@dataclass(frozen=True)
 class Snapshot:
     """One consistent view of everything BGP reads from the datastore."""
 
@@ -143,7 +137,7 @@ class Snapshot:
     configs: tuple[BgpConfig, ...] = ()
     peers: tuple[Peer, ...] = ()
     pools: tuple[Pool, ...] = ()
-    blocks: tuple[Block, ...] = ()
+    blocks: tuple[BlockHead, ...] = ()
 
     def node(self, name: str) -> Node | None:
         for n in self.nodes:

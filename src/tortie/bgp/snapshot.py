@@ -3,7 +3,8 @@
 Inputs: `on_update(key, value)` / `on_delete(key)` for keys under `BGP_PREFIXES` (v3 resources as
 stored wire dicts; IPAM blocks as Calico backend JSON). Output: `snapshot()` -> `records.Snapshot`.
 
-Decoding goes through the same model validation as everything else (`tortie.model.parse_resource`);
+Decoding goes through the same model validation as everything else (`tortie.model.parse_resource`;
+IPAM blocks through `tortie.model.ipam_records.decode_block_head`, which reads no allocations);
 an object that fails validation is treated as absent, with a warning (conventions §1), and one bad
 object never hides the others. `decode_*` helpers are pure and also used by tests and the bench to
 build snapshots straight from resources.
@@ -21,7 +22,6 @@ from typing import Any
 
 from tortie.bgp.records import (
     BgpConfig,
-    Block,
     Community,
     Node,
     Peer,
@@ -30,9 +30,8 @@ from tortie.bgp.records import (
     SecretRef,
     Snapshot,
 )
-from tortie.ipam.errors import InvalidRecord
+from tortie.common.errors import InvalidRecord
 from tortie.ipam.keys import BLOCK_ROOT, parse_block_key
-from tortie.ipam.records import decode_block
 from tortie.model import (
     BGPConfigurationSpec,
     BGPPassword,
@@ -44,6 +43,8 @@ from tortie.model import (
     parse_resource,
 )
 from tortie.model.fields import duration_seconds, peer_address
+from tortie.model.ipam_block import BlockHead
+from tortie.model.ipam_records import decode_block_head
 from tortie.model.kinds import kind_info
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ POOL_PREFIX = kind_info("IPPool").list_prefix()
 # Everything the BGP view depends on (non-overlapping, as the Syncer requires).
 BGP_PREFIXES = (NODE_PREFIX, CONFIG_PREFIX, PEER_PREFIX, POOL_PREFIX, BLOCK_ROOT)
 
-Record = Node | BgpConfig | Peer | Pool | Block
+Record = Node | BgpConfig | Peer | Pool | BlockHead
 
 
 def _secret(pw: BGPPassword | None) -> SecretRef | None:
@@ -138,15 +139,7 @@ def decode_resource(res: Resource) -> Record | None:
     return None
 
 
-def decode_block_value(value: dict[str, Any]) -> Block:
-    """Calico backend block JSON -> Block (InvalidRecord if malformed)."""
-    block = decode_block(value)
-    affinity = block.affinity or ""
-    host = affinity[len("host:"):] if affinity.startswith("host:") else None
-    return Block(block.cidr, host or None)
-
-
-def snapshot_from_resources(resources: Iterable[Resource], blocks: Iterable[Block] = ()) -> Snapshot:
+def snapshot_from_resources(resources: Iterable[Resource], blocks: Iterable[BlockHead] = ()) -> Snapshot:
     """Build a Snapshot straight from model Resources (tests, bench)."""
     cache = SnapshotCache()
     for i, res in enumerate(resources):
@@ -178,7 +171,8 @@ class SnapshotCache:
         record: Record | None
         try:
             if key.startswith(BLOCK_ROOT):
-                record = decode_block_value(value) if parse_block_key(key) is not None else None
+                cidr = parse_block_key(key)
+                record = decode_block_head(value, cidr) if cidr is not None else None
             else:
                 record = decode_resource(parse_resource(value, source=key))
         except (ValidationError, InvalidRecord, ValueError) as exc:
@@ -205,7 +199,7 @@ class SnapshotCache:
             configs: list[BgpConfig] = []
             peers: list[Peer] = []
             pools: list[Pool] = []
-            blocks: list[Block] = []
+            blocks: list[BlockHead] = []
             for key in sorted(self._records):
                 r = self._records[key]
                 if isinstance(r, Node):

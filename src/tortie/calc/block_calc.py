@@ -1,6 +1,6 @@
 """Block calculator: IPAM blocks confirmed-affine to this host -> HostBlockUpdate / HostBlockRemove.
 
-Inputs: parsed `BlockRecord`s (IPAM blocks) and `AffinityRecord`s (host affinities) or None, per
+Inputs: parsed `BlockHead`s (IPAM blocks) and `Affinity`s (host affinities) or None, per
 datastore key, from the dispatcher. Output: queue calls on the sequencer's "blocks" channel keyed by
 the block CIDR.
 
@@ -14,8 +14,9 @@ The dataplane installs a blackhole route per such block; workload /32s inside it
 from __future__ import annotations
 
 from tortie.calc.event_sequencer import EventSequencer
-from tortie.calc.ipam_records import AffinityRecord, BlockRecord
 from tortie.dataplane.messages import HostBlockRemove, HostBlockUpdate
+from tortie.model.ipam_block import BlockHead
+from tortie.model.ipam_records import Affinity
 
 CHANNEL = "blocks"
 
@@ -38,13 +39,13 @@ class BlockCalc:
         return sum(1 for cidr in self._block_count if cidr in self._confirmed_count)
 
     def on_block(self, key: str, record: object | None) -> None:
-        mine = isinstance(record, BlockRecord) and record.affinity_host == self._hostname
-        cidr = record.cidr if isinstance(record, BlockRecord) and mine and not record.deleted else None
+        mine = isinstance(record, BlockHead) and record.host == self._hostname
+        cidr = str(record.cidr) if isinstance(record, BlockHead) and mine and not record.deleted else None
         self._set(self._affine_blocks, self._block_count, key, cidr)
 
     def on_affinity(self, key: str, record: object | None) -> None:
-        mine = isinstance(record, AffinityRecord) and record.host == self._hostname and record.confirmed
-        cidr = record.cidr if isinstance(record, AffinityRecord) and mine else None
+        mine = isinstance(record, Affinity) and record.host == self._hostname and record.confirmed
+        cidr = str(record.cidr) if isinstance(record, Affinity) and mine else None
         self._set(self._confirmed, self._confirmed_count, key, cidr)
 
     def _set(self, by_key: dict[str, str], counts: dict[str, int], key: str, cidr: str | None) -> None:

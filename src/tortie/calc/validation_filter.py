@@ -4,8 +4,8 @@ Input: `KVUpdate(key, value)` events. Output: `Dispatcher.on_update(key, kind, p
 
 * Keys of unknown kinds, or kinds no calculator registered for, are dropped before parsing.
 * v3 resources are parsed with `tortie.model.parse_resource` (validated once, here) and must be
-  stored at their own key (name/namespace agree with the key). IPAM blocks and affinities are parsed
-  by `tortie.calc.ipam_records`.
+  stored at their own key (name/namespace agree with the key). IPAM blocks and affinities are decoded
+  by `tortie.model.ipam_records` (through `tortie.ipam.keys`: blocks as `BlockHead`s).
 * FelixConfiguration is the exception: only its shape (name, spec mapping) is checked here and its
   raw wire spec is passed on, because the agent's configuration table validates each field on its
   own (an unknown or invalid field falls back to its default; it must not void the whole object).
@@ -25,7 +25,8 @@ from typing import Any
 
 from tortie.calc.dispatcher import AFFINITY_KIND, BLOCK_KIND, Dispatcher, kind_of_key
 from tortie.calc.events import KVUpdate
-from tortie.calc.ipam_records import InvalidRecord, parse_affinity, parse_block
+from tortie.common.errors import InvalidRecord
+from tortie.ipam.keys import affinity_at, block_head_at
 from tortie.model import ValidationError, parse_resource
 from tortie.model.kinds import kind_info
 
@@ -72,8 +73,8 @@ def parse_felix_configuration(key: str, value: Mapping[str, Any]) -> object:
 
 
 _PARSERS: dict[str, Parser] = {
-    BLOCK_KIND: parse_block,
-    AFFINITY_KIND: parse_affinity,
+    BLOCK_KIND: block_head_at,
+    AFFINITY_KIND: affinity_at,
     FELIX_CONFIGURATION: parse_felix_configuration,
 }
 

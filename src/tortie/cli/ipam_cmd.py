@@ -26,7 +26,7 @@ from tortie.common.errors import UserError
 from tortie.common.ipfamily import IPAddress
 from tortie.ipam import Ipam
 from tortie.ipam.audit import check, release_orphan_blocks
-from tortie.ipam.records import IpamConfig
+from tortie.ipam.config import IpamConfig
 from tortie.ipam.report import block_usage, describe_ip, pool_usage
 from tortie.ipam.snapshot import take_snapshot
 

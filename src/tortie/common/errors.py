@@ -46,6 +46,11 @@ class LeaseExpired(DatastoreError):
     """The lease named in an operation no longer exists."""
 
 
+class InvalidRecord(DatastoreError, ValueError):
+    """An object read from the datastore does not have the shape its key promises (corrupt or foreign
+    data). Readers treat it as absent, with a warning, or report it (`tortie ipam check`)."""
+
+
 class DataplaneError(TortieError):
     """Programming the kernel (netlink, nftables, sysctl) failed."""
 

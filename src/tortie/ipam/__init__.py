@@ -7,15 +7,17 @@
     res.v4[0]                          # IPv4Interface('10.0.0.5/26'): block-masked, like Calico
     ipam.release_by_handle("k8s-pod-network.<cid>")
 
-Modules: `block` (pure block maths and the Block value), `keys` (Calico's etcd key layout), `records`
-(Calico backend-model JSON), `pools` (pool selection), `store` (typed datastore access), `claims` (block
-affinity protocol), `allocator` (`Ipam`), `snapshot` + `audit` (`ipam check`) + `report` (`ipam show`).
-See docs/design/ipam.md.
+Modules: `block` (pure block maths), `keys` (Calico's etcd key layout), `config` (the IPAM
+configuration), `pools` (pool selection), `store` (typed datastore access), `claims` (block affinity
+protocol), `allocator` (`Ipam`), `snapshot` + `audit` (`ipam check`) + `report` (`ipam show`). The
+stored objects themselves (the Block value, affinities, handles and their one decoder) are
+`tortie.model.ipam_block` and `tortie.model.ipam_records`. See docs/design/ipam.md.
 """
 
 from __future__ import annotations
 
 from tortie.ipam.allocator import Assignment, AssignResult, Ipam
+from tortie.ipam.config import IpamConfig
 from tortie.ipam.errors import (
     AddressInUse,
     AddressNotAvailable,
@@ -25,7 +27,6 @@ from tortie.ipam.errors import (
     NoSuitablePool,
     PoolExhausted,
 )
-from tortie.ipam.records import IpamConfig
 
 __all__ = [
     "AddressInUse",

@@ -49,18 +49,8 @@ from tortie.common.ipfamily import (
 )
 from tortie.datastore.api import Datastore, TxnOp
 from tortie.ipam import claims
-from tortie.ipam.block import (
-    Block,
-    OrdinalInUse,
-    ReleaseResult,
-    address_at,
-    block_containing,
-    host_seed,
-    is_reserved,
-    iter_free_blocks,
-    ordinal_of,
-    reserved_ordinals,
-)
+from tortie.ipam.block import block_containing, host_seed, is_reserved, iter_free_blocks, reserved_ordinals
+from tortie.ipam.config import IpamConfig, validated_config
 from tortie.ipam.errors import (
     AddressInUse,
     AddressNotAvailable,
@@ -70,8 +60,9 @@ from tortie.ipam.errors import (
 )
 from tortie.ipam.keys import check_segment
 from tortie.ipam.pools import USE_WORKLOAD, PoolView, pool_containing, select_pools
-from tortie.ipam.records import AffinityState, Handle, IpamConfig, validated_config
 from tortie.ipam.store import MAX_RETRIES, IpamStore, Versioned, backoff
+from tortie.model.ipam_block import Block, OrdinalInUse, ReleaseResult, address_at, ordinal_of
+from tortie.model.ipam_records import AffinityState, Handle
 
 log = logging.getLogger(__name__)
 

@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from tortie.common.ipfamily import IPAddress, IPNetwork, address_in, sort_key
 from tortie.datastore.api import Datastore
 from tortie.ipam import claims
-from tortie.ipam.records import AffinityState
 from tortie.ipam.snapshot import IpamSnapshot, take_snapshot
 from tortie.ipam.store import IpamStore
+from tortie.model.ipam_records import AffinityState
 
 log = logging.getLogger(__name__)
 

@@ -36,9 +36,9 @@ import time
 
 from tortie.common.errors import AlreadyExists, Conflict, NotFound
 from tortie.common.ipfamily import IPNetwork, family_of
-from tortie.ipam.block import Block, host_affinity
-from tortie.ipam.records import Affinity, AffinityState
 from tortie.ipam.store import MAX_RETRIES, IpamStore, Versioned, backoff
+from tortie.model.ipam_block import Block, host_affinity
+from tortie.model.ipam_records import Affinity, AffinityState
 
 log = logging.getLogger(__name__)
 

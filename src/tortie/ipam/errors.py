@@ -5,8 +5,9 @@ Every class extends the project hierarchy in `tortie.common.errors`:
 * `IpamError` (a `UserError`, CLI exit 1) and its subclasses: the request cannot be satisfied as asked
   (pool exhausted, address taken, address outside every pool or reserved, no pool usable by this host).
 * `IpamContention` (a `DatastoreError`): compare-and-swap kept failing after the bounded retries.
-* `InvalidRecord` (a `DatastoreError`): an IPAM object in the datastore does not decode (corrupt or
-  foreign data); the audit reports these instead of raising.
+
+A stored IPAM object that does not decode raises `tortie.common.errors.InvalidRecord` (see
+`tortie.model.ipam_records`); the audit reports these instead of raising.
 """
 
 from __future__ import annotations
@@ -44,7 +45,3 @@ class InvalidIpamRequest(IpamError):
 
 class IpamContention(DatastoreError):
     """Compare-and-swap on an IPAM object failed on every one of the bounded retries."""
-
-
-class InvalidRecord(DatastoreError):
-    """An IPAM object read from the datastore is malformed."""

@@ -6,7 +6,8 @@
     /calico/ipam/v2/config                                     IPAM configuration (singleton)
 
 An `IPAMConfiguration` resource applied with `tortie apply` lands at `CONFIG_RESOURCE_KEY` in v3 form;
-IPAM honours whichever of the two configuration keys was written last (see `records.newest_config`).
+IPAM honours whichever of the two configuration keys was written last (see `config.newest_config`).
+`block_head_at` / `affinity_at` decode the object stored at a key (`tortie.model.ipam_records`).
 
 Resource keys (IPPool, Node, WorkloadEndpoint, IPReservation) come from `tortie.model.kinds`.
 Host names and handle ids become key segments, so they may not be empty or contain '/'.
@@ -15,9 +16,14 @@ Host names and handle ids become key segments, so they may not be empty or conta
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
+from typing import Any
 
+from tortie.common.errors import InvalidRecord
 from tortie.common.ipfamily import FAMILIES, Family, IPNetwork, family_of
 from tortie.ipam.errors import InvalidIpamRequest
+from tortie.model.ipam_block import BlockHead
+from tortie.model.ipam_records import Affinity, decode_affinity, decode_block_head
 from tortie.model.kinds import kind_info
 
 IPAM_ROOT = "/calico/ipam/v2/"
@@ -96,6 +102,24 @@ def parse_affinity_key(key: str) -> tuple[str, IPNetwork] | None:
     if cidr is None or family_of(cidr).key != parts[1]:
         return None
     return parts[0], cidr
+
+
+def block_head_at(key: str, value: Mapping[str, Any]) -> BlockHead:
+    """The routing part of the block stored at `key` (InvalidRecord if `key` is no block key or the
+    value does not decode or names another CIDR)."""
+    cidr = parse_block_key(key)
+    if cidr is None:
+        raise InvalidRecord(f"{key}: not a block key")
+    return decode_block_head(value, cidr)
+
+
+def affinity_at(key: str, value: Mapping[str, Any]) -> Affinity:
+    """The block affinity stored at `key` (InvalidRecord if `key` is no affinity key or the value
+    does not decode)."""
+    parsed = parse_affinity_key(key)
+    if parsed is None:
+        raise InvalidRecord(f"{key}: not a block affinity key")
+    return decode_affinity(parsed[0], parsed[1], value)
 
 
 def handle_key(handle: str) -> str:

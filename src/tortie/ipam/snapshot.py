@@ -16,21 +16,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from tortie.common.errors import InvalidRecord
 from tortie.common.ipfamily import IPAddress, IPNetwork
 from tortie.datastore.api import KV, Datastore
 from tortie.ipam import keys
-from tortie.ipam.block import Block
-from tortie.ipam.errors import InvalidRecord
+from tortie.ipam.config import IpamConfig, newest_config
 from tortie.ipam.pools import PoolView, pool_from_resource, reservations_from_resources
-from tortie.ipam.records import (
-    Affinity,
-    Handle,
-    IpamConfig,
-    decode_affinity,
-    decode_block,
-    decode_handle,
-    newest_config,
-)
+from tortie.model.ipam_block import Block
+from tortie.model.ipam_records import Affinity, Handle, decode_affinity, decode_block, decode_handle
 
 SNAPSHOT_PREFIX = "/calico/"
 
@@ -106,7 +99,7 @@ def snapshot_from_kvs(kvs: Iterable[KV], revision: int) -> IpamSnapshot:
         key, value = kv.key, kv.value
         try:
             if (cidr := keys.parse_block_key(key)) is not None:
-                blocks[cidr] = decode_block(value)
+                blocks[cidr] = decode_block(value, cidr)
             elif (parsed := keys.parse_affinity_key(key)) is not None:
                 affinities.append(decode_affinity(parsed[0], parsed[1], value))
             elif (handle := keys.parse_handle_key(key)) is not None:

@@ -2,7 +2,8 @@
 create-only or compare-and-swap. Multi-key changes go through `commit` (one atomic
 transaction of CAS ops). No retry policy lives here: see `allocator` and `claims`.
 
-Input: any `tortie.datastore.api.Datastore`. Output: `Versioned[...]` records from `tortie.ipam.records`.
+Input: any `tortie.datastore.api.Datastore`. Output: `Versioned[...]` records of `tortie.model.ipam_records`
+(blocks, affinities, handles) and `tortie.ipam.config` (the configuration).
 Errors: datastore errors pass through (`AlreadyExists`, `Conflict`, `NotFound`, `DatastoreUnavailable`);
 undecodable blocks/affinities met while listing are skipped with a warning (the audit reports them).
 """
@@ -17,27 +18,23 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from tortie.common.errors import NotFound
+from tortie.common.errors import InvalidRecord, NotFound
 from tortie.common.ipfamily import Family, IPNetwork
 from tortie.datastore.api import KV, Datastore, TxnOp
 from tortie.ipam import keys
-from tortie.ipam.block import Block
-from tortie.ipam.errors import InvalidRecord
+from tortie.ipam.config import IpamConfig, decode_config, encode_config, newest_config
 from tortie.ipam.pools import PoolView, pool_from_resource, reservations_from_resources
-from tortie.ipam.records import (
+from tortie.model.ipam_block import Block
+from tortie.model.ipam_records import (
     Affinity,
     AffinityState,
     Handle,
-    IpamConfig,
     decode_affinity,
     decode_block,
-    decode_config,
     decode_handle,
     encode_affinity,
     encode_block,
-    encode_config,
     encode_handle,
-    newest_config,
 )
 
 log = logging.getLogger(__name__)
@@ -68,7 +65,7 @@ class IpamStore:
 
     def get_block(self, cidr: IPNetwork) -> Versioned[Block] | None:
         kv = self.ds.get(keys.block_key(cidr))
-        return None if kv is None else _versioned(kv, decode_block(kv.value))
+        return None if kv is None else _versioned(kv, decode_block(kv.value, cidr))
 
     def create_block(self, block: Block) -> Versioned[Block]:
         kv = self.ds.create(keys.block_key(block.cidr), encode_block(block))
@@ -102,10 +99,11 @@ class IpamStore:
         kvs, _ = self.ds.list(prefix)
         out: list[Versioned[Block]] = []
         for kv in kvs:
-            if keys.parse_block_key(kv.key) is None:
+            cidr = keys.parse_block_key(kv.key)
+            if cidr is None:
                 continue
             try:
-                out.append(_versioned(kv, decode_block(kv.value)))
+                out.append(_versioned(kv, decode_block(kv.value, cidr)))
             except InvalidRecord as exc:
                 log.warning("skipping malformed IPAM block key=%s: %s", kv.key, exc)
         return out

@@ -7,8 +7,10 @@ must hold at least one block; ipipMode is IPv4-only and IPIP and VXLAN are not b
 allowedUses are Workload, Tunnel, LoadBalancer, and a LoadBalancer pool is LoadBalancer-only, has
 no encapsulation, selects all() nodes and does not disable BGP export.
 
-The IPAM bookkeeping records are written by tortie.ipam; they are typed (so a corrupted record is
-caught) but not cross-checked beyond field types and ranges.
+IPAMBlock, BlockAffinity and IPAMHandle are the v3 face of the objects tortie.ipam stores in Calico's
+backend form at /calico/ipam/v2/...; the stored form is decoded by `tortie.model.ipam_records` (whose
+affinity states these specs share). They are typed (so a corrupted record is caught) but not
+cross-checked beyond field types and ranges.
 """
 
 import re
@@ -18,6 +20,7 @@ from typing import Annotated
 from tortie.common.ipfamily import V6, Family, IPNetwork, family_of
 from tortie.model.fields import as_network, cidr_text, selector_text
 from tortie.model.frozen import EMPTY_MAP, FrozenMap
+from tortie.model.ipam_records import AffinityState
 from tortie.model.problems import Issues, join
 from tortie.model.schema import Bool, Enum, Int, ListOf, MapOf, Struct, Text, Wire, uses
 
@@ -233,7 +236,7 @@ IPAM_BLOCK_SPEC = Struct(IPAMBlockSpec)
 
 @dataclass(frozen=True, kw_only=True)
 class BlockAffinitySpec:
-    state: Annotated[str, Wire(Enum("pending", "confirmed", "pendingDeletion"))]
+    state: Annotated[str, Wire(Enum(*(s.value for s in AffinityState)))]
     node: Annotated[str, Wire(Text(non_empty=True))]
     cidr: Annotated[str, Wire(POOL_CIDR)]
     affinity_type: Annotated[str | None, Wire(Enum("host", "virtual"), "type")] = None

@@ -306,9 +306,9 @@ def apply_manifests(ds: Datastore, text: str) -> None:
 
 def put_block(ds: Datastore, cidr: str, host: str | None) -> None:
     """Write an (empty) IPAM block affine to `host`, in Calico's backend JSON at Calico's key."""
-    from tortie.ipam.block import Block as IpamBlock
     from tortie.ipam.keys import block_key
-    from tortie.ipam.records import encode_block
+    from tortie.model.ipam_block import Block as IpamBlock
+    from tortie.model.ipam_records import encode_block
 
     net = ipaddress.ip_network(cidr)
     ds.put(block_key(net), encode_block(IpamBlock.new(net, f"host:{host}" if host else None)))

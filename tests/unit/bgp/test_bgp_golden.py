@@ -16,11 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from tortie.bgp.records import Block, SecretRef
+from tortie.bgp.records import SecretRef
 from tortie.bgp.render import render
 from tortie.bgp.snapshot import snapshot_from_resources
 from tortie.bgp.view import Timers, ViewOptions, compute_view
 from tortie.model import load_resources
+from tortie.model.ipam_block import BlockHead, host_affinity
 
 GOLDEN_DIR = Path(__file__).resolve().parents[2] / "golden" / "bgp"
 
@@ -49,15 +50,16 @@ spec: {cidr: 10.65.0.0/16}
 """
 
 
-def _blocks(*pairs: tuple[str, str | None]) -> list[Block]:
-    return [Block(ipaddress.ip_network(cidr), host) for cidr, host in pairs]
+def _blocks(*pairs: tuple[str, str | None]) -> list[BlockHead]:
+    return [BlockHead(ipaddress.ip_network(cidr), host_affinity(host) if host else None)
+            for cidr, host in pairs]
 
 
 def _secrets(ref: SecretRef) -> str | None:
     return {("bgp", "tor"): "s3cret-tor", ("bgp", "mesh"): "mesh-pass"}.get((ref.name, ref.key))
 
 
-SCENARIOS: dict[str, tuple[str, str, list[Block]]] = {
+SCENARIOS: dict[str, tuple[str, str, list[BlockHead]]] = {
     # name: (hostname, manifests, blocks)
     "mesh_basic": ("h1", NODES3 + "---" + POOL, _blocks(
         ("10.65.0.0/26", "h1"), ("10.65.0.64/26", "h1"), ("10.65.1.0/26", "h2"), ("10.65.2.0/26", None))),

@@ -10,7 +10,6 @@ from hypothesis import strategies as st
 
 from tortie.bgp.records import (
     BgpConfig,
-    Block,
     Community,
     Node,
     Peer,
@@ -30,6 +29,7 @@ from tortie.bgp.view import (
     protocol_name,
 )
 from tortie.common.ipfamily import FAMILIES, V6
+from tortie.model.ipam_block import BlockHead
 
 V4 = ipaddress.IPv4Interface
 IP = ipaddress.ip_address
@@ -185,9 +185,9 @@ def test_exports_blocks_and_communities() -> None:
         nodes=(node("h1", 1), node("h2", 2)),
         pools=(Pool("a", NET("10.65.0.0/16")), Pool("b", NET("10.66.0.0/16"), disabled=True),
                Pool("c", NET("10.67.0.0/16"), disable_bgp_export=True)),
-        blocks=(Block(NET("10.65.0.0/26"), "h1"), Block(NET("10.65.0.64/26"), "h2"),
-                Block(NET("10.66.0.0/26"), "h1"),
-                Block(NET("10.65.1.0/26"), None)),
+        blocks=(BlockHead(NET("10.65.0.0/26"), "host:h1"), BlockHead(NET("10.65.0.64/26"), "host:h2"),
+                BlockHead(NET("10.66.0.0/26"), "host:h1"),
+                BlockHead(NET("10.65.1.0/26"), None)),
         configs=(BgpConfig("default", communities=(Community("x", "65000:1"),), prefix_advertisements=(
             PrefixAdvertisement(NET("10.65.0.0/16"), ("x", "1:2:3", "bogus")),)),),
     )

@@ -20,10 +20,10 @@ from tortie.ipam import (
     PoolExhausted,
     keys,
 )
-from tortie.ipam.block import Block
 from tortie.ipam.claims import ClaimOutcome, claim_block, complete_pending
-from tortie.ipam.records import Affinity, AffinityState, encode_affinity, encode_block
 from tortie.ipam.store import IpamStore
+from tortie.model.ipam_block import Block
+from tortie.model.ipam_records import Affinity, AffinityState, encode_affinity, encode_block
 from tortie.model.kinds import kind_info
 
 V4 = ipaddress.IPv4Network

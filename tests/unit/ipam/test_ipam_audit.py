@@ -10,10 +10,10 @@ import pytest
 from tortie.datastore.memory import MemoryDatastore
 from tortie.ipam import Ipam, keys
 from tortie.ipam.audit import check, release_orphan_blocks
-from tortie.ipam.block import Block
-from tortie.ipam.records import Affinity, AffinityState, encode_affinity, encode_block
 from tortie.ipam.report import block_usage, describe_ip, pool_usage
 from tortie.ipam.snapshot import take_snapshot
+from tortie.model.ipam_block import Block
+from tortie.model.ipam_records import Affinity, AffinityState, encode_affinity, encode_block
 from tortie.model.kinds import kind_info
 
 

@@ -11,9 +11,6 @@ from hypothesis import strategies as st
 
 from tortie.common.ipfamily import V4, V6, IPNetwork, network_within
 from tortie.ipam.block import (
-    Block,
-    OrdinalInUse,
-    address_at,
     block_at,
     block_containing,
     block_count,
@@ -21,10 +18,10 @@ from tortie.ipam.block import (
     check_block_prefix,
     host_seed,
     iter_free_blocks,
-    ordinal_of,
     reserved_ordinals,
 )
-from tortie.ipam.records import decode_block, encode_block
+from tortie.model.ipam_block import Block, OrdinalInUse, address_at, ordinal_of
+from tortie.model.ipam_records import decode_block, encode_block
 
 # ----------------------------------------------------------------------------- strategies
 
