@@ -13,6 +13,7 @@ from tortie.datastore.memory import MemoryDatastore
 from tortie.datastore.sqlite import SqliteDatastore
 from tortie.testing.bad_records import BadRecordConformance, write_raw_etcd, write_raw_sqlite
 from tortie.testing.datastore_conformance import Backend, DatastoreConformance
+from tortie.testing.etcd_cluster import EtcdCluster, GrpcProxy
 
 
 def _compact(ds: Datastore, revision: int) -> None:
@@ -20,7 +21,19 @@ def _compact(ds: Datastore, revision: int) -> None:
     ds.compact(revision)
 
 
-@pytest.fixture(params=["memory", "sqlite", pytest.param("etcd", marks=pytest.mark.etcd)])
+@pytest.fixture(scope="module")
+def grpc_proxy(etcd_single: EtcdCluster) -> Iterator[GrpcProxy]:
+    with GrpcProxy(etcd_single) as proxy:
+        yield proxy
+
+
+@pytest.fixture(
+    params=[
+        "memory", "sqlite", pytest.param("etcd", marks=pytest.mark.etcd),
+        pytest.param("etcd-grpc-watch", marks=pytest.mark.etcd),
+        pytest.param("etcd-via-grpc-proxy", marks=pytest.mark.etcd),
+    ]
+)
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
     opened: list[Datastore] = []
     name: str = request.param
@@ -43,9 +56,14 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
         yield Backend(name, open_sqlite, _compact, write_raw=lambda k, t: write_raw_sqlite(path, k, t))
     else:
         cluster = request.getfixturevalue("etcd_single")
+        options: dict[str, object] = {}
+        if name == "etcd-grpc-watch":
+            options["watch_grpc"] = True
+        elif name == "etcd-via-grpc-proxy":
+            options["watch_endpoints"] = [request.getfixturevalue("grpc_proxy").target]
 
         def open_etcd() -> Datastore:
-            ds = EtcdDatastore(cluster.client_endpoints)
+            ds = EtcdDatastore(cluster.client_endpoints, **options)  # type: ignore[arg-type]
             opened.append(ds)
             return ds
 

@@ -1,14 +1,19 @@
 """The etcd watch stream behind `EtcdDatastore.watch`: one thread per watch, resumed across failures.
 
-Input: a `StreamSource` (the datastore: endpoint choice, failover, opening `/v3/watch` streams), a key
-range and the revision after which to start. Output: a `QueueWatch` the consumer reads.
+Input: a `WatchTransport` (endpoint choice, failover, opening a stream: `GatewayWatchTransport` posts
+`/v3/watch` to the JSON gateway; `tortie.datastore._etcd_grpc.GrpcWatchSource` opens gRPC Watch calls,
+also through `etcd grpc-proxy`), a key range and the revision after which to start. Output: a
+`QueueWatch` the consumer reads. Both transports yield `WatchReply` records, so the logic is shared.
 
 Invariants: the stream asks for `start_revision = last delivered + 1`; the cursor only advances after
 a whole watch response was queued, and etcd never splits one revision across two responses, so a
 re-opened stream (next endpoint after a failure, same endpoint after `idle_reconnect` seconds of
-silence) neither loses nor repeats an event. A cancel carrying `compact_revision` becomes one RESYNC.
-If no endpoint accepts the watch for `budget` seconds, the consumer gets `DatastoreUnavailable`.
-`close()` shuts the socket down so the blocked read returns at once.
+silence) neither loses nor repeats an event. Watches ask for progress notifications: an empty reply
+(not `created`) with header revision R says every change up to R was sent, so the cursor moves to R
+and a quiet watch does not fall behind compaction while its prefix is unchanged. A cancel carrying
+`compact_revision` becomes one RESYNC (the contract's "list again"). If no endpoint accepts the watch
+for `budget` seconds, the consumer gets `DatastoreUnavailable`. `close()` closes the stream so the
+blocked read returns at once.
 
 Also holds the small JSON helpers the gateway needs (base64 fields, int64-as-string fields, errors).
 """
@@ -21,6 +26,8 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import requests
@@ -75,55 +82,163 @@ def is_idle_timeout(e: BaseException) -> bool:
     return False
 
 
-class StreamSource(Protocol):
-    """What a watch needs from its datastore (EtcdDatastore implements it)."""
+@dataclass
+class WatchReply:
+    """One watch response, whatever the transport."""
+
+    created: bool = False
+    canceled: bool = False
+    compact_revision: int = 0
+    cancel_reason: str = ""
+    header_revision: int = 0
+    events: list[WatchEvent] = field(default_factory=list)
+
+
+class StreamLost(Exception):
+    """A watch stream could not be opened or broke. `idle`: only the idle timeout expired (re-open on the
+    same endpoint); `unauthenticated`: the token was refused (drop it, authenticate again)."""
+
+    def __init__(self, message: str, *, idle: bool = False, unauthenticated: bool = False) -> None:
+        super().__init__(message)
+        self.idle = idle
+        self.unauthenticated = unauthenticated
+
+
+class WatchStream(Protocol):
+    def replies(self) -> Iterator[WatchReply]: ...
+
+    def close(self) -> None: ...
+
+
+class WatchTransport(Protocol):
+    """Where watch streams come from: endpoints with round-robin failover."""
+
+    def pick(self) -> int: ...
+
+    def advance(self, failed: int) -> None: ...
+
+    def name(self, idx: int) -> str: ...
+
+    def drop_token(self) -> None: ...
+
+    def open(self, idx: int, key: bytes, range_end: bytes, start_revision: int) -> WatchStream: ...
+
+
+class GatewayStreamOpener(Protocol):
+    """What the gateway transport needs from the datastore (EtcdDatastore implements it)."""
 
     def _pick(self) -> int: ...
 
     def _advance(self, failed: int) -> None: ...
 
-    def _open_stream(self, idx: int, body: dict[str, Any]) -> requests.Response: ...
-
     def _endpoint_name(self, idx: int) -> str: ...
 
     def _drop_token(self) -> None: ...
 
-    def _forget_watch(self, w: EtcdWatch) -> None: ...
+    def _open_stream(self, idx: int, body: dict[str, Any]) -> requests.Response: ...
+
+
+class GatewayWatchStream:
+    """A `/v3/watch` response stream read as JSON lines."""
+
+    def __init__(self, resp: requests.Response) -> None:
+        self._resp = resp
+
+    def replies(self) -> Iterator[WatchReply]:
+        try:
+            for line in self._resp.iter_lines():
+                if not line:
+                    continue
+                msg = json.loads(line)
+                if "error" in msg:
+                    raise StreamLost(str(msg["error"]))
+                yield _reply_from_json(msg.get("result") or {})
+        except (requests.RequestException, urllib3.exceptions.HTTPError, ValueError, OSError) as e:
+            raise StreamLost(str(e), idle=is_idle_timeout(e)) from e
+
+    def close(self) -> None:
+        shutdown = getattr(self._resp.raw, "shutdown", None)
+        with contextlib.suppress(Exception):
+            if shutdown is not None:
+                shutdown()
+            self._resp.close()
+
+
+class GatewayWatchTransport:
+    """Watch streams through etcd's JSON gateway, on the datastore's own endpoints."""
+
+    def __init__(self, ds: GatewayStreamOpener) -> None:
+        self._ds = ds
+
+    def pick(self) -> int:
+        return self._ds._pick()
+
+    def advance(self, failed: int) -> None:
+        self._ds._advance(failed)
+
+    def name(self, idx: int) -> str:
+        return self._ds._endpoint_name(idx)
+
+    def drop_token(self) -> None:
+        self._ds._drop_token()
+
+    def open(self, idx: int, key: bytes, range_end: bytes, start_revision: int) -> WatchStream:
+        create = {"key": b64(key), "range_end": b64(range_end), "start_revision": start_revision,
+                  "prev_kv": True, "progress_notify": True}
+        body = {"create_request": create}
+        try:
+            resp = self._ds._open_stream(idx, body)
+        except (requests.RequestException, DatastoreError) as e:
+            raise StreamLost(str(e)) from e
+        if resp.status_code != 200:
+            code, message = error_of(resp)
+            resp.close()
+            raise StreamLost(message, unauthenticated=code == GRPC_UNAUTHENTICATED)
+        return GatewayWatchStream(resp)
+
+
+def _reply_from_json(result: dict[str, Any]) -> WatchReply:
+    return WatchReply(
+        created=bool(result.get("created")),
+        canceled=bool(result.get("canceled")),
+        compact_revision=int_field(result, "compact_revision"),
+        cancel_reason=str(result.get("cancel_reason", "")),
+        header_revision=int_field(result.get("header") or {}, "revision"),
+        events=[_event_from(ev) for ev in result.get("events") or []],
+    )
 
 
 class EtcdWatch(threading.Thread):
     """Feeds one QueueWatch from etcd watch streams, resuming after failures."""
 
     def __init__(
-        self, source: StreamSource, key_range: tuple[bytes, bytes], after_revision: int, budget: float
+        self, transport: WatchTransport, key_range: tuple[bytes, bytes], after_revision: int, budget: float,
+        on_close: Callable[[EtcdWatch], None],
     ) -> None:
         super().__init__(name=f"tortie-etcd-watch:{key_range[0]!r}", daemon=True)
-        self._ds = source
+        self._t = transport
         self._key, self._end = key_range
         self._budget = budget
         self._next = after_revision + 1
-        self._resp: requests.Response | None = None
-        self._resp_lock = threading.Lock()
+        self._stream: WatchStream | None = None
+        self._stream_lock = threading.Lock()
         self._last_error = ""
+        self._on_close = on_close
         self.queue = QueueWatch(on_close=self._interrupt)
 
     def _interrupt(self) -> None:
-        with self._resp_lock:
-            resp = self._resp
-        if resp is not None:
-            shutdown = getattr(resp.raw, "shutdown", None)
-            with contextlib.suppress(Exception):
-                if shutdown is not None:
-                    shutdown()
-                resp.close()
-        self._ds._forget_watch(self)
+        with self._stream_lock:
+            stream = self._stream
+        if stream is not None:
+            stream.close()
+        self._on_close(self)
 
     def run(self) -> None:
         failing_since: float | None = None
         backoff = 0.05
         while self.queue.active:
             try:
-                idx = self._ds._pick()
+                idx = self._t.pick()
             except DatastoreError as e:
                 self.queue.fail(e)
                 return
@@ -133,8 +248,7 @@ class EtcdWatch(threading.Thread):
             if outcome == "ok":
                 failing_since, backoff = None, 0.05
                 continue
-            if outcome == "failed":
-                self._ds._advance(idx)
+            self._t.advance(idx)
             now = time.monotonic()
             failing_since = failing_since or now
             if now - failing_since > self._budget:
@@ -148,76 +262,55 @@ class EtcdWatch(threading.Thread):
             time.sleep(backoff)
             backoff = min(backoff * 2, 0.5)
 
+    def _lost(self, idx: int, what: str, e: StreamLost) -> str:
+        if e.unauthenticated:
+            self._t.drop_token()
+        self._last_error = f"{self._t.name(idx)}: {e}"
+        log.info("etcd watch %s endpoint=%s error=%s", what, self._t.name(idx), e)
+        return "failed"
+
     def _stream_once(self, idx: int) -> str:
         """One watch stream: "done" (watch over), "ok" (reopen here), or "failed" (try the next member)."""
-        body = {
-            "create_request": {
-                "key": b64(self._key),
-                "range_end": b64(self._end),
-                "start_revision": self._next,
-                "prev_kv": True,
-            }
-        }
         try:
-            resp = self._ds._open_stream(idx, body)
-        except (requests.RequestException, DatastoreError) as e:
-            self._last_error = f"{self._ds._endpoint_name(idx)}: {e}"
-            log.info("etcd watch connect failed endpoint=%s error=%s", self._ds._endpoint_name(idx), e)
-            return "failed"
-        with self._resp_lock:
-            self._resp = resp
+            stream = self._t.open(idx, self._key, self._end, self._next)
+        except StreamLost as e:
+            return self._lost(idx, "connect failed", e)
+        with self._stream_lock:
+            self._stream = stream
         if not self.queue.active:
-            resp.close()
+            stream.close()
             return "done"
         try:
-            if resp.status_code != 200:
-                code, message = error_of(resp)
-                self._last_error = f"{self._ds._endpoint_name(idx)}: {message}"
-                if code == GRPC_UNAUTHENTICATED:
-                    self._ds._drop_token()
-                log.info("etcd watch refused endpoint=%s error=%s", self._ds._endpoint_name(idx), message)
-                return "failed"
             created = False
-            for line in resp.iter_lines():
-                if not line:
-                    continue
-                msg = json.loads(line)
-                if "error" in msg:
-                    self._last_error = f"{self._ds._endpoint_name(idx)}: {msg['error']}"
-                    log.info("etcd watch stream error endpoint=%s error=%s", self._ds._endpoint_name(idx),
-                             msg["error"])
+            for reply in stream.replies():
+                if reply.canceled:
+                    if reply.compact_revision:
+                        self.queue.push(WatchEvent(EventType.RESYNC, "", None, reply.compact_revision))
+                        return "done"
+                    log.info("etcd watch canceled endpoint=%s reason=%s", self._t.name(idx),
+                             reply.cancel_reason)
                     return "failed"
-                result = msg.get("result") or {}
-                if result.get("created"):
+                if reply.created:
                     created = True
-                if result.get("canceled"):
-                    compact = int_field(result, "compact_revision")
-                    if compact:
-                        self.queue.push(WatchEvent(EventType.RESYNC, "", None, compact))
+                    continue
+                for ev in reply.events:
+                    if not self.queue.push(ev):
                         return "done"
-                    log.info("etcd watch canceled endpoint=%s reason=%s", self._ds._endpoint_name(idx),
-                             result.get("cancel_reason", ""))
-                    return "failed"
-                events = result.get("events") or []
-                for ev in events:
-                    if not self.queue.push(_event_from(ev)):
-                        return "done"
-                if events:
-                    self._next = int_field(events[-1]["kv"], "mod_revision") + 1
+                if reply.events:
+                    self._next = reply.events[-1].revision + 1
+                elif created and reply.header_revision >= self._next:  # a progress notification
+                    self._next = reply.header_revision + 1
             return "ok" if created else "failed"
-        except (requests.RequestException, urllib3.exceptions.HTTPError, ValueError, OSError) as e:
+        except StreamLost as e:
             if not self.queue.active:
                 return "done"
-            if is_idle_timeout(e):
+            if e.idle:
                 return "ok"
-            self._last_error = f"{self._ds._endpoint_name(idx)}: {e}"
-            log.info("etcd watch stream lost endpoint=%s error=%s", self._ds._endpoint_name(idx), e)
-            return "failed"
+            return self._lost(idx, "stream lost", e)
         finally:
-            with self._resp_lock:
-                self._resp = None
-            with contextlib.suppress(Exception):
-                resp.close()
+            with self._stream_lock:
+                self._stream = None
+            stream.close()
 
 
 def _event_from(ev: dict[str, Any]) -> WatchEvent:

@@ -23,12 +23,14 @@ R`; the failure branch reads the keys back so the error names the offending key.
 share one revision, as the contract says.
 
 Watches (`_etcd_watch.py`): a thread per watch posts `/v3/watch` (a stream of JSON lines) with
-`start_revision = last delivered + 1` and `prev_kv`. A connection loss or stream error re-opens
-the watch on the next endpoint from the last delivered revision, so nothing is lost or repeated
-(etcd never splits one revision across two watch responses). A cancel carrying `compact_revision`
-becomes RESYNC. A stream idle for `idle_reconnect` seconds is re-opened (cheap; bounds how long a
-silently dead member can hold a watch). If no endpoint accepts the watch for `timeout` seconds,
-`get` raises `DatastoreUnavailable`.
+`start_revision = last delivered + 1` and `prev_kv`; with `watch_grpc=True` the same stream is a gRPC
+Watch call to the members, and with `watch_endpoints` (host:port of `etcd grpc-proxy` instances) it goes
+to those, which coalesce the watches of many clients into one (`_etcd_grpc.py`). A connection loss or
+stream error re-opens the watch on the next endpoint from the last delivered revision, so nothing is
+lost or repeated (etcd never splits one revision across two watch responses). A cancel carrying
+`compact_revision` becomes RESYNC. A stream idle for `idle_reconnect` seconds is re-opened (cheap;
+bounds how long a silently dead member can hold a watch). If no endpoint accepts the watch for `timeout`
+seconds, `get` raises `DatastoreUnavailable`.
 
 Leases: etcd leases; TTLs are whole seconds (rounded up, and etcd raises very short TTLs to its
 minimum, about 2 s). Auth: with a username, a token from `/v3/auth/authenticate` is sent in the
@@ -66,6 +68,8 @@ from tortie.datastore._codec import (
 from tortie.datastore._etcd_watch import (
     GRPC_UNAUTHENTICATED,
     EtcdWatch,
+    GatewayWatchTransport,
+    WatchTransport,
     b64,
     error_of,
     int_field,
@@ -176,6 +180,8 @@ class EtcdDatastore(SingleKeyWrites):
         password: str | None = None,
         timeout: float = 5.0,
         idle_reconnect: float = 30.0,
+        watch_grpc: bool = False,
+        watch_endpoints: Sequence[str] = (),
     ) -> None:
         if not endpoints:
             raise UserError("an etcd datastore needs at least one endpoint")
@@ -203,6 +209,10 @@ class EtcdDatastore(SingleKeyWrites):
         self._current = 0
         self._watches: set[EtcdWatch] = set()
         self._closed = False
+        self._tls = (ca_cert, cert, key)
+        grpc_targets = [f"{h}:{p}" for _, h, p in (parse_endpoint(e, default_scheme) for e in endpoints)]
+        self._watch_targets = list(watch_endpoints) or (grpc_targets if watch_grpc else [])
+        self._watch_transport: WatchTransport | None = None
 
     @property
     def endpoint(self) -> str:
@@ -429,9 +439,29 @@ class EtcdDatastore(SingleKeyWrites):
 
     # ----- watches -----
 
+    def _watch_source(self) -> WatchTransport:
+        """The gateway (default), or gRPC to the members or to `watch_endpoints` (grpc-proxies)."""
+        with self._lock:
+            if self._watch_transport is None:
+                if self._watch_targets:
+                    from tortie.datastore._etcd_grpc import GrpcWatchSource
+
+                    ca, cert, key = self._tls
+                    self._watch_transport = GrpcWatchSource(
+                        self._watch_targets, ca_cert=ca, cert=cert, key=key, token=self._token_for_watch,
+                        drop_token=self._drop_token,
+                    )
+                else:
+                    self._watch_transport = GatewayWatchTransport(self)
+            return self._watch_transport
+
+    def _token_for_watch(self) -> str | None:
+        return self._headers().get("Authorization")
+
     def watch(self, prefix: str, after_revision: int) -> Watch:
         self._pick()  # raises if closed
-        w = EtcdWatch(self, self._key_range(prefix), after_revision, self._timeout)
+        w = EtcdWatch(self._watch_source(), self._key_range(prefix), after_revision, self._timeout,
+                      self._forget_watch)
         with self._lock:
             self._watches.add(w)
         w.start()
@@ -465,6 +495,9 @@ class EtcdDatastore(SingleKeyWrites):
             self._watches.clear()
         for w in watches:
             w.queue.close()
+        closer = getattr(self._watch_transport, "close", None)
+        if closer is not None:
+            closer()
         for ep in self._endpoints:
             with contextlib.suppress(Exception):
                 ep.session.close()

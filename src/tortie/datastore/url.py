@@ -5,6 +5,7 @@
     etcd://h1:2379,h2:2379[?options]          etcd over http; `etcds://` means https
         options: cacert=PATH  cert=PATH  key=PATH  username=NAME  timeout=SECONDS
                  password_file=PATH  (or the password in $TORTIE_DATASTORE_PASSWORD, or password=SECRET)
+                 watch=grpc (watches over gRPC)  watch_endpoints=H:P[;H:P..] (watches via etcd grpc-proxy)
 
 `open_datastore(url=None)` opens the URL; with None it uses `default_datastore_url()`, which is
 `$TORTIE_DATASTORE` when set, else `sqlite:///var/lib/tortie/datastore.db` when running as root,
@@ -34,7 +35,9 @@ from tortie.datastore.api import Datastore
 ENV_VAR = "TORTIE_DATASTORE"
 PASSWORD_ENV_VAR = "TORTIE_DATASTORE_PASSWORD"
 ROOT_DEFAULT_PATH = Path("/var/lib/tortie/datastore.db")
-_ETCD_OPTIONS = frozenset({"cacert", "cert", "key", "username", "password", "password_file", "timeout"})
+_ETCD_OPTIONS = frozenset(
+    {"cacert", "cert", "key", "username", "password", "password_file", "timeout", "watch", "watch_endpoints"}
+)
 _FORMS = "sqlite:///abs/path.db, memory://, etcd://host:port[,host:port...] or etcds://..."
 
 
@@ -197,8 +200,16 @@ def _open_etcd(text: str, *, https: bool) -> Datastore:
             f"datastore URL {shown!r}: etcd authentication needs a username and a password "
             f"(password_file=PATH or ${PASSWORD_ENV_VAR})"
         )
+    watch = options.get("watch", "gateway")
+    if watch not in ("gateway", "grpc"):
+        raise UserError(f"datastore URL {shown!r}: watch must be gateway or grpc")
+    watch_endpoints = [e for e in options.get("watch_endpoints", "").replace(";", ",").split(",") if e]
+    for e in watch_endpoints:
+        parse_endpoint(e, "http")
     return EtcdDatastore(
         endpoints,
+        watch_grpc=watch == "grpc",
+        watch_endpoints=watch_endpoints,
         ca_cert=options.get("cacert"),
         cert=options.get("cert"),
         key=options.get("key"),

@@ -25,6 +25,9 @@ password is written to `password_file` (mode 0600) and `url` names `username=tor
 so `open_datastore(cluster.url)` authenticates as the product would. `add_user(name, password,
 prefix, permission)` creates more users (e.g. a read-only one). `tls=True, auth=True` is the secure
 setup the lab's `--etcd-tls` mode and the fault suite can start.
+
+`GrpcProxy(cluster)` runs `etcd grpc-proxy` in front of a (plain-HTTP) cluster, for watch fan-out
+tests and bench/fanout.py.
 """
 
 from __future__ import annotations
@@ -446,3 +449,66 @@ class EtcdCluster:
             return self._members[i].log_path.read_text(errors="replace")[-2000:]
         except OSError:
             return "<no log>"
+
+
+class GrpcProxy:
+    """`etcd grpc-proxy start` in front of a cluster, on a free loopback port (a context manager).
+
+    `target` is its `host:port` (for `watch_endpoints=`), `pid` its process id. The proxy serves gRPC
+    only (plus /health and /metrics over HTTP/1); it coalesces identical watches of its clients into
+    one watch on the cluster. TLS and auth clusters are not supported here.
+    """
+
+    def __init__(self, cluster: EtcdCluster) -> None:
+        if cluster.tls is not None:
+            raise ValueError("GrpcProxy fronts plain-HTTP clusters only")
+        self._cluster = cluster
+        self._dir = Path(tempfile.mkdtemp(prefix="tortie-grpc-proxy-"))
+        self.port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None and self.proc.poll() is None else None
+
+    def __enter__(self) -> GrpcProxy:
+        members = ",".join(e.removeprefix("http://") for e in self._cluster.client_endpoints)
+        for _ in range(4):
+            self.port = free_port()
+            with open(self._dir / "proxy.log", "ab") as logf:
+                self.proc = subprocess.Popen(
+                    [_ETCD_BIN, "grpc-proxy", "start", "--endpoints", members, "--listen-addr", self.target,
+                     "--data-dir", str(self._dir / "data")],
+                    stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True,
+                )
+            _LIVE_PIDS.add(self.proc.pid)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and self.proc.poll() is None:
+                try:
+                    with urllib.request.urlopen(f"http://{self.target}/health", timeout=1.0) as resp:
+                        if resp.status == 200:
+                            return self
+                except (OSError, urllib.error.URLError):
+                    time.sleep(0.05)
+            self._stop()
+        self.close()
+        raise RuntimeError(f"etcd grpc-proxy did not start; log in {self._dir}")
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _stop(self) -> None:
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            self.proc.wait()
+            _LIVE_PIDS.discard(self.proc.pid)
+            self.proc = None
+
+    def close(self) -> None:
+        self._stop()
+        shutil.rmtree(self._dir, ignore_errors=True)
