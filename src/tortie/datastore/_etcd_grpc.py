@@ -212,8 +212,10 @@ class GrpcWatchSource:
         self._names = list(endpoints)
         self._token = token
         self._drop = drop_token
+        # A connection of its own per datastore object (gRPC would share one per target in a process):
+        # a client's watches then fail over independently of other clients in the same process.
         options = [("grpc.keepalive_time_ms", 30_000), ("grpc.keepalive_timeout_ms", 10_000),
-                   ("grpc.max_receive_message_length", 64 << 20)]
+                   ("grpc.max_receive_message_length", 64 << 20), ("grpc.use_local_subchannel_pool", 1)]
         if ca_cert or cert:
             def read(path: str | None) -> bytes | None:
                 if path is None:
