@@ -8,8 +8,10 @@ from typing import Any
 import pytest
 
 from tortie.calc.policy_evaluator import Packet, PolicyWorld, evaluate_endpoint
+from tortie.dataplane.nft.config import RenderConfig
 from tortie.dataplane.nft.interp import NftPacket, forward, run_hook
-from tortie.dataplane.nft.render import RenderConfig, Ruleset, render_ruleset
+from tortie.dataplane.nft.ir import Ruleset
+from tortie.dataplane.nft.ruleset import render_ruleset
 from tortie.testing.policy_world import ALLOW_ALL, gnp, hep, policy_state, resources, wep
 
 HOST_IP = "172.31.0.11"
@@ -68,7 +70,7 @@ def test_host_endpoint_is_default_deny_except_failsafes() -> None:
 
 
 def test_custom_failsafes() -> None:
-    from tortie.dataplane.nft.render import FailsafePort
+    from tortie.dataplane.nft.config import FailsafePort
 
     rs = table([HEP], failsafe_inbound=(FailsafePort(6, 2222, "172.31.0.0/24"),))
     assert to_host(rs, 6, 22) == "drop"
@@ -158,7 +160,7 @@ def test_workload_to_host_allowances_come_before_egress_policy_and_anti_spoofing
 
 
 def test_workload_to_host_allowances_are_configurable() -> None:
-    from tortie.dataplane.managers.policy import render_config
+    from tortie.dataplane.nft.config import render_config
 
     deny_all = gnp("no", selector="all()", egress=[{"action": "Deny"}])
     off = render_config({"workload_to_host_allow": []}, RenderConfig())

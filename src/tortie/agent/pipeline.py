@@ -50,9 +50,9 @@ from tortie.dataplane.managers.block_routes import BlockRoutesManager
 from tortie.dataplane.managers.endpoints import EndpointManager
 from tortie.dataplane.managers.host_sysctls import DEFAULT_HOST_SYSCTLS, HostSysctlsManager
 from tortie.dataplane.managers.manager_api import Manager
-from tortie.dataplane.managers.policy import PolicyManager, render_config
+from tortie.dataplane.managers.policy import PolicyManager
 from tortie.dataplane.messages import POLICY_MESSAGE_TYPES, ConfigUpdate, Message, WorkloadEndpointUpdate
-from tortie.dataplane.nft.render import RenderConfig
+from tortie.dataplane.nft.config import RenderConfig, render_config
 from tortie.dataplane.routetable import RouteTable
 from tortie.datastore import syncer as sync
 from tortie.datastore.api import Datastore

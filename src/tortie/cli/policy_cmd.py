@@ -27,9 +27,10 @@ from tortie.calc.policy_evaluator import Packet, PolicyWorld, anti_spoofing_ok, 
 from tortie.calc.policy_graph import POLICY_KINDS, run_snapshot
 from tortie.cli.context import open_store
 from tortie.common.errors import UserError
+from tortie.dataplane.nft.config import RenderConfig
 from tortie.dataplane.nft.interp import NftPacket, Outcome, forward
 from tortie.dataplane.nft.ir import Log, SetMark, Verdict
-from tortie.dataplane.nft.render import PolicyState, RenderConfig, render_ruleset
+from tortie.dataplane.nft.ruleset import PolicyState, render_ruleset
 from tortie.model import Resource, ValidationError, parse_resource
 from tortie.model.kinds import kind_info
 

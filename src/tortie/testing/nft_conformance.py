@@ -18,9 +18,9 @@ import pytest
 
 from tortie.dataplane.drivers.nftables import NftDriver, NftError
 from tortie.dataplane.nft.batch import build_batch
-from tortie.dataplane.nft.ir import Verdict
+from tortie.dataplane.nft.ir import Ruleset, Verdict
 from tortie.dataplane.nft.parse import parse_table
-from tortie.dataplane.nft.render import Ruleset, render_ruleset
+from tortie.dataplane.nft.ruleset import render_ruleset
 from tortie.testing.policy_world import ALLOW_ALL, gnp, hep, network_set, policy_state, pool, wep
 
 TABLE = "tortie"

@@ -18,8 +18,10 @@ from typing import Any
 
 from tortie.calc.policy_evaluator import Packet, PolicyWorld, anti_spoofing_ok, evaluate_endpoint
 from tortie.calc.policy_graph import run_snapshot
+from tortie.dataplane.nft.config import RenderConfig
 from tortie.dataplane.nft.interp import NftPacket, forward
-from tortie.dataplane.nft.render import PolicyState, RenderConfig, Ruleset, render_ruleset
+from tortie.dataplane.nft.ir import Ruleset
+from tortie.dataplane.nft.ruleset import PolicyState, render_ruleset
 from tortie.model import Resource, parse_resource
 from tortie.model.kinds import kind_info
 

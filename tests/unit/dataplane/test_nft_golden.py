@@ -16,7 +16,9 @@ from pathlib import Path
 import pytest
 
 from tortie.dataplane.nft.batch import build_batch
-from tortie.dataplane.nft.render import RenderConfig, Ruleset, render_ruleset
+from tortie.dataplane.nft.config import RenderConfig
+from tortie.dataplane.nft.ir import Ruleset
+from tortie.dataplane.nft.ruleset import render_ruleset
 from tortie.testing.nft_conformance import sample_ruleset
 from tortie.testing.policy_world import ALLOW_ALL, gnp, hep, policy_state, profile, tier, wep
 

@@ -10,10 +10,14 @@ import pytest
 from tortie.calc.events import InSync, KVUpdate
 from tortie.calc.policy_graph import PolicyGraph
 from tortie.common.errors import DataplaneError
-from tortie.dataplane.managers.policy import PolicyManager, parse_failsafe
+from tortie.dataplane.managers.policy import PolicyManager
 from tortie.dataplane.messages import ConfigUpdate, Message, WorkloadEndpointId
-from tortie.dataplane.messages.policy import EndpointPolicyRemove, PolicyId, PolicyRemove
-from tortie.dataplane.nft.render import FailsafePort
+from tortie.dataplane.messages.policy import (
+    EndpointPolicyRemove,
+    EndpointPolicyUpdate,
+    PolicyId,
+    PolicyRemove,
+)
 from tortie.testing.nft_fake import FakeNftables
 from tortie.testing.policy_world import ALLOW_ALL, gnp, key_of, wep
 
@@ -184,33 +188,14 @@ def test_interface_prefix_change_rerenders_dispatch() -> None:
     assert {"set": ["tort*", "tap*"]} in [m["match"]["right"] for m in expr if "match" in m]
 
 
-@pytest.mark.parametrize(
-    ("text", "port"),
-    [
-        ("tcp:22", FailsafePort(6, 22)),
-        ("udp:68", FailsafePort(17, 68)),
-        ("179", FailsafePort(6, 179)),
-        ("tcp:10.0.0.0/8:2379", FailsafePort(6, 2379, "10.0.0.0/8")),
-        ("tcp:fd00::/64:22", FailsafePort(6, 22, "fd00::/64")),
-    ],
-)
-def test_failsafe_spellings(text: str, port: FailsafePort) -> None:
-    assert parse_failsafe(text) == port
-
-
-def test_the_agent_defaults_render_as_the_renderer_defaults() -> None:
-    from tortie.agent.policy_params import (
-        FAILSAFE_INBOUND_DEFAULT,
-        FAILSAFE_OUTBOUND_DEFAULT,
-        WORKLOAD_TO_HOST_ALLOW_DEFAULT,
-    )
-    from tortie.dataplane.managers.policy import render_config
-    from tortie.dataplane.nft.render import RenderConfig
-
-    values = {
-        "failsafe_inbound_host_ports": FAILSAFE_INBOUND_DEFAULT,
-        "failsafe_outbound_host_ports": FAILSAFE_OUTBOUND_DEFAULT,
-        "workload_to_host_allow": WORKLOAD_TO_HOST_ALLOW_DEFAULT,
-    }
-    empty = RenderConfig(failsafe_inbound=(), failsafe_outbound=(), workload_to_host_allow=())
-    assert render_config(values, empty) == RenderConfig()
+def test_an_interface_passing_to_another_endpoint_in_one_batch_keeps_its_chains() -> None:
+    fake = FakeNftables()
+    manager = manager_with(fake, Feed(WORLD).out)
+    old, new = WorkloadEndpointId("default", "b"), WorkloadEndpointId("another", "b")
+    manager.on_update(EndpointPolicyRemove(old))  # a workload recreated in another namespace, whose
+    manager.on_update(EndpointPolicyUpdate(new, "tort-b", ("10.0.0.2/32",)))  # interface name is reused
+    manager.apply()
+    tables = fake.tables["tortie"]
+    assert "fw-tort-b" in tables.chains and "tw-tort-b" in tables.chains
+    assert "tort-b" in tables.sets["from-wl"].elements and "tort-b" in tables.sets["to-wl"].elements
+    assert "another/b" in str(tables.chains["tw-tort-b"].rules[-1].comment)

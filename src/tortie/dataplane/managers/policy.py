@@ -6,10 +6,11 @@ action, log prefix), `resync()`. Output, through an `NftDriver`: one transaction
 
 How it stays incremental: every message marks its *owner* dirty (an IP set, a policy, a profile,
 an endpoint, or "hosts" = host endpoints + pools + the static chains). `apply()` re-renders only
-dirty owners (pure functions of `tortie.dataplane.nft.render`), merges their chains, sets and
-verdict-map entries into the desired `Ruleset`, and `batch.build_batch` turns the names that
-changed into commands against the kernel state it knows (`KernelTable`, read back on the first
-apply and every resync, then kept up to date after each accepted batch).
+dirty owners with `nft.ruleset.render_owner` (the very function the full render merges, so the
+incremental table cannot drift from `render_ruleset` of the same state), merges the difference
+from what each owner contributed before into the desired `Ruleset`, and `batch.build_batch` turns
+the names that changed into commands against the kernel state it knows (`KernelTable`, read back
+on the first apply and every resync, then kept up to date after each accepted batch).
 
 Fail closed and no windows:
 * a workload interface without programmed policy has no verdict-map entry: its traffic is dropped
@@ -39,113 +40,24 @@ Construction: `PolicyManager(driver, config=None, table="tortie", addresses=None
 
 from __future__ import annotations
 
-import ipaddress
 import logging
-from collections.abc import Hashable, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping
 
 from tortie.common.errors import DataplaneError
 from tortie.dataplane.drivers.host_addresses import HostAddressDriver
 from tortie.dataplane.drivers.links import LinkEvent
 from tortie.dataplane.drivers.nftables import NftDriver
-from tortie.dataplane.messages import POLICY_MESSAGE_TYPES, ConfigUpdate, Message
-from tortie.dataplane.messages.policy import (
-    EndpointPolicyRemove,
-    EndpointPolicyUpdate,
-    HostEndpointPolicyRemove,
-    HostEndpointPolicyUpdate,
-    IPSetRemove,
-    IPSetUpdate,
-    PolicyRemove,
-    PolicyUpdate,
-    PoolRemove,
-    PoolUpdate,
-    ProfileRemove,
-    ProfileUpdate,
-)
+from tortie.dataplane.messages import POLICY_MESSAGE_TYPES, ConfigUpdate, Message, WorkloadEndpointId
 from tortie.dataplane.nft import batch
-from tortie.dataplane.nft.ir import Chain, MapDef, SetDef, Verdict
+from tortie.dataplane.nft.config import RenderConfig, render_config
+from tortie.dataplane.nft.host_endpoints import needs_interface_addresses
+from tortie.dataplane.nft.ir import Chain, Pieces, SetDef, referenced
+from tortie.dataplane.nft.names import TABLE
 from tortie.dataplane.nft.parse import KernelTable, parse_table
-from tortie.dataplane.nft.render import (
-    ALL_INTERFACES,
-    DISPATCH_MAPS,
-    TABLE,
-    FailsafePort,
-    PolicyState,
-    RenderConfig,
-    Ruleset,
-    choose_host_endpoints,
-    endpoint_chains,
-    host_endpoint_chains,
-    ipset_defs,
-    member_families,
-    needs_interface_addresses,
-    owns_interface,
-    policy_chains,
-    pool_defs,
-    profile_chains,
-    referenced,
-    static_chains,
-)
+from tortie.dataplane.nft.ruleset import HOSTS, Owner, PolicyState, empty_ruleset, render_owner
+from tortie.dataplane.nft.sets import member_families, placeholder_set
 
 log = logging.getLogger(__name__)
-
-Owner = tuple[str, Hashable]
-HOSTS: Owner = ("hosts", "")
-_PROTOCOLS = {"tcp": 6, "udp": 17, "sctp": 132}
-
-
-@dataclass
-class _Pieces:
-    chains: dict[str, Chain] = field(default_factory=dict)
-    sets: dict[str, tuple[SetDef, frozenset[str]]] = field(default_factory=dict)
-    entries: dict[tuple[str, str], Verdict] = field(default_factory=dict)
-
-
-def parse_failsafe(text: str) -> FailsafePort:
-    """`tcp:22`, `udp:68`, `22` (TCP) or `tcp:10.0.0.0/8:22` (restricted to a peer network)."""
-    parts = text.strip().split(":")
-    proto = "tcp"
-    net: str | None = None
-    if len(parts) == 1:
-        port = parts[0]
-    elif len(parts) == 2:
-        proto, port = parts
-    else:
-        proto, net, port = parts[0], ":".join(parts[1:-1]), parts[-1]
-        net = str(ipaddress.ip_network(net, strict=False))
-    if proto.lower() not in _PROTOCOLS:
-        raise ValueError(f"{text!r}: protocol must be tcp, udp or sctp")
-    return FailsafePort(_PROTOCOLS[proto.lower()], int(port), net)
-
-
-def render_config(values: Mapping[str, object], base: RenderConfig) -> RenderConfig:
-    """The rendering parameters found in the agent's configuration values (others keep `base`)."""
-    cfg = base
-    prefixes = values.get("interface_prefix")
-    if isinstance(prefixes, list | tuple) and prefixes:
-        cfg = replace(cfg, interface_prefixes=tuple(str(p) for p in prefixes))
-    for key in ("failsafe_inbound_host_ports", "failsafe_outbound_host_ports", "workload_to_host_allow"):
-        raw = values.get(key)
-        if isinstance(raw, list | tuple):
-            try:
-                ports = tuple(parse_failsafe(str(p)) for p in raw)
-            except ValueError as exc:
-                log.warning("invalid port list ignored param=%s reason=%s", key, exc)
-                continue
-            if key == "failsafe_inbound_host_ports":
-                cfg = replace(cfg, failsafe_inbound=ports)
-            elif key == "failsafe_outbound_host_ports":
-                cfg = replace(cfg, failsafe_outbound=ports)
-            else:
-                cfg = replace(cfg, workload_to_host_allow=ports)
-    action = values.get("default_endpoint_to_host_action")
-    if action == "Drop" or action == "Accept" or action == "Return":
-        cfg = replace(cfg, endpoint_to_host_action=action)
-    prefix = values.get("log_prefix")
-    if isinstance(prefix, str) and prefix:
-        cfg = replace(cfg, log_prefix=prefix)
-    return cfg
 
 
 class PolicyManager:
@@ -167,11 +79,10 @@ class PolicyManager:
         self._table = table
         self._base_config = config or RenderConfig()
         self.state = PolicyState(self._base_config)
-        self.desired = Ruleset()
-        for map_name in DISPATCH_MAPS:
-            self.desired.maps[map_name] = MapDef(map_name)
-            self.desired.map_elements[map_name] = {}
-        self._owned: dict[Owner, _Pieces] = {}
+        self.desired = empty_ruleset()
+        self._owned: dict[Owner, Pieces] = {}
+        self._chain_provider: dict[str, Owner] = {}  # chain -> the owner whose chain it is
+        self._entry_provider: dict[tuple[str, str], Owner] = {}  # (map, key) -> likewise
         self._chain_refs: dict[str, tuple[frozenset[str], frozenset[str]]] = {}
         self._chain_referrers: dict[str, set[str]] = {}
         self._set_referrers: dict[str, set[str]] = {}
@@ -184,7 +95,7 @@ class PolicyManager:
         self._dirty_owners: set[Owner] = {HOSTS}
         self._dirty_chains: set[str] = set()
         self._dirty_sets: set[str] = set()
-        self._dirty_maps: set[str] = set(DISPATCH_MAPS)
+        self._dirty_maps: set[str] = set(self.desired.maps)
         self._full_resync = True
         self._generation: int | None = None  # the nftables generation our KernelTable is known to match
         self._verify = False
@@ -201,18 +112,9 @@ class PolicyManager:
                 self.state.config = cfg
                 self._dirty_owners |= self._all_owners()
             return
-        if not self.state.record(msg):
-            return
-        if isinstance(msg, IPSetUpdate | IPSetRemove):
-            self._dirty_owners.add(("ipset", msg.id))
-        elif isinstance(msg, PolicyUpdate | PolicyRemove):
-            self._dirty_owners.add(("policy", msg.id))
-        elif isinstance(msg, ProfileUpdate | ProfileRemove):
-            self._dirty_owners.add(("profile", msg.id))
-        elif isinstance(msg, EndpointPolicyUpdate | EndpointPolicyRemove):
-            self._dirty_owners.add(("endpoint", msg.id))
-        elif isinstance(msg, HostEndpointPolicyUpdate | HostEndpointPolicyRemove | PoolUpdate | PoolRemove):
-            self._dirty_owners.add(HOSTS)
+        owner = self.state.record(msg)
+        if owner is not None:
+            self._dirty_owners.add(owner)
 
     def on_link_event(self, event: LinkEvent) -> None:
         """Dispatch is by name, so a new interface is covered the moment it appears (by its
@@ -245,79 +147,38 @@ class PolicyManager:
         )
 
     def _all_owners(self) -> set[Owner]:
-        owners: set[Owner] = {HOSTS}
-        owners |= {("ipset", i) for i in self.state.ipsets}
-        owners |= {("policy", p) for p in self.state.policies}
-        owners |= {("profile", p) for p in self.state.profiles}
-        owners |= {("endpoint", e) for e in self.state.endpoints}
-        return owners | set(self._owned)
+        return set(self.state.owners()) | set(self._owned)
 
     # -- rendering one owner --------------------------------------------------------------------------
-    def _render(self, owner: Owner) -> _Pieces:
-        kind, key = owner
-        cfg = self.state.config
-        out = _Pieces()
-        if kind == "ipset":
-            update = self.state.ipsets.get(str(key))
-            if update is not None:
-                out.sets = ipset_defs(update, self._families)
-        elif kind == "policy":
-            policy = self.state.policies.get(key)  # type: ignore[call-overload]
-            if policy is not None:
-                out.chains = {c.name: c for c in policy_chains(policy, cfg, self._families)}
-        elif kind == "profile":
-            profile = self.state.profiles.get(str(key))
-            if profile is not None:
-                out.chains = {c.name: c for c in profile_chains(profile, cfg, self._families)}
-        elif kind == "endpoint":
-            ep = self.state.endpoints.get(key)  # type: ignore[call-overload]
-            if ep is not None:
-                if owns_interface(cfg, ep.interface_name):
-                    to_wl, from_wl = endpoint_chains(ep, cfg)
-                    out.chains = {to_wl.name: to_wl, from_wl.name: from_wl}
-                    out.entries = {
-                        ("to-wl", ep.interface_name): Verdict("goto", to_wl.name),
-                        ("from-wl", ep.interface_name): Verdict("goto", from_wl.name),
-                    }
-                else:
-                    log.warning(
-                        "endpoint interface lacks the configured prefix; its traffic is not policed "
-                        "endpoint=%s iface=%s",
-                        ep.id,
-                        ep.interface_name,
-                    )
-        else:
-            if needs_interface_addresses(self.state.host_endpoints):
-                self._refresh_addresses()
-            heps = choose_host_endpoints(
-                self.state.host_endpoints, self.state.interface_addresses, cfg.interface_prefixes
+    def _render(self, owner: Owner) -> Pieces:
+        """`render_owner`, the full render's own definition, after what it needs from the host."""
+        if owner == HOSTS and needs_interface_addresses(self.state.host_endpoints):
+            self._refresh_addresses()
+        pieces = render_owner(self.state, owner, self._families)
+        key = owner[1]
+        ep = self.state.endpoints.get(key) if isinstance(key, WorkloadEndpointId) else None
+        if ep is not None and not pieces:
+            log.warning(
+                "endpoint interface lacks the configured prefix; its traffic is not policed "
+                "endpoint=%s iface=%s",
+                ep.id,
+                ep.interface_name,
             )
-            wildcard_maps: set[str] = set()
-            for iface, hep in heps.items():
-                for map_name, chain in host_endpoint_chains(hep, cfg, iface).items():
-                    out.chains[chain.name] = chain
-                    if iface == ALL_INTERFACES:
-                        wildcard_maps.add(map_name)
-                    else:
-                        out.entries[(map_name, iface)] = Verdict("goto", chain.name)
-            for chain in static_chains(
-                cfg, heps.get(ALL_INTERFACES), frozenset(wildcard_maps), self.state.pools.values()
-            ):
-                out.chains[chain.name] = chain
-            out.sets = pool_defs(self.state.pools.values())
-        return out
+        return pieces
 
     # -- merging into the desired ruleset ---------------------------------------------------------------
-    def _install(self, owner: Owner, new: _Pieces) -> None:
-        old = self._owned.get(owner, _Pieces())
+    def _install(self, owner: Owner, new: Pieces) -> None:
+        """Replace what `owner` contributed by `new`. A chain or map entry another owner took over
+        in the meantime (an interface name that passed from one endpoint to another in one batch)
+        is theirs: leaving it does not remove it."""
+        old = self._owned.get(owner, Pieces())
         for name in old.chains.keys() - new.chains.keys():
-            self._drop_chain(name)
+            if self._chain_provider.get(name) == owner:
+                del self._chain_provider[name]
+                self._drop_chain(name)
         for name, chain in new.chains.items():
-            if (
-                old.chains.get(name) != chain
-                or name in self._placeholder_chains
-                or name not in self.desired.chains
-            ):
+            self._chain_provider[name] = owner
+            if name in self._placeholder_chains or self.desired.chains.get(name) != chain:
                 self._put_chain(chain)
         for name in old.sets.keys() - new.sets.keys():
             self._drop_set(name)
@@ -325,14 +186,16 @@ class PolicyManager:
             if old.sets.get(name) != (definition, elements) or name not in self.desired.sets:
                 self._put_set(name, definition, elements)
         for map_name, iface in old.entries.keys() - new.entries.keys():
-            if self.desired.map_elements[map_name].get(iface) == old.entries[(map_name, iface)]:
-                del self.desired.map_elements[map_name][iface]
+            if self._entry_provider.get((map_name, iface)) == owner:
+                del self._entry_provider[(map_name, iface)]
+                self.desired.map_elements[map_name].pop(iface, None)
                 self._dirty_maps.add(map_name)
         for (map_name, iface), verdict in new.entries.items():
+            self._entry_provider[(map_name, iface)] = owner
             if self.desired.map_elements[map_name].get(iface) != verdict:
                 self.desired.map_elements[map_name][iface] = verdict
                 self._dirty_maps.add(map_name)
-        if new.chains or new.sets or new.entries:
+        if new:
             self._owned[owner] = new
         else:
             self._owned.pop(owner, None)
@@ -386,14 +249,7 @@ class PolicyManager:
         self._set_refs(name, (set(), set()))
 
     def _put_placeholder_set(self, name: str) -> None:
-        family = 6 if name[1:2] == "6" else 4
-        addr_type = "ipv4_addr" if family == 4 else "ipv6_addr"
-        definition = (
-            SetDef(name, (addr_type, "inet_proto", "inet_service"))
-            if name.startswith("n")
-            else SetDef(name, addr_type, interval=True)
-        )
-        self._put_set(name, definition, frozenset())
+        self._put_set(name, placeholder_set(name), frozenset())
         self._placeholder_sets.add(name)
 
     def _set_refs(self, chain: str, refs: tuple[set[str], set[str]]) -> None:

@@ -24,6 +24,7 @@ from typing import Any
 
 from tortie.dataplane.nft.ir import (
     FAMILY,
+    Ruleset,
     chain_json,
     element_json,
     map_json,
@@ -32,7 +33,6 @@ from tortie.dataplane.nft.ir import (
     verdict_json,
 )
 from tortie.dataplane.nft.parse import KernelChain, KernelSet, KernelTable
-from tortie.dataplane.nft.render import Ruleset
 
 
 def _ref(table: str, name: str) -> dict[str, Any]:

@@ -36,13 +36,13 @@ from tortie.dataplane.nft.ir import (
     Prefix,
     Range,
     Rule,
+    Ruleset,
     SetMark,
     SetRef,
     Value,
     Verdict,
     VMap,
 )
-from tortie.dataplane.nft.render import Ruleset
 
 PORT_PROTOCOLS = frozenset({6, 17, 132, 136})
 ICMP_NAMES = {

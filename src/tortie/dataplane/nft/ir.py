@@ -3,7 +3,8 @@
 Values are frozen dataclasses close to nft's own JSON schema (libnftables-json(5)): fields (`Meta`,
 `Payload`, `Ct`, `Concat`, `BitAnd`), right-hand values (ints, strings, `Prefix`, `Range`,
 `SetRef`, `AnonSet`, concatenations as tuples), statements (`Match`, `Verdict`, `VMap`, `SetMark`,
-`Log`, `Counter`, `NoTrack`, `Masquerade`), `Rule`, `Chain`, `SetDef`, `MapDef`.
+`Log`, `Counter`, `NoTrack`, `Masquerade`), `Rule`, `Chain`, `SetDef`, `MapDef`; a whole table
+(`Ruleset`) and one owner's share of it (`Pieces`); `referenced(chains)`: what chains refer to.
 
 A `Rule` carries a digest of its statements; its kernel comment is `h=<digest> <label>`. The
 kernel's JSON for a rule differs from what we sent (it names constants, drops implied
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -179,6 +181,44 @@ class SetDef:
 class MapDef:
     name: str
     key_type: str = "ifname"
+
+
+@dataclass
+class Ruleset:
+    """A whole table: chains, sets with elements, verdict maps with elements."""
+
+    chains: dict[str, Chain] = field(default_factory=dict)
+    sets: dict[str, SetDef] = field(default_factory=dict)
+    elements: dict[str, frozenset[str]] = field(default_factory=dict)
+    maps: dict[str, MapDef] = field(default_factory=dict)
+    map_elements: dict[str, dict[str, Verdict]] = field(default_factory=dict)
+
+
+@dataclass
+class Pieces:
+    """What one owner (a policy, an endpoint, ...) contributes to a table: chains, sets with their
+    elements, and verdict-map entries keyed by (map, interface)."""
+
+    chains: dict[str, Chain] = field(default_factory=dict)
+    sets: dict[str, tuple[SetDef, frozenset[str]]] = field(default_factory=dict)
+    entries: dict[tuple[str, str], Verdict] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.chains or self.sets or self.entries)
+
+
+def referenced(chains: Iterable[Chain]) -> tuple[set[str], set[str]]:
+    """Chains jumped to and sets referenced by these chains."""
+    chain_refs: set[str] = set()
+    set_refs: set[str] = set()
+    for chain in chains:
+        for r in chain.rules:
+            for stmt in r.stmts:
+                if isinstance(stmt, Verdict) and stmt.target is not None:
+                    chain_refs.add(stmt.target)
+                elif isinstance(stmt, Match) and isinstance(stmt.right, SetRef):
+                    set_refs.add(stmt.right.name)
+    return chain_refs, set_refs
 
 
 # -- JSON ---------------------------------------------------------------------------------------------

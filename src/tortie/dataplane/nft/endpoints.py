@@ -1,0 +1,120 @@
+"""The evaluation around policy chains (pure): an endpoint's tiers and profiles as rules.
+
+`policy_section(tiers, inbound, profiles, stage, cfg, end, label)` is the one definition of Calico's
+evaluation order in nft terms, for workload and host endpoints alike. With two mark bits
+(`accept_mark`, `pass_mark`): clear both; per tier jump to each policy chain while the pass bit is
+clear and return as soon as the accept bit is set (a policy's Allow); a tier whose policies all
+fell through ends in its default action (Deny: drop) in the normal and forward stages; leaving a
+tier clears the pass bit. Then each profile likewise (Pass ends that profile), then `end`. In the
+doNotTrack stage an Allow also sets notrack.
+
+`endpoint_chains(ep, cfg)`: a workload interface's `tw-<if>` (ingress policy) and `fw-<if>`
+(anti-spoofing per family: a source outside the endpoint's nets and allowSpoofedSourcePrefixes
+is dropped; then egress policy), both ending in a drop (default deny).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from tortie.dataplane.messages.policy import EndpointPolicyUpdate, TierPolicies
+from tortie.dataplane.nft.config import RenderConfig
+from tortie.dataplane.nft.ir import (
+    BitAnd,
+    Chain,
+    Counter,
+    Match,
+    Meta,
+    NoTrack,
+    Rule,
+    SetMark,
+    Stmt,
+    Verdict,
+    rule,
+)
+from tortie.dataplane.nft.names import Stage, endpoint_chain, policy_chain, profile_chain
+from tortie.dataplane.nft.rules import addr_field, is_none, net_value
+
+
+def _mark_is(bit: int, set_: bool) -> Match:
+    return Match(BitAnd(Meta("mark"), bit), "==", bit if set_ else 0)
+
+
+def policy_section(
+    tiers: tuple[TierPolicies, ...],
+    inbound: bool,
+    profiles: tuple[str, ...],
+    stage: Stage,
+    cfg: RenderConfig,
+    end: Verdict,
+    end_label: str,
+) -> list[Rule]:
+    """The rules of one endpoint direction: tiers, profiles, then `end`."""
+    a, p = cfg.accept_mark, cfg.pass_mark
+    on_accept: list[Stmt] = [NoTrack(), Verdict("return")] if stage == "untracked" else [Verdict("return")]
+    rules: list[Rule] = [rule(SetMark(and_mask=0xFFFFFFFF & ~(a | p)), label="clear marks")]
+    for tier in tiers:
+        pids = tier.ingress if inbound else tier.egress
+        if not pids:
+            continue
+        for i, pid in enumerate(pids):
+            guard: list[Stmt] = [_mark_is(p, False)] if i else []
+            rules.append(
+                rule(*guard, Verdict("jump", policy_chain(pid, inbound)), label=f"tier {tier.name}: {pid}")
+            )
+            rules.append(rule(_mark_is(a, True), *on_accept, label=f"allowed by {pid}"))
+        if stage in ("normal", "forward") and tier.default_action == "Deny":
+            rules.append(
+                rule(
+                    _mark_is(p, False),
+                    Counter(),
+                    Verdict("drop"),
+                    label=f"end of tier {tier.name}: default action Deny",
+                )
+            )
+        rules.append(rule(SetMark(and_mask=0xFFFFFFFF & ~p), label=f"leave tier {tier.name}"))
+    for name in profiles:
+        rules.append(rule(Verdict("jump", profile_chain(name, inbound)), label=f"profile {name}"))
+        rules.append(rule(_mark_is(a, True), *on_accept, label=f"allowed by profile {name}"))
+        rules.append(rule(SetMark(and_mask=0xFFFFFFFF & ~p), label=f"leave profile {name}"))
+    end_stmts: list[Stmt] = [Counter(), end] if end.kind == "drop" else [end]
+    rules.append(rule(*end_stmts, label=end_label))
+    return rules
+
+
+def _anti_spoofing(ep: EndpointPolicyUpdate) -> list[Rule]:
+    rules = []
+    for family, nets in ((4, ep.ipv4_nets), (6, ep.ipv6_nets)):
+        allowed = [
+            n
+            for n in (*nets, *ep.allowed_source_prefixes)
+            if ipaddress.ip_network(n, strict=False).version == family
+        ]
+        nfproto = Match(Meta("nfproto"), "==", "ipv4" if family == 4 else "ipv6")
+        label = f"anti-spoofing IPv{family}: source not the endpoint's"
+        if allowed:
+            values = [net_value(n) for n in sorted(set(allowed))]
+            rules.append(
+                rule(
+                    nfproto,
+                    *is_none(addr_field(family, "saddr"), values),
+                    Counter(),
+                    Verdict("drop"),
+                    label=label,
+                )
+            )
+        else:
+            rules.append(rule(nfproto, Counter(), Verdict("drop"), label=label))
+    return rules
+
+
+def endpoint_chains(ep: EndpointPolicyUpdate, cfg: RenderConfig) -> list[Chain]:
+    """to-workload (ingress policy) and from-workload (anti-spoofing, egress policy) chains."""
+    deny = Verdict("drop")
+    why = f"{ep.id}: default deny"
+    ingress = policy_section(ep.tiers, True, ep.profile_ids, "normal", cfg, deny, why)
+    egress = _anti_spoofing(ep) + policy_section(ep.tiers, False, ep.profile_ids, "normal", cfg, deny, why)
+    return [
+        Chain(endpoint_chain(ep.interface_name, True), tuple(ingress)),
+        Chain(endpoint_chain(ep.interface_name, False), tuple(egress)),
+    ]
