@@ -16,7 +16,8 @@ stored objects themselves (the Block value, affinities, handles and their one de
 
 from __future__ import annotations
 
-from tortie.ipam.allocator import Assignment, AssignResult, Ipam
+from tortie.ipam.allocator import Assignment, Ipam
+from tortie.ipam.auto_assign import AssignResult
 from tortie.ipam.config import IpamConfig
 from tortie.ipam.errors import (
     AddressInUse,
