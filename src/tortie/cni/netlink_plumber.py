@@ -35,26 +35,25 @@ from tortie.cni.plumbing import (
     VethSpec,
 )
 from tortie.common.errors import DataplaneError, NetlinkError
+from tortie.common.ipfamily import V4, V6, IPInterface, IPNetwork, family_of
 from tortie.kernel.netns import entered, open_netns
 from tortie.kernel.rtnl import Rtnl
-from tortie.kernel.rtnl_codec import AF_INET, AF_INET6, RT_SCOPE_LINK, RT_SCOPE_UNIVERSE, Link, family_of
+from tortie.kernel.rtnl_codec import RT_SCOPE_LINK, RT_SCOPE_UNIVERSE, Link
 from tortie.kernel.sysctl import read_sysctl, write_sysctl
 
 log = logging.getLogger(__name__)
 
-_LINK_ROUTE_V4 = ipaddress.ip_network(f"{GATEWAY_V4}/32")
-_DEFAULT_V4 = ipaddress.ip_network("0.0.0.0/0")
-_DEFAULT_V6 = ipaddress.ip_network("::/0")
+_LINK_ROUTE_V4 = V4.host_network(GATEWAY_V4)
+_DEFAULT_V4 = ipaddress.ip_network((V4.unspecified, 0))
+_DEFAULT_V6 = ipaddress.ip_network((V6.unspecified, 0))
 
 
 def _sysctl_key(directory: str, ifname: str, name: str) -> str:
     return f"net/{directory}/{ifname}/{name}"
 
 
-def _host_route_dst(
-    addr: ipaddress.IPv4Interface | ipaddress.IPv6Interface,
-) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
-    return ipaddress.ip_network(f"{addr.ip}/{addr.ip.max_prefixlen}")
+def _host_route_dst(addr: IPInterface) -> IPNetwork:
+    return family_of(addr).host_network(addr.ip)
 
 
 class NetlinkPlumber:
@@ -113,7 +112,7 @@ class NetlinkPlumber:
                     write_sysctl(_sysctl_key("ipv6/conf", spec.ifname, "accept_dad"), "0")
             cont.set_link(peer.ifindex, up=True)
             for addr in spec.addresses:
-                cont.add_addr(peer.ifindex, addr, nodad=addr.version == 6)
+                cont.add_addr(peer.ifindex, addr, nodad=family_of(addr).dad)
             if spec.has_v4:
                 cont.add_route(_LINK_ROUTE_V4, oif=peer.ifindex, scope=RT_SCOPE_LINK, protocol=3)
                 cont.add_route(_DEFAULT_V4, oif=peer.ifindex, gateway=GATEWAY_V4, protocol=3)
@@ -126,17 +125,15 @@ class NetlinkPlumber:
         return PlumbedInterface(spec.host_ifname, HOST_MAC, spec.ifname, peer.mac or "", spec.mtu)
 
     @staticmethod
-    def _host_route(
-        host: Rtnl, index: int, addr: ipaddress.IPv4Interface | ipaddress.IPv6Interface, spec: VethSpec
-    ) -> None:
+    def _host_route(host: Rtnl, index: int, addr: IPInterface, spec: VethSpec) -> None:
         dst = _host_route_dst(addr)
-        scope = RT_SCOPE_LINK if addr.version == 4 else RT_SCOPE_UNIVERSE
+        scope = RT_SCOPE_LINK if family_of(addr) is V4 else RT_SCOPE_UNIVERSE  # IPv6 routes have no scope
         try:
             host.add_route(dst, oif=index, scope=scope, protocol=spec.route_protocol)
         except NetlinkError as e:
             if e.errno != errno.EEXIST:
                 raise
-            existing = [r for r in host.routes(family_of(addr.version)) if r.dst == dst]
+            existing = [r for r in host.routes(family_of(addr).af) if r.dst == dst]
             if existing and all(r.oif == index for r in existing):
                 return  # the agent got there first: same route
             others = ", ".join(str(r.oif) for r in existing)
@@ -179,7 +176,7 @@ class NetlinkPlumber:
                 for addr in spec.addresses:
                     dst = _host_route_dst(addr)
                     if not any(
-                        r.dst == dst and r.oif == hlink.ifindex for r in host.routes(family_of(addr.version))
+                        r.dst == dst and r.oif == hlink.ifindex for r in host.routes(family_of(addr).af)
                     ):
                         problems.append(f"host route {dst} dev {spec.host_ifname} is missing")
                 with entered(ns_fd):
@@ -213,7 +210,7 @@ class NetlinkPlumber:
             if addr not in have:
                 problems.append(f"{spec.ifname} lacks address {addr}")
         if spec.has_v4:
-            routes = cont.routes(AF_INET)
+            routes = cont.routes(V4.af)
             if not any(
                 r.dst == _LINK_ROUTE_V4 and r.oif == clink.ifindex and r.scope == RT_SCOPE_LINK
                 for r in routes
@@ -222,7 +219,7 @@ class NetlinkPlumber:
             if not any(r.dst == _DEFAULT_V4 and r.gateway == GATEWAY_V4 for r in routes):
                 problems.append(f"default route via {GATEWAY_V4} is missing")
         if spec.has_v6 and not any(
-            r.dst == _DEFAULT_V6 and r.gateway == GATEWAY_V6 for r in cont.routes(AF_INET6)
+            r.dst == _DEFAULT_V6 and r.gateway == GATEWAY_V6 for r in cont.routes(V6.af)
         ):
             problems.append(f"default route via {GATEWAY_V6} is missing")
         return problems

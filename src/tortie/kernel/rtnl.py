@@ -19,6 +19,7 @@ from __future__ import annotations
 import errno as _errno
 
 from tortie.common.errors import NetlinkError
+from tortie.common.ipfamily import IPAddress, IPInterface, IPNetwork, family_of
 from tortie.kernel import rtnl_codec as codec
 from tortie.kernel.netlink import (
     NETLINK_ROUTE,
@@ -39,9 +40,6 @@ from tortie.kernel.rtnl_codec import (
     RTN_UNICAST,
     RTPROT_BOOT,
     Address,
-    IPAddress,
-    IPInterface,
-    IPNetwork,
     Link,
     Neighbour,
     Route,
@@ -237,13 +235,13 @@ class Rtnl:
 
     def set_neighbour(self, index: int, dst: IPAddress, mac: str) -> None:
         """A permanent neighbour entry (`ip neigh replace DST lladdr MAC dev X nud permanent`)."""
-        body = codec.neigh_request(codec.family_of(dst.version), index, dst=dst, mac=mac, state=NUD_PERMANENT)
+        body = codec.neigh_request(family_of(dst).af, index, dst=dst, mac=mac, state=NUD_PERMANENT)
         self.sock.request(
             codec.RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_REPLACE, body, f"set neighbour {dst} on link {index}"
         )
 
     def delete_neighbour(self, index: int, dst: IPAddress) -> bool:
-        body = codec.neigh_request(codec.family_of(dst.version), index, dst=dst, state=0)
+        body = codec.neigh_request(family_of(dst).af, index, dst=dst, state=0)
         return self._delete(codec.RTM_DELNEIGH, body, f"delete neighbour {dst} on link {index}")
 
     # -- FDB entries (of a VXLAN device) ------------------------------------------------------------

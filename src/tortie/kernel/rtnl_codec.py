@@ -25,6 +25,7 @@ import ipaddress
 import struct
 from typing import NamedTuple
 
+from tortie.common.ipfamily import V4, V6, IPAddress, IPInterface, IPNetwork, family_of, family_of_af
 from tortie.kernel.netlink import (
     attr,
     attr_be16,
@@ -78,14 +79,7 @@ _IFADDRMSG = struct.Struct("=BBBBI")
 _RTMSG = struct.Struct("=BBBBBBBBI")
 _NDMSG = struct.Struct("=BxxxiHBB")
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
-
-
-def family_of(version: int) -> int:
-    """AF_INET / AF_INET6 of an IP version (4 or 6)."""
-    return AF_INET if version == 4 else AF_INET6
+_VXLAN_LOCAL = {V4: IFLA_VXLAN_LOCAL, V6: IFLA_VXLAN_LOCAL6}
 
 
 def format_mac(data: bytes) -> str:
@@ -184,7 +178,7 @@ def vxlan_linkinfo(
     data = attr_u32(IFLA_VXLAN_ID, vni) + attr_be16(IFLA_VXLAN_PORT, port)
     data += attr_u8(IFLA_VXLAN_LEARNING, 1 if learning else 0)
     if local is not None:
-        data += attr(IFLA_VXLAN_LOCAL if local.version == 4 else IFLA_VXLAN_LOCAL6, local.packed)
+        data += attr(_VXLAN_LOCAL[family_of(local)], local.packed)
     if link is not None:
         data += attr_u32(IFLA_VXLAN_LINK, link)
     return nest(IFLA_LINKINFO, attr_str(IFLA_INFO_KIND, "vxlan"), nest(IFLA_INFO_DATA, data))
@@ -242,7 +236,7 @@ class Address(NamedTuple):
 def addr_request(index: int, iface: IPInterface, *, flags: int = 0, scope: int = RT_SCOPE_UNIVERSE) -> bytes:
     """RTM_NEWADDR / RTM_DELADDR body (IFA_F_* flags above 0xff travel in IFA_FLAGS)."""
     packed = iface.ip.packed
-    body = _IFADDRMSG.pack(family_of(iface.version), iface.network.prefixlen, flags & 0xFF, scope, index)
+    body = _IFADDRMSG.pack(family_of(iface).af, iface.network.prefixlen, flags & 0xFF, scope, index)
     body += attr(IFA_LOCAL, packed) + attr(IFA_ADDRESS, packed)
     if flags:
         body += attr_u32(IFA_FLAGS, flags)
@@ -291,7 +285,7 @@ def route_request(
 ) -> bytes:
     """RTM_NEWROUTE / RTM_DELROUTE body. Tables above 255 travel in RTA_TABLE (always sent)."""
     header_table = table if table < 256 else RT_TABLE_UNSPEC
-    body = _RTMSG.pack(family_of(dst.version), dst.prefixlen, 0, 0, header_table, protocol, scope, type, 0)
+    body = _RTMSG.pack(family_of(dst).af, dst.prefixlen, 0, 0, header_table, protocol, scope, type, 0)
     body += attr(RTA_DST, dst.network_address.packed) + attr_u32(RTA_TABLE, table)
     if oif is not None:
         body += attr_u32(RTA_OIF, oif)
@@ -312,8 +306,8 @@ def decode_route(body: bytes) -> Route:
     family, dst_len, _src_len, _tos, table, protocol, scope, rtype, _flags = _RTMSG.unpack_from(body)
     attrs = parse_attrs(body, _RTMSG.size)
     raw_dst = attrs.get(RTA_DST)
-    if raw_dst is None:
-        raw_dst = bytes(16 if family == AF_INET6 else 4)
+    if raw_dst is None:  # a default route
+        raw_dst = family_of_af(family).unspecified.packed
     gateway = attrs.get(RTA_GATEWAY)
     return Route(
         family=family,

@@ -33,8 +33,9 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from tortie.common.errors import KernelError, LinkNotFound
+from tortie.common.ipfamily import canonical_cidr
 from tortie.dataplane.drivers.links import Link, LinkCallback, LinkEvent
-from tortie.dataplane.drivers.routes import MAIN_TABLE, TORTIE_ROUTE_PROTOCOL, Route, canonical_cidr
+from tortie.dataplane.drivers.routes import MAIN_TABLE, TORTIE_ROUTE_PROTOCOL, Route
 from tortie.kernel.sysctl import check_key
 
 FakeOp = Literal["list_routes", "replace_route", "delete_route", "list_links", "read_sysctl", "write_sysctl"]

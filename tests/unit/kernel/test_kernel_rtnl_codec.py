@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tortie.common.ipfamily import family_of
 from tortie.kernel import rtnl_codec as c
 from tortie.kernel.netlink import attr_u32, parse_attrs
 
@@ -121,7 +122,7 @@ def test_routes_round_trip(
         gateway=gateway,
         priority=priority,
     )
-    family = c.AF_INET if dst.version == 4 else c.AF_INET6
+    family = family_of(dst).af
     assert c.decode_route(body) == c.Route(family, dst, table, protocol, scope, rtype, oif, gateway, priority)
     header_table = RTMSG.unpack_from(body)[4]
     assert header_table == (table if table < 256 else c.RT_TABLE_UNSPEC)  # big tables only in RTA_TABLE
@@ -146,7 +147,7 @@ def test_neighbours_and_fdb_entries_round_trip(
     ip: ipaddress.IPv4Address | ipaddress.IPv6Address, index: int, raw_mac: bytes
 ) -> None:
     mac = c.format_mac(raw_mac)
-    family = c.family_of(ip.version)
+    family = family_of(ip).af
     neighbour = c.decode_neighbour(c.neigh_request(family, index, dst=ip, mac=mac))
     assert neighbour == c.Neighbour(family, index, ip, mac, c.NUD_PERMANENT, 0)
     state = c.NUD_PERMANENT | c.NUD_NOARP

@@ -34,13 +34,13 @@ from __future__ import annotations
 
 import errno
 import ipaddress
-import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TypeVar
 
 from tortie.common.errors import KernelError, LinkNotFound, NetlinkError
+from tortie.common.ipfamily import FAMILIES, V4, Family, canonical_cidr, family_of
 from tortie.kernel import rtnl_codec
 from tortie.kernel.netns import NetnsWorker
 from tortie.kernel.rtnl import Rtnl
@@ -61,15 +61,6 @@ _RTN_TO_KIND: dict[int, RouteKind] = {
 _KIND_TO_RTN: dict[str, int] = {kind: rtn for rtn, kind in _RTN_TO_KIND.items()}
 
 
-def canonical_cidr(dst: str) -> str:
-    """`10.0.0.1` -> `10.0.0.1/32`, `fd00::1/128` stays; host bits set is an error (ValueError)."""
-    return str(ipaddress.ip_network(dst, strict=True))
-
-
-def is_ipv6(cidr: str) -> bool:
-    return ":" in cidr
-
-
 @dataclass(frozen=True, order=True)
 class Route:
     """One route of ours, as written or as read back."""
@@ -81,15 +72,15 @@ class Route:
     table: int = MAIN_TABLE
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "dst", canonical_cidr(self.dst))
+        object.__setattr__(self, "dst", canonical_cidr(self.dst))  # host bits set: ValueError
         if self.kind == "unicast" and self.ifname is None and self.gateway is None:
             raise ValueError(f"unicast route {self.dst} needs an interface or a gateway")
         if self.kind != "unicast" and (self.ifname is not None or self.gateway is not None):
             raise ValueError(f"{self.kind} route {self.dst} takes no interface or gateway")
 
     @property
-    def family(self) -> int:
-        return socket.AF_INET6 if is_ipv6(self.dst) else socket.AF_INET
+    def family(self) -> Family:
+        return family_of(self.dst)
 
     def __str__(self) -> str:
         parts = [self.dst if self.kind == "unicast" else f"{self.kind} {self.dst}"]
@@ -171,8 +162,7 @@ class NetlinkRouteDriver:
 
     def _dump(self, table: int) -> list[Route]:
         rtnl = self._socket()
-        ours = [record for family in (socket.AF_INET, socket.AF_INET6)
-                for record in rtnl.routes(family, table, self._protocol)]
+        ours = [record for fam in FAMILIES for record in rtnl.routes(fam.af, table, self._protocol)]
         names: dict[int, str] = {}
         if any(record.oif is not None for record in ours):
             names = {link.ifindex: link.name for link in rtnl.links()}
@@ -196,7 +186,7 @@ class NetlinkRouteDriver:
         if route.kind == "unicast":
             if route.ifname is not None:
                 oif = self._ifindex(route.ifname)
-            if route.family == socket.AF_INET and not route.gateway:
+            if route.family is V4 and not route.gateway:  # IPv6 routes have no scope
                 scope = rtnl_codec.RT_SCOPE_LINK
         self._socket().add_route(
             ipaddress.ip_network(route.dst),
@@ -212,10 +202,9 @@ class NetlinkRouteDriver:
     def _delete(self, route: Route) -> None:
         # IPv4 matches on scope: "nowhere" means any (as `ip route del`); IPv6 ignores it. A route
         # already gone is success.
-        v6 = route.family == socket.AF_INET6
         self._socket().delete_route(
             ipaddress.ip_network(route.dst),
-            scope=rtnl_codec.RT_SCOPE_UNIVERSE if v6 else rtnl_codec.RT_SCOPE_NOWHERE,
+            scope=rtnl_codec.RT_SCOPE_NOWHERE if route.family is V4 else rtnl_codec.RT_SCOPE_UNIVERSE,
             protocol=self._protocol,
             table=route.table,
             type=_KIND_TO_RTN.get(route.kind, rtnl_codec.RTN_UNICAST),
