@@ -191,6 +191,21 @@ def test_routes_of_both_families_written_replaced_and_deleted(netns: str, rtnl: 
     assert rtnl.routes(c.AF_INET6, 254, 77) == [] and rtnl.routes(c.AF_INET, 1000, 77) == []
 
 
+def test_an_onlink_gateway_needs_no_route_to_it(netns: str, rtnl: Rtnl) -> None:
+    """The VXLAN shape: a remote workload block via the remote VTEP's tunnel address, on the device."""
+    rtnl.add_vxlan("vxlan.r", 4096)
+    index = ifindex(netns, "vxlan.r")
+    ip("-n", netns, "link", "set", "vxlan.r", "up")
+    with pytest.raises(NetlinkError) as unreachable:
+        rtnl.add_route(net("10.65.1.0/26"), oif=index, gateway=addr("10.65.1.0"), protocol=77)
+    assert unreachable.value.errno == errno.ENETUNREACH
+    rtnl.add_route(net("10.65.1.0/26"), oif=index, gateway=addr("10.65.1.0"), protocol=77, onlink=True)
+    (shown,) = ip_json(netns, "route", "show", "proto", "77")
+    assert (shown["dst"], shown["gateway"], shown["flags"]) == ("10.65.1.0/26", "10.65.1.0", ["onlink"])
+    (route,) = rtnl.routes(c.AF_INET, 254, 77)
+    assert route.onlink and route.gateway == addr("10.65.1.0")
+
+
 def test_kernel_errors_carry_errno_and_the_kernels_message(rtnl: Rtnl) -> None:
     with pytest.raises(NetlinkError) as err:
         rtnl.add_route(net("10.8.3.1/32"), oif=999_999, scope=c.RT_SCOPE_LINK, protocol=77)

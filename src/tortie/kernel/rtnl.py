@@ -195,9 +195,11 @@ class Rtnl:
         table: int = RT_TABLE_MAIN,
         type: int = RTN_UNICAST,
         priority: int | None = None,
+        onlink: bool = False,
         replace: bool = False,
     ) -> None:
-        """Create a route (EEXIST if the key is taken), or with `replace` create or replace it."""
+        """Create a route (EEXIST if the key is taken), or with `replace` create or replace it.
+        `onlink`: the gateway counts as reachable through `oif` without a route to it (VXLAN next hops)."""
         body = codec.route_request(
             dst,
             table=table,
@@ -207,6 +209,7 @@ class Rtnl:
             oif=oif,
             gateway=gateway,
             priority=priority,
+            onlink=onlink,
         )
         flags = NLM_F_CREATE | (NLM_F_REPLACE if replace else NLM_F_EXCL)
         self.sock.request(codec.RTM_NEWROUTE, flags, body, f"{'replace' if replace else 'add'} route {dst}")

@@ -68,6 +68,7 @@ RT_TABLE_UNSPEC, RT_TABLE_MAIN = 0, 254
 RT_SCOPE_UNIVERSE, RT_SCOPE_LINK, RT_SCOPE_HOST, RT_SCOPE_NOWHERE = 0, 253, 254, 255
 RTN_UNICAST, RTN_BLACKHOLE, RTN_UNREACHABLE, RTN_PROHIBIT = 1, 6, 7, 8
 RTPROT_BOOT = 3
+RTNH_F_ONLINK = 0x4  # rtm_flags: the gateway is on the link even without a covering route (VXLAN)
 
 # neighbours (linux/neighbour.h)
 NDA_DST, NDA_LLADDR, NDA_VNI, NDA_IFINDEX = 1, 2, 7, 8
@@ -270,6 +271,7 @@ class Route(NamedTuple):
     gateway: IPAddress | None
     priority: int | None = None
     multipath: bool = False
+    onlink: bool = False
 
 
 def route_request(
@@ -282,10 +284,12 @@ def route_request(
     oif: int | None = None,
     gateway: IPAddress | None = None,
     priority: int | None = None,
+    onlink: bool = False,
 ) -> bytes:
     """RTM_NEWROUTE / RTM_DELROUTE body. Tables above 255 travel in RTA_TABLE (always sent)."""
     header_table = table if table < 256 else RT_TABLE_UNSPEC
-    body = _RTMSG.pack(family_of(dst).af, dst.prefixlen, 0, 0, header_table, protocol, scope, type, 0)
+    flags = RTNH_F_ONLINK if onlink else 0
+    body = _RTMSG.pack(family_of(dst).af, dst.prefixlen, 0, 0, header_table, protocol, scope, type, flags)
     body += attr(RTA_DST, dst.network_address.packed) + attr_u32(RTA_TABLE, table)
     if oif is not None:
         body += attr_u32(RTA_OIF, oif)
@@ -303,7 +307,7 @@ def route_dump_request(family: int, table: int = RT_TABLE_MAIN, protocol: int = 
 
 
 def decode_route(body: bytes) -> Route:
-    family, dst_len, _src_len, _tos, table, protocol, scope, rtype, _flags = _RTMSG.unpack_from(body)
+    family, dst_len, _src_len, _tos, table, protocol, scope, rtype, flags = _RTMSG.unpack_from(body)
     attrs = parse_attrs(body, _RTMSG.size)
     raw_dst = attrs.get(RTA_DST)
     if raw_dst is None:  # a default route
@@ -320,6 +324,7 @@ def decode_route(body: bytes) -> Route:
         gateway=ipaddress.ip_address(gateway) if gateway else None,
         priority=get_u32(attrs.get(RTA_PRIORITY)),
         multipath=RTA_MULTIPATH in attrs,
+        onlink=bool(flags & RTNH_F_ONLINK),
     )
 
 

@@ -100,6 +100,7 @@ def test_addresses_round_trip(
     st.one_of(st.none(), st.integers(1, 2**31 - 1)),
     st.booleans(),
     st.one_of(st.none(), st.integers(0, 2**32 - 1)),
+    st.booleans(),
 )
 def test_routes_round_trip(
     dst: ipaddress.IPv4Network | ipaddress.IPv6Network,
@@ -110,6 +111,7 @@ def test_routes_round_trip(
     oif: int | None,
     with_gateway: bool,
     priority: int | None,
+    onlink: bool,
 ) -> None:
     gateway = dst.network_address if with_gateway else None
     body = c.route_request(
@@ -121,9 +123,11 @@ def test_routes_round_trip(
         oif=oif,
         gateway=gateway,
         priority=priority,
+        onlink=onlink,
     )
     family = family_of(dst).af
-    assert c.decode_route(body) == c.Route(family, dst, table, protocol, scope, rtype, oif, gateway, priority)
+    expected = c.Route(family, dst, table, protocol, scope, rtype, oif, gateway, priority, onlink=onlink)
+    assert c.decode_route(body) == expected
     header_table = RTMSG.unpack_from(body)[4]
     assert header_table == (table if table < 256 else c.RT_TABLE_UNSPEC)  # big tables only in RTA_TABLE
 
