@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from tortie.cni import ipam_core
 from tortie.cni.errors import CHECK_FAILED, INVALID_NETWORK_CONFIG, PLUGIN_NOT_AVAILABLE, CniError
-from tortie.cni.naming import WorkloadIdentity, identify
+from tortie.cni.naming import request_identity
 from tortie.cni.netconf import NetConf, resolve_nodename
 from tortie.cni.request import CniRequest
 from tortie.cni.result import CniResult, IPConfig, from_wire
@@ -51,33 +51,21 @@ class TortieIpamPlugin:
         finally:
             ds.close()
 
-    @staticmethod
-    def _identity(req: CniRequest, conf: NetConf) -> WorkloadIdentity:
-        return identify(
-            node=resolve_nodename(conf),
-            network=conf.name,
-            container_id=req.container_id,
-            ifname=req.ifname,
-            k8s_pod=req.k8s_pod,
-            default_namespace=conf.namespace,
-            interface_prefix=conf.interface_prefix,
-        )
-
     def add(self, req: CniRequest, conf: NetConf) -> CniResult:
-        ident = self._identity(req, conf)
+        ident = request_identity(req, conf)
         with self._datastore(conf) as ds:
             addresses = ipam_core.assign(ds, conf.ipam, ident, conf.ipam_lock_file)
         return CniResult(ips=tuple(IPConfig(address=a) for a in addresses))
 
     def delete(self, req: CniRequest, conf: NetConf) -> None:
-        ident = self._identity(req, conf)
+        ident = request_identity(req, conf)
         with self._datastore(conf) as ds:
             ipam_core.release(ds, [ident.handle], conf.ipam_lock_file)
 
     def check(self, req: CniRequest, conf: NetConf) -> None:
         if not conf.prev_result:
             raise CniError(INVALID_NETWORK_CONFIG, "CHECK needs prevResult", "the runtime sent no prevResult")
-        ident = self._identity(req, conf)
+        ident = request_identity(req, conf)
         with self._datastore(conf) as ds:
             held = set(ipam_core.held(ds, ident.handle))
         missing = [

@@ -20,8 +20,13 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from tortie.cni.netconf import resolve_nodename
+
 if TYPE_CHECKING:
     from hashlib import sha1
+
+    from tortie.cni.netconf import NetConf
+    from tortie.cni.request import CniRequest
 else:
     try:  # CPython's own SHA-1 (same digest), without hashlib loading OpenSSL: ~3 ms of every CNI call
         from _sha1 import sha1
@@ -93,4 +98,17 @@ def identify(
         return WorkloadIdentity(node, "k8s", namespace, pod, ifname, container_id, network, interface_prefix)
     return WorkloadIdentity(
         node, "cni", default_namespace, container_id, ifname, container_id, network, interface_prefix
+    )
+
+
+def request_identity(req: CniRequest, conf: NetConf) -> WorkloadIdentity:
+    """The identity of the workload a CNI call is about (both plugins name things the same way)."""
+    return identify(
+        node=resolve_nodename(conf),
+        network=conf.name,
+        container_id=req.container_id,
+        ifname=req.ifname,
+        k8s_pod=req.k8s_pod,
+        default_namespace=conf.namespace,
+        interface_prefix=conf.interface_prefix,
     )

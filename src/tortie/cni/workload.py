@@ -41,7 +41,7 @@ from tortie.cni.errors import (
     UNKNOWN_CONTAINER,
     CniError,
 )
-from tortie.cni.naming import WorkloadIdentity, identify
+from tortie.cni.naming import WorkloadIdentity, request_identity
 from tortie.cni.netconf import IPAM_TYPE, NetConf, attachment_valid, resolve_mtu, resolve_nodename
 from tortie.cni.plumbing import GATEWAY_V4, GATEWAY_V6, PlumbedInterface, VethSpec, WorkloadPlumber
 from tortie.cni.request import CniRequest
@@ -155,17 +155,6 @@ class TortiePlugin:
 
     # ------------------------------------------------------------------ helpers
 
-    def _identity(self, req: CniRequest, conf: NetConf) -> WorkloadIdentity:
-        return identify(
-            node=resolve_nodename(conf),
-            network=conf.name,
-            container_id=req.container_id,
-            ifname=req.ifname,
-            k8s_pod=req.k8s_pod,
-            default_namespace=conf.namespace,
-            interface_prefix=conf.interface_prefix,
-        )
-
     @contextmanager
     def _datastore(self, conf: NetConf) -> Iterator[Datastore]:
         ds = self.deps.open_datastore(conf.datastore)
@@ -183,7 +172,7 @@ class TortiePlugin:
     # ------------------------------------------------------------------ ADD
 
     def add(self, req: CniRequest, conf: NetConf) -> CniResult:
-        ident = self._identity(req, conf)
+        ident = request_identity(req, conf)
         if not os.path.exists(req.netns):
             raise CniError(UNKNOWN_CONTAINER, "container network namespace not found", req.netns)
         mtu = resolve_mtu(conf)
@@ -287,7 +276,7 @@ class TortiePlugin:
     # ------------------------------------------------------------------ DEL
 
     def delete(self, req: CniRequest, conf: NetConf) -> None:
-        ident = self._identity(req, conf)
+        ident = request_identity(req, conf)
         host_ifnames = {ident.host_ifname}
         if conf.prev_result:
             for iface in from_wire(conf.prev_result).interfaces:
@@ -320,7 +309,7 @@ class TortiePlugin:
         if not conf.prev_result:
             raise CniError(INVALID_NETWORK_CONFIG, "CHECK needs prevResult", "the runtime sent no prevResult")
         prev = from_wire(conf.prev_result)
-        ident = self._identity(req, conf)
+        ident = request_identity(req, conf)
         host_ifname = next((i.name for i in prev.interfaces if not i.sandbox), ident.host_ifname)
         addresses = tuple(ipam_core.single(ip.address) for ip in prev.ips)
         if not os.path.exists(req.netns):
