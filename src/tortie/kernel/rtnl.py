@@ -1,6 +1,7 @@
 """`Rtnl`: the rtnetlink requests tortie makes, over one NETLINK_ROUTE socket.
 
-    Rtnl()  -- opened in the network namespace of the calling thread (see `netns`), kept for life
+    Rtnl()  -- opened in the network namespace of the calling thread (see `netns`), kept for life;
+               NetnsRtnl(netns, name) opens one inside a named namespace for a long-lived user
       links:       links(), get_link(name), add_veth(...), add_vxlan(...), set_link(...), delete_link(index)
       addresses:   addrs(index=None, family=AF_UNSPEC), add_addr(...), delete_addr(...)
       routes:      routes(family, table, protocol), add_route(dst, ...), delete_route(dst, ...)
@@ -17,8 +18,9 @@ Codecs and records: `rtnl_codec`. Framing and the exchange: `netlink`.
 from __future__ import annotations
 
 import errno as _errno
+import threading
 
-from tortie.common.errors import NetlinkError
+from tortie.common.errors import KernelError, NetlinkError
 from tortie.common.ipfamily import IPAddress, IPInterface, IPNetwork, family_of
 from tortie.kernel import rtnl_codec as codec
 from tortie.kernel.netlink import (
@@ -29,6 +31,7 @@ from tortie.kernel.netlink import (
     NLM_F_REPLACE,
     NetlinkSocket,
 )
+from tortie.kernel.netns import NetnsWorker
 from tortie.kernel.rtnl_codec import (
     AF_BRIDGE,
     AF_UNSPEC,
@@ -266,3 +269,41 @@ class Rtnl:
         reports success for a remote that is not in an existing entry)."""
         body = codec.neigh_request(AF_BRIDGE, index, dst=dst, mac=mac, state=0, flags=NTF_SELF, type=0)
         return self._delete(codec.RTM_DELNEIGH, body, f"delete fdb {mac} dst {dst} on link {index}")
+
+
+class NetnsRtnl:
+    """An `Rtnl` inside a network namespace (None: the process's own) for a long-lived user such as a
+    driver: `get()` has the `NetnsWorker` open it there on first use, and requests then run on the
+    caller's thread (the socket keeps its namespace). `worker` runs anything else that must be opened
+    inside (e.g. a subscribed socket). After `close()`, `get()` raises `KernelError`."""
+
+    def __init__(self, netns: str | None, name: str) -> None:
+        self.worker = NetnsWorker(netns, name=name)
+        self._name = name
+        self._rtnl: Rtnl | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+
+    @property
+    def netns(self) -> str | None:
+        return self.worker.netns
+
+    def get(self) -> Rtnl:
+        rtnl = self._rtnl
+        if rtnl is not None:
+            return rtnl
+        with self._lock:
+            if self._closed:
+                raise KernelError(f"{self._name} for netns {self.netns or 'self'} is closed")
+            if self._rtnl is None:
+                self._rtnl = self.worker.call(Rtnl)
+            return self._rtnl
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            rtnl, self._rtnl = self._rtnl, None
+        if rtnl is not None:
+            rtnl.close()
+        self.worker.close()
+

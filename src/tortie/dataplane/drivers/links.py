@@ -32,8 +32,7 @@ from typing import Literal, Protocol
 
 from tortie.common.errors import KernelError
 from tortie.kernel.netlink import NETLINK_ROUTE, NetlinkSocket
-from tortie.kernel.netns import NetnsWorker
-from tortie.kernel.rtnl import Rtnl
+from tortie.kernel.rtnl import NetnsRtnl
 from tortie.kernel.rtnl_codec import IFF_UP, RTMGRP_LINK
 
 log = logging.getLogger(__name__)
@@ -107,32 +106,18 @@ class NetlinkLinkDriver:
     notifications), both opened in the namespace by the worker thread."""
 
     def __init__(self, netns: str | None = None) -> None:
-        self._worker = NetnsWorker(netns, name="link-driver")
-        self._rtnl: Rtnl | None = None
-        self._open_lock = threading.Lock()
-        self._closed = False
+        self._rtnl = NetnsRtnl(netns, "link driver")
         self._monitor: _Monitor | None = None
 
     @property
     def netns(self) -> str | None:
-        return self._worker.netns
-
-    def _socket(self) -> Rtnl:
-        rtnl = self._rtnl
-        if rtnl is not None:
-            return rtnl
-        with self._open_lock:
-            if self._closed:
-                raise KernelError(f"link driver for netns {self.netns or 'self'} is closed")
-            if self._rtnl is None:
-                self._rtnl = self._worker.call(Rtnl)
-            return self._rtnl
+        return self._rtnl.netns
 
     def _dump(self) -> list[Link]:
         links = [
             Link(name=record.name, index=record.ifindex, admin_up=bool(record.flags & IFF_UP),
                  oper_state=record.oper_state, flags=record.flags)
-            for record in self._socket().links()
+            for record in self._rtnl.get().links()
         ]
         return sorted(links, key=lambda link: link.index)
 
@@ -147,7 +132,7 @@ class NetlinkLinkDriver:
         if self._monitor is not None:
             raise RuntimeError("link monitor already running")
         try:
-            sock = self._worker.call(self._subscribe)
+            sock = self._rtnl.worker.call(self._subscribe)
         except KernelError as exc:
             raise KernelError(f"subscribe to link events: {exc}", exc.errno) from exc
         try:
@@ -155,7 +140,7 @@ class NetlinkLinkDriver:
         except KernelError:
             sock.close()
             raise
-        self._monitor = _Monitor(sock, self.list_links, callback, first, self._worker.netns)
+        self._monitor = _Monitor(sock, self.list_links, callback, first, self.netns)
 
     def stop_monitor(self) -> None:
         monitor, self._monitor = self._monitor, None
@@ -164,12 +149,7 @@ class NetlinkLinkDriver:
 
     def close(self) -> None:
         self.stop_monitor()
-        with self._open_lock:
-            self._closed = True
-            rtnl, self._rtnl = self._rtnl, None
-        if rtnl is not None:
-            rtnl.close()
-        self._worker.close()
+        self._rtnl.close()
 
 
 class _Monitor:

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import errno
 import ipaddress
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TypeVar
@@ -42,8 +41,7 @@ from typing import Any, Literal, Protocol, TypeVar
 from tortie.common.errors import KernelError, LinkNotFound, NetlinkError
 from tortie.common.ipfamily import FAMILIES, V4, Family, canonical_cidr, family_of
 from tortie.kernel import rtnl_codec
-from tortie.kernel.netns import NetnsWorker
-from tortie.kernel.rtnl import Rtnl
+from tortie.kernel.rtnl import NetnsRtnl
 
 T = TypeVar("T")
 
@@ -130,10 +128,7 @@ class NetlinkRouteDriver:
         if not 0 < protocol < 256:
             raise ValueError(f"route protocol must be 1..255, not {protocol}")
         self._protocol = protocol
-        self._worker = NetnsWorker(netns, name="route-driver")
-        self._rtnl: Rtnl | None = None
-        self._open_lock = threading.Lock()
-        self._closed = False
+        self._rtnl = NetnsRtnl(netns, "route driver")
 
     @property
     def protocol(self) -> int:
@@ -141,27 +136,16 @@ class NetlinkRouteDriver:
 
     @property
     def netns(self) -> str | None:
-        return self._worker.netns
-
-    def _socket(self) -> Rtnl:
-        rtnl = self._rtnl
-        if rtnl is not None:
-            return rtnl
-        with self._open_lock:
-            if self._closed:
-                raise KernelError(f"route driver for netns {self.netns or 'self'} is closed")
-            if self._rtnl is None:
-                self._rtnl = self._worker.call(Rtnl)  # created inside the namespace
-            return self._rtnl
+        return self._rtnl.netns
 
     def _ifindex(self, ifname: str) -> int:
-        link = self._socket().get_link(ifname)
+        link = self._rtnl.get().get_link(ifname)
         if link is None:
             raise LinkNotFound(f"interface {ifname} does not exist", errno.ENODEV)
         return link.ifindex
 
     def _dump(self, table: int) -> list[Route]:
-        rtnl = self._socket()
+        rtnl = self._rtnl.get()
         ours = [record for fam in FAMILIES for record in rtnl.routes(fam.af, table, self._protocol)]
         names: dict[int, str] = {}
         if any(record.oif is not None for record in ours):
@@ -188,7 +172,7 @@ class NetlinkRouteDriver:
                 oif = self._ifindex(route.ifname)
             if route.family is V4 and not route.gateway:  # IPv6 routes have no scope
                 scope = rtnl_codec.RT_SCOPE_LINK
-        self._socket().add_route(
+        self._rtnl.get().add_route(
             ipaddress.ip_network(route.dst),
             oif=oif,
             gateway=ipaddress.ip_address(route.gateway) if route.gateway else None,
@@ -202,7 +186,7 @@ class NetlinkRouteDriver:
     def _delete(self, route: Route) -> None:
         # IPv4 matches on scope: "nowhere" means any (as `ip route del`); IPv6 ignores it. A route
         # already gone is success.
-        self._socket().delete_route(
+        self._rtnl.get().delete_route(
             ipaddress.ip_network(route.dst),
             scope=rtnl_codec.RT_SCOPE_NOWHERE if route.family is V4 else rtnl_codec.RT_SCOPE_UNIVERSE,
             protocol=self._protocol,
@@ -231,9 +215,4 @@ class NetlinkRouteDriver:
         self._run(f"delete route {route}", self._delete, route)
 
     def close(self) -> None:
-        with self._open_lock:
-            self._closed = True
-            rtnl, self._rtnl = self._rtnl, None
-        if rtnl is not None:
-            rtnl.close()
-        self._worker.close()
+        self._rtnl.close()
