@@ -71,13 +71,6 @@ class IpamStore:
         kv = self.ds.create(keys.block_key(block.cidr), encode_block(block))
         return _versioned(kv, block)
 
-    def update_block(self, block: Block, revision: int) -> Versioned[Block]:
-        kv = self.ds.update(keys.block_key(block.cidr), encode_block(block), expected_revision=revision)
-        return _versioned(kv, block)
-
-    def delete_block(self, cidr: IPNetwork, revision: int) -> None:
-        self.ds.delete(keys.block_key(cidr), expected_revision=revision)
-
     def block_op(self, block: Block, revision: int | None) -> TxnOp:
         """Create (revision None) or CAS-update a block, as a transaction op."""
         if revision is None:

@@ -2,7 +2,7 @@
 
 `Block` is the value of the JSON at `/calico/ipam/v2/assignment/ipvN/block/<cidr>` (decoded and encoded
 by `tortie.model.ipam_records`); `BlockHead` is the part routing needs (CIDR, affinity, deleted).
-The transitions `assign`, `assign_ordinal`, `release` and `with_affinity` each return a new `Block`;
+The transitions `assign`, `assign_ordinal` and `release` each return a new `Block`;
 which block to use, and the compare-and-swap that stores it, are IPAM's (`tortie.ipam`).
 
 Invariants (checked by `Block.problems()`, kept by every transition):
@@ -308,15 +308,3 @@ class Block:
     def release_handle(self, handle: str) -> ReleaseResult:
         """Free every ordinal owned by `handle`."""
         return self.release(self.ordinals_of_handle(handle))
-
-    def with_affinity(self, affinity: str | None) -> Block:
-        return Block(
-            self.cidr,
-            affinity,
-            self.allocations,
-            self.unallocated,
-            self.attributes,
-            self.sequence_number + 1,
-            self.sequence_number_for_allocation,
-            self.deleted,
-        )

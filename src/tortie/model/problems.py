@@ -9,7 +9,7 @@ first. Field paths look like `spec.ingress[0].destination.ports[1]` (see `join` 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tortie.common.errors import UserError
@@ -102,7 +102,3 @@ def describe_value(value: object) -> str:
         return "a list"
     return type(value).__name__
 
-
-def flatten(errors: Iterable[ValidationError]) -> list[Problem]:
-    """All problems of several ValidationErrors, in order."""
-    return [p for e in errors for p in e.problems]

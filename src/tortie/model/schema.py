@@ -37,7 +37,6 @@ from tortie.model.frozen import FrozenMap
 from tortie.model.problems import Issues, describe_value, index, join
 
 T = TypeVar("T")
-U = TypeVar("U")
 
 
 class Invalid:
@@ -408,9 +407,6 @@ class Struct(Codec[T]):
             self._fields = tuple(_field_specs(self.cls))
         return self._fields
 
-    def wire_names(self) -> list[str]:
-        return [f.wire for f in self.fields]
-
     def decode(self, raw: object, path: str, issues: Issues) -> T | Invalid:
         if raw is None:
             raw = {}
@@ -481,10 +477,3 @@ def _field_specs(cls: type[Any]) -> Iterable[FieldSpec]:
             empty = None
         yield FieldSpec(f.name, marker.name or camel(f.name), marker.codec, required, empty)
 
-
-def decode_checked(codec: Codec[T], raw: object, path: str, issues: Issues, check: Check[T]) -> T | Invalid:
-    """Decode with `codec`, then run one extra check when decoding succeeded."""
-    value = codec.decode(raw, path, issues)
-    if not isinstance(value, Invalid):
-        check(value, path, issues)
-    return value

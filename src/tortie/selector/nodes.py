@@ -12,8 +12,8 @@ Invariants of a canonical tree (what `normalize` guarantees and what the parser 
 * A `NotNode` never wraps another `NotNode` (`!!e` is `e`: negations collapse by parity).
 * `InSetNode.values` is sorted and free of duplicates (done at construction for every tree).
 
-`conjunction`/`disjunction` are for trees built in code (policy scoping): they flatten nested
-groups of their own kind, which is how such combined selectors are meant to read.
+`conjunction` is for trees built in code (policy scoping): it flattens nested `&&` groups, which is
+how such combined selectors are meant to read.
 
 Leaf nodes check their own fields at construction: a label is 1..512 characters of
 `[A-Za-z0-9_./-]`, and a value must be writable as a selector string literal, which has no escapes,
@@ -151,19 +151,6 @@ def conjunction(operands: Iterable[Node]) -> Node:
     if not flat:
         raise ValueError("'&&' needs at least one operand")
     return flat[0] if len(flat) == 1 else AndNode(tuple(flat))
-
-
-def disjunction(operands: Iterable[Node]) -> Node:
-    """`||` of canonical operands: nested `||` flattened, a single operand returned as it is."""
-    flat: list[Node] = []
-    for operand in operands:
-        if isinstance(operand, OrNode):
-            flat.extend(operand.operands)
-        else:
-            flat.append(operand)
-    if not flat:
-        raise ValueError("'||' needs at least one operand")
-    return flat[0] if len(flat) == 1 else OrNode(tuple(flat))
 
 
 def group(kind: type[AndNode] | type[OrNode], operands: Iterable[Node]) -> Node:
