@@ -34,24 +34,50 @@ _QUALIFIED_NAME_RE = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
 _LABEL_VALUE_RE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 
 
+@dataclass(frozen=True)
+class _TextRule:
+    """A length limit and a pattern, with messages that say what is allowed. The messages are
+    formatted with `value` (the text checked), `n` (its length) and the caller's `context`."""
+
+    max_len: int
+    pattern: re.Pattern[str]
+    too_long: str
+    invalid: str
+
+    def check(self, value: str, **context: str) -> str:
+        if len(value) > self.max_len:
+            raise ValueError(self.too_long.format(value=value, n=len(value), **context))
+        if not self.pattern.match(value):
+            raise ValueError(self.invalid.format(value=value, **context))
+        return value
+
+
+_DNS_LABEL_RULE = _TextRule(
+    63, _LABEL_RE, "{value!r} is too long ({n} characters; a DNS-1123 label has at most 63)",
+    "{value!r} is not a valid name: use lower-case letters, digits and '-', "
+    "starting and ending with a letter or digit")
+_DNS_SUBDOMAIN_RULE = _TextRule(
+    253, _SUBDOMAIN_RE, "name is too long ({n} characters; at most 253)",
+    "{value!r} is not a valid name: use lower-case letters, digits, '-' and '.', "
+    "starting and ending with a letter or digit")
+_LABEL_KEY_NAME_RULE = _TextRule(
+    63, _QUALIFIED_NAME_RE, "label key {key!r}: name part is {n} characters; at most 63",
+    "label key {key!r} is not valid: use letters, digits, '-', '_' and '.', "
+    "starting and ending with a letter or digit")
+_LABEL_VALUE_RULE = _TextRule(
+    63, _LABEL_VALUE_RE, "label value {value!r} is {n} characters; at most 63",
+    "label value {value!r} is not valid: use letters, digits, '-', '_' and '.', "
+    "starting and ending with a letter or digit (or leave it empty)")
+
+
 def check_dns_label(name: str) -> str:
     """A DNS-1123 label: at most 63 of [a-z0-9-], alphanumeric at both ends."""
-    if len(name) > 63:
-        raise ValueError(f"{name!r} is too long ({len(name)} characters; a DNS-1123 label has at most 63)")
-    if not _LABEL_RE.match(name):
-        raise ValueError(f"{name!r} is not a valid name: use lower-case letters, digits and '-', "
-                         "starting and ending with a letter or digit")
-    return name
+    return _DNS_LABEL_RULE.check(name)
 
 
 def check_dns_subdomain(name: str) -> str:
     """A DNS-1123 subdomain: dot-separated labels, at most 253 characters."""
-    if len(name) > 253:
-        raise ValueError(f"name is too long ({len(name)} characters; at most 253)")
-    if not _SUBDOMAIN_RE.match(name):
-        raise ValueError(f"{name!r} is not a valid name: use lower-case letters, digits, '-' and '.', "
-                         "starting and ending with a letter or digit")
-    return name
+    return _DNS_SUBDOMAIN_RULE.check(name)
 
 
 def check_label_key(key: str) -> str:
@@ -68,22 +94,13 @@ def check_label_key(key: str) -> str:
                              "(lower-case letters, digits, '-' and '.')") from None
     if not name:
         raise ValueError(f"label key {key!r} has an empty name")
-    if len(name) > 63:
-        raise ValueError(f"label key {key!r}: name part is {len(name)} characters; at most 63")
-    if not _QUALIFIED_NAME_RE.match(name):
-        raise ValueError(f"label key {key!r} is not valid: use letters, digits, '-', '_' and '.', "
-                         "starting and ending with a letter or digit")
+    _LABEL_KEY_NAME_RULE.check(name, key=key)
     return key
 
 
 def check_label_value(value: str) -> str:
     """A Kubernetes label value: empty, or at most 63 of [A-Za-z0-9_.-], alphanumeric at both ends."""
-    if len(value) > 63:
-        raise ValueError(f"label value {value!r} is {len(value)} characters; at most 63")
-    if not _LABEL_VALUE_RE.match(value):
-        raise ValueError(f"label value {value!r} is not valid: use letters, digits, '-', '_' and '.', "
-                         "starting and ending with a letter or digit (or leave it empty)")
-    return value
+    return _LABEL_VALUE_RULE.check(value)
 
 
 def check_annotation_key(key: str) -> str:
@@ -118,35 +135,36 @@ def parse_ip_with_prefix(text: str, family: Family) -> str:
     return f"{addr}/{int(plen)}"
 
 
-def parse_peer_ip(text: str) -> str:
-    """`<ip>`, `<ipv4>:<port>` or `[<ipv6>]:<port>` with port 1-65535; canonical address text."""
-    m = re.match(r"^\[([^\]]+)\]:(\d+)$", text)
+_BRACKETED_PEER_RE = re.compile(r"^\[([^\]]+)\]:(\d+)$")
+
+
+def _split_peer(text: str) -> tuple[str, str | None, Family | None]:
+    """(address text, port text or None, the family the form implies): `[<ipv6>]:<port>` is IPv6,
+    `<ipv4>:<port>` (exactly one ':') IPv4, anything else a bare address of either family."""
+    m = _BRACKETED_PEER_RE.match(text)
     if m:
-        host, port = m.group(1), m.group(2)
-        addr = V6.address(host)
-        return f"[{addr}]:{_peer_port(port, text)}"
+        return m.group(1), m.group(2), V6
     if text.count(":") == 1:
         host, port = text.split(":")
-        addr = V4.address(host)
-        return f"{addr}:{_peer_port(port, text)}"
-    return str(parse_address(text))
+        return host, port, V4
+    return text, None, None
 
 
-def _peer_port(port: str, text: str) -> int:
+def parse_peer_ip(text: str) -> str:
+    """`<ip>`, `<ipv4>:<port>` or `[<ipv6>]:<port>` with port 1-65535; canonical address text."""
+    host, port, fam = _split_peer(text)
+    if port is None or fam is None:
+        return str(parse_address(text))
+    addr = fam.address(host)
     if not port.isdigit() or not 1 <= int(port) <= 65535:
         raise ValueError(f"{text!r}: port must be 1-65535")
-    return int(port)
+    return f"{fam.bracketed(addr)}:{int(port)}"
 
 
 def peer_address(text: str) -> tuple[IPAddress, int | None]:
     """Split a canonical peerIP into (address, port or None)."""
-    m = re.match(r"^\[([^\]]+)\]:(\d+)$", text)
-    if m:
-        return ipaddress.ip_address(m.group(1)), int(m.group(2))
-    if text.count(":") == 1:
-        host, port = text.split(":")
-        return ipaddress.ip_address(host), int(port)
-    return ipaddress.ip_address(text), None
+    host, port, _fam = _split_peer(text)
+    return ipaddress.ip_address(host), int(port) if port is not None else None
 
 
 _MAC_RE = re.compile(r"^[0-9A-Fa-f]{2}([:-])[0-9A-Fa-f]{2}(\1[0-9A-Fa-f]{2}){4}$")

@@ -16,14 +16,14 @@ network-set labels) are the `check_*_resource` functions, registered by tortie.m
 
 import math
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from tortie.model.fields import LABEL_NAME, SELECTOR, cidr_text, selector_text
 from tortie.model.frozen import EMPTY_MAP, FrozenMap
 from tortie.model.metadata import LABELS, Metadata, policy_name_tier
 from tortie.model.problems import Issues, join
 from tortie.model.rules import RULES, Rule, check_rule_list
-from tortie.model.schema import Bool, Enum, Float, ListOf, Struct, Wire, uses
+from tortie.model.schema import Bool, Enum, FieldCheck, Float, ListOf, Struct, Wire, uses
 
 DEFAULT_TIER = "default"
 RESERVED_TIER_ORDERS = {"default": 1_000_000.0, "kube-admin": 1_000.0, "kube-baseline": 10_000_000.0}
@@ -72,16 +72,15 @@ def _infer_types(ingress: tuple[Rule, ...], egress: tuple[Rule, ...]) -> tuple[s
     return (INGRESS,)
 
 
-@dataclass(frozen=True, kw_only=True)
-class NetworkPolicySpec:
-    tier: Annotated[str | None, Wire(LABEL_NAME)] = None
-    order: Annotated[float | None, Wire(Float())] = None
-    selector: Annotated[str | None, Wire(POLICY_SELECTOR)] = None
-    service_account_selector: Annotated[str | None, Wire(SELECTOR)] = None
-    types: Annotated[tuple[str, ...], Wire(TYPES)] = ()
-    ingress: Annotated[tuple[Rule, ...], Wire(RULES)] = ()
-    egress: Annotated[tuple[Rule, ...], Wire(RULES)] = ()
-    performance_hints: Annotated[tuple[str, ...], Wire(PERFORMANCE_HINTS)] = ()
+class _PolicyDefaults:
+    """Calico's defaults for the fields both policy kinds share (see the module docstring)."""
+
+    tier: str | None
+    order: float | None
+    selector: str | None
+    types: tuple[str, ...]
+    ingress: tuple[Rule, ...]
+    egress: tuple[Rule, ...]
 
     @property
     def effective_tier(self) -> str:
@@ -101,7 +100,19 @@ class NetworkPolicySpec:
 
 
 @dataclass(frozen=True, kw_only=True)
-class GlobalNetworkPolicySpec:
+class NetworkPolicySpec(_PolicyDefaults):
+    tier: Annotated[str | None, Wire(LABEL_NAME)] = None
+    order: Annotated[float | None, Wire(Float())] = None
+    selector: Annotated[str | None, Wire(POLICY_SELECTOR)] = None
+    service_account_selector: Annotated[str | None, Wire(SELECTOR)] = None
+    types: Annotated[tuple[str, ...], Wire(TYPES)] = ()
+    ingress: Annotated[tuple[Rule, ...], Wire(RULES)] = ()
+    egress: Annotated[tuple[Rule, ...], Wire(RULES)] = ()
+    performance_hints: Annotated[tuple[str, ...], Wire(PERFORMANCE_HINTS)] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class GlobalNetworkPolicySpec(_PolicyDefaults):
     tier: Annotated[str | None, Wire(LABEL_NAME)] = None
     order: Annotated[float | None, Wire(Float())] = None
     selector: Annotated[str | None, Wire(POLICY_SELECTOR)] = None
@@ -115,36 +126,24 @@ class GlobalNetworkPolicySpec:
     apply_on_forward: Annotated[bool | None, Wire(Bool())] = None
     performance_hints: Annotated[tuple[str, ...], Wire(PERFORMANCE_HINTS)] = ()
 
-    @property
-    def effective_tier(self) -> str:
-        return self.tier or DEFAULT_TIER
-
-    @property
-    def effective_order(self) -> float:
-        return self.order if self.order is not None else math.inf
-
-    @property
-    def effective_selector(self) -> str:
-        return self.selector or "all()"
-
-    @property
-    def effective_types(self) -> tuple[str, ...]:
-        return self.types or _infer_types(self.ingress, self.egress)
-
 
 PolicySpec = NetworkPolicySpec | GlobalNetworkPolicySpec
 
 
-@uses("ingress", "egress")
-def _check_np_rules(spec: NetworkPolicySpec, path: str, issues: Issues) -> None:
-    check_rule_list(spec.ingress, join(path, "ingress"), issues, direction="ingress", global_scope=False)
-    check_rule_list(spec.egress, join(path, "egress"), issues, direction="egress", global_scope=False)
+def _rules_check(*, global_scope: bool) -> FieldCheck[Any]:
+    """The check of a spec's ingress and egress rule lists (`global_scope`: not tied to a namespace)."""
+
+    @uses("ingress", "egress")
+    def check(spec: Any, path: str, issues: Issues) -> None:
+        for direction in ("ingress", "egress"):
+            check_rule_list(getattr(spec, direction), join(path, direction), issues, direction=direction,
+                            global_scope=global_scope)
+
+    return check
 
 
-@uses("ingress", "egress")
-def _check_gnp_rules(spec: GlobalNetworkPolicySpec, path: str, issues: Issues) -> None:
-    check_rule_list(spec.ingress, join(path, "ingress"), issues, direction="ingress", global_scope=True)
-    check_rule_list(spec.egress, join(path, "egress"), issues, direction="egress", global_scope=True)
+_check_namespaced_rules = _rules_check(global_scope=False)
+_check_global_rules = _rules_check(global_scope=True)
 
 
 @uses("doNotTrack", "preDNAT", "applyOnForward", "egress", "types")
@@ -160,11 +159,11 @@ def _check_gnp_modes(spec: GlobalNetworkPolicySpec, path: str, issues: Issues) -
 
 
 _GNP_ONLY = "only valid in a GlobalNetworkPolicy"
-NETWORK_POLICY_SPEC = Struct(NetworkPolicySpec, checks=[_check_np_rules], hints={
+NETWORK_POLICY_SPEC = Struct(NetworkPolicySpec, checks=[_check_namespaced_rules], hints={
     "namespaceSelector": _GNP_ONLY + " (a NetworkPolicy applies to its own namespace)",
     "doNotTrack": _GNP_ONLY, "preDNAT": _GNP_ONLY, "applyOnForward": _GNP_ONLY,
 })
-GLOBAL_NETWORK_POLICY_SPEC = Struct(GlobalNetworkPolicySpec, checks=[_check_gnp_rules, _check_gnp_modes])
+GLOBAL_NETWORK_POLICY_SPEC = Struct(GlobalNetworkPolicySpec, checks=[_check_global_rules, _check_gnp_modes])
 
 
 def check_policy_resource(meta: Metadata, spec: PolicySpec, issues: Issues) -> None:
@@ -183,13 +182,7 @@ class ProfileSpec:
     labels_to_apply: Annotated[FrozenMap[str, str], Wire(LABELS)] = EMPTY_MAP
 
 
-@uses("ingress", "egress")
-def _check_profile(spec: ProfileSpec, path: str, issues: Issues) -> None:
-    check_rule_list(spec.ingress, join(path, "ingress"), issues, direction="ingress", global_scope=True)
-    check_rule_list(spec.egress, join(path, "egress"), issues, direction="egress", global_scope=True)
-
-
-PROFILE_SPEC = Struct(ProfileSpec, checks=[_check_profile])
+PROFILE_SPEC = Struct(ProfileSpec, checks=[_check_global_rules])
 
 
 # -- NetworkSet / GlobalNetworkSet ------------------------------------------------------------------
