@@ -12,12 +12,19 @@ programmed persistently (the supervisor restarts it).
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
+
+from tortie.cli.verbs import verb_group
+
+if TYPE_CHECKING:
+    from tortie.cli.verbs import SubParsers
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    agent = sub.add_parser("agent", help="the per-host agent (programs this host's kernel)")
-    agent_sub = agent.add_subparsers(dest="agent_command", metavar="ACTION")
-    run = agent_sub.add_parser("run", help="run the agent in the foreground until SIGTERM")
+def register(sub: SubParsers) -> None:
+    verbs = verb_group(
+        sub, "agent", help="the per-host agent (programs this host's kernel)", metavar="ACTION"
+    )
+    run = verbs.add_parser("run", help="run the agent in the foreground until SIGTERM")
     run.add_argument("--hostname",
                      help="this host's name (default: TORTIE_HOSTNAME, config file, OS host name)")
     run.add_argument("--datastore", dest="agent_datastore", metavar="URL",
@@ -25,12 +32,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run.add_argument("--config", dest="config_file", metavar="FILE",
                      help="agent config file (INI, [agent] section; default /etc/tortie/agent.cfg)")
     run.set_defaults(func=_run)
-    agent.set_defaults(func=lambda _args: _usage(agent))
-
-
-def _usage(parser: argparse.ArgumentParser) -> int:
-    parser.print_help()
-    return 1
 
 
 def _run(args: argparse.Namespace) -> int:

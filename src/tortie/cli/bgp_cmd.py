@@ -10,8 +10,6 @@ loopback).
 from __future__ import annotations
 
 import argparse
-import signal
-import types
 from typing import TYPE_CHECKING
 
 from tortie.bgp.daemon import BgpDaemon, DaemonConfig
@@ -19,14 +17,14 @@ from tortie.bgp.secrets import DEFAULT_SECRETS_DIR, FileSecrets
 from tortie.bgp.view import DEFAULT_AGENT_ROUTE_PROTOCOL, DEFAULT_WORKLOAD_IFACE_PREFIXES, Timers, ViewOptions
 from tortie.cli.context import open_store
 from tortie.cli.node_status_cmd import add_host_arguments, resolve_run_dir
+from tortie.cli.verbs import run_in_foreground, verb_group
 
 if TYPE_CHECKING:
-    from tortie.cli.node_status_cmd import SubParsers
+    from tortie.cli.verbs import SubParsers
 
 
 def register(sub: SubParsers) -> None:
-    bgp = sub.add_parser("bgp", help="BGP daemon (BIRD 2) of this host")
-    verbs = bgp.add_subparsers(dest="bgp_command", metavar="VERB")
+    verbs = verb_group(sub, "bgp", help="BGP daemon (BIRD 2) of this host")
     p = verbs.add_parser("run", help="render bird.conf from the datastore and supervise BIRD (foreground)")
     add_host_arguments(p)
     p.add_argument("--secrets-dir", default=DEFAULT_SECRETS_DIR,
@@ -41,12 +39,6 @@ def register(sub: SubParsers) -> None:
     p.add_argument("--bird", default="bird", help="BIRD 2 binary (default: %(default)s)")
     p.add_argument("--bird-netns", default=None,
                    help="run BIRD inside this network namespace (ip netns name)")
-
-    def _usage(_args: argparse.Namespace) -> int:
-        bgp.print_help()
-        return 1
-
-    bgp.set_defaults(func=_usage)
     p.set_defaults(func=_run)
 
 
@@ -63,13 +55,7 @@ def _run(args: argparse.Namespace) -> int:
                           bird_command_prefix=prefix)
     ds = open_store(args)
     daemon = BgpDaemon(ds, config)
-
-    def _on_signal(_signum: int, _frame: types.FrameType | None) -> None:
-        daemon.stop()
-
-    signal.signal(signal.SIGTERM, _on_signal)
-    signal.signal(signal.SIGINT, _on_signal)
     try:
-        return daemon.run()
+        return run_in_foreground(daemon.run, daemon.stop)
     finally:
         ds.close()

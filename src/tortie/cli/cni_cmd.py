@@ -9,23 +9,22 @@ cni_plugin_dirs). See docs/reference/cni.md for the network configuration the pl
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
+
+from tortie.cli.verbs import verb_group
+
+if TYPE_CHECKING:
+    from tortie.cli.verbs import SubParsers
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("cni", help="CNI plugin setup")
-    verbs = p.add_subparsers(dest="cni_command", metavar="VERB")
+def register(sub: SubParsers) -> None:
+    verbs = verb_group(sub, "cni", help="CNI plugin setup")
     inst = verbs.add_parser(
         "install", help="write the tortie and tortie-ipam plugin launchers into a directory"
     )
     inst.add_argument("--dir", required=True, help="CNI plugin directory (e.g. /opt/cni/bin)")
     inst.add_argument("--python", default=None, help="interpreter the launchers run (default: this one)")
     inst.set_defaults(func=_run_install)
-
-    def _usage(args: argparse.Namespace) -> int:
-        p.print_help()
-        return 1
-
-    p.set_defaults(func=_usage)
 
 
 def _run_install(args: argparse.Namespace) -> int:

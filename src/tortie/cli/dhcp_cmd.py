@@ -11,18 +11,19 @@ lease files, its log) goes to `--state-dir` (default /var/lib/tortie/dhcp/<hostn
 from __future__ import annotations
 
 import argparse
-import signal
 import socket
-import types
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from tortie.cli.context import open_store
+from tortie.cli.verbs import run_in_foreground, verb_group
+
+if TYPE_CHECKING:
+    from tortie.cli.verbs import SubParsers
 
 
-def register(sub: Any) -> None:
-    dhcp = sub.add_parser("dhcp", help="DHCP service for this host's VMs (dnsmasq)")
-    verbs = dhcp.add_subparsers(dest="dhcp_command", metavar="VERB")
+def register(sub: SubParsers) -> None:
+    verbs = verb_group(sub, "dhcp", help="DHCP service for this host's VMs (dnsmasq)")
     p = verbs.add_parser("run", help="serve DHCP on this host's tap interfaces (foreground)")
     p.add_argument("--hostname", default=None, help="this host's name (default: the OS host name)")
     p.add_argument("--state-dir", default=None,
@@ -34,12 +35,6 @@ def register(sub: Any) -> None:
                    help="interface created to hold the subnets' gateway addresses (default: %(default)s)")
     p.add_argument("--dnsmasq", default="dnsmasq", help="dnsmasq binary (default: %(default)s)")
     p.add_argument("--lease-seconds", type=int, default=86400, help="DHCP lease time (default: %(default)s)")
-
-    def _usage(_args: argparse.Namespace) -> int:
-        dhcp.print_help()
-        return 1
-
-    dhcp.set_defaults(func=_usage)
     p.set_defaults(func=_run)
 
 
@@ -59,14 +54,7 @@ def _run(args: argparse.Namespace) -> int:
     )
     ds = open_store(args)
     service = DhcpService(ds, options)
-
-    def _on_signal(_signum: int, _frame: types.FrameType | None) -> None:
-        service.stop()
-
-    signal.signal(signal.SIGTERM, _on_signal)
-    signal.signal(signal.SIGINT, _on_signal)
     try:
-        service.run()
+        return run_in_foreground(service.run, service.stop)
     finally:
         ds.close()
-    return 0

@@ -15,13 +15,14 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import json
-import sys
-from typing import Any
+from contextlib import closing
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
 
 from tortie.cli.context import open_store
+from tortie.cli.verbs import verb_group
 from tortie.common.errors import UserError
 from tortie.common.ipfamily import IPAddress
 from tortie.ipam import Ipam
@@ -29,6 +30,9 @@ from tortie.ipam.audit import check, release_orphan_blocks
 from tortie.ipam.config import IpamConfig
 from tortie.ipam.report import block_usage, describe_ip, pool_usage
 from tortie.ipam.snapshot import take_snapshot
+
+if TYPE_CHECKING:
+    from tortie.cli.verbs import SubParsers
 
 
 def _bool(text: str) -> bool:
@@ -57,10 +61,8 @@ def _non_negative(text: str) -> int:
     return value
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    ipam = sub.add_parser("ipam", help="IP address management: show, check, release, configure")
-    verbs = ipam.add_subparsers(dest="ipam_command", metavar="VERB")
-    ipam.set_defaults(func=lambda args: _usage(ipam))
+def register(sub: SubParsers) -> None:
+    verbs = verb_group(sub, "ipam", help="IP address management: show, check, release, configure")
 
     p = verbs.add_parser("show", help="pool and block usage, or the owner of one address")
     p.add_argument("--show-blocks", action="store_true", help="also list every block with its affinity")
@@ -106,11 +108,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=_configure)
 
 
-def _usage(parser: argparse.ArgumentParser) -> int:
-    parser.print_help(sys.stderr)
-    return 1
-
-
 def _console() -> Console:
     return Console(soft_wrap=True)
 
@@ -129,11 +126,8 @@ def _config_dict(cfg: IpamConfig) -> dict[str, Any]:
 
 
 def _show(args: argparse.Namespace) -> int:
-    ds = open_store(args)
-    try:
+    with closing(open_store(args)) as ds:
         snap = take_snapshot(ds)
-    finally:
-        ds.close()
     if args.ip is not None:
         rep = describe_ip(snap, args.ip)
         if args.output == "json":
@@ -204,11 +198,8 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    ds = open_store(args)
-    try:
+    with closing(open_store(args)) as ds:
         snap = take_snapshot(ds)
-    finally:
-        ds.close()
     findings = check(snap)
     allocated = sum(b.in_use for b in snap.blocks.values())
     if args.output == "json":
@@ -241,8 +232,7 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _release(args: argparse.Namespace) -> int:
-    ds = open_store(args)
-    try:
+    with closing(open_store(args)) as ds:
         if args.orphan_blocks:
             released = release_orphan_blocks(ds)
             print(
@@ -269,8 +259,6 @@ def _release(args: argparse.Namespace) -> int:
                 else f"Released IP {ip}."
             )
         return 0
-    finally:
-        ds.close()
 
 
 def _configure(args: argparse.Namespace) -> int:
@@ -278,14 +266,11 @@ def _configure(args: argparse.Namespace) -> int:
         raise UserError(
             "nothing to configure: give --strictaffinity, --max-blocks-per-host or --autoallocateblocks"
         )
-    ds = open_store(args)
-    try:
+    with closing(open_store(args)) as ds:
         cfg = Ipam(ds).configure(
             strict_affinity=args.strictaffinity,
             max_blocks_per_host=args.max_blocks_per_host,
             auto_allocate_blocks=args.autoallocateblocks,
         )
-    finally:
-        ds.close()
     print("IPAM configuration: " + ", ".join(f"{k}={v}" for k, v in _config_dict(cfg).items()))
     return 0

@@ -27,8 +27,10 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
+from tortie.cli.verbs import verb_group
+
 if TYPE_CHECKING:
-    from tortie.cli.node_status_cmd import SubParsers
+    from tortie.cli.verbs import SubParsers
     from tortie.lab.datacenter import Datacenter
 
 EXIT_PROBE_ERROR = 2
@@ -45,14 +47,7 @@ def _lab_name_option(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: SubParsers) -> None:
-    lab = sub.add_parser("lab", help="a virtual datacenter in network namespaces (hosts, ToR, workloads)")
-    verbs = lab.add_subparsers(dest="lab_command", metavar="VERB")
-
-    def _usage(_args: argparse.Namespace) -> int:
-        lab.print_help(sys.stderr)
-        return 1
-
-    lab.set_defaults(func=_usage)
+    verbs = verb_group(sub, "lab", help="a virtual datacenter in network namespaces (hosts, ToR, workloads)")
 
     p = verbs.add_parser("up", help="build a lab: fabric, hosts running tortie node run, ToR, workloads")
     _lab_name_option(p)
@@ -85,14 +80,7 @@ def register(sub: SubParsers) -> None:
     p.add_argument("-o", "--output", choices=("table", "json"), default="table")
     p.set_defaults(func=_status)
 
-    workload = verbs.add_parser("workload", help="add or delete a workload (through the CNI plugin)")
-    wverbs = workload.add_subparsers(dest="workload_command", metavar="VERB")
-
-    def _workload_usage(_args: argparse.Namespace) -> int:
-        workload.print_help(sys.stderr)
-        return 1
-
-    workload.set_defaults(func=_workload_usage)
+    wverbs = verb_group(verbs, "workload", help="add or delete a workload (through the CNI plugin)")
     p = wverbs.add_parser("add", help="create a workload on a host; prints its IP")
     p.add_argument("workload")
     p.add_argument("--host", required=True)
@@ -268,21 +256,9 @@ def _workload_add(args: argparse.Namespace) -> int:
             args.workload, args.host, labels=labels, namespace=args.namespace, ports=ports
         )
     if args.output == "json":
-        print(
-            json.dumps(
-                {
-                    "name": record.name,
-                    "host": record.host,
-                    "netns": record.netns,
-                    "namespace": record.namespace,
-                    "ips": record.ips,
-                    "labels": record.labels,
-                    "ports": record.ports,
-                    "interface": record.host_ifname,
-                    "endpoint": record.endpoint,
-                }
-            )
-        )
+        from tortie.lab.lab_status import workload_json
+
+        print(json.dumps(workload_json(record)))
     else:
         print(" ".join(record.ips))
     return 0

@@ -17,16 +17,16 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import socket
 import threading
-import types
 from typing import TYPE_CHECKING
 
 from tortie.cli.node_status_cmd import node_subparsers
+from tortie.cli.verbs import run_in_foreground
+from tortie.common.ipfamily import V4, V6
 
 if TYPE_CHECKING:
-    from tortie.cli.node_status_cmd import SubParsers
+    from tortie.cli.verbs import SubParsers
 
 
 def _as_number(text: str) -> int:
@@ -61,27 +61,19 @@ def register(sub: SubParsers) -> None:
         metavar="URL",
         help="datastore URL (also the global --datastore, TORTIE_DATASTORE)",
     )
-    p.add_argument(
-        "--ip",
-        default=env("TORTIE_IP", "autodetect"),
-        help="IPv4 BGP address: autodetect, none, or ADDRESS/PREFIXLEN (default: %(default)s)",
-    )
-    p.add_argument(
-        "--ip-autodetection-method",
-        default=env("TORTIE_IP_AUTODETECTION_METHOD", "first-found"),
-        help="first-found, interface=REGEX, skip-interface=REGEX, can-reach=DEST, cidr=CIDR[,..] "
-        "(default: %(default)s)",
-    )
-    p.add_argument(
-        "--ip6",
-        default=env("TORTIE_IP6", "none"),
-        help="IPv6 BGP address: autodetect, none, or ADDRESS/PREFIXLEN (default: %(default)s)",
-    )
-    p.add_argument(
-        "--ip6-autodetection-method",
-        default=env("TORTIE_IP6_AUTODETECTION_METHOD", "first-found"),
-        help="as --ip-autodetection-method, for IPv6 (default: %(default)s)",
-    )
+    for family, option, default in ((V4, "ip", "autodetect"), (V6, "ip6", "none")):
+        variable = f"TORTIE_{option.upper()}"
+        p.add_argument(
+            f"--{option}",
+            default=env(variable, default),
+            help=f"{family} BGP address: autodetect, none, or ADDRESS/PREFIXLEN (default: %(default)s)",
+        )
+        p.add_argument(
+            f"--{option}-autodetection-method",
+            default=env(f"{variable}_AUTODETECTION_METHOD", "first-found"),
+            help=f"how to find the {family} address: first-found, interface=REGEX, skip-interface=REGEX, "
+            "can-reach=DEST, cidr=CIDR[,..] (default: %(default)s)",
+        )
     p.add_argument(
         "--as",
         dest="as_number",
@@ -156,14 +148,9 @@ def _run(args: argparse.Namespace) -> int:
     root = logging.getLogger()
     root.setLevel(min(root.level, logging.INFO))  # a service logs its state transitions
     stop = threading.Event()
-
-    def _on_signal(_signum: int, _frame: types.FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, _on_signal)
-    signal.signal(signal.SIGINT, _on_signal)
     ds = open_datastore(url)
     try:
-        return NodeService(config, ds).run(stop)
+        service = NodeService(config, ds)
+        return run_in_foreground(lambda: service.run(stop), stop.set)
     finally:
         ds.close()

@@ -7,7 +7,7 @@ type (node-to-node mesh / route reflector / route reflector client / global / no
 state, since, info (Established, or the BGP state and the reason it is not Established), then the
 prefixes this node originates. Exit code 1 when BIRD is not running.
 
-The `node` verb group is shared: issue 8 adds `tortie node run`. Any module adds a verb with
+The `node` verb group is shared with `tortie node run` (node_run_cmd.py). Any module adds a verb with
 
     from tortie.cli.node_status_cmd import node_subparsers
     def register(sub):
@@ -33,29 +33,15 @@ from rich.table import Table
 from tortie.bgp.control import BirdControl, BirdNotRunning
 from tortie.bgp.daemon import RunPaths, default_run_dir, read_health
 from tortie.bgp.status import PeerStatus, query_advertised, query_peers
+from tortie.cli.verbs import verb_group
 
 if TYPE_CHECKING:
-    SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]
+    from tortie.cli.verbs import SubParsers
 
 
 def node_subparsers(sub: SubParsers) -> SubParsers:
     """The sub-parsers of the `node` verb group, created on first use (see the module docstring)."""
-    parser = sub.choices.get("node")
-    if parser is None:
-        parser = sub.add_parser("node", help="this host as a cluster node: status (BGP peers, routes)")
-        group = parser.add_subparsers(dest="node_command", metavar="VERB")
-
-        def _usage(_args: argparse.Namespace) -> int:
-            parser.print_help(sys.stderr)
-            return 1
-
-        parser.set_defaults(func=_usage)
-        return group
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            found: SubParsers = action
-            return found
-    raise RuntimeError("the `node` command has no sub-commands")  # pragma: no cover
+    return verb_group(sub, "node", help="this host as a cluster node: status (BGP peers, routes), run")
 
 
 def add_host_arguments(p: argparse.ArgumentParser) -> None:

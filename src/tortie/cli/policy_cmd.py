@@ -20,12 +20,14 @@ import argparse
 import ipaddress
 import json
 import sys
+from contextlib import closing
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tortie.calc.policy_evaluator import Packet, PolicyWorld, anti_spoofing_ok, evaluate_endpoint
 from tortie.calc.policy_graph import POLICY_KINDS, run_snapshot
 from tortie.cli.context import open_store
+from tortie.cli.verbs import verb_group
 from tortie.common.errors import UserError
 from tortie.dataplane.nft.config import RenderConfig
 from tortie.dataplane.nft.interp import NftPacket, Outcome, forward
@@ -33,6 +35,9 @@ from tortie.dataplane.nft.ir import Log, SetMark, Verdict
 from tortie.dataplane.nft.ruleset import PolicyState, render_ruleset
 from tortie.model import Resource, ValidationError, parse_resource
 from tortie.model.kinds import kind_info
+
+if TYPE_CHECKING:
+    from tortie.cli.verbs import SubParsers
 
 PROTOCOLS = {"tcp": 6, "udp": 17, "sctp": 132, "icmp": 1, "icmpv6": 58}
 EXIT_DENIED = 3
@@ -53,9 +58,8 @@ _QUIET = (
 )
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    policy = sub.add_parser("policy", help="inspect network policy")
-    verbs = policy.add_subparsers(dest="policy_command", metavar="VERB")
+def register(sub: SubParsers) -> None:
+    verbs = verb_group(sub, "policy", help="inspect network policy")
     trace = verbs.add_parser("trace", help="which tier/policy/rule decides a packet between two ends")
     trace.add_argument(
         "--from",
@@ -72,12 +76,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     trace.add_argument("--icmp-code", type=int, default=0)
     trace.add_argument("-o", "--output", choices=("text", "json"), default="text")
     trace.set_defaults(func=_trace)
-
-    def usage(_args: argparse.Namespace) -> int:
-        policy.print_help(sys.stderr)
-        return 1
-
-    policy.set_defaults(func=usage)
 
 
 @dataclass
@@ -277,11 +275,8 @@ def _describe(pkt: Packet) -> str:
 
 
 def _trace(args: argparse.Namespace) -> int:
-    ds = open_store(args)
-    try:
+    with closing(open_store(args)) as ds:
         objects = load_objects(ds)
-    finally:
-        ds.close()
     world = PolicyWorld(valid_resources(objects))
     src, dst = _resolve_end(args.source, world), _resolve_end(args.destination, world)
     if src.endpoint is None and dst.endpoint is None:

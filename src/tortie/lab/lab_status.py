@@ -19,6 +19,22 @@ from __future__ import annotations
 from typing import Any
 
 from tortie.lab.datacenter import Datacenter
+from tortie.lab.state import WorkloadRecord
+
+
+def workload_json(w: WorkloadRecord) -> dict[str, Any]:
+    """One workload as `status` and `tortie lab workload add -o json` show it."""
+    return {
+        "name": w.name,
+        "host": w.host,
+        "netns": w.netns,
+        "namespace": w.namespace or "default",
+        "ips": list(w.ips),
+        "labels": dict(w.labels),
+        "ports": list(w.ports),
+        "interface": w.host_ifname,
+        "endpoint": w.endpoint,
+    }
 
 
 def collect(dc: Datacenter) -> dict[str, Any]:
@@ -68,20 +84,7 @@ def collect(dc: Datacenter) -> dict[str, Any]:
                 ],
             }
         )
-    workloads = [
-        {
-            "name": w.name,
-            "host": w.host,
-            "netns": w.netns,
-            "namespace": w.namespace or "default",
-            "ips": list(w.ips),
-            "labels": dict(w.labels),
-            "ports": list(w.ports),
-            "interface": w.host_ifname,
-            "endpoint": w.endpoint,
-        }
-        for w in sorted(state.workloads.values(), key=lambda w: w.name)
-    ]
+    workloads = [workload_json(w) for w in sorted(state.workloads.values(), key=lambda w: w.name)]
     routers = []
     etcd = []
     for name, appliance in state.appliances.items():
