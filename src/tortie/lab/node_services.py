@@ -22,6 +22,7 @@ import os
 import sys
 from typing import Any
 
+from tortie.common.ipfamily import V4, Family
 from tortie.lab.errors import LabError
 from tortie.lab.lab import Lab
 from tortie.lab.state import DatacenterRecord
@@ -98,12 +99,13 @@ class NodeServices:
         except (BirdNotRunning, OSError):
             return None
 
-    def bird_routes(self, host: str) -> dict[str, str]:
-        """BGP-learned kernel routes of `host`: destination -> gateway (or the route type)."""
-        text = self.lab.exec(host, ["ip", "-j", "-4", "route", "show", "proto", "bird"], check=False).stdout
+    def bird_routes(self, host: str, family: Family = V4) -> dict[str, str]:
+        """BGP-learned kernel routes of `host` in `family`: destination -> gateway (or the route type)."""
+        argv = ["ip", "-j", family.ip_flag, "route", "show", "proto", "bird"]
+        text = self.lab.exec(host, argv, check=False).stdout
         out: dict[str, str] = {}
         for route in json.loads(text or "[]"):
             dst = str(route.get("dst", ""))
-            dst = dst if "/" in dst else f"{dst}/32"
+            dst = dst if "/" in dst else family.host_cidr(dst)
             out[dst] = str(route.get("gateway") or route.get("type") or "")
         return out

@@ -17,6 +17,7 @@ import ipaddress
 import time
 from collections.abc import Callable, Sequence
 
+from tortie.common.ipfamily import V4, family_of
 from tortie.lab.errors import LabError
 from tortie.lab.node_services import NodeServices
 
@@ -36,7 +37,7 @@ def missing_routes(nodes: NodeServices, hosts: Sequence[str] | None = None) -> d
             via = state.host_ip(wl.host)
             for ip in wl.ips:
                 address = ipaddress.ip_address(ip)
-                if address.version != 4:
+                if family_of(address) != V4:  # the lab's BGP carries IPv4 only
                     continue
                 best = max((n for n, _gw in routes if address in n), key=lambda n: n.prefixlen, default=None)
                 if best is None or dict(routes)[best] != via:

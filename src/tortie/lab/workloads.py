@@ -19,6 +19,7 @@ import ipaddress
 import logging
 from collections.abc import Sequence
 
+from tortie.common.ipfamily import FAMILIES, V4, V6, Family, IPAddress, family_of
 from tortie.dataplane.interfaces import MAX_IFNAME_LEN
 from tortie.lab.fabric import WORKLOAD_GATEWAY_V4
 from tortie.lab.iproute import ip_batch, run, write_sysctls
@@ -29,7 +30,7 @@ log = logging.getLogger(__name__)
 HOST_VETH_MAC = "ee:ee:ee:ee:ee:ee"
 WORKLOAD_GATEWAY_V6 = "fe80::ecee:eeff:feee:eeee"  # EUI-64 link-local of HOST_VETH_MAC
 
-_Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+WORKLOAD_GATEWAYS = {V4: WORKLOAD_GATEWAY_V4, V6: WORKLOAD_GATEWAY_V6}
 
 
 def host_interface_name(prefix: str, lab: str, workload: str) -> str:
@@ -38,21 +39,23 @@ def host_interface_name(prefix: str, lab: str, workload: str) -> str:
     return prefix + digest[: MAX_IFNAME_LEN - len(prefix)]
 
 
-def _inside_lines(addresses: Sequence[_Address]) -> list[str]:
-    """The workload namespace: eth0 up with every address, gateway routes per family."""
+def _families(addresses: Sequence[IPAddress]) -> list[Family]:
+    return [f for f in FAMILIES if any(family_of(a) == f for a in addresses)]
+
+
+def _inside_lines(addresses: Sequence[IPAddress]) -> list[str]:
+    """The workload namespace: eth0 up with every address (no DAD), a default route per family.
+    The IPv4 gateway needs an on-link route of its own; IPv6 link-local addresses are on-link by
+    definition. `ip -batch` cannot take `-6`, hence `<unspecified>/0` rather than `default`."""
     lines = ["link set lo up", "link set eth0 up"]
     for address in addresses:
-        if address.version == 4:
-            lines.append(f"addr add {address}/32 dev eth0")
-        else:
-            lines.append(f"addr add {address}/128 dev eth0 nodad")
-    if any(a.version == 4 for a in addresses):
-        lines += [
-            f"route add {WORKLOAD_GATEWAY_V4} dev eth0 scope link",
-            f"route add default via {WORKLOAD_GATEWAY_V4} dev eth0",
-        ]
-    if any(a.version == 6 for a in addresses):
-        lines.append(f"route add ::/0 via {WORKLOAD_GATEWAY_V6} dev eth0")
+        fam = family_of(address)
+        lines.append(f"addr add {fam.host_cidr(address)} dev eth0" + (" nodad" if fam.dad else ""))
+    for fam in _families(addresses):
+        gateway = WORKLOAD_GATEWAYS[fam]
+        if fam == V4:
+            lines.append(f"route add {gateway} dev eth0 scope link")
+        lines.append(f"route add {fam.unspecified}/0 via {gateway} dev eth0")
     return lines
 
 
@@ -91,9 +94,10 @@ class PlainWorkloads:
             ],
             host_record.netns,
         )
-        if any(a.version == 6 for a in addresses):
-            write_sysctls(host_record.netns, {f"net/ipv6/conf/{hif}/accept_dad": "0"})
-            write_sysctls(record.netns, {"net/ipv6/conf/eth0/accept_dad": "0"})
+        for fam in _families(addresses):
+            if fam.dad:
+                write_sysctls(host_record.netns, {f"net/{fam.key}/conf/{hif}/accept_dad": "0"})
+                write_sysctls(record.netns, {f"net/{fam.key}/conf/eth0/accept_dad": "0"})
         ip_batch(_inside_lines(addresses), record.netns)
         ip_batch([f"link set {hif} up"], host_record.netns)
         if plumb_host_side:
@@ -116,17 +120,16 @@ class PlainWorkloads:
         self.store.forget_namespace(record.netns)
 
 
-def _plumb_host_side(host: HostRecord, workload: WorkloadRecord, addresses: Sequence[_Address]) -> None:
+def _plumb_host_side(host: HostRecord, workload: WorkloadRecord, addresses: Sequence[IPAddress]) -> None:
     """What CNI + the agent would add on the host: proxy ARP/NDP sysctls and the /32 (/128) routes."""
     hif = workload.host_ifname
     values = {f"net/ipv4/conf/{hif}/proxy_arp": "1", f"net/ipv4/neigh/{hif}/proxy_delay": "0"}
-    if any(a.version == 6 for a in addresses):
+    if V6 in _families(addresses):
         values.update({f"net/ipv6/conf/{hif}/proxy_ndp": "1", f"net/ipv6/conf/{hif}/forwarding": "1"})
     write_sysctls(host.netns, values)
-    ip_batch(
-        [
-            f"route replace {a}/{a.max_prefixlen} dev {hif}" + (" scope link" if a.version == 4 else "")
-            for a in addresses
-        ],
-        host.netns,
-    )
+    lines = []
+    for address in addresses:
+        fam = family_of(address)
+        scope = " scope link" if fam == V4 else ""
+        lines.append(f"route replace {fam.host_cidr(address)} dev {hif}{scope}")
+    ip_batch(lines, host.netns)
