@@ -1,6 +1,7 @@
 """End-to-end scenarios on a lab datacenter, shared by the sqlite and etcd test files.
 
-Each scenario takes a `make_lab` factory (tests/e2e/conftest.py) and a datastore kind. With
+Each scenario takes a `make_lab` factory (tests/e2e/conftest.py) and a datastore kind; `Scenarios`
+runs each as a test method, and a test file subclasses it with its `datastore`. With
 `datastore="etcd"` the lab runs a 3-member etcd cluster on its fabric and every scenario SIGKILLs one
 member in the middle; everything must keep working on the remaining two.
 
@@ -18,7 +19,6 @@ member in the middle; everything must keep working on the remaining two.
 
 from __future__ import annotations
 
-import inspect
 import ipaddress
 import os
 import re
@@ -33,6 +33,7 @@ from typing import Any
 from tortie.lab.datacenter import Datacenter
 from tortie.lab.etcd_members import kill_member
 from tortie.lab.routers import rib_prefixes
+from tortie.testing.streams import TCP_SEQUENCE_CLIENT, TCP_SEQUENCE_SERVER
 
 REPO = Path(__file__).resolve().parents[2]
 MakeLab = Callable[..., Datacenter]
@@ -57,13 +58,6 @@ def eventually_allowed(
     )
 
 
-def policy_enforced() -> bool:
-    """Whether the agent programs policy yet (issue 5 wires a PolicyManager into its pipeline)."""
-    from tortie.agent import pipeline
-
-    return "PolicyManager" in inspect.getsource(pipeline)
-
-
 def kill_member_if_etcd(dc: Datacenter, datastore: str, member: str = "e1") -> None:
     if datastore == "etcd":
         pid = kill_member(dc.lab, member)
@@ -80,35 +74,6 @@ def block_of(dc: Datacenter, observer: str, workload: str) -> str | None:
 
 # -- traffic streams ------------------------------------------------------------------------------
 
-_TCP_SERVER = """
-import socket, sys
-srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-srv.bind(("0.0.0.0", 7070)); srv.listen(1); print("listening", flush=True)
-conn, _ = srv.accept(); expected = 0; buf = b""
-while True:
-    data = conn.recv(4096)
-    if not data:
-        break
-    buf += data
-    *lines, buf = buf.split(b"\\n")
-    for line in lines:
-        if int(line) != expected:
-            print(f"gap: expected {expected} got {int(line)}", flush=True); sys.exit(1)
-        expected += 1
-print(f"received {expected}", flush=True)
-"""
-
-_TCP_CLIENT = """
-import signal, socket, sys, time
-stop = []
-signal.signal(signal.SIGINT, lambda *_: stop.append(1))
-sock = socket.create_connection((sys.argv[1], 7070), timeout=10); n = 0
-while not stop:
-    sock.sendall(f"{n}\\n".encode()); n += 1; time.sleep(0.01)
-sock.shutdown(socket.SHUT_WR); sock.recv(1); print(f"sent {n}", flush=True)
-"""
-
-
 class Streams:
     """A 10 ms ping stream and a 10 ms TCP sequence stream from workload `src` to `dst`."""
 
@@ -119,13 +84,13 @@ class Streams:
         self.client: subprocess.Popen[str] | None = None
         if tcp:
             self.server = subprocess.Popen(
-                ["ip", "netns", "exec", lab.netns(dst), sys.executable, "-c", _TCP_SERVER],
+                ["ip", "netns", "exec", lab.netns(dst), sys.executable, "-c", TCP_SEQUENCE_SERVER],
                 stdout=subprocess.PIPE,
                 text=True,
             )
             assert self.server.stdout is not None and self.server.stdout.readline().strip() == "listening"
             self.client = subprocess.Popen(
-                ["ip", "netns", "exec", lab.netns(src), sys.executable, "-c", _TCP_CLIENT, ip],
+                ["ip", "netns", "exec", lab.netns(src), sys.executable, "-c", TCP_SEQUENCE_CLIENT, ip],
                 stdout=subprocess.PIPE,
                 text=True,
             )
@@ -357,3 +322,24 @@ def host_down(make_lab: MakeLab, datastore: str) -> None:
     dc.wait_ready(timeout=40)
     assert block_of(dc, "h1", "w3-1") == block
     eventually_allowed(dc, "w1-1", "w3-1")
+
+
+class Scenarios:
+    """The scenarios above as test methods (see the module docstring)."""
+
+    datastore = ""
+
+    def test_cross_host_reachability_over_bgp(self, make_lab: MakeLab) -> None:
+        cross_host_reachability(make_lab, self.datastore)
+
+    def test_policy_across_hosts(self, make_lab: MakeLab) -> None:
+        policy_across_hosts(make_lab, self.datastore)
+
+    def test_agent_restart_loses_nothing(self, make_lab: MakeLab) -> None:
+        agent_restart(make_lab, self.datastore)
+
+    def test_bird_kill_recovers(self, make_lab: MakeLab) -> None:
+        bird_kill(make_lab, self.datastore)
+
+    def test_host_down_withdraws_its_routes(self, make_lab: MakeLab) -> None:
+        host_down(make_lab, self.datastore)

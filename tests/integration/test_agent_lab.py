@@ -31,6 +31,7 @@ from tortie.lab import Lab, host_interface_name
 from tortie.model.kinds import kind_info
 from tortie.testing.etcd_cluster import EtcdCluster
 from tortie.testing.netns import unique_name
+from tortie.testing.streams import TCP_SEQUENCE_CLIENT, TCP_SEQUENCE_SERVER
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -176,44 +177,16 @@ def test_flapping_interface_and_drift_are_repaired(bed: Bed) -> None:
     assert lab.ping("w1", "10.70.2.1"), bed.logs()
 
 
-_TCP_SERVER = """
-import socket, sys
-srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-srv.bind(("0.0.0.0", 7070)); srv.listen(1); print("listening", flush=True)
-conn, _ = srv.accept(); expected = 0; buf = b""
-while True:
-    data = conn.recv(4096)
-    if not data:
-        break
-    buf += data
-    *lines, buf = buf.split(b"\\n")
-    for line in lines:
-        if int(line) != expected:
-            print(f"gap: expected {expected} got {int(line)}", flush=True); sys.exit(1)
-        expected += 1
-print(f"received {expected}", flush=True)
-"""
-
-_TCP_CLIENT = """
-import socket, sys, time
-sock = socket.create_connection((sys.argv[1], 7070), timeout=5)
-end = time.monotonic() + float(sys.argv[2]); n = 0
-while time.monotonic() < end:
-    sock.sendall(f"{n}\\n".encode()); n += 1; time.sleep(0.01)
-sock.shutdown(socket.SHUT_WR); sock.recv(1); print(f"sent {n}", flush=True)
-"""
-
-
 def test_restart_without_loss(bed: Bed) -> None:
     lab = bed.lab
     wait_for(lambda: "10.70.2.1/32" in bed.routes("h2") and "10.70.1.1/32" in bed.routes("h1"), "routes")
     assert lab.ping("w1", "10.70.2.1"), bed.logs()
-    server = subprocess.Popen(["ip", "netns", "exec", lab.netns("w2"), sys.executable, "-c", _TCP_SERVER],
-                              stdout=subprocess.PIPE, text=True)
+    server = subprocess.Popen(["ip", "netns", "exec", lab.netns("w2"), sys.executable, "-c",
+                               TCP_SEQUENCE_SERVER], stdout=subprocess.PIPE, text=True)
     try:
         assert server.stdout is not None and server.stdout.readline().strip() == "listening"
-        client = subprocess.Popen(["ip", "netns", "exec", lab.netns("w1"), sys.executable, "-c", _TCP_CLIENT,
-                                   "10.70.2.1", "6"], stdout=subprocess.PIPE, text=True)
+        client = subprocess.Popen(["ip", "netns", "exec", lab.netns("w1"), sys.executable, "-c",
+                                   TCP_SEQUENCE_CLIENT, "10.70.2.1", "6"], stdout=subprocess.PIPE, text=True)
         ping = subprocess.Popen(["ip", "netns", "exec", lab.netns("w1"), "ping", "-n", "-q", "-i", "0.01",
                                  "-c", "500", "10.70.2.1"], stdout=subprocess.PIPE, text=True)
         try:

@@ -7,7 +7,6 @@ fail over at once), and it comes back on the same port when the server does.
 
 from __future__ import annotations
 
-import json
 import socket
 import sys
 import time
@@ -17,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tortie.lab import Lab
+from tortie.lab.relay import start_relay
 from tortie.testing.netns import unique_name
 
 pytestmark = pytest.mark.root
@@ -66,20 +66,7 @@ def refused(port: int) -> bool:
 
 def test_forwards_and_refuses_while_the_upstream_is_down(lab: Lab, tmp_path: Path) -> None:
     server = lab.start_process("h1", [sys.executable, "-c", ECHO])
-    ports_file = tmp_path / "relay.json"
-    relay = lab.start_process(
-        None,
-        [
-            sys.executable,
-            "-m",
-            "tortie.lab.relay",
-            "--ports-file",
-            str(ports_file),
-            f"{lab.netns('h1')}:7000",
-        ],
-    )
-    wait(ports_file.exists, "the relay's ports file")
-    port = int(json.loads(ports_file.read_text())["ports"][0])
+    port = start_relay(lab, [f"{lab.netns('h1')}:7000"], tmp_path / "relay.json")[0]
     wait(lambda: not refused(port), "the relay listening")
     assert echo_through(port) == b"hello"
 
@@ -88,4 +75,5 @@ def test_forwards_and_refuses_while_the_upstream_is_down(lab: Lab, tmp_path: Pat
     lab.start_process("h1", [sys.executable, "-c", ECHO])
     wait(lambda: not refused(port), "the relay port back on the same number")
     assert echo_through(port) == b"hello"
-    assert lab.process_running(relay)
+    relay = lab.process_by_role("relay")
+    assert relay is not None and lab.process_running(relay.pid)

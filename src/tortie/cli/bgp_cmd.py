@@ -10,6 +10,7 @@ loopback).
 from __future__ import annotations
 
 import argparse
+from contextlib import closing
 from typing import TYPE_CHECKING
 
 from tortie.bgp.daemon import BgpDaemon, DaemonConfig
@@ -53,9 +54,6 @@ def _run(args: argparse.Namespace) -> int:
     prefix = ("ip", "netns", "exec", args.bird_netns) if args.bird_netns else ()
     config = DaemonConfig(hostname=hostname, run_dir=run_dir, view_options=options, bird_binary=args.bird,
                           bird_command_prefix=prefix)
-    ds = open_store(args)
-    daemon = BgpDaemon(ds, config)
-    try:
+    with closing(open_store(args)) as ds:
+        daemon = BgpDaemon(ds, config)
         return run_in_foreground(daemon.run, daemon.stop)
-    finally:
-        ds.close()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import socket
+from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -52,9 +53,6 @@ def _run(args: argparse.Namespace) -> int:
         dnsmasq=args.dnsmasq,
         lease_seconds=args.lease_seconds,
     )
-    ds = open_store(args)
-    service = DhcpService(ds, options)
-    try:
+    with closing(open_store(args)) as ds:
+        service = DhcpService(ds, options)
         return run_in_foreground(service.run, service.stop)
-    finally:
-        ds.close()

@@ -19,6 +19,7 @@ import logging
 import os
 import socket
 import threading
+from contextlib import closing
 from typing import TYPE_CHECKING
 
 from tortie.cli.node_status_cmd import node_subparsers
@@ -148,9 +149,6 @@ def _run(args: argparse.Namespace) -> int:
     root = logging.getLogger()
     root.setLevel(min(root.level, logging.INFO))  # a service logs its state transitions
     stop = threading.Event()
-    ds = open_datastore(url)
-    try:
+    with closing(open_datastore(url)) as ds:
         service = NodeService(config, ds)
         return run_in_foreground(lambda: service.run(stop), stop.set)
-    finally:
-        ds.close()

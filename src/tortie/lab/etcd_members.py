@@ -18,13 +18,13 @@ from __future__ import annotations
 import ipaddress
 import json
 import signal
-import sys
 import time
 import urllib.request
 from dataclasses import dataclass
 
 from tortie.lab.errors import LabError
 from tortie.lab.lab import Lab
+from tortie.lab.relay import start_relay
 
 CLIENT_PORT = 2379
 PEER_PORT = 2380
@@ -88,28 +88,9 @@ def start_cluster(lab: Lab, members: int = 3, timeout: float = 30.0) -> EtcdEndp
             ],
             role=member_role(name),
         )
-    ports_file = lab.records.record_file(lab.workdir / "relay.json")
-    lab.processes.start(
-        None,
-        [
-            sys.executable,
-            "-m",
-            "tortie.lab.relay",
-            "--ports-file",
-            str(ports_file),
-            *(f"{r.netns}:{CLIENT_PORT}" for r in records),
-        ],
-        role="relay",
-    )
+    targets = [f"{r.netns}:{CLIENT_PORT}" for r in records]
+    ports = start_relay(lab, targets, lab.workdir / "relay.json", timeout=timeout)
     deadline = time.monotonic() + timeout
-    ports: list[int] = []
-    while not ports:
-        try:
-            ports = [int(p) for p in json.loads(ports_file.read_text())["ports"]]
-        except (OSError, ValueError, KeyError):
-            if time.monotonic() > deadline:
-                raise LabError("the etcd relay did not start (see its log under the lab's logs/)") from None
-            time.sleep(0.05)
     pending = set(range(members))
     while pending:
         for i in sorted(pending):

@@ -13,7 +13,8 @@ namespace but loopback sockets.
 A member that is down must look down: while its upstream refuses connections the relay closes that
 listener (clients get "connection refused" and fail over at once, which the etcd client only does
 for requests that provably never reached a server), and re-opens the same port when it answers again.
-Runs until SIGTERM.
+Runs until SIGTERM. `start_relay(lab, targets, ports_file)` starts it as a process of a lab (role
+`relay`, in the root namespace) and returns its ports once it listens.
 """
 
 from __future__ import annotations
@@ -29,8 +30,13 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tortie.kernel.netns import NetnsWorker
+
+if TYPE_CHECKING:
+    from tortie.lab.lab import Lab
 
 CHECK_INTERVAL = 0.3
 
@@ -134,6 +140,23 @@ def run(routes: Sequence[Route], ports_file: str) -> None:
                 with contextlib.suppress(BlockingIOError, OSError):
                     client, _addr = route.listener.accept()
                     threading.Thread(target=_serve, args=(client, route), daemon=True).start()
+
+
+def start_relay(lab: Lab, targets: Sequence[str], ports_file: Path, *, timeout: float = 30.0) -> list[int]:
+    """Start the relay for `targets` (NETNS:PORT) as the lab's `relay` process; its ports, in order."""
+    from tortie.lab.errors import LabError
+
+    lab.records.record_file(ports_file)
+    argv = [sys.executable, "-m", "tortie.lab.relay", "--ports-file", str(ports_file), *targets]
+    lab.processes.start(None, argv, role="relay")
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return [int(p) for p in json.loads(ports_file.read_text())["ports"]]
+        except (OSError, ValueError, KeyError):
+            if time.monotonic() > deadline:
+                raise LabError("the relay did not start (see its log under the lab's logs/)") from None
+            time.sleep(0.05)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -4,6 +4,7 @@ compatibility, router configurations, ICMP checksums."""
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 import pytest
@@ -48,24 +49,10 @@ def test_cli_grammar_of_every_verb() -> None:
         args.route_reflectors,
     ) == ("x", 4, 2, "etcd", "frr", 1)
     args = parser.parse_args(
-        [
-            "lab",
-            "workload",
-            "add",
-            "web-1",
-            "--host",
-            "h1",
-            "--labels",
-            "app=web",
-            "--namespace",
-            "shop",
-            "--ports",
-            "http:tcp:80",
-            "-o",
-            "json",
-            "--lab",
-            "y",
-        ]
+        shlex.split(
+            "lab workload add web-1 --host h1 --labels app=web --namespace shop --ports http:tcp:80 "
+            "-o json --lab y"
+        )
     )
     assert (
         args.workload,
