@@ -19,7 +19,7 @@ from tortie.model import dump_yaml, load_resources, parse_resource
 from tortie.testing.etcd_cluster import EtcdCluster
 from tortie.testing.model_samples import VALID
 
-STORE_META = ("resourceVersion", "uid", "creationTimestamp")
+STORE_META = ("resourceVersion", "uid", "creationTimestamp", "generation")
 REPO = Path(__file__).resolve().parents[2]
 
 

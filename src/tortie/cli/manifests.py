@@ -3,7 +3,8 @@
 Contract: `read_manifests(paths)` returns the resources of all documents in all files, in order, or
 raises one `ValidationError` that carries every problem of every file (each naming its file). A
 directory contributes its `*.yaml`, `*.yml` and `*.json` files in name order (recursively with
-`recursive=True`). `-` reads standard input.
+`recursive=True`). `-` reads standard input. With `warnings`, the warnings about accepted resources
+(fields tortie does not act on) are collected there (`tortie.model.support`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tortie.common.errors import UserError
-from tortie.model import Resource, ValidationError, load_resources
+from tortie.model import Problem, Resource, ValidationError, load_resources
 
 _SUFFIXES = (".yaml", ".yml", ".json")
 
@@ -36,14 +37,15 @@ def _expand(path: str, recursive: bool) -> list[tuple[str, str]]:
         raise UserError(f"{path}: cannot read: {exc.strerror}") from None
 
 
-def read_manifests(paths: Sequence[str], *, recursive: bool = False,
-                   default_namespace: str | None = None) -> list[Resource]:
+def read_manifests(paths: Sequence[str], *, recursive: bool = False, default_namespace: str | None = None,
+                   warnings: list[Problem] | None = None) -> list[Resource]:
     resources: list[Resource] = []
     problems = []
     for path in paths:
         for source, text in _expand(path, recursive):
             try:
-                resources.extend(load_resources(text, source=source, default_namespace=default_namespace))
+                resources.extend(load_resources(text, source=source, default_namespace=default_namespace,
+                                                warnings=warnings))
             except ValidationError as exc:
                 problems.extend(exc.problems)
     if problems:

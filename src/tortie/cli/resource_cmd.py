@@ -9,7 +9,9 @@
     tortie validate -f FILE|DIR|-
 
 Every multi-document write is validated completely first and then written in one datastore
-transaction: if any document is invalid, or any write would conflict, nothing is written.
+transaction: if any document is invalid, or any write would conflict, nothing is written. Fields
+tortie accepts but does not act on draw a warning on stderr (file, document, object, field, and what
+tortie does instead); the verb still succeeds (`tortie.model.support`, docs/reference/compatibility.md).
 
 Bad records (a stored value that is not JSON or not a valid resource, written by hand or by another
 tool): `get KIND` lists the others and reports each bad one on stderr by key (exit 0); `get KIND NAME`
@@ -29,8 +31,9 @@ from tortie.cli.manifests import read_manifests
 from tortie.cli.output import print_resources
 from tortie.common.errors import NotFound, UserError
 from tortie.datastore.resources import BadRecord, ResourceStore, removal_hint
-from tortie.model import Resource, ValidationError, parse_resource
+from tortie.model import Problem, Resource, ValidationError, parse_resource
 from tortie.model.kinds import kind_info
+from tortie.model.support import notices
 
 _KEY_ROOT = "/calico/"  # every key tortie writes (resources, IPAM, status) is under it
 
@@ -93,13 +96,20 @@ def _add_file_args(p: argparse.ArgumentParser, *, required: bool) -> None:
     p.add_argument("-R", "--recursive", action="store_true", help="recurse into directories")
 
 
-def _load(args: argparse.Namespace) -> list[Resource]:
-    return read_manifests(args.filename, recursive=args.recursive,
-                          default_namespace=getattr(args, "namespace", None))
+def _load(args: argparse.Namespace, *, warn: bool = False) -> list[Resource]:
+    """The resources of -f FILE..; with `warn`, what they ask for that tortie does not act on is
+    printed to stderr first (`tortie.model.support`): the verb still succeeds."""
+    warnings: list[Problem] = []
+    resources = read_manifests(args.filename, recursive=args.recursive,
+                               default_namespace=getattr(args, "namespace", None), warnings=warnings)
+    if warn:
+        for warning in warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+    return resources
 
 
 def _run_write(args: argparse.Namespace) -> int:
-    resources = _load(args)  # every document validated before anything is written
+    resources = _load(args, warn=True)  # every document validated before anything is written
     store = ResourceStore(open_store(args))
     mode = {"apply": "apply", "create": "create", "replace": "replace"}[args.verb]
     if args.verb == "create" and args.skip_exists:
@@ -237,7 +247,10 @@ def _rewrite(args: argparse.Namespace, change: Any) -> int:
         if meta.get(immutable) != current.to_wire()["metadata"].get(immutable):
             raise UserError(f"metadata.{immutable} cannot be changed")
     meta["resourceVersion"] = current.metadata.resource_version  # CAS against what we read
-    updated = store.update(parse_resource(wire, source="<patch>"))
+    resource = parse_resource(wire, source="<patch>")
+    for notice in notices(resource):
+        print(f"warning: {notice}", file=sys.stderr)
+    updated = store.update(resource)
     print(f"{updated.kind} {updated.metadata.name} updated")
     return 0
 
@@ -274,7 +287,7 @@ def _run_label(args: argparse.Namespace) -> int:
 
 def _run_validate(args: argparse.Namespace) -> int:
     try:
-        resources = _load(args)
+        resources = _load(args, warn=True)
     except ValidationError as exc:
         for problem in exc.problems:
             print(str(problem))

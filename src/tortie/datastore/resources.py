@@ -1,10 +1,12 @@
 """Resource-level access to a `Datastore`: typed v3 resources at Calico's etcd v3 keys.
 
 Inputs are validated `tortie.model.Resource` values; the store keeps their wire form (JSON) at
-`kind_info(kind).key(name, namespace)`. The store maintains three metadata fields:
+`kind_info(kind).key(name, namespace)`. The store maintains four metadata fields:
 
 * `resourceVersion` — the key's mod revision (not stored in the value; filled in on every read);
 * `uid` — a random UUID set at creation and preserved by every update;
+* `generation` — 1 at creation, incremented by every update that changes the spec (as Kubernetes
+  does); a value given in the input is ignored like `uid`'s, so `get -o yaml` output applies again;
 * `creationTimestamp` — RFC 3339 UTC time of creation, preserved by every update.
 
 Writes are conditional where the caller says so: a resource carrying `resourceVersion` is written
@@ -195,17 +197,22 @@ class ResourceStore:
             if existing is None:
                 if mode == "replace":
                     raise NotFound(f"{desc} not found; use create or apply")
-                stored = self._stamp(res, uid=_new_uid(), created=self._now())
+                stored = self._stamp(res, uid=_new_uid(), created=self._now(), generation=1)
                 ops.append(TxnOp("create", key, value=stored))
                 planned.append(("created", res))
             else:
                 if mode == "create":
                     raise AlreadyExists(f"{desc} already exists; use apply or replace")
                 old_meta = existing.value.get("metadata") or {}
+                old_generation = old_meta.get("generation")
+                generation = old_generation if isinstance(old_generation, int) and old_generation > 0 else 1
+                if res.to_wire().get("spec") != existing.value.get("spec"):
+                    generation += 1
                 stored = self._stamp(
                     res,
                     uid=str(old_meta.get("uid") or _new_uid()),
                     created=str(old_meta.get("creationTimestamp") or self._now()),
+                    generation=generation,
                 )
                 if stored == existing.value:
                     planned.append(("unchanged", self.decode(existing)))
@@ -225,12 +232,13 @@ class ResourceStore:
         return results
 
     @staticmethod
-    def _stamp(res: Resource, *, uid: str, created: str) -> dict[str, object]:
+    def _stamp(res: Resource, *, uid: str, created: str, generation: int) -> dict[str, object]:
         """The stored wire form: store-maintained metadata set, resourceVersion dropped."""
         wire = res.to_wire()
         meta = dict(wire.get("metadata") or {})
         meta.pop("resourceVersion", None)
         meta["uid"] = uid
         meta["creationTimestamp"] = created
+        meta["generation"] = generation
         wire["metadata"] = meta
         return wire

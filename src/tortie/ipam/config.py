@@ -41,8 +41,6 @@ class IpamConfig:
         out: list[str] = []
         if self.max_blocks_per_host < 0:
             out.append("maxBlocksPerHost must be >= 0")
-        elif self.max_blocks_per_host > 0 and not self.strict_affinity:
-            out.append("a per-host block limit (maxBlocksPerHost > 0) requires strictAffinity=true")
         if not self.strict_affinity and not self.auto_allocate_blocks:
             out.append("autoAllocateBlocks=false requires strictAffinity=true (nothing could be allocated)")
         return out

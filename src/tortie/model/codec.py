@@ -38,6 +38,7 @@ from tortie.model.input_limits import (
 from tortie.model.kinds import API_VERSION
 from tortie.model.problems import Problem, ValidationError, describe_value
 from tortie.model.resource import MODELS, Resource, identify, problems_of
+from tortie.model.support import notices
 
 _BOOL = "tag:yaml.org,2002:bool"
 _INT = "tag:yaml.org,2002:int"
@@ -218,7 +219,7 @@ def _list_items(obj: Mapping[str, Any], item_kind: str, source: str, document: i
 
 
 def _resources_of(documents: Iterable[object], source: str, default_namespace: str | None,
-                  problems: list[Problem]) -> list[Resource]:
+                  problems: list[Problem], warnings: list[Problem] | None) -> list[Resource]:
     resources: list[Resource] = []
     for number, doc in enumerate(documents):
         if doc is None:
@@ -234,15 +235,21 @@ def _resources_of(documents: Iterable[object], source: str, default_namespace: s
             problems.extend(found)
             if resource is not None:
                 resources.append(resource)
+                if warnings is not None:
+                    warnings.extend(Problem(source, number, resource.kind, resource.metadata.name,
+                                            f"{prefix}.{n.path}" if prefix and n.path else (prefix or n.path),
+                                            n.message) for n in notices(resource))
     return resources
 
 
-def load_resources(text: str, *, source: str = "<input>",
-                   default_namespace: str | None = None) -> list[Resource]:
+def load_resources(text: str, *, source: str = "<input>", default_namespace: str | None = None,
+                   warnings: list[Problem] | None = None) -> list[Resource]:
     """Parse and validate every resource in a YAML or JSON text (see the module docstring).
 
     `default_namespace` is given to namespaced resources that do not name one (as `calicoctl -n`).
-    Raises ValidationError carrying the problems of all documents.
+    Raises ValidationError carrying the problems of all documents. When `warnings` is given, the
+    warnings about accepted resources (fields tortie accepts but does not act on, see
+    `tortie.model.support`) are appended to it, each naming its source, document, object and field.
     """
     try:
         check_size(text, MAX_MANIFEST_BYTES, source)
@@ -255,7 +262,7 @@ def load_resources(text: str, *, source: str = "<input>",
         documents, problems = _yaml_documents(text, source)
     syntax = list(problems)
     found: list[Problem] = []
-    resources = _resources_of(documents, source, default_namespace, found)
+    resources = _resources_of(documents, source, default_namespace, found, warnings)
     all_problems = sorted(found + syntax, key=lambda p: p.document)
     if all_problems:
         raise ValidationError(all_problems)

@@ -5,8 +5,9 @@ depend on the kind (policy, tier, IPAM object names) live here too, as `check_na
 the resource layer applies them together with the namespace rules (namespaced kinds need a
 namespace, cluster-scoped kinds must not have one).
 
-Invariant: `resource_version`, `uid` and `creation_timestamp` are maintained by the datastore
-layer (tortie.datastore.resources); the model only carries them.
+Invariant: `resource_version`, `uid`, `creation_timestamp` and `generation` are maintained by the
+datastore layer (tortie.datastore.resources); the model only carries them, so the output of
+`tortie get -o yaml` applies again unchanged.
 """
 
 import re
@@ -25,7 +26,7 @@ from tortie.model.fields import (
     check_label_value,
 )
 from tortie.model.frozen import FrozenMap
-from tortie.model.schema import MapOf, Struct, Text, Wire
+from tortie.model.schema import Int, MapOf, Struct, Text, Wire
 
 _ANNOTATIONS_MAX_BYTES = 256 * 1024
 
@@ -53,6 +54,7 @@ class Metadata:
     resource_version: Annotated[str | None, Wire(Text())] = None
     uid: Annotated[str | None, Wire(Text(), "uid")] = None
     creation_timestamp: Annotated[str | None, Wire(Text())] = None
+    generation: Annotated[int | None, Wire(Int(0))] = None
 
     def __post_init__(self) -> None:
         # Accept plain dicts from callers; store immutable, hashable maps.

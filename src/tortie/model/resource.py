@@ -29,9 +29,11 @@ from tortie.model.fields import check_dns_label
 from tortie.model.metadata import METADATA, Metadata, check_name
 from tortie.model.problems import Issues, Problem, ValidationError, describe_value
 from tortie.model.schema import JSONValue, Struct
+from tortie.model.support import check_rejections
 
 if TYPE_CHECKING:
     from tortie.model.specs_bgp import BGPConfigurationSpec, BGPPeerSpec, NodeSpec
+    from tortie.model.specs_controllers import KubeControllersConfigurationSpec
     from tortie.model.specs_endpoint import HostEndpointSpec, WorkloadEndpointSpec
     from tortie.model.specs_felix import FelixConfigurationSpec
     from tortie.model.specs_ipam import (
@@ -56,6 +58,7 @@ if TYPE_CHECKING:
         | FelixConfigurationSpec | TierSpec | NetworkPolicySpec | GlobalNetworkPolicySpec | ProfileSpec
         | NetworkSetSpec | GlobalNetworkSetSpec | WorkloadEndpointSpec | HostEndpointSpec
         | IPAMConfigurationSpec | IPAMBlockSpec | BlockAffinitySpec | IPAMHandleSpec
+        | KubeControllersConfigurationSpec
     )
 
 API_VERSION = kinds.API_VERSION
@@ -131,7 +134,8 @@ MODELS: Mapping[str, KindModel] = KindTable({
     "BGPConfiguration": KindSource(_BGP, "BGP_CONFIGURATION_SPEC"),
     "BGPPeer": KindSource(_BGP, "BGP_PEER_SPEC"),
     "Node": KindSource(_BGP, "NODE_SPEC"),
-    "FelixConfiguration": KindSource("tortie.model.specs_felix", "FELIX_CONFIGURATION_SPEC"),
+    "FelixConfiguration": KindSource("tortie.model.specs_felix", "FELIX_CONFIGURATION_SPEC",
+                                     ("check_felix_resource",)),
     "Tier": KindSource(_POLICY, "TIER_SPEC", ("check_tier_resource",)),
     "NetworkPolicy": KindSource(_POLICY, "NETWORK_POLICY_SPEC", ("check_policy_resource",)),
     "GlobalNetworkPolicy": KindSource(_POLICY, "GLOBAL_NETWORK_POLICY_SPEC", ("check_policy_resource",)),
@@ -144,6 +148,8 @@ MODELS: Mapping[str, KindModel] = KindTable({
     "IPAMBlock": KindSource(_IPAM, "IPAM_BLOCK_SPEC"),
     "BlockAffinity": KindSource(_IPAM, "BLOCK_AFFINITY_SPEC"),
     "IPAMHandle": KindSource(_IPAM, "IPAM_HANDLE_SPEC"),
+    "KubeControllersConfiguration": KindSource("tortie.model.specs_controllers",
+                                               "KUBE_CONTROLLERS_CONFIGURATION_SPEC"),
 })
 _TOP_LEVEL = ("apiVersion", "kind", "metadata", "spec", "status")
 _STATUS = JSONValue()
@@ -215,6 +221,9 @@ def _check_kind(raw: object, issues: Issues) -> KindModel | None:
     model = MODELS.get(raw)
     if model is not None:
         return model
+    if raw in kinds.NOT_YET_KINDS:
+        issues.add("kind", f"{raw} is not supported yet: {kinds.NOT_YET_KINDS[raw]}")
+        return None
     try:
         canonical = kinds.kind_info(raw).kind
     except KeyError:
@@ -283,6 +292,8 @@ def decode_resource(obj: object, issues: Issues, *, default_namespace: str | Non
         return None
     for check in model.checks:
         check(meta, spec, issues)
+    for path, message in check_rejections(spec, model.spec):
+        issues.add(path, message)
     if len(issues) > start:
         return None
     return Resource(API_VERSION, model.kind, meta, spec, status)

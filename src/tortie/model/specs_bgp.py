@@ -3,9 +3,9 @@
 BGPConfiguration `default` holds cluster-wide settings, `node.<name>` per-node overrides. BGPPeer
 exclusivity rules follow Calico's validator (node vs nodeSelector; peerSelector vs peerIP/asNumber;
 localWorkloadSelector needs asNumber and excludes peerIP/peerSelector; reachableBy needs a peerIP of
-the same family; keepOriginalNextHop is not combined with nextHopMode). tortie additionally requires
-a peer to say whom it peers with (peerIP + asNumber, peerSelector, or localWorkloadSelector), since a
-BGPPeer with none of them renders no session.
+the same family; keepOriginalNextHop is not combined with nextHopMode). Like Calico, a BGPPeer need not
+name its peer: one without peerIP, peerSelector or localWorkloadSelector (or with a peerIP but no
+asNumber) is valid and brings no session up, which `tortie apply` says in a warning.
 """
 
 import re
@@ -215,6 +215,9 @@ def _check_peer_nodes(spec: BGPPeerSpec, path: str, issues: Issues) -> None:
 
 @uses("peerIP", "asNumber", "peerSelector", "localWorkloadSelector")
 def _check_peer_target(spec: BGPPeerSpec, path: str, issues: Issues) -> None:
+    """Calico's exclusivity rules. A peer that names no target, or a peerIP without asNumber, is
+    valid in Calico too (it brings no session up); `tortie.model.support_notices` warns about it."""
+
     def clash(field: str, message: str) -> None:
         issues.add(join(path, field), message)
 
@@ -230,11 +233,6 @@ def _check_peer_target(spec: BGPPeerSpec, path: str, issues: Issues) -> None:
             clash("peerIP", "cannot be combined with localWorkloadSelector")
         if spec.peer_selector is not None:
             clash("peerSelector", "cannot be combined with localWorkloadSelector")
-    if spec.peer_selector is None and spec.local_workload_selector is None:
-        if spec.peer_ip is None:
-            clash("peerIP", "is required: set peerIP (with asNumber), peerSelector or localWorkloadSelector")
-        elif spec.as_number is None:
-            clash("asNumber", "is required with peerIP")
 
 
 @uses("reachableBy", "peerIP")

@@ -23,6 +23,7 @@ from tortie.model.fields import (
     NUMERIC_PORT,
     PORT_NUMBER,
     REGEX,
+    SELECTOR,
     Port,
     check_dns_label,
     check_interface_name,
@@ -30,6 +31,7 @@ from tortie.model.fields import (
     ip_text,
 )
 from tortie.model.frozen import EMPTY_MAP, FrozenMap
+from tortie.model.metadata import Metadata
 from tortie.model.problems import Issues, join
 from tortie.model.schema import Bool, Enum, Int, ListOf, MapOf, Struct, Text, Wire, uses
 
@@ -105,6 +107,8 @@ CIDRS = ListOf(cidr_text())
 
 @dataclass(frozen=True, kw_only=True)
 class FelixConfigurationSpec:
+    # scope (Calico's selector-scoped configurations; not for `default` or `node.<name>`)
+    node_selector: Annotated[str | None, Wire(SELECTOR)] = None
     # process, health, metrics
     use_internal_dataplane_driver: Annotated[bool | None, Wire(Bool())] = None
     dataplane_driver: Annotated[str | None, Wire(Text())] = None
@@ -274,3 +278,12 @@ def _check_felix(spec: FelixConfigurationSpec, path: str, issues: Issues) -> Non
 
 
 FELIX_CONFIGURATION_SPEC = Struct(FelixConfigurationSpec, checks=[_check_felix])
+
+
+def check_felix_resource(meta: Metadata, spec: FelixConfigurationSpec, issues: Issues) -> None:
+    """nodeSelector scopes a configuration that is neither `default` nor `node.<name>` (those two
+    are scoped by their name)."""
+    if spec.node_selector is not None and (meta.name == "default" or meta.name.startswith("node.")):
+        issues.add("spec.nodeSelector", f"is not allowed in FelixConfiguration {meta.name!r}: `default` "
+                   "applies to every node and `node.<name>` to one; give a selector-scoped configuration "
+                   "another name")

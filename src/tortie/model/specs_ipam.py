@@ -184,12 +184,11 @@ class IPAMConfigurationSpec:
         return self.ip_cooldown_seconds or 0
 
 
-@uses("strictAffinity", "autoAllocateBlocks", "maxBlocksPerHost")
+@uses("strictAffinity", "autoAllocateBlocks")
 def _check_ipam_config(spec: IPAMConfigurationSpec, path: str, issues: Issues) -> None:
+    # Calico's validator has no rule tying maxBlocksPerHost to strictAffinity (only >= 0).
     if not spec.effective_strict_affinity and not spec.effective_auto_allocate_blocks:
         issues.add(join(path, "autoAllocateBlocks"), "cannot be false unless strictAffinity is true")
-    if (spec.max_blocks_per_host or 0) > 0 and not spec.effective_strict_affinity:
-        issues.add(join(path, "maxBlocksPerHost"), "a per-host block limit requires strictAffinity: true")
 
 
 IPAM_CONFIGURATION_SPEC = Struct(IPAMConfigurationSpec, checks=[_check_ipam_config])

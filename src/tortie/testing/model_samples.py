@@ -1,6 +1,8 @@
 """Canonical valid samples of every resource kind, for round-trip tests at every layer (model, store, CLI).
 
 `VALID[kind]` is a wire-form dict in canonical form: loading it and writing it back yields it unchanged.
+`REFUSED` lists objects Calico's validator accepts but tortie refuses because it does not implement
+them (yet): (wire object, field path, the start of the message), see `tortie.model.support`.
 """
 
 from __future__ import annotations
@@ -35,14 +37,13 @@ RULE_IN = {
         "serviceAccounts": {"names": ["frontend"], "selector": "tier == 'web'"},
     },
     "destination": {"nets": ["192.168.0.0/16"], "ports": [80, 443, "8000:8080", "http"]},
-    "http": {"methods": ["GET", "HEAD"], "paths": [{"exact": "/healthz"}, {"prefix": "/api/"}]},
     "metadata": {"annotations": {"note": "frontends reach the web tier"}},
 }
 RULE_ICMP = {"action": "Allow", "protocol": "ICMP", "icmp": {"type": 8, "code": 0}, "notICMP": {"type": 5}}
 RULE_EGRESS = {
     "action": "Allow",
     "notProtocol": 132,
-    "destination": {"services": {"name": "kube-dns", "namespace": "kube-system"}},
+    "destination": {"nets": ["10.96.0.10/32"], "notNets": ["10.96.0.0/24"]},
 }
 
 VALID: dict[str, dict[str, Any]] = {
@@ -52,13 +53,12 @@ VALID: dict[str, dict[str, Any]] = {
         {
             "cidr": "10.244.0.0/16",
             "vxlanMode": "Never",
-            "ipipMode": "CrossSubnet",
+            "ipipMode": "Never",
             "natOutgoing": True,
             "disabled": False,
             "disableBGPExport": False,
             "blockSize": 26,
             "nodeSelector": "all()",
-            "namespaceSelector": "has(pods)",
             "allowedUses": ["Workload", "Tunnel"],
             "assignmentMode": "Automatic",
         },
@@ -74,21 +74,15 @@ VALID: dict[str, dict[str, Any]] = {
             "nodeToNodeMeshEnabled": True,
             "asNumber": 64512,
             "listenPort": 179,
-            "bindMode": "NodeIP",
+            "bindMode": "None",
             "nodeMeshPassword": {"secretKeyRef": {"name": "bgp-secrets", "key": "mesh"}},
             "nodeMeshMaxRestartTime": "120s",
-            "serviceClusterIPs": [{"cidr": "10.96.0.0/12"}],
-            "serviceExternalIPs": [{"cidr": "203.0.113.0/24"}],
-            "serviceLoadBalancerIPs": [{"cidr": "198.51.100.0/24"}],
-            "serviceLoadBalancerAggregation": "Disabled",
             "communities": [
                 {"name": "pods", "value": "64512:100"},
                 {"name": "big", "value": "64512:1:4294967295"},
             ],
             "prefixAdvertisements": [{"cidr": "10.244.0.0/16", "communities": ["pods", "65000:1"]}],
             "ignoredInterfaces": ["docker*", "virbr0"],
-            "localWorkloadPeeringIPV4": "169.254.0.179",
-            "localWorkloadPeeringIPV6": "fe80::179",
             "programClusterRoutes": "EnabledNoEncapOnly",
             "ipv4NormalRoutePriority": 1024,
             "ipv6NormalRoutePriority": 1024,
@@ -103,14 +97,10 @@ VALID: dict[str, dict[str, Any]] = {
             "asNumber": 65001,
             "localASNumber": 64513,
             "nextHopMode": "Self",
-            "password": {"secretKeyRef": {"name": "bgp", "key": "tor", "optional": False}},
+            "password": {"secretKeyRef": {"name": "bgp", "key": "tor"}},
             "sourceAddress": "None",
             "maxRestartTime": "2m",
             "keepaliveTime": "30s",
-            "numAllowedLocalASNumbers": 1,
-            "ttlSecurity": 1,
-            "reachableBy": "fd00::fe",
-            "filters": ["export-pods"],
             "reversePeering": "Manual",
         },
     ),
@@ -156,12 +146,11 @@ VALID: dict[str, dict[str, Any]] = {
             "failsafeOutboundHostPorts": [],
             "kubeNodePortRanges": ["30000:32767"],
             "natPortRange": "32768:65000",
-            "natOutgoingAddress": "10.0.0.5",
             "routeTableRanges": [{"min": 1, "max": 250}],
             "programClusterRoutes": "EnabledIPIPOnly",
             "ipForwarding": "Enabled",
             "externalNodesList": ["10.9.0.0/16"],
-            "ipipEnabled": True,
+            "ipipEnabled": False,
             "ipipMTU": 1480,
             "vxlanPort": 4789,
             "vxlanVNI": 4096,
@@ -243,7 +232,6 @@ VALID: dict[str, dict[str, Any]] = {
             "endpoint": "eth0",
             "serviceAccountName": "web",
             "ipNetworks": ["10.244.3.5/32", "fd00:244::5/128"],
-            "ipNATs": [{"internalIP": "10.244.3.5", "externalIP": "172.16.0.5"}],
             "ipv4Gateway": "169.254.1.1",
             "ipv6Gateway": "fe80::1",
             "profiles": ["kns.shop", "ksa.shop.web"],
@@ -254,7 +242,6 @@ VALID: dict[str, dict[str, Any]] = {
                 {"protocol": "UDP", "port": 53, "hostPort": 5353, "hostIP": "10.0.1.21"},
             ],
             "allowSpoofedSourcePrefixes": ["10.250.0.0/24"],
-            "qosControls": {"ingressBandwidth": 1000000, "egressPacketRate": 1000},
         },
         namespace="shop",
         labels={"app": "web"},
@@ -268,6 +255,22 @@ VALID: dict[str, dict[str, Any]] = {
             "expectedIPs": ["10.0.1.21", "fd00:1::21"],
             "profiles": ["projectcalico-default-allow"],
             "ports": [{"name": "ssh", "protocol": "TCP", "port": 22}],
+        },
+    ),
+    "KubeControllersConfiguration": obj(
+        "KubeControllersConfiguration",
+        "default",
+        {
+            "logSeverityScreen": "Info",
+            "healthChecks": "Enabled",
+            "etcdV3CompactionPeriod": "10m",
+            "prometheusMetricsPort": 9094,
+            "controllers": {
+                "node": {"reconcilerPeriod": "5m", "syncLabels": "Enabled",
+                         "hostEndpoint": {"autoCreate": "Disabled"}, "leakGracePeriod": "15m"},
+                "policy": {"reconcilerPeriod": "5m"},
+                "namespace": {"reconcilerPeriod": "5m"},
+            },
         },
     ),
     "IPAMConfiguration": obj(
@@ -328,3 +331,28 @@ VALID: dict[str, dict[str, Any]] = {
         },
     ),
 }
+
+
+REFUSED: list[tuple[dict[str, Any], str, str]] = [
+    (obj("NetworkPolicy", "l7", {"ingress": [{"action": "Allow", "http": {"methods": ["GET"]}}]},
+         namespace="shop"), "spec.ingress[0].http", "is not supported by tortie"),
+    (obj("GlobalNetworkPolicy", "svc", {"egress": [
+        {"action": "Allow", "destination": {"services": {"name": "kube-dns", "namespace": "kube-system"}}}]}),
+     "spec.egress[0].destination.services", "is not implemented yet"),
+    (obj("IPPool", "ipip", {"cidr": "10.9.0.0/16", "ipipMode": "CrossSubnet"}), "spec.ipipMode",
+     "is not supported by tortie"),
+    (obj("IPPool", "vxlan", {"cidr": "10.9.0.0/16", "vxlanMode": "Always"}), "spec.vxlanMode",
+     "is not implemented yet"),
+    (obj("IPPool", "by-ns", {"cidr": "10.9.0.0/16", "namespaceSelector": "has(pods)"}),
+     "spec.namespaceSelector", "is not implemented yet"),
+    (obj("WorkloadEndpoint", "n-k8s-w-eth0", {"ipNetworks": ["10.244.3.5/32"], "ipNATs": [
+        {"internalIP": "10.244.3.5", "externalIP": "172.16.0.5"}]}, namespace="shop"),
+     "spec.ipNATs", "is not implemented yet"),
+    (obj("WorkloadEndpoint", "n-k8s-w-eth0", {"qosControls": {"ingressBandwidth": 1000000}},
+         namespace="shop"),
+     "spec.qosControls", "is not implemented yet"),
+    (obj("FelixConfiguration", "default", {"wireguardEnabled": True}), "spec.wireguardEnabled",
+     "is not supported by tortie"),
+    (obj("FelixConfiguration", "default", {"natOutgoingAddress": "10.0.0.5"}), "spec.natOutgoingAddress",
+     "is not supported by tortie"),
+]

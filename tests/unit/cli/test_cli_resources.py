@@ -81,8 +81,9 @@ def test_apply_get_round_trip(tortie, tmp_path: Path) -> None:  # type: ignore[n
     got = yaml.safe_load(out)
     want = yaml.safe_load(POOL)
     meta = got["metadata"]
-    assert {"resourceVersion", "uid", "creationTimestamp"} <= set(meta)
-    for k in ("resourceVersion", "uid", "creationTimestamp"):
+    assert {"resourceVersion", "uid", "creationTimestamp", "generation"} <= set(meta)
+    assert meta["generation"] == 1
+    for k in ("resourceVersion", "uid", "creationTimestamp", "generation"):
         meta.pop(k)
     assert got == want
     # yaml output applies back unchanged: nothing to update.
@@ -192,3 +193,66 @@ def test_stdin_and_directory(tortie, tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.setattr("sys.stdin", io.StringIO(POOL.replace("pool-a", "pool-b")))
     rc, out, _ = tortie("apply", "-f", "-")
     assert rc == 0 and "pool-b" in out
+
+
+FELIX_KNOBS = """\
+apiVersion: projectcalico.org/v3
+kind: FelixConfiguration
+metadata: {name: default}
+spec: {ipv6Support: false, chainInsertMode: Append}
+"""
+
+L7 = """\
+apiVersion: projectcalico.org/v3
+kind: IPPool
+metadata: {name: fine}
+spec: {cidr: 10.40.0.0/16}
+---
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: l7}
+spec:
+  ingress: [{action: Allow, http: {methods: [GET]}}]
+"""
+
+
+def test_apply_warns_about_knobs_tortie_does_not_turn_and_succeeds(tortie, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    f = _write(tmp_path, "felix.yaml", FELIX_KNOBS)
+    for verb in ("validate", "apply"):
+        rc, out, err = tortie(verb, "-f", f)
+        assert rc == 0, err
+        assert (f"warning: {f}: document 0 (FelixConfiguration/default): spec.chainInsertMode: accepted but "
+                "has no effect: tortie programs nftables") in err
+        assert "ipv6Support" not in err
+    rc, out, _ = tortie("get", "felixconfig", "default", "-o", "json")
+    assert json.loads(out)["spec"] == {"ipv6Support": False, "chainInsertMode": "Append"}
+
+
+def test_apply_refuses_what_it_cannot_honour_and_writes_nothing(tortie, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    f = _write(tmp_path, "l7.yaml", L7)
+    rc, _, err = tortie("apply", "-f", f)
+    assert rc == 1
+    assert "document 1 (GlobalNetworkPolicy/l7): spec.ingress[0].http: is not supported by tortie" in err
+    rc, _, err = tortie("get", "ippool", "fine")
+    assert rc != 0 and "not found" in err
+
+
+def test_staged_policies_are_refused_as_not_supported_yet(tortie, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    f = _write(tmp_path, "staged.yaml", "apiVersion: projectcalico.org/v3\nkind: StagedNetworkPolicy\n"
+               "metadata: {name: s, namespace: a}\nspec: {stagedAction: Set}\n")
+    rc, out, _ = tortie("validate", "-f", f)
+    assert rc == 1
+    assert "kind: StagedNetworkPolicy is not supported yet: staged (preview) policies" in out
+
+
+def test_generation_counts_spec_changes_and_get_output_applies_again(tortie, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    f = _write(tmp_path, "pool.yaml", POOL)
+    assert tortie("apply", "-f", f)[0] == 0
+    assert tortie("label", "ippool", "pool-a", "team=net")[0] == 0  # metadata only: same generation
+    rc, out, _ = tortie("get", "ippool", "pool-a", "-o", "yaml")
+    assert yaml.safe_load(out)["metadata"]["generation"] == 1
+    changed = _write(tmp_path, "changed.yaml", out.replace("natOutgoing: true", "natOutgoing: false"))
+    rc, applied, err = tortie("apply", "-f", changed)
+    assert rc == 0 and "updated" in applied, err
+    rc, out, _ = tortie("get", "ippool", "pool-a", "-o", "yaml")
+    assert yaml.safe_load(out)["metadata"]["generation"] == 2

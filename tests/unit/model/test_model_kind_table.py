@@ -20,8 +20,11 @@ import tortie.model as model
 from tortie.model import kinds
 from tortie.model.resource import MODELS, KindModel, KindTable
 from tortie.model.schema import Struct
+from tortie.model.specs_controllers import KubeControllersConfigurationSpec
 
-SPEC_MODULES = ("specs_bgp", "specs_endpoint", "specs_felix", "specs_ipam", "specs_policy")
+SPEC_MODULES = (
+    "specs_bgp", "specs_controllers", "specs_endpoint", "specs_felix", "specs_ipam", "specs_policy",
+)
 
 
 def loaded_after(code: str) -> list[str]:
@@ -50,7 +53,7 @@ def test_importing_the_model_loads_no_spec_module() -> None:
     code = (
         "from tortie.model import parse_resource, Resource, MODELS, ValidationError\n"
         "import tortie.model.resource\n"
-        "assert 'IPPool' in MODELS and 'Nope' not in MODELS and len(MODELS) == 18\n"
+        "assert 'IPPool' in MODELS and 'Nope' not in MODELS and len(MODELS) == 19\n"
         "assert list(MODELS)[0] == 'IPPool'"
     )
     assert loaded_after(code) == []
@@ -88,9 +91,10 @@ def test_spec_union_is_built_on_first_use() -> None:
     code = (
         "import tortie.model.resource as r\n"
         "assert 'Spec' not in vars(r)\n"
-        "from tortie.model import Spec, IPPoolSpec, IPAMHandleSpec\n"
+        "from tortie.model import Spec, IPPoolSpec\n"
+        "from tortie.model.specs_controllers import KubeControllersConfigurationSpec as K\n"
         "args = Spec.__args__\n"
-        "assert args[0] is IPPoolSpec and args[-1] is IPAMHandleSpec and len(args) == 18, args\n"
+        "assert args[0] is IPPoolSpec and args[-1] is K and len(args) == 19, args\n"
         "assert r.Spec is Spec"
     )
     assert loaded_after(code) == list(SPEC_MODULES)
@@ -99,7 +103,7 @@ def test_spec_union_is_built_on_first_use() -> None:
 def test_table_covers_every_kind_in_order() -> None:
     assert list(MODELS) == [k.kind for k in kinds.KINDS if k.kind in MODELS]
     assert set(MODELS) <= {k.kind for k in kinds.KINDS}
-    assert len(MODELS) == len(list(MODELS)) == 18
+    assert len(MODELS) == len(list(MODELS)) == 19
 
 
 def test_entries_are_the_kinds_typed_specs() -> None:
@@ -122,6 +126,7 @@ def test_entries_are_the_kinds_typed_specs() -> None:
         "IPAMBlock": model.IPAMBlockSpec,
         "BlockAffinity": model.BlockAffinitySpec,
         "IPAMHandle": model.IPAMHandleSpec,
+        "KubeControllersConfiguration": KubeControllersConfigurationSpec,
     }
     assert set(typed) == set(MODELS)
     for kind, cls in typed.items():
@@ -130,7 +135,8 @@ def test_entries_are_the_kinds_typed_specs() -> None:
         assert isinstance(entry.spec, Struct) and entry.spec.cls is cls
         assert MODELS[kind] is entry  # loaded once
     checked = {k for k, m in MODELS.items() if m.checks}
-    assert checked == {"Tier", "NetworkPolicy", "GlobalNetworkPolicy", "NetworkSet", "GlobalNetworkSet"}
+    assert checked == {"Tier", "NetworkPolicy", "GlobalNetworkPolicy", "NetworkSet", "GlobalNetworkSet",
+                       "FelixConfiguration"}
 
 
 def test_table_is_a_read_only_mapping() -> None:

@@ -166,20 +166,6 @@ CASES = [
     ),
     C(
         "BGPPeer",
-        {"spec": {"asNumber": None}},
-        "spec.asNumber",
-        "is required with peerIP",
-        id="peer-ip-needs-asn",
-    ),
-    C(
-        "BGPPeer",
-        {"spec": {"peerIP": None, "asNumber": None}},
-        "spec.peerIP",
-        "is required",
-        id="peer-nothing",
-    ),
-    C(
-        "BGPPeer",
         {"spec": {"peerIP": "10.0.0.1:0"}},
         "spec.peerIP",
         "port must be 1-65535",
@@ -571,13 +557,6 @@ CASES = [
         "spec.autoAllocateBlocks",
         "unless strictAffinity is true",
         id="ipam-no-auto-no-strict",
-    ),
-    C(
-        "IPAMConfiguration",
-        {"spec": {"maxBlocksPerHost": 3}},
-        "spec.maxBlocksPerHost",
-        "requires strictAffinity",
-        id="ipam-max-blocks",
     ),
     C(
         "IPAMConfiguration",
