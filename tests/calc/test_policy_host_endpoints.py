@@ -1,5 +1,6 @@
 """Host endpoints, failsafes, workload-to-host, forward/preDNAT/doNotTrack stages (reference §3.12,
-§1.15 items 9-10), on the rendered table (interpreter) and, where it has a say, the evaluator."""
+§1.15 items 9-10), on the rendered table (interpreter) and, where they have a say, the oracle and
+the user-space evaluator."""
 
 from __future__ import annotations
 
@@ -7,11 +8,14 @@ from typing import Any
 
 import pytest
 
-from tortie.calc.policy_evaluator import Packet, PolicyWorld, evaluate_endpoint
+from tortie.dataplane.messages.policy import HostEndpointId
 from tortie.dataplane.nft.config import RenderConfig
 from tortie.dataplane.nft.interp import NftPacket, forward, run_hook
 from tortie.dataplane.nft.ir import Ruleset
 from tortie.dataplane.nft.ruleset import render_ruleset
+from tortie.policy import trace
+from tortie.policy.trace import Packet, Stage
+from tortie.testing.policy_oracle import PolicyWorld, evaluate_endpoint
 from tortie.testing.policy_world import ALLOW_ALL, gnp, hep, policy_state, resources, wep
 
 HOST_IP = "172.31.0.11"
@@ -199,3 +203,60 @@ def test_host_endpoint_known_by_expected_ips_is_enforced_on_the_interface_carryi
     rs = render_ruleset(state)
     assert set(rs.map_elements["hep-in"]) == {"eth0"}
     assert to_host(rs, 6, 80) == "accept"  # the named endpoint's policy, not the default deny
+
+
+STAGED = [
+    HEP,
+    gnp(
+        "ssh",
+        selector="role == 'host'",
+        ingress=[{"action": "Allow", "protocol": "TCP", "destination": {"ports": [22]}}],
+    ),
+    gnp(
+        "fwd",
+        selector="role == 'host'",
+        applyOnForward=True,
+        ingress=[{"action": "Deny", "protocol": "UDP"}],
+    ),
+    gnp(
+        "pre",
+        selector="role == 'host'",
+        applyOnForward=True,
+        preDNAT=True,
+        ingress=[{"action": "Deny", "source": {"nets": ["192.0.2.0/24"]}}, {"action": "Pass"}],
+    ),
+    gnp(
+        "raw",
+        selector="role == 'host'",
+        applyOnForward=True,
+        doNotTrack=True,
+        egress=[{"action": "Allow", "protocol": "UDP", "destination": {"ports": [53]}}],
+    ),
+]
+
+
+@pytest.mark.parametrize("stage", ["normal", "forward", "pre_dnat", "untracked"])
+@pytest.mark.parametrize("direction", ["ingress", "egress"])
+@pytest.mark.parametrize(
+    "pkt",
+    [
+        Packet(PEER, HOST_IP, 6, 40000, 22),
+        Packet(PEER, HOST_IP, 6, 40000, 80),
+        Packet("192.0.2.1", HOST_IP, 6, 40000, 22),
+        Packet(PEER, HOST_IP, 17, 40000, 53),
+        Packet(HOST_IP, PEER, 17, 40000, 53),
+        Packet(PEER, HOST_IP, 1, icmp_type=8, icmp_code=0),
+    ],
+)
+def test_host_endpoint_stages_evaluate_like_the_oracle(stage: Stage, direction: str, pkt: Packet) -> None:
+    world = PolicyWorld(resources(STAGED))
+    expected = evaluate_endpoint(world, world.of("HostEndpoint")[0], direction, pkt, stage)  # type: ignore[arg-type]
+    state = policy_state(STAGED, "h1")
+    ep = state.host_endpoints[HostEndpointId("h1-eth0")]
+    actual = trace.evaluate_host_endpoint(state, ep, direction, pkt, stage)  # type: ignore[arg-type]
+    assert (actual.verdict, actual.tier, actual.policy, actual.rule) == (
+        expected.verdict,
+        expected.tier,
+        expected.policy,
+        expected.rule,
+    )

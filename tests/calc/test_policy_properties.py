@@ -1,17 +1,19 @@
-"""Property test: the calc + nft renderer decide every packet exactly like the naive evaluator.
+"""Property tests: the calc + nft renderer, and the calc + user-space evaluator, decide every packet
+exactly like the oracle; the policy manager's incremental table is the full render.
 
 Hypothesis builds random worlds (endpoints on this host and another, namespaces, profiles with
 labelsToApply, network sets, tiers, GNPs and NPs with random rules over every match field) and
 random packets between endpoints, network-set members and outside addresses. For each packet the
 dataplane answer (PolicyGraph -> PolicyState -> render_ruleset -> interpreter, forward hook with
-the endpoints' interfaces) must equal the oracle (tortie.calc.policy_evaluator: anti-spoofing,
+the endpoints' interfaces) and the user-space evaluator's (tortie.policy.trace on the same calc
+output) must equal the oracle's (tortie.testing.policy_oracle, from the resources: anti-spoofing,
 egress of a local source, ingress of a local destination).
 
 A second property aims at NetworkPolicy's namespace scoping: *twins* (endpoints with the same
 labels, named ports and service account in three namespaces, on both hosts), only
 NetworkPolicies, rules whose selectors match twins everywhere, packets between namespaces. A
 NetworkPolicy whose applies-to selector, rule selector, notSelector, service-account match or named
-port reached outside its namespace would decide some packet differently from the evaluator (checked
+port reached outside its namespace would decide some packet differently from the oracle (checked
 by mutating `policy_rules` that way: the first property alone missed the rule-selector mutation on
 some seeds).
 """
@@ -24,12 +26,12 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from tortie.calc.events import InSync, KVUpdate
-from tortie.calc.policy_evaluator import Packet
 from tortie.calc.policy_graph import PolicyGraph
 from tortie.dataplane.managers.policy import PolicyManager
 from tortie.dataplane.nft.parse import parse_table
 from tortie.dataplane.nft.ruleset import render_ruleset
 from tortie.model import ValidationError, parse_resource
+from tortie.policy.trace import Packet
 from tortie.testing.nft_fake import FakeNftables
 from tortie.testing.policy_world import (
     dataplane_decision,
@@ -43,6 +45,7 @@ from tortie.testing.policy_world import (
     pool,
     profile,
     tier,
+    trace_decision,
     wep,
 )
 
@@ -243,15 +246,18 @@ def packets(draw: Any, objs: list[dict[str, Any]]) -> tuple[Packet, str | None, 
     max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much]
 )
 @given(st.data())
-def test_rendered_dataplane_decides_like_the_naive_evaluator(data: st.DataObject) -> None:
+def test_rendered_dataplane_and_evaluator_decide_like_the_oracle(data: st.DataObject) -> None:
     objs = data.draw(worlds())
     assume(_valid(objs))
-    ruleset = render_ruleset(policy_state(objs, HOST))
+    state = policy_state(objs, HOST)
+    ruleset = render_ruleset(state)
     for _ in range(12):
         pkt, src, dst = data.draw(packets(objs))
         expected = oracle_decision(objs, HOST, pkt, src, dst)
         actual = dataplane_decision(objs, HOST, pkt, src, dst, ruleset)
-        assert actual == expected, f"{pkt} from {src} to {dst}: dataplane {actual}, evaluator {expected}"
+        assert actual == expected, f"{pkt} from {src} to {dst}: dataplane {actual}, oracle {expected}"
+        evaluated = trace_decision(objs, HOST, pkt, src, dst, state)
+        assert evaluated == expected, f"{pkt} from {src} to {dst}: evaluator {evaluated}, oracle {expected}"
 
 
 def _scoped_rule(draw: Any) -> dict[str, Any]:
@@ -337,7 +343,8 @@ def namespaced_worlds(draw: Any) -> list[dict[str, Any]]:
 def test_network_policies_reach_only_their_namespace(data: st.DataObject) -> None:
     objs = data.draw(namespaced_worlds())
     assume(_valid(objs))
-    ruleset = render_ruleset(policy_state(objs, HOST))
+    state = policy_state(objs, HOST)
+    ruleset = render_ruleset(state)
     endpoints = [
         (o["metadata"]["name"], o["metadata"]["namespace"], o["spec"]["ipNetworks"][0].split("/")[0])
         for o in objs
@@ -351,7 +358,9 @@ def test_network_policies_reach_only_their_namespace(data: st.DataObject) -> Non
         pkt = Packet(src_ip, dst_ip, protocol, 1234, port)
         expected = oracle_decision(objs, HOST, pkt, src_name, dst_name)
         actual = dataplane_decision(objs, HOST, pkt, src_name, dst_name, ruleset)
-        assert actual == expected, f"{pkt} {src_name} -> {dst_name}: dataplane {actual}, evaluator {expected}"
+        assert actual == expected, f"{pkt} {src_name} -> {dst_name}: dataplane {actual}, oracle {expected}"
+        evaluated = trace_decision(objs, HOST, pkt, src_name, dst_name, state)
+        assert evaluated == expected, f"{pkt} {src_name}->{dst_name}: evaluator {evaluated} oracle {expected}"
 
 
 @st.composite

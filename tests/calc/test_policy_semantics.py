@@ -1,8 +1,9 @@
 """Calico's evaluation order and every rule match field, table-driven (reference §1.8-§1.15).
 
-Each case is a small world, one packet and the expected verdict. Both the dataplane path (calc ->
-messages -> rendered nft table -> interpreter) and the naive evaluator must give it: the table pins
-the semantics, the property test (test_policy_properties.py) then checks the two agree everywhere.
+Each case is a small world, one packet and the expected verdict. The oracle (resources evaluated
+directly), the dataplane path (calc -> messages -> rendered nft table -> interpreter) and the
+user-space evaluator (calc -> messages -> `tortie.policy.trace`) must all give it: the table pins
+the semantics, the property test (test_policy_properties.py) then checks they agree everywhere.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tortie.calc.policy_evaluator import Packet
+from tortie.policy.trace import Packet
 from tortie.testing.policy_world import (
     ALLOW_ALL,
     dataplane_decision,
@@ -22,6 +23,7 @@ from tortie.testing.policy_world import (
     oracle_decision,
     profile,
     tier,
+    trace_decision,
     wep,
 )
 
@@ -597,14 +599,17 @@ CASES = [
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_evaluation_order_and_matches(case: Case) -> None:
     objs = list(case.objs)
-    assert oracle_decision(objs, "h1", case.pkt, case.src, case.dst) == case.expected, "naive evaluator"
+    assert oracle_decision(objs, "h1", case.pkt, case.src, case.dst) == case.expected, "oracle"
     assert dataplane_decision(objs, "h1", case.pkt, case.src, case.dst) == case.expected, "rendered dataplane"
+    assert trace_decision(objs, "h1", case.pkt, case.src, case.dst) == case.expected, "user-space evaluator"
 
 
 def test_default_allow_profile_is_synthesised_unless_defined() -> None:
     objs = [A, ALLOW_ALL, wep("b", "10.0.0.2/32", profiles=["projectcalico-default-allow"])]
     assert oracle_decision(objs, "h1", TCP80, "a", "b") == "accept"
     assert dataplane_decision(objs, "h1", TCP80, "a", "b") == "accept"
+    assert trace_decision(objs, "h1", TCP80, "a", "b") == "accept"
     objs.append(profile("projectcalico-default-allow", ingress=[DENY]))
     assert oracle_decision(objs, "h1", TCP80, "a", "b") == "drop"
     assert dataplane_decision(objs, "h1", TCP80, "a", "b") == "drop"
+    assert trace_decision(objs, "h1", TCP80, "a", "b") == "drop"

@@ -6,12 +6,16 @@ Inputs: the datastore (every policy kind, endpoints, network sets, pools), the t
 WorkloadEndpoint as `namespace/name` or a unique `name`, or an IP address) and the packet
 (protocol, destination port, source port, ICMP type/code). Output: per host the packet crosses,
 the verdict of the nftables table the agent would program there and the rules that fired (tier,
-policy, rule index, default actions); then the naive evaluator's independent answer, and a warning
-when the two disagree. Exit code 0 when the packet would be allowed, 3 when denied.
+policy, rule index, default actions); then the user-space evaluation of the same resolved policy
+(`tortie.policy.trace`: which tier, policy and rule decide, or why a default applies), and a
+warning when the two disagree (a rendering fault). Exit code 0 when the packet would be allowed,
+3 when denied.
 
 How: for each involved host it runs the agent's pure policy calc (`PolicyGraph`) on the datastore
 snapshot, renders the table (`render_ruleset`) and runs the packet through the forward hook with
-the nft interpreter: the same code path as the running agent, minus the kernel.
+the nft interpreter: the same code path as the running agent, minus the kernel. The evaluation
+reads the calc's messages directly (egress of a local source on its host, ingress of a local
+destination on its host).
 """
 
 from __future__ import annotations
@@ -24,17 +28,18 @@ from contextlib import closing
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from tortie.calc.policy_evaluator import Packet, PolicyWorld, anti_spoofing_ok, evaluate_endpoint
 from tortie.calc.policy_graph import POLICY_KINDS, run_snapshot
 from tortie.cli.context import open_store
 from tortie.cli.verbs import verb_group
 from tortie.common.errors import UserError
+from tortie.dataplane.messages import WorkloadEndpointId
 from tortie.dataplane.nft.config import RenderConfig
 from tortie.dataplane.nft.interp import NftPacket, Outcome, forward
 from tortie.dataplane.nft.ir import Log, SetMark, Verdict
 from tortie.dataplane.nft.ruleset import PolicyState, render_ruleset
 from tortie.model import Resource, ValidationError, parse_resource
 from tortie.model.kinds import kind_info
+from tortie.policy.trace import Decision, Direction, Packet, anti_spoofing_ok, evaluate_endpoint
 
 if TYPE_CHECKING:
     from tortie.cli.verbs import SubParsers
@@ -119,12 +124,11 @@ def valid_resources(objects: list[tuple[str, dict[str, Any]]]) -> list[Resource]
     return out
 
 
-def _resolve_end(text: str, world: PolicyWorld) -> End:
+def _resolve_end(text: str, weps: list[Resource]) -> End:
     try:
         ip = str(ipaddress.ip_address(text))
     except ValueError:
         ip = ""
-    weps = world.of("WorkloadEndpoint")
     if ip:
         for wep in weps:
             nets = [ipaddress.ip_network(n, strict=False) for n in getattr(wep.spec, "ip_networks", ())]
@@ -184,33 +188,37 @@ def _action(stmts: tuple[Any, ...]) -> str:
     return "matched"
 
 
-def _hop(objects: list[tuple[str, dict[str, Any]]], host: str, pkt: Packet, iif: str, oif: str) -> Outcome:
+def policy_state(objects: list[tuple[str, dict[str, Any]]], host: str) -> PolicyState:
+    """What the agent on `host` would be told about policy (the calc run on this snapshot)."""
     state = PolicyState(RenderConfig())
     for msg in run_snapshot(host, objects):
         state.record(msg)
-    rs = render_ruleset(state)
-    return forward(
-        rs,
-        NftPacket(
-            pkt.src,
-            pkt.dst,
-            pkt.protocol,
-            pkt.src_port,
-            pkt.dst_port,
-            pkt.icmp_type,
-            pkt.icmp_code,
-            iifname=iif or "eth0",
-            oifname=oif or "eth0",
-        ),
-    )
+    return state
+
+
+def _hop(state: PolicyState, pkt: Packet, iif: str, oif: str) -> Outcome:
+    return forward(render_ruleset(state), NftPacket.of(pkt, iif or "eth0", oif or "eth0"))
+
+
+def _evaluate(state: PolicyState, end: End, direction: Direction, pkt: Packet) -> tuple[str, bool]:
+    """The user-space evaluation of one local end: a line to print and whether it allows."""
+    assert end.endpoint is not None
+    meta = end.endpoint.metadata
+    ep = state.endpoints.get(WorkloadEndpointId(str(meta.namespace), meta.name))
+    if ep is None:
+        return f"{direction} of {end.label}: deny (no policy programmed for it on {end.host})", False
+    if direction == "egress" and not anti_spoofing_ok(ep, pkt.src):
+        return f"egress of {end.label}: deny (anti-spoofing)", False
+    decision = evaluate_endpoint(state, ep, direction, pkt)
+    return f"{direction} of {end.label}: {decision.verdict} ({_why(decision)})", decision.verdict == "allow"
 
 
 def trace(objects: list[tuple[str, dict[str, Any]]], src: End, dst: End, pkt: Packet) -> dict[str, Any]:
-    world = PolicyWorld(valid_resources(objects))
+    states = {host: policy_state(objects, host) for host in {src.host, dst.host} if host is not None}
     hops = []
     if src.host is not None:
         same = dst.host == src.host
-        outcome = _hop(objects, src.host, pkt, src.iface, dst.iface if same else "eth0")
+        outcome = _hop(states[src.host], pkt, src.iface, dst.iface if same else "eth0")
         hops.append(
             {
                 "host": src.host,
@@ -220,7 +228,7 @@ def trace(objects: list[tuple[str, dict[str, Any]]], src: End, dst: End, pkt: Pa
             }
         )
     if dst.host is not None and dst.host != src.host:
-        outcome = _hop(objects, dst.host, pkt, "eth0", dst.iface)
+        outcome = _hop(states[dst.host], pkt, "eth0", dst.iface)
         hops.append(
             {
                 "host": dst.host,
@@ -233,30 +241,24 @@ def trace(objects: list[tuple[str, dict[str, Any]]], src: End, dst: End, pkt: Pa
 
     evaluator: list[str] = []
     allowed = True
-    if src.endpoint is not None:
-        if not anti_spoofing_ok(src.endpoint, pkt.src):
-            evaluator.append(f"egress of {src.label}: deny (anti-spoofing)")
-            allowed = False
-        else:
-            decision = evaluate_endpoint(world, src.endpoint, "egress", pkt)
-            evaluator.append(f"egress of {src.label}: {decision.verdict} ({_why(decision)})")
-            allowed &= decision.verdict == "allow"
-    if dst.endpoint is not None:
-        decision = evaluate_endpoint(world, dst.endpoint, "ingress", pkt)
-        evaluator.append(f"ingress of {dst.label}: {decision.verdict} ({_why(decision)})")
-        allowed &= decision.verdict == "allow"
-    oracle = "accept" if allowed else "drop"
+    ends: tuple[tuple[End, Direction], ...] = ((src, "egress"), (dst, "ingress"))
+    for end, direction in ends:
+        if end.host is not None:
+            line, ok = _evaluate(states[end.host], end, direction, pkt)
+            evaluator.append(line)
+            allowed &= ok
+    evaluated = "accept" if allowed else "drop"
     return {
         "packet": _describe(pkt),
         "hops": hops,
         "dataplane": dataplane,
         "evaluator": evaluator,
-        "evaluator_verdict": oracle,
-        "agree": oracle == dataplane,
+        "evaluator_verdict": evaluated,
+        "agree": evaluated == dataplane,
     }
 
 
-def _why(decision: Any) -> str:
+def _why(decision: Decision) -> str:
     parts = [decision.reason]
     if decision.tier:
         parts.append(f"tier {decision.tier}")
@@ -277,8 +279,8 @@ def _describe(pkt: Packet) -> str:
 def _trace(args: argparse.Namespace) -> int:
     with closing(open_store(args)) as ds:
         objects = load_objects(ds)
-    world = PolicyWorld(valid_resources(objects))
-    src, dst = _resolve_end(args.source, world), _resolve_end(args.destination, world)
+    weps = [r for r in valid_resources(objects) if r.kind == "WorkloadEndpoint"]
+    src, dst = _resolve_end(args.source, weps), _resolve_end(args.destination, weps)
     if src.endpoint is None and dst.endpoint is None:
         raise UserError("neither end is a WorkloadEndpoint: nothing of tortie's polices this packet")
     pkt = _packet(args, src, dst)
@@ -292,7 +294,10 @@ def _trace(args: argparse.Namespace) -> int:
             for line in hop["rules"]:
                 print(line)
         print(f"verdict: {result['dataplane'].upper()}")
-        print("evaluator (independent): " + "; ".join(result["evaluator"]))
+        print("evaluated from the resolved policy: " + "; ".join(result["evaluator"]))
         if not result["agree"]:
-            print("WARNING: the dataplane and the evaluator disagree; please report this", file=sys.stderr)
+            print(
+                "WARNING: the rendered table and the resolved policy disagree; please report this",
+                file=sys.stderr,
+            )
     return 0 if result["dataplane"] == "accept" else EXIT_DENIED

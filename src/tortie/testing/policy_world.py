@@ -1,4 +1,5 @@
-"""Builders and the two deciders of the policy tests: the dataplane's answer and the oracle's.
+"""Builders and the three deciders of the policy tests: the dataplane's answer, the user-space
+evaluator's and the oracle's.
 
 Builders return wire objects (`projectcalico.org/v3` dicts) for WorkloadEndpoints, HostEndpoints,
 policies, profiles, tiers, network sets and pools; `keyed(objs)` gives (datastore key, value) pairs.
@@ -6,9 +7,10 @@ policies, profiles, tiers, network sets and pools; `keyed(objs)` gives (datastor
 `dataplane_decision(objs, host, pkt, src, dst)` runs the real calc (`PolicyGraph`) for `host`,
 collects its messages into a `PolicyState`, renders the nft table and runs the packet through the
 forward hook with the interpreter, the interfaces being those of the local endpoints `src`
-(egress) and/or `dst` (ingress), "eth0" otherwise. `oracle_decision` answers the same question
-with `tortie.calc.policy_evaluator`: anti-spoofing, then egress of a local source, then ingress of
-a local destination.
+(egress) and/or `dst` (ingress), "eth0" otherwise. `trace_decision` evaluates the same calc output
+with `tortie.policy.trace` (what `tortie policy trace` prints), and `oracle_decision` answers from
+the resources with `tortie.testing.policy_oracle`; both: anti-spoofing, then egress of a local
+source, then ingress of a local destination.
 """
 
 from __future__ import annotations
@@ -16,14 +18,18 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from tortie.calc.policy_evaluator import Packet, PolicyWorld, anti_spoofing_ok, evaluate_endpoint
 from tortie.calc.policy_graph import run_snapshot
+from tortie.dataplane.messages import WorkloadEndpointId
+from tortie.dataplane.messages.policy import EndpointPolicyUpdate
 from tortie.dataplane.nft.config import RenderConfig
 from tortie.dataplane.nft.interp import NftPacket, forward
 from tortie.dataplane.nft.ir import Ruleset
 from tortie.dataplane.nft.ruleset import PolicyState, render_ruleset
 from tortie.model import Resource, parse_resource
 from tortie.model.kinds import kind_info
+from tortie.policy import trace
+from tortie.policy.trace import Packet
+from tortie.testing.policy_oracle import PolicyWorld, anti_spoofing_ok, evaluate_endpoint
 
 API = "projectcalico.org/v3"
 
@@ -191,27 +197,17 @@ def policy_state(
     return state
 
 
-def _iface(objs: Iterable[Mapping[str, Any]], name: str | None, host: str) -> str | None:
-    if name is None:
-        return None
+def _local(objs: Iterable[Mapping[str, Any]], name: str | None, host: str) -> Mapping[str, Any] | None:
+    """The WorkloadEndpoint `name` if it is on `host`."""
     for o in objs:
         if o["kind"] == "WorkloadEndpoint" and o["metadata"]["name"] == name and o["spec"]["node"] == host:
-            return str(o["spec"]["interfaceName"])
+            return o
     return None
 
 
-def nft_packet(pkt: Packet, iif: str, oif: str) -> NftPacket:
-    return NftPacket(
-        pkt.src,
-        pkt.dst,
-        pkt.protocol,
-        pkt.src_port,
-        pkt.dst_port,
-        pkt.icmp_type,
-        pkt.icmp_code,
-        iifname=iif,
-        oifname=oif,
-    )
+def _iface(objs: Iterable[Mapping[str, Any]], name: str | None, host: str) -> str:
+    local = _local(objs, name, host)
+    return str(local["spec"]["interfaceName"]) if local is not None else "eth0"
 
 
 def dataplane_decision(
@@ -225,9 +221,36 @@ def dataplane_decision(
     """ "accept" or "drop" for a packet forwarded by `host` from endpoint `src` to endpoint `dst`
     (names of WorkloadEndpoints; None or a remote endpoint: via eth0)."""
     rs = ruleset if ruleset is not None else render_ruleset(policy_state(objs, host))
-    iif = _iface(objs, src, host) or "eth0"
-    oif = _iface(objs, dst, host) or "eth0"
-    return forward(rs, nft_packet(pkt, iif, oif)).verdict
+    return forward(rs, NftPacket.of(pkt, _iface(objs, src, host), _iface(objs, dst, host))).verdict
+
+
+def trace_decision(
+    objs: Sequence[Mapping[str, Any]],
+    host: str,
+    pkt: Packet,
+    src: str | None,
+    dst: str | None,
+    state: PolicyState | None = None,
+) -> str:
+    """The user-space evaluator's answer on the calc output for `host` (see the module docstring)."""
+    state = state if state is not None else policy_state(objs, host)
+
+    def endpoint(name: str | None) -> EndpointPolicyUpdate | None:
+        local = _local(objs, name, host)
+        if local is None:
+            return None
+        meta = local["metadata"]
+        return state.endpoints[WorkloadEndpointId(meta.get("namespace", "default"), meta["name"])]
+
+    src_ep, dst_ep = endpoint(src), endpoint(dst)
+    if src_ep is not None:
+        if not trace.anti_spoofing_ok(src_ep, pkt.src):
+            return "drop"
+        if trace.evaluate_endpoint(state, src_ep, "egress", pkt).verdict != "allow":
+            return "drop"
+    if dst_ep is not None and trace.evaluate_endpoint(state, dst_ep, "ingress", pkt).verdict != "allow":
+        return "drop"
+    return "accept"
 
 
 def oracle_decision(

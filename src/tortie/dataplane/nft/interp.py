@@ -17,7 +17,7 @@ is not a general nft implementation.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from tortie.dataplane.nft.ir import (
@@ -43,8 +43,8 @@ from tortie.dataplane.nft.ir import (
     Verdict,
     VMap,
 )
+from tortie.policy.trace import PORT_PROTOCOLS, Packet
 
-PORT_PROTOCOLS = frozenset({6, 17, 132, 136})
 ICMP_NAMES = {
     "nd-router-solicit": 133,
     "nd-router-advert": 134,
@@ -57,22 +57,17 @@ _FAIL = object()  # a field whose implicit dependency does not hold: the whole m
 
 
 @dataclass(frozen=True)
-class NftPacket:
-    src: str
-    dst: str
-    protocol: int
-    src_port: int | None = None
-    dst_port: int | None = None
-    icmp_type: int | None = None
-    icmp_code: int | None = None
+class NftPacket(Packet):
+    """A packet at a hook: the flow's `Packet` plus the interfaces, mark and conntrack state."""
+
     iifname: str = ""
     oifname: str = ""
     mark: int = 0
     ct_state: str = "new"
 
-    @property
-    def family(self) -> int:
-        return ipaddress.ip_address(self.src).version
+    @classmethod
+    def of(cls, pkt: Packet, iifname: str, oifname: str) -> NftPacket:
+        return cls(**{f.name: getattr(pkt, f.name) for f in fields(Packet)}, iifname=iifname, oifname=oifname)
 
 
 @dataclass
@@ -99,7 +94,7 @@ def _field(f: Any, pkt: _Packet) -> Any:
         if f.key == "oifname":
             return p.oifname
         if f.key == "nfproto":
-            return "ipv4" if p.family == 4 else "ipv6"
+            return p.family.key  # nft's nfproto names: ipv4 / ipv6
         if f.key == "l4proto":
             return p.protocol
         if f.key == "mark":
@@ -115,11 +110,11 @@ def _field(f: Any, pkt: _Packet) -> Any:
         return _FAIL if any(part is _FAIL for part in parts) else tuple(parts)
     assert isinstance(f, Payload)
     if f.protocol in ("ip", "ip6"):
-        if p.family != (4 if f.protocol == "ip" else 6):
+        if p.family.nft != f.protocol:
             return _FAIL
         return ipaddress.ip_address(p.src if f.field == "saddr" else p.dst)
     if f.protocol in ("icmp", "icmpv6"):
-        if (p.family, p.protocol) != ((4, 1) if f.protocol == "icmp" else (6, 58)):
+        if (p.family.nft, p.protocol) != (("ip", 1) if f.protocol == "icmp" else ("ip6", 58)):
             return _FAIL
         return p.icmp_type if f.field == "type" else p.icmp_code
     if f.protocol == "th":

@@ -44,6 +44,7 @@ from tortie.dataplane.nft.ir import (
 )
 from tortie.dataplane.nft.names import policy_chain, profile_chain, set_name
 from tortie.dataplane.nft.sets import ALL_FAMILIES
+from tortie.policy.rule_sides import RuleSide
 
 
 def addr_field(family: int, side: str) -> Payload:
@@ -97,14 +98,9 @@ def _side_matches(
     """Statements every alternative of one side needs, and the alternatives (ORed). None when the
     side cannot match in this family (nets of the other family only; a set of a family without sets)."""
     side = "saddr" if src else "daddr"
-    nets, not_nets = (r.src_nets, r.not_src_nets) if src else (r.dst_nets, r.not_dst_nets)
-    sets, not_sets = (r.src_sets, r.not_src_sets) if src else (r.dst_sets, r.not_dst_sets)
-    ports, not_ports = (r.src_ports, r.not_src_ports) if src else (r.dst_ports, r.not_dst_ports)
-    named, not_named = (
-        (r.src_named_port_sets, r.not_src_named_port_sets)
-        if src
-        else (r.dst_named_port_sets, r.not_dst_named_port_sets)
-    )
+    rs = RuleSide.of(r, src)
+    nets, not_nets, sets, not_sets = rs.nets, rs.not_nets, rs.sets, rs.not_sets
+    ports, not_ports, named, not_named = rs.ports, rs.not_ports, rs.named_port_sets, rs.not_named_port_sets
     out: list[Stmt] = []
     addr = addr_field(family, side)
     net_alternatives: list[list[Stmt]] = [[]]

@@ -1,11 +1,13 @@
-"""The naive policy evaluator: Calico's semantics written down directly, one packet at a time.
+"""The policy test oracle: Calico's semantics written down directly from the resources, one packet
+at a time.
 
 Input: every resource (`PolicyWorld`), an endpoint, a direction and a `Packet`. Output: a
 `Decision` (allow / deny / none, and which tier, policy or profile and rule decided, or why the
 default applied). No indexes, no IP sets, no caching: every question is answered by scanning the
-resources, so this module is slow and obviously right. It is the oracle of the property tests that
-compare it with what the calc + nft renderer produce, and `tortie policy trace` prints its
-reasoning next to the dataplane's answer.
+resources, so this module is slow and obviously right. The property and table tests hold the
+product to it: the calc + nft renderer (run by the interpreter) and the calc + user-space evaluator
+(`tortie.policy.trace`). It is independent of the code it checks: it reads resources, not the
+calc's resolved rules, and shares nothing with it but the `Packet` and `Decision` records.
 
 Semantics (reference §1.8-§1.15), per endpoint and direction:
 
@@ -30,10 +32,9 @@ packet's protocol and port.
 from __future__ import annotations
 
 import ipaddress
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from tortie.model import Resource
 from tortie.model.rules import EntityRule, Rule
@@ -46,38 +47,11 @@ from tortie.model.specs_policy import (
     TierSpec,
     effective_tier_order,
 )
+from tortie.policy.trace import Decision, Direction, Packet, Stage, Verdict
 from tortie.selector import parse
 
-Verdict = Literal["allow", "deny", "none"]
-Direction = Literal["ingress", "egress"]
-Stage = Literal["normal", "forward", "pre_dnat", "untracked"]
 PORT_PROTOCOLS = frozenset({6, 17, 132, 136})
 _Address = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-
-@dataclass(frozen=True)
-class Packet:
-    src: str
-    dst: str
-    protocol: int
-    src_port: int | None = None
-    dst_port: int | None = None
-    icmp_type: int | None = None
-    icmp_code: int | None = None
-
-    @property
-    def version(self) -> int:
-        return ipaddress.ip_address(self.src).version
-
-
-@dataclass(frozen=True)
-class Decision:
-    verdict: Verdict
-    reason: str
-    tier: str | None = None
-    policy: str | None = None
-    rule: str | None = None
-    logged: tuple[str, ...] = ()
 
 
 def _addr(text: str) -> _Address:
@@ -116,23 +90,17 @@ class PolicyWorld:
         spec = self.profile(name)
         return spec.labels_to_apply if spec is not None else {}
 
-    def namespace_labels(self, namespace: str) -> dict[str, str]:
-        out = {
-            k[len("pcns.") :]: v
-            for k, v in self._profile_labels(f"kns.{namespace}").items()
-            if k.startswith("pcns.")
-        }
-        out["projectcalico.org/name"] = namespace
+    def _unprefixed(self, profile: str, prefix: str, name: str) -> dict[str, str]:
+        """A profile's labelsToApply that carry `prefix`, without it, plus `projectcalico.org/name`."""
+        out = {k[len(prefix) :]: v for k, v in self._profile_labels(profile).items() if k.startswith(prefix)}
+        out["projectcalico.org/name"] = name
         return out
 
+    def namespace_labels(self, namespace: str) -> dict[str, str]:
+        return self._unprefixed(f"kns.{namespace}", "pcns.", namespace)
+
     def service_account_labels(self, namespace: str, account: str) -> dict[str, str]:
-        out = {
-            k[len("pcsa.") :]: v
-            for k, v in self._profile_labels(f"ksa.{namespace}.{account}").items()
-            if k.startswith("pcsa.")
-        }
-        out["projectcalico.org/name"] = account
-        return out
+        return self._unprefixed(f"ksa.{namespace}.{account}", "pcsa.", account)
 
     def labels(self, resource: Resource) -> dict[str, str]:
         """Effective labels: profiles' labelsToApply (first listed wins), own labels, implicit ones."""
@@ -279,13 +247,13 @@ def rule_matches(world: PolicyWorld, rule: Rule, namespace: str | None, pkt: Pac
     if rule.source.services is not None or rule.destination.services is not None:
         return False
     version = rule.effective_ip_version
-    if version is not None and version != pkt.version:
+    if version is not None and version != pkt.family.version:
         return False
     if rule.protocol is not None and rule.protocol.number != pkt.protocol:
         return False
     if rule.not_protocol is not None and rule.not_protocol.number == pkt.protocol:
         return False
-    icmp_protocol = 1 if pkt.version == 4 else 58
+    icmp_protocol = 1 if pkt.family.version == 4 else 58
     if rule.icmp is not None:
         if pkt.protocol != icmp_protocol or pkt.icmp_type != rule.icmp.type:
             return False
@@ -467,20 +435,3 @@ def anti_spoofing_ok(endpoint: Resource, source: str) -> bool:
     addr = _addr(source)
     allowed = [*spec.ip_networks, *spec.allow_spoofed_source_prefixes]
     return any(addr in ipaddress.ip_network(n, strict=False) for n in allowed)
-
-
-def endpoint_by_address(world: PolicyWorld, address: str, host: str | None = None) -> Resource | None:
-    """The WorkloadEndpoint (optionally on `host`) that owns `address`."""
-    addr = _addr(address)
-    for wep in world.of("WorkloadEndpoint"):
-        spec: Any = wep.spec
-        if host is not None and spec.node != host:
-            continue
-        if any(addr in ipaddress.ip_network(n, strict=False) for n in spec.ip_networks):
-            return wep
-    return None
-
-
-def tier_sort_key(world: PolicyWorld, name: str) -> tuple[float, str]:
-    order = world.tier(name)[0]
-    return (math.inf if math.isnan(order) else order, name)

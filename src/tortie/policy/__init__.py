@@ -1,0 +1,1 @@
+"""User-space policy decisions over the resolved policy state (what the calc sends the dataplane)."""
