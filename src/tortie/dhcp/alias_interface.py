@@ -9,9 +9,9 @@ agent's /32 routes and BGP.
 
 `IpAliasInterface.ensure(addresses)` creates the bridge if missing, brings it up and makes its
 global addresses exactly `addresses` (adds missing, removes others); it shells out to iproute2
-(`ip -j`) and raises `DataplaneError` with the command's stderr on failure. `FakeAliasInterface`
-records the same for unit tests. The interface is left in place on exit: VMs keep using the
-gateway address while the service restarts.
+(`ip -j`) and raises `DataplaneError` with the command's stderr on failure. Its fake
+(`tortie.testing.dhcp_fakes.FakeAliasInterface`) records the same for unit tests. The interface is
+left in place on exit: VMs keep using the gateway address while the service restarts.
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ class AliasInterface(Protocol):
     def ensure(self, addresses: Sequence[str]) -> None: ...
 
 
-def _normalise(addresses: Sequence[str]) -> set[str]:
+def canonical_addresses(addresses: Sequence[str]) -> set[str]:
+    """Interface addresses (address/prefix) in canonical text."""
     return {str(ipaddress.ip_interface(a)) for a in addresses}
 
 
@@ -65,21 +66,10 @@ class IpAliasInterface:
         if not self._exists():
             self._ip("link", "add", self.name, "type", "bridge")
         self._ip("link", "set", self.name, "up")
-        wanted = _normalise(addresses)
+        wanted = canonical_addresses(addresses)
         have = self.current()
         for addr in sorted(have - wanted):
             self._ip("addr", "del", addr, "dev", self.name)
         for addr in sorted(wanted - have):
             extra = ["nodad"] if family_of(addr).dad else []
             self._ip("addr", "add", addr, "dev", self.name, "noprefixroute", *extra)
-
-
-class FakeAliasInterface:
-    def __init__(self, name: str = "tdhcp0") -> None:
-        self.name = name
-        self.addresses: set[str] = set()
-        self.calls = 0
-
-    def ensure(self, addresses: Sequence[str]) -> None:
-        self.calls += 1
-        self.addresses = _normalise(addresses)

@@ -12,7 +12,7 @@
 Files are written atomically (temp file + rename) before dnsmasq is signalled. The child is
 stopped by its own pid (SIGTERM, then SIGKILL after a grace period) by `stop()`, and gets SIGTERM
 from the kernel if the service itself dies (PR_SET_PDEATHSIG).
-`FakeDnsmasq` records the same decisions for unit tests.
+Its fake (`tortie.testing.dhcp_fakes.FakeDnsmasq`) records the same decisions for unit tests.
 """
 
 from __future__ import annotations
@@ -125,33 +125,3 @@ class DnsmasqProcess:
             except subprocess.TimeoutExpired:
                 continue
         log.info("dnsmasq stopped pid=%d", proc.pid)
-
-
-class FakeDnsmasq:
-    def __init__(self) -> None:
-        self.running = False
-        self.argv: list[str] | None = None
-        self.config: DnsmasqConfig | None = None
-        self.actions: list[str] = []
-
-    def apply(self, config: DnsmasqConfig, argv: list[str]) -> str:
-        if not config.serves_anything:
-            action = "stopped" if self.running else "unchanged"
-            self.running = False
-            self.argv = None
-        elif not self.running or argv != self.argv:
-            action = "restarted" if self.running else "started"
-            self.running, self.argv = True, list(argv)
-        elif self.config is not None and (config.hosts, config.opts) != (self.config.hosts, self.config.opts):
-            action = "reloaded"
-        else:
-            action = "unchanged"
-        self.config = config
-        self.actions.append(action)
-        return action
-
-    def alive(self) -> bool:
-        return self.running
-
-    def stop(self) -> None:
-        self.running = False

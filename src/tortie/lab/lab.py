@@ -131,9 +131,6 @@ class Lab:
         """The namespace of host or workload `name` (a full namespace name is returned as is)."""
         return self.state.netns_of(name)
 
-    def host(self, name: str) -> HostRecord:
-        return self.state.hosts[name]
-
     def workload(self, name: str) -> WorkloadRecord:
         return self.state.workloads[name]
 

@@ -138,10 +138,6 @@ class InProcess:
     def pid(self) -> int | None:
         return os.getpid() if self._thread is not None and self._thread.is_alive() else None
 
-    @property
-    def runnable(self) -> Runnable | None:
-        return self._runnable
-
     def stop(self, grace: float) -> int | None:
         if self._runnable is not None:
             self._runnable.stop()

@@ -20,8 +20,8 @@ Link changes are reported synchronously to the monitor callback, outside the int
 
 Failure injection: `fail(op, times=1, key=None, error=None)` makes the next `times` calls of
 driver operation `op` (optionally only those about `key`: a route dst or a sysctl key) raise
-`error` (default a `KernelError` with EIO) without side effects; `times=None` fails until
-`clear_failures()`. `mutations` lists every successful mutating driver call, to assert that an
+`error` (default a `KernelError` with EIO) without side effects; `times=None` fails for good.
+`mutations` lists every successful mutating driver call, to assert that an
 apply wrote the smallest change (or nothing).
 """
 
@@ -122,10 +122,6 @@ class FakeKernel:
         err = error if error is not None else KernelError(f"injected failure in {op}", errno.EIO)
         with self._lock:
             self._failures.append(_Failure(op, times, key, err))
-
-    def clear_failures(self) -> None:
-        with self._lock:
-            self._failures.clear()
 
     def _check_failure(self, op: FakeOp, key: str | None = None) -> None:
         for failure in self._failures:

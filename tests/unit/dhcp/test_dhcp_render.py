@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 
 from tortie.datastore.memory import MemoryDatastore
-from tortie.dhcp.alias_interface import FakeAliasInterface
 from tortie.dhcp.dnsmasq_config import (
     DnsmasqConfig,
     DnsmasqPaths,
@@ -20,10 +19,10 @@ from tortie.dhcp.dnsmasq_config import (
     endpoint_from_wire,
     render,
 )
-from tortie.dhcp.dnsmasq_process import FakeDnsmasq
 from tortie.dhcp.records import DhcpSubnet, HostRoute, InvalidDhcpRecord, subnet_key
 from tortie.dhcp.service import DhcpOptions, DhcpService
 from tortie.model.kinds import kind_info
+from tortie.testing.dhcp_fakes import FakeAliasInterface, FakeDnsmasq
 
 S4 = DhcpSubnet(id="s4", cidr="10.65.0.0/24", network_id="n1", gateway_ip="10.65.0.1",
                 dns_servers=("10.0.0.53",), host_routes=(HostRoute("192.168.0.0/16", "10.65.0.254"),),
