@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tortie.calc.events import InSync, KVUpdate
-from tortie.calc.policy_calc import workload_item
 from tortie.calc.policy_graph import PolicyGraph
+from tortie.calc.policy_items import workload_item
 from tortie.calc.policy_remote import InvalidEndpoint, remote_workload_item
 from tortie.dataplane.messages import Message
 from tortie.dataplane.messages.policy import EndpointPolicyRemove, EndpointPolicyUpdate, IPSetUpdate

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Hashable, Mapping
-from dataclasses import dataclass
 
 from tortie.calc.event_sequencer import EventSequencer
+from tortie.calc.policy_items import SelectableItem
 from tortie.calc.policy_rules import SetSpec
 from tortie.dataplane.messages.policy import IPSetRemove, IPSetUpdate, NamedPortMember
 from tortie.selector.label_index import AnchoredLabelIndex
@@ -33,17 +33,6 @@ CHANNEL = "ipsets"
 
 def ipset_remove(key: object) -> IPSetRemove:
     return IPSetRemove(str(key))
-
-
-@dataclass(frozen=True)
-class SelectableItem:
-    """Something rule selectors can match: labels (own + implicit), parent profiles whose
-    labelsToApply it inherits, its addresses/CIDRs, and named ports (name, protocol, port)."""
-
-    labels: Mapping[str, str]
-    parents: tuple[str, ...] = ()
-    nets: tuple[str, ...] = ()
-    ports: tuple[tuple[str, int, int], ...] = ()
 
 
 def _contribution(item: SelectableItem, named_port: str | None) -> list[object]:

@@ -1,4 +1,4 @@
-"""Policy calculator: active rules, policy resolution and IP sets for this host's endpoints.
+"""Policy calculator: which policies, profiles and IP sets this host needs, and when to send them.
 
     WorkloadEndpoint, HostEndpoint (all hosts) --+--> IPSetCalc (label index over ALL items) --> ipsets
     NetworkSet, GlobalNetworkSet ----------------'            ^ add_ref/remove_ref
@@ -6,9 +6,14 @@
     (Global)NetworkPolicy --> local label index (policy selectors x LOCAL endpoints)
                                  |  match start/stop -> active policies (>= 1 local endpoint)
                                  v
-                        policies / profiles channels   (rules resolved by policy_rules)
+                        policies / profiles channels   (policy_resolver, rules by policy_rules)
     Tier ------------------> per local endpoint: tiers by order, policies by order -> endpoint_policy
     IPPool ----------------> pools                                        / host_endpoint_policy
+
+This module is the *active rules* part and the wiring: the label index of policy selectors over
+local endpoints, reference counts of profiles and IP sets, dirty tracking and `flush()`. What the
+messages contain is decided elsewhere, purely: items (`policy_items`), rules (`policy_rules`),
+policy and endpoint resolution with the tier order (`policy_resolver`), set members (`ipset_calc`).
 
 Inputs: the dispatcher's `on_*` calls (parsed Resource or None per datastore key). Outputs: on
 `flush()` (which the graph calls before the sequencer's flush) the policy messages of
@@ -19,66 +24,40 @@ Invariants (Calico's calc graph, reference §3.2, §1.15):
   endpoint are sent, and only their rules' IP sets exist: dataplane size follows local endpoints.
 * Channel ranks give the flush order IP sets < policies < profiles < pools < endpoints, removes in
   reverse: nothing is referenced before it exists or removed while referenced (fail closed).
-* Evaluation order per endpoint: tiers by (order, name), omitted order last; policies by (order,
-  name); a tier appears in a direction only if one of its policies applies in that direction
-  (`types`, inferred when omitted). doNotTrack and preDNAT policies apply only to host endpoints.
-* A policy in a tier that does not exist is placed as that tier would be with no order (last) and
-  default action Deny (the `default` tier and Calico's reserved tiers keep their fixed orders).
-* A profile an endpoint lists but the datastore lacks is sent with no rules (it allows nothing),
-  except `projectcalico-default-allow`, which (as in Calico's etcd mode) allows everything unless
-  the datastore defines it.
+* An endpoint is re-sent when a policy that selects it starts or stops doing so, changes, or a
+  Tier changes; a policy or profile when its rules change while it is in use.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import logging
-import math
-from collections.abc import Hashable, Iterable
-from dataclasses import dataclass
-from typing import Any, Literal
+from collections.abc import Hashable
+from typing import Any
 
 from tortie.calc.event_sequencer import Channel, EventSequencer
 from tortie.calc.ipset_calc import CHANNEL as IPSETS
-from tortie.calc.ipset_calc import IPSetCalc, SelectableItem, ipset_remove
-from tortie.calc.policy_rules import (
-    NAMESPACE_LABEL,
-    NAMESPACE_NAME_LABEL,
-    NAMESPACE_PROFILE_PREFIX,
-    ORCHESTRATOR_LABEL,
-    SERVICE_ACCOUNT_LABEL,
-    SERVICE_ACCOUNT_NAME_LABEL,
-    SERVICE_ACCOUNT_PROFILE_PREFIX,
-    SetSpec,
-    policy_selector,
-    resolve_rules,
+from tortie.calc.ipset_calc import IPSetCalc, ipset_remove
+from tortie.calc.policy_items import SelectableItem, host_item, network_set_item, workload_item
+from tortie.calc.policy_resolver import (
+    ResolvedPolicy,
+    endpoint_update,
+    host_endpoint_update,
+    resolve_policy,
+    resolve_profile,
 )
+from tortie.calc.policy_rules import SetSpec, policy_selector
 from tortie.dataplane.messages import WorkloadEndpointId
 from tortie.dataplane.messages.policy import (
     EndpointPolicyRemove,
-    EndpointPolicyUpdate,
     HostEndpointId,
     HostEndpointPolicyRemove,
-    HostEndpointPolicyUpdate,
     PolicyId,
     PolicyRemove,
-    PolicyUpdate,
     PoolRemove,
     PoolUpdate,
     ProfileRemove,
-    ProfileUpdate,
-    ResolvedRule,
-    TierPolicies,
 )
-from tortie.model.specs_policy import (
-    EGRESS,
-    INGRESS,
-    GlobalNetworkPolicySpec,
-    NetworkPolicySpec,
-    ProfileSpec,
-    TierSpec,
-    effective_tier_order,
-)
+from tortie.model.specs_policy import ProfileSpec, TierSpec
 from tortie.selector.label_index import AnchoredLabelIndex
 
 log = logging.getLogger(__name__)
@@ -88,8 +67,6 @@ PROFILES = "profiles"
 POOLS = "pools"
 ENDPOINT_POLICY = "endpoint_policy"
 HOST_ENDPOINT_POLICY = "host_endpoint_policy"
-PASS_BY_DEFAULT_TIERS = ("kube-admin", "kube-baseline")
-DEFAULT_ALLOW_PROFILE = "projectcalico-default-allow"
 
 
 def _policy_remove(key: object) -> PolicyRemove:
@@ -119,103 +96,15 @@ POLICY_CHANNELS = (
 EndpointKey = WorkloadEndpointId | HostEndpointId
 
 
-# -- selectable items ---------------------------------------------------------------------------------
-def _cidr(text: str) -> str:
-    return str(ipaddress.ip_network(text, strict=False))
-
-
-def _sorted_nets(nets: Iterable[str]) -> tuple[str, ...]:
-    parsed = {ipaddress.ip_network(n, strict=False) for n in nets}
-    return tuple(str(n) for n in sorted(parsed, key=lambda n: (n.version, n)))
-
-
-def workload_item(resource: Any) -> SelectableItem:
-    """Labels, parents, addresses and named ports of a WorkloadEndpoint (implicit labels win)."""
-    meta, spec = resource.metadata, resource.spec
-    ns = str(meta.namespace)
-    labels = dict(meta.labels)
-    labels[NAMESPACE_LABEL] = ns
-    labels[NAMESPACE_NAME_LABEL] = ns
-    parents = [*spec.profiles, NAMESPACE_PROFILE_PREFIX + ns]
-    if spec.orchestrator:
-        labels[ORCHESTRATOR_LABEL] = spec.orchestrator
-    if spec.service_account_name:
-        labels[SERVICE_ACCOUNT_LABEL] = spec.service_account_name
-        labels[SERVICE_ACCOUNT_NAME_LABEL] = spec.service_account_name
-        parents.append(f"{SERVICE_ACCOUNT_PROFILE_PREFIX}{ns}.{spec.service_account_name}")
-    ports = tuple((p.name, p.protocol.number, p.port) for p in spec.ports if p.name)
-    return SelectableItem(labels, tuple(dict.fromkeys(parents)), _sorted_nets(spec.ip_networks), ports)
-
-
-def host_item(resource: Any) -> SelectableItem:
-    spec = resource.spec
-    ports = tuple((p.name, p.protocol.number, p.port) for p in spec.ports)
-    return SelectableItem(
-        dict(resource.metadata.labels), tuple(spec.profiles), _sorted_nets(spec.expected_ips), ports
-    )
-
-
-def network_set_item(resource: Any) -> SelectableItem:
-    labels = dict(resource.metadata.labels)
-    parents: tuple[str, ...] = ()
-    ns = resource.metadata.namespace
-    if ns:
-        labels[NAMESPACE_LABEL] = ns
-        labels[NAMESPACE_NAME_LABEL] = ns
-        parents = (NAMESPACE_PROFILE_PREFIX + ns,)
-    return SelectableItem(labels, parents, _sorted_nets(resource.spec.nets))
-
-
-# -- policies ---------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class _Policy:
-    id: PolicyId
-    tier: str
-    order: float
-    types: tuple[str, ...]
-    untracked: bool
-    pre_dnat: bool
-    apply_on_forward: bool
-    update: PolicyUpdate
-    needs: dict[str, SetSpec]
-
-    @property
-    def sort_key(self) -> tuple[float, str, str, str]:
-        return (self.order, self.id.name, self.id.namespace, self.id.kind)
-
-
-def _make_policy(pid: PolicyId, spec: NetworkPolicySpec | GlobalNetworkPolicySpec) -> _Policy:
-    namespace = pid.namespace if pid.kind == "NetworkPolicy" else None
-    needs: dict[str, SetSpec] = {}
-    inbound = resolve_rules(spec.ingress, namespace, "ingress", needs)
-    outbound = resolve_rules(spec.egress, namespace, "egress", needs)
-    gnp = spec if isinstance(spec, GlobalNetworkPolicySpec) else None
-    untracked = bool(gnp and gnp.do_not_track)
-    pre_dnat = bool(gnp and gnp.pre_dnat)
-    forward = bool(gnp and gnp.apply_on_forward)
-    update = PolicyUpdate(
-        pid, inbound, outbound, untracked=untracked, pre_dnat=pre_dnat, apply_on_forward=forward
-    )
-    return _Policy(
-        pid,
-        spec.effective_tier,
-        spec.effective_order,
-        spec.effective_types,
-        untracked,
-        pre_dnat,
-        forward,
-        update,
-        needs,
-    )
-
-
 class PolicyCalc:
+    """See the module docstring; `flush()` before the sequencer's flush."""
+
     def __init__(self, hostname: str, sequencer: EventSequencer) -> None:
         self._hostname = hostname
         self._sequencer = sequencer
         self.ipsets = IPSetCalc(sequencer)
         self._local_index = AnchoredLabelIndex(self._on_policy_match, self._on_policy_unmatch)
-        self._policies: dict[PolicyId, _Policy] = {}
+        self._policies: dict[PolicyId, ResolvedPolicy] = {}
         self._policy_keys: dict[str, PolicyId] = {}
         self._policy_eps: dict[PolicyId, set[EndpointKey]] = {}
         self._ep_policies: dict[EndpointKey, set[PolicyId]] = {}
@@ -223,8 +112,7 @@ class PolicyCalc:
         self._profiles: dict[str, ProfileSpec] = {}
         self._profile_needs: dict[str, dict[str, SetSpec]] = {}
         self._profile_users: dict[str, set[EndpointKey]] = {}
-        self._local_weps: dict[WorkloadEndpointId, Any] = {}
-        self._local_heps: dict[HostEndpointId, Any] = {}
+        self._local: dict[EndpointKey, Any] = {}  # this host's endpoints: id -> resource
         self._ep_keys: dict[str, EndpointKey] = {}
         self._ep_profiles: dict[EndpointKey, tuple[str, ...]] = {}
         self._dirty_eps: set[EndpointKey] = set()
@@ -233,41 +121,36 @@ class PolicyCalc:
 
     # -- endpoints and sets --------------------------------------------------------------------------
     def on_workload_endpoint(self, key: str, resource: Any) -> None:
-        item = workload_item(resource) if resource is not None else None
-        self.ipsets.update_item(key, item)
-        local = item is not None and getattr(getattr(resource, "spec", None), "node", None) == self._hostname
-        old_id = self._ep_keys.get(key)
-        if not local or item is None:
-            if old_id is not None:
-                self._remove_local(key, old_id)
+        if resource is None:
+            self._on_endpoint(key, None, None, None)
             return
         meta: Any = resource.metadata
         ep_id = WorkloadEndpointId(str(meta.namespace), str(meta.name))
-        if old_id is not None and old_id != ep_id:
-            self._remove_local(key, old_id)
-        self._ep_keys[key] = ep_id
-        self._local_weps[ep_id] = resource
-        self._set_local(ep_id, item)
+        self._on_endpoint(key, resource, workload_item(resource), ep_id)
 
     def on_remote_workload_endpoint(self, key: str, item: SelectableItem | None) -> None:
         """A WorkloadEndpoint of another host, already reduced to its item (`policy_remote`)."""
-        self.ipsets.update_item(key, item)
-        old_id = self._ep_keys.get(key)
-        if old_id is not None:  # it was local until now
-            self._remove_local(key, old_id)
+        self._on_endpoint(key, None, item, None)  # if it was local until now, it is no longer
 
     def on_host_endpoint(self, key: str, resource: Any) -> None:
-        item = host_item(resource) if resource is not None else None
-        self.ipsets.update_item(key, item)
-        local = item is not None and getattr(getattr(resource, "spec", None), "node", None) == self._hostname
-        old_id = self._ep_keys.get(key)
-        if not local or item is None:
-            if old_id is not None:
-                self._remove_local(key, old_id)
+        if resource is None:
+            self._on_endpoint(key, None, None, None)
             return
-        ep_id = HostEndpointId(str(resource.metadata.name))
+        self._on_endpoint(key, resource, host_item(resource), HostEndpointId(str(resource.metadata.name)))
+
+    def _on_endpoint(
+        self, key: str, resource: Any, item: SelectableItem | None, ep_id: EndpointKey | None
+    ) -> None:
+        """Every endpoint feeds the IP sets; this host's are also matched against policy selectors."""
+        self.ipsets.update_item(key, item)
+        local = ep_id is not None and getattr(getattr(resource, "spec", None), "node", None) == self._hostname
+        old_id = self._ep_keys.get(key)
+        if old_id is not None and (not local or old_id != ep_id):
+            self._remove_local(key, old_id)
+        if ep_id is None or item is None or not local:
+            return
         self._ep_keys[key] = ep_id
-        self._local_heps[ep_id] = resource
+        self._local[ep_id] = resource
         self._set_local(ep_id, item)
 
     def on_network_set(self, key: str, resource: object | None) -> None:
@@ -275,20 +158,12 @@ class PolicyCalc:
 
     def _set_local(self, ep_id: EndpointKey, item: SelectableItem) -> None:
         self._local_index.update_labels(ep_id, item.labels, item.parents)
-        resource: Any = (
-            self._local_weps.get(ep_id)
-            if isinstance(ep_id, WorkloadEndpointId)
-            else self._local_heps.get(ep_id)
-        )
-        self._set_profiles(ep_id, tuple(resource.spec.profiles))
+        self._set_profiles(ep_id, tuple(self._local[ep_id].spec.profiles))
         self._dirty_eps.add(ep_id)
 
     def _remove_local(self, key: str, ep_id: EndpointKey) -> None:
         del self._ep_keys[key]
-        if isinstance(ep_id, WorkloadEndpointId):
-            self._local_weps.pop(ep_id, None)
-        else:
-            self._local_heps.pop(ep_id, None)
+        self._local.pop(ep_id, None)
         self._local_index.remove_labels(ep_id)
         self._set_profiles(ep_id, ())
         self._dirty_eps.add(ep_id)
@@ -333,7 +208,7 @@ class PolicyCalc:
         meta: Any = resource.metadata
         spec: Any = resource.spec
         pid = PolicyId(kind, str(meta.namespace or "") if kind == "NetworkPolicy" else "", str(meta.name))
-        policy = _make_policy(pid, spec)
+        policy = resolve_policy(pid, spec)
         old = self._policies.get(pid)
         self._policies[pid] = policy
         self._policy_keys[key] = pid
@@ -398,7 +273,7 @@ class PolicyCalc:
             needs: dict[str, SetSpec] = {}
             self._profiles[name] = spec
             self._profile_needs[name] = needs
-            self._profile_rules(name, needs)
+            resolve_profile(name, spec, needs)
             labels: dict[str, str] | None = dict(spec.labels_to_apply)
         else:
             self._profiles.pop(name, None)
@@ -414,20 +289,6 @@ class PolicyCalc:
         else:
             self._local_index.update_parent_labels(name, labels)
 
-    def _profile_rules(self, name: str, needs: dict[str, SetSpec]) -> ProfileUpdate:
-        spec = self._profiles.get(name)
-        if spec is None:
-            if name == DEFAULT_ALLOW_PROFILE:  # synthesised, as Calico's etcd datastore does
-                allow = (ResolvedRule("Allow", "ingress[0]"),)
-                return ProfileUpdate(name, allow, (ResolvedRule("Allow", "egress[0]"),))
-            return ProfileUpdate(name)
-        update = ProfileUpdate(
-            name,
-            resolve_rules(spec.ingress, None, "ingress", needs),
-            resolve_rules(spec.egress, None, "egress", needs),
-        )
-        return update
-
     def on_ip_pool(self, key: str, resource: object | None) -> None:
         name = key.rsplit("/", 1)[-1]
         spec = getattr(resource, "spec", None)
@@ -439,65 +300,6 @@ class PolicyCalc:
         )
 
     # -- output --------------------------------------------------------------------------------------
-    def _tier_info(self, name: str) -> tuple[float, Literal["Deny", "Pass"]]:
-        spec = self._tiers.get(name)
-        if spec is None:
-            default: Literal["Deny", "Pass"] = "Pass" if name in PASS_BY_DEFAULT_TIERS else "Deny"
-            return effective_tier_order(name, TierSpec()), default
-        action: Literal["Deny", "Pass"] = "Pass" if spec.effective_default_action == "Pass" else "Deny"
-        return effective_tier_order(name, spec), action
-
-    def _tiers_of(self, policies: Iterable[_Policy], ingress_only: bool = False) -> tuple[TierPolicies, ...]:
-        by_tier: dict[str, list[_Policy]] = {}
-        for policy in policies:
-            by_tier.setdefault(policy.tier, []).append(policy)
-        out: list[tuple[float, str, TierPolicies]] = []
-        for name, members in by_tier.items():
-            members.sort(key=lambda p: p.sort_key)
-            ingress = tuple(p.id for p in members if INGRESS in p.types)
-            egress = () if ingress_only else tuple(p.id for p in members if EGRESS in p.types)
-            if not ingress and not egress:
-                continue
-            order, action = self._tier_info(name)
-            out.append(
-                (
-                    order if not math.isnan(order) else math.inf,
-                    name,
-                    TierPolicies(name, action, ingress, egress),
-                )
-            )
-        out.sort(key=lambda t: (t[0], t[1]))
-        return tuple(t[2] for t in out)
-
-    def _endpoint_message(self, ep_id: WorkloadEndpointId) -> EndpointPolicyUpdate:
-        spec = self._local_weps[ep_id].spec
-        policies = [self._policies[p] for p in self._ep_policies.get(ep_id, ())]
-        nets = _sorted_nets(spec.ip_networks)
-        return EndpointPolicyUpdate(
-            id=ep_id,
-            interface_name=str(spec.interface_name or ""),
-            ipv4_nets=tuple(n for n in nets if ":" not in n),
-            ipv6_nets=tuple(n for n in nets if ":" in n),
-            allowed_source_prefixes=tuple(_cidr(n) for n in spec.allow_spoofed_source_prefixes),
-            tiers=self._tiers_of(p for p in policies if not p.untracked and not p.pre_dnat),
-            profile_ids=tuple(spec.profiles),
-        )
-
-    def _host_endpoint_message(self, ep_id: HostEndpointId) -> HostEndpointPolicyUpdate:
-        spec = self._local_heps[ep_id].spec
-        policies = [self._policies[p] for p in self._ep_policies.get(ep_id, ())]
-        normal = [p for p in policies if not p.untracked and not p.pre_dnat]
-        return HostEndpointPolicyUpdate(
-            id=ep_id,
-            interface_name=spec.interface_name,
-            expected_ips=tuple(str(ipaddress.ip_address(ip)) for ip in spec.expected_ips),
-            tiers=self._tiers_of(normal),
-            forward_tiers=self._tiers_of(p for p in normal if p.apply_on_forward),
-            pre_dnat_tiers=self._tiers_of((p for p in policies if p.pre_dnat), ingress_only=True),
-            untracked_tiers=self._tiers_of(p for p in policies if p.untracked),
-            profile_ids=tuple(spec.profiles),
-        )
-
     def flush(self) -> None:
         """Queue everything that changed since the last flush (call before the sequencer's)."""
         for pid in sorted(self._dirty_policies):
@@ -508,18 +310,23 @@ class PolicyCalc:
         self._dirty_policies.clear()
         for name in sorted(self._dirty_profiles):
             if name in self._profile_users:
-                self._sequencer.queue_update(PROFILES, name, self._profile_rules(name, {}))
+                profile = resolve_profile(name, self._profiles.get(name), {})
+                self._sequencer.queue_update(PROFILES, name, profile)
             else:
                 self._sequencer.queue_remove(PROFILES, name)
         self._dirty_profiles.clear()
         for ep_id in sorted(self._dirty_eps, key=str):
+            resource = self._local.get(ep_id)
+            policies = [self._policies[p] for p in self._ep_policies.get(ep_id, ())]
             if isinstance(ep_id, WorkloadEndpointId):
-                if ep_id in self._local_weps:
-                    self._sequencer.queue_update(ENDPOINT_POLICY, ep_id, self._endpoint_message(ep_id))
+                if resource is not None:
+                    wep_update = endpoint_update(ep_id, resource, policies, self._tiers)
+                    self._sequencer.queue_update(ENDPOINT_POLICY, ep_id, wep_update)
                 else:
                     self._sequencer.queue_remove(ENDPOINT_POLICY, ep_id)
-            elif ep_id in self._local_heps:
-                self._sequencer.queue_update(HOST_ENDPOINT_POLICY, ep_id, self._host_endpoint_message(ep_id))
+            elif resource is not None:
+                hep_update = host_endpoint_update(ep_id, resource, policies, self._tiers)
+                self._sequencer.queue_update(HOST_ENDPOINT_POLICY, ep_id, hep_update)
             else:
                 self._sequencer.queue_remove(HOST_ENDPOINT_POLICY, ep_id)
         self._dirty_eps.clear()

@@ -6,7 +6,7 @@ Parsing the whole resource with the model (every field, every check) was ~60% of
 start-up calc at 20,000 endpoints; this reader takes ~a fifth of that.
 
 Input: the raw value of a WorkloadEndpoint whose `spec.node` is not this host. Output: its
-`SelectableItem` (what `policy_calc.workload_item` gives for the parsed resource), or None when
+`SelectableItem` (what `policy_items.workload_item` gives for the parsed resource), or None when
 one of the fields it reads is invalid (the endpoint is then treated as absent, as the validation
 filter treats an invalid object). Fields policy does not read (mac, gateways, ipNATs, ...) are not
 checked for remote endpoints; local endpoints are still parsed in full.
@@ -25,7 +25,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from tortie.calc.ipset_calc import SelectableItem
+from tortie.calc.policy_items import SelectableItem
 from tortie.calc.policy_rules import (
     NAMESPACE_LABEL,
     NAMESPACE_NAME_LABEL,
