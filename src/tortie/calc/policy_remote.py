@@ -37,6 +37,7 @@ from tortie.calc.policy_rules import (
 )
 from tortie.common.ipfamily import parse_address as parse_ip
 from tortie.common.ipfamily import parse_network as parse_cidr
+from tortie.common.ipfamily import sort_key
 from tortie.model.fields import (
     check_dns_label,
     check_dns_subdomain,
@@ -114,8 +115,8 @@ def _port(raw: object) -> tuple[str, int, int] | None:
     return name, protocol.number, port
 
 
-def _net_order(net: str) -> tuple[bool, ipaddress.IPv4Network | ipaddress.IPv6Network]:
-    return ":" in net, ipaddress.ip_network(net)
+def _net_order(net: str) -> tuple[int, int, int]:
+    return sort_key(ipaddress.ip_network(net))
 
 
 def remote_workload_item(key: str, raw: Mapping[str, Any]) -> SelectableItem:

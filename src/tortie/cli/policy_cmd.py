@@ -32,6 +32,7 @@ from tortie.calc.policy_graph import POLICY_KINDS, run_snapshot
 from tortie.cli.context import open_store
 from tortie.cli.verbs import verb_group
 from tortie.common.errors import UserError
+from tortie.common.ipfamily import family_of
 from tortie.dataplane.messages import WorkloadEndpointId
 from tortie.dataplane.nft.config import RenderConfig
 from tortie.dataplane.nft.interp import NftPacket, Outcome, forward
@@ -154,7 +155,7 @@ def _packet(args: argparse.Namespace, src: End, dst: End) -> Packet:
     protocol = PROTOCOLS.get(proto_text) if not proto_text.isdigit() else int(proto_text)
     if protocol is None:
         raise UserError(f"unknown protocol {args.protocol!r}: use tcp, udp, sctp, icmp or a number")
-    if ipaddress.ip_address(src.ip).version != ipaddress.ip_address(dst.ip).version:
+    if family_of(src.ip) != family_of(dst.ip):
         raise UserError("source and destination are of different IP versions")
     if protocol in (1, 58):
         return Packet(src.ip, dst.ip, protocol, icmp_type=args.icmp_type, icmp_code=args.icmp_code)

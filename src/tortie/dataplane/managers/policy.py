@@ -44,6 +44,7 @@ import logging
 from collections.abc import Mapping
 
 from tortie.common.errors import DataplaneError
+from tortie.common.ipfamily import FAMILIES, Family
 from tortie.dataplane.drivers.host_addresses import HostAddressDriver
 from tortie.dataplane.drivers.links import LinkEvent
 from tortie.dataplane.drivers.nftables import NftDriver
@@ -99,8 +100,8 @@ class PolicyManager:
         self._full_resync = True
         self._generation: int | None = None  # the nftables generation our KernelTable is known to match
         self._verify = False
-        self._set_families: dict[str, frozenset[int]] = {}  # per IP set id: its members' families
-        self._families: frozenset[int] = frozenset()  # families in which sets are rendered
+        self._set_families: dict[str, frozenset[Family]] = {}  # per IP set id: its members' families
+        self._families: frozenset[Family] = frozenset()  # families in which sets are rendered
         self.batches = 0
         self.last_batch_size = 0
 
@@ -311,7 +312,7 @@ class PolicyManager:
 
     def _update_families(self) -> None:
         """Track the families of the dirty IP sets; when the set of families with members changes
-        (`render.set_families`: the first IPv6 member cluster-wide, the last one gone), every IP set,
+        (`sets.set_families`: the first IPv6 member cluster-wide, the last one gone), every IP set,
         policy and profile is re-rendered for it, in this same batch."""
         for kind, key in self._dirty_owners:
             if kind != "ipset":
@@ -322,13 +323,14 @@ class PolicyManager:
                 self._set_families[str(key)] = families
             else:
                 self._set_families.pop(str(key), None)
-        found: set[int] = set()
+        found: set[Family] = set()
         for families in self._set_families.values():
             found |= families
-            if len(found) == 2:
+            if len(found) == len(FAMILIES):
                 break
         if frozenset(found) != self._families:
-            log.info("nft: IP sets exist for families %s (were %s)", sorted(found), sorted(self._families))
+            now, were = ([str(f) for f in FAMILIES if f in fams] for fams in (found, self._families))
+            log.info("nft: IP sets exist for families %s (were %s)", now, were)
             self._families = frozenset(found)
             self._dirty_owners |= {o for o in self._all_owners() if o[0] in ("ipset", "policy", "profile")}
 

@@ -15,8 +15,7 @@ is dropped; then egress policy), both ending in a drop (default deny).
 
 from __future__ import annotations
 
-import ipaddress
-
+from tortie.common.ipfamily import V4, V6, family_of
 from tortie.dataplane.messages.policy import EndpointPolicyUpdate, TierPolicies
 from tortie.dataplane.nft.config import RenderConfig
 from tortie.dataplane.nft.ir import (
@@ -84,20 +83,16 @@ def policy_section(
 
 def _anti_spoofing(ep: EndpointPolicyUpdate) -> list[Rule]:
     rules = []
-    for family, nets in ((4, ep.ipv4_nets), (6, ep.ipv6_nets)):
-        allowed = [
-            n
-            for n in (*nets, *ep.allowed_source_prefixes)
-            if ipaddress.ip_network(n, strict=False).version == family
-        ]
-        nfproto = Match(Meta("nfproto"), "==", "ipv4" if family == 4 else "ipv6")
-        label = f"anti-spoofing IPv{family}: source not the endpoint's"
+    for fam, nets in ((V4, ep.ipv4_nets), (V6, ep.ipv6_nets)):
+        allowed = [n for n in (*nets, *ep.allowed_source_prefixes) if family_of(n) == fam]
+        nfproto = Match(Meta("nfproto"), "==", fam.key)  # nft's nfproto names: ipv4 / ipv6
+        label = f"anti-spoofing {fam.name}: source not the endpoint's"
         if allowed:
             values = [net_value(n) for n in sorted(set(allowed))]
             rules.append(
                 rule(
                     nfproto,
-                    *is_none(addr_field(family, "saddr"), values),
+                    *is_none(addr_field(fam, "saddr"), values),
                     Counter(),
                     Verdict("drop"),
                     label=label,

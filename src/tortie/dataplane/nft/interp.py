@@ -20,6 +20,7 @@ import ipaddress
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from tortie.common.ipfamily import address_in
 from tortie.dataplane.nft.ir import (
     AnonSet,
     BitAnd,
@@ -131,8 +132,7 @@ def _element_matches(elem: str, value: Any) -> bool:
             return False
         return elem == f"{value[0]}|{value[1]}|{value[2]}"
     if "/" in elem:
-        net = ipaddress.ip_network(elem)
-        return net.version == value.version and value in net
+        return address_in(value, ipaddress.ip_network(elem))
     lo, _, hi = elem.partition("-")
     lo_a, hi_a = ipaddress.ip_address(lo), ipaddress.ip_address(hi)
     return bool(lo_a.version == value.version and lo_a <= value <= hi_a)
@@ -145,11 +145,7 @@ def _item_matches(item: Any, value: Any) -> bool:
         return isinstance(value, int) and int(item.lo) <= value <= int(item.hi)
     if isinstance(item, Prefix):
         net = ipaddress.ip_network(f"{item.addr}/{item.length}")
-        return (
-            isinstance(value, ipaddress.IPv4Address | ipaddress.IPv6Address)
-            and value.version == net.version
-            and value in net
-        )
+        return isinstance(value, ipaddress.IPv4Address | ipaddress.IPv6Address) and address_in(value, net)
     if isinstance(item, tuple):
         return (
             isinstance(value, tuple)

@@ -22,6 +22,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from tortie.common.ipfamily import family_of
+
 FAMILY = "inet"
 COMMENT_MAX = 127
 
@@ -316,7 +318,7 @@ def element_json(elem: str) -> Any:
         ip, proto, port = elem.split("|")
         return {"concat": [ip, int(proto), int(port)]}
     addr, _, length = elem.partition("/")
-    if length == ("128" if ":" in addr else "32"):  # canonical host address (the common case)
+    if length == str(family_of(addr).host_prefix):  # canonical host address (the common case)
         return addr
     if "/" in elem:
         net = ipaddress.ip_network(elem)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 from typing import Literal, NamedTuple
 
+from tortie.common.ipfamily import Family
 from tortie.dataplane.messages.policy import PolicyId
 
 TABLE = "tortie"
@@ -47,10 +48,15 @@ def profile_chain(name: str, inbound: bool) -> str:
     return _bounded(("pri-" if inbound else "pro-") + name)
 
 
-def set_name(set_id: str, family: int) -> str:
+def set_name(set_id: str, fam: Family) -> str:
     """`s:<digest>` -> `s4-<digest>` (an IP set id of the calc, in one family)."""
     kind, _, digest = set_id.partition(":")
-    return f"{kind}{family}-{digest}"
+    return f"{kind}{fam.version}-{digest}"
+
+
+def pool_set_name(kind: Literal["all", "masq"], fam: Family) -> str:
+    """`all-pools-4` (every IP pool of the family), `masq-pools-6` (natOutgoing pools)."""
+    return f"{kind}-pools-{fam.version}"
 
 
 def endpoint_chain(iface: str, inbound: bool) -> str:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ipaddress
 
+from tortie.common.ipfamily import FAMILIES, V4, Family, family, family_of
 from tortie.dataplane.messages.policy import PolicyUpdate, PortRange, ProfileUpdate, ResolvedRule
 from tortie.dataplane.nft.config import RenderConfig
 from tortie.dataplane.nft.ir import (
@@ -47,8 +48,8 @@ from tortie.dataplane.nft.sets import ALL_FAMILIES
 from tortie.policy.rule_sides import RuleSide
 
 
-def addr_field(family: int, side: str) -> Payload:
-    return Payload("ip" if family == 4 else "ip6", side)
+def addr_field(fam: Family, side: str) -> Payload:
+    return Payload(fam.nft, side)
 
 
 def net_value(text: str) -> Value:
@@ -83,17 +84,17 @@ def is_none(field: Payload, values: list[Value]) -> list[Stmt]:
     return [Match(field, "!=", AnonSet(tuple(values)))]
 
 
-def _named_field(family: int, side: str) -> Concat:
+def _named_field(fam: Family, side: str) -> Concat:
     port = "sport" if side == "saddr" else "dport"
-    return Concat((addr_field(family, side), Meta("l4proto"), Payload("th", port)))
+    return Concat((addr_field(fam, side), Meta("l4proto"), Payload("th", port)))
 
 
-def _family_of_nets(nets: tuple[str, ...], family: int) -> tuple[str, ...]:
-    return tuple(n for n in nets if ipaddress.ip_network(n, strict=False).version == family)
+def _family_of_nets(nets: tuple[str, ...], fam: Family) -> tuple[str, ...]:
+    return tuple(n for n in nets if family_of(n) == fam)
 
 
 def _side_matches(
-    r: ResolvedRule, family: int, src: bool, families: frozenset[int]
+    r: ResolvedRule, fam: Family, src: bool, families: frozenset[Family]
 ) -> tuple[list[Stmt], list[list[Stmt]]] | None:
     """Statements every alternative of one side needs, and the alternatives (ORed). None when the
     side cannot match in this family (nets of the other family only; a set of a family without sets)."""
@@ -102,28 +103,28 @@ def _side_matches(
     nets, not_nets, sets, not_sets = rs.nets, rs.not_nets, rs.sets, rs.not_sets
     ports, not_ports, named, not_named = rs.ports, rs.not_ports, rs.named_port_sets, rs.not_named_port_sets
     out: list[Stmt] = []
-    addr = addr_field(family, side)
+    addr = addr_field(fam, side)
     net_alternatives: list[list[Stmt]] = [[]]
     if nets:
-        mine = _family_of_nets(nets, family)
+        mine = _family_of_nets(nets, fam)
         if not mine:
             return None
         net_alternatives = _is_any(addr, [net_value(n) for n in mine])
-    out += is_none(addr, [net_value(n) for n in _family_of_nets(not_nets, family)])
-    with_sets = family in families
+    out += is_none(addr, [net_value(n) for n in _family_of_nets(not_nets, fam)])
+    with_sets = fam in families
     if sets and not with_sets:
         return None
-    out += [Match(addr, "==", SetRef(set_name(s, family))) for s in sets]
+    out += [Match(addr, "==", SetRef(set_name(s, fam))) for s in sets]
     if with_sets:
-        out += [Match(addr, "!=", SetRef(set_name(s, family))) for s in not_sets]
+        out += [Match(addr, "!=", SetRef(set_name(s, fam))) for s in not_sets]
     port_field = Payload("th", "sport" if src else "dport")
     out += is_none(port_field, [_port_item(p) for p in not_ports])
     if with_sets:
-        out += [Match(_named_field(family, side), "!=", SetRef(set_name(s, family))) for s in not_named]
+        out += [Match(_named_field(fam, side), "!=", SetRef(set_name(s, fam))) for s in not_named]
     port_alternatives: list[list[Stmt]] = _is_any(port_field, [_port_item(p) for p in ports]) if ports else []
     if with_sets:
         port_alternatives += [
-            [Match(_named_field(family, side), "==", SetRef(set_name(s, family)))] for s in named
+            [Match(_named_field(fam, side), "==", SetRef(set_name(s, fam)))] for s in named
         ]
     if (ports or named) and not port_alternatives:
         return None
@@ -146,24 +147,24 @@ def _action(r: ResolvedRule, cfg: RenderConfig, label: str) -> list[Stmt]:
 
 
 def rule_statements(
-    r: ResolvedRule, cfg: RenderConfig, label: str, families: frozenset[int] = ALL_FAMILIES
+    r: ResolvedRule, cfg: RenderConfig, label: str, families: frozenset[Family] = ALL_FAMILIES
 ) -> list[list[Stmt]]:
     """One resolved rule as nft rules (several when it needs both families or ORed ports/nets);
     `families`: those in which IP sets exist (`set_families`)."""
     if r.never_matches:
         return []
-    rule_families: list[int | None]
+    rule_families: list[Family | None]
     if r.ip_version is not None:
-        rule_families = [r.ip_version]
+        rule_families = [family(r.ip_version)]
     elif _needs_family(r):
-        rule_families = [4, 6]
+        rule_families = list(FAMILIES)
     else:
         rule_families = [None]
     out: list[list[Stmt]] = []
-    for family in rule_families:
+    for fam in rule_families:
         common: list[Stmt] = []
-        if family is not None:
-            common.append(Match(Meta("nfproto"), "==", "ipv4" if family == 4 else "ipv6"))
+        if fam is not None:
+            common.append(Match(Meta("nfproto"), "==", fam.key))  # nft's nfproto names: ipv4 / ipv6
         if r.protocol is not None:
             common.append(Match(Meta("l4proto"), "==", r.protocol))
         if r.not_protocol is not None:
@@ -181,8 +182,8 @@ def rule_statements(
                 common.append(Match(both, "!=", AnonSet(((r.not_icmp_type, r.not_icmp_code),))))
         # family None: no address matches at all, the sides hold only ports
         sides = [
-            _side_matches(r, family or 4, True, families),
-            _side_matches(r, family or 4, False, families),
+            _side_matches(r, fam or V4, True, families),
+            _side_matches(r, fam or V4, False, families),
         ]
         src, dst = sides
         if src is None or dst is None:
@@ -194,7 +195,7 @@ def rule_statements(
 
 
 def _rule_chain(
-    name: str, rules: tuple[ResolvedRule, ...], owner: str, cfg: RenderConfig, families: frozenset[int]
+    name: str, rules: tuple[ResolvedRule, ...], owner: str, cfg: RenderConfig, families: frozenset[Family]
 ) -> Chain:
     rendered: list[Rule] = []
     for r in rules:
@@ -205,7 +206,7 @@ def _rule_chain(
 
 
 def policy_chains(
-    update: PolicyUpdate, cfg: RenderConfig, families: frozenset[int] = ALL_FAMILIES
+    update: PolicyUpdate, cfg: RenderConfig, families: frozenset[Family] = ALL_FAMILIES
 ) -> list[Chain]:
     owner = str(update.id)
     return [
@@ -215,7 +216,7 @@ def policy_chains(
 
 
 def profile_chains(
-    update: ProfileUpdate, cfg: RenderConfig, families: frozenset[int] = ALL_FAMILIES
+    update: ProfileUpdate, cfg: RenderConfig, families: frozenset[Family] = ALL_FAMILIES
 ) -> list[Chain]:
     owner = f"Profile({update.id})"
     return [

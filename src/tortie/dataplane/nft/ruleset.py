@@ -34,6 +34,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from tortie.common.ipfamily import Family
 from tortie.dataplane.messages import WorkloadEndpointId
 from tortie.dataplane.messages.policy import (
     EndpointPolicyRemove,
@@ -122,7 +123,7 @@ def _put(table: dict[K, V], key: K, value: V | None) -> None:
         table[key] = value
 
 
-def render_owner(state: PolicyState, owner: Owner, families: frozenset[int]) -> Pieces:
+def render_owner(state: PolicyState, owner: Owner, families: frozenset[Family]) -> Pieces:
     """What `owner` contributes to the table (nothing when it is not in the state; an endpoint
     whose interface lacks the workload prefixes contributes nothing: it is not policed)."""
     kind, key = owner

@@ -19,31 +19,28 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 
+from tortie.common.ipfamily import FAMILIES, Family, family, family_of
 from tortie.dataplane.messages.policy import IPSetUpdate, NamedPortMember, PoolUpdate
 from tortie.dataplane.nft.ir import SetDef
-from tortie.dataplane.nft.names import set_name
+from tortie.dataplane.nft.names import pool_set_name, set_name
 
-ALL_FAMILIES = frozenset({4, 6})
+ALL_FAMILIES = frozenset(FAMILIES)
 SetContents = dict[str, tuple[SetDef, frozenset[str]]]
 
 
-def _addr_type(family: int) -> str:
-    return "ipv4_addr" if family == 4 else "ipv6_addr"
+def _interval_set(name: str, fam: Family) -> SetDef:
+    return SetDef(name, fam.nft_addr_type, interval=True)
 
 
-def _interval_set(name: str, family: int) -> SetDef:
-    return SetDef(name, _addr_type(family), interval=True)
+def _port_set(name: str, fam: Family) -> SetDef:
+    return SetDef(name, (fam.nft_addr_type, "inet_proto", "inet_service"))
 
 
-def _port_set(name: str, family: int) -> SetDef:
-    return SetDef(name, (_addr_type(family), "inet_proto", "inet_service"))
-
-
-def interval_elements(members: Iterable[str], family: int) -> frozenset[str]:
+def interval_elements(members: Iterable[str], fam: Family) -> frozenset[str]:
     """Non-overlapping canonical CIDRs covering `members` of one family (an interval set rejects
     overlapping elements; adjacent ones are fine, so nothing is merged, only contained ones drop)."""
-    host_suffix = "/32" if family == 4 else "/128"
-    mine = [m for m in members if (":" in m) == (family == 6)]
+    host_suffix = f"/{fam.host_prefix}"
+    mine = [m for m in members if family_of(m) == fam]
     if all(m.endswith(host_suffix) for m in mine):  # canonical host addresses never overlap: no parsing
         return frozenset(mine)
     nets = [ipaddress.ip_network(m, strict=False) for m in mine]
@@ -58,60 +55,61 @@ def interval_elements(members: Iterable[str], family: int) -> frozenset[str]:
     return frozenset(out)
 
 
-def port_elements(members: Iterable[NamedPortMember], family: int) -> frozenset[str]:
-    v6 = family == 6
-    return frozenset(f"{m.ip}|{m.protocol}|{m.port}" for m in members if (":" in m.ip) == v6)
+def port_elements(members: Iterable[NamedPortMember], fam: Family) -> frozenset[str]:
+    return frozenset(f"{m.ip}|{m.protocol}|{m.port}" for m in members if family_of(m.ip) == fam)
 
 
-def member_families(update: IPSetUpdate) -> frozenset[int]:
+def member_families(update: IPSetUpdate) -> frozenset[Family]:
     """The address families of an IP set's members."""
-    found: set[int] = set()
+    found: set[Family] = set()
     for m in update.members:
-        found.add(6 if ":" in (m if isinstance(m, str) else m.ip) else 4)
-        if len(found) == 2:
+        found.add(family_of(m if isinstance(m, str) else m.ip))
+        if len(found) == len(FAMILIES):
             break
     return frozenset(found)
 
 
-def set_families(updates: Iterable[IPSetUpdate]) -> frozenset[int]:
+def set_families(updates: Iterable[IPSetUpdate]) -> frozenset[Family]:
     """Families in which IP sets exist: those with a member in at least one set. In a family where
     every set is empty, sets are not created and rules do not refer to them: a match on an empty set
     can never hold, a negated one always does, so the rules render as if the reference were there
     (rules that need a member are left out, negations dropped). A single-stack cluster thus loads
     half the sets and set-matching rules (the kernel looks up a set reference by name, linearly)."""
-    found: set[int] = set()
+    found: set[Family] = set()
     for update in updates:
         found |= member_families(update)
-        if len(found) == 2:
+        if len(found) == len(FAMILIES):
             break
     return frozenset(found)
 
 
-def ipset_defs(update: IPSetUpdate, families: frozenset[int] = ALL_FAMILIES) -> SetContents:
+def ipset_defs(update: IPSetUpdate, families: frozenset[Family] = ALL_FAMILIES) -> SetContents:
     out: SetContents = {}
-    for family in sorted(families):
-        name = set_name(update.id, family)
+    for fam in FAMILIES:
+        if fam not in families:
+            continue
+        name = set_name(update.id, fam)
         if update.kind == "net":
             members = [m for m in update.members if isinstance(m, str)]
-            out[name] = (_interval_set(name, family), interval_elements(members, family))
+            out[name] = (_interval_set(name, fam), interval_elements(members, fam))
         else:
             ports = [m for m in update.members if isinstance(m, NamedPortMember)]
-            out[name] = (_port_set(name, family), port_elements(ports, family))
+            out[name] = (_port_set(name, fam), port_elements(ports, fam))
     return out
 
 
 def pool_defs(pools: Iterable[PoolUpdate]) -> SetContents:
     pools = list(pools)
     out: SetContents = {}
-    for family in (4, 6):
+    for fam in FAMILIES:
         for kind in ("all", "masq"):
             members = [p.cidr for p in pools if kind == "all" or p.nat_outgoing]
-            name = f"{kind}-pools-{family}"
-            out[name] = (_interval_set(name, family), interval_elements(members, family))
+            name = pool_set_name(kind, fam)
+            out[name] = (_interval_set(name, fam), interval_elements(members, fam))
     return out
 
 
 def placeholder_set(name: str) -> SetDef:
     """The definition of the set `name` (as `set_name` or `pool_defs` names them), to create empty."""
-    family = 6 if name[1:2] == "6" or name.endswith("-6") else 4
-    return _port_set(name, family) if name.startswith("n") else _interval_set(name, family)
+    fam = family(6) if name[1:2] == "6" or name.endswith("-6") else family(4)
+    return _port_set(name, fam) if name.startswith("n") else _interval_set(name, fam)

@@ -25,9 +25,9 @@ normal and doNotTrack stages first returns for loopback and accepts the failsafe
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterable
 
+from tortie.common.ipfamily import FAMILIES, family_of
 from tortie.dataplane.messages.policy import PoolUpdate
 from tortie.dataplane.nft.config import FailsafePort, RenderConfig
 from tortie.dataplane.nft.ir import (
@@ -52,6 +52,7 @@ from tortie.dataplane.nft.names import (
     HEP_STAGES,
     TO_WORKLOAD_MAP,
     hep_chain,
+    pool_set_name,
 )
 from tortie.dataplane.nft.rules import addr_field, net_value
 
@@ -80,10 +81,8 @@ def _failsafe_rules(ports: tuple[FailsafePort, ...], inbound: bool, what: str = 
     for fp in ports:
         stmts: list[Stmt] = []
         if fp.net:
-            net = ipaddress.ip_network(fp.net, strict=False)
-            stmts.append(
-                Match(addr_field(net.version, "saddr" if inbound else "daddr"), "==", net_value(fp.net))
-            )
+            side = "saddr" if inbound else "daddr"
+            stmts.append(Match(addr_field(family_of(fp.net), side), "==", net_value(fp.net)))
         stmts += [
             Match(Meta("l4proto"), "==", fp.protocol),
             Match(Payload("th", "dport"), "==", fp.port),
@@ -204,13 +203,13 @@ def _dispatch_chains(cfg: RenderConfig, wildcard_maps: frozenset[str]) -> list[C
 def _nat_chain(pools: Iterable[PoolUpdate]) -> Chain:
     nat: list[Rule] = []
     if any(p.nat_outgoing for p in pools):
-        for family in (4, 6):
+        for fam in FAMILIES:
             nat.append(
                 rule(
-                    Match(addr_field(family, "saddr"), "==", SetRef(f"masq-pools-{family}")),
-                    Match(addr_field(family, "daddr"), "!=", SetRef(f"all-pools-{family}")),
+                    Match(addr_field(fam, "saddr"), "==", SetRef(pool_set_name("masq", fam))),
+                    Match(addr_field(fam, "daddr"), "!=", SetRef(pool_set_name("all", fam))),
                     Masquerade(),
-                    label=f"NAT outgoing IPv{family}",
+                    label=f"NAT outgoing {fam.name}",
                 )
             )
     return Chain("nat-postrouting", tuple(nat), BaseHook("nat", "postrouting", 100))
