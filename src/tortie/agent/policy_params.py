@@ -13,32 +13,17 @@ from __future__ import annotations
 import ipaddress
 
 from tortie.agent.config_types import ParamType
+from tortie.dataplane.nft.config import (
+    DEFAULT_FAILSAFE_INBOUND,
+    DEFAULT_FAILSAFE_OUTBOUND,
+    DEFAULT_WORKLOAD_TO_HOST_ALLOW,
+)
 
-FAILSAFE_INBOUND_DEFAULT = (
-    "tcp:22",
-    "udp:68",
-    "tcp:179",
-    "tcp:2379",
-    "tcp:2380",
-    "tcp:5473",
-    "tcp:6443",
-    "tcp:6666",
-    "tcp:6667",
-)
-FAILSAFE_OUTBOUND_DEFAULT = (
-    "udp:53",
-    "udp:67",
-    "tcp:179",
-    "tcp:2379",
-    "tcp:2380",
-    "tcp:5473",
-    "tcp:6443",
-    "tcp:6666",
-    "tcp:6667",
-)
-# Accepted from workloads to this host before their egress policy (Felix's OpenStack special cases):
-# DHCP (a client's DISCOVER comes from 0.0.0.0 to the broadcast address), DHCPv6, DNS.
-WORKLOAD_TO_HOST_ALLOW_DEFAULT = ("udp:67", "udp:547", "udp:53", "tcp:53")
+# The defaults are the renderer's (Calico's failsafes; DHCP, DHCPv6 and DNS from workloads), spelled
+# as this table spells ports.
+FAILSAFE_INBOUND_DEFAULT = tuple(str(p) for p in DEFAULT_FAILSAFE_INBOUND)
+FAILSAFE_OUTBOUND_DEFAULT = tuple(str(p) for p in DEFAULT_FAILSAFE_OUTBOUND)
+WORKLOAD_TO_HOST_ALLOW_DEFAULT = tuple(str(p) for p in DEFAULT_WORKLOAD_TO_HOST_ALLOW)
 _PROTOCOLS = ("tcp", "udp", "sctp")
 
 

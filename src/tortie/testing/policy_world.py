@@ -101,6 +101,16 @@ def hep(
     return _obj("HostEndpoint", name, spec, None, labels)
 
 
+def _rules(
+    spec: dict[str, Any], ingress: Sequence[Mapping[str, Any]], egress: Sequence[Mapping[str, Any]]
+) -> dict[str, Any]:
+    if ingress:
+        spec["ingress"] = [dict(r) for r in ingress]
+    if egress:
+        spec["egress"] = [dict(r) for r in egress]
+    return spec
+
+
 def gnp(
     name: str,
     *,
@@ -109,12 +119,7 @@ def gnp(
     egress: Sequence[Mapping[str, Any]] = (),
     **extra: Any,
 ) -> dict[str, Any]:
-    spec: dict[str, Any] = {"selector": selector, **extra}
-    if ingress:
-        spec["ingress"] = [dict(r) for r in ingress]
-    if egress:
-        spec["egress"] = [dict(r) for r in egress]
-    return _obj("GlobalNetworkPolicy", name, spec)
+    return _obj("GlobalNetworkPolicy", name, _rules({"selector": selector, **extra}, ingress, egress))
 
 
 def np(
@@ -126,12 +131,7 @@ def np(
     egress: Sequence[Mapping[str, Any]] = (),
     **extra: Any,
 ) -> dict[str, Any]:
-    spec: dict[str, Any] = {"selector": selector, **extra}
-    if ingress:
-        spec["ingress"] = [dict(r) for r in ingress]
-    if egress:
-        spec["egress"] = [dict(r) for r in egress]
-    return _obj("NetworkPolicy", name, spec, namespace)
+    return _obj("NetworkPolicy", name, _rules({"selector": selector, **extra}, ingress, egress), namespace)
 
 
 def profile(
@@ -141,11 +141,7 @@ def profile(
     egress: Sequence[Mapping[str, Any]] = (),
     labels_to_apply: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    spec: dict[str, Any] = {}
-    if ingress:
-        spec["ingress"] = [dict(r) for r in ingress]
-    if egress:
-        spec["egress"] = [dict(r) for r in egress]
+    spec = _rules({}, ingress, egress)
     if labels_to_apply:
         spec["labelsToApply"] = dict(labels_to_apply)
     return _obj("Profile", name, spec)

@@ -24,6 +24,7 @@ from tortie.dataplane.nft.config import FailsafePort, RenderConfig, parse_failsa
 )
 def test_failsafe_spellings(text: str, port: FailsafePort) -> None:
     assert parse_failsafe(text) == port
+    assert parse_failsafe(str(port)) == port  # the agent's spelling of it reads back the same
 
 
 def test_the_agent_defaults_render_as_the_renderer_defaults() -> None:

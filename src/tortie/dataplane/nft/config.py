@@ -3,8 +3,8 @@
 `RenderConfig` holds what the renderer needs beyond the policy messages: which interfaces are
 workloads (name prefixes), the failsafe ports of host endpoints, the ports workloads always reach
 on their host, the endpoint-to-host action, the log prefix and the two mark bits of the evaluation.
-Its defaults are Calico's (reference §3.12) and equal what the agent's configuration table declares
-(`tortie.agent.policy_params`; a test pins the two together).
+Its defaults are Calico's (reference §3.12); the agent's configuration table declares the same
+values in its own spelling (`tortie.agent.policy_params` derives them from these).
 
 `render_config(values, base)` reads the agent's configuration values (`ConfigUpdate.values`: the
 canonical strings of `policy_params`) into a `RenderConfig`; a value that is absent or cannot be
@@ -25,38 +25,26 @@ log = logging.getLogger(__name__)
 _PROTOCOLS = {"tcp": 6, "udp": 17, "sctp": 132}
 
 
+_PROTOCOL_NAMES = {number: name for name, number in _PROTOCOLS.items()}
+
+
 @dataclass(frozen=True)
 class FailsafePort:
     protocol: int
     port: int
     net: str | None = None
 
-
-# Calico's defaults (reference §3.12): SSH, DHCP, BGP, etcd, Typha, Kubernetes API, 6666/6667.
-DEFAULT_FAILSAFE_INBOUND = (
-    FailsafePort(6, 22),
-    FailsafePort(17, 68),
-    FailsafePort(6, 179),
-    FailsafePort(6, 2379),
-    FailsafePort(6, 2380),
-    FailsafePort(6, 5473),
-    FailsafePort(6, 6443),
-    FailsafePort(6, 6666),
-    FailsafePort(6, 6667),
-)
-DEFAULT_FAILSAFE_OUTBOUND = (
-    FailsafePort(17, 53),
-    FailsafePort(17, 67),
-    FailsafePort(6, 179),
-    FailsafePort(6, 2379),
-    FailsafePort(6, 2380),
-    FailsafePort(6, 5473),
-    FailsafePort(6, 6443),
-    FailsafePort(6, 6666),
-    FailsafePort(6, 6667),
-)
+    def __str__(self) -> str:
+        """The agent's spelling: `tcp:22`, `tcp:10.0.0.0/8:2379` (`parse_failsafe` reads it back)."""
+        proto = _PROTOCOL_NAMES[self.protocol]
+        return f"{proto}:{self.net}:{self.port}" if self.net else f"{proto}:{self.port}"
 
 
+# Calico's defaults (reference §3.12): SSH and DHCP in, DNS and DHCP out; both ways BGP, etcd, Typha,
+# the Kubernetes API and 6666/6667.
+_BOTH_WAYS = tuple(FailsafePort(6, port) for port in (179, 2379, 2380, 5473, 6443, 6666, 6667))
+DEFAULT_FAILSAFE_INBOUND = (FailsafePort(6, 22), FailsafePort(17, 68), *_BOTH_WAYS)
+DEFAULT_FAILSAFE_OUTBOUND = (FailsafePort(17, 53), FailsafePort(17, 67), *_BOTH_WAYS)
 # Ports of the host workloads always reach, before their egress policy (Felix's OpenStack special
 # cases): DHCP (from 0.0.0.0 to the broadcast address: anti-spoofing would drop it), DHCPv6, DNS.
 DEFAULT_WORKLOAD_TO_HOST_ALLOW = (
