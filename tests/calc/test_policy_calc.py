@@ -15,6 +15,7 @@ from typing import Any
 from tortie.calc.policy_graph import PolicyGraph, run_snapshot
 from tortie.dataplane.messages import Message, WorkloadEndpointId
 from tortie.dataplane.messages import policy as pm
+from tortie.datastore.syncer import InSync
 from tortie.selector import parse
 from tortie.testing import calc_harness as h
 from tortie.testing.policy_world import ALLOW_ALL, gnp, hep, keyed, network_set, np, pool, profile, tier, wep
@@ -130,9 +131,7 @@ def test_only_active_policies_and_their_sets_are_sent() -> None:
             ingress=[{"action": "Allow", "source": {"selector": "app == 'zz'"}}],
         ),
     ):
-        from tortie.calc.events import InSync, KVUpdate
-
-        graph.on_event(KVUpdate(keyed([obj])[0][0], obj))
+        graph.on_event(h.kv_event(keyed([obj])[0][0], obj))
     graph.on_event(InSync())
     graph.flush()
     policies = {m.id.name for m in out if isinstance(m, pm.PolicyUpdate)}
@@ -150,13 +149,11 @@ def test_only_active_policies_and_their_sets_are_sent() -> None:
 def test_flush_order_sets_before_policies_before_endpoints_and_reverse_on_removal() -> None:
     out: list[Message] = []
     graph = PolicyGraph("h1", out.append)
-    from tortie.calc.events import InSync, KVUpdate
-
     graph.on_event(InSync())
     graph.flush()
     out.clear()
     for key, value in keyed([A, B, ALLOW_ALL, POL]):
-        graph.on_event(KVUpdate(key, value))
+        graph.on_event(h.kv_event(key, value))
     graph.flush()
     kinds = [type(m).__name__ for m in out]
     assert (
@@ -170,7 +167,7 @@ def test_flush_order_sets_before_policies_before_endpoints_and_reverse_on_remova
     assert [t.ingress for t in endpoint.tiers] == [(pm.PolicyId("GlobalNetworkPolicy", "", "a-in"),)]
     out.clear()
     for key, _value in keyed([A, POL]):
-        graph.on_event(KVUpdate(key, None))
+        graph.on_event(h.kv_event(key, None))
     graph.flush()
     kinds = [type(m).__name__ for m in out]
     assert kinds.index("EndpointPolicyRemove") < kinds.index("PolicyRemove") < kinds.index("IPSetRemove")

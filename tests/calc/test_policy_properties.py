@@ -25,13 +25,14 @@ from typing import Any
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from tortie.calc.events import InSync, KVUpdate
 from tortie.calc.policy_graph import PolicyGraph
 from tortie.dataplane.managers.policy import PolicyManager
 from tortie.dataplane.nft.parse import parse_table
 from tortie.dataplane.nft.ruleset import render_ruleset
+from tortie.datastore.syncer import InSync
 from tortie.model import ValidationError, parse_resource
 from tortie.policy.trace import Packet
+from tortie.testing.calc_harness import kv_event
 from tortie.testing.nft_fake import FakeNftables
 from tortie.testing.policy_world import (
     dataplane_decision,
@@ -395,10 +396,10 @@ def test_incremental_table_is_the_full_render_of_the_same_state(data: st.DataObj
     for objs in [*states, states[0], []]:
         current = dict(keyed(objs))
         for key in sorted(previous.keys() - current.keys()):
-            graph.on_event(KVUpdate(key, None))
+            graph.on_event(kv_event(key, None))
         for key, value in current.items():
             if previous.get(key) != value:
-                graph.on_event(KVUpdate(key, value))
+                graph.on_event(kv_event(key, value))
         graph.on_event(InSync())
         graph.flush()
         manager.apply()

@@ -10,13 +10,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tortie.calc.events import InSync, KVUpdate
 from tortie.calc.policy_graph import PolicyGraph
 from tortie.calc.policy_items import workload_item
 from tortie.calc.policy_remote import InvalidEndpoint, remote_workload_item
 from tortie.dataplane.messages import Message
 from tortie.dataplane.messages.policy import EndpointPolicyRemove, EndpointPolicyUpdate, IPSetUpdate
+from tortie.datastore.syncer import InSync
 from tortie.model import ValidationError, parse_resource
+from tortie.testing.calc_harness import kv_event
 from tortie.testing.policy_world import gnp, key_of, wep
 
 LABEL = st.from_regex(r"[a-z]([a-z0-9.-]{0,8}[a-z0-9])?", fullmatch=True)
@@ -129,7 +130,7 @@ def test_remote_endpoints_feed_sets_through_the_validation_filter() -> None:
     policy = gnp("db-in", selector="app == 'db'", ingress=[allow_web])
     remote = wep("r", "10.0.9.9/32", node="h2", labels={"role": "web"})
     for obj in (local, policy, remote):
-        graph.on_event(KVUpdate(key_of(obj), obj))
+        graph.on_event(kv_event(key_of(obj), obj))
     graph.on_event(InSync())
     graph.flush()
     ((set_id, members),) = _members(out).items()
@@ -137,7 +138,7 @@ def test_remote_endpoints_feed_sets_through_the_validation_filter() -> None:
 
     def put(obj: dict[str, Any] | None, key: str) -> dict[str, frozenset[object]]:
         out.clear()
-        graph.on_event(KVUpdate(key, obj))
+        graph.on_event(kv_event(key, obj))
         graph.flush()
         return _members(out)
 
@@ -149,12 +150,12 @@ def test_remote_endpoints_feed_sets_through_the_validation_filter() -> None:
     assert put(remote, key) == {set_id: frozenset({"10.0.9.9/32"})}
     # moving to this host: parsed in full, becomes a local endpoint (its own policy messages)
     out.clear()
-    graph.on_event(KVUpdate(key, wep("r", "10.0.9.9/32", node="h1", labels={"role": "web"}, iface="tortr")))
+    graph.on_event(kv_event(key, wep("r", "10.0.9.9/32", node="h1", labels={"role": "web"}, iface="tortr")))
     graph.flush()
     assert any(isinstance(m, EndpointPolicyUpdate) and m.id.name == "r" for m in out)
     # and back to another host: its local state goes
     out.clear()
-    graph.on_event(KVUpdate(key, remote))
+    graph.on_event(kv_event(key, remote))
     graph.flush()
     assert any(isinstance(m, EndpointPolicyRemove) and m.id.name == "r" for m in out)
     assert put(None, key) == {set_id: frozenset()}

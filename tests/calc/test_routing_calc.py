@@ -10,11 +10,11 @@ import pytest
 
 from tortie.agent import config as cfg
 from tortie.calc.calc_graph import CalcGraph
-from tortie.calc.events import InSync, KVUpdate
 from tortie.dataplane import messages as m
+from tortie.datastore.syncer import InSync, SyncEvent
 from tortie.ipam import keys as ipam_keys
 from tortie.model.kinds import kind_info
-from tortie.testing.calc_harness import DataplaneModel, Graph, Sink, Step, check_sequence, expect
+from tortie.testing.calc_harness import DataplaneModel, Graph, Sink, Step, check_sequence, expect, kv_event
 
 HOST = "host-a"
 OTHER = "host-b"
@@ -189,7 +189,7 @@ def test_everything_together() -> None:
 # --------------------------------------------------------------------------------------------- targeted
 
 
-def _run(graph: CalcGraph, *events: KVUpdate | InSync) -> None:
+def _run(graph: CalcGraph, *events: SyncEvent) -> None:
     for event in events:
         graph.on_event(event)
 
@@ -203,7 +203,7 @@ def _graph() -> tuple[CalcGraph, DataplaneModel]:
 
 def test_nothing_reaches_the_dataplane_before_in_sync_then_config_first_and_in_sync_last() -> None:
     graph, model = _graph()
-    _run(graph, KVUpdate(*wep("a")), KVUpdate(*block("10.65.0.0/26")), KVUpdate(*affinity("10.65.0.0/26")))
+    _run(graph, kv_event(*wep("a")), kv_event(*block("10.65.0.0/26")), kv_event(*affinity("10.65.0.0/26")))
     assert graph.flush() == 0 and model.messages == []
     _run(graph, InSync())
     graph.flush()
@@ -215,14 +215,14 @@ def test_nothing_reaches_the_dataplane_before_in_sync_then_config_first_and_in_s
 
 def test_one_change_sends_only_its_own_message() -> None:
     graph, model = _graph()
-    _run(graph, *(KVUpdate(*wep(f"w{i}", ips=(f"10.65.0.{i}/32",))) for i in range(20)), InSync())
+    _run(graph, *(kv_event(*wep(f"w{i}", ips=(f"10.65.0.{i}/32",))) for i in range(20)), InSync())
     graph.flush()
     model.messages.clear()
-    _run(graph, KVUpdate(*wep("w3", ips=("10.65.1.3/32",))), KVUpdate(*wep("r", node=OTHER)))
+    _run(graph, kv_event(*wep("w3", ips=("10.65.1.3/32",))), kv_event(*wep("r", node=OTHER)))
     graph.flush()
     assert model.messages == [ep("w3", ips=("10.65.1.3/32",))]
     model.messages.clear()
-    _run(graph, KVUpdate(*wep("w3", ips=("10.65.1.3/32",))))  # rewritten unchanged (new revision)
+    _run(graph, kv_event(*wep("w3", ips=("10.65.1.3/32",))))  # rewritten unchanged (new revision)
     assert graph.flush() == 0
 
 
@@ -232,21 +232,21 @@ def test_coalescing_between_flushes() -> None:
     graph.flush()
     model.messages.clear()
     key, value = wep("a")
-    _run(graph, KVUpdate(key, value), KVUpdate(key, None))  # never reached the dataplane
+    _run(graph, kv_event(key, value), kv_event(key, None))  # never reached the dataplane
     assert graph.flush() == 0
-    _run(graph, KVUpdate(key, value))
+    _run(graph, kv_event(key, value))
     graph.flush()
     model.messages.clear()
-    _run(graph, KVUpdate(*wep("a", ips=("10.65.0.9/32",))), KVUpdate(*wep("a", node=OTHER)))
+    _run(graph, kv_event(*wep("a", ips=("10.65.0.9/32",))), kv_event(*wep("a", node=OTHER)))
     graph.flush()
     assert model.messages == [m.WorkloadEndpointRemove(m.WorkloadEndpointId("default", "a"))]
 
 
 def test_unrelated_keys_are_ignored() -> None:
     graph, model = _graph()
-    _run(graph, KVUpdate("/calico/felix/v2/no-region/host/x/status", {"time": "now"}),
-         KVUpdate(ipam_keys.handle_key("h1"), {"block": {}}),
-         KVUpdate(kind_info("IPPool").key("p"), {"junk": True}), InSync())
+    _run(graph, kv_event("/calico/felix/v2/no-region/host/x/status", {"time": "now"}),
+         kv_event(ipam_keys.handle_key("h1"), {"block": {}}),
+         kv_event(kind_info("IPPool").key("p"), {"junk": True}), InSync())
     graph.flush()
     assert [type(msg).__name__ for msg in model.messages] == ["ConfigUpdate", "InSync"]
 

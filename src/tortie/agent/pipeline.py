@@ -1,6 +1,6 @@
 """One running instance of the agent's pipeline, for a fixed start-up configuration.
 
-    Syncer thread --SyncEvent--> queue --> calc thread: CalcGraph.on_event ... flush()
+    Syncer thread --SyncEvent--> queue --> calc thread: CalcGraph.on_event(event) ... flush()
                                                 |  messages (tee: endpoint status ids, config checks)
                                                 v
                                      DataplaneLoop thread --> managers --> drivers --> kernel
@@ -37,7 +37,6 @@ from tortie.agent.metrics import AgentMetrics
 from tortie.agent.observer import AgentObserver, EndpointStatusBridge, ReceiptTracker
 from tortie.agent.status import StatusReporter
 from tortie.calc.calc_graph import CalcGraph
-from tortie.calc.events import CalcEvent, InSync, KVUpdate
 from tortie.calc.policy_graph import POLICY_KINDS
 from tortie.common.ipfamily import FAMILIES, V4
 from tortie.dataplane.drivers.host_addresses import HostAddressDriver, NetlinkHostAddresses
@@ -300,13 +299,9 @@ class AgentPipeline:
             self._finish(Outcome.CALC_FAILED, repr(exc))
 
     def _handle(self, event: sync.SyncEvent) -> None:
-        calc_event: CalcEvent | None = None
-        if isinstance(event, sync.Update):
-            calc_event = KVUpdate(event.key, event.value)
-        elif isinstance(event, sync.Delete):
-            calc_event = KVUpdate(event.key, None)
-        elif isinstance(event, sync.InSync):
-            calc_event = InSync()
+        """Health and logs for the syncer's state changes; every event then goes to the calc as it
+        is (one vocabulary: the calc consumes the syncer's events and ignores Status)."""
+        if isinstance(event, sync.InSync):
             self._health.report("syncer", ready=True)
             if self._first_in_sync_logged:
                 log.info("datastore resync complete; applying only the differences host=%s", self.hostname)
@@ -319,8 +314,7 @@ class AgentPipeline:
             else:
                 self._metrics.resyncs.inc()
                 log.info("datastore back: resyncing host=%s", self.hostname)
-        if calc_event is not None:
-            self.graph.on_event(calc_event)
+        self.graph.on_event(event)
 
     def _collect(self, msg: Message) -> None:
         self._out.append(msg)

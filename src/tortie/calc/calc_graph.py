@@ -1,15 +1,16 @@
 """The agent's calculation graph: wires the validation filter, dispatcher, calculators and sequencer.
 
-    KVUpdate / InSync
+    the syncer's Update / Delete / InSync (Status: ignored)
           |
     ValidationFilter --(parsed | None)--> Dispatcher
-                                             |--WorkloadEndpoint---------> EndpointCalc --+
-                                             |--IPAMBlock, BlockAffinity-> BlockCalc -----+--> EventSequencer
-                                             '--FelixConfiguration-------> ConfigCalc ----+         |
-                                                       (config listeners: EndpointCalc)        flush() -> sink
+      (locality: this host's             |--WorkloadEndpoint---------> EndpointCalc --+
+       endpoints parsed, others raw)     |--IPAMBlock, BlockAffinity-> BlockCalc -----+--> EventSequencer
+                                         '--FelixConfiguration-------> ConfigCalc ----+         |
+                                                   (config listeners: EndpointCalc)        flush() -> sink
 
-Inputs: `on_event(KVUpdate | InSync)`; `flush()` whenever the caller has drained what is queued
-(the agent flushes after each batch). Output: `tortie.dataplane.messages` through `sink`, only from
+Inputs: `on_event(event)` with the syncer's own events (`tortie.datastore.syncer`: one vocabulary
+from the datastore to the calc, nothing re-typed); `flush()` whenever the caller has drained what
+is queued (the agent flushes after each batch). Output: `tortie.dataplane.messages` through `sink`, only from
 `flush()`. Pure and synchronous: no I/O, no clock, no threads; the same events give the same messages.
 
 Channel ranks (dependency order of the sequencer): lower ranks are sent first on update, last on
@@ -25,15 +26,15 @@ from collections.abc import Callable
 from tortie.calc.block_calc import CHANNEL as BLOCKS
 from tortie.calc.block_calc import BlockCalc, block_remove
 from tortie.calc.config_calc import ConfigCalc, Resolver, merge_specs
-from tortie.calc.dispatcher import AFFINITY_KIND, BLOCK_KIND, Dispatcher
+from tortie.calc.dispatcher import AFFINITY_KIND, BLOCK_KIND, WORKLOAD_ENDPOINT, Dispatcher
 from tortie.calc.endpoint_calc import CHANNEL as ENDPOINTS
-from tortie.calc.endpoint_calc import EndpointCalc, endpoint_remove, raw_is_local
+from tortie.calc.endpoint_calc import EndpointCalc, endpoint_remove
 from tortie.calc.event_sequencer import Channel, EventSequencer
-from tortie.calc.events import CalcEvent, InSync, KVUpdate
 from tortie.calc.policy_calc import POLICY_CHANNELS, PolicyCalc
 from tortie.calc.policy_graph import attach_policy_calc
 from tortie.calc.validation_filter import FELIX_CONFIGURATION, ValidationFilter
 from tortie.dataplane.messages import Message
+from tortie.datastore.syncer import Delete, InSync, SyncEvent, Update
 
 CHANNELS = (
     Channel(ENDPOINTS, 40, endpoint_remove),
@@ -49,28 +50,26 @@ class CalcGraph:
         self.hostname = hostname
         self.sequencer = EventSequencer(sink, CHANNELS + (POLICY_CHANNELS if policy else ()))
         self.dispatcher = Dispatcher()
-        self.validation_filter = ValidationFilter(self.dispatcher)
+        self.validation_filter = ValidationFilter(self.dispatcher, hostname)
 
         self.config_calc = ConfigCalc(hostname, self.sequencer, resolve)
-        self.endpoint_calc = EndpointCalc(hostname, self.sequencer)
+        self.endpoint_calc = EndpointCalc(self.sequencer)
         self.block_calc = BlockCalc(hostname, self.sequencer)
 
         self.dispatcher.register(FELIX_CONFIGURATION, self.config_calc.on_felix_configuration)
-        self.dispatcher.register("WorkloadEndpoint", self.endpoint_calc.on_endpoint)
-        self.validation_filter.set_relevance("WorkloadEndpoint", raw_is_local(hostname))
+        self.dispatcher.register(WORKLOAD_ENDPOINT, self.endpoint_calc.on_endpoint)
         self.dispatcher.register(BLOCK_KIND, self.block_calc.on_block)
         self.dispatcher.register(AFFINITY_KIND, self.block_calc.on_affinity)
         self.config_calc.add_listener(self.endpoint_calc.on_config)
-        # Issue 5: policy (tiers, policies, profiles, IP sets, host endpoints, pools); it lifts the
-        # WorkloadEndpoint relevance filter because selectors need every host's endpoints.
+        # Policy (tiers, policies, profiles, IP sets, host endpoints, pools); it also listens to the
+        # other hosts' endpoints, because selectors need every host's endpoints.
         self.policy_calc: PolicyCalc | None = None
         if policy:
-            self.policy_calc = attach_policy_calc(
-                hostname, self.dispatcher, self.validation_filter, self.sequencer)
+            self.policy_calc = attach_policy_calc(hostname, self.dispatcher, self.sequencer)
 
-    def on_event(self, event: CalcEvent) -> None:
-        if isinstance(event, KVUpdate):
-            self.validation_filter.on_kv_update(event)
+    def on_event(self, event: SyncEvent) -> None:
+        if isinstance(event, Update | Delete):
+            self.validation_filter.on_event(event)
         elif isinstance(event, InSync):
             self.sequencer.on_datastore_in_sync()
 

@@ -4,10 +4,14 @@ Inputs: `on_update(key, kind, value)` from the validation filter, where `value` 
 (a `tortie.model` Resource, an IPAM record, or a FelixConfiguration spec) or None when the key is
 gone or invalid. Outputs: calls to every listener registered for `kind`, in registration order.
 
+WorkloadEndpoints come in two kinds, split by the validation filter (the one place that decides
+locality): `WORKLOAD_ENDPOINT` listeners get this host's endpoints, parsed; `REMOTE_WORKLOAD_ENDPOINT`
+listeners get the other hosts' endpoints as raw wire values (None when one leaves that side).
+
 `kind_of_key(key)` classifies a raw datastore key by prefix (Calico's etcd v3 layout, reference §1.16):
 v3 resources by their plural, IPAM blocks and host affinities by their /calico/ipam/v2 paths. Keys of
-no interest classify as None and are dropped before any parsing. Issue 5's calculators (active
-rules, label index, policy resolver) register for NetworkPolicy, Profile, ... here.
+no interest classify as None and are dropped before any parsing. The policy calculator registers
+for NetworkPolicy, Profile, ... here (`policy_graph.attach_policy_calc`).
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ Listener = Callable[[str, object | None], None]
 
 BLOCK_KIND = "IPAMBlock"
 AFFINITY_KIND = "BlockAffinity"
+WORKLOAD_ENDPOINT = "WorkloadEndpoint"
+REMOTE_WORKLOAD_ENDPOINT = "WorkloadEndpoint(remote)"
 
 _KIND_BY_PLURAL = {k.plural: k.kind for k in KINDS if not k.root}
 

@@ -1,26 +1,27 @@
 """Endpoint calculator: this host's WorkloadEndpoints -> WorkloadEndpointUpdate / WorkloadEndpointRemove.
 
-Inputs: parsed WorkloadEndpoint resources (or None) per datastore key, from the dispatcher; the
-effective configuration (`interface_prefix`) from the config calculator. Output: queue calls on the
-event sequencer's "endpoints" channel, keyed by `WorkloadEndpointId(namespace, name)`.
+Inputs: this host's WorkloadEndpoint resources, parsed and validated (or None: gone, invalid, or
+moved to another host), per datastore key, from the dispatcher (the validation filter decided
+locality); the effective configuration (`interface_prefix`) from the config calculator. Output:
+queue calls on the event sequencer's "endpoints" channel, keyed by `WorkloadEndpointId(namespace,
+name)`.
 
 Invariants:
-* Only endpoints with `spec.node == hostname` produce messages; other hosts' endpoints produce
-  nothing. An endpoint moving to another host (or deleted, or turned invalid) is removed.
 * An endpoint whose `interfaceName` does not start with a configured interface prefix is not sent
   (the agent never touches such interfaces); it is logged as a warning once per change.
-* IP networks are canonical `/32` and `/128` CIDRs, sorted numerically, split by family; a network
-  that is not a single address is skipped with a warning (Calico only allows host networks here).
+* IP networks are split by family, sorted numerically, without repeats. They arrive canonical and
+  single-address (the model validates `ipNetworks`: /32 and /128 only), so nothing is re-checked.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from tortie.calc.event_sequencer import EventSequencer
+from tortie.common.ipfamily import sort_key
 from tortie.dataplane.messages import WorkloadEndpointId, WorkloadEndpointRemove, WorkloadEndpointUpdate
 
 log = logging.getLogger(__name__)
@@ -33,41 +34,18 @@ def endpoint_remove(key: object) -> WorkloadEndpointRemove:
     return WorkloadEndpointRemove(key)
 
 
-def raw_is_local(hostname: str) -> Any:
-    """Relevance predicate for the validation filter: is this raw WorkloadEndpoint on `hostname`?"""
-
-    def predicate(_key: str, raw: Mapping[str, Any]) -> bool:
-        spec = raw.get("spec")
-        return isinstance(spec, Mapping) and spec.get("node") == hostname
-
-    return predicate
-
-
-def _host_nets(wep_id: WorkloadEndpointId, nets: object) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    v4: list[ipaddress.IPv4Network] = []
-    v6: list[ipaddress.IPv6Network] = []
-    for raw in nets if isinstance(nets, list | tuple) else ():
-        try:
-            net = ipaddress.ip_network(str(raw), strict=False)
-        except ValueError:
-            log.warning("endpoint ip network skipped endpoint=%s net=%r reason=unparseable", wep_id, raw)
-            continue
-        if net.prefixlen != net.max_prefixlen:
-            log.warning("endpoint ip network skipped endpoint=%s net=%s reason=not-a-host-network",
-                        wep_id, net)
-            continue
-        if isinstance(net, ipaddress.IPv4Network):
-            v4.append(net)
-        else:
-            v6.append(net)
-    return tuple(str(n) for n in sorted(set(v4))), tuple(str(n) for n in sorted(set(v6)))
+def _host_nets(nets: Iterable[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(IPv4, IPv6) host CIDRs, each numerically sorted without repeats."""
+    ordered = sorted({ipaddress.ip_network(net) for net in nets}, key=sort_key)
+    v4 = tuple(str(net) for net in ordered if net.version == 4)
+    return v4, tuple(str(net) for net in ordered[len(v4):])
 
 
 def endpoint_message(resource: Any) -> WorkloadEndpointUpdate:
     """The dataplane's view of one WorkloadEndpoint resource."""
     meta, spec = resource.metadata, resource.spec
     wep_id = WorkloadEndpointId(str(meta.namespace), str(meta.name))
-    v4, v6 = _host_nets(wep_id, spec.ip_networks)
+    v4, v6 = _host_nets(spec.ip_networks)
     return WorkloadEndpointUpdate(
         id=wep_id,
         interface_name=str(spec.interface_name or ""),
@@ -83,8 +61,7 @@ def endpoint_message(resource: Any) -> WorkloadEndpointUpdate:
 
 
 class EndpointCalc:
-    def __init__(self, hostname: str, sequencer: EventSequencer) -> None:
-        self._hostname = hostname
+    def __init__(self, sequencer: EventSequencer) -> None:
         self._sequencer = sequencer
         self._local: dict[str, WorkloadEndpointUpdate] = {}  # datastore key -> message (before filtering)
         self._prefixes: tuple[str, ...] | None = None
@@ -103,8 +80,7 @@ class EndpointCalc:
             self._queue(msg)
 
     def on_endpoint(self, key: str, resource: object | None) -> None:
-        spec = getattr(resource, "spec", None)
-        if resource is None or getattr(spec, "node", None) != self._hostname:
+        if resource is None:
             old = self._local.pop(key, None)
             if old is not None:
                 self._sequencer.queue_remove(CHANNEL, old.id)

@@ -121,29 +121,33 @@ class PolicyCalc:
 
     # -- endpoints and sets --------------------------------------------------------------------------
     def on_workload_endpoint(self, key: str, resource: Any) -> None:
+        """A WorkloadEndpoint of this host (the validation filter decided locality), or None."""
         if resource is None:
-            self._on_endpoint(key, None, None, None)
+            self._on_endpoint(key, None, None, None, local=False)
             return
         meta: Any = resource.metadata
         ep_id = WorkloadEndpointId(str(meta.namespace), str(meta.name))
-        self._on_endpoint(key, resource, workload_item(resource), ep_id)
+        self._on_endpoint(key, resource, workload_item(resource), ep_id, local=True)
 
     def on_remote_workload_endpoint(self, key: str, item: SelectableItem | None) -> None:
-        """A WorkloadEndpoint of another host, already reduced to its item (`policy_remote`)."""
-        self._on_endpoint(key, None, item, None)  # if it was local until now, it is no longer
+        """A WorkloadEndpoint of another host, already reduced to its item (`policy_remote`); a
+        move from this host has already reached `on_workload_endpoint` as None."""
+        self._on_endpoint(key, None, item, None, local=False)
 
     def on_host_endpoint(self, key: str, resource: Any) -> None:
+        """Any host's HostEndpoint (they are few and parsed in full; their locality is decided here)."""
         if resource is None:
-            self._on_endpoint(key, None, None, None)
+            self._on_endpoint(key, None, None, None, local=False)
             return
-        self._on_endpoint(key, resource, host_item(resource), HostEndpointId(str(resource.metadata.name)))
+        local = getattr(resource.spec, "node", None) == self._hostname
+        ep_id = HostEndpointId(str(resource.metadata.name))
+        self._on_endpoint(key, resource, host_item(resource), ep_id, local=local)
 
     def _on_endpoint(
-        self, key: str, resource: Any, item: SelectableItem | None, ep_id: EndpointKey | None
+        self, key: str, resource: Any, item: SelectableItem | None, ep_id: EndpointKey | None, *, local: bool
     ) -> None:
         """Every endpoint feeds the IP sets; this host's are also matched against policy selectors."""
         self.ipsets.update_item(key, item)
-        local = ep_id is not None and getattr(getattr(resource, "spec", None), "node", None) == self._hostname
         old_id = self._ep_keys.get(key)
         if old_id is not None and (not local or old_id != ep_id):
             self._remove_local(key, old_id)

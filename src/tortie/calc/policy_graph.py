@@ -1,11 +1,12 @@
 """Wiring of the policy calculator into a calc graph, and a standalone policy-only graph.
 
-    KVUpdate/InSync -> ValidationFilter -> Dispatcher --policy kinds--> PolicyCalc --flush--> EventSequencer
+    Update/Delete/InSync -> ValidationFilter -> Dispatcher --policy kinds--> PolicyCalc
+                                                           --flush--> EventSequencer
 
-`attach_policy_calc(hostname, dispatcher, validation_filter, sequencer)` registers the PolicyCalc's
-listeners on an existing graph (the agent's CalcGraph) and replaces the WorkloadEndpoint relevance
-filter: selectors need every host's endpoints, but other hosts' endpoints are read by
-`policy_remote` (the fields policy uses) rather than parsed in full. The graph must call
+`attach_policy_calc(hostname, dispatcher, sequencer)` registers the PolicyCalc's listeners on an
+existing graph (the agent's CalcGraph), this host's endpoints and the others' alike: selectors need
+every host's endpoints, but other hosts' endpoints (passed on raw by the validation filter) are read
+by `policy_remote` (the fields policy uses) rather than parsed in full. The graph must call
 `PolicyCalc.flush()` before its sequencer's flush and give the sequencer `POLICY_CHANNELS`.
 
 `PolicyGraph(hostname, sink)` is the same calculation with nothing else around it: what
@@ -17,13 +18,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from tortie.calc.dispatcher import Dispatcher
+from tortie.calc.dispatcher import REMOTE_WORKLOAD_ENDPOINT, WORKLOAD_ENDPOINT, Dispatcher
 from tortie.calc.event_sequencer import EventSequencer
-from tortie.calc.events import CalcEvent, InSync, KVUpdate
 from tortie.calc.policy_calc import POLICY_CHANNELS, PolicyCalc
-from tortie.calc.policy_remote import RemoteEndpointShortcut
+from tortie.calc.policy_remote import RemoteEndpointReader
 from tortie.calc.validation_filter import ValidationFilter
 from tortie.dataplane.messages import Message
+from tortie.datastore.syncer import Delete, InSync, SyncEvent, Update
 
 POLICY_KINDS = (
     "WorkloadEndpoint",
@@ -38,14 +39,11 @@ POLICY_KINDS = (
 )
 
 
-def attach_policy_calc(
-    hostname: str, dispatcher: Dispatcher, validation_filter: ValidationFilter, sequencer: EventSequencer
-) -> PolicyCalc:
+def attach_policy_calc(hostname: str, dispatcher: Dispatcher, sequencer: EventSequencer) -> PolicyCalc:
     calc = PolicyCalc(hostname, sequencer)
-    remote = RemoteEndpointShortcut(hostname)
-    dispatcher.register(
-        "WorkloadEndpoint", remote.listener(calc.on_workload_endpoint, calc.on_remote_workload_endpoint)
-    )
+    dispatcher.register(WORKLOAD_ENDPOINT, calc.on_workload_endpoint)
+    remote = RemoteEndpointReader()
+    dispatcher.register(REMOTE_WORKLOAD_ENDPOINT, remote.listener(calc.on_remote_workload_endpoint))
     dispatcher.register("HostEndpoint", calc.on_host_endpoint)
     dispatcher.register("NetworkSet", calc.on_network_set)
     dispatcher.register("GlobalNetworkSet", calc.on_network_set)
@@ -54,7 +52,6 @@ def attach_policy_calc(
     dispatcher.register("Tier", calc.on_tier)
     dispatcher.register("Profile", calc.on_profile)
     dispatcher.register("IPPool", calc.on_ip_pool)
-    validation_filter.set_relevance("WorkloadEndpoint", remote.relevance)
     return calc
 
 
@@ -62,13 +59,13 @@ class PolicyGraph:
     def __init__(self, hostname: str, sink: Callable[[Message], None]) -> None:
         self.sequencer = EventSequencer(sink, POLICY_CHANNELS)
         self.dispatcher = Dispatcher()
-        self.validation_filter = ValidationFilter(self.dispatcher)
-        self.policy = attach_policy_calc(hostname, self.dispatcher, self.validation_filter, self.sequencer)
+        self.validation_filter = ValidationFilter(self.dispatcher, hostname)
+        self.policy = attach_policy_calc(hostname, self.dispatcher, self.sequencer)
         self.sequencer.queue_config({})
 
-    def on_event(self, event: CalcEvent) -> None:
-        if isinstance(event, KVUpdate):
-            self.validation_filter.on_kv_update(event)
+    def on_event(self, event: SyncEvent) -> None:
+        if isinstance(event, Update | Delete):
+            self.validation_filter.on_event(event)
         elif isinstance(event, InSync):
             self.sequencer.on_datastore_in_sync()
 
@@ -82,7 +79,7 @@ def run_snapshot(hostname: str, objects: Iterable[tuple[str, Mapping[str, Any]]]
     out: list[Message] = []
     graph = PolicyGraph(hostname, out.append)
     for key, value in objects:
-        graph.on_event(KVUpdate(key, value))
+        graph.on_event(Update(key, value if isinstance(value, dict) else dict(value), 1))
     graph.on_event(InSync())
     graph.flush()
     return out

@@ -5,17 +5,16 @@ only its namespace, labels, profiles, orchestrator, service account, addresses a
 Parsing the whole resource with the model (every field, every check) was ~60% of the agent's
 start-up calc at 20,000 endpoints; this reader takes ~a fifth of that.
 
-Input: the raw value of a WorkloadEndpoint whose `spec.node` is not this host. Output: its
-`SelectableItem` (what `policy_items.workload_item` gives for the parsed resource), or None when
-one of the fields it reads is invalid (the endpoint is then treated as absent, as the validation
-filter treats an invalid object). Fields policy does not read (mac, gateways, ipNATs, ...) are not
-checked for remote endpoints; local endpoints are still parsed in full.
+Input: the raw value of a WorkloadEndpoint of another host (the validation filter decided so and
+passes it on unparsed). Output: its `SelectableItem` (what `policy_items.workload_item` gives for
+the parsed resource), or None when one of the fields it reads is invalid (the endpoint is then
+treated as absent, as the validation filter treats an invalid object). Fields policy does not read
+(mac, gateways, ipNATs, ...) are not checked for remote endpoints; local endpoints are still parsed
+in full.
 
-Wiring (`RemoteEndpointShortcut`, installed by `policy_graph.attach_policy_calc`): it is the
-validation filter's relevance predicate for WorkloadEndpoint. For a remote endpoint it reads the
-item, keeps it as *pending* and answers "not relevant", so the filter passes None on without
-parsing; the policy calc's listener (wrapped by `listener`) then takes the pending item for that
-key instead of the None. Deletions and local endpoints go through unchanged.
+Wiring (`RemoteEndpointReader`, installed by `policy_graph.attach_policy_calc`): its `listener`
+is the dispatcher's listener of `REMOTE_WORKLOAD_ENDPOINT`; it reads each raw value into an item
+(None when the endpoint left, or is invalid: logged and counted) for the policy calc.
 """
 
 from __future__ import annotations
@@ -163,41 +162,24 @@ def remote_workload_item(key: str, raw: Mapping[str, Any]) -> SelectableItem:
 
 
 ItemListener = Callable[[str, SelectableItem | None], None]
-ResourceListener = Callable[[str, Any], None]
+RawListener = Callable[[str, object | None], None]
 
 
-class RemoteEndpointShortcut:
-    """See the module docstring: `relevance` for the validation filter, `listener(...)` to wrap the
-    policy calc's WorkloadEndpoint listener."""
+class RemoteEndpointReader:
+    """See the module docstring: `listener(on_item)` for the dispatcher's remote endpoints."""
 
-    def __init__(self, hostname: str) -> None:
-        self._hostname = hostname
-        self._pending: tuple[str, SelectableItem | None] | None = None
+    def __init__(self) -> None:
         self.invalid_count = 0
 
-    def relevance(self, key: str, raw: Mapping[str, Any]) -> bool:
-        """True (parse in full) for this host's endpoints; otherwise read the item and say False."""
-        spec = raw.get("spec")
-        if isinstance(spec, Mapping) and spec.get("node") == self._hostname:
-            return True
-        try:
-            item: SelectableItem | None = remote_workload_item(key, raw)
-        except (ValueError, TypeError) as exc:
-            self.invalid_count += 1
-            log.warning("invalid datastore object treated as absent key=%s reason=%r", key, str(exc))
-            item = None
-        self._pending = (key, item)
-        return False
+    def listener(self, on_item: ItemListener) -> RawListener:
+        def read(key: str, raw: object | None) -> None:
+            item: SelectableItem | None = None
+            if isinstance(raw, Mapping):
+                try:
+                    item = remote_workload_item(key, raw)
+                except (ValueError, TypeError) as exc:
+                    self.invalid_count += 1
+                    log.warning("invalid datastore object treated as absent key=%s reason=%r", key, str(exc))
+            on_item(key, item)
 
-    def listener(self, on_resource: ResourceListener, on_item: ItemListener) -> ResourceListener:
-        """A dispatcher listener: a parsed resource (or None) goes to `on_resource`, except the None
-        that follows a remote endpoint read here, whose item goes to `on_item`."""
-
-        def dispatch(key: str, resource: Any) -> None:
-            pending, self._pending = self._pending, None
-            if resource is None and pending is not None and pending[0] == key:
-                on_item(key, pending[1])
-            else:
-                on_resource(key, resource)
-
-        return dispatch
+        return read

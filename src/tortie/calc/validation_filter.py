@@ -1,6 +1,8 @@
-"""Validation filter: raw datastore values in, parsed objects (or None) out to the dispatcher.
+"""Validation filter: raw datastore values in, parsed objects (or None) out to the dispatcher; the
+one place that decides whether a WorkloadEndpoint is on this host.
 
-Input: `KVUpdate(key, value)` events. Output: `Dispatcher.on_update(key, kind, parsed | None)`.
+Input: the syncer's `Update(key, value, revision)` / `Delete(key, revision)` (`on_event`). Output:
+`Dispatcher.on_update(key, kind, parsed | None)`.
 
 * Keys of unknown kinds, or kinds no calculator registered for, are dropped before parsing.
 * v3 resources are parsed with `tortie.model.parse_resource` (validated once, here) and must be
@@ -11,10 +13,12 @@ Input: `KVUpdate(key, value)` events. Output: `Dispatcher.on_update(key, kind, p
   own (an unknown or invalid field falls back to its default; it must not void the whole object).
 * An invalid value is logged as a warning and passed on as None: it is treated as absent, so one
   bad object never stops the others (conventions #1, #7).
-* A *relevance* predicate per kind (`set_relevance`) lets a calculator skip parsing objects it would
-  ignore anyway, e.g. WorkloadEndpoints of other hosts: an irrelevant value is passed on as None
-  without being parsed. Issue 5 drops the WorkloadEndpoint predicate when the label index needs
-  remote endpoints too.
+* Locality, decided here once from the raw `spec.node`: a WorkloadEndpoint of this host goes,
+  parsed and validated, to the listeners of kind "WorkloadEndpoint"; one of another host goes *raw*
+  (never parsed in full: policy reads the few fields it needs, `policy_remote`) to the listeners of
+  `REMOTE_WORKLOAD_ENDPOINT`. Each side hears of a key only while it is on that side: when an
+  endpoint moves between hosts (or is deleted) the side it leaves gets None first. Listeners
+  therefore never check `spec.node` again.
 """
 
 from __future__ import annotations
@@ -23,9 +27,16 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from tortie.calc.dispatcher import AFFINITY_KIND, BLOCK_KIND, Dispatcher, kind_of_key
-from tortie.calc.events import KVUpdate
+from tortie.calc.dispatcher import (
+    AFFINITY_KIND,
+    BLOCK_KIND,
+    REMOTE_WORKLOAD_ENDPOINT,
+    WORKLOAD_ENDPOINT,
+    Dispatcher,
+    kind_of_key,
+)
 from tortie.common.errors import InvalidRecord
+from tortie.datastore.syncer import Delete, Update
 from tortie.ipam.keys import affinity_at, block_head_at
 from tortie.model import ValidationError, parse_resource
 from tortie.model.kinds import kind_info
@@ -33,7 +44,6 @@ from tortie.model.kinds import kind_info
 log = logging.getLogger(__name__)
 
 Parser = Callable[[str, Mapping[str, Any]], object]
-Relevance = Callable[[str, Mapping[str, Any]], bool]
 
 FELIX_CONFIGURATION = "FelixConfiguration"
 
@@ -80,27 +90,45 @@ _PARSERS: dict[str, Parser] = {
 
 
 class ValidationFilter:
-    def __init__(self, dispatcher: Dispatcher) -> None:
+    def __init__(self, dispatcher: Dispatcher, hostname: str) -> None:
         self._dispatcher = dispatcher
-        self._relevance: dict[str, Relevance] = {}
+        self._hostname = hostname
+        self._remote: dict[str, bool] = {}  # WorkloadEndpoint key -> on another host (False: on this one)
         self.invalid_count = 0
 
-    def set_relevance(self, kind: str, predicate: Relevance | None) -> None:
-        if predicate is None:
-            self._relevance.pop(kind, None)
-        else:
-            self._relevance[kind] = predicate
-
-    def on_kv_update(self, update: KVUpdate) -> None:
-        key, value = update.key, update.value
+    def on_event(self, event: Update | Delete) -> None:
+        key = event.key
         kind = kind_of_key(key)
-        if kind is None or not self._dispatcher.wants(kind):
+        if kind is None:
             return
+        value = event.value if isinstance(event, Update) else None
+        if kind == WORKLOAD_ENDPOINT:
+            self._on_workload_endpoint(key, value)
+        elif self._dispatcher.wants(kind):
+            self._parse_and_dispatch(key, kind, value)
+
+    def _on_workload_endpoint(self, key: str, value: Mapping[str, Any] | None) -> None:
+        was_remote = self._remote.get(key)
         if value is None:
-            self._dispatcher.on_update(key, kind, None)
+            self._remote.pop(key, None)
+            if was_remote is not None:
+                side = REMOTE_WORKLOAD_ENDPOINT if was_remote else WORKLOAD_ENDPOINT
+                self._dispatcher.on_update(key, side, None)
             return
-        relevant = self._relevance.get(kind)
-        if relevant is not None and not relevant(key, value):
+        spec = value.get("spec")
+        remote = not (isinstance(spec, Mapping) and spec.get("node") == self._hostname)
+        self._remote[key] = remote
+        if remote:
+            if was_remote is False:
+                self._dispatcher.on_update(key, WORKLOAD_ENDPOINT, None)  # it moved away from this host
+            self._dispatcher.on_update(key, REMOTE_WORKLOAD_ENDPOINT, value)
+            return
+        if was_remote:
+            self._dispatcher.on_update(key, REMOTE_WORKLOAD_ENDPOINT, None)  # it moved to this host
+        self._parse_and_dispatch(key, WORKLOAD_ENDPOINT, value)
+
+    def _parse_and_dispatch(self, key: str, kind: str, value: Mapping[str, Any] | None) -> None:
+        if value is None:
             self._dispatcher.on_update(key, kind, None)
             return
         parser = _PARSERS.get(kind, parse_v3)

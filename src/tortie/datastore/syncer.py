@@ -7,6 +7,8 @@
 Inputs: a `Datastore`, prefixes that do not overlap (no prefix starts with another), and a sink
 callable. Outputs, to the sink, in one thread: `Update(key, value, revision)`, `Delete(key, revision)`,
 `InSync()` after every complete listing, and `Status("disconnected" | "reconnected")` around outages.
+These records are the one vocabulary from the datastore to its consumers: the agent's calc
+(`tortie.calc.calc_graph`) takes them as they are (ignoring `Status`), as do BGP and DHCP.
 
 Invariants:
 * The syncer remembers the mod_revision of every key it has sent. After a re-list it sends only the

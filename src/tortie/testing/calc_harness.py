@@ -2,10 +2,10 @@
 
 A test describes a list of `Step`s: a whole datastore state (key -> JSON value) and the dataplane
 state expected once the calc has seen it. `check_sequence(make_graph, steps)` replays the steps as
-`KVUpdate` events (the first state as the initial snapshot followed by `InSync`, later ones as the
-differences from the previous state) into a fresh graph per variant, applies the emitted messages to
-a strict `DataplaneModel`, and after every step compares the model with that step's expectation.
-It reruns the sequence reordered:
+the syncer's `Update` / `Delete` events (the first state as the initial snapshot followed by
+`InSync`, later ones as the differences from the previous state, each step at the next revision)
+into a fresh graph per variant, applies the emitted messages to a strict `DataplaneModel`, and after
+every step compares the model with that step's expectation. It reruns the sequence reordered:
 
     as-given         the steps in order
     keys-reversed    each state's changes delivered in reverse key order
@@ -25,15 +25,15 @@ from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from tortie.calc.events import CalcEvent, InSync, KVUpdate
 from tortie.dataplane import messages as m
+from tortie.datastore.syncer import Delete, InSync, SyncEvent, Update
 
 DatastoreState = Mapping[str, Mapping[str, Any]]
 Sink = Callable[[m.Message], None]
 
 
 class Graph(Protocol):
-    def on_event(self, event: CalcEvent) -> None: ...
+    def on_event(self, event: SyncEvent) -> None: ...
 
     def flush(self) -> int: ...
 
@@ -138,10 +138,17 @@ class Step:
     expected: DataplaneState
 
 
-def diff_events(old: DatastoreState, new: DatastoreState, *, reverse_keys: bool = False) -> list[KVUpdate]:
-    """The updates that turn datastore state `old` into `new`, in key order (or reversed)."""
+def kv_event(key: str, value: Mapping[str, Any] | None, revision: int = 1) -> Update | Delete:
+    """The syncer's event for `key` now holding `value` (None: deleted) at `revision`."""
+    return Delete(key, revision) if value is None else Update(key, dict(value), revision)
+
+
+def diff_events(
+    old: DatastoreState, new: DatastoreState, *, revision: int = 1, reverse_keys: bool = False
+) -> list[Update | Delete]:
+    """The events that turn datastore state `old` into `new` at `revision`, in key order (or reversed)."""
     keys = sorted(set(old) | set(new), reverse=reverse_keys)
-    return [KVUpdate(k, new.get(k)) for k in keys if old.get(k) != new.get(k)]
+    return [kv_event(k, new.get(k), revision) for k in keys if old.get(k) != new.get(k)]
 
 
 def replay(
@@ -154,7 +161,7 @@ def replay(
     out: list[DataplaneState] = []
     previous: DatastoreState = {}
     for index, step in enumerate(steps):
-        for event in diff_events(previous, step.state, reverse_keys=reverse_keys):
+        for event in diff_events(previous, step.state, revision=index + 1, reverse_keys=reverse_keys):
             graph.on_event(event)
         if index == 0:
             graph.on_event(InSync())

@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 
-from tortie.calc.events import InSync, KVUpdate
 from tortie.calc.policy_graph import PolicyGraph
 from tortie.common.errors import DataplaneError
 from tortie.dataplane.managers.policy import PolicyManager
@@ -18,6 +17,8 @@ from tortie.dataplane.messages.policy import (
     PolicyId,
     PolicyRemove,
 )
+from tortie.datastore.syncer import InSync
+from tortie.testing.calc_harness import kv_event
 from tortie.testing.nft_fake import FakeNftables
 from tortie.testing.policy_world import ALLOW_ALL, gnp, key_of, wep
 
@@ -37,13 +38,13 @@ class Feed:
         self.out: list[Message] = []
         self.graph = PolicyGraph("h1", self.out.append)
         for obj in objs:
-            self.graph.on_event(KVUpdate(key_of(obj), obj))
+            self.graph.on_event(kv_event(key_of(obj), obj))
         self.graph.on_event(InSync())
         self.graph.flush()
 
     def put(self, obj: Mapping[str, Any] | None, key: str | None = None) -> list[Message]:
         self.out.clear()
-        self.graph.on_event(KVUpdate(key or key_of(obj or {}), obj))
+        self.graph.on_event(kv_event(key or key_of(obj or {}), obj))
         self.graph.flush()
         return list(self.out)
 
