@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from tortie.calc.policy_graph import POLICY_KINDS, run_snapshot
 from tortie.cli.context import open_store
+from tortie.cli.policy_promote_cmd import register_promote
 from tortie.cli.verbs import verb_group
 from tortie.common.errors import UserError
 from tortie.common.ipfamily import family_of
@@ -82,6 +83,7 @@ def register(sub: SubParsers) -> None:
     trace.add_argument("--icmp-code", type=int, default=0)
     trace.add_argument("-o", "--output", choices=("text", "json"), default="text")
     trace.set_defaults(func=_trace)
+    register_promote(verbs)
 
 
 @dataclass

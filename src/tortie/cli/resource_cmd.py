@@ -114,6 +114,11 @@ def _run_write(args: argparse.Namespace) -> int:
     mode = {"apply": "apply", "create": "create", "replace": "replace"}[args.verb]
     if args.verb == "create" and args.skip_exists:
         resources = [r for r in resources if store.ds.get(r.key) is None]
+    from tortie.model.specs_staged import missing_tiers  # loads the policy specs: only when writing
+
+    problems = missing_tiers(resources, lambda t: store.ds.get(kind_info("Tier").key(t)) is not None)
+    if problems:
+        raise UserError("; ".join(problems) + "; nothing was written")
     results = store.apply_all(resources, mode=mode)
     for r in results:
         res = r.resource

@@ -167,12 +167,17 @@ class ResourceStore:
         Conditions are checked against a snapshot and then enforced again by the transaction, so a
         concurrent writer causes `Conflict` rather than a partial write.
         """
-        if mode not in ("create", "replace", "apply", "delete"):
-            raise ValueError(f"unknown mode {mode!r}")
+        return self.write_all([(mode, res) for res in resources])
+
+    def write_all(self, writes: Sequence[tuple[str, Resource]]) -> builtins.list[WriteResult]:
+        """`apply_all` with a mode per resource (e.g. apply one object and delete another in the same
+        transaction: `tortie policy promote`)."""
         ops: builtins.list[TxnOp] = []
         planned: builtins.list[tuple[str, Resource]] = []
         seen: set[str] = set()
-        for res in resources:
+        for mode, res in writes:
+            if mode not in ("create", "replace", "apply", "delete"):
+                raise ValueError(f"unknown mode {mode!r}")
             key = res.key
             if key in seen:
                 raise Conflict(f"{_describe(res.kind, res.metadata.name, res.metadata.namespace)} "

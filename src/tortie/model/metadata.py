@@ -77,6 +77,7 @@ _IPAM_NAME_RE = re.compile(r"^[A-Za-z0-9_.:/-]+$")
 
 _POLICY_KINDS = ("NetworkPolicy", "GlobalNetworkPolicy")
 _IPAM_KINDS = ("IPAMBlock", "BlockAffinity", "IPAMHandle")
+_STAGED_POLICY_KINDS = ("StagedNetworkPolicy", "StagedGlobalNetworkPolicy")
 
 
 def check_name(kind: str, name: str) -> str:
@@ -101,6 +102,11 @@ def check_name(kind: str, name: str) -> str:
             allowed = ("a DNS-1123 label (lower-case letters, digits, '-'), optionally prefixed by "
                        "'<tier>.'")
             raise ValueError(f"{name!r} is not a valid {kind} name: use {allowed}")
+        return name
+    if kind in _STAGED_POLICY_KINDS:
+        if len(name) > 253 or not _GNP_NAME_RE.match(name):
+            raise ValueError(f"{name!r} is not a valid {kind} name: use a DNS-1123 label, optionally "
+                             "prefixed by '<tier>.'")
         return name
     if kind in _IPAM_KINDS:
         if not _IPAM_NAME_RE.match(name) or name.startswith("/") or name.endswith("/") or "//" in name:

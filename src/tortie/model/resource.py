@@ -128,6 +128,7 @@ _IPAM = "tortie.model.specs_ipam"
 _BGP = "tortie.model.specs_bgp"
 _POLICY = "tortie.model.specs_policy"
 _ENDPOINT = "tortie.model.specs_endpoint"
+_STAGED = "tortie.model.specs_staged"
 MODELS: Mapping[str, KindModel] = KindTable({
     "IPPool": KindSource(_IPAM, "IPPOOL_SPEC"),
     "IPReservation": KindSource(_IPAM, "IPRESERVATION_SPEC"),
@@ -139,6 +140,9 @@ MODELS: Mapping[str, KindModel] = KindTable({
     "Tier": KindSource(_POLICY, "TIER_SPEC", ("check_tier_resource",)),
     "NetworkPolicy": KindSource(_POLICY, "NETWORK_POLICY_SPEC", ("check_policy_resource",)),
     "GlobalNetworkPolicy": KindSource(_POLICY, "GLOBAL_NETWORK_POLICY_SPEC", ("check_policy_resource",)),
+    "StagedNetworkPolicy": KindSource(_STAGED, "STAGED_NETWORK_POLICY_SPEC", ("check_policy_resource",)),
+    "StagedGlobalNetworkPolicy": KindSource(_STAGED, "STAGED_GLOBAL_NETWORK_POLICY_SPEC",
+                                            ("check_policy_resource",)),
     "Profile": KindSource(_POLICY, "PROFILE_SPEC"),
     "NetworkSet": KindSource(_POLICY, "NETWORK_SET_SPEC", ("check_network_set_resource",)),
     "GlobalNetworkSet": KindSource(_POLICY, "GLOBAL_NETWORK_SET_SPEC", ("check_network_set_resource",)),

@@ -203,6 +203,23 @@ VALID: dict[str, dict[str, Any]] = {
             "applyOnForward": True,
         },
     ),
+    "StagedNetworkPolicy": obj(
+        "StagedNetworkPolicy",
+        "security.deny-db",
+        {
+            "stagedAction": "Set",
+            "tier": "security",
+            "order": 5,
+            "selector": 'app == "db"',
+            "ingress": [{"action": "Deny", "protocol": "TCP", "destination": {"ports": [5432]}}],
+        },
+        namespace="shop",
+    ),
+    "StagedGlobalNetworkPolicy": obj(
+        "StagedGlobalNetworkPolicy",
+        "untracked-ssh",
+        {"stagedAction": "Delete"},
+    ),
     "Profile": obj(
         "Profile",
         "kns.shop",

@@ -21,9 +21,11 @@ from tortie.model import kinds
 from tortie.model.resource import MODELS, KindModel, KindTable
 from tortie.model.schema import Struct
 from tortie.model.specs_controllers import KubeControllersConfigurationSpec
+from tortie.model.specs_staged import StagedGlobalNetworkPolicySpec, StagedNetworkPolicySpec
 
 SPEC_MODULES = (
     "specs_bgp", "specs_controllers", "specs_endpoint", "specs_felix", "specs_ipam", "specs_policy",
+    "specs_staged",
 )
 
 
@@ -53,7 +55,7 @@ def test_importing_the_model_loads_no_spec_module() -> None:
     code = (
         "from tortie.model import parse_resource, Resource, MODELS, ValidationError\n"
         "import tortie.model.resource\n"
-        "assert 'IPPool' in MODELS and 'Nope' not in MODELS and len(MODELS) == 19\n"
+        "assert 'IPPool' in MODELS and 'Nope' not in MODELS and len(MODELS) == 21\n"
         "assert list(MODELS)[0] == 'IPPool'"
     )
     assert loaded_after(code) == []
@@ -94,7 +96,7 @@ def test_spec_union_is_built_on_first_use() -> None:
         "from tortie.model import Spec, IPPoolSpec\n"
         "from tortie.model.specs_controllers import KubeControllersConfigurationSpec as K\n"
         "args = Spec.__args__\n"
-        "assert args[0] is IPPoolSpec and args[-1] is K and len(args) == 19, args\n"
+        "assert args[0] is IPPoolSpec and args[-1] is K and len(args) == 21, args\n"
         "assert r.Spec is Spec"
     )
     assert loaded_after(code) == list(SPEC_MODULES)
@@ -103,7 +105,7 @@ def test_spec_union_is_built_on_first_use() -> None:
 def test_table_covers_every_kind_in_order() -> None:
     assert list(MODELS) == [k.kind for k in kinds.KINDS if k.kind in MODELS]
     assert set(MODELS) <= {k.kind for k in kinds.KINDS}
-    assert len(MODELS) == len(list(MODELS)) == 19
+    assert len(MODELS) == len(list(MODELS)) == 21
 
 
 def test_entries_are_the_kinds_typed_specs() -> None:
@@ -117,6 +119,8 @@ def test_entries_are_the_kinds_typed_specs() -> None:
         "Tier": model.TierSpec,
         "NetworkPolicy": model.NetworkPolicySpec,
         "GlobalNetworkPolicy": model.GlobalNetworkPolicySpec,
+        "StagedNetworkPolicy": StagedNetworkPolicySpec,
+        "StagedGlobalNetworkPolicy": StagedGlobalNetworkPolicySpec,
         "Profile": model.ProfileSpec,
         "NetworkSet": model.NetworkSetSpec,
         "GlobalNetworkSet": model.GlobalNetworkSetSpec,
@@ -136,7 +140,7 @@ def test_entries_are_the_kinds_typed_specs() -> None:
         assert MODELS[kind] is entry  # loaded once
     checked = {k for k, m in MODELS.items() if m.checks}
     assert checked == {"Tier", "NetworkPolicy", "GlobalNetworkPolicy", "NetworkSet", "GlobalNetworkSet",
-                       "FelixConfiguration"}
+                       "FelixConfiguration", "StagedNetworkPolicy", "StagedGlobalNetworkPolicy"}
 
 
 def test_table_is_a_read_only_mapping() -> None:

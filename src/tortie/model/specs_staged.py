@@ -1,0 +1,142 @@
+"""Specs of the staged (preview) policy kinds: StagedNetworkPolicy and StagedGlobalNetworkPolicy.
+
+A staged policy is never enforced: the agent does not watch these kinds, so no calc, nft rule or
+route ever comes from one. Its only effect is the "pending" verdict of flow records
+(`tortie.flows.staged`), the verdict the policy set would give if the staged policies were applied,
+and `tortie policy promote NAME`, which applies it as the real kind.
+
+Each spec is Calico's: the enforced kind's fields plus `stagedAction` (reference §1.8):
+
+* `Set` (the default): the staged policy stands in for the enforced policy of the same kind,
+  namespace and name (added if there is none);
+* `Delete`: the enforced policy of that name is taken away; every spec field but `tier` must then be
+  empty (Calico's rule), so a Delete says nothing but which policy goes.
+
+Calico's other values, `Learn` and `Ignore`, belong to its policy recommendation controller, which
+tortie does not have; they are refused. Staged GlobalNetworkPolicies with `doNotTrack`, `preDNAT` or
+`applyOnForward` are refused too: flow records come from the filter stage of endpoints, so a
+preview of those stages could not be shown, and accepting them would suggest it could.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any
+
+from tortie.model.problems import Issues, join
+from tortie.model.schema import Enum, Struct, Wire, uses
+from tortie.model.specs_policy import (
+    DEFAULT_TIER,
+    GLOBAL_NETWORK_POLICY_SPEC,
+    NETWORK_POLICY_SPEC,
+    RESERVED_TIER_ORDERS,
+    GlobalNetworkPolicySpec,
+    NetworkPolicySpec,
+    check_policy_resource,
+)
+
+if TYPE_CHECKING:
+    from tortie.model.resource import Resource
+
+SET, DELETE = "Set", "Delete"
+# Learn and Ignore are decoded so that the refusal can say why (`_check_action`).
+STAGED_ACTION = Enum(SET, DELETE, "Learn", "Ignore")
+# staged kind -> the kind it previews (and becomes when promoted)
+ENFORCED_KIND = {
+    "StagedNetworkPolicy": "NetworkPolicy",
+    "StagedGlobalNetworkPolicy": "GlobalNetworkPolicy",
+}
+STAGED_KINDS = tuple(ENFORCED_KIND)
+__all__ = ["check_policy_resource"]  # the resource-level check the kind table names (tier prefixes)
+
+
+class _StagedAction:
+    staged_action: str | None
+
+    @property
+    def effective_staged_action(self) -> str:
+        return self.staged_action or SET
+
+
+@dataclass(frozen=True, kw_only=True)
+class StagedNetworkPolicySpec(NetworkPolicySpec, _StagedAction):
+    staged_action: Annotated[str | None, Wire(STAGED_ACTION)] = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class StagedGlobalNetworkPolicySpec(GlobalNetworkPolicySpec, _StagedAction):
+    staged_action: Annotated[str | None, Wire(STAGED_ACTION)] = None
+
+
+def enforced_spec(spec: StagedNetworkPolicySpec | StagedGlobalNetworkPolicySpec) -> Any:
+    """The enforced kind's spec with the same field values (without `stagedAction`)."""
+    target = NetworkPolicySpec if isinstance(spec, StagedNetworkPolicySpec) else GlobalNetworkPolicySpec
+    values = {f.name: getattr(spec, f.name) for f in dataclasses.fields(target)}
+    return target(**values)
+
+
+@uses("stagedAction")
+def _check_action(spec: Any, path: str, issues: Issues) -> None:
+    if spec.staged_action in ("Learn", "Ignore"):
+        issues.add(join(path, "stagedAction"), f"{spec.staged_action!r} is not supported by tortie: "
+                   "Learn and Ignore belong to Calico's policy recommendation controller; use Set or Delete")
+
+
+_DELETE_KEEPS = frozenset({"tier", "staged_action"})
+
+
+@uses("stagedAction")
+def _check_delete(spec: Any, path: str, issues: Issues) -> None:
+    if spec.effective_staged_action != DELETE:
+        return
+    for f in dataclasses.fields(spec):
+        if f.name in _DELETE_KEEPS:
+            continue
+        value = getattr(spec, f.name)
+        if value not in (None, (), f.default):
+            wire = STAGED_NETWORK_POLICY_SPEC_WIRE.get(f.name, f.name)
+            issues.add(join(path, wire), "must be empty when stagedAction is Delete (a Delete names the "
+                       "policy to take away; only tier may be given)")
+
+
+@uses("doNotTrack", "preDNAT", "applyOnForward")
+def _check_stages(spec: StagedGlobalNetworkPolicySpec, path: str, issues: Issues) -> None:
+    for attr, wire in (("do_not_track", "doNotTrack"), ("pre_dnat", "preDNAT"),
+                       ("apply_on_forward", "applyOnForward")):
+        if getattr(spec, attr):
+            issues.add(join(path, wire), "is not supported in a staged policy: flow records (where staged "
+                       "policies show their effect) come from the normal filter stage of endpoints; "
+                       "apply the policy itself to use this stage")
+
+
+STAGED_NETWORK_POLICY_SPEC = Struct(
+    StagedNetworkPolicySpec, checks=[*NETWORK_POLICY_SPEC.checks, _check_action, _check_delete],
+    hints=NETWORK_POLICY_SPEC.hints,
+)
+STAGED_GLOBAL_NETWORK_POLICY_SPEC = Struct(
+    StagedGlobalNetworkPolicySpec,
+    checks=[*GLOBAL_NETWORK_POLICY_SPEC.checks, _check_action, _check_delete, _check_stages],
+)
+STAGED_NETWORK_POLICY_SPEC_WIRE = {
+    f.attr: f.wire for codec in (STAGED_NETWORK_POLICY_SPEC, STAGED_GLOBAL_NETWORK_POLICY_SPEC)
+    for f in codec.fields
+}
+
+
+def missing_tiers(resources: Sequence[Resource], tier_exists: Callable[[str], bool]) -> list[str]:
+    """Problems of staged policies (among `resources`) whose tier neither exists nor is among
+    `resources` (Calico's API server refuses a policy in a missing tier; so does `tortie apply`)."""
+    written = {r.metadata.name for r in resources if r.kind == "Tier"}
+    out = []
+    for r in resources:
+        if r.kind not in ENFORCED_KIND:
+            continue
+        tier = r.spec.effective_tier  # type: ignore[union-attr]
+        if tier in written or tier == DEFAULT_TIER or tier in RESERVED_TIER_ORDERS or tier_exists(tier):
+            continue
+        ns = f"{r.metadata.namespace}/" if r.metadata.namespace else ""
+        out.append(f"{r.kind} {ns}{r.metadata.name}: spec.tier: tier {tier!r} does not exist; create the "
+                   "Tier first (or in the same manifest)")
+    return out
