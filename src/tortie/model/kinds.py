@@ -89,9 +89,8 @@ KINDS: tuple[KindInfo, ...] = (
 # Calico kinds tortie knows but cannot apply yet: kind -> why (refused with this reason, never
 # reported as an unknown kind).
 NOT_YET_KINDS: dict[str, str] = {
-    kind: "staged (preview) policies are not implemented yet (issue 20); apply the policy itself, "
-    "or wait for staged policies"
-    for kind in ("StagedNetworkPolicy", "StagedGlobalNetworkPolicy", "StagedKubernetesNetworkPolicy")
+    "StagedKubernetesNetworkPolicy": "staged Kubernetes network policies need the Kubernetes "
+    "NetworkPolicy kind; use a StagedNetworkPolicy meanwhile",
 }
 
 _BY_KIND = {k.kind: k for k in KINDS}

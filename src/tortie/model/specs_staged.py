@@ -14,8 +14,8 @@ Each spec is Calico's: the enforced kind's fields plus `stagedAction` (reference
 
 Calico's other values, `Learn` and `Ignore`, belong to its policy recommendation controller, which
 tortie does not have; they are refused. Staged GlobalNetworkPolicies with `doNotTrack`, `preDNAT` or
-`applyOnForward` are refused too: flow records come from the filter stage of endpoints, so a
-preview of those stages could not be shown, and accepting them would suggest it could.
+`applyOnForward` are refused too (by the support table, `tortie.model.support_staged`): flow records
+come from the filter stage of endpoints, so a preview of those stages could not be shown.
 """
 
 from __future__ import annotations
@@ -101,23 +101,13 @@ def _check_delete(spec: Any, path: str, issues: Issues) -> None:
                        "policy to take away; only tier may be given)")
 
 
-@uses("doNotTrack", "preDNAT", "applyOnForward")
-def _check_stages(spec: StagedGlobalNetworkPolicySpec, path: str, issues: Issues) -> None:
-    for attr, wire in (("do_not_track", "doNotTrack"), ("pre_dnat", "preDNAT"),
-                       ("apply_on_forward", "applyOnForward")):
-        if getattr(spec, attr):
-            issues.add(join(path, wire), "is not supported in a staged policy: flow records (where staged "
-                       "policies show their effect) come from the normal filter stage of endpoints; "
-                       "apply the policy itself to use this stage")
-
-
 STAGED_NETWORK_POLICY_SPEC = Struct(
     StagedNetworkPolicySpec, checks=[*NETWORK_POLICY_SPEC.checks, _check_action, _check_delete],
     hints=NETWORK_POLICY_SPEC.hints,
 )
 STAGED_GLOBAL_NETWORK_POLICY_SPEC = Struct(
     StagedGlobalNetworkPolicySpec,
-    checks=[*GLOBAL_NETWORK_POLICY_SPEC.checks, _check_action, _check_delete, _check_stages],
+    checks=[*GLOBAL_NETWORK_POLICY_SPEC.checks, _check_action, _check_delete],
 )
 STAGED_NETWORK_POLICY_SPEC_WIRE = {
     f.attr: f.wire for codec in (STAGED_NETWORK_POLICY_SPEC, STAGED_GLOBAL_NETWORK_POLICY_SPEC)

@@ -140,6 +140,7 @@ SUPPORT_MODULES: dict[str, str] = {
     "tortie.model.specs_endpoint": "tortie.model.support_endpoint",
     "tortie.model.specs_bgp": "tortie.model.support_bgp",
     "tortie.model.specs_felix": "tortie.model.support_felix",
+    "tortie.model.specs_staged": "tortie.model.support_staged",
 }
 
 

@@ -65,7 +65,7 @@ def test_staged_spec_defaults_to_set_and_keeps_the_enforced_fields() -> None:
         ({"stagedAction": "Learn"}, "spec.stagedAction: 'Learn' is not supported by tortie"),
         ({"stagedAction": "Bogus"}, "spec.stagedAction: 'Bogus' is not valid"),
         ({"stagedAction": "Delete", "selector": "all()"}, "spec.selector: must be empty when stagedAction"),
-        ({"doNotTrack": True, "applyOnForward": True}, "spec.doNotTrack: is not supported in a staged"),
+        ({"doNotTrack": True, "applyOnForward": True}, "spec.doNotTrack: is not supported by tortie: flow"),
     ],
 )
 def test_bad_staged_specs_are_refused_with_the_field(spec: dict[str, Any], message: str) -> None:
