@@ -13,6 +13,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from tortie.k8s import names
 from tortie.model import Resource, dump_json, dump_yaml
 from tortie.model.kinds import kind_info
 
@@ -37,6 +38,36 @@ def _f(*path: str, default: str = "") -> Getter:
 
 _NAME = ("NAME", _f("metadata", "name"))
 _NAMESPACE = ("NAMESPACE", _f("metadata", "namespace"))
+
+
+def _selector(*path: str) -> Getter:
+    """A Kubernetes label selector as kubectl prints it (`app=web,tier in (a,b)`; `<none>` = all)."""
+
+    def get(wire: dict[str, Any]) -> str:
+        cur: Any = wire
+        for p in path:
+            cur = cur.get(p) if isinstance(cur, dict) else None
+        if not isinstance(cur, dict):
+            return "<none>"
+        terms = [f"{k}={v}" for k, v in sorted((cur.get("matchLabels") or {}).items())]
+        for e in cur.get("matchExpressions") or ():
+            op, key, values = e.get("operator"), e.get("key"), ",".join(e.get("values") or ())
+            terms.append({"In": f"{key} in ({values})", "NotIn": f"{key} notin ({values})",
+                          "Exists": f"{key}", "DoesNotExist": f"!{key}"}.get(str(op), str(op)))
+        return ",".join(terms) or "<none>"
+
+    return get
+
+
+def _labels(wire: dict[str, Any]) -> str:
+    labels = (wire.get("metadata") or {}).get("labels") or {}
+    return ",".join(f"{k}={v}" for k, v in sorted(labels.items())) or "<none>"
+
+
+def _enforced_as(prefix: str) -> Getter:
+    """The name of the Calico object a Kubernetes object is translated into (tortie.k8s.names)."""
+    return lambda wire: prefix + str((wire.get("metadata") or {}).get("name", ""))
+
 
 # kind -> (default columns, extra columns for wide)
 _COLUMNS: dict[str, tuple[list[tuple[str, Getter]], list[tuple[str, Getter]]]] = {
@@ -85,6 +116,19 @@ _COLUMNS: dict[str, tuple[list[tuple[str, Getter]], list[tuple[str, Getter]]]] =
     "NetworkSet": ([_NAMESPACE, _NAME], [("NETS", _f("spec", "nets"))]),
     "GlobalNetworkSet": ([_NAME], [("NETS", _f("spec", "nets"))]),
     "IPReservation": ([_NAME], [("CIDRS", _f("spec", "reservedCIDRs"))]),
+    "Namespace": ([_NAME, ("LABELS", _labels)], [("PROFILE", _enforced_as(names.NAMESPACE_PROFILE_PREFIX))]),
+    "NetworkPolicy.networking.k8s.io": (
+        [_NAMESPACE, _NAME, ("POD-SELECTOR", _selector("spec", "podSelector"))],
+        [("POLICY-TYPES", _f("spec", "policyTypes")),
+         ("ENFORCED-AS", _enforced_as(names.NETWORK_POLICY_PREFIX))],
+    ),
+    "AdminNetworkPolicy.policy.networking.k8s.io": (
+        [_NAME, ("PRIORITY", _f("spec", "priority"))],
+        [("ENFORCED-AS", _enforced_as(names.ADMIN_POLICY_PREFIX))],
+    ),
+    "BaselineAdminNetworkPolicy.policy.networking.k8s.io": (
+        [_NAME], [("ENFORCED-AS", _enforced_as(names.BASELINE_POLICY_PREFIX))],
+    ),
     "IPAMConfiguration": (
         [_NAME, ("STRICTAFFINITY", _f("spec", "strictAffinity", default="false")),
          ("MAXBLOCKSPERHOST", _f("spec", "maxBlocksPerHost", default="0"))],

@@ -16,7 +16,12 @@ tortie does instead); the verb still succeeds (`tortie.model.support`, docs/refe
 Bad records (a stored value that is not JSON or not a valid resource, written by hand or by another
 tool): `get KIND` lists the others and reports each bad one on stderr by key (exit 0); `get KIND NAME`
 of one is an error naming the key; `delete KIND NAME` removes it all the same, and `delete --key KEY`
-removes any value under tortie's keys (`/calico/`). `get --key KEY` shows what is stored.
+removes any value under tortie's keys (`/calico/`, `/tortie/kubernetes/`). `get --key KEY` shows what
+is stored.
+
+Kinds are named by their manifests' apiVersion and kind (files) or by kind name or alias (command
+line): `networkpolicy`/`np` is Calico's NetworkPolicy, `netpol`/`knp` (or
+`networkpolicies.networking.k8s.io`) Kubernetes'; `ns`, `anp`, `banp` the other Kubernetes kinds.
 """
 
 from __future__ import annotations
@@ -32,10 +37,11 @@ from tortie.cli.output import print_resources
 from tortie.common.errors import NotFound, UserError
 from tortie.datastore.resources import BadRecord, ResourceStore, removal_hint
 from tortie.model import Problem, Resource, ValidationError, parse_resource
-from tortie.model.kinds import kind_info
+from tortie.model.kinds import KUBERNETES_ROOT, kind_info
 from tortie.model.support import notices
 
-_KEY_ROOT = "/calico/"  # every key tortie writes (resources, IPAM, status) is under it
+# every key tortie writes is under one of these (Calico's resources, IPAM and status; Kubernetes kinds)
+_KEY_ROOTS = ("/calico/", KUBERNETES_ROOT)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -167,8 +173,8 @@ def _run_delete(args: argparse.Namespace) -> int:
 
 
 def _checked_key(key: str) -> str:
-    if not key.startswith(_KEY_ROOT) or key == _KEY_ROOT:
-        raise UserError(f"--key {key!r}: tortie's keys start with {_KEY_ROOT}")
+    if not any(key.startswith(root) and key != root for root in _KEY_ROOTS):
+        raise UserError(f"--key {key!r}: tortie's keys start with {' or '.join(_KEY_ROOTS)}")
     return key
 
 

@@ -2,7 +2,8 @@
 
 Input (`load_resources`): YAML (one or many `---`-separated documents) or JSON (an object or an
 array of objects). Any document may be a list wrapper — `kind: List` (apiVersion `v1` or
-projectcalico.org/v3) or `kind: <Kind>List` as calicoctl prints — whose `items` are resources.
+projectcalico.org/v3) or `kind: <Kind>List` as calicoctl and kubectl print (with the items' own
+apiVersion, e.g. networking.k8s.io/v1 NetworkPolicyList) — whose `items` are resources.
 Output: the resources in input order, or one `ValidationError` with the problems of every
 document (syntax errors included, with line numbers).
 
@@ -35,9 +36,9 @@ from tortie.model.input_limits import (
     check_size,
     load_json,
 )
-from tortie.model.kinds import API_VERSION
+from tortie.model.kinds import API_VERSION, KindInfo, api_versions_of, manifest_kind_info
 from tortie.model.problems import Problem, ValidationError, describe_value
-from tortie.model.resource import MODELS, Resource, identify, problems_of
+from tortie.model.resource import Resource, identify, problems_of
 from tortie.model.support import notices
 
 _BOOL = "tag:yaml.org,2002:bool"
@@ -180,24 +181,26 @@ def _json_documents(text: str, source: str) -> tuple[list[object], list[Problem]
 
 
 def _list_kind(obj: Mapping[str, Any]) -> str | None:
-    """'' for a generic `kind: List`, the item kind for `<Kind>List`, None if not a list wrapper."""
+    """'' for a generic `kind: List`, the item's manifest kind for `<Kind>List`, None if not a list
+    wrapper."""
     kind = obj.get("kind")
     if kind == "List":
         return ""
-    if isinstance(kind, str) and kind.endswith("List") and kind[:-4] in MODELS:
+    if isinstance(kind, str) and kind.endswith("List") and api_versions_of(kind[:-4]):
         return kind[:-4]
     return None
 
 
 def _list_items(obj: Mapping[str, Any], item_kind: str, source: str, document: int,
                 problems: list[Problem]) -> list[tuple[str, object]]:
-    """(path prefix, item) pairs of a list wrapper; problems of the wrapper itself are recorded."""
+    """(path prefix, item) pairs of a list wrapper; problems of the wrapper itself are recorded. Items
+    of a `<Kind>List` take the wrapper's apiVersion and kind unless they give their own."""
     kind = str(obj.get("kind"))
 
     def problem(path: str, message: str) -> None:
         problems.append(Problem(source, document, kind, "", path, message))
 
-    allowed_api = ("v1", API_VERSION) if not item_kind else (API_VERSION,)
+    allowed_api = ("v1", API_VERSION) if not item_kind else api_versions_of(item_kind)
     api = obj.get("apiVersion")
     if api not in allowed_api:
         problem("apiVersion", f"{api!r} is not valid for {kind}: use {' or '.join(allowed_api)}")
@@ -210,10 +213,11 @@ def _list_items(obj: Mapping[str, Any], item_kind: str, source: str, document: i
     if not isinstance(items, list):
         problem("items", f"expected a list, got {describe_value(items)}")
         return []
+    info: KindInfo | None = manifest_kind_info(api, item_kind) if isinstance(api, str) else None
     out: list[tuple[str, object]] = []
     for i, item in enumerate(items):
-        if item_kind and isinstance(item, Mapping):
-            item = {"apiVersion": API_VERSION, "kind": item_kind, **item}
+        if info is not None and isinstance(item, Mapping):
+            item = {"apiVersion": info.api_version, "kind": info.manifest_kind, **item}
         out.append((f"items[{i}]", item))
     return out
 

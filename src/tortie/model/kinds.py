@@ -1,11 +1,20 @@
-"""The table of resource kinds: wire kind name, plural, scope, calicoctl aliases, datastore key prefix.
+"""The table of resource kinds: kind name, plural, scope, aliases, apiVersion, datastore key prefix.
 
-This is the single place that knows how a kind is spelled on the command line and where its objects
-live in the datastore (Calico's etcd v3 layout, reference §1.16):
+This is the single place that knows how a kind is spelled in manifests and on the command line and
+where its objects live in the datastore (Calico's etcd v3 layout, reference §1.16):
 
     /calico/resources/v3/projectcalico.org/<plural>/<name>               cluster-scoped
     /calico/resources/v3/projectcalico.org/<plural>/<namespace>/<name>   namespaced
     /calico/ipam/v2/...                                                  IPAM objects (see tortie.ipam)
+    /tortie/kubernetes/<group>/<plural>/[<namespace>/]<name>             Kubernetes kinds (below)
+
+Kubernetes kinds (v1 Namespace, networking.k8s.io/v1 NetworkPolicy, policy.networking.k8s.io/v1alpha1
+AdminNetworkPolicy and BaselineAdminNetworkPolicy) are stored as written, under a root of their own
+(group `core` for the core API group), so that no Calico tool sharing the store mistakes them for
+Calico objects; tortie.k8s translates them into the Calico model. Their kind *name* in tortie is
+kubectl's qualified spelling (`NetworkPolicy.networking.k8s.io`) whenever the group is not the core
+group: Calico has a NetworkPolicy too, and a kind name must say which one it is. `manifest_kind` is
+what manifests write (`kind: NetworkPolicy`) and `api_version` tells the two apart.
 """
 
 from __future__ import annotations
@@ -14,6 +23,10 @@ from dataclasses import dataclass
 
 API_VERSION = "projectcalico.org/v3"
 RESOURCE_ROOT = "/calico/resources/v3/projectcalico.org/"
+KUBERNETES_ROOT = "/tortie/kubernetes/"
+CORE_V1 = "v1"
+NETWORKING_V1 = "networking.k8s.io/v1"
+POLICY_V1ALPHA1 = "policy.networking.k8s.io/v1alpha1"
 
 
 @dataclass(frozen=True)
@@ -23,6 +36,13 @@ class KindInfo:
     namespaced: bool
     aliases: tuple[str, ...]
     root: str = ""  # key prefix override (IPAM objects live under /calico/ipam/v2/)
+    api_version: str = API_VERSION
+    wire_kind: str = ""  # the manifest's `kind` when it differs from `kind` (qualified Kubernetes kinds)
+
+    @property
+    def manifest_kind(self) -> str:
+        """The `kind` a manifest of this kind carries (`NetworkPolicy` for both NetworkPolicies)."""
+        return self.wire_kind or self.kind
 
     @property
     def prefix(self) -> str:
@@ -84,6 +104,23 @@ KINDS: tuple[KindInfo, ...] = (
              "/calico/ipam/v2/handle/"),
     KindInfo("KubeControllersConfiguration", "kubecontrollersconfigurations", False,
              ("kubecontrollersconfiguration", "kubecontrollersconfigurations")),
+    # Kubernetes kinds (tortie.k8s translates them; docs/reference/kubernetes-policy.md).
+    KindInfo("Namespace", "namespaces", False, ("namespace", "namespaces", "ns"),
+             KUBERNETES_ROOT + "core/namespaces/", CORE_V1),
+    KindInfo("NetworkPolicy.networking.k8s.io", "networkpolicies.networking.k8s.io", True,
+             ("networkpolicies.networking.k8s.io", "netpol", "netpols", "knp", "knps"),
+             KUBERNETES_ROOT + "networking.k8s.io/networkpolicies/", NETWORKING_V1, "NetworkPolicy"),
+    KindInfo("AdminNetworkPolicy.policy.networking.k8s.io", "adminnetworkpolicies.policy.networking.k8s.io",
+             False, ("adminnetworkpolicies.policy.networking.k8s.io", "adminnetworkpolicy",
+                     "adminnetworkpolicies", "anp", "anps"),
+             KUBERNETES_ROOT + "policy.networking.k8s.io/adminnetworkpolicies/", POLICY_V1ALPHA1,
+             "AdminNetworkPolicy"),
+    KindInfo("BaselineAdminNetworkPolicy.policy.networking.k8s.io",
+             "baselineadminnetworkpolicies.policy.networking.k8s.io", False,
+             ("baselineadminnetworkpolicies.policy.networking.k8s.io", "baselineadminnetworkpolicy",
+              "baselineadminnetworkpolicies", "banp", "banps"),
+             KUBERNETES_ROOT + "policy.networking.k8s.io/baselineadminnetworkpolicies/", POLICY_V1ALPHA1,
+             "BaselineAdminNetworkPolicy"),
 )
 
 # Calico kinds tortie knows but cannot apply yet: kind -> why (refused with this reason, never
@@ -95,6 +132,8 @@ NOT_YET_KINDS: dict[str, str] = {
 
 _BY_KIND = {k.kind: k for k in KINDS}
 _BY_ALIAS = {alias: k for k in KINDS for alias in (*k.aliases, k.kind.lower())}
+_BY_MANIFEST = {(k.api_version, k.manifest_kind): k for k in KINDS}
+API_VERSIONS = tuple(dict.fromkeys(k.api_version for k in KINDS))
 
 
 def kind_info(kind: str) -> KindInfo:
@@ -107,3 +146,13 @@ def kind_info(kind: str) -> KindInfo:
         known = ", ".join(k.kind for k in KINDS)
         raise KeyError(f"unknown resource kind {kind!r}; known kinds: {known}")
     return info
+
+
+def manifest_kind_info(api_version: str, kind: str) -> KindInfo | None:
+    """The kind a manifest's (apiVersion, kind) pair names, or None if there is no such kind."""
+    return _BY_MANIFEST.get((api_version, kind))
+
+
+def api_versions_of(kind: str) -> tuple[str, ...]:
+    """Every apiVersion under which a manifest `kind` exists (`NetworkPolicy`: two of them)."""
+    return tuple(k.api_version for k in KINDS if k.manifest_kind == kind)

@@ -64,15 +64,28 @@ class Metadata:
             object.__setattr__(self, "annotations", FrozenMap(self.annotations))
 
 
+_SERVER_SET = "set by a Kubernetes API server; tortie keeps no such field (remove it)"
 METADATA = Struct(Metadata, hints={
     "generateName": "not supported: give every resource an explicit name",
+    "managedFields": _SERVER_SET, "selfLink": _SERVER_SET,
 })
 
 # -- name rules per kind ------------------------------------------------------------------------------
 _NP_NAME_RE = re.compile(
     rf"^(({DNS1123_LABEL})(\.{DNS1123_LABEL})?|((knp|ossg)\.default\.({DNS1123_SUBDOMAIN})))$"
 )
-_GNP_NAME_RE = re.compile(rf"^({DNS1123_LABEL}\.)?{DNS1123_LABEL}$")
+_GNP_NAME_RE = re.compile(
+    rf"^(({DNS1123_LABEL}\.)?{DNS1123_LABEL}|(kanp\.adminnetworkpolicy|kbanp\.baselineadminnetworkpolicy)"
+    rf"\.({DNS1123_SUBDOMAIN}))$"
+)
+# Names of policies translated from Kubernetes objects (tortie.k8s): prefix -> the policy's tier. The
+# prefixes are Calico's; the admin tiers are the model's reserved kube-admin / kube-baseline.
+KUBERNETES_POLICY_PREFIXES = {
+    "knp.default.": "default",
+    "ossg.default.": "default",
+    "kanp.adminnetworkpolicy.": "kube-admin",
+    "kbanp.baselineadminnetworkpolicy.": "kube-baseline",
+}
 _IPAM_NAME_RE = re.compile(r"^[A-Za-z0-9_.:/-]+$")
 
 _POLICY_KINDS = ("NetworkPolicy", "GlobalNetworkPolicy")
@@ -86,16 +99,22 @@ def check_name(kind: str, name: str) -> str:
     * Tier: a DNS-1123 label (no dots; tier names prefix policy names).
     * NetworkPolicy: a DNS-1123 label, optionally `<tier>.` prefixed, or `knp.default.<subdomain>` /
       `ossg.default.<subdomain>` (Kubernetes- and OpenStack-derived policies).
-    * GlobalNetworkPolicy: a DNS-1123 label, optionally `<tier>.` prefixed.
+    * GlobalNetworkPolicy: a DNS-1123 label, optionally `<tier>.` prefixed, or
+      `kanp.adminnetworkpolicy.<subdomain>` / `kbanp.baselineadminnetworkpolicy.<subdomain>` (derived
+      from Kubernetes AdminNetworkPolicy / BaselineAdminNetworkPolicy).
+    * Namespace: a DNS-1123 label (Kubernetes' rule for namespace names).
+    The 253-character limit applies to the part after a Kubernetes-derived prefix, since the prefix is
+    added to a Kubernetes name that may itself have 253 characters.
     * IPAMBlock, BlockAffinity, IPAMHandle: names are encodings chosen by tortie.ipam (CIDRs with
       '-', host/affinity paths with '/', handle ids); any of [A-Za-z0-9_.:/-] without empty path
       segments.
     * everything else: a DNS-1123 subdomain.
     """
-    if kind == "Tier":
+    if kind in ("Tier", "Namespace"):
         return check_dns_label(name)
     if kind in _POLICY_KINDS:
-        if len(name) > 253:
+        derived = next((p for p in KUBERNETES_POLICY_PREFIXES if name.startswith(p)), "")
+        if len(name) - len(derived) > 253:
             raise ValueError(f"name is too long ({len(name)} characters; at most 253)")
         pattern = _NP_NAME_RE if kind == "NetworkPolicy" else _GNP_NAME_RE
         if not pattern.match(name):
@@ -118,9 +137,10 @@ def check_name(kind: str, name: str) -> str:
 
 def policy_name_tier(name: str) -> str | None:
     """The tier prefix of a policy name (`sec.allow-dns` -> `sec`), None if the name has none.
-    Kubernetes/OpenStack-derived names (`knp.default.*`, `ossg.default.*`) belong to `default`."""
-    if name.startswith(("knp.default.", "ossg.default.")):
-        return "default"
+    Kubernetes/OpenStack-derived names belong to their prefix's tier (KUBERNETES_POLICY_PREFIXES)."""
+    for prefix, tier in KUBERNETES_POLICY_PREFIXES.items():
+        if name.startswith(prefix):
+            return tier
     head, dot, _ = name.partition(".")
     return head if dot else None
 

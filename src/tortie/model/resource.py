@@ -1,10 +1,13 @@
-"""`Resource`: one validated projectcalico.org/v3 object, and the per-kind table that decodes it.
+"""`Resource`: one validated object (projectcalico.org/v3, or a Kubernetes kind tortie accepts), and the
+per-kind table that decodes it.
 
 Input: a wire-form mapping (`apiVersion`, `kind`, `metadata`, `spec`, optional `status`).
 Output: a frozen `Resource` whose `spec` is the kind's typed record (IPPoolSpec, ...), or a
-`ValidationError` listing every problem of the object. `Resource.to_wire()` is the inverse: a
-JSON-safe dict in canonical form (keys apiVersion, kind, metadata, spec, status; only fields that
-were given), such that `parse_resource(r.to_wire()) == r`.
+`ValidationError` listing every problem of the object. The pair (apiVersion, kind) names the kind
+(tortie.model.kinds): `Resource.kind` is tortie's name for it, e.g. `NetworkPolicy` (Calico's) or
+`NetworkPolicy.networking.k8s.io` (Kubernetes'). `Resource.to_wire()` is the inverse: a JSON-safe
+dict in canonical form (keys apiVersion, kind, metadata, spec, status; only fields that were given;
+the manifest's own apiVersion and kind), such that `parse_resource(r.to_wire()) == r`.
 
 The kind table (`MODELS`) holds, per kind, the spec codec and the resource-level checks that need
 the metadata (name rules, reserved tiers, policy tier prefixes). Scope rules: namespaced kinds need
@@ -44,6 +47,8 @@ if TYPE_CHECKING:
         IPPoolSpec,
         IPReservationSpec,
     )
+    from tortie.model.specs_k8s import K8sNetworkPolicySpec, NamespaceSpec
+    from tortie.model.specs_k8s_admin import AdminNetworkPolicySpec, BaselineAdminNetworkPolicySpec
     from tortie.model.specs_policy import (
         GlobalNetworkPolicySpec,
         GlobalNetworkSetSpec,
@@ -59,6 +64,7 @@ if TYPE_CHECKING:
         | NetworkSetSpec | GlobalNetworkSetSpec | WorkloadEndpointSpec | HostEndpointSpec
         | IPAMConfigurationSpec | IPAMBlockSpec | BlockAffinitySpec | IPAMHandleSpec
         | KubeControllersConfigurationSpec
+        | NamespaceSpec | K8sNetworkPolicySpec | AdminNetworkPolicySpec | BaselineAdminNetworkPolicySpec
     )
 
 API_VERSION = kinds.API_VERSION
@@ -129,6 +135,8 @@ _BGP = "tortie.model.specs_bgp"
 _POLICY = "tortie.model.specs_policy"
 _ENDPOINT = "tortie.model.specs_endpoint"
 _STAGED = "tortie.model.specs_staged"
+_K8S = "tortie.model.specs_k8s"
+_K8S_ADMIN = "tortie.model.specs_k8s_admin"
 MODELS: Mapping[str, KindModel] = KindTable({
     "IPPool": KindSource(_IPAM, "IPPOOL_SPEC"),
     "IPReservation": KindSource(_IPAM, "IPRESERVATION_SPEC"),
@@ -154,6 +162,11 @@ MODELS: Mapping[str, KindModel] = KindTable({
     "IPAMHandle": KindSource(_IPAM, "IPAM_HANDLE_SPEC"),
     "KubeControllersConfiguration": KindSource("tortie.model.specs_controllers",
                                                "KUBE_CONTROLLERS_CONFIGURATION_SPEC"),
+    "Namespace": KindSource(_K8S, "NAMESPACE_SPEC", ("check_namespace_resource",)),
+    "NetworkPolicy.networking.k8s.io": KindSource(_K8S, "K8S_NETWORK_POLICY_SPEC"),
+    "AdminNetworkPolicy.policy.networking.k8s.io": KindSource(_K8S_ADMIN, "ADMIN_NETWORK_POLICY_SPEC"),
+    "BaselineAdminNetworkPolicy.policy.networking.k8s.io": KindSource(
+        _K8S_ADMIN, "BASELINE_ADMIN_NETWORK_POLICY_SPEC", ("check_baseline_resource",)),
 })
 _TOP_LEVEL = ("apiVersion", "kind", "metadata", "spec", "status")
 _STATUS = JSONValue()
@@ -161,8 +174,9 @@ _STATUS = JSONValue()
 
 @dataclass(frozen=True)
 class Resource:
-    """A validated v3 resource. `spec` is the kind's typed record; `status` is free-form data
-    maintained by the system (read-only by convention; excluded from the hash)."""
+    """A validated resource. `kind` is tortie's kind name (tortie.model.kinds); `spec` is the kind's
+    typed record; `status` is free-form data maintained by the system (read-only by convention;
+    excluded from the hash)."""
 
     api_version: str
     kind: str
@@ -177,7 +191,7 @@ class Resource:
         """Build a resource in code (not validated: call `validate_resource` if the values are not
         known to be valid)."""
         meta = Metadata(name=name, namespace=namespace, labels=labels or {}, annotations=annotations or {})
-        return cls(API_VERSION, kind, meta, spec)
+        return cls(kinds.kind_info(kind).api_version, kind, meta, spec)
 
     @classmethod
     def from_wire(cls, obj: Mapping[str, Any], *, source: str = "<input>", document: int = 0) -> Resource:
@@ -192,7 +206,7 @@ class Resource:
         """Canonical, JSON-safe wire form."""
         out: dict[str, Any] = {
             "apiVersion": self.api_version,
-            "kind": self.kind,
+            "kind": kinds.kind_info(self.kind).manifest_kind,
             "metadata": METADATA.encode(self.metadata),
             "spec": MODELS[self.kind].spec.encode(self.spec),
         }
@@ -215,34 +229,42 @@ class Resource:
         return self.spec
 
 
-def _check_kind(raw: object, issues: Issues) -> KindModel | None:
-    if raw is None:
+def _check_kind(raw_kind: object, raw_api: object, issues: Issues) -> KindModel | None:
+    """The kind a manifest's (apiVersion, kind) names; every problem with the pair is reported."""
+    api = raw_api if isinstance(raw_api, str) else None
+    if raw_api is not None and api is None:
+        issues.add("apiVersion", f"expected a string, got {describe_value(raw_api)}")
+    if raw_kind is None:
         issues.add("kind", "is required (e.g. kind: IPPool)")
+        if raw_api is None:
+            issues.add("apiVersion", f"is required (apiVersion: {API_VERSION})")
         return None
-    if not isinstance(raw, str):
-        issues.add("kind", f"expected a string, got {describe_value(raw)}")
+    if not isinstance(raw_kind, str):
+        issues.add("kind", f"expected a string, got {describe_value(raw_kind)}")
         return None
-    model = MODELS.get(raw)
-    if model is not None:
-        return model
-    if raw in kinds.NOT_YET_KINDS:
-        issues.add("kind", f"{raw} is not supported yet: {kinds.NOT_YET_KINDS[raw]}")
+    if raw_kind in kinds.NOT_YET_KINDS:
+        issues.add("kind", f"{raw_kind} is not supported yet: {kinds.NOT_YET_KINDS[raw_kind]}")
         return None
-    try:
-        canonical = kinds.kind_info(raw).kind
-    except KeyError:
-        known = ", ".join(MODELS)
-        issues.add("kind", f"unknown kind {raw!r}; known kinds: {known}")
+    versions = kinds.api_versions_of(raw_kind)
+    if not versions:
+        try:
+            canonical = kinds.kind_info(raw_kind).manifest_kind
+        except KeyError:
+            known = ", ".join(dict.fromkeys(kinds.kind_info(k).manifest_kind for k in MODELS))
+            issues.add("kind", f"unknown kind {raw_kind!r}; known kinds: {known}")
+            return None
+        issues.add("kind", f"{raw_kind!r} is not a kind name: use {canonical!r}")
         return None
-    issues.add("kind", f"{raw!r} is not a kind name: use {canonical!r}")
-    return None
-
-
-def _check_api_version(raw: object, issues: Issues) -> None:
-    if raw is None:
-        issues.add("apiVersion", f"is required (apiVersion: {API_VERSION})")
-    elif raw != API_VERSION:
-        issues.add("apiVersion", f"{raw!r} is not supported: use {API_VERSION}")
+    if raw_api is None:
+        issues.add("apiVersion", f"is required (apiVersion: {' or '.join(versions)})")
+        return None
+    info = kinds.manifest_kind_info(api, raw_kind) if api is not None else None
+    if info is None:
+        if api is not None:
+            use = " or ".join(versions)
+            issues.add("apiVersion", f"{api!r} is not supported for kind {raw_kind}: use {use}")
+        return None
+    return MODELS.get(info.kind)
 
 
 def _check_scope(model: KindModel | None, raw_meta: object, default_namespace: str | None,
@@ -276,8 +298,7 @@ def decode_resource(obj: object, issues: Issues, *, default_namespace: str | Non
     for key in obj:
         if key not in _TOP_LEVEL:
             issues.add(str(key), f"unknown field {str(key)!r}: a resource has only {', '.join(_TOP_LEVEL)}")
-    _check_api_version(obj.get("apiVersion"), issues)
-    model = _check_kind(obj.get("kind"), issues)
+    model = _check_kind(obj.get("kind"), obj.get("apiVersion"), issues)
     meta = METADATA.decode(obj.get("metadata"), "metadata", issues)
     _check_scope(model, obj.get("metadata"), default_namespace, issues)
     if isinstance(meta, Metadata) and meta.namespace is None and default_namespace and model \
@@ -300,7 +321,7 @@ def decode_resource(obj: object, issues: Issues, *, default_namespace: str | Non
         issues.add(path, message)
     if len(issues) > start:
         return None
-    return Resource(API_VERSION, model.kind, meta, spec, status)
+    return Resource(kinds.kind_info(model.kind).api_version, model.kind, meta, spec, status)
 
 
 def identify(obj: object) -> tuple[str, str]:

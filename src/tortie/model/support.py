@@ -141,6 +141,8 @@ SUPPORT_MODULES: dict[str, str] = {
     "tortie.model.specs_bgp": "tortie.model.support_bgp",
     "tortie.model.specs_felix": "tortie.model.support_felix",
     "tortie.model.specs_staged": "tortie.model.support_staged",
+    "tortie.model.specs_k8s": "tortie.model.support_k8s",
+    "tortie.model.specs_k8s_admin": "tortie.model.support_k8s",
 }
 
 

@@ -347,6 +347,76 @@ VALID: dict[str, dict[str, Any]] = {
             "deleted": False,
         },
     ),
+    # Kubernetes kinds, under their own apiVersions (tortie.model.specs_k8s*, tortie.k8s)
+    "Namespace": {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": "shop", "labels": {"team": "web", "kubernetes.io/metadata.name": "shop"}},
+        "spec": {},
+    },
+    "NetworkPolicy.networking.k8s.io": {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "allow-web", "namespace": "shop"},
+        "spec": {
+            "podSelector": {
+                "matchLabels": {"app": "web"},
+                "matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["db", "cache"]}],
+            },
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": [
+                {
+                    "ports": [
+                        {"protocol": "TCP", "port": 80, "endPort": 90},
+                        {"port": "http"},
+                        {"protocol": "UDP"},
+                    ],
+                    "from": [
+                        {"podSelector": {"matchLabels": {"role": "lb"}}, "namespaceSelector": {}},
+                        {"ipBlock": {"cidr": "10.0.0.0/16", "except": ["10.0.1.0/24"]}},
+                    ],
+                },
+                {},
+            ],
+            "egress": [
+                {"to": [{"namespaceSelector": {"matchExpressions": [{"key": "env", "operator": "Exists"}]}}]}
+            ],
+        },
+    },
+    "AdminNetworkPolicy.policy.networking.k8s.io": {
+        "apiVersion": "policy.networking.k8s.io/v1alpha1",
+        "kind": "AdminNetworkPolicy",
+        "metadata": {"name": "cluster-guard"},
+        "spec": {
+            "priority": 10,
+            "subject": {"pods": {"namespaceSelector": {"matchLabels": {"env": "prod"}}, "podSelector": {}}},
+            "ingress": [
+                {
+                    "action": "Pass",
+                    "from": [{"namespaces": {"matchLabels": {"env": "prod"}}}],
+                    "name": "same-env-decides-itself",
+                    "ports": [{"portNumber": {"port": 443, "protocol": "TCP"}}, {"namedPort": "metrics"}],
+                },
+                {"action": "Deny", "from": [{"namespaces": {}}]},
+            ],
+            "egress": [
+                {
+                    "action": "Allow",
+                    "to": [{"networks": ["10.96.0.0/12", "fd00::/8"]}],
+                    "ports": [{"portRange": {"start": 5000, "end": 6000, "protocol": "UDP"}}],
+                }
+            ],
+        },
+    },
+    "BaselineAdminNetworkPolicy.policy.networking.k8s.io": {
+        "apiVersion": "policy.networking.k8s.io/v1alpha1",
+        "kind": "BaselineAdminNetworkPolicy",
+        "metadata": {"name": "default"},
+        "spec": {
+            "subject": {"namespaces": {}},
+            "ingress": [{"action": "Deny", "from": [{"namespaces": {}}], "name": "isolate-namespaces"}],
+        },
+    },
 }
 
 

@@ -61,10 +61,11 @@ def wep(
     ports: Sequence[Mapping[str, Any]] = (),
     service_account: str | None = None,
     allow_spoofed: Sequence[str] = (),
+    orchestrator: str = "cni",
 ) -> dict[str, Any]:
     ips = [ip] if isinstance(ip, str) else list(ip)
     spec: dict[str, Any] = {
-        "orchestrator": "cni",
+        "orchestrator": orchestrator,
         "workload": name,
         "endpoint": "eth0",
         "node": node,

@@ -53,18 +53,6 @@ spec: {selector: "app =="}
 """
 
 
-@pytest.fixture()
-def tortie(tmp_path: Path, capsys: pytest.CaptureFixture[str]):  # type: ignore[no-untyped-def]
-    url = f"sqlite://{tmp_path}/ds.db"
-
-    def run(*argv: str) -> tuple[int, str, str]:
-        rc = main(["--datastore", url, *argv])
-        out, err = capsys.readouterr()
-        return rc, out, err
-
-    return run
-
-
 def _write(tmp_path: Path, name: str, text: str) -> str:
     p = tmp_path / name
     p.write_text(text)

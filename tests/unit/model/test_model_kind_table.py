@@ -21,10 +21,19 @@ from tortie.model import kinds
 from tortie.model.resource import MODELS, KindModel, KindTable
 from tortie.model.schema import Struct
 from tortie.model.specs_controllers import KubeControllersConfigurationSpec
+from tortie.model.specs_k8s import K8sNetworkPolicySpec, NamespaceSpec
+from tortie.model.specs_k8s_admin import AdminNetworkPolicySpec, BaselineAdminNetworkPolicySpec
 from tortie.model.specs_staged import StagedGlobalNetworkPolicySpec, StagedNetworkPolicySpec
 
 SPEC_MODULES = (
-    "specs_bgp", "specs_controllers", "specs_endpoint", "specs_felix", "specs_ipam", "specs_policy",
+    "specs_bgp",
+    "specs_controllers",
+    "specs_endpoint",
+    "specs_felix",
+    "specs_ipam",
+    "specs_k8s",
+    "specs_k8s_admin",
+    "specs_policy",
     "specs_staged",
 )
 
@@ -55,7 +64,7 @@ def test_importing_the_model_loads_no_spec_module() -> None:
     code = (
         "from tortie.model import parse_resource, Resource, MODELS, ValidationError\n"
         "import tortie.model.resource\n"
-        "assert 'IPPool' in MODELS and 'Nope' not in MODELS and len(MODELS) == 21\n"
+        "assert 'IPPool' in MODELS and 'Nope' not in MODELS and len(MODELS) == 25\n"
         "assert list(MODELS)[0] == 'IPPool'"
     )
     assert loaded_after(code) == []
@@ -94,9 +103,9 @@ def test_spec_union_is_built_on_first_use() -> None:
         "import tortie.model.resource as r\n"
         "assert 'Spec' not in vars(r)\n"
         "from tortie.model import Spec, IPPoolSpec\n"
-        "from tortie.model.specs_controllers import KubeControllersConfigurationSpec as K\n"
         "args = Spec.__args__\n"
-        "assert args[0] is IPPoolSpec and args[-1] is K and len(args) == 21, args\n"
+        "from tortie.model.specs_k8s_admin import BaselineAdminNetworkPolicySpec as Last\n"
+        "assert args[0] is IPPoolSpec and args[-1] is Last and len(args) == 25, args\n"
         "assert r.Spec is Spec"
     )
     assert loaded_after(code) == list(SPEC_MODULES)
@@ -105,7 +114,7 @@ def test_spec_union_is_built_on_first_use() -> None:
 def test_table_covers_every_kind_in_order() -> None:
     assert list(MODELS) == [k.kind for k in kinds.KINDS if k.kind in MODELS]
     assert set(MODELS) <= {k.kind for k in kinds.KINDS}
-    assert len(MODELS) == len(list(MODELS)) == 21
+    assert len(MODELS) == len(list(MODELS)) == 25
 
 
 def test_entries_are_the_kinds_typed_specs() -> None:
@@ -131,6 +140,10 @@ def test_entries_are_the_kinds_typed_specs() -> None:
         "BlockAffinity": model.BlockAffinitySpec,
         "IPAMHandle": model.IPAMHandleSpec,
         "KubeControllersConfiguration": KubeControllersConfigurationSpec,
+        "Namespace": NamespaceSpec,
+        "NetworkPolicy.networking.k8s.io": K8sNetworkPolicySpec,
+        "AdminNetworkPolicy.policy.networking.k8s.io": AdminNetworkPolicySpec,
+        "BaselineAdminNetworkPolicy.policy.networking.k8s.io": BaselineAdminNetworkPolicySpec,
     }
     assert set(typed) == set(MODELS)
     for kind, cls in typed.items():
@@ -139,8 +152,18 @@ def test_entries_are_the_kinds_typed_specs() -> None:
         assert isinstance(entry.spec, Struct) and entry.spec.cls is cls
         assert MODELS[kind] is entry  # loaded once
     checked = {k for k, m in MODELS.items() if m.checks}
-    assert checked == {"Tier", "NetworkPolicy", "GlobalNetworkPolicy", "NetworkSet", "GlobalNetworkSet",
-                       "FelixConfiguration", "StagedNetworkPolicy", "StagedGlobalNetworkPolicy"}
+    assert checked == {
+        "Tier",
+        "NetworkPolicy",
+        "GlobalNetworkPolicy",
+        "NetworkSet",
+        "GlobalNetworkSet",
+        "FelixConfiguration",
+        "StagedNetworkPolicy",
+        "StagedGlobalNetworkPolicy",
+        "Namespace",
+        "BaselineAdminNetworkPolicy.policy.networking.k8s.io",
+    }
 
 
 def test_table_is_a_read_only_mapping() -> None:

@@ -1,0 +1,41 @@
+"""Kubernetes objects -> the Calico-model objects tortie enforces them as (pure).
+
+    translate(resource)        one Kubernetes Resource -> its one Calico Resource (tortie.k8s.names)
+    translate_all(resources)   Calico resources unchanged, Kubernetes ones replaced by their translation
+
+Inputs are validated Resources (tortie.model); outputs are Resources that pass tortie's own model
+validation (a property test checks it), so every consumer (calc, `tortie policy trace`) can treat
+them like stored Calico objects. The evaluation order this produces per pod and direction:
+
+    tier kube-admin (ANPs by priority; Pass = leave the tier)
+      -> tier default (Kubernetes NetworkPolicies at order 1000 and Calico policies)
+      -> tier kube-baseline (the BANP)
+      -> profile kns.<namespace> (allow all)
+
+Module map: `names` (derived names and keys), `selectors` (label selector -> Calico selector),
+`rules` (rule expansion), `network_policy` (Namespace, NetworkPolicy), `admin_policy` (ANP, BANP).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from tortie.k8s import names
+from tortie.k8s.admin_policy import translate_admin_policy
+from tortie.k8s.network_policy import translate_namespace, translate_network_policy
+from tortie.model import Resource
+
+
+def translate(resource: Resource) -> Resource:
+    """The Calico object a Kubernetes object is enforced as; ValueError for other kinds."""
+    if resource.kind == names.NAMESPACE_KIND:
+        return translate_namespace(resource)
+    if resource.kind == names.NETWORK_POLICY_KIND:
+        return translate_network_policy(resource)
+    if resource.kind in (names.ADMIN_POLICY_KIND, names.BASELINE_POLICY_KIND):
+        return translate_admin_policy(resource)
+    raise ValueError(f"{resource.kind} is not a Kubernetes kind tortie translates")
+
+
+def translate_all(resources: Iterable[Resource]) -> list[Resource]:
+    return [translate(r) if names.is_kubernetes_kind(r.kind) else r for r in resources]
