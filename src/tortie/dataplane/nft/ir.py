@@ -22,10 +22,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from tortie.common.ipfamily import family_of
+from tortie.common.ipfamily import FAMILIES
 
 FAMILY = "inet"
 COMMENT_MAX = 127
+# host prefix length by "has a ':'" (`ipfamily.family_of`'s rule; a plain lookup: every element goes
+# through `element_json`)
+_HOST_LENGTH = {fam.version == 6: str(fam.host_prefix) for fam in FAMILIES}
 
 
 # -- fields -------------------------------------------------------------------------------------------
@@ -318,7 +321,7 @@ def element_json(elem: str) -> Any:
         ip, proto, port = elem.split("|")
         return {"concat": [ip, int(proto), int(port)]}
     addr, _, length = elem.partition("/")
-    if length == str(family_of(addr).host_prefix):  # canonical host address (the common case)
+    if length == _HOST_LENGTH[":" in addr]:  # canonical host address (the common case)
         return addr
     if "/" in elem:
         net = ipaddress.ip_network(elem)
