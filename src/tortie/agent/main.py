@@ -72,8 +72,8 @@ def netlink_drivers(config: Mapping[str, Any]) -> Drivers:
 def setup_logging(severity: str) -> None:
     root = logging.getLogger()
     root.setLevel(log_level(severity))
-    # Library chatter (pyroute2 logs every netlink message at DEBUG) stays at INFO and above.
-    for noisy in ("pyroute2", "urllib3", "requests"):
+    # Library chatter (HTTP clients log every request at DEBUG) stays at INFO and above.
+    for noisy in ("urllib3", "requests"):
         logging.getLogger(noisy).setLevel(max(log_level(severity), logging.INFO))
     if not root.handlers:
         handler = logging.StreamHandler(sys.stderr)
