@@ -20,7 +20,7 @@ import fcntl
 import ipaddress
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from tortie.cni.naming import WorkloadIdentity
@@ -33,6 +33,26 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+
+
+def open_default_datastore(url: str | None) -> Datastore:
+    """The datastore a network config names (imported on use: DEL paths that never open one skip it)."""
+    from tortie.datastore.url import open_datastore
+
+    return open_datastore(url)
+
+
+@contextlib.contextmanager
+def opened(opener: Callable[[str | None], Datastore], url: str | None) -> Iterator[Datastore]:
+    """Both plugins' datastore for one call, closed after it (a failing close is only logged)."""
+    ds = opener(url)
+    try:
+        yield ds
+    finally:
+        try:
+            ds.close()
+        except Exception:
+            log.debug("closing the datastore failed", exc_info=True)
 
 
 @contextlib.contextmanager

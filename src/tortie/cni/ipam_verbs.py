@@ -10,8 +10,8 @@ node's handles of the network whose containers are not valid attachments.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 from tortie.cni import ipam_core
@@ -25,15 +25,9 @@ from tortie.common.errors import DatastoreUnavailable
 from tortie.datastore.api import Datastore
 
 
-def _open_default(url: str | None) -> Datastore:
-    from tortie.datastore.url import open_datastore
-
-    return open_datastore(url)
-
-
 @dataclass
 class IpamDeps:
-    open_datastore: Callable[[str | None], Datastore] = _open_default
+    open_datastore: Callable[[str | None], Datastore] = ipam_core.open_default_datastore
 
 
 class TortieIpamPlugin:
@@ -43,13 +37,8 @@ class TortieIpamPlugin:
     def handlers(self) -> dict[str, Handler]:
         return verb_handlers(self)
 
-    @contextmanager
-    def _datastore(self, conf: NetConf) -> Iterator[Datastore]:
-        ds = self.deps.open_datastore(conf.datastore)
-        try:
-            yield ds
-        finally:
-            ds.close()
+    def _datastore(self, conf: NetConf) -> AbstractContextManager[Datastore]:
+        return ipam_core.opened(self.deps.open_datastore, conf.datastore)
 
     def add(self, req: CniRequest, conf: NetConf) -> CniResult:
         ident = request_identity(req, conf)

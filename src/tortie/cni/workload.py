@@ -28,8 +28,8 @@ import ipaddress
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
@@ -61,12 +61,6 @@ DelegateRunner = Callable[
 ]
 
 
-def _open_default(url: str | None) -> Datastore:
-    from tortie.datastore.url import open_datastore
-
-    return open_datastore(url)
-
-
 def _real_plumber() -> WorkloadPlumber:
     from tortie.cni.netlink_plumber import NetlinkPlumber
 
@@ -83,7 +77,7 @@ def _run_delegate(
 
 @dataclass
 class Deps:
-    open_datastore: Callable[[str | None], Datastore] = _open_default
+    open_datastore: Callable[[str | None], Datastore] = ipam_core.open_default_datastore
     plumber_factory: Callable[[], WorkloadPlumber] = _real_plumber
     delegate: DelegateRunner = _run_delegate
     env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
@@ -155,16 +149,8 @@ class TortiePlugin:
 
     # ------------------------------------------------------------------ helpers
 
-    @contextmanager
-    def _datastore(self, conf: NetConf) -> Iterator[Datastore]:
-        ds = self.deps.open_datastore(conf.datastore)
-        try:
-            yield ds
-        finally:
-            try:
-                ds.close()
-            except Exception:
-                log.debug("closing the datastore failed", exc_info=True)
+    def _datastore(self, conf: NetConf) -> AbstractContextManager[Datastore]:
+        return ipam_core.opened(self.deps.open_datastore, conf.datastore)
 
     def _tortie_ipam(self, conf: NetConf) -> bool:
         return conf.ipam.type == IPAM_TYPE
