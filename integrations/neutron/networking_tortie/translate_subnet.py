@@ -19,13 +19,11 @@ import ipaddress
 from collections.abc import Mapping
 from typing import Any
 
+from tortie.common.ipfamily import family_of
 from tortie.dhcp.records import DhcpSubnet, HostRoute
 from tortie.model import Resource, parse_resource
 
 from networking_tortie import naming
-
-_DEFAULT_BLOCK = {4: 26, 6: 122}
-_LINK_LOCAL = {4: ipaddress.ip_network("169.254.0.0/16"), 6: ipaddress.ip_network("fe80::/10")}
 
 
 def subnet_to_dhcp(subnet: Mapping[str, Any], *, mtu: int | None = None) -> DhcpSubnet:
@@ -49,9 +47,10 @@ def subnet_to_dhcp(subnet: Mapping[str, Any], *, mtu: int | None = None) -> Dhcp
 
 def pool_wire(subnet: Mapping[str, Any], nat_outgoing: bool) -> dict[str, Any] | None:
     net = ipaddress.ip_network(str(subnet["cidr"]), strict=False)
-    if net.overlaps(_LINK_LOCAL[net.version]):
+    fam = family_of(net)
+    if net.overlaps(fam.link_local):
         return None
-    block = max(_DEFAULT_BLOCK[net.version], net.prefixlen)
+    block = max(fam.default_block_size, net.prefixlen)
     return {
         "apiVersion": "projectcalico.org/v3",
         "kind": "IPPool",

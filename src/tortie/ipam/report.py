@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from tortie.common.ipfamily import IPAddress, IPNetwork, address_in, network_within, sort_key
+from tortie.common.ipfamily import IPAddress, IPNetwork, address_in, network_within, num_addresses, sort_key
 from tortie.ipam.block import is_reserved, reserved_ordinals
 from tortie.ipam.pools import pool_containing
 from tortie.ipam.snapshot import IpamSnapshot
@@ -149,7 +149,7 @@ def pool_usage(snap: IpamSnapshot) -> list[PoolUsage]:
                 reserved_in_use += sum(
                     1 for o in reserved_ordinals(c, snap.reservations) if b.allocations[o] is not None
                 )
-        total = 1 << (pool.cidr.max_prefixlen - pool.cidr.prefixlen)
+        total = num_addresses(pool.cidr)
         out.append(
             PoolUsage(
                 pool.name,
