@@ -25,6 +25,7 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+import tortie.ipam.claims as claims
 from tortie.common.errors import AlreadyExists, Conflict, NotFound
 from tortie.common.ipfamily import (
     IPAddress,
@@ -35,7 +36,6 @@ from tortie.common.ipfamily import (
     sort_key,
 )
 from tortie.datastore.api import Datastore
-from tortie.ipam import claims
 from tortie.ipam.auto_assign import AssignResult, AutoAssigner
 from tortie.ipam.block import block_containing, is_reserved
 from tortie.ipam.block_writes import BlockWriter, Commit

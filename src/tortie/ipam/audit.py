@@ -25,9 +25,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+import tortie.ipam.claims as claims
 from tortie.common.ipfamily import IPAddress, IPNetwork, address_in, sort_key
 from tortie.datastore.api import Datastore
-from tortie.ipam import claims
 from tortie.ipam.snapshot import IpamSnapshot, take_snapshot
 from tortie.ipam.store import IpamStore
 from tortie.model.ipam_records import AffinityState

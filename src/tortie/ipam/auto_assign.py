@@ -24,6 +24,7 @@ import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+import tortie.ipam.claims as claims
 from tortie.common.ipfamily import (
     V4,
     V6,
@@ -34,7 +35,6 @@ from tortie.common.ipfamily import (
     network_within,
     num_addresses,
 )
-from tortie.ipam import claims
 from tortie.ipam.block import host_seed, iter_free_blocks, reserved_ordinals
 from tortie.ipam.block_writes import BlockWriter
 from tortie.ipam.config import IpamConfig

@@ -16,10 +16,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import tortie.ipam.keys as keys
 from tortie.common.errors import InvalidRecord
 from tortie.common.ipfamily import IPAddress, IPNetwork
 from tortie.datastore.api import KV, Datastore
-from tortie.ipam import keys
 from tortie.ipam.config import IpamConfig, newest_config
 from tortie.ipam.pools import PoolView, pool_from_resource, reservations_from_resources
 from tortie.model.ipam_block import Block

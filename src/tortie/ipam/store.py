@@ -18,10 +18,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+import tortie.ipam.keys as keys
 from tortie.common.errors import InvalidRecord, NotFound
 from tortie.common.ipfamily import Family, IPNetwork
 from tortie.datastore.api import KV, Datastore, TxnOp
-from tortie.ipam import keys
 from tortie.ipam.config import IpamConfig, decode_config, encode_config, newest_config
 from tortie.ipam.pools import PoolView, pool_from_resource, reservations_from_resources
 from tortie.model.ipam_block import Block
