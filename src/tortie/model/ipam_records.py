@@ -137,6 +137,9 @@ def decode_block(obj: Mapping[str, Any], key_cidr: IPNetwork | None = None) -> B
     """A whole block; structural problems raise InvalidRecord (consistency is `Block.problems()`)."""
     head = decode_block_head(obj, key_cidr)
     cidr = head.cidr
+    what = f"block {cidr}"  # formatted once: the per-entry checks below run for every address
+    alloc_what, ordinal_what = f"{what} allocation", f"{what} unallocated ordinal"
+    secondary_what = f"{what} secondary"
     raw_allocs = obj.get("allocations") or []
     raw_unalloc = obj.get("unallocated") or []
     raw_attrs = obj.get("attributes") or []
@@ -145,30 +148,30 @@ def decode_block(obj: Mapping[str, Any], key_cidr: IPNetwork | None = None) -> B
         or not isinstance(raw_unalloc, list)
         or not isinstance(raw_attrs, list)
     ):
-        raise InvalidRecord(f"block {cidr}: allocations/unallocated/attributes must be lists")
-    allocations = tuple(None if a is None else _int(a, f"block {cidr} allocation") for a in raw_allocs)
-    unallocated = tuple(_int(o, f"block {cidr} unallocated ordinal") for o in raw_unalloc)
+        raise InvalidRecord(f"{what}: allocations/unallocated/attributes must be lists")
+    allocations = tuple(None if a is None else _int(a, alloc_what) for a in raw_allocs)
+    unallocated = tuple(_int(o, ordinal_what) for o in raw_unalloc)
     attributes: list[AllocationAttribute] = []
     for a in raw_attrs:
         if not isinstance(a, dict):
-            raise InvalidRecord(f"block {cidr}: attribute must be an object")
+            raise InvalidRecord(f"{what}: attribute must be an object")
         handle = a.get("handle_id")
         if handle is not None and not isinstance(handle, str):
-            raise InvalidRecord(f"block {cidr}: handle_id must be a string")
+            raise InvalidRecord(f"{what}: handle_id must be a string")
         attributes.append(
-            AllocationAttribute(handle, _str_map(a.get("secondary"), f"block {cidr} secondary"))
+            AllocationAttribute(handle, _str_map(a.get("secondary"), secondary_what))
         )
     seq_for_raw = obj.get("sequenceNumberForAllocation") or {}
     if not isinstance(seq_for_raw, dict):
-        raise InvalidRecord(f"block {cidr}: sequenceNumberForAllocation must be an object")
-    seq_for = {str(k): _int(v, f"block {cidr} sequence number") for k, v in seq_for_raw.items()}
+        raise InvalidRecord(f"{what}: sequenceNumberForAllocation must be an object")
+    seq_for = {str(k): _int(v, f"{what} sequence number") for k, v in seq_for_raw.items()}
     return Block(
         cidr=cidr,
         affinity=head.affinity,
         allocations=allocations,
         unallocated=unallocated,
         attributes=tuple(attributes),
-        sequence_number=_int(obj.get("sequenceNumber", 0), f"block {cidr} sequenceNumber"),
+        sequence_number=_int(obj.get("sequenceNumber", 0), f"{what} sequenceNumber"),
         sequence_number_for_allocation=seq_for,
         deleted=head.deleted,
     )
