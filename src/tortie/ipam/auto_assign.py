@@ -40,7 +40,7 @@ from tortie.ipam.block_writes import BlockWriter
 from tortie.ipam.config import IpamConfig
 from tortie.ipam.errors import InvalidIpamRequest, PoolExhausted
 from tortie.ipam.keys import check_segment
-from tortie.ipam.pools import USE_WORKLOAD, PoolView, select_pools
+from tortie.ipam.pools import PoolView, select_pools
 from tortie.ipam.store import IpamStore
 from tortie.model.ipam_block import address_at
 from tortie.model.ipam_records import AffinityState
@@ -66,23 +66,10 @@ class AutoAssigner:
         # so a host with many full blocks does not read them all on every allocation. Ordering only.
         self._last_block: dict[tuple[str, Family], IPNetwork] = {}
 
-    def assign(
-        self,
-        num_v4: int,
-        num_v6: int,
-        handle: str,
-        host: str,
-        attrs: Mapping[str, str] | None = None,
-        pools: Sequence[str] | None = None,
-        use: str = USE_WORKLOAD,
-        max_blocks_per_host: int | None = None,
-    ) -> AssignResult:
-        """Allocate `num_v4` IPv4 and `num_v6` IPv6 addresses for `host` under `handle`.
-
-        `pools` optionally names the pools to use (names or CIDRs, either family). `max_blocks_per_host`
-        (> 0) caps the host's blocks for this request instead of the configuration's cap, like Calico's
-        per-request `AutoAssignArgs.MaxBlocksPerHost` (borrowing stays allowed unless strictAffinity).
-        All or nothing: on `PoolExhausted` / `NoSuitablePool` nothing stays allocated by this call."""
+    def assign(self, num_v4: int, num_v6: int, handle: str, host: str, attrs: Mapping[str, str] | None,
+               pools: Sequence[str] | None, use: str, max_blocks_per_host: int | None) -> AssignResult:
+        """`Ipam.auto_assign` (its docstring has the contract): check the request, then serve each
+        family in turn; on any failure, release what this call took and re-raise."""
         check_segment("handle", handle)
         check_segment("host name", host)
         if num_v4 < 0 or num_v6 < 0:
