@@ -14,7 +14,7 @@ from tortie.model.support import FieldSupport, impl, info, reject
 TABLE: dict[tuple[type[Any], str], FieldSupport] = {
     (E.WorkloadEndpointSpec, "orchestrator"): impl("calc.endpoint_calc"),
     (E.WorkloadEndpointSpec, "workload"): impl("calc.endpoint_calc"),
-    (E.WorkloadEndpointSpec, "node"): impl("calc.endpoint_calc"),
+    (E.WorkloadEndpointSpec, "node"): impl("calc.validation_filter"),  # locality, decided once
     (E.WorkloadEndpointSpec, "container_id"): impl("cni.endpoint"),
     (E.WorkloadEndpointSpec, "pod"): impl("calc.endpoint_calc"),
     (E.WorkloadEndpointSpec, "endpoint"): impl("calc.endpoint_calc"),
@@ -45,7 +45,7 @@ TABLE: dict[tuple[type[Any], str], FieldSupport] = {
     (E.WorkloadEndpointPort, "port"): impl("calc.policy_calc"),
     (E.WorkloadEndpointPort, "host_port"): impl("cni.endpoint"),
     (E.WorkloadEndpointPort, "host_ip"): impl("cni.endpoint"),
-    (E.HostEndpointSpec, "node"): impl("calc.endpoint_calc"),
+    (E.HostEndpointSpec, "node"): impl("calc.policy_calc"),
     (E.HostEndpointSpec, "interface_name"): impl("calc.endpoint_calc"),
     (E.HostEndpointSpec, "expected_ips"): impl("calc.policy_calc"),
     (E.HostEndpointSpec, "profiles"): impl("calc.endpoint_calc"),
