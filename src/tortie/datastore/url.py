@@ -1,6 +1,7 @@
 """Datastore URLs: pick and open a backend from one string.
 
-    sqlite:///abs/path/datastore.db           the embedded default (path must be absolute)
+    sqlite:///abs/path/datastore.db           the embedded default (path must be absolute; the
+                                              SQLAlchemy spelling sqlite:////abs/path.db is the same)
     memory://                                 a new, empty in-process store (tests, demos)
     etcd://h1:2379,h2:2379[?options]          etcd over http; `etcds://` means https
         options: cacert=PATH  cert=PATH  key=PATH  username=NAME  timeout=SECONDS
@@ -131,6 +132,8 @@ def _open_sqlite(text: str) -> Datastore:
     from tortie.datastore.sqlite import SqliteDatastore
 
     rest = text.split("://", 1)[1]
+    if rest.startswith("//") and not rest.startswith("///"):
+        rest = rest[1:]  # sqlite:////abs/path.db, the SQLAlchemy spelling of an absolute path
     if not rest.startswith("/") or rest.startswith("//"):
         raise UserError(
             f"datastore URL {text!r}: sqlite needs an absolute path, written sqlite:///abs/path.db"

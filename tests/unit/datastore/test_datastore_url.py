@@ -38,6 +38,16 @@ def test_sqlite_url_opens_file_with_private_mode(tmp_path: Path) -> None:
         again.close()
 
 
+def test_sqlite_url_with_four_slashes_is_the_same_absolute_path(tmp_path: Path) -> None:
+    path = tmp_path / "ds.db"
+    for url in (f"sqlite://{path}", f"sqlite:///{path}"):
+        ds = open_datastore(url)
+        try:
+            assert isinstance(ds, SqliteDatastore) and ds.path == path
+        finally:
+            ds.close()
+
+
 def test_memory_url_gives_a_new_empty_store() -> None:
     a, b = open_datastore("memory://"), open_datastore("memory://")
     assert isinstance(a, MemoryDatastore) and a is not b
@@ -64,6 +74,7 @@ def test_etcd_url_endpoints_and_options(tmp_path: Path) -> None:
         ("nonsense", "no scheme"),
         ("redis://h", "unknown scheme"),
         ("sqlite://relative.db", "absolute path"),
+        ("sqlite://///too/many.db", "absolute path"),
         ("sqlite:///dir/", "directory"),
         ("sqlite:///x.db?mode=ro", "no options"),
         ("memory://somewhere", "takes no"),
