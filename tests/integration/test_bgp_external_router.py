@@ -23,6 +23,7 @@ from tortie.testing.bgp_fabric import (
     GobgpRouter,
     apply_manifests,
     gobgp_available,
+    gobgp_toml,
     node_manifest,
     put_block,
     run,
@@ -55,18 +56,7 @@ metadata: {{name: private}}
 spec: {{cidr: 10.70.0.0/16, disableBGPExport: true}}
 """
 
-GOBGP_TOML = f"""
-[global.config]
-  as = 65000
-  router-id = "{TOR}"
-""" + "".join(f"""
-[[neighbors]]
-  [neighbors.config]
-    neighbor-address = "172.31.0.{i}"
-    peer-as = 64512
-  [neighbors.timers.config]
-    connect-retry = 1
-""" for i in HOSTS.values())
+GOBGP_TOML = gobgp_toml(65000, TOR, [(f"172.31.0.{i}", 64512) for i in HOSTS.values()])
 
 
 @pytest.fixture

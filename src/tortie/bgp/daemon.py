@@ -5,6 +5,9 @@
             bird.conf (atomic), `configure`  (over BIRD's control socket, like `birdc configure`)
     BIRD child process  --exited?--> restart with exponential backoff (reset after a stable run)
     every change and every HEALTH_INTERVAL --> status.json (health, atomically replaced)
+    some BGPPeer has localWorkloadSelector?  a second Syncer on WorkloadEndpoints (this node's kept);
+        the view's workload peering addresses are put on the loopback (`ip addr replace`, with
+        BIRD's command prefix, so they land in BIRD's namespace) and removed when no longer used
 
 Inputs: a `Datastore`, a `DaemonConfig` (host name, run directory, view options, BIRD command).
 Outputs: files in the run directory — `bird.conf` (current configuration), `bird.ctl` (BIRD's control
@@ -18,8 +21,10 @@ Invariants:
   accepts when it starts); a rejected render is reported in status.json and the running
   configuration stays.
 * `configure` is sent only when the rendered text differs from the running one.
-* On `stop()` BIRD gets SIGTERM (SIGKILL after a grace period) and the syncer is stopped. BIRD's
-  kernel protocol runs with `persist`, so the kernel keeps learned routes across a restart.
+* On `stop()` BIRD gets SIGTERM (SIGKILL after a grace period) and the syncers are stopped. BIRD's
+  kernel protocol runs with `persist`, so the kernel keeps learned routes across a restart. Workload
+  peering addresses the daemon added are removed.
+* Events of a workload syncer that was stopped are dropped (each carries its syncer's generation).
 """
 
 from __future__ import annotations
@@ -38,8 +43,9 @@ from typing import IO, Any
 
 from tortie.bgp.control import BirdCommandError, BirdControl, BirdNotRunning
 from tortie.bgp.render import render
-from tortie.bgp.snapshot import BGP_PREFIXES, SnapshotCache
+from tortie.bgp.snapshot import BGP_PREFIXES, WORKLOAD_PREFIX, SnapshotCache
 from tortie.bgp.view import ViewOptions, ViewResult, compute_view
+from tortie.common.ipfamily import IPAddress
 from tortie.datastore.api import Datastore
 from tortie.datastore.syncer import Delete, InSync, Status, Syncer, SyncEvent, Update
 
@@ -128,6 +134,46 @@ class HealthStatus:
         }
 
 
+@dataclass(frozen=True)
+class WorkloadEvent:
+    """An Update/Delete of the workload syncer of `generation` (older generations are dropped)."""
+
+    generation: int
+    event: SyncEvent
+
+
+class LoopbackAddresses:
+    """Addresses the daemon keeps on the loopback of BIRD's namespace (workload peering), by `ip`."""
+
+    def __init__(self, command_prefix: tuple[str, ...]) -> None:
+        self.prefix = command_prefix
+        self.present: set[IPAddress] = set()
+
+    def _ip(self, verb: str, address: IPAddress) -> str | None:
+        cmd = [*self.prefix, "ip", "addr", verb, f"{address}/{address.max_prefixlen}", "dev", "lo"]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return str(exc)
+        if proc.returncode:
+            return proc.stderr.strip() or f"exit {proc.returncode}"
+        return None
+
+    def sync(self, wanted: set[IPAddress]) -> list[str]:
+        """Add what is missing, remove what is no longer wanted; the problems met, as sentences."""
+        problems: list[str] = []
+        for address in sorted(wanted - self.present, key=str):
+            error = self._ip("replace", address)
+            if error is None:
+                self.present.add(address)
+            else:
+                problems.append(f"workload peering address {address}: cannot add it to lo: {error}")
+        for address in sorted(self.present - wanted, key=str):
+            self._ip("del", address)
+            self.present.discard(address)
+        return problems
+
+
 def write_atomically(path: str, text: str) -> None:
     """Replace `path` with `text` so that readers see the old or the new file, never a mix."""
     tmp = f"{path}.tmp.{os.getpid()}.{threading.get_ident()}"
@@ -200,9 +246,9 @@ class BgpDaemon:
         self.ds = ds
         self.config = config
         self.paths = RunPaths(config.run_dir)
-        self.cache = SnapshotCache()
+        self.cache = SnapshotCache(config.hostname)
         self.health = HealthStatus(config.hostname, os.getpid())
-        self._events: queue.Queue[SyncEvent] = queue.Queue()
+        self._events: queue.Queue[SyncEvent | WorkloadEvent] = queue.Queue()
         self._stop = threading.Event()
         self._bird: BirdProcess | None = None
         self._running_text: str | None = None  # the configuration BIRD runs
@@ -215,6 +261,9 @@ class BgpDaemon:
         self._starts = 0
         self._bird_answering = False  # the current BIRD has answered on its control socket
         self._syncer: Syncer | None = None
+        self._workload_syncer: Syncer | None = None
+        self._workload_generation = 0
+        self._loopback = LoopbackAddresses(config.bird_command_prefix)
         self.last_view: ViewResult | None = None
 
     # -- public ------------------------------------------------------------------------------
@@ -243,6 +292,8 @@ class BgpDaemon:
                 self._step()
         finally:
             self._syncer.stop()
+            self._watch_workloads(False)
+            self._loopback.sync(set())
             if self._bird is not None:
                 self._bird.stop(self.config.stop_grace)
             self.health.live = False
@@ -265,7 +316,12 @@ class BgpDaemon:
             except queue.Empty:
                 return
 
-    def _apply(self, event: SyncEvent) -> None:
+    def _apply(self, event: SyncEvent | WorkloadEvent) -> None:
+        if isinstance(event, WorkloadEvent):
+            if event.generation == self._workload_generation and self._workload_syncer is not None \
+                    and isinstance(event.event, Update | Delete):
+                self._apply(event.event)
+            return
         if isinstance(event, Update):
             if self.cache.on_update(event.key, event.value):
                 self._dirty = True
@@ -285,8 +341,29 @@ class BgpDaemon:
         elif event.state == "reconnected":
             self.health.datastore_connected = True
 
+    def _watch_workloads(self, wanted: bool) -> None:
+        """Start or stop the WorkloadEndpoint syncer (only while a BGPPeer peers with workloads)."""
+        if wanted and self._workload_syncer is None:
+            self._workload_generation += 1
+            generation = self._workload_generation
+
+            def sink(event: SyncEvent) -> None:
+                self._events.put(WorkloadEvent(generation, event))
+
+            self._workload_syncer = Syncer(self.ds, (WORKLOAD_PREFIX,), sink)
+            self._workload_syncer.start()
+        elif not wanted and self._workload_syncer is not None:
+            self._workload_syncer.stop()
+            self._workload_syncer = None
+            self._workload_generation += 1
+            if self.cache.drop_prefix(WORKLOAD_PREFIX):
+                self._dirty = True
+
     def _step(self) -> None:
         now = time.monotonic()
+        if self.health.in_sync:
+            peers = self.cache.snapshot().peers
+            self._watch_workloads(any(p.local_workload_selector is not None for p in peers))
         if self.health.in_sync and (self._dirty or now - self._last_render >= self.config.rerender_interval):
             self._dirty = False
             self._last_render = now
@@ -300,7 +377,10 @@ class BgpDaemon:
             for problem in result.problems:
                 log.warning("bgp view problem host=%s problem=%s", self.config.hostname, problem)
         self.last_view = result
-        self.health.problems = list(result.problems)
+        problems = list(result.problems)
+        wanted = set(result.view.workload_peering) if result.view is not None else set()
+        problems += self._loopback.sync(wanted)
+        self.health.problems = problems
         if result.view is None:
             return
         text = render(result.view)

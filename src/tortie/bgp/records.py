@@ -1,9 +1,9 @@
 """The datastore facts BGP needs, as small frozen records (the input vocabulary of `tortie.bgp.view`).
 
 Inputs: nothing (plain values); `tortie.bgp.snapshot` builds these from stored resources and IPAM
-objects. Outputs: `Node`, `BgpConfig`, `Peer`, `Pool` records and a `Snapshot` holding one consistent
-set of them, with the IPAM blocks as the `BlockHead` records every reader of a block shares
-(`tortie.model.ipam_records`).
+objects. Outputs: `Node`, `BgpConfig`, `Peer`, `Filter`, `Workload`, `Pool` records and a `Snapshot`
+holding one consistent set of them, with the IPAM blocks as the `BlockHead` records every reader of a
+block shares (`tortie.model.ipam_records`).
 
 Keeping the view's vocabulary here (rather than using the model's resource classes directly) means the
 view reads only what BGP cares about, already normalised: AS numbers as integers, addresses as
@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from tortie.common.ipfamily import V4, Family, IPAddress, IPInterface, IPNetwork
 from tortie.model.ipam_block import BlockHead
+from tortie.model.specs_bgp_filter import BGPFilterSpec
 
 DEFAULT_AS_NUMBER = 64512
 DEFAULT_LISTEN_PORT = 179
@@ -88,6 +89,12 @@ class BgpConfig:
     ignored_interfaces: tuple[str, ...] | None = None
     node_mesh_password: SecretRef | None = None
     node_mesh_max_restart_time: int | None = None
+    bind_mode: str | None = None  # "None" / "NodeIP"
+    service_cluster_ips: tuple[IPNetwork, ...] = ()
+    service_external_ips: tuple[IPNetwork, ...] = ()
+    service_load_balancer_ips: tuple[IPNetwork, ...] = ()
+    local_workload_peering_ipv4: ipaddress.IPv4Address | None = None
+    local_workload_peering_ipv6: ipaddress.IPv6Address | None = None
 
 
 @dataclass(frozen=True)
@@ -110,10 +117,40 @@ class Peer:
     max_restart_time: int | None = None
     keepalive_time: int | None = None
     reverse_peering: str | None = None  # "Auto" (default) / "Manual"
+    filters: tuple[str, ...] = ()  # BGPFilter names, in the order they apply
+    ttl_security: int | None = None  # GTSM hop count; None / 0 = off
+    reachable_by: IPAddress | None = None  # gateway of a static /32 (/128) route to peer_ip
+    num_allowed_local_as: int | None = None
+    local_workload_selector: str | None = None  # peer with this node's workloads it selects
 
     @property
     def is_global(self) -> bool:
         return self.node is None and self.node_selector is None
+
+
+@dataclass(frozen=True)
+class Filter:
+    """One BGPFilter: its rules as the model validated them."""
+
+    name: str
+    spec: BGPFilterSpec
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A workload endpoint of some node: what workload peering (BGPPeer localWorkloadSelector) needs."""
+
+    name: str
+    node: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+    ipv4: ipaddress.IPv4Address | None = None  # its first address of each family
+    ipv6: ipaddress.IPv6Address | None = None
+
+    def address(self, fam: Family) -> IPAddress | None:
+        return self.ipv4 if fam is V4 else self.ipv6
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.node, tuple(sorted(self.labels.items())), self.ipv4, self.ipv6))
 
 
 @dataclass(frozen=True)
@@ -138,6 +175,8 @@ class Snapshot:
     peers: tuple[Peer, ...] = ()
     pools: tuple[Pool, ...] = ()
     blocks: tuple[BlockHead, ...] = ()
+    filters: tuple[Filter, ...] = ()
+    workloads: tuple[Workload, ...] = ()  # the local node's workload endpoints only
 
     def node(self, name: str) -> Node | None:
         for n in self.nodes:
@@ -149,4 +188,10 @@ class Snapshot:
         for c in self.configs:
             if c.name == name:
                 return c
+        return None
+
+    def filter(self, name: str) -> Filter | None:
+        for f in self.filters:
+            if f.name == name:
+                return f
         return None

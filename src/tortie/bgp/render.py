@@ -8,8 +8,14 @@ Output layout, per address family F the node has a BGP address for (v4, v6):
                                                   interface but workload and ignored ones, so iBGP
                                                   next hops resolve (`gateway recursive`)
     functions tortie_*_F                          what is ours and what may leave (see below)
+    functions 'bgp_<name>_importFilterVn' ...     the BGPFilters this node's peers use
+                                                  (`tortie.bgp.filters`)
     protocol static tortie_blocks_F               a blackhole per block affine to this node (the
                                                   aggregate we advertise; never sent to the kernel)
+    protocol static tortie_services_F             a blackhole per service CIDR (advertised from
+                                                  every node; never sent to the kernel)
+    protocol static tortie_peer_routes_F          BGPPeer reachableBy: peer/32 via its gateway (also
+                                                  written to the kernel)
     protocol kernel kernel_F                      learns the agent's workload routes (protocol
                                                   TORTIE_AGENT_PROTO); writes only BGP-learned routes
     template bgp + protocol bgp <Name> per session
@@ -21,7 +27,18 @@ aggregates, (b) it is an agent workload route outside our own blocks (a borrowed
 BIRD itself never sends iBGP-learned routes to plain iBGP peers). Our own workload routes inside our
 own blocks never leave: the block aggregate covers them (a /32 another node borrowed from one of our
 blocks does pass on under (c), so reflectors and external routers learn where it lives).
-Communities from prefixAdvertisements are added to (a) and (b) only.
+Communities from prefixAdvertisements are added to (a), (b) and service CIDRs only. The policy lives
+in functions `tortie_export_F()` / `tortie_import_F()`; the shared filters `tortie_bgp_export_F`
+(the function, then reject) and `tortie_bgp_import_F` (the function, then accept) serve peers
+without BGPFilters.
+
+A peer with BGPFilters gets its own filters, in Calico's order: on import our own-block reject
+first (a BGPFilter cannot make us import our own blocks), then the peer's filter functions in its
+`filters` order, then accept; on export the filter functions, then the default policy, then reject.
+A filter function that accepts or rejects ends the evaluation (BIRD semantics).
+
+Session options: `strict bind on` with the local address (bindMode NodeIP), `ttl security on;
+multihop N` (ttlSecurity N), `allow local as N` (numAllowedLocalASNumbers).
 
 Import policy: everything except our own block prefixes (a /32 another node borrowed from one of our
 blocks is imported: it is more specific than our blackhole, which is what routes it correctly).
@@ -38,7 +55,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from tortie.bgp.view import NodeView, Session, sessions_by_family
+from tortie.bgp import filters
+from tortie.bgp.session import Session
+from tortie.bgp.view import NodeView, sessions_by_family
 from tortie.common.ipfamily import Family, IPNetwork, family_of
 
 # BIRD log classes enabled per Calico logSeverityScreen value.
@@ -116,6 +135,8 @@ def _family_section(view: NodeView, fam: Family) -> list[str]:
     blocks = [b for b in view.own_blocks if family_of(b) is fam]
     inner = _more_specific_set(blocks)
     rules = [r for r in view.communities if family_of(r.cidr) is fam]
+    services = [c for c in view.services if family_of(c) is fam]
+    peer_routes = [(p, g) for p, g in view.peer_routes if family_of(p) is fam]
     out: list[str] = [f"# ---- {fam.name} " + "-" * 90]
     out.append(f"# Pools advertised (enabled, without disableBGPExport): {len(pools)}.")
     out.append(f"function tortie_export_pool_{f}()")
@@ -153,25 +174,47 @@ def _family_section(view: NodeView, fam: Family) -> list[str]:
         out.append(f"  if net ~ [ {rule.cidr}+ ] then {{ {' '.join(adds)} }}")
     out.append("}")
     out.append("")
-    out.append(f"filter tortie_bgp_export_{f}")
+    out.append("# The default policy: what leaves (accepted here) and what is refused on arrival. A peer's")
+    out.append("# BGPFilters run before it; a route neither accepts falls through to the filter's last word.")
+    out.append(f"function tortie_export_{f}()")
     out.append("{")
     out.append(f"  if tortie_local_route_{f}() then {{ tortie_communities_{f}(); accept; }}")
+    if services:
+        out.append(f'  if proto = "tortie_services_{f}" then {{ tortie_communities_{f}(); accept; }}')
     out.append(f"  if source = RTS_BGP && tortie_export_pool_{f}() then accept;")
+    out.append("}")
+    out.append("")
+    out.append(f"function tortie_import_{f}()")
+    out.append("{")
+    out.append(f"  if tortie_own_block_{f}() then reject;")
+    out.append("}")
+    out.append("")
+    out.append(f"filter tortie_bgp_export_{f}")
+    out.append("{")
+    out.append(f"  tortie_export_{f}();")
     out.append("  reject;")
     out.append("}")
     out.append("")
     out.append(f"filter tortie_bgp_import_{f}")
     out.append("{")
-    out.append(f"  if tortie_own_block_{f}() then reject;")
+    out.append(f"  tortie_import_{f}();")
     out.append("  accept;")
     out.append("}")
     out.append("")
-    out.append(f"protocol static tortie_blocks_{f} {{")
-    out.append(f"  {fam.key} {{ import all; export none; }};")
-    for block in blocks:
-        out.append(f"  route {block} blackhole;")
-    out.append("}")
-    out.append("")
+    bgp_filters = filters.render_functions(view.filters, fam)
+    if bgp_filters:
+        out.append("# BGPFilters used by this node's peers (Calico's functions, called by those peers only).")
+        out.extend(bgp_filters)
+        out.append("")
+    out.extend(_static(f"tortie_blocks_{f}", fam, [f"{block} blackhole" for block in blocks]))
+    if services:
+        out.append("# Service CIDRs (BGPConfiguration default): advertised by every node, not in the kernel.")
+        out.extend(_static(f"tortie_services_{f}", fam, [f"{cidr} blackhole" for cidr in services]))
+    if peer_routes:
+        out.append("# BGPPeer reachableBy: the peer's address via its gateway (BIRD and the kernel), so the")
+        out.append("# session never follows a route learned over itself.")
+        out.extend(_static(f"tortie_peer_routes_{f}", fam,
+                           [f"{peer}/{peer.max_prefixlen} via {gateway}" for peer, gateway in peer_routes]))
     out.append("# Learn the agent's workload routes; write only BGP-learned routes to the kernel.")
     out.append(f"protocol kernel kernel_{f} {{")
     out.append("  learn;")
@@ -182,10 +225,19 @@ def _family_section(view: NodeView, fam: Family) -> list[str]:
     out.append(f"  {fam.key} {{")
     out.append(f"    preference {KERNEL_PREFERENCE};")
     out.append("    import where source = RTS_INHERIT && krt_source = TORTIE_AGENT_PROTO;")
-    out.append("    export where source = RTS_BGP;")
+    kernel_export = "source = RTS_BGP"
+    if peer_routes:
+        kernel_export += f' || proto = "tortie_peer_routes_{f}"'
+    out.append(f"    export where {kernel_export};")
     out.append("  };")
     out.append("}")
     return out
+
+
+def _static(name: str, fam: Family, routes: Iterable[str]) -> list[str]:
+    """A BIRD static protocol holding `routes` (BIRD route syntax without `route` and `;`)."""
+    return [f"protocol static {name} {{", f"  {fam.key} {{ import all; export none; }};",
+            *(f"  route {r};" for r in routes), "}", ""]
 
 
 def _session(view: NodeView, s: Session) -> list[str]:
@@ -202,10 +254,17 @@ def _session(view: NodeView, s: Session) -> list[str]:
     out.append("  " + " ".join(local) + ";")
     port = f" port {s.neighbor_port}" if s.neighbor_port is not None else ""
     out.append(f"  neighbor {s.neighbor}{port} as {s.remote_as};")
+    if s.strict_bind and s.local_address is not None:
+        out.append("  strict bind on;")
     if s.passive:
         out.append("  passive on;")
-    if s.ebgp and s.multihop:
+    if s.ttl_security:
+        out.append("  ttl security on;")
+        out.append(f"  multihop {s.ttl_security};")
+    elif s.ebgp and s.multihop:
         out.append("  multihop;")
+    if s.allow_local_as:
+        out.append(f"  allow local as {s.allow_local_as};")
     if s.password is not None:
         out.append(f'  password "{s.password}";')
     if s.restart_time is not None:
@@ -217,8 +276,22 @@ def _session(view: NodeView, s: Session) -> list[str]:
         out.append("  rr client;")
         out.append(f"  rr cluster id {s.rr_cluster_id};")
     out.append(f"  {s.family.key} {{")
-    out.append(f"    import filter tortie_bgp_import_{f};")
-    out.append(f"    export filter tortie_bgp_export_{f};")
+    if s.filters:
+        used = [flt for name in s.filters for flt in view.filters if flt.name == name]
+        same_as = not s.ebgp
+        out.append("    import filter {")
+        out.append(f"      tortie_import_{f}();")
+        out.extend(f"      {call}" for call in filters.calls(used, "import", s.family, same_as))
+        out.append("      accept;")
+        out.append("    };")
+        out.append("    export filter {")
+        out.extend(f"      {call}" for call in filters.calls(used, "export", s.family, same_as))
+        out.append(f"      tortie_export_{f}();")
+        out.append("      reject;")
+        out.append("    };")
+    else:
+        out.append(f"    import filter tortie_bgp_import_{f};")
+        out.append(f"    export filter tortie_bgp_export_{f};")
     if not s.ebgp:
         out.append("    gateway recursive;")
     if s.next_hop is not None:

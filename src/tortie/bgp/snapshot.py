@@ -7,7 +7,7 @@ Decoding goes through the same model validation as everything else (`tortie.mode
 IPAM blocks through `tortie.model.ipam_records.decode_block_head`, which reads no allocations);
 an object that fails validation is treated as absent, with a warning (conventions §1), and one bad
 object never hides the others. `decode_*` helpers are pure and also used by tests and the bench to
-build snapshots straight from resources.
+build snapshots straight from resources; `read_snapshot` is one listing of the datastore.
 
 Invariants: the snapshot equals what the keys currently hold (an update replaces, a delete removes,
 an invalid update removes the key's previous record); records are ordered by key.
@@ -18,19 +18,23 @@ from __future__ import annotations
 import ipaddress
 import logging
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 from tortie.bgp.records import (
     BgpConfig,
     Community,
+    Filter,
     Node,
     Peer,
     Pool,
     PrefixAdvertisement,
     SecretRef,
     Snapshot,
+    Workload,
 )
 from tortie.common.errors import InvalidRecord
+from tortie.common.ipfamily import IPNetwork
+from tortie.datastore.api import Datastore
 from tortie.ipam.keys import BLOCK_ROOT, parse_block_key
 from tortie.model import (
     BGPConfigurationSpec,
@@ -42,10 +46,13 @@ from tortie.model import (
     ValidationError,
     parse_resource,
 )
-from tortie.model.fields import duration_seconds, peer_address
+from tortie.model.fields import as_network, duration_seconds, peer_address
 from tortie.model.ipam_block import BlockHead
 from tortie.model.ipam_records import decode_block_head
 from tortie.model.kinds import kind_info
+from tortie.model.specs_bgp import ServiceCIDR
+from tortie.model.specs_bgp_filter import BGPFilterSpec
+from tortie.model.specs_endpoint import WorkloadEndpointSpec
 
 log = logging.getLogger(__name__)
 
@@ -53,11 +60,16 @@ NODE_PREFIX = kind_info("Node").list_prefix()
 CONFIG_PREFIX = kind_info("BGPConfiguration").list_prefix()
 PEER_PREFIX = kind_info("BGPPeer").list_prefix()
 POOL_PREFIX = kind_info("IPPool").list_prefix()
+FILTER_PREFIX = kind_info("BGPFilter").list_prefix()
+# Watched only while some BGPPeer has a localWorkloadSelector (the daemon's second syncer), and only
+# this node's endpoints are kept: every node would otherwise receive every endpoint of the cluster.
+WORKLOAD_PREFIX = kind_info("WorkloadEndpoint").list_prefix()
 
 # Everything the BGP view depends on (non-overlapping, as the Syncer requires).
-BGP_PREFIXES = (NODE_PREFIX, CONFIG_PREFIX, PEER_PREFIX, POOL_PREFIX, BLOCK_ROOT)
+BGP_PREFIXES = (NODE_PREFIX, CONFIG_PREFIX, PEER_PREFIX, FILTER_PREFIX, POOL_PREFIX, BLOCK_ROOT)
 
-Record = Node | BgpConfig | Peer | Pool | BlockHead
+Record = Node | BgpConfig | Peer | Filter | Workload | Pool | BlockHead
+R = TypeVar("R", Node, BgpConfig, Peer, Filter, Workload, Pool, BlockHead)
 
 
 def _secret(pw: BGPPassword | None) -> SecretRef | None:
@@ -100,7 +112,19 @@ def _config(name: str, spec: BGPConfigurationSpec) -> BgpConfig:
         ignored_interfaces=tuple(spec.ignored_interfaces) or None,
         node_mesh_password=_secret(spec.node_mesh_password),
         node_mesh_max_restart_time=_seconds(spec.node_mesh_max_restart_time),
+        bind_mode=spec.bind_mode,
+        service_cluster_ips=_cidrs(spec.service_cluster_ips),
+        service_external_ips=_cidrs(spec.service_external_ips),
+        service_load_balancer_ips=_cidrs(spec.service_load_balancer_ips),
+        local_workload_peering_ipv4=(ipaddress.IPv4Address(spec.local_workload_peering_ipv4)
+                                     if spec.local_workload_peering_ipv4 else None),
+        local_workload_peering_ipv6=(ipaddress.IPv6Address(spec.local_workload_peering_ipv6)
+                                     if spec.local_workload_peering_ipv6 else None),
     )
+
+
+def _cidrs(items: tuple[ServiceCIDR, ...]) -> tuple[IPNetwork, ...]:
+    return tuple(as_network(item.cidr) for item in items)
 
 
 def _peer(name: str, spec: BGPPeerSpec) -> Peer:
@@ -121,7 +145,27 @@ def _peer(name: str, spec: BGPPeerSpec) -> Peer:
         max_restart_time=_seconds(spec.max_restart_time),
         keepalive_time=_seconds(spec.keepalive_time),
         reverse_peering=spec.reverse_peering,
+        filters=spec.filters,
+        ttl_security=spec.ttl_security,
+        reachable_by=ipaddress.ip_address(spec.reachable_by) if spec.reachable_by else None,
+        num_allowed_local_as=spec.num_allowed_local_as_numbers,
+        local_workload_selector=spec.local_workload_selector,
     )
+
+
+def _workload(res: Resource) -> Workload | None:
+    spec = res.spec_as(WorkloadEndpointSpec)
+    if spec.node is None:
+        return None
+    nets = [as_network(n) for n in spec.ip_networks]
+    v4 = next((n.network_address for n in nets if n.version == 4), None)
+    v6 = next((n.network_address for n in nets if n.version == 6), None)
+    labels = dict(res.metadata.labels)
+    if res.metadata.namespace:
+        labels.setdefault("projectcalico.org/namespace", res.metadata.namespace)
+    return Workload(f"{res.metadata.namespace}/{res.metadata.name}", spec.node, labels,
+                    v4 if isinstance(v4, ipaddress.IPv4Address) else None,
+                    v6 if isinstance(v6, ipaddress.IPv6Address) else None)
 
 
 def decode_resource(res: Resource) -> Record | None:
@@ -136,12 +180,18 @@ def decode_resource(res: Resource) -> Record | None:
     if res.kind == "IPPool":
         spec = res.spec_as(IPPoolSpec)
         return Pool(name, spec.network, bool(spec.disabled), bool(spec.disable_bgp_export))
+    if res.kind == "BGPFilter":
+        return Filter(name, res.spec_as(BGPFilterSpec))
+    if res.kind == "WorkloadEndpoint":
+        return _workload(res)
     return None
 
 
-def snapshot_from_resources(resources: Iterable[Resource], blocks: Iterable[BlockHead] = ()) -> Snapshot:
-    """Build a Snapshot straight from model Resources (tests, bench)."""
-    cache = SnapshotCache()
+def snapshot_from_resources(resources: Iterable[Resource], blocks: Iterable[BlockHead] = (),
+                            hostname: str | None = None) -> Snapshot:
+    """Build a Snapshot straight from model Resources (tests, bench); workload endpoints are kept
+    when they are `hostname`'s."""
+    cache = SnapshotCache(hostname)
     for i, res in enumerate(resources):
         record = decode_resource(res)
         if record is not None:
@@ -151,10 +201,24 @@ def snapshot_from_resources(resources: Iterable[Resource], blocks: Iterable[Bloc
     return cache.snapshot()
 
 
+def read_snapshot(ds: Datastore, hostname: str) -> Snapshot:
+    """One listing of everything BGP reads (what `tortie bgp render` shows): the same decoding as the
+    daemon's syncer; WorkloadEndpoints are listed only when some BGPPeer peers with workloads."""
+    cache = SnapshotCache(hostname)
+    for prefix in BGP_PREFIXES:
+        for kv in ds.list(prefix)[0]:
+            cache.on_update(kv.key, kv.value)
+    if any(p.local_workload_selector is not None for p in cache.snapshot().peers):
+        for kv in ds.list(WORKLOAD_PREFIX)[0]:
+            cache.on_update(kv.key, kv.value)
+    return cache.snapshot()
+
+
 class SnapshotCache:
     """Key -> record map fed by syncer events; `snapshot()` is cached until the next change."""
 
-    def __init__(self) -> None:
+    def __init__(self, hostname: str | None = None) -> None:
+        self.hostname = hostname  # workload endpoints of other nodes are dropped
         self._records: dict[str, Record] = {}
         self._cached: Snapshot | None = None
 
@@ -162,6 +226,8 @@ class SnapshotCache:
         return len(self._records)
 
     def put_record(self, key: str, record: Record) -> None:
+        if isinstance(record, Workload) and record.node != self.hostname:
+            return
         self._records[key] = record
         self._cached = None
 
@@ -178,7 +244,7 @@ class SnapshotCache:
         except (ValidationError, InvalidRecord, ValueError) as exc:
             log.warning("ignoring invalid object key=%s problem=%s", key, exc)
             record = None
-        if record is None:
+        if record is None or (isinstance(record, Workload) and record.node != self.hostname):
             return self.on_delete(key)
         if self._records.get(key) == record:
             return False
@@ -193,24 +259,25 @@ class SnapshotCache:
         self._cached = None
         return True
 
+    def drop_prefix(self, prefix: str) -> bool:
+        """Forget every record under `prefix` (a watch that stopped); True if the snapshot changed."""
+        keys = [k for k in self._records if k.startswith(prefix)]
+        for k in keys:
+            del self._records[k]
+        if keys:
+            self._cached = None
+        return bool(keys)
+
     def snapshot(self) -> Snapshot:
         if self._cached is None:
-            nodes: list[Node] = []
-            configs: list[BgpConfig] = []
-            peers: list[Peer] = []
-            pools: list[Pool] = []
-            blocks: list[BlockHead] = []
+            by_type: dict[type, list[Record]] = {}
             for key in sorted(self._records):
                 r = self._records[key]
-                if isinstance(r, Node):
-                    nodes.append(r)
-                elif isinstance(r, BgpConfig):
-                    configs.append(r)
-                elif isinstance(r, Peer):
-                    peers.append(r)
-                elif isinstance(r, Pool):
-                    pools.append(r)
-                else:
-                    blocks.append(r)
-            self._cached = Snapshot(tuple(nodes), tuple(configs), tuple(peers), tuple(pools), tuple(blocks))
+                by_type.setdefault(type(r), []).append(r)
+
+            def of(cls: type[R]) -> tuple[R, ...]:
+                return tuple(r for r in by_type.get(cls, ()) if isinstance(r, cls))
+
+            self._cached = Snapshot(of(Node), of(BgpConfig), of(Peer), of(Pool), of(BlockHead),
+                                    of(Filter), of(Workload))
         return self._cached

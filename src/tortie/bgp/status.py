@@ -2,7 +2,7 @@
 
 Input: `control.Reply` lines of `show protocols all` and `show route ...` (or a `BirdControl`).
 Output: `ProtocolStatus` per BIRD protocol, `PeerStatus` per BGP session tortie configured (names
-`Mesh_`, `Node_`, `Global_` as in Calico) and the prefixes this node originates.
+`Mesh_`, `Node_`, `Global_`, `Local_Workload_` as in Calico) and the prefixes this node originates.
 
 The peer type comes from the protocol's `description` (tortie writes the `PeerType` value there), so
 route-reflector sessions are told apart from plain node-specific ones; without a description the
@@ -20,10 +20,10 @@ import re
 from dataclasses import dataclass, field
 
 from tortie.bgp.control import BirdControl, Reply
-from tortie.bgp.view import PeerType
+from tortie.bgp.session import NAME_PREFIX, PeerType
 
-_NAME_RE = re.compile(r"^(Global|Node|Mesh)_(.+?)(?:_port_(\d+))?$")
-_TYPE_BY_PREFIX = {"Mesh": PeerType.MESH, "Node": PeerType.NODE, "Global": PeerType.GLOBAL}
+_NAME_RE = re.compile(r"^(Global|Node|Mesh|Local_Workload)_(.+?)(?:_port_(\d+))?$")
+_TYPE_BY_PREFIX = {prefix: peer_type for peer_type, prefix in NAME_PREFIX.items()}
 _TYPE_BY_VALUE = {t.value: t for t in PeerType}
 # `show protocols` row: name proto table state since(date time or time) info
 _ROW_RE = re.compile(

@@ -1,11 +1,17 @@
 """`tortie node status [-o table|json]`: this host's BGP sessions and advertised prefixes.
 
 Reads BIRD's control socket in the host's run directory (`--run-dir`, default
-`/var/run/tortie/<hostname>`; `bird.ctl` there) and the BGP daemon's `status.json`. Prints, like
-`calicoctl node status`, whether the daemon and BIRD are running, then one row per peer: address,
-type (node-to-node mesh / route reflector / route reflector client / global / node specific), BIRD
-state, since, info (Established, or the BGP state and the reason it is not Established), then the
-prefixes this node originates. Exit code 1 when BIRD is not running.
+`/var/run/tortie/<hostname>`; `bird.ctl` there), the BGP daemon's `status.json` and the node
+service's `node.json`. Prints, like `calicoctl node status`, whether the agent, the daemon and BIRD
+are running, then one row per peer: address, type (node-to-node mesh / route reflector / route
+reflector client / global / node specific / local workload), BIRD state, since, info (Established,
+or the BGP state and the reason it is not Established), the prefixes this node originates, and the
+problems the BGP daemon found (a peer skipped because its BGPFilter or password secret is missing).
+
+Exit code 1 when BIRD is not running, or when the node service (`tortie node run`) manages an agent
+that is not running (its node.json says so, or has not been refreshed for `NODE_STATUS_STALE`
+seconds: the node service itself is gone). Without a node.json (BGP run on its own, `tortie bgp
+run`) the agent is reported as not managed here and does not decide the exit code.
 
 The `node` verb group is shared with `tortie node run` (node_run_cmd.py). Any module adds a verb with
 
@@ -24,6 +30,7 @@ import argparse
 import json
 import socket
 import sys
+import time
 from typing import TYPE_CHECKING, Any
 
 from rich import box
@@ -34,9 +41,13 @@ from tortie.bgp.control import BirdControl, BirdNotRunning
 from tortie.bgp.daemon import RunPaths, default_run_dir, read_health
 from tortie.bgp.status import PeerStatus, query_advertised, query_peers
 from tortie.cli.verbs import verb_group
+from tortie.node.service import STATUS_INTERVAL, read_node_status
 
 if TYPE_CHECKING:
     from tortie.cli.verbs import SubParsers
+
+
+NODE_STATUS_STALE = 3 * STATUS_INTERVAL
 
 
 def node_subparsers(sub: SubParsers) -> SubParsers:
@@ -63,6 +74,25 @@ def register(sub: SubParsers) -> None:
     p.set_defaults(func=_run)
 
 
+def agent_state(run_dir: str, now: float | None = None) -> dict[str, Any]:
+    """The agent as the node service reports it: {"managed", "running", "reason"}."""
+    node = read_node_status(run_dir)
+    if node is None:
+        return {"managed": False, "running": None,
+                "reason": "no node service status here (node.json): the agent is not managed by this run "
+                          "directory"}
+    agent = (node.get("components") or {}).get("agent")
+    if agent is None:
+        return {"managed": False, "running": None, "reason": "the node service runs without an agent"}
+    age = (now if now is not None else time.time()) - float(node.get("updated") or 0)
+    if node.get("stopping") or age > NODE_STATUS_STALE:
+        return {"managed": True, "running": False,
+                "reason": f"the node service is not running (node.json last updated {age:.0f}s ago)"}
+    running = bool(agent.get("running"))
+    return {"managed": True, "running": running, "ready": agent.get("ready"),
+            "reason": "" if running else f"the agent has exited (last exit code {agent.get('lastExitCode')})"}
+
+
 def collect(run_dir: str) -> dict[str, Any]:
     """Everything `node status` shows, as a JSON-able dict (raises BirdNotRunning)."""
     health = read_health(run_dir)
@@ -72,9 +102,11 @@ def collect(run_dir: str) -> dict[str, Any]:
         version = ctl.version
     return {
         "bird": {"running": True, "version": version},
+        "agent": agent_state(run_dir),
         "daemon": health,
         "peers": [p.to_json() for p in peers],
         "advertised": advertised,
+        "problems": list((health or {}).get("problems") or []),
     }
 
 
@@ -87,21 +119,34 @@ def _peer_table(title: str, peers: list[PeerStatus]) -> Table:
     return table
 
 
+def _agent_line(agent: dict[str, Any]) -> str:
+    if not agent["managed"]:
+        return f"tortie agent: not managed here ({agent['reason']})."
+    if agent["running"]:
+        return f"tortie agent is running (ready: {str(agent.get('ready')).lower()})."
+    return f"tortie agent is NOT running: {agent['reason']}."
+
+
 def _run(args: argparse.Namespace) -> int:
     hostname, run_dir = resolve_run_dir(args)
     try:
         data = collect(run_dir)
     except BirdNotRunning as exc:
+        health = read_health(run_dir)
         if args.output == "json":
-            print(json.dumps({"bird": {"running": False, "error": str(exc)}, "daemon": read_health(run_dir),
-                              "peers": [], "advertised": []}, indent=2))
+            print(json.dumps({"bird": {"running": False, "error": str(exc)}, "agent": agent_state(run_dir),
+                              "daemon": health, "peers": [], "advertised": [],
+                              "problems": list((health or {}).get("problems") or [])}, indent=2))
         else:
             print(f"BIRD is not running on {hostname}: {exc}", file=sys.stderr)
+            print(_agent_line(agent_state(run_dir)), file=sys.stderr)
         return 1
+    agent_down = data["agent"]["managed"] and not data["agent"]["running"]
     if args.output == "json":
         print(json.dumps(data, indent=2))
-        return 0
+        return 1 if agent_down else 0
     console = Console(width=160)
+    console.print(_agent_line(data["agent"]))
     health = data["daemon"]
     if health is not None:
         state = "running" if health.get("live") else "stopped"
@@ -114,4 +159,6 @@ def _run(args: argparse.Namespace) -> int:
         if rows or version == 4:
             console.print(_peer_table(f"{label} BGP status", rows))
     console.print("Advertised prefixes: " + (", ".join(data["advertised"]) or "(none)"))
-    return 0
+    for problem in data["problems"]:
+        console.print(f"Problem: {problem}", markup=False)
+    return 1 if agent_down else 0

@@ -71,6 +71,7 @@ KINDS: tuple[KindInfo, ...] = (
     KindInfo("BGPConfiguration", "bgpconfigurations", False,
              ("bgpconfiguration", "bgpconfigurations", "bgpconfig", "bgpconfigs")),
     KindInfo("BGPPeer", "bgppeers", False, ("bgppeer", "bgppeers", "bgpp", "bgpps", "bp", "bps")),
+    KindInfo("BGPFilter", "bgpfilters", False, ("bgpfilter", "bgpfilters", "bgpf", "bgpfs", "bf", "bfs")),
     KindInfo("Node", "nodes", False, ("node", "nodes", "no", "nos")),
     KindInfo("FelixConfiguration", "felixconfigurations", False,
              ("felixconfiguration", "felixconfigurations", "felixconfig", "felixconfigs")),
@@ -104,6 +105,8 @@ KINDS: tuple[KindInfo, ...] = (
              "/calico/ipam/v2/handle/"),
     KindInfo("KubeControllersConfiguration", "kubecontrollersconfigurations", False,
              ("kubecontrollersconfiguration", "kubecontrollersconfigurations")),
+    KindInfo("CalicoNodeStatus", "caliconodestatuses", False,
+             ("caliconodestatus", "caliconodestatuses", "nodestatus", "nodestatuses")),
     # Kubernetes kinds (tortie.k8s translates them; docs/reference/kubernetes-policy.md).
     KindInfo("Namespace", "namespaces", False, ("namespace", "namespaces", "ns"),
              KUBERNETES_ROOT + "core/namespaces/", CORE_V1),

@@ -36,6 +36,7 @@ from tortie.model.support import check_rejections
 
 if TYPE_CHECKING:
     from tortie.model.specs_bgp import BGPConfigurationSpec, BGPPeerSpec, NodeSpec
+    from tortie.model.specs_bgp_filter import BGPFilterSpec
     from tortie.model.specs_controllers import KubeControllersConfigurationSpec
     from tortie.model.specs_endpoint import HostEndpointSpec, WorkloadEndpointSpec
     from tortie.model.specs_felix import FelixConfigurationSpec
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
     )
     from tortie.model.specs_k8s import K8sNetworkPolicySpec, NamespaceSpec
     from tortie.model.specs_k8s_admin import AdminNetworkPolicySpec, BaselineAdminNetworkPolicySpec
+    from tortie.model.specs_node_status import CalicoNodeStatusSpec
     from tortie.model.specs_policy import (
         GlobalNetworkPolicySpec,
         GlobalNetworkSetSpec,
@@ -59,11 +61,11 @@ if TYPE_CHECKING:
     )
 
     Spec: TypeAlias = (
-        IPPoolSpec | IPReservationSpec | BGPConfigurationSpec | BGPPeerSpec | NodeSpec
+        IPPoolSpec | IPReservationSpec | BGPConfigurationSpec | BGPPeerSpec | BGPFilterSpec | NodeSpec
         | FelixConfigurationSpec | TierSpec | NetworkPolicySpec | GlobalNetworkPolicySpec | ProfileSpec
         | NetworkSetSpec | GlobalNetworkSetSpec | WorkloadEndpointSpec | HostEndpointSpec
         | IPAMConfigurationSpec | IPAMBlockSpec | BlockAffinitySpec | IPAMHandleSpec
-        | KubeControllersConfigurationSpec
+        | KubeControllersConfigurationSpec | CalicoNodeStatusSpec
         | NamespaceSpec | K8sNetworkPolicySpec | AdminNetworkPolicySpec | BaselineAdminNetworkPolicySpec
     )
 
@@ -142,6 +144,7 @@ MODELS: Mapping[str, KindModel] = KindTable({
     "IPReservation": KindSource(_IPAM, "IPRESERVATION_SPEC"),
     "BGPConfiguration": KindSource(_BGP, "BGP_CONFIGURATION_SPEC"),
     "BGPPeer": KindSource(_BGP, "BGP_PEER_SPEC"),
+    "BGPFilter": KindSource("tortie.model.specs_bgp_filter", "BGP_FILTER_SPEC"),
     "Node": KindSource(_BGP, "NODE_SPEC"),
     "FelixConfiguration": KindSource("tortie.model.specs_felix", "FELIX_CONFIGURATION_SPEC",
                                      ("check_felix_resource",)),
@@ -162,6 +165,7 @@ MODELS: Mapping[str, KindModel] = KindTable({
     "IPAMHandle": KindSource(_IPAM, "IPAM_HANDLE_SPEC"),
     "KubeControllersConfiguration": KindSource("tortie.model.specs_controllers",
                                                "KUBE_CONTROLLERS_CONFIGURATION_SPEC"),
+    "CalicoNodeStatus": KindSource("tortie.model.specs_node_status", "CALICO_NODE_STATUS_SPEC"),
     "Namespace": KindSource(_K8S, "NAMESPACE_SPEC", ("check_namespace_resource",)),
     "NetworkPolicy.networking.k8s.io": KindSource(_K8S, "K8S_NETWORK_POLICY_SPEC"),
     "AdminNetworkPolicy.policy.networking.k8s.io": KindSource(_K8S_ADMIN, "ADMIN_NETWORK_POLICY_SPEC"),

@@ -139,6 +139,8 @@ SUPPORT_MODULES: dict[str, str] = {
     "tortie.model.rules": "tortie.model.support_policy",
     "tortie.model.specs_endpoint": "tortie.model.support_endpoint",
     "tortie.model.specs_bgp": "tortie.model.support_bgp",
+    "tortie.model.specs_bgp_filter": "tortie.model.support_bgp_filter",
+    "tortie.model.specs_node_status": "tortie.model.support_node_status",
     "tortie.model.specs_felix": "tortie.model.support_felix",
     "tortie.model.specs_staged": "tortie.model.support_staged",
     "tortie.model.specs_k8s": "tortie.model.support_k8s",

@@ -12,29 +12,31 @@ from tortie.model import specs_bgp as B
 from tortie.model.support import FieldSupport, Rejected, impl, info, reject, unless, warn
 
 SNAP = "bgp.snapshot"
-SERVICES = "advertising service addresses"
+SERVICES = ("advertised from every node as a whole CIDR (Calico's cluster IP behaviour; tortie has no "
+            "Service objects, so no per-service routes)")
+PEERING = "bgp.peering"
 
 TABLE: dict[tuple[type[Any], str], FieldSupport] = {
     (B.BGPConfigurationSpec, "log_severity_screen"): impl(SNAP),
     (B.BGPConfigurationSpec, "node_to_node_mesh_enabled"): impl(SNAP),
     (B.BGPConfigurationSpec, "as_number"): impl(SNAP),
     (B.BGPConfigurationSpec, "listen_port"): impl(SNAP),
-    (B.BGPConfigurationSpec, "bind_mode"): unless(
-        ("None",), Rejected("BIRD listening on the node address only", not_yet=True),
-        "listen on every address: what tortie does"),
+    (B.BGPConfigurationSpec, "bind_mode"): impl(SNAP, PEERING),
     (B.BGPConfigurationSpec, "node_mesh_password"): impl(SNAP),
     (B.BGPConfigurationSpec, "node_mesh_max_restart_time"): impl(SNAP),
-    (B.BGPConfigurationSpec, "service_cluster_ips"): reject(SERVICES, not_yet=True),
-    (B.BGPConfigurationSpec, "service_external_ips"): reject(SERVICES, not_yet=True),
-    (B.BGPConfigurationSpec, "service_load_balancer_ips"): reject(SERVICES, not_yet=True),
-    (B.ServiceCIDR, "cidr"): reject(SERVICES, not_yet=True),
-    (B.BGPConfigurationSpec, "service_load_balancer_aggregation"): reject(
-        "advertising service addresses", not_yet=True),
+    (B.BGPConfigurationSpec, "service_cluster_ips"): impl(SNAP, note=SERVICES),
+    (B.BGPConfigurationSpec, "service_external_ips"): impl(SNAP, note=SERVICES),
+    (B.BGPConfigurationSpec, "service_load_balancer_ips"): impl(SNAP, note=SERVICES),
+    (B.ServiceCIDR, "cidr"): impl(SNAP),
+    (B.BGPConfigurationSpec, "service_load_balancer_aggregation"): unless(
+        ("Enabled",), Rejected("per-service /32 (/128) load balancer routes need Service objects, which "
+                               "tortie does not have", not_yet=True),
+        "the whole CIDR is advertised from every node: what tortie does"),
     (B.BGPConfigurationSpec, "communities"): impl(SNAP),
     (B.BGPConfigurationSpec, "prefix_advertisements"): impl(SNAP),
     (B.BGPConfigurationSpec, "ignored_interfaces"): impl(SNAP),
-    (B.BGPConfigurationSpec, "local_workload_peering_ipv4"): reject("workload BGP peering", not_yet=True),
-    (B.BGPConfigurationSpec, "local_workload_peering_ipv6"): reject("workload BGP peering", not_yet=True),
+    (B.BGPConfigurationSpec, "local_workload_peering_ipv4"): impl(SNAP, PEERING),
+    (B.BGPConfigurationSpec, "local_workload_peering_ipv6"): impl(SNAP, PEERING),
     (B.BGPConfigurationSpec, "program_cluster_routes"): unless(
         ("Enabled", "EnabledNoEncapOnly"), Rejected(
             "BIRD writes every route it learns over BGP into the kernel; with Disabled nothing would",
@@ -58,17 +60,17 @@ TABLE: dict[tuple[type[Any], str], FieldSupport] = {
     (B.BGPPeerSpec, "as_number"): impl(SNAP),
     (B.BGPPeerSpec, "peer_selector"): impl(SNAP),
     (B.BGPPeerSpec, "local_as_number"): impl(SNAP),
-    (B.BGPPeerSpec, "local_workload_selector"): reject("workload BGP peering", not_yet=True),
+    (B.BGPPeerSpec, "local_workload_selector"): impl(SNAP, PEERING),
     (B.BGPPeerSpec, "keep_original_next_hop"): impl(SNAP),
     (B.BGPPeerSpec, "next_hop_mode"): impl(SNAP),
     (B.BGPPeerSpec, "password"): impl(SNAP),
     (B.BGPPeerSpec, "source_address"): impl(SNAP),
     (B.BGPPeerSpec, "max_restart_time"): impl(SNAP),
     (B.BGPPeerSpec, "keepalive_time"): impl(SNAP),
-    (B.BGPPeerSpec, "num_allowed_local_as_numbers"): reject("allowing the local AS in paths", not_yet=True),
-    (B.BGPPeerSpec, "ttl_security"): reject("GTSM (TTL security)", not_yet=True),
-    (B.BGPPeerSpec, "reachable_by"): reject("a static route to the peer", not_yet=True),
-    (B.BGPPeerSpec, "filters"): reject("BGP filters", not_yet=True),
+    (B.BGPPeerSpec, "num_allowed_local_as_numbers"): impl(SNAP),
+    (B.BGPPeerSpec, "ttl_security"): impl(SNAP),
+    (B.BGPPeerSpec, "reachable_by"): impl(SNAP),
+    (B.BGPPeerSpec, "filters"): impl(SNAP, PEERING),
     (B.BGPPeerSpec, "reverse_peering"): impl(SNAP),
     (B.NodeSpec, "bgp"): impl(SNAP),
     (B.NodeBGPSpec, "as_number"): impl(SNAP),
@@ -93,3 +95,4 @@ TABLE: dict[tuple[type[Any], str], FieldSupport] = {
     (B.NodeInterface, "name"): info("descriptive (see interfaces)"),
     (B.NodeInterface, "addresses"): info("descriptive (see interfaces)"),
 }
+

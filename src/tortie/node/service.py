@@ -11,6 +11,7 @@
       every 0.2 s: restart what exited (backoff 0.5 s .. 30 s), refresh <run_dir>/node.json
       SIGTERM/SIGINT (the `stop` event): stop the BGP daemon (BIRD stops; its kernel routes persist)
         and the agent (its routes and sysctls stay); exit 0. The dataplane stays in place.
+      CalicoNodeStatus objects naming this host: filled by `tortie.node.status_report` (own thread)
 
 Why two shapes: the agent is a separate process so that it can be restarted on its own (a crash, exit
 code 3 after persistent kernel failures) and a new one adopts the kernel state without loss; the BGP
@@ -50,6 +51,7 @@ from tortie.datastore.api import Datastore
 from tortie.datastore.url import credentials_to_environment
 from tortie.node.autodetect import autodetect
 from tortie.node.registration import KEEP, REMOVE, AddressChoice, NodeAddresses, register_node
+from tortie.node.status_report import NodeStatusReporter, families_of
 from tortie.node.supervisor import ChildProcess, Component, InProcess, Supervisor
 
 log = logging.getLogger(__name__)
@@ -304,6 +306,9 @@ class NodeService:
             else:
                 log.warning("no BGP address registered host=%s; not running BGP", cfg.hostname)
         self.supervisor = Supervisor(components, initial=cfg.restart_initial, maximum=cfg.restart_max)
+        # CalicoNodeStatus objects naming this node are filled by their own thread.
+        reporter = NodeStatusReporter(self.ds, cfg.hostname, cfg.run_dir, families_of(self.registered))
+        reporter.start()
         log.info(
             "node service running host=%s components=%s", cfg.hostname, ",".join(c.name for c in components)
         )
@@ -314,6 +319,7 @@ class NodeService:
                 self.supervisor.changed = False
                 stop.wait(LOOP_INTERVAL)
         finally:
+            reporter.stop()
             self.write_status(force=True, stopping=True)
             self.supervisor.stop_all()
             if self.health is not None:

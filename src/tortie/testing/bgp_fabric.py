@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import IO
+from typing import IO, Any
 
 from tortie.bgp.daemon import BgpDaemon, DaemonConfig
 from tortie.bgp.view import DEFAULT_AGENT_ROUTE_PROTOCOL, Timers, ViewOptions
@@ -291,6 +291,21 @@ def gobgp_available() -> bool:
     return shutil.which("gobgpd") is not None and shutil.which("gobgp") is not None
 
 
+def lab_marks(*, gobgp: bool = False, frr: bool = False) -> list[Any]:
+    """The pytest marks of a BGP lab test: root, BIRD, and gobgpd / FRR when it uses them (skipped,
+    saying what to install, when they are missing)."""
+    import pytest
+
+    marks = [pytest.mark.root,
+             pytest.mark.skipif(shutil.which("bird") is None, reason="needs BIRD 2 (apt-get install bird2)")]
+    if gobgp:
+        marks.append(pytest.mark.skipif(not gobgp_available(),
+                                        reason="needs gobgpd (apt-get install gobgpd)"))
+    if frr:
+        marks.append(pytest.mark.skipif(not frr_available(), reason="needs FRR (apt-get install frr)"))
+    return marks
+
+
 # --------------------------------------------------------------------------- datastore content
 
 
@@ -312,6 +327,11 @@ def put_block(ds: Datastore, cidr: str, host: str | None) -> None:
 
     net = ipaddress.ip_network(cidr)
     ds.put(block_key(net), encode_block(IpamBlock.new(net, f"host:{host}" if host else None)))
+
+
+def pool_manifest(cidr: str, name: str = "pool") -> str:
+    return (f"apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {{name: {name}}}\n"
+            f"spec: {{cidr: {cidr}}}\n---\n")
 
 
 def node_manifest(name: str, address: str, *, labels: dict[str, str] | None = None,
@@ -375,6 +395,20 @@ class FrrRouter:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def gobgp_toml(asn: int, router_id: str, neighbors: Sequence[tuple[str, int]], *, timers: str = "",
+               extra: dict[str, str] | None = None) -> str:
+    """A gobgpd configuration: `neighbors` as (address, peer AS); every neighbour retries connecting
+    every second, plus the `timers` lines (TOML, e.g. `hold-time = 6`); `extra` adds TOML tables
+    to the neighbour of that address (e.g. its `[neighbors.ttl-security.config]`)."""
+    out = f'[global.config]\n  as = {asn}\n  router-id = "{router_id}"\n'
+    for address, peer_as in neighbors:
+        out += (f'\n[[neighbors]]\n  [neighbors.config]\n    neighbor-address = "{address}"\n'
+                f"    peer-as = {peer_as}\n  [neighbors.timers.config]\n    connect-retry = 1\n")
+        out += "".join(f"    {line.strip()}\n" for line in timers.splitlines() if line.strip())
+        out += (extra or {}).get(address, "")
+    return out
+
+
 class GobgpRouter:
     """gobgpd inside a router namespace; its gRPC API on the namespace's own loopback."""
 
@@ -397,6 +431,13 @@ class GobgpRouter:
 
     def cli(self, *args: str) -> str:
         return self.bed.exec(self.router.ns, *self._cli(*args)).stdout
+
+    def established(self) -> set[str]:
+        """Neighbour addresses gobgpd has an Established session with."""
+        import json
+
+        return {n["state"]["neighbor_address"] for n in json.loads(self.cli("neighbor", "-j"))
+                if n.get("state", {}).get("session_state") in (6, "established", "ESTABLISHED")}
 
     def rib_prefixes(self) -> set[str]:
         """Prefixes in gobgpd's global RIB (what it received plus what it originated)."""

@@ -74,7 +74,7 @@ VALID: dict[str, dict[str, Any]] = {
             "nodeToNodeMeshEnabled": True,
             "asNumber": 64512,
             "listenPort": 179,
-            "bindMode": "None",
+            "bindMode": "NodeIP",
             "nodeMeshPassword": {"secretKeyRef": {"name": "bgp-secrets", "key": "mesh"}},
             "nodeMeshMaxRestartTime": "120s",
             "communities": [
@@ -83,6 +83,12 @@ VALID: dict[str, dict[str, Any]] = {
             ],
             "prefixAdvertisements": [{"cidr": "10.244.0.0/16", "communities": ["pods", "65000:1"]}],
             "ignoredInterfaces": ["docker*", "virbr0"],
+            "serviceClusterIPs": [{"cidr": "10.96.0.0/12"}, {"cidr": "fd00:96::/112"}],
+            "serviceExternalIPs": [{"cidr": "203.0.113.0/24"}],
+            "serviceLoadBalancerIPs": [{"cidr": "198.51.100.64/26"}],
+            "serviceLoadBalancerAggregation": "Enabled",
+            "localWorkloadPeeringIPV4": "169.254.0.179",
+            "localWorkloadPeeringIPV6": "fdc9:9723:9bc::1",
             "programClusterRoutes": "EnabledNoEncapOnly",
             "ipv4NormalRoutePriority": 1024,
             "ipv6NormalRoutePriority": 1024,
@@ -102,7 +108,41 @@ VALID: dict[str, dict[str, Any]] = {
             "maxRestartTime": "2m",
             "keepaliveTime": "30s",
             "reversePeering": "Manual",
+            "ttlSecurity": 2,
+            "numAllowedLocalASNumbers": 1,
+            "reachableBy": "fd00::fe",
+            "filters": ["from-tor"],
         },
+    ),
+    "BGPFilter": obj(
+        "BGPFilter",
+        "from-tor",
+        {
+            "exportV4": [
+                {"action": "Accept", "matchOperator": "In", "cidr": "77.0.0.0/16", "source": "RemotePeers"},
+                {"action": "Reject", "interface": "*.calico"},
+                {"action": "Accept", "peerType": "eBGP", "operations": [
+                    {"addCommunity": {"value": "65000:100"}}, {"prependASPath": {"prefix": [64512]}}]},
+            ],
+            "importV4": [
+                {"action": "Accept", "matchOperator": "In", "cidr": "55.0.0.0/16",
+                 "prefixLength": {"min": 30}},
+                {"action": "Reject", "matchOperator": "NotIn", "cidr": "44.0.0.0/16"},
+                {"action": "Reject", "communities": {"values": ["65000:1:2"]},
+                 "asPathPrefix": [65000, 65001]},
+            ],
+            "exportV6": [{"action": "Reject", "source": "RemotePeers"}],
+            "importV6": [
+                {"action": "Accept", "matchOperator": "Equal", "cidr": "5000::/64",
+                 "prefixLength": {"min": 64, "max": 96}},
+                {"action": "Reject"},
+            ],
+        },
+    ),
+    "CalicoNodeStatus": obj(
+        "CalicoNodeStatus",
+        "node-1-status",
+        {"node": "node-1", "classes": ["Agent", "BGP", "Routes"], "updatePeriodSeconds": 10},
     ),
     "Node": obj(
         "Node",
@@ -442,4 +482,11 @@ REFUSED: list[tuple[dict[str, Any], str, str]] = [
      "is not supported by tortie"),
     (obj("FelixConfiguration", "default", {"natOutgoingAddress": "10.0.0.5"}), "spec.natOutgoingAddress",
      "is not supported by tortie"),
+    (obj("BGPFilter", "prio", {"importV4": [{"action": "Accept", "priority": 512}]}),
+     "spec.importV4[0].priority", "is not implemented yet"),
+    (obj("BGPFilter", "prio", {"exportV6": [
+        {"action": "Accept", "operations": [{"setPriority": {"value": 256}}]}]}),
+     "spec.exportV6[0].operations[0].setPriority", "is not implemented yet"),
+    (obj("BGPConfiguration", "default", {"serviceLoadBalancerAggregation": "Disabled"}),
+     "spec.serviceLoadBalancerAggregation", "is not implemented yet"),
 ]

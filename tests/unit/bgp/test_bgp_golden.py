@@ -50,6 +50,18 @@ spec: {cidr: 10.65.0.0/16}
 """
 
 
+def _dual_node(name: str, last: int) -> str:
+    return (f"apiVersion: projectcalico.org/v3\nkind: Node\nmetadata: {{name: {name}}}\n"
+            f'spec: {{bgp: {{ipv4Address: 172.31.0.{last}/24, ipv6Address: "fd00:31::{last}/64"}}}}\n---\n')
+
+
+def _wep(node: str, pod: str, color: str, iface: str, ip: str) -> str:
+    return ("apiVersion: projectcalico.org/v3\nkind: WorkloadEndpoint\n"
+            f"metadata: {{name: {node}-k8s-{pod}-eth0, namespace: nfv, labels: {{color: {color}}}}}\n"
+            f"spec: {{node: {node}, orchestrator: k8s, pod: {pod}, endpoint: eth0, interfaceName: {iface}, "
+            f"ipNetworks: [{ip}/32]}}\n---\n")
+
+
 def _blocks(*pairs: tuple[str, str | None]) -> list[BlockHead]:
     return [BlockHead(ipaddress.ip_network(cidr), host_affinity(host) if host else None)
             for cidr, host in pairs]
@@ -239,12 +251,158 @@ kind: IPPool
 metadata: {name: v6}
 spec: {cidr: "fd10::/48"}
 """, _blocks(("fd10::80/122", "h6"))),
+    "bgp_filters": ("h1", NODES3 + "---" + POOL + """
+---
+apiVersion: projectcalico.org/v3
+kind: BGPFilter
+metadata: {name: from-tor}
+spec:
+  importV4:
+  - {action: Reject, matchOperator: Equal, cidr: 198.51.100.0/24}
+  - {action: Accept, matchOperator: In, cidr: 198.51.0.0/16, prefixLength: {min: 20, max: 24}}
+  - {action: Reject, matchOperator: NotIn, cidr: 0.0.0.0/0, prefixLength: {max: 8}}
+  - {action: Accept, matchOperator: NotEqual, cidr: 203.0.113.0/24, communities: {values: ["65000:100"]},
+     asPathPrefix: [65000]}
+  exportV4:
+  - {action: Accept, matchOperator: In, cidr: 10.123.0.0/16, source: RemotePeers}
+  - {action: Reject, interface: "*.calico"}
+  - action: Accept
+    peerType: eBGP
+    matchOperator: In
+    cidr: 10.65.0.0/16
+    operations:
+    - addCommunity: {value: "65001:300:400"}
+    - prependASPath: {prefix: [64512, 64512]}
+---
+apiVersion: projectcalico.org/v3
+kind: BGPFilter
+metadata: {name: a-very-long-filter-name-that-does-not-fit-in-a-bird-symbol-of-64-characters}
+spec:
+  importV4:
+  - {action: Reject, peerType: iBGP, asPathPrefix: [65000, 65001]}
+  - {action: Reject}
+---
+apiVersion: projectcalico.org/v3
+kind: BGPFilter
+metadata: {name: unused}
+spec: {importV4: [{action: Reject}]}
+---
+apiVersion: projectcalico.org/v3
+kind: BGPPeer
+metadata: {name: tor}
+spec:
+  peerIP: 172.31.0.254
+  asNumber: 65000
+  filters: [from-tor, a-very-long-filter-name-that-does-not-fit-in-a-bird-symbol-of-64-characters]
+---
+apiVersion: projectcalico.org/v3
+kind: BGPPeer
+metadata: {name: same-as-router}
+spec:
+  peerIP: 172.31.0.253
+  asNumber: 64512
+  filters: [a-very-long-filter-name-that-does-not-fit-in-a-bird-symbol-of-64-characters]
+---
+apiVersion: projectcalico.org/v3
+kind: BGPPeer
+metadata: {name: missing-filter}
+spec: {peerIP: 172.31.0.252, asNumber: 65002, filters: [from-tor, no-such-filter]}
+""", _blocks(("10.65.0.0/26", "h1"))),
+    "bgp_filters_ipv6": ("h1", _dual_node("h1", 1) + """
+apiVersion: projectcalico.org/v3
+kind: IPPool
+metadata: {name: v6}
+spec: {cidr: "fd10::/48"}
+---
+apiVersion: projectcalico.org/v3
+kind: BGPFilter
+metadata: {name: v6-edge}
+spec:
+  importV6:
+  - {action: Accept, matchOperator: Equal, cidr: "5000::0/64"}
+  - {action: Accept, matchOperator: In, cidr: "2001:db8::/32", prefixLength: {min: 48, max: 64}}
+  - {action: Reject}
+  exportV6:
+  - {action: Reject, source: RemotePeers}
+  - {action: Reject, interface: "*.calico"}
+  exportV4:
+  - {action: Reject, matchOperator: In, cidr: 10.0.0.0/8}
+---
+apiVersion: projectcalico.org/v3
+kind: BGPPeer
+metadata: {name: tor6}
+spec: {peerIP: "fd00:31::fe", asNumber: 65000, filters: [v6-edge]}
+---
+apiVersion: projectcalico.org/v3
+kind: BGPPeer
+metadata: {name: tor4}
+spec: {peerIP: 172.31.0.254, asNumber: 65000, filters: [v6-edge]}
+---""" + POOL, _blocks(("10.65.0.0/26", "h1"), ("fd10::/122", "h1"))),
+    "peer_options": ("h1", NODES3 + "---" + POOL + """
+---
+apiVersion: projectcalico.org/v3
+kind: BGPConfiguration
+metadata: {name: default}
+spec: {bindMode: NodeIP}
+---
+apiVersion: projectcalico.org/v3
+kind: BGPPeer
+metadata: {name: gtsm-tor}
+spec: {peerIP: 172.31.0.254, asNumber: 65000, ttlSecurity: 1, numAllowedLocalASNumbers: 2,
+       keepaliveTime: 20s, maxRestartTime: 2m}
+---
+apiVersion: projectcalico.org/v3
+kind: BGPPeer
+metadata: {name: far-router}
+spec: {peerIP: 192.0.2.9, asNumber: 65009, reachableBy: 172.31.0.254, ttlSecurity: 3,
+       sourceAddress: None}
+---
+apiVersion: projectcalico.org/v3
+kind: BGPPeer
+metadata: {name: rack-peers}
+spec: {nodeSelector: rack == 'r1', peerSelector: rack == 'r2', reversePeering: Manual}
+""", _blocks(("10.65.0.0/26", "h1"))),
+    "services": ("h1", _dual_node("h1", 1) + _dual_node("h2", 2) + """
+apiVersion: projectcalico.org/v3
+kind: BGPConfiguration
+metadata: {name: default}
+spec:
+  serviceClusterIPs: [{cidr: 10.96.0.0/12}, {cidr: "fd00:96::/112"}]
+  serviceExternalIPs: [{cidr: 203.0.113.0/24}]
+  serviceLoadBalancerIPs: [{cidr: 198.51.100.64/26}]
+  communities: [{name: svc, value: "64512:96"}]
+  prefixAdvertisements: [{cidr: 10.96.0.0/12, communities: [svc]}]
+---""" + POOL, _blocks(("10.65.0.0/26", "h1"))),
+    "workload_peering": ("h1", NODES3 + "---" + POOL + """
+---
+apiVersion: projectcalico.org/v3
+kind: BGPConfiguration
+metadata: {name: default}
+spec: {nodeToNodeMeshEnabled: false, localWorkloadPeeringIPV4: 169.254.0.179}
+---
+apiVersion: projectcalico.org/v3
+kind: BGPFilter
+metadata: {name: no-export}
+spec: {exportV4: [{action: Reject}], exportV6: [{action: Reject}]}
+---
+apiVersion: projectcalico.org/v3
+kind: BGPFilter
+metadata: {name: accept-nested-ip-pools}
+spec: {importV4: [{action: Accept, matchOperator: In, cidr: 10.123.0.0/16}, {action: Reject}]}
+---
+apiVersion: projectcalico.org/v3
+kind: BGPPeer
+metadata: {name: peer-to-workloads}
+spec: {localWorkloadSelector: color == 'red', asNumber: 65123, filters: [no-export, accept-nested-ip-pools]}
+---
+""" + _wep("h1", "vr1", "red", "cali1", "10.65.0.5") + _wep("h1", "web", "blue", "cali2", "10.65.0.6")
+        + _wep("h2", "vr2", "red", "cali1", "10.65.1.5"), _blocks(("10.65.0.0/26", "h1"))),
 }
 
 
 def render_scenario(name: str, timers: Timers | None = None) -> str:
     hostname, manifests, blocks = SCENARIOS[name]
-    snap = snapshot_from_resources(load_resources(manifests, source=name), blocks)
+    snap = snapshot_from_resources(load_resources(manifests, source=name), blocks, hostname)
     result = compute_view(snap, hostname, ViewOptions(secrets=_secrets, timers=timers or Timers()))
     assert result.view is not None, result.problems
     return render(result.view)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from tortie.bgp.records import SecretRef
 from tortie.bgp.secrets import FileSecrets
 from tortie.bgp.snapshot import BGP_PREFIXES, SnapshotCache
 from tortie.cli.main import main as tortie_main
-from tortie.cli.node_status_cmd import node_subparsers
+from tortie.cli.node_status_cmd import agent_state, node_subparsers
 from tortie.model import load_resources
 
 KEY = "/calico/resources/v3/projectcalico.org/"
@@ -135,3 +136,73 @@ def test_bgp_run_help_lists_options(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     for option in ("--hostname", "--run-dir", "--secrets-dir", "--agent-route-protocol", "--bird-netns"):
         assert option in out
+
+
+def _node_json(run_dir: Path, **fields: object) -> None:
+    doc = {"hostname": "hx", "pid": 1, "updated": time.time(), "stopping": False, "node": {},
+           "components": {"agent": {"running": True, "pid": 2, "ready": True, "lastExitCode": None}}}
+    doc.update(fields)
+    (run_dir / "node.json").write_text(json.dumps(doc))
+
+
+def test_agent_state_follows_the_node_service(tmp_path: Path) -> None:
+    assert agent_state(str(tmp_path))["managed"] is False  # BGP on its own: no node.json
+    _node_json(tmp_path)
+    assert agent_state(str(tmp_path)) == {"managed": True, "running": True, "ready": True, "reason": ""}
+    _node_json(tmp_path, components={"agent": {"running": False, "pid": None, "lastExitCode": 3}})
+    state = agent_state(str(tmp_path))
+    assert state["running"] is False and "last exit code 3" in state["reason"]
+    _node_json(tmp_path, updated=time.time() - 60)  # the node service itself is gone
+    state = agent_state(str(tmp_path))
+    assert state["running"] is False and "not running" in state["reason"]
+    _node_json(tmp_path, stopping=True)
+    assert agent_state(str(tmp_path))["running"] is False
+    _node_json(tmp_path, components={"bgp": {"running": True}})
+    assert agent_state(str(tmp_path))["managed"] is False
+
+
+def test_node_status_names_the_agent_when_bird_is_down(tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    _node_json(tmp_path, components={"agent": {"running": False, "pid": None, "lastExitCode": 1}})
+    assert tortie_main(["node", "status", "--hostname", "hx", "--run-dir", str(tmp_path)]) == 1
+    assert "tortie agent is NOT running: the agent has exited" in capsys.readouterr().err
+    assert tortie_main(["node", "status", "--hostname", "hx", "--run-dir", str(tmp_path), "-o", "json"]) == 1
+    assert json.loads(capsys.readouterr().out)["agent"]["running"] is False
+
+
+RENDER = """
+apiVersion: projectcalico.org/v3
+kind: Node
+metadata: {name: h1}
+spec: {bgp: {ipv4Address: 172.31.0.1/24}}
+---
+apiVersion: projectcalico.org/v3
+kind: BGPFilter
+metadata: {name: edge}
+spec: {importV4: [{action: Reject, matchOperator: In, cidr: 10.0.0.0/8}]}
+---
+apiVersion: projectcalico.org/v3
+kind: BGPPeer
+metadata: {name: tor}
+spec: {peerIP: 172.31.0.254, asNumber: 65000, filters: [edge]}
+---
+apiVersion: projectcalico.org/v3
+kind: BGPPeer
+metadata: {name: broken}
+spec: {peerIP: 172.31.0.253, asNumber: 65000, filters: [missing]}
+"""
+
+
+def test_bgp_render_prints_what_run_would_write(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(RENDER)
+    url = f"sqlite:///{tmp_path / 'ds.db'}"  # the SQLAlchemy spelling works too
+    assert tortie_main(["--datastore", url, "apply", "-f", str(manifest)]) == 0
+    capsys.readouterr()
+    assert tortie_main(["--datastore", url, "bgp", "render", "--hostname", "h1"]) == 0
+    out, err = capsys.readouterr()
+    assert "function 'bgp_edge_importFilterV4'()" in out and "protocol bgp Global_172_31_0_254" in out
+    assert "Global_172_31_0_253" not in out
+    assert "warning: BGPPeer broken: BGPFilter 'missing' does not exist" in err
+    assert tortie_main(["--datastore", url, "bgp", "render", "--hostname", "nobody"]) == 1
+    assert "no Node 'nobody'" in capsys.readouterr().err

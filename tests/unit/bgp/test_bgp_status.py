@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tortie.bgp.control import BirdCommandError, BirdControl, BirdNotRunning, Reply
+from tortie.bgp.session import PeerType
 from tortie.bgp.status import (
     decode_peer_name,
     parse_protocols,
@@ -18,7 +19,6 @@ from tortie.bgp.status import (
     peer_rows,
     query_advertised,
 )
-from tortie.bgp.view import PeerType
 
 # `show protocols all` as BIRD 2.0.12 sends it (trimmed), with `timeformat protocol iso long`.
 PROTOCOLS_ALL = """\

@@ -19,14 +19,12 @@ from tortie.bgp.records import (
     Snapshot,
 )
 from tortie.bgp.render import render
+from tortie.bgp.session import PeerType, Session, protocol_name
 from tortie.bgp.view import (
     DEFAULT_AGENT_ROUTE_PROTOCOL,
-    PeerType,
-    Session,
     ViewOptions,
     compute_view,
     derived_router_id,
-    protocol_name,
 )
 from tortie.common.ipfamily import FAMILIES, V6
 from tortie.model.ipam_block import BlockHead

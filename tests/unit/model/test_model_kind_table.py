@@ -20,19 +20,23 @@ import tortie.model as model
 from tortie.model import kinds
 from tortie.model.resource import MODELS, KindModel, KindTable
 from tortie.model.schema import Struct
+from tortie.model.specs_bgp_filter import BGPFilterSpec
 from tortie.model.specs_controllers import KubeControllersConfigurationSpec
 from tortie.model.specs_k8s import K8sNetworkPolicySpec, NamespaceSpec
 from tortie.model.specs_k8s_admin import AdminNetworkPolicySpec, BaselineAdminNetworkPolicySpec
+from tortie.model.specs_node_status import CalicoNodeStatusSpec
 from tortie.model.specs_staged import StagedGlobalNetworkPolicySpec, StagedNetworkPolicySpec
 
 SPEC_MODULES = (
     "specs_bgp",
+    "specs_bgp_filter",
     "specs_controllers",
     "specs_endpoint",
     "specs_felix",
     "specs_ipam",
     "specs_k8s",
     "specs_k8s_admin",
+    "specs_node_status",
     "specs_policy",
     "specs_staged",
 )
@@ -64,7 +68,7 @@ def test_importing_the_model_loads_no_spec_module() -> None:
     code = (
         "from tortie.model import parse_resource, Resource, MODELS, ValidationError\n"
         "import tortie.model.resource\n"
-        "assert 'IPPool' in MODELS and 'Nope' not in MODELS and len(MODELS) == 25\n"
+        "assert 'IPPool' in MODELS and 'Nope' not in MODELS and len(MODELS) == 27\n"
         "assert list(MODELS)[0] == 'IPPool'"
     )
     assert loaded_after(code) == []
@@ -105,7 +109,7 @@ def test_spec_union_is_built_on_first_use() -> None:
         "from tortie.model import Spec, IPPoolSpec\n"
         "args = Spec.__args__\n"
         "from tortie.model.specs_k8s_admin import BaselineAdminNetworkPolicySpec as Last\n"
-        "assert args[0] is IPPoolSpec and args[-1] is Last and len(args) == 25, args\n"
+        "assert args[0] is IPPoolSpec and args[-1] is Last and len(args) == 27, args\n"
         "assert r.Spec is Spec"
     )
     assert loaded_after(code) == list(SPEC_MODULES)
@@ -114,7 +118,7 @@ def test_spec_union_is_built_on_first_use() -> None:
 def test_table_covers_every_kind_in_order() -> None:
     assert list(MODELS) == [k.kind for k in kinds.KINDS if k.kind in MODELS]
     assert set(MODELS) <= {k.kind for k in kinds.KINDS}
-    assert len(MODELS) == len(list(MODELS)) == 25
+    assert len(MODELS) == len(list(MODELS)) == 27
 
 
 def test_entries_are_the_kinds_typed_specs() -> None:
@@ -140,6 +144,8 @@ def test_entries_are_the_kinds_typed_specs() -> None:
         "BlockAffinity": model.BlockAffinitySpec,
         "IPAMHandle": model.IPAMHandleSpec,
         "KubeControllersConfiguration": KubeControllersConfigurationSpec,
+        "BGPFilter": BGPFilterSpec,
+        "CalicoNodeStatus": CalicoNodeStatusSpec,
         "Namespace": NamespaceSpec,
         "NetworkPolicy.networking.k8s.io": K8sNetworkPolicySpec,
         "AdminNetworkPolicy.policy.networking.k8s.io": AdminNetworkPolicySpec,
