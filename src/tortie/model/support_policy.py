@@ -13,26 +13,27 @@ from tortie.model import specs_policy as P
 from tortie.model.support import FieldSupport, impl, info, reject, warn
 
 POLICY = ("calc.policy_rules",)
+RESOLVER = "calc.policy_resolver"
 SERVICE_MATCH = "service matches are not supported yet (see services)"
 
 TABLE: dict[tuple[type[Any], str], FieldSupport] = {
-    (P.TierSpec, "order"): impl("calc.policy_calc"),
-    (P.TierSpec, "default_action"): impl("calc.policy_calc"),
+    (P.TierSpec, "order"): impl(RESOLVER),
+    (P.TierSpec, "default_action"): impl(RESOLVER),
     **{(cls, attr): impl(*POLICY) for cls in (P.NetworkPolicySpec, P.GlobalNetworkPolicySpec)
        for attr in ("selector", "service_account_selector")},
-    **{(cls, attr): impl("calc.policy_calc") for cls in (P.NetworkPolicySpec, P.GlobalNetworkPolicySpec)
+    **{(cls, attr): impl(RESOLVER) for cls in (P.NetworkPolicySpec, P.GlobalNetworkPolicySpec)
        for attr in ("tier", "order", "types", "ingress", "egress")},
     **{(cls, "performance_hints"): warn("tortie computes every policy only where an endpoint needs it")
        for cls in (P.NetworkPolicySpec, P.GlobalNetworkPolicySpec)},
     (P.GlobalNetworkPolicySpec, "namespace_selector"): impl(*POLICY),
-    (P.GlobalNetworkPolicySpec, "do_not_track"): impl("calc.policy_calc"),
-    (P.GlobalNetworkPolicySpec, "pre_dnat"): impl("calc.policy_calc"),
-    (P.GlobalNetworkPolicySpec, "apply_on_forward"): impl("calc.policy_calc"),
-    (P.ProfileSpec, "ingress"): impl("calc.policy_calc"),
-    (P.ProfileSpec, "egress"): impl("calc.policy_calc"),
+    (P.GlobalNetworkPolicySpec, "do_not_track"): impl(RESOLVER),
+    (P.GlobalNetworkPolicySpec, "pre_dnat"): impl(RESOLVER),
+    (P.GlobalNetworkPolicySpec, "apply_on_forward"): impl(RESOLVER),
+    (P.ProfileSpec, "ingress"): impl(RESOLVER),
+    (P.ProfileSpec, "egress"): impl(RESOLVER),
     (P.ProfileSpec, "labels_to_apply"): impl("calc.policy_calc"),
-    (P.NetworkSetSpec, "nets"): impl("calc.policy_calc"),
-    (P.GlobalNetworkSetSpec, "nets"): impl("calc.policy_calc"),
+    (P.NetworkSetSpec, "nets"): impl("calc.policy_items"),
+    (P.GlobalNetworkSetSpec, "nets"): impl("calc.policy_items"),
     (R.Rule, "action"): impl(*POLICY),
     (R.Rule, "ip_version"): impl(*POLICY),
     (R.Rule, "protocol"): impl(*POLICY),
