@@ -39,7 +39,7 @@ from networking_tortie import naming
 
 log = logging.getLogger(__name__)
 
-_STORE_MANAGED = ("uid", "creationTimestamp", "resourceVersion")
+_STORE_MANAGED = ("uid", "creationTimestamp", "resourceVersion", "generation")
 
 
 @dataclass(frozen=True)
@@ -175,8 +175,11 @@ class Resyncer:
             # replace it directly, still conditional on the revision we saw.
             raw_meta = have.value.get("metadata")
             meta: dict[str, Any] = raw_meta if isinstance(raw_meta, dict) else {}
+            old_generation = meta.get("generation")
+            generation = old_generation + 1 if isinstance(old_generation, int) and old_generation > 0 else 1
             wire = ResourceStore._stamp(want, uid=str(meta.get("uid") or uuid.uuid4()),
-                                        created=str(meta.get("creationTimestamp") or _now()))
+                                        created=str(meta.get("creationTimestamp") or _now()),
+                                        generation=generation)
             self.ds.update(have.key, wire, expected_revision=have.mod_revision)
             return "updated"
         self.store.apply_all([want.replace_metadata(resource_version=str(have.mod_revision))], mode="replace")

@@ -251,7 +251,7 @@ def _owned_keys(env: Env) -> list[str]:
 def _strip(value: dict[str, Any]) -> dict[str, Any]:
     out = dict(value)
     if "metadata" in out:
-        out["metadata"] = {k: v for k, v in out["metadata"].items() if k not in ("uid", "creationTimestamp")}
+        out["metadata"] = {k: v for k, v in out["metadata"].items() if k not in ("uid", "creationTimestamp", "generation")}
     return out
 
 
