@@ -285,3 +285,27 @@ def test_gc_removes_stale_attachments(env: Env) -> None:
     assert env.cni("STATUS", keep, env.conf(cniVersion="1.1.0")) == (0, None)
     with contextlib.suppress(Exception):
         env.cni("DEL", keep, env.conf())
+
+
+def test_container_id_reused_for_another_namespace(env: Env) -> None:
+    """The kernel decides whose attachment a host interface is (its peer's namespace id): a second ADD
+    of one container ID into another live namespace fails with code 4 and touches nothing, the
+    runtime's DEL for that namespace leaves the first attachment working, and once the first
+    namespace is gone the ID can be attached again."""
+    first, second = env.container(), env.container()
+    code, result = env.cni("ADD", first, env.conf(), cid="reused")
+    assert code == 0, result
+    ip = result["ips"][0]["address"].split("/")[0]
+    code, err = env.cni("ADD", second, env.conf(), cid="reused")
+    assert (code, err["code"]) == (1, 4), err
+    assert not any(link["ifname"] == "eth0" for link in env.ip_json(second, "link", "show"))
+    assert env.cni("DEL", second, env.conf(), cid="reused") == (0, None)
+    assert len(env.host_links()) == 1 and len(env.weps()) == 1 and env.handle_ips("kn.reused") == [ip]
+    (eth0,) = env.ip_json(first, "addr", "show", "dev", "eth0")
+    assert any(a["local"] == ip for a in eth0["addr_info"])
+    subprocess.run(["ip", "netns", "del", first], check=True)
+    code, again = env.cni("ADD", second, env.conf(), cid="reused")
+    assert code == 0, again
+    assert len(env.host_links()) == 1 and len(env.weps()) == 1
+    assert env.handle_ips("kn.reused") == [again["ips"][0]["address"].split("/")[0]]
+    assert env.audit() == []

@@ -86,6 +86,24 @@ def test_a_veth_peer_is_created_directly_in_another_namespace(netns: str, rtnl: 
         ]
 
 
+def test_a_veth_peer_namespace_is_told_by_its_id(netns: str, rtnl: Rtnl) -> None:
+    """RTM_GETNSID gives a namespace the id its veth peers are reported with (IFLA_LINK_NETNSID); a
+    namespace no link of ours reaches has none; `ip netns list-id` agrees."""
+    with throwaway_netns("rtnlpa") as peer_ns, throwaway_netns("rtnlpb") as other:
+        fds = [open_netns(peer_ns), open_netns(other)]
+        try:
+            rtnl.add_veth("tortv2", "eth0", peer_netns_fd=fds[0], mtu=1500)
+            link = rtnl.get_link("tortv2")
+            assert link is not None and link.link_netnsid is not None
+            assert rtnl.nsid_of(fds[0]) == link.link_netnsid
+            assert rtnl.nsid_of(fds[1]) is None
+        finally:
+            for fd in fds:
+                os.close(fd)
+        listed = ip("-n", netns, "netns", "list-id").stdout
+        assert f"nsid {link.link_netnsid} " in listed + " "
+
+
 def test_link_lookup_by_name_and_dump(netns: str, rtnl: Rtnl) -> None:
     RealBench(netns).add_link("tortk1")
     found = rtnl.get_link("tortk1")

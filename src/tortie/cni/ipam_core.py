@@ -83,11 +83,23 @@ def single(iface: IPInterface) -> IPInterface:
     return ipaddress.ip_interface(f"{iface.ip}/{iface.ip.max_prefixlen}")
 
 
-def assign(ds: Datastore, conf: IpamConf, ident: WorkloadIdentity, lock_file: str) -> list[IPInterface]:
-    """Allocate the configured families for `ident` (all or nothing)."""
+def assign(
+    ds: Datastore, conf: IpamConf, ident: WorkloadIdentity, lock_file: str, *, replace: bool = False
+) -> list[IPInterface]:
+    """Allocate the configured families for `ident` (all or nothing). With `replace`, whatever the
+    handle still holds (a repeated ADD, or one that died half way) is released first, under the same
+    lock, so the handle ends up holding exactly the new addresses."""
     attrs = {"node": ident.node, "namespace": ident.namespace, "pod": ident.workload}
     ipam = new_ipam(ds)  # import (tens of ms) before taking the lock, which only guards datastore work
     with host_lock(lock_file):
+        if replace:
+            stale = ipam.release_by_handle(ident.handle)
+            if stale:
+                log.warning(
+                    "released what a previous ADD of this container left handle=%s ips=%s",
+                    ident.handle,
+                    ",".join(map(str, stale)),
+                )
         result = ipam.auto_assign(
             1 if conf.assign_ipv4 else 0,
             1 if conf.assign_ipv6 else 0,

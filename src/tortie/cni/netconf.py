@@ -14,7 +14,6 @@ Defaults that involve the host (node name, MTU) are resolved later by `resolve_n
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -151,9 +150,16 @@ def _str_map(value: object, where: str) -> dict[str, str]:
 
 
 def load_json(data: bytes) -> dict[str, Any]:
-    """Decode stdin: a JSON object, else CniError 6."""
+    """Decode stdin: a JSON object within `MAX_CNI_INPUT_BYTES` and `MAX_DEPTH` levels, else CniError 6.
+    The limits keep a runaway or hostile input (a 10 MB `[[[[...`) from exhausting the plugin or
+    the node's CNI service: no real network configuration is near either."""
+    from tortie.model.input_limits import MAX_CNI_INPUT_BYTES, MAX_DEPTH, InputTooDeep, InputTooLarge
+    from tortie.model.input_limits import load_json as limited_json
+
     try:
-        obj = json.loads(data or b"")
+        obj = limited_json(data or b"", "stdin", max_depth=MAX_DEPTH, max_bytes=MAX_CNI_INPUT_BYTES)
+    except (InputTooLarge, InputTooDeep) as e:
+        raise CniError(DECODING_FAILURE, "the network configuration on stdin is too large", str(e)) from None
     except (ValueError, UnicodeDecodeError) as e:
         raise CniError(DECODING_FAILURE, "cannot decode the network configuration on stdin", str(e)) from None
     if not isinstance(obj, dict):

@@ -15,15 +15,24 @@ peer, addresses and routes with it):
     4. container: sysctls (IPv6 on, no DAD), link up, addresses, gateway routes
     5. host /32 and /128 routes to the host end (an existing route via another interface is an error)
 
+`attachment` compares the host end's IFLA_LINK_NETNSID with the id the host namespace gives the
+requested namespace (RTM_GETNSID): equal means the peer is there.
+
+Sockets: by default every call opens its host-side rtnetlink socket and closes it after; a
+long-lived caller (the node's CNI service) passes one `host` socket, kept open and shared by its
+threads (`Rtnl` serialises exchanges). Container-side sockets are always per call.
+
 Kernel errors are `KernelError`s (a `DataplaneError`); a missing namespace `NetnsNotFound`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import ipaddress
 import logging
 import os
+from collections.abc import Iterator
 
 from tortie.cni.plumbing import (
     GATEWAY_V4,
@@ -31,10 +40,11 @@ from tortie.cni.plumbing import (
     HOST_MAC,
     HOST_SYSCTLS_V4,
     HOST_SYSCTLS_V6,
+    Attachment,
     PlumbedInterface,
     VethSpec,
 )
-from tortie.common.errors import DataplaneError, NetlinkError
+from tortie.common.errors import DataplaneError, NetlinkError, NetnsNotFound
 from tortie.common.ipfamily import V4, V6, IPInterface, IPNetwork, family_of
 from tortie.kernel.netns import entered, open_netns
 from tortie.kernel.rtnl import Rtnl
@@ -59,10 +69,37 @@ def _host_route_dst(addr: IPInterface) -> IPNetwork:
 class NetlinkPlumber:
     """Kernel plumbing through rtnetlink and /proc/sys (see the module docstring)."""
 
+    def __init__(self, host: Rtnl | None = None) -> None:
+        self._shared = host
+
+    @contextlib.contextmanager
+    def _host(self) -> Iterator[Rtnl]:
+        if self._shared is not None:
+            yield self._shared
+            return
+        with Rtnl() as host:
+            yield host
+
+    def attachment(self, host_ifname: str, netns: str) -> Attachment:
+        with self._host() as host:
+            link = host.get_link(host_ifname)
+            if link is None:
+                return "absent"
+            if link.link_netnsid is None:
+                return "unknown"
+            try:
+                ns_fd = open_netns(netns)
+            except NetnsNotFound:
+                return "elsewhere"  # the peer's namespace is alive (the veth exists); this one is not
+            try:
+                return "here" if host.nsid_of(ns_fd) == link.link_netnsid else "elsewhere"
+            finally:
+                os.close(ns_fd)
+
     def add(self, spec: VethSpec) -> PlumbedInterface:
         ns_fd = open_netns(spec.netns)
         try:
-            with Rtnl() as host:
+            with self._host() as host:
                 stale = host.get_link(spec.host_ifname)
                 if stale is not None:
                     log.info("deleting stale host interface ifname=%s", spec.host_ifname)
@@ -144,7 +181,7 @@ class NetlinkPlumber:
 
     def remove(self, host_ifname: str) -> bool:
         try:
-            with Rtnl() as host:
+            with self._host() as host:
                 link = host.get_link(host_ifname)
                 if link is None:
                     return False
@@ -159,7 +196,7 @@ class NetlinkPlumber:
         except Exception as e:
             return [str(e)]
         try:
-            with Rtnl() as host:
+            with self._host() as host:
                 hlink = host.get_link(spec.host_ifname)
                 if hlink is None:
                     return [f"host interface {spec.host_ifname} does not exist"]

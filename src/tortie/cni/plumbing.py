@@ -23,19 +23,26 @@ Contract of every implementation:
 * `add` is all-or-nothing: if it raises, it has removed whatever it created.
 * `remove` is idempotent: deleting the host end deletes its peer; a missing interface is success.
 * `check` returns human-readable problems (empty list = all as expected); it never changes anything.
+* `attachment(host_ifname, netns)` says where the peer of an existing host end lives, from kernel
+  state alone: ABSENT (no such host interface), HERE (in `netns`), ELSEWHERE (in another namespace,
+  which is alive: a veth dies with its namespace; also when `netns` itself is gone) or UNKNOWN (a
+  host interface whose peer the kernel names no namespace for). ADD and DEL use it to tell a
+  container ID reused for another namespace, or a newer sandbox of the same workload, from a stale
+  or repeated attachment of their own.
 """
 
 from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 HOST_MAC = "ee:ee:ee:ee:ee:ee"
 GATEWAY_V4 = ipaddress.IPv4Address("169.254.1.1")
 GATEWAY_V6 = ipaddress.IPv6Address("fe80::ecee:eeff:feee:eeee")
 
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+Attachment = Literal["absent", "here", "elsewhere", "unknown"]
 
 # Host-side sysctls per workload interface: (family directory, file, value).
 HOST_SYSCTLS_V4 = (
@@ -93,4 +100,8 @@ class WorkloadPlumber(Protocol):
 
     def check(self, spec: VethSpec) -> list[str]:
         """Problems found comparing the kernel with `spec`; [] when everything is in place."""
+        ...
+
+    def attachment(self, host_ifname: str, netns: str) -> Attachment:
+        """Where the peer of host interface `host_ifname` lives relative to `netns` (see above)."""
         ...

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 from tortie.cni import endpoint, ipam_core
 from tortie.cni.errors import (
     CHECK_FAILED,
+    INVALID_ENVIRONMENT,
     INVALID_NETWORK_CONFIG,
     PLUGIN_NOT_AVAILABLE,
     UNKNOWN_CONTAINER,
@@ -43,7 +44,14 @@ from tortie.cni.errors import (
 )
 from tortie.cni.naming import WorkloadIdentity, request_identity
 from tortie.cni.netconf import IPAM_TYPE, NetConf, attachment_valid, resolve_mtu, resolve_nodename
-from tortie.cni.plumbing import GATEWAY_V4, GATEWAY_V6, PlumbedInterface, VethSpec, WorkloadPlumber
+from tortie.cni.plumbing import (
+    GATEWAY_V4,
+    GATEWAY_V6,
+    Attachment,
+    PlumbedInterface,
+    VethSpec,
+    WorkloadPlumber,
+)
 from tortie.cni.request import CniRequest
 from tortie.cni.result import CniResult, Dns, Interface, IPConfig, RouteSpec, from_wire
 from tortie.cni.runner import Handler, verb_handlers
@@ -176,14 +184,16 @@ class TortiePlugin:
             )
 
         endpoint.validate_early(endpoint_data([], ""))
+        plumber = self.deps.plumber_factory()
+        attached = plumber.attachment(ident.host_ifname, req.netns)
         undo: list[tuple[str, Callable[[], object]]] = []
         with self._datastore(conf) as ds:
+            self._forget_previous(ds, req, conf, ident, attached)
             try:
                 addresses = self._assign(ds, req, conf, ident, undo)
                 spec = VethSpec(
                     req.netns, req.ifname, ident.host_ifname, mtu, tuple(addresses), conf.route_protocol
                 )
-                plumber = self.deps.plumber_factory()
                 plumbed = plumber.add(spec)
                 undo.append(("delete the host interface", lambda: plumber.remove(spec.host_ifname)))
                 if conf.profiles is None and profiles:
@@ -221,6 +231,34 @@ class TortiePlugin:
         )
         return build_result(ident, req.netns, plumbed, addresses, conf)
 
+    @staticmethod
+    def _forget_previous(
+        ds: Datastore, req: CniRequest, conf: NetConf, ident: WorkloadIdentity, attached: Attachment
+    ) -> None:
+        """Before an ADD: refuse a container ID that is attached in another live namespace; forget the
+        endpoint of an earlier attachment of this same container (a repeated ADD, or one whose
+        response was lost), whose addresses `_assign` releases and whose host end `plumber.add`
+        replaces. An endpoint of another container (a newer Kubernetes sandbox of the pod: same
+        names, new ID) is replaced by the write and restored if this ADD fails."""
+        kv = endpoint.read_wep(ds, ident.namespace, ident.wep_name)
+        if kv is None or endpoint.container_of(kv.value) != req.container_id:
+            return
+        if attached == "elsewhere":
+            raise CniError(
+                INVALID_ENVIRONMENT,
+                "container ID already attached in another network namespace",
+                f"container {req.container_id} is attached to network {conf.name} (host interface "
+                f"{ident.host_ifname}) with its interface in a network namespace other than {req.netns}; "
+                "DEL that attachment first, or use a new container ID",
+            )
+        log.warning(
+            "ADD replaces an earlier attachment of this container container=%s wep=%s/%s",
+            req.container_id,
+            ident.namespace,
+            ident.wep_name,
+        )
+        endpoint.delete_wep_if_owned(ds, ident.namespace, ident.wep_name, req.container_id)
+
     def _assign(
         self,
         ds: Datastore,
@@ -233,7 +271,7 @@ class TortiePlugin:
             undo.append(
                 ("release the addresses", lambda: ipam_core.release(ds, [ident.handle], conf.ipam_lock_file))
             )
-            return ipam_core.assign(ds, conf.ipam, ident, conf.ipam_lock_file)
+            return ipam_core.assign(ds, conf.ipam, ident, conf.ipam_lock_file, replace=True)
         env = self._delegate_env(req)
         out = self.deps.delegate(conf.ipam.type, "ADD", env, req.path, conf.raw)
         undo.append(
@@ -269,12 +307,31 @@ class TortiePlugin:
                 if not iface.sandbox and iface.name.startswith(conf.interface_prefix):
                     host_ifnames.add(iface.name)
         plumber = self.deps.plumber_factory()
+        # A host end whose peer lives in another live namespace is not this call's to remove: a newer
+        # sandbox of the same pod, or this container ID attached elsewhere (the ADD in `netns` failed).
+        elsewhere = bool(req.netns) and plumber.attachment(ident.host_ifname, req.netns) == "elsewhere"
         # Deleting a veth blocks in the kernel for tens of milliseconds (an RCU grace period); do it on
         # a thread while this one opens the datastore and loads IPAM (CPU-bound), then wait for it.
-        unwire = _InBackground(lambda: [name for name in sorted(host_ifnames) if plumber.remove(name)])
+        unwire = _InBackground(
+            lambda: [] if elsewhere else [name for name in sorted(host_ifnames) if plumber.remove(name)]
+        )
         try:
             with self._datastore(conf) as ds:
-                removed = endpoint.delete_wep_if_owned(ds, ident.namespace, ident.wep_name, req.container_id)
+                kv = endpoint.read_wep(ds, ident.namespace, ident.wep_name)
+                if elsewhere and kv is not None and endpoint.container_of(kv.value) == req.container_id:
+                    log.info(
+                        "DEL leaves the attachment of this container in another namespace alone "
+                        "container=%s netns=%s ifname=%s",
+                        req.container_id,
+                        req.netns,
+                        ident.host_ifname,
+                    )
+                    return
+                removed = None
+                if not elsewhere:
+                    removed = endpoint.delete_wep_if_owned(
+                        ds, ident.namespace, ident.wep_name, req.container_id
+                    )
                 if removed is not None:
                     stored_if = (removed.value.get("spec") or {}).get("interfaceName")
                     if isinstance(stored_if, str) and stored_if not in host_ifnames:

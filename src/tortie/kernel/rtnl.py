@@ -3,6 +3,7 @@
     Rtnl()  -- opened in the network namespace of the calling thread (see `netns`), kept for life;
                NetnsRtnl(netns, name) opens one inside a named namespace for a long-lived user
       links:       links(), get_link(name), add_veth(...), add_vxlan(...), set_link(...), delete_link(index)
+      namespaces:  nsid_of(netns_fd): a namespace's id here (matches a veth's Link.link_netnsid)
       addresses:   addrs(index=None, family=AF_UNSPEC), add_addr(...), delete_addr(...)
       routes:      routes(family, table, protocol), add_route(dst, ...), delete_route(dst, ...)
       neighbours:  neighbours(family, index), set_neighbour(...), delete_neighbour(...)
@@ -148,6 +149,16 @@ class Rtnl:
     def delete_link(self, index: int) -> bool:
         """Delete an interface; False if it was already gone."""
         return self._delete(codec.RTM_DELLINK, codec.link_request(index), f"delete link {index}")
+
+    # -- namespaces ---------------------------------------------------------------------------------
+    def nsid_of(self, netns_fd: int) -> int | None:
+        """The id this namespace knows the namespace open as `netns_fd` by (None: none assigned, so no
+        link of this namespace has its peer there)."""
+        messages = self.sock.request(codec.RTM_GETNSID, 0, codec.nsid_query(netns_fd), "get namespace id")
+        for kind, body in messages:
+            if kind == codec.RTM_NEWNSID:
+                return codec.decode_nsid(body)
+        return None
 
     # -- addresses ----------------------------------------------------------------------------------
     def addrs(self, index: int | None = None, family: int = AF_UNSPEC) -> list[Address]:

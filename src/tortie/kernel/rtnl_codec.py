@@ -45,6 +45,7 @@ RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
 RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
 RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
 RTM_NEWNEIGH, RTM_DELNEIGH, RTM_GETNEIGH = 28, 29, 30
+RTM_NEWNSID, RTM_GETNSID = 88, 90
 RTMGRP_LINK = 0x1
 
 # links (linux/if_link.h, linux/if.h)
@@ -150,6 +151,27 @@ def link_request(
     if master is not None:
         body += attr_u32(IFLA_MASTER, master)
     return body + linkinfo
+
+
+# network namespace ids (linux/net_namespace.h): a namespace's id as seen from the socket's namespace
+NETNSA_NSID, NETNSA_FD = 1, 3
+NETNSA_NSID_NOT_ASSIGNED = -1
+
+
+def nsid_query(netns_fd: int) -> bytes:
+    """RTM_GETNSID body: the id, in the socket's namespace, of the namespace open as `netns_fd`
+    (struct rtgenmsg, padded to 4 bytes, then NETNSA_FD)."""
+    return bytes(4) + attr_u32(NETNSA_FD, netns_fd)
+
+
+def decode_nsid(body: bytes) -> int | None:
+    """The NETNSA_NSID of an RTM_NEWNSID answer; None when none is assigned (the kernel assigns an
+    id when it first has to name the namespace to this one, e.g. for a veth peer moved there)."""
+    raw = get_u32(parse_attrs(body, 4).get(NETNSA_NSID))
+    if raw is None:
+        return None
+    nsid = raw - (1 << 32) if raw >= 1 << 31 else raw
+    return None if nsid == NETNSA_NSID_NOT_ASSIGNED else nsid
 
 
 def link_query(name: str | None = None) -> bytes:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tortie.cni.plumbing import HOST_MAC, IPInterface, PlumbedInterface, VethSpec
+from tortie.cni.plumbing import HOST_MAC, Attachment, IPInterface, PlumbedInterface, VethSpec
 from tortie.common.errors import DataplaneError, NetnsNotFound
 
 
@@ -71,6 +71,15 @@ class FakePlumber:
     def remove(self, host_ifname: str) -> bool:
         self.calls.append(f"remove {host_ifname}")
         return self.veths.pop(host_ifname, None) is not None
+
+    def attachment(self, host_ifname: str, netns: str) -> Attachment:
+        veth = self.veths.get(host_ifname)
+        if veth is not None and veth.spec.netns not in self.namespaces:
+            del self.veths[host_ifname]  # the kernel destroys a veth with its peer's namespace
+            veth = None
+        if veth is None:
+            return "absent"
+        return "here" if veth.spec.netns == netns else "elsewhere"
 
     def check(self, spec: VethSpec) -> list[str]:
         if spec.netns not in self.namespaces:

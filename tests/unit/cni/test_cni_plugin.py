@@ -408,6 +408,86 @@ def test_readd_of_same_pod_with_new_sandbox_keeps_the_new_endpoint(
     (kv,) = weps(ds)
     assert kv.value["spec"]["containerID"] == "new"
     assert handle_ips(ds, "net1.old") == [] and len(handle_ips(ds, "net1.new")) == 1
+    (veth,) = plumber.veths.values()  # the late DEL did not take the new sandbox's interface either
+    assert veth.spec.netns == "/run/netns/c2"
+
+
+@pytest.mark.parametrize(
+    "stdin",
+    [
+        b" " * (1 << 20) + b"{}",  # over the 1 MiB input limit
+        b"[" * 200_000 + b"]" * 200_000,  # nested far deeper than any configuration
+        b'{"cniVersion": "1.0.0", "name": "n", "x": ' + b"[" * 150 + b"]" * 150 + b"}",  # deeper than 100
+    ],
+)
+@pytest.mark.usefixtures("netns_files")
+def test_oversized_or_too_deep_stdin_is_a_decoding_failure(
+    ds: MemoryDatastore, plumber: FakePlumber, stdin: bytes
+) -> None:
+    plugin = make_plugin(SharedStore(ds), plumber)
+    rev = ds.current_revision()
+    code, err = call(plugin, env("ADD"), stdin)
+    assert (code, err["code"]) == (1, 6), err
+    assert "stdin" in err["details"]
+    assert ds.current_revision() == rev and plumber.calls == []
+
+
+@pytest.mark.usefixtures("netns_files")
+def test_container_id_reused_for_another_live_namespace_is_refused(
+    ds: MemoryDatastore, plumber: FakePlumber
+) -> None:
+    """The same container ID in a second namespace while the first is alive: ADD fails with code 4 and
+    changes nothing; the runtime's cleanup DEL for the second namespace leaves the first alone."""
+    plugin = make_plugin(SharedStore(ds), plumber)
+    code, first = call(plugin, env("ADD"), conf())
+    assert code == 0, first
+    rev, veths = ds.current_revision(), dict(plumber.veths)
+    code, err = call(plugin, env("ADD", netns="/run/netns/c2"), conf())
+    assert (code, err["code"]) == (1, 4), err
+    assert "ctr1" in err["details"] and "/run/netns/c2" in err["details"]
+    assert ds.current_revision() == rev and plumber.veths == veths
+    assert call(plugin, env("DEL", netns="/run/netns/c2"), conf()) == (0, None)
+    assert ds.current_revision() == rev and plumber.veths == veths
+    assert handle_ips(ds, "net1.ctr1") == [first["ips"][0]["address"].split("/")[0]]
+    assert call(plugin, env("DEL"), {**conf(), "prevResult": first}) == (0, None)
+    assert_clean(ds, plumber)
+
+
+@pytest.mark.usefixtures("netns_files")
+def test_container_id_reused_after_its_namespace_died_replaces_the_stale_attachment(
+    ds: MemoryDatastore, plumber: FakePlumber
+) -> None:
+    plugin = make_plugin(SharedStore(ds), plumber)
+    assert call(plugin, env("ADD"), conf())[0] == 0
+    plumber.namespaces.discard("/run/netns/c1")  # deleted without a DEL: the kernel took the veth
+    code, result = call(plugin, env("ADD", netns="/run/netns/c2"), conf())
+    assert code == 0, result
+    (addr,) = [ip["address"].split("/")[0] for ip in result["ips"]]
+    assert handle_ips(ds, "net1.ctr1") == [addr]
+    ((name, veth),) = plumber.veths.items()
+    assert veth.spec.netns == "/run/netns/c2"
+    (kv,) = weps(ds)
+    assert kv.value["spec"]["interfaceName"] == name and kv.value["spec"]["ipNetworks"] == [f"{addr}/32"]
+    assert audit_check(take_snapshot(ds)) == []
+
+
+@pytest.mark.usefixtures("netns_files")
+def test_repeated_add_replaces_the_attachment_and_leaks_nothing(
+    ds: MemoryDatastore, plumber: FakePlumber
+) -> None:
+    """An ADD repeated for the same container and namespace (its answer was lost), and an ADD after one
+    that died half way (addresses held, no endpoint): the handle ends with exactly the new addresses."""
+    plugin = make_plugin(SharedStore(ds), plumber)
+    assert call(plugin, env("ADD"), conf())[0] == 0
+    code, again = call(plugin, env("ADD"), conf())
+    assert code == 0, again
+    assert handle_ips(ds, "net1.ctr1") == [again["ips"][0]["address"].split("/")[0]]
+    assert len(plumber.veths) == 1 and len(weps(ds)) == 1
+    Ipam(ds).auto_assign(1, 0, handle="net1.ctr2", host=NODE)  # an ADD of ctr2 that died after IPAM
+    code, result = call(plugin, env("ADD", cid="ctr2", netns="/run/netns/c2"), conf())
+    assert code == 0, result
+    assert handle_ips(ds, "net1.ctr2") == [result["ips"][0]["address"].split("/")[0]]
+    assert audit_check(take_snapshot(ds)) == []
 
 
 # ---------------------------------------------------------------------------------------------- CHECK

@@ -164,3 +164,11 @@ def test_neighbour_dumps_filter_by_attribute_not_by_header() -> None:
     assert NDMSG.unpack_from(body) == (c.AF_BRIDGE, 0, 0, 0, 0)  # strict checking wants a zero header
     assert parse_attrs(body, NDMSG.size) == {c.NDA_IFINDEX: struct.pack("=I", 9)}
     assert c.neigh_dump_request(c.AF_INET) == NDMSG.pack(c.AF_INET, 0, 0, 0, 0)
+
+
+def test_namespace_id_query_and_answer() -> None:
+    body = c.nsid_query(7)
+    assert body[:4] == bytes(4) and parse_attrs(body, 4) == {c.NETNSA_FD: (7).to_bytes(4, "little")}
+    assert c.decode_nsid(bytes(4) + attr_u32(c.NETNSA_NSID, 3)) == 3
+    assert c.decode_nsid(bytes(4) + attr_u32(c.NETNSA_NSID, 0xFFFFFFFF)) is None  # NETNSA_NSID_NOT_ASSIGNED
+    assert c.decode_nsid(bytes(4)) is None
