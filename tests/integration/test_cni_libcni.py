@@ -27,7 +27,11 @@ from tortie.testing.netns import unique_name
 
 pytestmark = pytest.mark.root
 
-BUILD_SCRIPT = Path(__file__).resolve().parents[3] / "shared" / "tools" / "cnitool" / "build.sh"
+_SCRIPT = Path("shared", "tools", "cnitool", "build.sh")  # beside the checkout (main or a worktree of it)
+BUILD_SCRIPT = next(
+    (p / _SCRIPT for p in Path(__file__).resolve().parents if (p / _SCRIPT).exists()),
+    Path(__file__).resolve().parents[3] / _SCRIPT,
+)
 LIBCNI_SOURCE = Path("/usr/share/gocode/src/github.com/containernetworking/cni/libcni")
 
 
