@@ -5,7 +5,8 @@ Families (names modelled on Felix's, reference §3.13):
     tortie_agent_apply_seconds                  histogram  duration of one dataplane apply
     tortie_agent_datastore_to_kernel_seconds    histogram  datastore event received -> kernel programmed
     tortie_agent_local_endpoints                gauge      WorkloadEndpoints of this host the dataplane holds
-    tortie_agent_routes{kind}                   gauge      routes wanted: kind=endpoint (/32,/128) | block
+    tortie_agent_routes{kind}                   gauge      routes wanted: kind=endpoint (/32,/128) | block |
+                                                           remote_block_vxlan | remote_block_native
     tortie_agent_resyncs_total                  counter    datastore (re)syncs started (first one included)
     tortie_agent_errors_total{kind}             counter    errors by kind: apply, datastore, calc, status
     tortie_agent_in_sync                        gauge      1 once the first snapshot reached the kernel
@@ -46,7 +47,7 @@ class AgentMetrics:
         self.errors = Counter("tortie_agent_errors", "Errors by kind.", ["kind"], registry=r)
         self.in_sync = Gauge("tortie_agent_in_sync", "1 once the first snapshot reached the kernel.",
                              registry=r)
-        for kind in ("endpoint", "block"):
+        for kind in ("endpoint", "block", "remote_block_vxlan", "remote_block_native"):
             self.routes.labels(kind=kind).set(0)
         for kind in ("apply", "datastore", "calc", "status"):
             self.errors.labels(kind=kind)

@@ -69,9 +69,11 @@ TargetKind = Literal["unicast", "blackhole"]
 
 class RouteClass(IntEnum):
     """The kind of source a target comes from. For one CIDR the lowest usable class wins; the
-    gaps leave room for the classes to come (VXLAN, floating IPs) between these two."""
+    gaps leave room for the classes to come (floating IPs)."""
 
     LOCAL_WORKLOAD = 10
+    REMOTE_BLOCK_NATIVE = 40  # a remote host's block via its address on a shared subnet (CrossSubnet)
+    REMOTE_BLOCK_VXLAN = 50  # a remote host's block via its VXLAN tunnel address, onlink
     IPAM_BLOCK_DROP = 90
 
     @property
@@ -82,6 +84,8 @@ class RouteClass(IntEnum):
 
 _CLASS_STATS: Mapping[RouteClass, str] = {
     RouteClass.LOCAL_WORKLOAD: "endpoint_routes",
+    RouteClass.REMOTE_BLOCK_NATIVE: "native_block_routes",
+    RouteClass.REMOTE_BLOCK_VXLAN: "vxlan_block_routes",
     RouteClass.IPAM_BLOCK_DROP: "block_routes",
 }
 
@@ -90,13 +94,15 @@ _CLASS_STATS: Mapping[RouteClass, str] = {
 class RouteTarget:
     """One route a source wants. `cidr` is made canonical (ValueError if it is not a CIDR or has
     host bits set); `family` follows from it. Unicast goes through a device (`ifname`), optionally
-    via a `gateway` of the same family; a blackhole has neither."""
+    via a `gateway` of the same family, `onlink` when no route covers the gateway (a VXLAN next hop);
+    a blackhole has none of these."""
 
     cidr: str
     route_class: RouteClass
     kind: TargetKind = "unicast"
     ifname: str | None = None
     gateway: str | None = None
+    onlink: bool = False
     family: Family = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -110,12 +116,15 @@ class RouteTarget:
             raise ValueError(f"blackhole target {cidr} takes no device or gateway")
         if self.gateway is not None:
             object.__setattr__(self, "gateway", str(fam.address(self.gateway)))
+        elif self.onlink:
+            raise ValueError(f"onlink target {cidr} needs a gateway")
 
     @classmethod
     def via(
-        cls, cidr: str, ifname: str, route_class: RouteClass, *, gateway: str | None = None
+        cls, cidr: str, ifname: str, route_class: RouteClass, *, gateway: str | None = None,
+        onlink: bool = False,
     ) -> RouteTarget:
-        return cls(cidr, route_class, "unicast", ifname, gateway)
+        return cls(cidr, route_class, "unicast", ifname, gateway, onlink)
 
     @classmethod
     def blackhole(cls, cidr: str, route_class: RouteClass) -> RouteTarget:
@@ -123,10 +132,12 @@ class RouteTarget:
 
     def matches(self, route: Route) -> bool:
         """True when `route` (of this CIDR) is what this target asks for."""
-        return route.kind == self.kind and route.ifname == self.ifname and route.gateway == self.gateway
+        return (route.kind == self.kind and route.ifname == self.ifname and route.gateway == self.gateway
+                and route.onlink == self.onlink)
 
     def route(self, table: int) -> Route:
-        return Route(self.cidr, kind=self.kind, ifname=self.ifname, gateway=self.gateway, table=table)
+        return Route(self.cidr, kind=self.kind, ifname=self.ifname, gateway=self.gateway, table=table,
+                     onlink=self.onlink)
 
     def __str__(self) -> str:
         return str(self.route(MAIN_TABLE))
@@ -196,6 +207,16 @@ class RouteTable:
 
     def clear(self, source: SourceKey) -> None:
         self.set_targets(source, ())
+
+    def own_devices(self, names: Iterable[str]) -> None:
+        """Also own these devices from now on (a source learns the uplink its routes use only from
+        the datastore); the next apply is a full read-back, so routes of ours on them are adopted
+        or swept. Ownership is never given up while the table lives."""
+        new = frozenset(names) - self._devices
+        if new:
+            self._devices |= new
+            self._full_resync = True
+            self.version += 1
 
     def _add(self, source: SourceKey, target: RouteTarget) -> None:
         self._candidates.setdefault(target.cidr, {})[source] = target

@@ -198,6 +198,17 @@ class RouteDriverConformance:
         assert env.routes.list_routes() == []
         assert env.routes.list_routes(100) == [Route("10.9.6.1/32", ifname="tortc6", table=100)]
 
+    def test_onlink_gateway_round_trips(self, env: DriverEnv) -> None:
+        # A VXLAN route: the gateway (a remote tunnel address) is covered by no route of this host.
+        env.bench.add_link("tortcb")
+        onlink = Route("10.9.10.0/26", ifname="tortcb", gateway="10.99.0.1", onlink=True)
+        env.routes.replace_route(onlink)
+        env.routes.replace_route(Route("fd00:9:a::/122", ifname="tortcb", gateway="fd00:99::1", onlink=True))
+        assert env.routes.list_routes() == sorted(
+            [onlink, Route("fd00:9:a::/122", ifname="tortcb", gateway="fd00:99::1", onlink=True)])
+        env.routes.delete_route(onlink)
+        assert [r.dst for r in env.routes.list_routes()] == ["fd00:9:a::/122"]
+
     def test_missing_interface_is_link_not_found(self, env: DriverEnv) -> None:
         with pytest.raises(LinkNotFound):
             env.routes.replace_route(Route("10.9.7.1/32", ifname="tortmissing"))

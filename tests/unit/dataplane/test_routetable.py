@@ -114,6 +114,35 @@ def test_owned_devices_beyond_the_prefixes_and_gateway_targets() -> None:
     ]
 
 
+def test_onlink_is_part_of_the_route_and_devices_can_be_owned_later() -> None:
+    kernel = FakeKernel()
+    kernel.add_link("vxlan.calico")
+    kernel.add_link("eth0")
+    kernel.replace_route(Route("10.0.1.0/26", ifname="vxlan.calico", gateway="10.0.1.1"))  # no onlink
+    kernel.replace_route(Route("10.0.3.0/26", ifname="eth0", gateway="172.31.0.12"))  # ours, stale
+    table = table_on(kernel, devices=("vxlan.calico",))
+    vxlan = RouteTarget.via("10.0.1.0/26", "vxlan.calico", RouteClass.REMOTE_BLOCK_VXLAN,
+                            gateway="10.0.1.1", onlink=True)
+    table.set_targets(("vxlan", "10.0.1.0/26"), [vxlan])
+    native = RouteTarget.via("10.0.2.0/26", "eth0", RouteClass.REMOTE_BLOCK_NATIVE, gateway="172.31.0.12")
+    table.set_targets(("native", "10.0.2.0/26"), [native])
+    table.apply()  # eth0 is not ours yet: the native target waits, the stale route stays
+    assert kernel.list_routes() == [
+        Route("10.0.1.0/26", ifname="vxlan.calico", gateway="10.0.1.1", onlink=True),
+        Route("10.0.3.0/26", ifname="eth0", gateway="172.31.0.12"),
+    ]
+    table.own_devices(["eth0"])
+    assert table.needs_apply
+    table.apply()
+    assert kernel.list_routes() == [
+        Route("10.0.1.0/26", ifname="vxlan.calico", gateway="10.0.1.1", onlink=True),
+        Route("10.0.2.0/26", ifname="eth0", gateway="172.31.0.12"),
+    ]
+    assert table.stats()["vxlan_block_routes"] == 1 and table.stats()["native_block_routes"] == 1
+    with pytest.raises(ValueError):
+        RouteTarget.via("10.0.4.0/26", "vxlan.calico", RouteClass.REMOTE_BLOCK_VXLAN, onlink=True)
+
+
 def test_failures_stay_dirty_and_are_retried() -> None:
     kernel = FakeKernel()
     kernel.add_link("tort1")
@@ -136,7 +165,7 @@ def test_failures_stay_dirty_and_are_retried() -> None:
         table.apply()
     table.apply()
     assert Route("10.0.0.0/26", kind="blackhole") not in kernel.list_routes()
-    assert table.stats() == {"endpoint_routes": 2, "block_routes": 0}
+    assert table.stats()["endpoint_routes"] == 2 and table.stats()["block_routes"] == 0
 
 
 def test_failed_read_back_keeps_full_resync_pending() -> None:

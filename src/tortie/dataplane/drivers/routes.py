@@ -8,10 +8,15 @@ mistaken for ours. `list_routes` returns only routes with our protocol; `delete_
 protocol too, and the kernel matches on it (IPv4 `fib_table_delete`, IPv6 `ip6_route_del`), so a
 delete can never remove somebody else's route with the same destination.
 
-Values: `Route(dst, kind, ifname, gateway, table)`; `dst` is a canonical CIDR string, the family
-follows from it. Kernel keys: a route is identified by (table, dst) at the kernel's default metric
-(IPv4 0, IPv6 1024); `replace_route` replaces whatever route holds that key, ours or not (kernel
-NLM_F_REPLACE semantics) and then it is ours.
+Values: `Route(dst, kind, ifname, gateway, table, onlink)`; `dst` is a canonical CIDR string, the
+family follows from it. `onlink` (`RTNH_F_ONLINK`) makes the kernel take the gateway as reachable
+through `ifname` without a route to it: a VXLAN route goes via the remote VTEP's tunnel address,
+which no local route covers. It is part of the value: read-back reports it, and a route that differs
+only in it is a different route.
+
+Kernel keys: a route is identified by (table, dst) at the kernel's default metric (IPv4 0, IPv6
+1024); `replace_route` replaces whatever route holds that key, ours or not (kernel NLM_F_REPLACE
+semantics) and then it is ours.
 
 Kinds written: `unicast` with `ifname` (and optional `gateway`): IPv4 `dev X scope link` (scope
 universe when a gateway is given); IPv6 ignores scope. `blackhole`: no device. Read-back also
@@ -68,6 +73,7 @@ class Route:
     ifname: str | None = None
     gateway: str | None = None
     table: int = MAIN_TABLE
+    onlink: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dst", canonical_cidr(self.dst))  # host bits set: ValueError
@@ -75,6 +81,8 @@ class Route:
             raise ValueError(f"unicast route {self.dst} needs an interface or a gateway")
         if self.kind != "unicast" and (self.ifname is not None or self.gateway is not None):
             raise ValueError(f"{self.kind} route {self.dst} takes no interface or gateway")
+        if self.onlink and (self.gateway is None or self.ifname is None):
+            raise ValueError(f"onlink route {self.dst} needs a gateway and an interface")
 
     @property
     def family(self) -> Family:
@@ -86,6 +94,8 @@ class Route:
             parts.append(f"via {self.gateway}")
         if self.ifname:
             parts.append(f"dev {self.ifname}")
+        if self.onlink:
+            parts.append("onlink")
         if self.table != MAIN_TABLE:
             parts.append(f"table {self.table}")
         return " ".join(parts)
@@ -162,7 +172,8 @@ class NetlinkRouteDriver:
         if record.multipath or (ifname is None and record.gateway is None):
             return Route(cidr, "other", table=table)  # multipath or unresolvable: report, never equal
         gateway = str(record.gateway) if record.gateway is not None else None
-        return Route(cidr, "unicast", ifname=ifname, gateway=gateway, table=table)
+        onlink = record.onlink and gateway is not None and ifname is not None
+        return Route(cidr, "unicast", ifname=ifname, gateway=gateway, table=table, onlink=onlink)
 
     def _replace(self, route: Route) -> None:
         oif: int | None = None
@@ -180,6 +191,7 @@ class NetlinkRouteDriver:
             protocol=self._protocol,
             table=route.table,
             type=_KIND_TO_RTN.get(route.kind, rtnl_codec.RTN_UNICAST),
+            onlink=route.onlink,
             replace=True,
         )
 
