@@ -251,7 +251,8 @@ def _owned_keys(env: Env) -> list[str]:
 def _strip(value: dict[str, Any]) -> dict[str, Any]:
     out = dict(value)
     if "metadata" in out:
-        out["metadata"] = {k: v for k, v in out["metadata"].items() if k not in ("uid", "creationTimestamp", "generation")}
+        store_managed = ("uid", "creationTimestamp", "generation")
+        out["metadata"] = {k: v for k, v in out["metadata"].items() if k not in store_managed}
     return out
 
 
