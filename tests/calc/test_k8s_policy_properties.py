@@ -249,18 +249,18 @@ def _valid(policies: list[dict[str, Any]]) -> bool:
 
 @st.composite
 def connections(draw: Any, pods: list[Pod]) -> Connection:
+    # Ends are drawn by index: Pods hold dicts, and Hypothesis labels sampled values by their hash.
     ends: list[Pod | str] = [*pods, *pods, *OUTSIDE]
-    src = draw(st.sampled_from(ends))
-    dst = draw(
-        st.sampled_from([e for e in ends if e is not src and (isinstance(e, Pod) or isinstance(src, Pod))])
-    )
+    src = ends[draw(st.integers(0, len(ends) - 1))]
+    targets = [e for e in ends if e is not src and (isinstance(e, Pod) or isinstance(src, Pod))]
+    dst = targets[draw(st.integers(0, len(targets) - 1))]
     return Connection(
         src, dst, draw(st.sampled_from(("TCP", "TCP", "UDP", "SCTP"))), draw(st.sampled_from(PORTS))
     )
 
 
 @settings(
-    max_examples=250,
+    max_examples=150,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large],
 )
@@ -272,7 +272,7 @@ def test_tortie_enforces_kubernetes_policy_as_the_reference_evaluator(data: st.D
     tortie = TortieVerdicts(pods, namespaces, policies)
     for translated in tortie.translated:
         assert validate_resource(translated) == [], translated
-    for _ in range(16):
+    for _ in range(12):
         conn = data.draw(connections(pods))
         want = reference.allowed(conn)
         assert tortie.allowed(conn) == want, f"dataplane disagrees on {conn}: reference {want}"
