@@ -1,14 +1,18 @@
 """End-to-end scenarios on a lab datacenter, shared by the sqlite and etcd test files.
 
 Each scenario takes a `make_lab` factory (tests/e2e/conftest.py) and a datastore kind; `Scenarios`
-runs each as a test method, and a test file subclasses it with its `datastore`. With
-`datastore="etcd"` the lab runs a 3-member etcd cluster on its fabric and every scenario SIGKILLs one
-member in the middle; everything must keep working on the remaining two.
+runs each as a test method, and a test file subclasses it with its `datastore` and `ip_family`
+(labs are dual-stack unless a subclass says `ipv6` or `ipv4`). With `datastore="etcd"` the lab runs
+a 3-member etcd cluster on its fabric and every scenario SIGKILLs one member in the middle;
+everything must keep working on the remaining two. Checks that concern addresses run in every
+family of the lab; streams and single probes use each workload's first address.
 
-    cross_host_reachability   BGP-learned routes on every host, full matrices (tcp, icmp, udp), the
-                              ToR's RIB; a workload added after the member loss is routed and reachable
-    policy_across_hosts       examples/ default deny + allow by label enforced between hosts; removing
-                              the allow (after the member loss) denies again
+    cross_host_reachability   BGP-learned routes on every host, per family; full matrices (tcp, icmp,
+                              udp) per family; the ToR's RIB (gobgpd on sqlite, FRR on etcd) holding
+                              every block of every family; a workload added after the member loss is
+                              routed and reachable
+    policy_across_hosts       examples/ default deny + allow by label enforced between hosts, in every
+                              family; removing the allow (after the member loss) denies again
     agent_restart             ping and TCP streams across hosts while both agents are stopped (one
                               SIGTERM, one SIGKILL) and restarted by their node service: no loss
     bird_kill                 BIRD SIGKILLed under a ping stream: restarted, sessions and routes back,
@@ -19,6 +23,7 @@ member in the middle; everything must keep working on the remaining two.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 import re
@@ -30,6 +35,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tortie.common.ipfamily import family_of
 from tortie.lab.datacenter import Datacenter
 from tortie.lab.etcd_members import kill_member
 from tortie.lab.routers import rib_prefixes
@@ -64,10 +70,10 @@ def kill_member_if_etcd(dc: Datacenter, datastore: str, member: str = "e1") -> N
         assert not dc.lab.process_running(pid)
 
 
-def block_of(dc: Datacenter, observer: str, workload: str) -> str | None:
-    """The BGP route `observer` uses for `workload`'s address (its host's block), if any."""
-    ip = ipaddress.ip_address(dc.lab.workload(workload).ips[0])
-    nets = [ipaddress.ip_network(d) for d in dc.nodes.bird_routes(observer)]
+def block_of(dc: Datacenter, observer: str, workload: str, index: int = 0) -> str | None:
+    """The BGP route `observer` uses for `workload`'s address #`index` (its host's block), if any."""
+    ip = ipaddress.ip_address(dc.lab.workload(workload).ips[index])
+    nets = [ipaddress.ip_network(d) for d in dc.nodes.bird_routes(observer, family_of(ip))]
     best = max((n for n in nets if ip in n), key=lambda n: n.prefixlen, default=None)
     return str(best) if best is not None else None
 
@@ -135,36 +141,38 @@ def cross_host_reachability(make_lab: MakeLab, datastore: str) -> None:
     tor = "gobgp" if datastore == "sqlite" else "frr"
     dc = make_lab(hosts=3, workloads_per_host=2, datastore=datastore, tor=tor)
     lab = dc.lab
-    blocks: dict[str, set[str]] = {}
+    families = lab.state.families
+    blocks: dict[tuple[str, str], set[str]] = {}
     for host in dc.hosts:
-        ip = dc.lab.host_ip(host)
         for observer in dc.hosts:
             if observer == host:
                 continue
             for wl in (w for w in lab.state.workloads.values() if w.host == host):
-                block = block_of(dc, observer, wl.name)
-                assert block is not None, f"{observer} has no BGP route to {wl.name}"
-                assert dc.nodes.bird_routes(observer)[block] == ip, (
-                    observer,
-                    wl.name,
-                    dc.nodes.bird_routes(observer),
-                )
-                blocks.setdefault(host, set()).add(block)
+                assert len(wl.ips) == len(families), (wl.name, wl.ips)  # one address per family
+                for index, fam in enumerate(families):
+                    block = block_of(dc, observer, wl.name, index)
+                    assert block is not None, f"{observer} has no {fam} BGP route to {wl.name}"
+                    routes = dc.nodes.bird_routes(observer, fam)
+                    assert routes[block] == lab.host_ip(host, fam), (observer, wl.name, routes)
+                    blocks.setdefault((host, fam.name), set()).add(block)
     assert all(len(b) == 1 for b in blocks.values()), blocks  # one aggregate per host, not /32s
-    local = lab.exec("h1", ["ip", "route", "show", "proto", "77"]).stdout
-    for wl in (w for w in lab.state.workloads.values() if w.host == "h1"):
-        assert f"{wl.ips[0]} dev {wl.host_ifname}" in local, local
+    for fam in families:
+        local = lab.exec("h1", ["ip", fam.ip_flag, "route", "show", "proto", "77"]).stdout
+        for wl in (w for w in lab.state.workloads.values() if w.host == "h1"):
+            assert f"{wl.ip(fam)} dev {wl.host_ifname}" in local, local
     every_block = set().union(*blocks.values())
     wait_for(
         lambda: rib_prefixes(lab, lab.state.appliances["tor"]) >= every_block, "the ToR learning every block"
     )
 
-    for protocol in ("tcp", "icmp"):
-        matrix = dc.matrix(protocol)
-        denied = [(s, d) for s, row in matrix.items() for d, ok in row.items() if not ok]
-        assert not denied, (protocol, denied)
-    assert dc.probe("w1-1", "w3-2", "udp", 5353)
-    assert not dc.probe("w1-1", "10.244.255.254", "tcp", timeout=0.5)  # in the pool, but nobody's
+    for fam in families:
+        for protocol in ("tcp", "icmp"):
+            matrix = dc.matrix(protocol, family=fam)
+            denied = [(s, d) for s, row in matrix.items() for d, ok in row.items() if not ok]
+            assert not denied, (fam, protocol, denied)
+        assert dc.probe("w1-1", "w3-2", "udp", 5353, family=fam)
+        unused = str(ipaddress.ip_network(next(p for p in dc.record.pools if family_of(p) == fam))[-2])
+        assert not dc.probe("w1-1", unused, "tcp", timeout=0.5)  # in the pool, but nobody's
 
     kill_member_if_etcd(dc, datastore)
     dc.workloads.add("late", "h3", labels={"app": "late"})
@@ -209,16 +217,20 @@ def policy_across_hosts(make_lab: MakeLab, datastore: str) -> None:
             + (REPO / "examples" / "policies.yaml").read_text()
         )
         store.apply_all(load_resources(text, source="examples"))
-        expected = {("frontend-2", "web-1")}
+        expected = {(s, d, fam.name) for s, d in [("frontend-2", "web-1")] for fam in dc.lab.state.families}
 
-        def allowed_pairs() -> set[tuple[str, str]]:
-            matrix = dc.matrix(workloads=names, timeout=1.0)
-            return {(s, d) for s, row in matrix.items() for d, ok in row.items() if ok}
+        def allowed_pairs() -> set[tuple[str, str, str]]:
+            out = set()
+            for fam in dc.lab.state.families:
+                matrix = dc.matrix(workloads=names, timeout=1.0, family=fam)
+                out |= {(s, d, fam.name) for s, row in matrix.items() for d, ok in row.items() if ok}
+            return out
 
         wait_for(lambda: allowed_pairs() == expected, f"only {expected} allowed on tcp/80", timeout=30)
-        assert dc.probe("frontend-2", "web-1", "icmp")
-        assert not dc.probe("outsider-3", "web-1", "icmp", timeout=1.0)  # other namespace
-        assert not dc.probe("frontend-2", "web-1", "tcp", port=22, timeout=1.0)  # port not allowed
+        for fam in dc.lab.state.families:
+            assert dc.probe("frontend-2", "web-1", "icmp", family=fam)
+            assert not dc.probe("outsider-3", "web-1", "icmp", timeout=1.0, family=fam)  # other namespace
+            assert not dc.probe("frontend-2", "web-1", "tcp", port=22, timeout=1.0, family=fam)
 
         kill_member_if_etcd(dc, datastore)
         store.delete("NetworkPolicy", "allow-frontend-egress-to-web", "shop")
@@ -314,8 +326,9 @@ def host_down(make_lab: MakeLab, datastore: str) -> None:
     wait_for(lambda: block not in rib_prefixes(lab, tor), "h3's block withdrawn from the ToR")
     assert not dc.probe("w1-1", "w3-1", timeout=1.0)
     assert dc.probe("w1-1", "w2-1") and dc.probe("w2-1", "w1-1", "icmp")
+    h3 = {a.split("/")[0] for a in lab.state.hosts["h3"].addresses}
     assert (dc.nodes.bgp_peers("h1") or []) and all(
-        p["established"] is (p["peerAddress"] != lab.host_ip("h3")) for p in dc.nodes.bgp_peers("h1") or []
+        p["established"] is (p["peerAddress"] not in h3) for p in dc.nodes.bgp_peers("h1") or []
     )
 
     dc.nodes.bring_up("h3")
@@ -328,18 +341,22 @@ class Scenarios:
     """The scenarios above as test methods (see the module docstring)."""
 
     datastore = ""
+    ip_family = "dual"
+
+    def _labs(self, make_lab: MakeLab) -> MakeLab:
+        return functools.partial(make_lab, ip_family=self.ip_family)
 
     def test_cross_host_reachability_over_bgp(self, make_lab: MakeLab) -> None:
-        cross_host_reachability(make_lab, self.datastore)
+        cross_host_reachability(self._labs(make_lab), self.datastore)
 
     def test_policy_across_hosts(self, make_lab: MakeLab) -> None:
-        policy_across_hosts(make_lab, self.datastore)
+        policy_across_hosts(self._labs(make_lab), self.datastore)
 
     def test_agent_restart_loses_nothing(self, make_lab: MakeLab) -> None:
-        agent_restart(make_lab, self.datastore)
+        agent_restart(self._labs(make_lab), self.datastore)
 
     def test_bird_kill_recovers(self, make_lab: MakeLab) -> None:
-        bird_kill(make_lab, self.datastore)
+        bird_kill(self._labs(make_lab), self.datastore)
 
     def test_host_down_withdraws_its_routes(self, make_lab: MakeLab) -> None:
-        host_down(make_lab, self.datastore)
+        host_down(self._labs(make_lab), self.datastore)

@@ -69,13 +69,17 @@ def test_every_verb_with_its_outputs_and_exit_codes() -> None:
         data: dict[str, Any] = json.loads(status.stdout)
         hosts = {h["name"]: h for h in data["hosts"]}
         assert all(h["node"]["ready"] and h["node"]["agent"]["ready"] for h in hosts.values())
+        # dual stack by default: one session per family and peer, IPv4 and IPv6 everywhere
         types = {h: sorted(s["type"] for s in hosts[h]["bgpSessions"]) for h in hosts}
-        assert types["h1"] == ["global", "route reflector client", "route reflector client"]
-        assert types["h2"] == types["h3"] == ["global", "route reflector"]
+        assert types["h1"] == ["global"] * 2 + ["route reflector client"] * 4
+        assert types["h2"] == types["h3"] == ["global"] * 2 + ["route reflector"] * 2
         assert all(s["established"] for h in hosts.values() for s in h["bgpSessions"])
+        assert hosts["h1"]["addresses"] == ["172.31.0.11/24", "fd00:172:31::b/64"]
+        assert data["pools"] == ["10.244.0.0/16", "fd00:10:244::/56"]
         assert [w["name"] for w in data["workloads"]] == ["w1-1", "w2-1", "w3-1"]
+        assert all("." in w["ips"][0] and ":" in w["ips"][1] for w in data["workloads"])
         assert data["routers"][0]["kind"] == "frr" and data["routers"][0]["running"]
-        assert len(data["routers"][0]["ribPrefixes"]) == 3
+        assert len(data["routers"][0]["ribPrefixes"]) == 6  # 3 blocks per family
         table = tortie("lab", "status", *lab)
         assert table.returncode == 0 and "route reflector client" in table.stdout and "w3-1" in table.stdout
 
@@ -98,9 +102,10 @@ def test_every_verb_with_its_outputs_and_exit_codes() -> None:
         )
         assert add.returncode == 0, add.stderr
         web = json.loads(add.stdout)
-        assert web["host"] == "h2" and web["namespace"] == "shop" and len(web["ips"]) == 1
+        assert web["host"] == "h2" and web["namespace"] == "shop" and len(web["ips"]) == 2
         plain = tortie("lab", "workload", "add", "db", "--host", "h3", *lab)
-        assert plain.returncode == 0 and plain.stdout.strip().count(".") == 3  # just the IP
+        printed = plain.stdout.split()  # just the addresses, IPv4 then IPv6
+        assert plain.returncode == 0 and len(printed) == 2 and "." in printed[0] and ":" in printed[1]
         dup = tortie("lab", "workload", "add", "db", "--host", "h1", *lab)
         assert dup.returncode == 1 and "already exists" in dup.stderr
 
@@ -121,6 +126,11 @@ def test_every_verb_with_its_outputs_and_exit_codes() -> None:
         assert (
             tortie("lab", "probe", "w1-1", "w3-1", "--protocol", "udp", "--port", "53", *lab).returncode == 0
         )
+        for v6 in (["web", "--ip-family", "6"], [web["ips"][1]]):  # by name and family, or by address
+            over6 = tortie("lab", "probe", "w1-1", *v6, "--protocol", "icmp", *lab)
+            assert (over6.returncode, over6.stdout.strip()) == (0, "allowed"), over6.stderr
+        wrong = tortie("lab", "probe", "w1-1", web["ips"][0], "--ip-family", "6", *lab)
+        assert wrong.returncode == 2 and "not an IPv6 address" in wrong.stderr
         denied = tortie("lab", "probe", "w1-1", "172.31.0.250", "--timeout", "0.5", *lab)
         assert (denied.returncode, denied.stdout.strip()) == (1, "denied")
         unknown = tortie("lab", "probe", "w1-1", "nope", *lab)
@@ -128,7 +138,7 @@ def test_every_verb_with_its_outputs_and_exit_codes() -> None:
 
         assert tortie("lab", "exec", "web", *lab, "--", "sh", "-c", "exit 5").returncode == 5
         addr = tortie("lab", "exec", "h1", *lab, "--", "ip", "-br", "addr", "show", "eth0")
-        assert addr.returncode == 0 and "172.31.0.11/24" in addr.stdout
+        assert addr.returncode == 0 and "172.31.0.11/24" in addr.stdout and "fd00:172:31::b/64" in addr.stdout
 
         matrix = tortie("lab", "matrix", "-o", "json", *lab)
         assert matrix.returncode == 0
@@ -136,6 +146,9 @@ def test_every_verb_with_its_outputs_and_exit_codes() -> None:
         assert sorted(result["workloads"]) == ["db", "w1-1", "w2-1", "w3-1", "web"]
         assert all(ok for row in result["allowed"].values() for ok in row.values())
         assert "20/20 pairs allowed" in tortie("lab", "matrix", *lab).stdout
+        matrix6 = json.loads(tortie("lab", "matrix", "-o", "json", "--ip-family", "6", *lab).stdout)
+        assert matrix6["ipFamily"] == 6
+        assert all(ok for row in matrix6["allowed"].values() for ok in row.values())
 
         assert tortie("lab", "workload", "del", "web", *lab).returncode == 0
         assert f"{name}-web" not in netns_with_prefix(f"{name}-")

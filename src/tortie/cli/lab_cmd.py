@@ -1,14 +1,14 @@
 """`tortie lab ...`: a virtual datacenter in network namespaces on this machine (needs root).
 
     tortie lab up [--name N] [--hosts K] [--workloads-per-host W] [--datastore sqlite|etcd]
-                  [--tor gobgp|frr|none] [--route-reflectors R]
+                  [--tor gobgp|frr|none] [--route-reflectors R] [--ip-family dual|ipv4|ipv6]
     tortie lab status [-o table|json]
     tortie lab workload add NAME --host H [--labels k=v,..] [--namespace NS] [--ports name:proto:port,..]
                                           [-o text|json]
     tortie lab workload del NAME
     tortie lab exec WORKLOAD|HOST|ROUTER -- CMD...
-    tortie lab probe SRC DST [--protocol tcp|udp|icmp] [--port P] [--timeout S]
-    tortie lab matrix [--protocol ..] [--port ..] [--timeout S] [-o table|json]
+    tortie lab probe SRC DST [--protocol tcp|udp|icmp] [--port P] [--timeout S] [--ip-family 4|6]
+    tortie lab matrix [--protocol ..] [--port ..] [--timeout S] [--ip-family 4|6] [-o table|json]
     tortie lab env
     tortie lab down [--name N]
 
@@ -16,6 +16,8 @@ Every verb takes `--name N` (alias `--lab`; default $TORTIE_LAB, else "tortie").
 1 user error (a lab of that name exists, no such lab/host/workload, bad value, the build failed);
 `exec` passes the command's code through; `probe` prints `allowed` (0) or `denied` (1), and exits 2
 when it could not probe (e.g. an unknown name). `down` succeeds when there is nothing to remove.
+Probes go to the destination's address of `--ip-family` (default: its first, IPv4 on a dual-stack
+lab); a DST given as an address is probed in its own family.
 The lab's files live in /run/tortie/lab/<name> ($TORTIE_LAB_ROOT overrides the root).
 """
 
@@ -31,6 +33,7 @@ from tortie.cli.verbs import verb_group
 
 if TYPE_CHECKING:
     from tortie.cli.verbs import SubParsers
+    from tortie.common.ipfamily import Family
     from tortie.lab.datacenter import Datacenter
 
 EXIT_PROBE_ERROR = 2
@@ -71,6 +74,12 @@ def register(sub: SubParsers) -> None:
         type=int,
         default=0,
         help="make the first R hosts route reflectors and turn the full mesh off",
+    )
+    p.add_argument(
+        "--ip-family",
+        choices=("dual", "ipv4", "ipv6"),
+        default="dual",
+        help="fabric, pools and workloads: dual stack (default), IPv4 only or IPv6 only",
     )
     p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for readiness")
     p.set_defaults(func=_up)
@@ -115,6 +124,13 @@ def register(sub: SubParsers) -> None:
         p.add_argument(
             "--timeout", type=float, default=2.0, help="seconds before denied (default: %(default)s)"
         )
+        p.add_argument(
+            "--ip-family",
+            dest="probe_family",
+            choices=("4", "6"),
+            default=None,
+            help="probe the destinations' IPv4 or IPv6 addresses (default: each one's first address)",
+        )
         if verb == "matrix":
             p.add_argument("-o", "--output", choices=("table", "json"), default="table")
         p.set_defaults(func=_probe if verb == "probe" else _matrix)
@@ -158,12 +174,13 @@ def _up(args: argparse.Namespace) -> int:
         datastore=args.lab_datastore,
         tor=args.tor,
         route_reflectors=args.route_reflectors,
+        ip_family=args.ip_family,
     )
     tor = f", ToR {spec.tor}" if spec.tor != "none" else ""
     rr = f", {spec.route_reflectors} route reflectors" if spec.route_reflectors else ""
     _say(
         f"building lab {spec.name}: {spec.hosts} hosts, {spec.workloads_per_host} workloads per host, "
-        f"datastore {spec.datastore}{tor}{rr}"
+        f"datastore {spec.datastore}{tor}{rr}, {spec.ip_family} stack"
     )
     dc = Datacenter.up(spec, progress=_say, timeout=args.timeout)
     _say(f'use it: eval "$(tortie lab env --name {dc.name})"; tortie lab status --name {dc.name}')
@@ -188,7 +205,9 @@ def _print_status(data: dict[str, Any]) -> None:
 
     console = Console(width=160)
     ds = data["datastore"]
-    console.print(f"lab {data['name']}  datastore {ds['kind']} {ds['clientUrl']}  pool {data['pool']}")
+    console.print(
+        f"lab {data['name']}  datastore {ds['kind']} {ds['clientUrl']}  pools {', '.join(data['pools'])}"
+    )
     hosts = Table(title="hosts", title_justify="left", box=box.ASCII)
     for col in ("HOST", "ADDRESS", "NODE", "AGENT", "BGP", "SESSIONS"):
         hosts.add_column(col)
@@ -198,7 +217,7 @@ def _print_status(data: dict[str, Any]) -> None:
         up = sum(1 for s in sessions or [] if s["established"])
         hosts.add_row(
             h["name"],
-            h["address"],
+            " ".join(h["addresses"]),
             "running" if node["running"] else "stopped",
             _health(node["agent"]),
             _health(node["bgp"]),
@@ -229,12 +248,13 @@ def _print_status(data: dict[str, Any]) -> None:
             1 for state in r["neighbors"].values() if str(state).lower() in ("established", "6")
         )
         console.print(
-            f"router {r['name']} ({r['kind']}, AS {r['asn']}, {r['address']}): "
+            f"router {r['name']} ({r['kind']}, AS {r['asn']}, {' '.join(r['addresses'])}): "
             f"{'running' if r['running'] else 'stopped'}, {established}/{len(r['neighbors'])} "
             f"neighbours established, prefixes: {', '.join(r['ribPrefixes']) or '(none)'}"
         )
     for e in data["etcd"]:
-        console.print(f"etcd {e['name']} {e['address']}: {'running' if e['running'] else 'stopped'}")
+        state = "running" if e["running"] else "stopped"
+        console.print(f"etcd {e['name']} {' '.join(e['addresses'])}: {state}")
 
 
 def _health(component: dict[str, Any]) -> str:
@@ -300,11 +320,19 @@ def _exec(args: argparse.Namespace) -> int:
     return 127  # pragma: no cover - execvp does not return
 
 
+def _family(args: argparse.Namespace) -> Family | None:
+    from tortie.common.ipfamily import family
+
+    return family(int(args.probe_family)) if args.probe_family else None
+
+
 def _probe(args: argparse.Namespace) -> int:
     from tortie.common.errors import TortieError
 
     try:
-        allowed = _open(args).probe(args.src, args.dst, args.protocol, args.port, args.timeout)
+        allowed = _open(args).probe(
+            args.src, args.dst, args.protocol, args.port, args.timeout, family=_family(args)
+        )
     except (TortieError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_PROBE_ERROR
@@ -314,13 +342,15 @@ def _probe(args: argparse.Namespace) -> int:
 
 def _matrix(args: argparse.Namespace) -> int:
     dc = _open(args)
-    result = dc.matrix(args.protocol, args.port, args.timeout)
+    fam = _family(args)
+    result = dc.matrix(args.protocol, args.port, args.timeout, family=fam)
     if args.output == "json":
         print(
             json.dumps(
                 {
                     "protocol": args.protocol,
                     "port": args.port if args.protocol != "icmp" else None,
+                    "ipFamily": fam.version if fam else None,
                     "workloads": list(result),
                     "allowed": result,
                 },
@@ -334,6 +364,7 @@ def _matrix(args: argparse.Namespace) -> int:
 
     names = list(result)
     what = args.protocol if args.protocol == "icmp" else f"{args.protocol}/{args.port}"
+    what += f" over {fam}" if fam else ""
     table = Table(title=f"{what}: rows connect to columns", title_justify="left", box=box.ASCII)
     table.add_column("FROM \\ TO")
     for name in names:

@@ -132,6 +132,18 @@ def _get(
     return value
 
 
+def _flag(obj: Mapping[str, Any], key: str, default: bool, where: str) -> bool:
+    """A boolean given as JSON true/false or, as Calico's configurations spell it, "true"/"false"."""
+    value = obj.get(key)
+    if value is None:
+        return default
+    if isinstance(value, bool):
+        return value
+    if value in ("true", "false"):
+        return bool(value == "true")
+    raise _bad(where + key, f'must be true or false (or "true"/"false"), got {value!r}')
+
+
 def _str_list(obj: Mapping[str, Any], key: str, where: str = "") -> tuple[str, ...]:
     value = _get(obj, key, list, [], where)
     if not all(isinstance(v, str) and v for v in value):
@@ -180,8 +192,8 @@ def _parse_ipam(raw: object) -> IpamConf:
     ipam_type = _get(raw, "type", str, IPAM_TYPE, where) or IPAM_TYPE
     conf = IpamConf(
         type=ipam_type,
-        assign_ipv4=_get(raw, "assign_ipv4", bool, True, where),
-        assign_ipv6=_get(raw, "assign_ipv6", bool, False, where),
+        assign_ipv4=_flag(raw, "assign_ipv4", True, where),
+        assign_ipv6=_flag(raw, "assign_ipv6", False, where),
         ipv4_pools=_str_list(raw, "ipv4_pools", where),
         ipv6_pools=_str_list(raw, "ipv6_pools", where),
         raw=raw,

@@ -1,7 +1,7 @@
 """`tortie lab up`: build a datacenter lab from a `LabSpec`, in this order, each step recorded first.
 
     1. refuse a name whose lab.json or `<name>-*` namespaces exist                    (LabExists)
-    2. fabric <name>-fab + hosts <name>-h1..hK                                       (Lab.create)
+    2. fabric <name>-fab + hosts <name>-h1..hK, one subnet per IP family of the spec   (Lab.create)
     3. datastore: a sqlite file in <workdir>/data, or N etcd members on the fabric + relay (etcd_members)
     4. ToR appliance (<subnet>.1) when asked; the DatacenterRecord; seed manifests     (spec)
     5. the ToR's daemon(s) (routers); the CNI plugin launchers in <workdir>/cni/bin (cni.install)
@@ -56,7 +56,7 @@ def build(spec: LabSpec, workdir: Path, *, progress: Progress | None = None, tim
             f"network namespaces named {spec.name}-* already exist ({', '.join(taken[:5])}); "
             "pick another --name"
         )
-    lab = Lab.create(spec.name, workdir, hosts=spec.hosts, subnet=spec.subnet)
+    lab = Lab.create(spec.name, workdir, hosts=spec.hosts, subnets=spec.subnets)
     try:
         _build_on(lab, spec, say, timeout)
     except BaseException:
@@ -71,7 +71,10 @@ def _build_on(lab: Lab, spec: LabSpec, say: Progress, timeout: float) -> None:
     records, workdir = lab.records, lab.workdir
     records.record_file(workdir / ".lock")
     hosts = list(lab.state.hosts)
-    say(f"fabric {lab.state.fabric_netns} and {len(hosts)} hosts: {' '.join(hosts)}")
+    say(
+        f"fabric {lab.state.fabric_netns} ({', '.join(lab.state.subnets)}) and {len(hosts)} hosts: "
+        f"{' '.join(hosts)}"
+    )
     run_root = records.record_tree(workdir / "run")
     cni_root = records.record_tree(workdir / "cni")
     if spec.datastore == "etcd":
@@ -88,16 +91,15 @@ def _build_on(lab: Lab, spec: LabSpec, say: Progress, timeout: float) -> None:
         inner = client = f"sqlite://{data / 'datastore.db'}"
         ports = []
         say(f"datastore: {inner}")
-    tor_ip = None
+    tor_ips: list[str] = []
     if spec.tor != "none":
         tor = lab.fabric.add_appliance(TOR_NAME, TOR_INDEX, "router", kind=spec.tor, asn=spec.tor_as)
-        tor_ip = str(ipaddress.ip_interface(tor.address).ip)
+        tor_ips = [str(ipaddress.ip_interface(a).ip) for a in tor.addresses]
     record = DatacenterRecord(
         datastore_kind=spec.datastore,
         datastore_url=inner,
         client_url=client,
-        pool=spec.pool,
-        block_size=spec.block_size,
+        pools=[cidr for _name, cidr, _size in spec.pools()],
         host_as=spec.host_as,
         tor=spec.tor,
         tor_as=spec.tor_as,
@@ -108,12 +110,12 @@ def _build_on(lab: Lab, spec: LabSpec, say: Progress, timeout: float) -> None:
     )
     lab.state.datacenter = record
     records.save()
-    _seed(client, spec, hosts, tor_ip)
-    if tor_ip is not None:
+    _seed(client, spec, hosts, tor_ips)
+    if tor_ips:
         from tortie.lab.routers import start_router
 
         start_router(lab, lab.state.appliances[TOR_NAME], spec.host_as)
-        say(f"ToR {TOR_NAME} ({spec.tor}, AS {spec.tor_as}) at {tor_ip}")
+        say(f"ToR {TOR_NAME} ({spec.tor}, AS {spec.tor_as}) at {', '.join(tor_ips)}")
     install(cni_root / "bin")
     names = [  # round robin over hosts: each host's IPAM calls are serialised by its lock file
         (f"w{i}-{j}", host) for j in range(1, spec.workloads_per_host + 1) for i, host in enumerate(hosts, 1)
@@ -128,7 +130,7 @@ def _build_on(lab: Lab, spec: LabSpec, say: Progress, timeout: float) -> None:
     say(f"lab {spec.name} is ready")
 
 
-def _seed(client_url: str, spec: LabSpec, hosts: list[str], tor_ip: str | None) -> None:
+def _seed(client_url: str, spec: LabSpec, hosts: list[str], tor_ips: list[str]) -> None:
     from tortie.datastore.resources import ResourceStore
     from tortie.datastore.url import open_datastore
     from tortie.model import parse_resource
@@ -136,6 +138,6 @@ def _seed(client_url: str, spec: LabSpec, hosts: list[str], tor_ip: str | None) 
     ds = open_datastore(client_url)
     try:
         store = ResourceStore(ds)
-        store.apply_all([parse_resource(m, source="lab") for m in seed_manifests(spec, hosts, tor_ip)])
+        store.apply_all([parse_resource(m, source="lab") for m in seed_manifests(spec, hosts, tor_ips)])
     finally:
         ds.close()

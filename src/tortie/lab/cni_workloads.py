@@ -11,9 +11,11 @@
 Inputs: a `Lab`, the directory holding the installed plugin launchers, the network configuration
 values for one host (datastore URL as seen from inside the host, node name, IPAM lock file) and the
 datastore URL as seen from this process (`CniWorkloads.for_lab` takes them from the lab's
-`DatacenterRecord`). Labels travel as CNI `args.cni.labels`, the endpoint namespace as the netconf
-`namespace`; named ports are not a CNI concept, so `add` writes them onto the endpoint afterwards
-(through the datastore) and undoes the ADD when that fails. `add_many` runs several ADDs at once.
+`DatacenterRecord`; the IPAM section asks for one address per IP family of the lab's pools, so a
+dual-stack lab's workloads get both). Labels travel as CNI `args.cni.labels`, the endpoint namespace
+as the netconf `namespace`; named ports are not a CNI concept, so `add` writes them onto the
+endpoint afterwards (through the datastore) and undoes the ADD when that fails. `add_many` runs
+several ADDs at once.
 
 The container ID is the workload name, so the endpoint is `<host>-cni-<name>-eth0` (Calico's
 `-`-doubling applies). Failures raise `CniFailed` with the plugin's code and message; an ADD that failed
@@ -32,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tortie.common.ipfamily import FAMILIES, V4, Family, family_of
 from tortie.lab.errors import LabError, NoSuchLab
 from tortie.lab.lab import Lab
 from tortie.lab.state import WorkloadRecord
@@ -56,6 +59,8 @@ class NetworkConfig:
     ipam_lock_dir: str
     mtu: int = 1500
     interface_prefix: str = "tort"
+    families: tuple[Family, ...] = (V4,)
+    """The IP families a workload gets one address of (`ipam.assign_ipv4` / `assign_ipv6`)."""
 
     def for_host(self, host: str, namespace: str, labels: Mapping[str, str]) -> dict[str, Any]:
         conf: dict[str, Any] = {
@@ -68,7 +73,10 @@ class NetworkConfig:
             "interface_prefix": self.interface_prefix,
             "ipam_lock_file": os.path.join(self.ipam_lock_dir, f"{host}.lock"),
             "namespace": namespace,
-            "ipam": {"type": "tortie-ipam"},
+            "ipam": {
+                "type": "tortie-ipam",
+                **{f"assign_{fam.key}": "true" if fam in self.families else "false" for fam in FAMILIES},
+            },
         }
         if labels:
             conf["args"] = {"cni": {"labels": [{"key": k, "value": v} for k, v in sorted(labels.items())]}}
@@ -123,7 +131,8 @@ class CniWorkloads:
         record = lab.state.datacenter
         if record is None:
             raise NoSuchLab(f"{lab.workdir} holds a lab built by the library, not by `tortie lab up`")
-        network = NetworkConfig(record.datastore_url, str(Path(record.cni_bin).parent))
+        families = tuple(f for f in FAMILIES if any(family_of(p) == f for p in record.pools))
+        network = NetworkConfig(record.datastore_url, str(Path(record.cni_bin).parent), families=families)
         return cls(lab, record.cni_bin, network, record.client_url)
 
     def _exec(

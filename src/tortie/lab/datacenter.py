@@ -6,7 +6,9 @@
     dc.nodes      NodeServices    `tortie node run` per host: start, stop, take_down, status, BGP
                                   (node_services.py)
     dc.workloads  CniWorkloads    workloads through the CNI plugin (cni_workloads.py)
-    dc.wait_ready(), dc.probe(src, dst), dc.matrix(), dc.env_lines(), dc.down()
+    dc.wait_ready(), dc.probe(src, dst, family=V6), dc.matrix(family=None), dc.env_lines(), dc.down()
+                  (probes go to the destination's address of `family`; None: its first address,
+                   IPv4 on a dual-stack lab)
 
 Everything is recorded in `<workdir>/lab.json` (workdir `<root>/<name>`, root `/run/tortie/lab` or
 $TORTIE_LAB_ROOT) before it is created, so `down()` — from any process — removes exactly what the lab
@@ -21,6 +23,7 @@ import fcntl
 import os
 from collections.abc import Iterator, Sequence
 
+from tortie.common.ipfamily import Family
 from tortie.datastore.api import Datastore
 from tortie.lab.build import Progress, build
 from tortie.lab.cni_workloads import CniWorkloads
@@ -98,12 +101,20 @@ class Datacenter:
         """See readiness.py: nodes ready, BGP sessions established, remote workloads routed."""
         wait_ready(self.nodes, timeout=timeout, progress=progress, hosts=hosts)
 
-    def probe(self, src: str, dst: str, protocol: str = "tcp", port: int = 80, timeout: float = 2.0) -> bool:
+    def probe(
+        self,
+        src: str,
+        dst: str,
+        protocol: str = "tcp",
+        port: int = 80,
+        timeout: float = 2.0,
+        family: Family | None = None,
+    ) -> bool:
         state = self.lab.state
         src_netns, _ = state.endpoint_of(src)
         if not src_netns:
             raise LabError(f"the source must be a workload, host or router of lab {self.name}, not {src!r}")
-        dst_netns, dst_ip = state.endpoint_of(dst)
+        dst_netns, dst_ip = state.endpoint_of(dst, family)
         return run_probes([Probe(src_netns, dst_netns or None, dst_ip)], protocol, port, timeout)[0]
 
     def matrix(
@@ -112,11 +123,13 @@ class Datacenter:
         port: int = 80,
         timeout: float = 2.0,
         workloads: Sequence[str] | None = None,
+        family: Family | None = None,
     ) -> dict[str, dict[str, bool]]:
-        """src -> dst -> allowed, over every ordered pair of distinct workloads."""
+        """src -> dst -> allowed, over every ordered pair of distinct workloads (to each destination's
+        address of `family`; by default its first)."""
         state = self.lab.state
         names = list(workloads) if workloads is not None else sorted(state.workloads)
-        ends = {n: state.endpoint_of(n) for n in names}
+        ends = {n: state.endpoint_of(n, family) for n in names}
         pairs = [(s, d) for s in names for d in names if s != d]
         results = run_probes(
             [Probe(ends[s][0], ends[d][0], ends[d][1]) for s, d in pairs], protocol, port, timeout

@@ -15,13 +15,13 @@ one member as a crash would (the relay then closes its port).
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import signal
 import time
 import urllib.request
 from dataclasses import dataclass
 
+from tortie.common.ipfamily import family_of
 from tortie.lab.errors import LabError
 from tortie.lab.lab import Lab
 from tortie.lab.relay import start_relay
@@ -55,7 +55,7 @@ def kill_member(lab: Lab, name: str) -> int:
 def start_cluster(lab: Lab, members: int = 3, timeout: float = 30.0) -> EtcdEndpoints:
     names = [member_name(i) for i in range(members)]
     records = [lab.fabric.add_appliance(name, FIRST_INDEX + i, "etcd") for i, name in enumerate(names)]
-    ips = [str(ipaddress.ip_interface(r.address).ip) for r in records]
+    ips = [family_of(r.ip()).bracketed(r.ip()) for r in records]  # "[fd00::2]" on an IPv6-only fabric
     data_root = lab.records.record_tree(lab.workdir / "etcd")
     cluster = ",".join(f"{n}=http://{ip}:{PEER_PORT}" for n, ip in zip(names, ips, strict=True))
     for name, ip in zip(names, ips, strict=True):

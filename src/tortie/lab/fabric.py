@@ -1,15 +1,17 @@
 """The lab's fabric: namespaces, the bridge, the veths and addresses of hosts and appliances.
 
     <lab>-fab      bridge br0; one veth port p-<name> per host or appliance
-    <lab>-<host>   eth0 (the peer of p-<host>) = plan.host_address(i), lo up,
-                   ip_forward=1, IPv6 forwarding=1, route 169.254.1.1/32 dev lo
-    <lab>-<appl>   eth0 = plan.appliance_address(index) (a router, an etcd member), ip_forward=1
+    <lab>-<host>   eth0 (the peer of p-<host>) = plan.host_addresses(i), one per family, lo up,
+                   ip_forward=1, IPv6 forwarding=1, route 169.254.1.1/32 dev lo (IPv4 fabrics)
+    <lab>-<appl>   eth0 = plan.appliance_addresses(index) (a router, an etcd member), forwarding on
 
-Split of duties: `AddressPlan` (data) says which address each host and appliance gets; `Fabric`
-records the names and addresses in the lab's `StateStore` and then plumbs exactly what is recorded
-(record before create). A different fabric (another address family, several subnets with a router
-between them) is a different plan handed to the same plumbing. Appliance indexes below
-`HOST_OFFSET + 1` are free for routers and etcd members.
+Split of duties: `AddressPlan` (data) says which addresses each host and appliance gets: one subnet
+per IP family (`DEFAULT_SUBNETS`: 172.31.0.0/24 and fd00:172:31::/64), the same index in each, so
+host #1 is 172.31.0.11 and fd00:172:31::b. `Fabric` records the names and addresses in the lab's
+`StateStore` and then plumbs exactly what is recorded (record before create). A different fabric
+(several subnets with a router between them) is a different plan handed to the same plumbing.
+Appliance indexes below `HOST_OFFSET + 1` are free for routers and etcd members. IPv6 addresses are
+added `nodad` (and eth0 has `accept_dad=0`): a tentative address cannot be a BGP source for ~1 s.
 
 The `169.254.1.1/32 dev lo` route is the lab hosts' stand-in for a default route: workloads use
 169.254.1.1 as their gateway and the host answers their ARP by proxy, but the kernel proxies only
@@ -23,43 +25,80 @@ import ipaddress
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Final
 
+from tortie.common.ipfamily import FAMILIES, V4, V6, Family, family_of, parse_network
 from tortie.lab.errors import LabError
 from tortie.lab.iproute import ip_batch, ip_batch_lenient, run, write_sysctls
 from tortie.lab.state import ApplianceRecord, HostRecord, StateStore
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SUBNET = "172.31.0.0/24"
+DEFAULT_SUBNETS: Final = {V4: "172.31.0.0/24", V6: "fd00:172:31::/64"}
+DEFAULT_SUBNET = DEFAULT_SUBNETS[V4]
 HOST_OFFSET = 10
 FABRIC_BRIDGE = "br0"
 WORKLOAD_GATEWAY_V4 = "169.254.1.1"
 
 
+def fabric_subnets(families: Iterable[Family]) -> tuple[str, ...]:
+    """The default fabric subnets of `families`, IPv4 first."""
+    wanted = set(families)
+    return tuple(DEFAULT_SUBNETS[f] for f in FAMILIES if f in wanted)
+
+
+def check_subnets(subnets: Sequence[str]) -> tuple[str, ...]:
+    """`subnets` canonical, at most one per family, IPv4 first; ValueError naming the problem."""
+    nets = [parse_network(s, strict=True) for s in subnets]
+    if not nets:
+        raise ValueError("a lab fabric needs at least one subnet")
+    fams = [family_of(n) for n in nets]
+    if len(set(fams)) != len(fams):
+        raise ValueError(f"one fabric subnet per IP family, not {', '.join(subnets)}")
+    return tuple(str(n) for n in sorted(nets, key=lambda n: n.version))
+
+
 @dataclass(frozen=True)
 class AddressPlan:
-    """Fabric addresses: host #i (1-based) at `subnet + host_offset + i`, appliance at `subnet + index`."""
+    """Fabric addresses, one per subnet (family): host #i (1-based) at `subnet + host_offset + i`,
+    appliance #index at `subnet + index`."""
 
-    subnet: str = DEFAULT_SUBNET
+    subnets: tuple[str, ...] = (DEFAULT_SUBNET,)
     host_offset: int = HOST_OFFSET
 
-    def host_address(self, index: int) -> str:
-        """The interface address (with prefix length) of host #`index`."""
-        net = ipaddress.ip_network(self.subnet)
-        address = net.network_address + self.host_offset + index
-        if address not in net or address == net.broadcast_address:
-            raise LabError(f"subnet {net} has no room for host #{index}")
-        return f"{address}/{net.prefixlen}"
+    @property
+    def families(self) -> list[Family]:
+        return [family_of(s) for s in self.subnets]
 
-    def appliance_address(self, index: int, name: str, taken: Iterable[str]) -> str:
-        """The interface address of an appliance at `index`; LabError if outside or already `taken`."""
-        net = ipaddress.ip_network(self.subnet)
-        address = net.network_address + index
-        if address not in net or address in (net.network_address, net.broadcast_address):
-            raise LabError(f"subnet {net} has no address #{index} for {name}")
-        if address in {ipaddress.ip_interface(t).ip for t in taken}:
-            raise LabError(f"address {address} is already used")
-        return f"{address}/{net.prefixlen}"
+    def subnet(self, family: Family) -> str | None:
+        """The fabric subnet of `family`, None when the fabric does not carry it."""
+        return next((s for s in self.subnets if family_of(s) == family), None)
+
+    def host_addresses(self, index: int) -> list[str]:
+        """The interface addresses (with prefix length) of host #`index`, one per family."""
+        out = []
+        for subnet in self.subnets:
+            net = ipaddress.ip_network(subnet)
+            address = net.network_address + self.host_offset + index
+            if address not in net or address == net.broadcast_address:
+                raise LabError(f"subnet {net} has no room for host #{index}")
+            out.append(f"{address}/{net.prefixlen}")
+        return out
+
+    def appliance_addresses(self, index: int, name: str, taken: Iterable[str]) -> list[str]:
+        """The interface addresses of an appliance at `index`, one per family; LabError if outside a
+        subnet or already `taken`."""
+        used = {ipaddress.ip_interface(t).ip for t in taken}
+        out = []
+        for subnet in self.subnets:
+            net = ipaddress.ip_network(subnet)
+            address = net.network_address + index
+            if address not in net or address in (net.network_address, net.broadcast_address):
+                raise LabError(f"subnet {net} has no address #{index} for {name}")
+            if address in used:
+                raise LabError(f"address {address} is already used")
+            out.append(f"{address}/{net.prefixlen}")
+        return out
 
 
 def _port_lines(port: str, netns: str) -> list[str]:
@@ -71,8 +110,18 @@ def _port_lines(port: str, netns: str) -> list[str]:
     ]
 
 
-def _eth0_lines(address: str) -> list[str]:
-    return ["link set lo up", f"addr add {address} dev eth0", "link set eth0 up"]
+def _eth0_lines(addresses: Sequence[str]) -> list[str]:
+    lines = ["link set lo up"]
+    for address in addresses:
+        lines.append(f"addr add {address} dev eth0" + (" nodad" if family_of(address).dad else ""))
+    return [*lines, "link set eth0 up"]
+
+
+_SYSCTLS: Final = {
+    "net/ipv4/ip_forward": "1",
+    "net/ipv6/conf/all/forwarding": "1",
+    "net/ipv6/conf/eth0/accept_dad": "0",
+}
 
 
 class Fabric:
@@ -83,7 +132,7 @@ class Fabric:
 
     @property
     def plan(self) -> AddressPlan:
-        return AddressPlan(self.store.state.subnet)
+        return AddressPlan(tuple(self.store.state.subnets))
 
     def _fabric_up(self) -> bool:
         return self.store.state.fabric_netns in self.store.state.namespaces
@@ -96,8 +145,8 @@ class Fabric:
         new_netns: list[str] = [] if self._fabric_up() else [state.fabric_netns]
         records = []
         for host in names:
-            address = self.plan.host_address(len(state.hosts) + 1)
-            record = HostRecord(host, f"{state.name}-{host}", address, f"p-{host}")
+            addresses = self.plan.host_addresses(len(state.hosts) + 1)
+            record = HostRecord(host, f"{state.name}-{host}", addresses, f"p-{host}")
             state.hosts[host] = record
             records.append(record)
             new_netns.append(record.netns)
@@ -115,18 +164,10 @@ class Fabric:
         for record in records:
             fabric += _port_lines(record.fabric_port, record.netns)
         ip_batch(fabric, state.fabric_netns)
+        gateway = [f"route add {WORKLOAD_GATEWAY_V4}/32 dev lo"] if V4 in self.plan.families else []
         for record in records:
-            write_sysctls(
-                record.netns,
-                {
-                    "net/ipv4/ip_forward": "1",
-                    "net/ipv6/conf/all/forwarding": "1",
-                    "net/ipv6/conf/eth0/accept_dad": "0",
-                },
-            )
-            ip_batch(
-                [*_eth0_lines(record.address), f"route add {WORKLOAD_GATEWAY_V4}/32 dev lo"], record.netns
-            )
+            write_sysctls(record.netns, _SYSCTLS)
+            ip_batch([*_eth0_lines(record.addresses), *gateway], record.netns)
         log.info("lab hosts created lab=%s hosts=%s", state.name, ",".join(names))
         return records
 
@@ -137,12 +178,13 @@ class Fabric:
         member): eth0 with that address, lo up, forwarding on."""
         store, state = self.store, self.store.state
         store.check_member(name)
-        taken = [h.address for h in state.hosts.values()] + [a.address for a in state.appliances.values()]
+        taken = [a for h in state.hosts.values() for a in h.addresses]
+        taken += [a for r in state.appliances.values() for a in r.addresses]
         try:
-            address = self.plan.appliance_address(index, name, taken)
+            addresses = self.plan.appliance_addresses(index, name, taken)
         except LabError as exc:
             raise LabError(f"{exc} in lab {state.name}") from None
-        record = ApplianceRecord(name, f"{state.name}-{name}", address, f"p-{name}", role, kind, asn)
+        record = ApplianceRecord(name, f"{state.name}-{name}", addresses, f"p-{name}", role, kind, asn)
         with store.lock:
             if not self._fabric_up():
                 raise LabError(f"lab {state.name} has no fabric yet: add a host first")
@@ -150,9 +192,12 @@ class Fabric:
             store.add_namespace(record.netns)
         run(["ip", "netns", "add", record.netns])
         ip_batch(_port_lines(record.fabric_port, record.netns), state.fabric_netns)
-        write_sysctls(record.netns, {"net/ipv4/ip_forward": "1", "net/ipv6/conf/eth0/accept_dad": "0"})
-        ip_batch(_eth0_lines(record.address), record.netns)
-        log.info("lab appliance created lab=%s name=%s role=%s address=%s", state.name, name, role, address)
+        write_sysctls(record.netns, _SYSCTLS)
+        ip_batch(_eth0_lines(record.addresses), record.netns)
+        log.info(
+            "lab appliance created lab=%s name=%s role=%s addresses=%s",
+            state.name, name, role, ",".join(addresses),
+        )
         return record
 
     def add_namespace(self, netns: str) -> None:
@@ -179,6 +224,8 @@ class Fabric:
     def add_static_route(self, host: str, cidr: str, via: str) -> None:
         """`ip route replace CIDR via VIA` on host `host` (e.g. another host's workload block)."""
         net = ipaddress.ip_network(cidr, strict=True)
+        if family_of(net) != family_of(via):
+            raise ValueError(f"route {net} via {via}: the gateway is not in the route's family")
         ip_batch([f"route replace {net} via {via}"], self.store.state.netns_of(host))
 
 

@@ -1,6 +1,7 @@
 """`Lab`: the namespace test bed every real-kernel test builds on — a facade over the lab's parts.
 
-    Lab.create(name, workdir, hosts=2, subnet="172.31.0.0/24", interface_prefix="tort")
+    Lab.create(name, workdir, hosts=2, subnets=("172.31.0.0/24",), interface_prefix="tort")
+                   (subnets: one per IP family; fabric_subnets((V4, V6)) for a dual-stack fabric)
       .records    StateStore     what exists, in <workdir>/lab.json, recorded before it is created (state.py)
       .fabric     Fabric         namespaces, bridge, veths, host/appliance addresses, routes (fabric.py)
       .processes  ProcessTable   processes by namespace and role; stop, signal (processes.py)
@@ -8,7 +9,8 @@
 
     <lab>-fab  (bridge br0)
        |  p-h1 ... p-hK         veth pairs; the host end is eth0 in each host namespace
-    <lab>-h1 ... <lab>-hK      eth0 = <subnet> + 10 + i, ip_forward=1, route 169.254.1.1/32 dev lo
+    <lab>-h1 ... <lab>-hK      eth0 = <subnet> + 10 + i per subnet, forwarding on,
+                               route 169.254.1.1/32 dev lo
        |  <prefix><hash>        host-side veth, MAC ee:ee:ee:ee:ee:ee
     <lab>-<workload>           eth0 <ip>/32 (/128), 169.254.1.1 dev eth0 scope link,
                                default via 169.254.1.1 (IPv6: via fe80::ecee:eeff:feee:eeee)
@@ -41,9 +43,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Unpack
 
+from tortie.common.ipfamily import Family
 from tortie.dataplane.interfaces import DEFAULT_INTERFACE_PREFIXES
 from tortie.lab.errors import LabError
-from tortie.lab.fabric import DEFAULT_SUBNET, Fabric, delete_namespaces
+from tortie.lab.fabric import DEFAULT_SUBNET, Fabric, check_subnets, delete_namespaces
 from tortie.lab.iproute import run
 from tortie.lab.processes import ProcessOptions, ProcessTable, kill_namespace_stragglers
 from tortie.lab.state import HostRecord, LabState, ProcessRecord, StateStore, WorkloadRecord, load_state
@@ -60,10 +63,12 @@ class Lab:
         name: str,
         workdir: str | os.PathLike[str],
         *,
-        subnet: str = DEFAULT_SUBNET,
+        subnets: Sequence[str] = (DEFAULT_SUBNET,),
         interface_prefix: str = DEFAULT_INTERFACE_PREFIXES[0],
     ) -> None:
-        self.records = StateStore.open(name, Path(workdir), subnet=subnet, interface_prefix=interface_prefix)
+        self.records = StateStore.open(
+            name, Path(workdir), subnets=check_subnets(subnets), interface_prefix=interface_prefix
+        )
         self.fabric = Fabric(self.records)
         self.processes = ProcessTable(self.records)
         self.workloads = PlainWorkloads(self.records)
@@ -75,11 +80,11 @@ class Lab:
         workdir: str | os.PathLike[str],
         *,
         hosts: int | Sequence[str] = 2,
-        subnet: str = DEFAULT_SUBNET,
+        subnets: Sequence[str] = (DEFAULT_SUBNET,),
         interface_prefix: str = DEFAULT_INTERFACE_PREFIXES[0],
     ) -> Lab:
         """Build a lab: fabric plus `hosts` hosts (a count -> h1..hK, or names). Torn down on error."""
-        lab = cls(name, workdir, subnet=subnet, interface_prefix=interface_prefix)
+        lab = cls(name, workdir, subnets=subnets, interface_prefix=interface_prefix)
         names = [f"h{i}" for i in range(1, hosts + 1)] if isinstance(hosts, int) else list(hosts)
         try:
             lab.fabric.add_hosts(names)
@@ -94,7 +99,7 @@ class Lab:
         state = load_state(Path(workdir))
         if state is None:
             raise LabError(f"no lab recorded in {workdir}")
-        return cls(state.name, workdir)
+        return cls(state.name, workdir, subnets=state.subnets)
 
     @property
     def name(self) -> str:
@@ -134,8 +139,9 @@ class Lab:
     def workload(self, name: str) -> WorkloadRecord:
         return self.state.workloads[name]
 
-    def host_ip(self, name: str) -> str:
-        return self.state.host_ip(name)
+    def host_ip(self, name: str, family: Family | None = None) -> str:
+        """Host `name`'s fabric address in `family` (default: its first)."""
+        return self.state.host_ip(name, family)
 
     def exec(
         self,

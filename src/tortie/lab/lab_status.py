@@ -4,14 +4,17 @@ Sources: lab.json (hosts, workloads, routers, etcd members, recorded processes),
 (the node service: agent and BGP daemon health), each host's BIRD control socket (sessions), the ToR's
 own CLI (its neighbours and RIB size). Output (`collect`):
 
-    {"name", "workdir", "datastore": {"kind", "url", "clientUrl"},
-     "hosts": [{"name", "netns", "address", "node": {"running", "pid", "ready", "agent", "bgp"},
+    {"name", "workdir", "datastore": {"kind", "url", "clientUrl"}, "subnets", "pools", "pool",
+     "hosts": [{"name", "netns", "address", "addresses", "node": {"running", "pid", "ready", "agent", "bgp"},
                 "bgpSessions": [{"peer", "type", "state", "info", "established"}] | null}],
      "workloads": [{"name", "host", "netns", "namespace", "ips", "labels", "ports", "interface", "endpoint"}],
-     "routers": [{"name", "kind", "asn", "address", "running", "neighbors", "ribPrefixes"}],
-     "etcd": [{"name", "address", "running"}]}
+     "routers": [{"name", "kind", "asn", "address", "addresses", "running", "neighbors", "ribPrefixes"}],
+     "etcd": [{"name", "address", "addresses", "running"}]}
 
-`bgpSessions` is null when BIRD does not answer on that host.
+`bgpSessions` is null when BIRD does not answer on that host. Addresses are per family: `addresses`
+(hosts, routers, etcd members: fabric addresses with prefix length) and a workload's `ips` list every
+family; `address` is the first of them and `pool` the first of `pools` (the IPv4 ones on a
+dual-stack lab).
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ def collect(dc: Datacenter) -> dict[str, Any]:
                 "name": name,
                 "netns": host.netns,
                 "address": host.address,
+                "addresses": list(host.addresses),
                 "node": {
                     "running": pid is not None,
                     "pid": pid,
@@ -100,13 +104,21 @@ def collect(dc: Datacenter) -> dict[str, Any]:
                     "kind": appliance.kind,
                     "asn": appliance.asn,
                     "address": appliance.address,
+                    "addresses": list(appliance.addresses),
                     "running": running,
                     "neighbors": neighbors(lab, appliance) if running else {},
                     "ribPrefixes": sorted(rib_prefixes(lab, appliance)) if running else [],
                 }
             )
         else:
-            etcd.append({"name": name, "address": appliance.address, "running": running})
+            etcd.append(
+                {
+                    "name": name,
+                    "address": appliance.address,
+                    "addresses": list(appliance.addresses),
+                    "running": running,
+                }
+            )
     return {
         "name": dc.name,
         "workdir": str(lab.workdir),
@@ -115,7 +127,9 @@ def collect(dc: Datacenter) -> dict[str, Any]:
             "url": record.datastore_url,
             "clientUrl": record.client_url,
         },
-        "pool": record.pool,
+        "subnets": list(state.subnets),
+        "pools": list(record.pools),
+        "pool": record.pools[0] if record.pools else "",
         "hosts": hosts,
         "workloads": workloads,
         "routers": routers,

@@ -1,7 +1,8 @@
 """The node service of each lab host: `tortie node run` in the host namespace, and what it reports.
 
     start(host)   python -m tortie.cli.main node run --hostname <host> --datastore <inner URL>
-                    --ip-autodetection-method interface=^eth0$ --run-dir <run_root>/<host>
+                    per family of the fabric: --ip|--ip6 autodetect, method interface=^eth0$
+                    (--ip none on an IPv6-only fabric) --run-dir <run_root>/<host>
                     --fast-bgp-timers --nodename-file ''          (role node/<host>)
                   -> agent (child), BGP daemon (thread) -> BIRD (child)
     stop(host)    SIGTERM: the agent and BIRD stop; the kernel keeps its routes
@@ -22,7 +23,7 @@ import os
 import sys
 from typing import Any
 
-from tortie.common.ipfamily import V4, Family
+from tortie.common.ipfamily import FAMILIES, V4, Family
 from tortie.lab.errors import LabError
 from tortie.lab.lab import Lab
 from tortie.lab.state import DatacenterRecord
@@ -30,8 +31,23 @@ from tortie.lab.state import DatacenterRecord
 STOP_TIMEOUT = 15.0
 
 
+_ADDRESS_OPTIONS = {4: "--ip", 6: "--ip6"}  # `tortie node run`'s option per IP version
+
+
 def node_role(host: str) -> str:
     return f"node/{host}"
+
+
+def address_options(families: list[Family]) -> list[str]:
+    """`tortie node run` options: autodetect on eth0 in each family of the fabric, none in the others."""
+    out = []
+    for fam in FAMILIES:
+        option = _ADDRESS_OPTIONS[fam.version]
+        if fam in families:
+            out += [option, "autodetect", f"{option}-autodetection-method", "interface=^eth0$"]
+        else:
+            out += [option, "none"]
+    return out
 
 
 class NodeServices:
@@ -53,7 +69,8 @@ class NodeServices:
         argv = [
             *(sys.executable, "-m", "tortie.cli.main", "node", "run"),
             *("--hostname", host, "--datastore", self.record.datastore_url),
-            *("--ip-autodetection-method", "interface=^eth0$", "--run-dir", run_dir),
+            *address_options(self.lab.state.families),
+            *("--run-dir", run_dir),
             *("--fast-bgp-timers", "--nodename-file", ""),
         ]
         env = {k: v for k, v in os.environ.items() if k != "TORTIE_DATASTORE"}

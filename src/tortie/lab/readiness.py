@@ -4,8 +4,9 @@
       1. node.json of every host says ready (agent /readiness and the BGP daemon's `ready`)
       2. every BIRD session Established (sessions towards hosts taken down are not waited for; a host
          with nobody to peer with needs none)
-      3. every remote workload address routed through its own host by a BGP-learned kernel route
-         (`ip -j route show proto bird`, longest match) — `missing_routes`
+      3. every remote workload address, in every family, routed through its own host's fabric address
+         of that family by a BGP-learned kernel route (`ip -j route show proto bird`, longest match)
+         — `missing_routes`
     LabError naming what is still missing after `timeout`.
 
 `hosts` defaults to the hosts whose node service runs. Read-only: nothing here changes the lab.
@@ -17,7 +18,7 @@ import ipaddress
 import time
 from collections.abc import Callable, Sequence
 
-from tortie.common.ipfamily import V4, family_of
+from tortie.common.ipfamily import family_of
 from tortie.lab.errors import LabError
 from tortie.lab.node_services import NodeServices
 
@@ -30,18 +31,20 @@ def missing_routes(nodes: NodeServices, hosts: Sequence[str] | None = None) -> d
     hosts = list(hosts) if hosts is not None else nodes.running_hosts()
     missing: dict[str, list[str]] = {}
     for host in hosts:
-        routes = [(ipaddress.ip_network(dst), gw) for dst, gw in nodes.bird_routes(host).items()]
+        routes = {
+            fam: {ipaddress.ip_network(dst): gw for dst, gw in nodes.bird_routes(host, fam).items()}
+            for fam in state.families
+        }
         for wl in state.workloads.values():
             if wl.host == host or wl.host not in hosts:
                 continue
-            via = state.host_ip(wl.host)
             for ip in wl.ips:
                 address = ipaddress.ip_address(ip)
-                if family_of(address) != V4:  # the lab's BGP carries IPv4 only
-                    continue
-                best = max((n for n, _gw in routes if address in n), key=lambda n: n.prefixlen, default=None)
-                if best is None or dict(routes)[best] != via:
-                    missing.setdefault(host, []).append(wl.name)
+                fam = family_of(address)
+                table = routes.get(fam, {})
+                best = max((n for n in table if address in n), key=lambda n: n.prefixlen, default=None)
+                if best is None or table[best] != state.host_ip(wl.host, fam):
+                    missing.setdefault(host, []).append(f"{wl.name} ({address})")
     return missing
 
 
@@ -58,7 +61,9 @@ def _nodes_stage(nodes: NodeServices, hosts: Sequence[str]) -> tuple[str, str]:
 def _sessions_stage(nodes: NodeServices, hosts: Sequence[str]) -> tuple[str, str]:
     state = nodes.lab.state
     sessions = {h: nodes.bgp_peers(h) or [] for h in hosts}
-    stopped = {state.host_ip(h) for h in state.hosts if h not in hosts}  # hosts taken down
+    stopped = {  # the addresses of hosts taken down
+        address.split("/")[0] for h in state.hosts if h not in hosts for address in state.hosts[h].addresses
+    }
     down = [
         f"{h}->{p['peerAddress']}"
         for h, s in sessions.items()

@@ -1,11 +1,14 @@
 """What `tortie lab up` is asked to build (`LabSpec`), where labs live, and what it seeds the datastore with.
 
-    LabSpec(name, hosts, workloads_per_host, datastore, tor, route_reflectors, ...)  .check() -> UserError
+    LabSpec(name, hosts, workloads_per_host, datastore, tor, route_reflectors, ip_family, ...)
+        .check() -> UserError;  .families -> [V4, V6] (dual, the default), [V4] (ipv4), [V6] (ipv6)
     lab_dir(name)         <root>/<name>, root /run/tortie/lab or $TORTIE_LAB_ROOT
-    seed_manifests(spec, hosts, tor_ip) -> projectcalico.org/v3 documents:
-        IPPool lab-pool (spec.pool, /block_size), BGPConfiguration default (host AS, mesh unless route
-        reflectors), BGPPeer tor (when there is a ToR), and for R route reflectors the first R hosts'
-        Node labels + routeReflectorClusterID and a BGPPeer from every node to them.
+    seed_manifests(spec, hosts, tor_ips) -> projectcalico.org/v3 documents:
+        per family an IPPool (lab-pool: spec.pool /block_size; lab-pool-v6: spec.pool6 /block_size6,
+        Calico's CALICO_IPV4POOL_* / CALICO_IPV6POOL_* pair), BGPConfiguration default (host AS, mesh
+        unless route reflectors), a BGPPeer to the ToR per family it has an address in (tor, tor-ipv6),
+        and for R route reflectors the first R hosts' Node labels + routeReflectorClusterID and a
+        BGPPeer from every node to them (sessions per family come from the nodes' addresses).
 
 Pure: no I/O. New `tortie lab up` options start here (a field, its check, its CLI flag).
 """
@@ -19,12 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from tortie.common.errors import UserError
-from tortie.lab.fabric import DEFAULT_SUBNET
+from tortie.common.ipfamily import V4, V6, Family, family_of, parse_network
+from tortie.lab.fabric import fabric_subnets
 
 DEFAULT_ROOT = "/run/tortie/lab"
 DEFAULT_NAME = "tortie"
 DATASTORES = ("sqlite", "etcd")
 TORS = ("gobgp", "frr", "none")
+IP_FAMILIES = {"ipv4": (V4,), "ipv6": (V6,), "dual": (V4, V6)}
 RR_CLUSTER_ID = "244.0.0.1"
 
 
@@ -44,15 +49,50 @@ class LabSpec:
     datastore: str = "sqlite"
     tor: str = "none"
     route_reflectors: int = 0
-    subnet: str = DEFAULT_SUBNET
+    ip_family: str = "dual"
     pool: str = "10.244.0.0/16"
-    block_size: int = 26
+    block_size: int = V4.default_block_size
+    pool6: str = "fd00:10:244::/56"
+    block_size6: int = V6.default_block_size
     host_as: int = 64512
     tor_as: int = 65000
     etcd_members: int = 3
 
+    @property
+    def families(self) -> tuple[Family, ...]:
+        """The IP families of the fabric, the pools and the workloads (IPv4 first)."""
+        return IP_FAMILIES.get(self.ip_family, (V4,))
+
+    @property
+    def subnets(self) -> tuple[str, ...]:
+        return fabric_subnets(self.families)
+
+    def pools(self) -> list[tuple[str, str, int]]:
+        """(IPPool name, CIDR, block size) per family of the lab."""
+        out = []
+        candidates = (("lab-pool", self.pool, self.block_size), ("lab-pool-v6", self.pool6, self.block_size6))
+        for name, cidr, size in candidates:
+            if family_of(cidr) in self.families:
+                out.append((name, cidr, size))
+        return out
+
     def check(self) -> None:
         problems = []
+        if self.ip_family not in IP_FAMILIES:
+            problems.append(f"--ip-family {self.ip_family!r}: one of {', '.join(IP_FAMILIES)}")
+        for option, cidr, size, fam in (
+            ("pool", self.pool, self.block_size, V4),
+            ("pool6", self.pool6, self.block_size6, V6),
+        ):
+            try:
+                net = parse_network(cidr, strict=True, family=fam)
+            except ValueError as exc:
+                problems.append(f"{option}: {exc}")
+                continue
+            low, high = fam.block_size_range
+            if not low <= size <= high or size < net.prefixlen:
+                low = max(low, net.prefixlen)
+                problems.append(f"{option} {cidr}: block size {size} must be {low}..{high}")
         if not 1 <= self.hosts <= 200:
             problems.append(f"--hosts {self.hosts}: 1..200")
         if not 0 <= self.workloads_per_host <= 200:
@@ -78,11 +118,12 @@ def _resource(
     return {"apiVersion": "projectcalico.org/v3", "kind": kind, "metadata": meta, "spec": spec}
 
 
-def seed_manifests(spec: LabSpec, hosts: Sequence[str], tor_ip: str | None) -> list[dict[str, Any]]:
+def seed_manifests(spec: LabSpec, hosts: Sequence[str], tor_ips: Sequence[str]) -> list[dict[str, Any]]:
     out = [
-        _resource(
-            "IPPool", "lab-pool", {"cidr": spec.pool, "blockSize": spec.block_size, "nodeSelector": "all()"}
-        ),
+        _resource("IPPool", name, {"cidr": cidr, "blockSize": size, "nodeSelector": "all()"})
+        for name, cidr, size in spec.pools()
+    ]
+    out += [
         _resource(
             "BGPConfiguration",
             "default",
@@ -93,8 +134,9 @@ def seed_manifests(spec: LabSpec, hosts: Sequence[str], tor_ip: str | None) -> l
             },
         ),
     ]
-    if tor_ip is not None:
-        out.append(_resource("BGPPeer", "tor", {"peerIP": tor_ip, "asNumber": spec.tor_as}))
+    for i, tor_ip in enumerate(tor_ips):  # tor, then tor-ipv6 on a dual-stack fabric
+        name = f"tor-{family_of(tor_ip).key}" if i else "tor"
+        out.append(_resource("BGPPeer", name, {"peerIP": tor_ip, "asNumber": spec.tor_as}))
     if spec.route_reflectors:
         for host in hosts[: spec.route_reflectors]:
             out.append(

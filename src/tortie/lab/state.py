@@ -6,7 +6,9 @@ they are about to create through it. Invariant: a namespace, process or file is 
 created, so a crash half-way through still leaves a record that `Lab.down()` can act on (teardown
 treats "already gone" as done). Fields added after the first version have defaults, so older files
 load. Names: hosts, workloads and appliances share one namespace of names (`<lab>-<name>`), checked
-by `StateStore.check_member`.
+by `StateStore.check_member`. Addresses are per family: a host or appliance records one fabric
+address per subnet of the lab (IPv4 first), a workload every address its CNI result gave it;
+`host_ip`/`endpoint_of` pick one by family (default: the first).
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ import json
 import os
 import re
 import threading
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tortie.common.ipfamily import Family, family_of
 from tortie.lab.errors import LabError
 
 STATE_FILE = "lab.json"
@@ -29,13 +33,29 @@ _NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
 _MEMBER_RE = re.compile(r"^[a-z][a-z0-9-]{0,12}$")
 
 
+def _pick(addresses: list[str], family: Family | None, what: str) -> str:
+    """The bare address of `family` among `addresses` (with or without prefix), else the first one."""
+    for address in addresses:
+        if family is None or family_of(address) == family:
+            return address.split("/")[0]
+    raise LabError(f"{what} has no {family} address" if family else f"{what} has no address")
+
+
 @dataclass
 class HostRecord:
     name: str
     netns: str
-    address: str
-    """Fabric address with prefix length, e.g. 172.31.0.11/24."""
+    addresses: list[str]
+    """Fabric addresses with prefix length, one per family, e.g. 172.31.0.11/24, fd00:172:31::b/64."""
     fabric_port: str
+
+    @property
+    def address(self) -> str:
+        """The first fabric address (with prefix length)."""
+        return self.addresses[0]
+
+    def ip(self, family: Family | None = None) -> str:
+        return _pick(self.addresses, family, f"host {self.name}")
 
 
 @dataclass
@@ -56,6 +76,9 @@ class WorkloadRecord:
     endpoint: str = ""
     """The WorkloadEndpoint name, for CNI workloads."""
 
+    def ip(self, family: Family | None = None) -> str:
+        return _pick(self.ips, family, f"workload {self.name}")
+
 
 @dataclass
 class ApplianceRecord:
@@ -63,14 +86,22 @@ class ApplianceRecord:
 
     name: str
     netns: str
-    address: str
-    """Fabric address with prefix length."""
+    addresses: list[str]
+    """Fabric addresses with prefix length, one per family."""
     fabric_port: str
     role: str
     """"router" or "etcd"."""
     kind: str = ""
     """For routers: gobgp or frr."""
     asn: int = 0
+
+    @property
+    def address(self) -> str:
+        """The first fabric address (with prefix length)."""
+        return self.addresses[0]
+
+    def ip(self, family: Family | None = None) -> str:
+        return _pick(self.addresses, family, f"{self.role} {self.name}")
 
 
 @dataclass
@@ -84,8 +115,8 @@ class DatacenterRecord:
     client_url: str
     """The URL for commands in the root namespace (`tortie lab env`): the same file for sqlite, the
     relay's loopback ports for etcd."""
-    pool: str
-    block_size: int
+    pools: list[str]
+    """The lab's IPPools' CIDRs, one per family the lab carries (IPv4 first)."""
     host_as: int
     tor: str
     tor_as: int
@@ -94,6 +125,14 @@ class DatacenterRecord:
     run_root: str
     etcd_ports: list[int] = field(default_factory=list)
     """Loopback ports of the relay in the root namespace, one per etcd member (etcd mode)."""
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> DatacenterRecord:
+        data = dict(data)
+        if "pool" in data:  # before per-family pools: one IPv4 pool
+            data["pools"] = [data.pop("pool")]
+        data.pop("block_size", None)
+        return cls(**data)
 
 
 @dataclass
@@ -109,10 +148,19 @@ class ProcessRecord:
     """What it is for, e.g. "node/h1", "etcd/e1", "router/tor", "relay" (empty for ad-hoc processes)."""
 
 
+def _with_addresses(data: dict[str, Any]) -> dict[str, Any]:
+    """A host/appliance record of lab.json; before per-family addresses it had one `address`."""
+    data = dict(data)
+    if "address" in data:
+        data["addresses"] = [data.pop("address")]
+    return data
+
+
 @dataclass
 class LabState:
     name: str
-    subnet: str
+    subnets: list[str]
+    """The fabric's subnets, one per IP family (IPv4 first)."""
     interface_prefix: str
     fabric_netns: str
     created_workdir: bool = False
@@ -138,24 +186,28 @@ class LabState:
             return name
         raise ValueError(f"no host, workload or namespace {name!r} in lab {self.name}")
 
-    def host_ip(self, name: str) -> str:
-        return self.hosts[name].address.split("/")[0]
+    @property
+    def families(self) -> list[Family]:
+        """The IP families of the fabric (IPv4 first)."""
+        return [family_of(s) for s in self.subnets]
 
-    def endpoint_of(self, name: str) -> tuple[str, str]:
-        """(namespace, address) of a workload, host or appliance name, or ("", ip) for an IP address."""
-        if name in self.workloads:
-            wl = self.workloads[name]
-            if not wl.ips:
-                raise LabError(f"workload {name} has no address")
-            return wl.netns, wl.ips[0]
-        for table in (self.hosts, self.appliances):
+    def host_ip(self, name: str, family: Family | None = None) -> str:
+        """Host `name`'s fabric address in `family` (default: its first); LabError when it has none."""
+        return self.hosts[name].ip(family)
+
+    def endpoint_of(self, name: str, family: Family | None = None) -> tuple[str, str]:
+        """(namespace, address) of a workload, host or appliance name — its address in `family`, by
+        default its first — or ("", ip) for an IP address (which must then be of `family`)."""
+        for table in (self.workloads, self.hosts, self.appliances):
             if name in table:
-                return table[name].netns, str(ipaddress.ip_interface(table[name].address).ip)
+                return table[name].netns, table[name].ip(family)
         try:
-            ipaddress.ip_address(name)
+            address = ipaddress.ip_address(name)
         except ValueError:
             raise LabError(f"no workload, host or router {name!r} in lab {self.name}") from None
-        return "", name
+        if family is not None and family_of(address) != family:
+            raise LabError(f"{name} is not an {family} address")
+        return "", str(address)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -168,18 +220,20 @@ class LabState:
             raise ValueError(f"unsupported lab state version {data.get('version')!r}")
         return cls(
             name=data["name"],
-            subnet=data["subnet"],
+            subnets=list(data.get("subnets") or [data["subnet"]]),
             interface_prefix=data["interface_prefix"],
             fabric_netns=data["fabric_netns"],
             created_workdir=bool(data.get("created_workdir", False)),
             namespaces=list(data.get("namespaces", [])),
-            hosts={k: HostRecord(**v) for k, v in data.get("hosts", {}).items()},
+            hosts={k: HostRecord(**_with_addresses(v)) for k, v in data.get("hosts", {}).items()},
             workloads={k: WorkloadRecord(**v) for k, v in data.get("workloads", {}).items()},
             processes=[ProcessRecord(**p) for p in data.get("processes", [])],
             files=list(data.get("files", [])),
             trees=list(data.get("trees", [])),
-            appliances={k: ApplianceRecord(**v) for k, v in data.get("appliances", {}).items()},
-            datacenter=DatacenterRecord(**data["datacenter"]) if data.get("datacenter") else None,
+            appliances={
+                k: ApplianceRecord(**_with_addresses(v)) for k, v in data.get("appliances", {}).items()
+            },
+            datacenter=DatacenterRecord.from_json(data["datacenter"]) if data.get("datacenter") else None,
         )
 
 
@@ -209,7 +263,9 @@ class StateStore:
         self.lock = threading.RLock()
 
     @classmethod
-    def open(cls, name: str, workdir: Path, *, subnet: str, interface_prefix: str) -> StateStore:
+    def open(
+        cls, name: str, workdir: Path, *, subnets: Sequence[str], interface_prefix: str
+    ) -> StateStore:
         """The record of lab `name` in `workdir`, created (with the workdir) when there is none."""
         if not _NAME_RE.match(name):
             raise ValueError(f"invalid lab name {name!r}: lowercase letters, digits and '-', at most 40")
@@ -226,7 +282,7 @@ class StateStore:
             workdir,
             LabState(
                 name=name,
-                subnet=str(ipaddress.ip_network(subnet, strict=True)),
+                subnets=list(subnets),
                 interface_prefix=interface_prefix,
                 fabric_netns=f"{name}-fab",
                 created_workdir=created,
@@ -250,7 +306,7 @@ class StateStore:
     def reset(self) -> None:
         """Forget everything but the lab's identity (after teardown)."""
         s = self.state
-        self.state = LabState(s.name, s.subnet, s.interface_prefix, s.fabric_netns)
+        self.state = LabState(s.name, s.subnets, s.interface_prefix, s.fabric_netns)
 
     def check_member(self, name: str) -> None:
         """ValueError unless `name` is a valid, unused host/workload/appliance name."""

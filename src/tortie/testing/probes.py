@@ -8,13 +8,16 @@ The server answers every TCP connection and UDP datagram with the peer's address
 see NAT), then closes. `probe` runs all probes at once (threads) and prints a JSON list with, per
 probe, the peer address the server saw (TCP/UDP), "ok" (ICMP echo answered) or null (no answer
 within the timeout: dropped). An optional fourth item binds the source address (anti-spoofing
-tests). Only ever used inside namespaces a test created.
+tests). Both families: the server listens on a dual-stack socket and reports an IPv4 peer in its
+plain form (not `::ffff:a.b.c.d`); a probe's socket takes the destination's family. Only ever used
+inside namespaces a test created.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import ipaddress
 import json
 import socket
 import subprocess
@@ -23,18 +26,32 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from tortie.common.ipfamily import family_of
+
 TIMEOUT = 1.0
 
 
-def _serve_tcp(port: int) -> None:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+def _listener(kind: int, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6, kind)
+    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("0.0.0.0", port))
+    sock.bind(("::", port))
+    return sock
+
+
+def _peer(address: str) -> str:
+    """An IPv4 peer of a dual-stack socket arrives mapped (::ffff:a.b.c.d, RFC 4291 2.5.5.2)."""
+    mapped = ipaddress.IPv6Address(address.split("%")[0]).ipv4_mapped
+    return str(mapped) if mapped is not None else address
+
+
+def _serve_tcp(port: int) -> None:
+    sock = _listener(socket.SOCK_STREAM, port)
     sock.listen(64)
     while True:
         conn, peer = sock.accept()
         try:
-            conn.sendall(f"{peer[0]}\n".encode())
+            conn.sendall(f"{_peer(peer[0])}\n".encode())
         except OSError:
             pass
         finally:
@@ -42,12 +59,11 @@ def _serve_tcp(port: int) -> None:
 
 
 def _serve_udp(port: int) -> None:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("0.0.0.0", port))
+    sock = _listener(socket.SOCK_DGRAM, port)
     while True:
         _data, peer = sock.recvfrom(2048)
         with contextlib.suppress(OSError):
-            sock.sendto(f"{peer[0]}\n".encode(), peer)
+            sock.sendto(f"{_peer(peer[0])}\n".encode(), peer)
 
 
 def serve(tcp: list[int], udp: list[int]) -> None:
@@ -71,7 +87,7 @@ def _probe(item: list[Any]) -> str | None:
             done = subprocess.run(argv, capture_output=True, timeout=TIMEOUT + 2)
             return "ok" if done.returncode == 0 else None
         kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
-        with socket.socket(socket.AF_INET, kind) as sock:
+        with socket.socket(family_of(dst).af, kind) as sock:
             sock.settimeout(TIMEOUT)
             if src:
                 sock.bind((src, 0))

@@ -6,6 +6,7 @@
     python -c TCP_SEQUENCE_CLIENT DST_IP [SECONDS]  (in the source) sends 0, 1, 2, ... every 10 ms
         for SECONDS, or until SIGINT without it, then prints "sent N"
 
+The server listens on a dual-stack socket, so DST_IP may be of either family.
 `received N` equal to `sent N` proves that the connection carried every segment through whatever
 happened meanwhile (an agent or BIRD restart). Only ever run inside namespaces a test created.
 """
@@ -16,8 +17,9 @@ TCP_SEQUENCE_PORT = 7070
 
 TCP_SEQUENCE_SERVER = f"""
 import socket, sys
-srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-srv.bind(("0.0.0.0", {TCP_SEQUENCE_PORT})); srv.listen(1); print("listening", flush=True)
+srv = socket.socket(socket.AF_INET6); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+srv.bind(("::", {TCP_SEQUENCE_PORT})); srv.listen(1); print("listening", flush=True)
 conn, _ = srv.accept(); expected = 0; buf = b""
 while True:
     data = conn.recv(4096)

@@ -212,3 +212,25 @@ def test_bad_prev_result_is_a_decoding_error(bad: dict[str, object]) -> None:
     with pytest.raises(CniError) as exc:
         from_wire(bad)
     assert exc.value.code == 6
+
+
+@pytest.mark.parametrize(
+    ("ipam", "families"),
+    [
+        ({}, (True, False)),
+        ({"assign_ipv6": "true"}, (True, True)),  # Calico's configurations spell them as strings
+        ({"assign_ipv4": "false", "assign_ipv6": "true"}, (False, True)),
+        ({"assign_ipv4": True, "assign_ipv6": True}, (True, True)),
+    ],
+)
+def test_assign_flags_as_booleans_or_calico_strings(
+    ipam: dict[str, object], families: tuple[bool, bool]
+) -> None:
+    conf = parse_netconf({"cniVersion": "1.0.0", "name": "n", "ipam": {"type": "tortie-ipam", **ipam}})
+    assert (conf.ipam.assign_ipv4, conf.ipam.assign_ipv6) == families
+
+
+def test_assign_flag_spelled_otherwise_is_named() -> None:
+    with pytest.raises(CniError) as err:
+        parse_netconf({"cniVersion": "1.0.0", "name": "n", "ipam": {"assign_ipv6": "yes"}})
+    assert err.value.code == 7 and "ipam.assign_ipv6" in err.value.details

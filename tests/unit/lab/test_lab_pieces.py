@@ -11,8 +11,10 @@ import pytest
 
 from tortie.cli.main import build_parser
 from tortie.common.errors import UserError
+from tortie.common.ipfamily import V4, V6
 from tortie.lab.cni_workloads import NetworkConfig, parse_labels, parse_ports
 from tortie.lab.errors import LabError
+from tortie.lab.fabric import AddressPlan, check_subnets, fabric_subnets
 from tortie.lab.probe import _checksum
 from tortie.lab.routers import frr_config, gobgp_config
 from tortie.lab.spec import LabSpec, seed_manifests
@@ -102,6 +104,9 @@ def test_ports_and_labels() -> None:
 def test_network_config_per_host() -> None:
     conf = NetworkConfig("sqlite:///x/ds.db", "/x/cni").for_host("h2", "shop", {"app": "web"})
     assert conf["nodename"] == "h2" and conf["namespace"] == "shop" and conf["type"] == "tortie"
+    assert conf["ipam"] == {"type": "tortie-ipam", "assign_ipv4": "true", "assign_ipv6": "false"}
+    dual = NetworkConfig("u", "/d", families=(V4, V6)).for_host("h1", "default", {})
+    assert dual["ipam"] == {"type": "tortie-ipam", "assign_ipv4": "true", "assign_ipv6": "true"}
     assert conf["ipam_lock_file"] == "/x/cni/h2.lock"
     assert conf["args"] == {"cni": {"labels": [{"key": "app", "value": "web"}]}}
     assert "args" not in NetworkConfig("u", "/d").for_host("h1", "default", {})
@@ -118,18 +123,57 @@ def test_spec_check_names_every_problem() -> None:
 @pytest.mark.parametrize("rr", [0, 2])
 def test_seed_manifests_are_valid_resources(rr: int) -> None:
     spec = LabSpec(hosts=3, route_reflectors=rr, tor="gobgp")
-    docs = seed_manifests(spec, ["h1", "h2", "h3"], "172.31.0.1")
+    docs = seed_manifests(spec, ["h1", "h2", "h3"], ["172.31.0.1", "fd00:172:31::1"])
     resources = [parse_resource(d) for d in docs]
     kinds = sorted(r.kind for r in resources)
-    assert kinds.count("IPPool") == 1 and "BGPConfiguration" in kinds
+    assert kinds.count("IPPool") == 2 and "BGPConfiguration" in kinds
+    pools = {d["metadata"]["name"]: d["spec"] for d in docs if d["kind"] == "IPPool"}
+    assert pools["lab-pool-v6"] == {"cidr": "fd00:10:244::/56", "blockSize": 122, "nodeSelector": "all()"}
     config = next(d for d in docs if d["kind"] == "BGPConfiguration")
     assert config["spec"]["nodeToNodeMeshEnabled"] is (rr == 0)
     peers = {d["metadata"]["name"]: d["spec"] for d in docs if d["kind"] == "BGPPeer"}
     assert peers["tor"] == {"peerIP": "172.31.0.1", "asNumber": 65000}
+    assert peers["tor-ipv6"] == {"peerIP": "fd00:172:31::1", "asNumber": 65000}
     nodes = [d for d in docs if d["kind"] == "Node"]
     assert [n["metadata"]["name"] for n in nodes] == ["h1", "h2"][:rr]
     if rr:
         assert "peer-with-route-reflectors" in peers
+
+
+@pytest.mark.parametrize(
+    ("family", "pools", "subnets"),
+    [
+        ("ipv4", ["lab-pool"], ("172.31.0.0/24",)),
+        ("ipv6", ["lab-pool-v6"], ("fd00:172:31::/64",)),
+        ("dual", ["lab-pool", "lab-pool-v6"], ("172.31.0.0/24", "fd00:172:31::/64")),
+    ],
+)
+def test_ip_family_chooses_fabric_and_pools(family: str, pools: list[str], subnets: tuple[str, ...]) -> None:
+    spec = LabSpec(ip_family=family, tor="frr")
+    spec.check()
+    assert spec.subnets == subnets and [p[0] for p in spec.pools()] == pools
+    args = build_parser().parse_args(["lab", "up", "--ip-family", family])
+    assert args.ip_family == family
+
+
+def test_address_plan_per_family() -> None:
+    plan = AddressPlan(fabric_subnets([V6, V4]))
+    assert plan.host_addresses(1) == ["172.31.0.11/24", "fd00:172:31::b/64"]
+    assert plan.appliance_addresses(1, "tor", []) == ["172.31.0.1/24", "fd00:172:31::1/64"]
+    with pytest.raises(LabError, match="already used"):
+        plan.appliance_addresses(11, "x", ["fd00:172:31::b/64"])
+    assert check_subnets(["fd00::/64", "10.0.0.0/24"]) == ("10.0.0.0/24", "fd00::/64")
+    for bad in (["10.0.0.0/24", "10.1.0.0/24"], [], ["10.0.0.1/24"]):
+        with pytest.raises(ValueError):
+            check_subnets(bad)
+
+
+def test_bad_ip_family_and_pools_are_named() -> None:
+    with pytest.raises(UserError) as err:
+        LabSpec(ip_family="ipx", pool6="10.0.0.0/16", block_size=120).check()
+    text = str(err.value)
+    assert "--ip-family 'ipx'" in text and "pool6: '10.0.0.0/16' is not an IPv6 CIDR" in text
+    assert "pool 10.244.0.0/16: block size 120 must be 20..32" in text
 
 
 def test_lab_json_without_the_newer_fields_still_loads(tmp_path: Path) -> None:
@@ -161,16 +205,33 @@ def test_lab_json_without_the_newer_fields_still_loads(tmp_path: Path) -> None:
     assert state is not None
     assert state.workloads["w1"].via_cni is False and state.workloads["w1"].labels == {}
     assert state.processes[0].role == "" and state.datacenter is None and state.trees == []
+    assert state.subnets == ["172.31.0.0/24"] and state.hosts["h1"].addresses == ["172.31.0.11/24"]
+    assert state.host_ip("h1") == "172.31.0.11" and state.families == [V4]
 
 
 def test_router_configurations() -> None:
-    tor = ApplianceRecord("tor", "lab-tor", "172.31.0.1/24", "p-tor", "router", "gobgp", 65000)
-    toml = gobgp_config(tor, "172.31.0.0/24", 64512)
+    tor = ApplianceRecord("tor", "lab-tor", ["172.31.0.1/24"], "p-tor", "router", "gobgp", 65000)
+    toml = gobgp_config(tor, ["172.31.0.0/24"], 64512)
     assert 'router-id = "172.31.0.1"' in toml and "peer-as = 64512" in toml
-    assert 'prefix = "172.31.0.0/24"' in toml and "as = 65000" in toml
-    frr = frr_config(tor, "172.31.0.0/24", 64512)
+    assert 'prefix = "172.31.0.0/24"' in toml and "as = 65000" in toml and "ipv6" not in toml
+    frr = frr_config(tor, ["172.31.0.0/24"], 64512)
     assert "router bgp 65000" in frr and "bgp listen range 172.31.0.0/24 peer-group hosts" in frr
     assert "no bgp ebgp-requires-policy" in frr and "neighbor hosts remote-as 64512" in frr
+
+
+def test_router_configurations_per_family() -> None:
+    subnets = ["172.31.0.0/24", "fd00:172:31::/64"]
+    tor = ApplianceRecord("tor", "t", ["172.31.0.1/24", "fd00:172:31::1/64"], "p", "router", "frr", 65000)
+    toml = gobgp_config(tor, subnets, 64512)
+    assert 'local-address-list = ["172.31.0.1", "fd00:172:31::1"]' in toml
+    assert 'afi-safi-name = "ipv4-unicast"' in toml and 'afi-safi-name = "ipv6-unicast"' in toml
+    assert 'prefix = "fd00:172:31::/64"' in toml
+    frr = frr_config(tor, subnets, 64512)
+    assert "bgp listen range fd00:172:31::/64 peer-group hosts" in frr
+    assert " address-family ipv6 unicast\n  neighbor hosts activate" in frr
+    only6 = ApplianceRecord("tor", "t", ["fd00:172:31::1/64"], "p", "router", "frr", 65000)
+    assert "bgp router-id 0.0.0.1" in frr_config(only6, subnets[1:], 64512)
+    assert "address-family ipv4" not in frr_config(only6, subnets[1:], 64512)
 
 
 def test_icmp_checksum() -> None:

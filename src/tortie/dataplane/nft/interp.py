@@ -47,6 +47,10 @@ from tortie.dataplane.nft.ir import (
 from tortie.policy.trace import PORT_PROTOCOLS, Packet
 
 ICMP_NAMES = {
+    "mld-listener-query": 130,
+    "mld-listener-report": 131,
+    "mld-listener-done": 132,
+    "mld2-listener-report": 143,
     "nd-router-solicit": 133,
     "nd-router-advert": 134,
     "nd-neighbor-solicit": 135,

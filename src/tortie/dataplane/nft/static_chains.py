@@ -56,7 +56,22 @@ from tortie.dataplane.nft.names import (
 )
 from tortie.dataplane.nft.rules import addr_field, net_value
 
-ND_TYPES = ("nd-router-solicit", "nd-router-advert", "nd-neighbor-solicit", "nd-neighbor-advert")
+# ICMPv6 a workload needs from its router (the host), accepted before its egress policy as Felix
+# does (rules.ICMPv6Filter): MLD query/report/done (130-132), router solicitation (133), neighbour
+# solicitation/advertisement (135, 136), plus the MLDv2 report (143) Linux sends instead of 131.
+# Not router advertisements (134): a workload has no business announcing itself as a router.
+# (The kernel leaves these untracked (nf_conntrack_proto_icmpv6 `noct_valid_new`), so the base
+# chains' `ct state untracked accept` passes them everywhere, host endpoints included; this rule
+# keeps workload-to-host ND open should that ever change.)
+ND_TYPES = (
+    "mld-listener-query",
+    "mld-listener-report",
+    "mld-listener-done",
+    "nd-router-solicit",
+    "nd-neighbor-solicit",
+    "nd-neighbor-advert",
+    "mld2-listener-report",
+)
 _TO_HOST = {"Drop": Verdict("drop"), "Accept": Verdict("accept"), "Return": Verdict("return")}
 
 
