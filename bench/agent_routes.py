@@ -154,7 +154,8 @@ def rss_mb(pid: int) -> float:
 @contextmanager
 def agent_process(ns: str, db: Path, workdir: Path, policy: bool) -> Iterator[subprocess.Popen[bytes]]:
     env = {**os.environ, "TORTIE_LOG_SEVERITY_SCREEN": "Info", "TORTIE_REPORTING_INTERVAL": "0",
-           "TORTIE_POLICY_ENABLED": "true" if policy else "false"}
+           "TORTIE_POLICY_ENABLED": "true" if policy else "false",
+           "TORTIE_FLOW_LOGS_DIR": str(workdir / "flows")}
     log = (workdir / "agent.log").open("wb")
     tortie = str(Path(sys.executable).parent / "tortie")
     proc = subprocess.Popen(["ip", "netns", "exec", ns, tortie, "agent", "run", "--hostname", HOST,

@@ -245,7 +245,7 @@ def log_time(log: Path, needle: str) -> datetime | None:
 @contextmanager
 def agent_process(ns: str, db: Path, log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     env = {**os.environ, "TORTIE_LOG_SEVERITY_SCREEN": "Info", "TORTIE_REPORTING_INTERVAL": "0",
-           "TORTIE_POLICY_ENABLED": "true"}
+           "TORTIE_POLICY_ENABLED": "true", "TORTIE_FLOW_LOGS_DIR": str(log_path.parent / "flows")}
     log = log_path.open("wb")
     tortie = str(Path(sys.executable).parent / "tortie")
     proc = subprocess.Popen(["ip", "netns", "exec", ns, tortie, "agent", "run", "--hostname", HOST,

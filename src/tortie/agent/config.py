@@ -158,6 +158,17 @@ PARAMS: tuple[Param, ...] = (
           "OpenStack special cases: DHCP, DHCPv6, DNS); empty: workload-to-host traffic is policed like "
           "any other."),
     Param("log_prefix", string_type(), "tortie-packet", "Prefix of kernel log lines written by Log rules."),
+    # -- flow logs (issue 20; docs/design/flows.md) --
+    Param("flow_logs_enabled", bool_type(), True, "Record flows with their policy verdicts (policy rules "
+          "log to NFLOG groups 1 and 2; conntrack counts bytes) into the local flow store.", _LOCAL),
+    Param("flow_logs_flush_interval", duration_type(), 15.0, "Aggregation interval of flow records: one "
+          "record per flow and interval is written at its end."),
+    Param("flow_logs_dir", string_type(), "/var/log/tortie/flows", "Directory of the local flow store "
+          "(JSON lines, rotated).", _LOCAL),
+    Param("flow_logs_max_bytes", int_type(65536, 2**40), 64 << 20, "Size cap of the local flow store "
+          "(the oldest records go first).", _LOCAL),
+    Param("flow_logs_deny_rate", int_type(1, 1_000_000), 100, "Denied packets per second each deny rule "
+          "logs, at most (the drop itself is never limited).", _LOCAL),
 )
 # fmt: on
 

@@ -66,7 +66,7 @@ def netlink_drivers(config: Mapping[str, Any]) -> Drivers:
 
         nft = NftablesDriver()
     return Drivers(NetlinkRouteDriver(protocol=int(config["device_route_protocol"])), NetlinkLinkDriver(),
-                   ProcSysctlDriver(), nft)
+                   ProcSysctlDriver(), nft, flow_logs=bool(config.get("flow_logs_enabled", False)))
 
 
 def setup_logging(severity: str) -> None:

@@ -28,7 +28,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from tortie.agent.config import PARAMS_BY_NAME, LocalConfig, ProblemReporter, datastore_resolver
@@ -55,6 +55,7 @@ from tortie.dataplane.nft.config import RenderConfig, render_config
 from tortie.dataplane.routetable import RouteTable
 from tortie.datastore import syncer as sync
 from tortie.datastore.api import Datastore
+from tortie.flows.collector import STAGED_WATCH, FlowLogger, flow_logger
 from tortie.ipam.keys import BLOCK_ROOT, host_affinity_prefix
 from tortie.model.kinds import kind_info
 
@@ -80,6 +81,7 @@ class Drivers:
     sysctls: SysctlDriver
     nft: NftDriver | None = None  # policy (issue 5); None: policy is not enforced
     addresses: HostAddressDriver | None = None  # host endpoints by expectedIPs; None: read with netlink
+    flow_logs: bool = False  # the flow logger may use this process's kernel (NFLOG, conntrack; issue 20)
 
     def close(self) -> None:
         for driver in (self.routes, self.links, self.sysctls, *((self.nft,) if self.nft is not None else ())):
@@ -165,13 +167,20 @@ class AgentPipeline:
             self.sysctl_manager, self.block_manager, self.route_table, self.endpoint_manager]
         self.policy_manager: PolicyManager | None = None
         policy = bool(config.get("policy_enabled", True)) and drivers.nft is not None
+        # Flow logs (tortie.flows): a thread of their own that only reads the kernel; the catalog of
+        # logged rules follows the policy messages as one more manager.
+        self.flows: FlowLogger | None = None
+        if policy and drivers.flow_logs and config.get("flow_logs_enabled", False):
+            self.flows = flow_logger(config, ds, metrics.registry)
+            managers.append(self.flows.manager)
         if policy:
             assert drivers.nft is not None
             # First: each apply round programs policy before routes open new interfaces (fail closed).
             addresses = drivers.addresses or NetlinkHostAddresses(getattr(drivers.nft, "netns", None))
-            self.policy_manager = PolicyManager(
-                drivers.nft, render_config(config, RenderConfig()), addresses=addresses
-            )
+            base = render_config(config, RenderConfig())
+            if self.flows is not None:
+                base = replace(base, flow_log_groups=self.flows.groups)
+            self.policy_manager = PolicyManager(drivers.nft, base, addresses=addresses)
             managers.insert(0, self.policy_manager)
         observer = AgentObserver(metrics, health, self._receipts,
                                  needs_apply=lambda: any(m.needs_apply for m in managers),
@@ -187,8 +196,8 @@ class AgentPipeline:
         resolve = datastore_resolver(local, self.hostname, reporter)
         self.graph = CalcGraph(self.hostname, self._collect, resolve, policy=policy)
         self._out: list[Message] = []
-        self.syncer = sync.Syncer(ds, syncer_prefixes(self.hostname), self._on_sync_event,
-                                  backoff_max=syncer_backoff_max)
+        prefixes = syncer_prefixes(self.hostname) + (list(STAGED_WATCH) if self.flows is not None else [])
+        self.syncer = sync.Syncer(ds, prefixes, self._on_sync_event, backoff_max=syncer_backoff_max)
         self._calc_thread = threading.Thread(target=self._calc_main, name="tortie-calc", daemon=True)
 
         health.register("syncer")
@@ -229,6 +238,8 @@ class AgentPipeline:
         self.syncer.start()
         if self.status_reporter is not None:
             self.status_reporter.start()
+        if self.flows is not None:
+            self.flows.start()
         log.info("agent pipeline started host=%s prefixes=%s", self.hostname, syncer_prefixes(self.hostname))
 
     def wait(self, stop: threading.Event, poll: float = 0.5) -> Outcome:
@@ -246,6 +257,8 @@ class AgentPipeline:
         self.loop.stop(timeout=10)
         if self.status_reporter is not None:
             self.status_reporter.stop()
+        if self.flows is not None:
+            self.flows.stop()
 
     def _finish(self, outcome: Outcome, reason: str) -> None:
         with self._outcome_lock:
@@ -314,6 +327,10 @@ class AgentPipeline:
             else:
                 self._metrics.resyncs.inc()
                 log.info("datastore back: resyncing host=%s", self.hostname)
+        if self.flows is not None:
+            self.flows.on_event(event)
+            if isinstance(event, sync.Update | sync.Delete) and self.flows.is_staged(event.key):
+                return  # staged policies are never enforced: the calc does not see them
         self.graph.on_event(event)
 
     def _collect(self, msg: Message) -> None:

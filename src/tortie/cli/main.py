@@ -33,6 +33,7 @@ _COMMANDS: dict[str, tuple[str, ...]] = {
     "node": ("tortie.cli.node_status_cmd", "tortie.cli.node_run_cmd"),
     "cni": ("tortie.cli.cni_cmd",),
     "policy": ("tortie.cli.policy_cmd",),
+    "flows": ("tortie.cli.flows_cmd",),
     "lab": ("tortie.cli.lab_cmd",),
     "dhcp": ("tortie.cli.dhcp_cmd",),
 }

@@ -292,6 +292,43 @@ class NetlinkSocket:
                     continue
                 raise KernelError(f"reading netlink notifications: {exc.strerror}", exc.errno) from None
 
+    def set_blocking(self, blocking: bool) -> None:
+        """Non-blocking: `receive` returns what is queued (a socket fed by the kernel: NFLOG)."""
+        if blocking:
+            self._sock.settimeout(_TIMEOUT_S)
+        else:
+            self._sock.setblocking(False)
+
+    def receive(self, max_datagrams: int = 64) -> tuple[list[Message], int]:
+        """What the kernel queued for this socket (events of subscribed groups, log packets), read
+        without blocking: the data messages of up to `max_datagrams` datagrams, and how many times
+        the kernel reported that messages were lost because the socket buffer was full (ENOBUFS).
+        Error and done messages are skipped; nothing here waits for an ACK."""
+        found: list[Message] = []
+        lost = 0
+        view = memoryview(self._buffer)
+        for _ in range(max_datagrams):
+            try:
+                size = self._sock.recv_into(view)
+            except (BlockingIOError, TimeoutError):
+                break
+            except OSError as exc:
+                if exc.errno == _errno.ENOBUFS:
+                    lost += 1
+                    continue
+                raise KernelError(f"reading netlink messages: {exc.strerror}", exc.errno) from None
+            data = bytes(view[:size])
+            offset = 0
+            while offset + HEADER.size <= size:
+                length, kind, _flags, _seq, _pid = HEADER.unpack_from(data, offset)
+                if length < HEADER.size:
+                    break
+                end = min(offset + length, size)
+                if kind not in (NLMSG_ERROR, NLMSG_DONE):
+                    found.append((kind, data[offset + HEADER.size : end]))
+                offset += align(length)
+        return found, lost
+
     # -- internals ------------------------------------------------------------------------------------
     def _reserve(self, count: int) -> int:
         """The first of `count` fresh sequence numbers (wrapping well before the u32 limit)."""

@@ -53,6 +53,12 @@ class ProcessOptions(TypedDict, total=False):
     role: str
 
 
+def flows_dir(workdir: Path, host: str) -> Path:
+    """Where agents started in lab host `host` write their flow records (under the workdir, which
+    `down()` removes)."""
+    return workdir / "flows" / host
+
+
 class ProcessTable:
     """The recorded processes of one lab (see the module docstring)."""
 
@@ -80,6 +86,12 @@ class ProcessTable:
         else:
             log_path = Path(log)
         self.store.record_file(log_path)
+        if netns:  # an agent started here keeps its flow logs in the lab (`tortie lab flows` reads them)
+            merged = dict(env if env is not None else os.environ)
+            if "TORTIE_FLOW_LOGS_DIR" not in merged:
+                self.store.record_tree(self.store.workdir / "flows")
+                merged["TORTIE_FLOW_LOGS_DIR"] = str(flows_dir(self.store.workdir, ns or netns))
+            env = merged
         command = ["ip", "netns", "exec", netns, *argv] if netns else list(argv)
         with open(log_path, "ab") as out:
             proc = subprocess.Popen(

@@ -234,6 +234,7 @@ class FelixConfigurationSpec:
     endpoint_reporting_delay: Annotated[str | None, Wire(DURATION)] = None
     endpoint_status_path_prefix: Annotated[str | None, Wire(Text())] = None
     policy_sync_path_prefix: Annotated[str | None, Wire(Text())] = None
+    flow_logs_flush_interval: Annotated[str | None, Wire(DURATION)] = None
     usage_reporting_enabled: Annotated[bool | None, Wire(Bool())] = None
     usage_reporting_initial_delay: Annotated[str | None, Wire(DURATION)] = None
     usage_reporting_interval: Annotated[str | None, Wire(DURATION)] = None

@@ -15,7 +15,7 @@ from tortie.model import specs_policy as P
 from tortie.model import specs_staged as S
 from tortie.model.support import FieldSupport, Rejected, impl, support_of, unless
 
-STAGED_ACTION = impl("cli.policy_promote_cmd")
+STAGED_ACTION = impl("flows.pending", "cli.policy_promote_cmd")
 _NO_STAGE = ("flow records come from the normal filter stage of endpoints, where a staged policy of this "
              "stage could not show its effect; apply the policy itself to use this stage")
 

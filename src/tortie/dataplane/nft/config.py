@@ -55,6 +55,9 @@ DEFAULT_WORKLOAD_TO_HOST_ALLOW = (
 )
 
 
+FLOW_LOG_GROUPS = (1, 2)  # NFLOG groups of flow logs: inbound (ingress policy), outbound (Calico's)
+
+
 @dataclass(frozen=True)
 class RenderConfig:
     interface_prefixes: tuple[str, ...] = ("tort",)
@@ -65,6 +68,10 @@ class RenderConfig:
     log_prefix: str = "tortie-packet"
     accept_mark: int = 0x10000
     pass_mark: int = 0x20000
+    # NFLOG (inbound, outbound); None: no flow logs. Set by the agent when its flow logger runs (not
+    # from the configuration values, so a pipeline without one never renders log statements).
+    flow_log_groups: tuple[int, int] | None = None
+    flow_log_deny_rate: int = 100  # logged denied packets per second and rule, at most
 
     def owns_interface(self, iface: str) -> bool:
         """Whether `iface` is a workload interface (it has one of the configured prefixes)."""
@@ -116,4 +123,7 @@ def render_config(values: Mapping[str, object], base: RenderConfig) -> RenderCon
     prefix = values.get("log_prefix")
     if isinstance(prefix, str) and prefix:
         cfg = replace(cfg, log_prefix=prefix)
+    rate = values.get("flow_logs_deny_rate")
+    if isinstance(rate, int) and rate > 0:
+        cfg = replace(cfg, flow_log_deny_rate=rate)
     return cfg

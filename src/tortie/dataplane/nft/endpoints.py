@@ -6,7 +6,8 @@ evaluation order in nft terms, for workload and host endpoints alike. With two m
 clear and return as soon as the accept bit is set (a policy's Allow); a tier whose policies all
 fell through ends in its default action (Deny: drop) in the normal and forward stages; leaving a
 tier clears the pass bit. Then each profile likewise (Pass ends that profile), then `end`. In the
-doNotTrack stage an Allow also sets notrack.
+doNotTrack stage an Allow also sets notrack. With flow logs enabled, a tier's default Deny and a
+dropping `end` are preceded by their rate-limited flow log (`flow_log`).
 
 `endpoint_chains(ep, cfg)`: a workload interface's `tw-<if>` (ingress policy) and `fw-<if>`
 (anti-spoofing per family: a source outside the endpoint's nets and allowSpoofedSourcePrefixes
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 from tortie.common.ipfamily import V4, V6, family_of
 from tortie.dataplane.messages.policy import EndpointPolicyUpdate, TierPolicies
+from tortie.dataplane.nft import flow_log
 from tortie.dataplane.nft.config import RenderConfig
 from tortie.dataplane.nft.ir import (
     BitAnd,
@@ -63,20 +65,20 @@ def policy_section(
             )
             rules.append(rule(_mark_is(a, True), *on_accept, label=f"allowed by {pid}"))
         if stage in ("normal", "forward") and tier.default_action == "Deny":
-            rules.append(
-                rule(
-                    _mark_is(p, False),
-                    Counter(),
-                    Verdict("drop"),
-                    label=f"end of tier {tier.name}: default action Deny",
-                )
-            )
+            why = f"end of tier {tier.name}: default action Deny"
+            if flow_log.enabled(cfg):
+                prefix = flow_log.end_of_tier_prefix(tier.name, str(pids[-1]), inbound)
+                rules.append(rule(_mark_is(p, False), *flow_log.limited_log(cfg, inbound, prefix), label=why))
+            rules.append(rule(_mark_is(p, False), Counter(), Verdict("drop"), label=why))
         rules.append(rule(SetMark(and_mask=0xFFFFFFFF & ~p), label=f"leave tier {tier.name}"))
     for name in profiles:
         rules.append(rule(Verdict("jump", profile_chain(name, inbound)), label=f"profile {name}"))
         rules.append(rule(_mark_is(a, True), *on_accept, label=f"allowed by profile {name}"))
         rules.append(rule(SetMark(and_mask=0xFFFFFFFF & ~p), label=f"leave profile {name}"))
     end_stmts: list[Stmt] = [Counter(), end] if end.kind == "drop" else [end]
+    if end.kind == "drop" and flow_log.enabled(cfg):
+        prefix = flow_log.default_deny_prefix(inbound)
+        rules.append(rule(*flow_log.limited_log(cfg, inbound, prefix), label=end_label))
     rules.append(rule(*end_stmts, label=end_label))
     return rules
 

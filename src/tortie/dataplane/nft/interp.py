@@ -28,6 +28,7 @@ from tortie.dataplane.nft.ir import (
     Concat,
     Counter,
     Ct,
+    Limit,
     Log,
     Masquerade,
     Match,
@@ -208,8 +209,8 @@ def _exec(r: Rule, pkt: _Packet, rs: Ruleset, out: Outcome) -> Verdict | bool | 
             return verdict
         elif isinstance(stmt, Verdict):
             return stmt
-        elif isinstance(stmt, Counter):
-            continue
+        elif isinstance(stmt, Counter | Limit):
+            continue  # a traced packet is always under a rule's rate limit
     return None
 
 

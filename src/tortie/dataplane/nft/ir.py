@@ -3,7 +3,7 @@
 Values are frozen dataclasses close to nft's own JSON schema (libnftables-json(5)): fields (`Meta`,
 `Payload`, `Ct`, `Concat`, `BitAnd`), right-hand values (ints, strings, `Prefix`, `Range`,
 `SetRef`, `AnonSet`, concatenations as tuples), statements (`Match`, `Verdict`, `VMap`, `SetMark`,
-`Log`, `Counter`, `NoTrack`, `Masquerade`), `Rule`, `Chain`, `SetDef`, `MapDef`; a whole table
+`Log`, `Limit`, `Counter`, `NoTrack`, `Masquerade`), `Rule`, `Chain`, `SetDef`, `MapDef`; a whole table
 (`Ruleset`) and one owner's share of it (`Pieces`); `referenced(chains)`: what chains refer to.
 
 A `Rule` carries a digest of its statements; its kernel comment is `h=<digest> <label>`. The
@@ -118,7 +118,25 @@ class SetMark:
 
 @dataclass(frozen=True)
 class Log:
+    """`log prefix P` (kernel log), or with `group` set `log group G snaplen S prefix P` (NFLOG: the
+    packet's first `snaplen` bytes go to the process bound to the group)."""
+
     prefix: str
+    group: int | None = None
+    snaplen: int = 0
+
+    def __repr__(self) -> str:  # rule digests hash reprs: a plain log keeps its digest
+        if self.group is None:
+            return f"Log(prefix={self.prefix!r})"
+        return f"Log(prefix={self.prefix!r}, group={self.group}, snaplen={self.snaplen})"
+
+
+@dataclass(frozen=True)
+class Limit:
+    """`limit rate N/second burst B packets`: the rule goes on while under the rate (a match)."""
+
+    rate: int
+    burst: int = 5
 
 
 @dataclass(frozen=True)
@@ -136,7 +154,7 @@ class Masquerade:
     pass
 
 
-Stmt = Match | Verdict | VMap | SetMark | Log | Counter | NoTrack | Masquerade
+Stmt = Match | Verdict | VMap | SetMark | Log | Limit | Counter | NoTrack | Masquerade
 
 
 @dataclass(frozen=True)
@@ -272,7 +290,11 @@ def stmt_json(s: Stmt) -> Any:
             value = {"|": [value, s.or_bits]}
         return {"mangle": {"key": mark, "value": value}}
     if isinstance(s, Log):
-        return {"log": {"prefix": s.prefix}}
+        if s.group is None:
+            return {"log": {"prefix": s.prefix}}
+        return {"log": {"prefix": s.prefix, "group": s.group, "snaplen": s.snaplen}}
+    if isinstance(s, Limit):
+        return {"limit": {"rate": s.rate, "per": "second", "burst": s.burst}}
     if isinstance(s, Counter):
         return {"counter": None}
     if isinstance(s, NoTrack):

@@ -12,7 +12,8 @@ statements):
   set, instead of an anonymous set; excluded items are ANDed `!=` statements;
 * the action last: Allow sets the accept mark bit and returns, Pass the pass bit and returns, Deny
   counts and drops, Log logs (prefix `log_prefix` and the rule's origin) and counts, and the
-  chain goes on (the evaluation around it: `endpoints.policy_section`).
+  chain goes on (the evaluation around it: `endpoints.policy_section`);
+* with flow logs enabled, Allow, Pass and Deny rules also send the packet to NFLOG (`flow_log`).
 
 `addr_field`, `net_value` and `is_none` are shared with the endpoint and static chains.
 """
@@ -23,6 +24,7 @@ import ipaddress
 
 from tortie.common.ipfamily import FAMILIES, V4, Family, family, family_of
 from tortie.dataplane.messages.policy import PolicyUpdate, PortRange, ProfileUpdate, ResolvedRule
+from tortie.dataplane.nft import flow_log
 from tortie.dataplane.nft.config import RenderConfig
 from tortie.dataplane.nft.ir import (
     AnonSet,
@@ -146,11 +148,28 @@ def _action(r: ResolvedRule, cfg: RenderConfig, label: str) -> list[Stmt]:
     return [Log(f"{cfg.log_prefix} {label}"[:127]), Counter()]
 
 
+def _with_flow_log(matches: list[Stmt], action: list[Stmt], r: ResolvedRule, cfg: RenderConfig,
+                   flow: tuple[str, bool] | None) -> list[list[Stmt]]:
+    """The rule, with its flow log (`flow_log`) when `flow` (owner, inbound) is given."""
+    if flow is None or r.action == "Log" or not flow_log.enabled(cfg):
+        return [matches + action]
+    owner, inbound = flow
+    prefix = flow_log.rule_prefix(owner, inbound, r.origin, r.action)
+    if r.action == "Deny":
+        return [matches + flow_log.limited_log(cfg, inbound, prefix), matches + action]
+    return [[*matches, flow_log.log(cfg, inbound, prefix), *action]]
+
+
 def rule_statements(
-    r: ResolvedRule, cfg: RenderConfig, label: str, families: frozenset[Family] = ALL_FAMILIES
+    r: ResolvedRule,
+    cfg: RenderConfig,
+    label: str,
+    families: frozenset[Family] = ALL_FAMILIES,
+    flow: tuple[str, bool] | None = None,
 ) -> list[list[Stmt]]:
     """One resolved rule as nft rules (several when it needs both families or ORed ports/nets);
-    `families`: those in which IP sets exist (`set_families`)."""
+    `families`: those in which IP sets exist (`set_families`); `flow`: (owner, inbound) of a policy
+    or profile rule, for its flow log when the configuration enables flow logs."""
     if r.never_matches:
         return []
     rule_families: list[Family | None]
@@ -190,17 +209,23 @@ def rule_statements(
             continue
         for src_alt in src[1]:
             for dst_alt in dst[1]:
-                out.append(common + src[0] + src_alt + dst[0] + dst_alt + _action(r, cfg, label))
+                matches = common + src[0] + src_alt + dst[0] + dst_alt
+                out += _with_flow_log(matches, _action(r, cfg, label), r, cfg, flow)
     return out
 
 
 def _rule_chain(
-    name: str, rules: tuple[ResolvedRule, ...], owner: str, cfg: RenderConfig, families: frozenset[Family]
+    name: str,
+    rules: tuple[ResolvedRule, ...],
+    owner: str,
+    inbound: bool,
+    cfg: RenderConfig,
+    families: frozenset[Family],
 ) -> Chain:
     rendered: list[Rule] = []
     for r in rules:
         label = f"{owner} {r.origin}"
-        for stmts in rule_statements(r, cfg, label, families):
+        for stmts in rule_statements(r, cfg, label, families, (owner, inbound)):
             rendered.append(rule(*stmts, label=label))
     return Chain(name, tuple(rendered))
 
@@ -210,8 +235,8 @@ def policy_chains(
 ) -> list[Chain]:
     owner = str(update.id)
     return [
-        _rule_chain(policy_chain(update.id, True), update.inbound, owner, cfg, families),
-        _rule_chain(policy_chain(update.id, False), update.outbound, owner, cfg, families),
+        _rule_chain(policy_chain(update.id, True), update.inbound, owner, True, cfg, families),
+        _rule_chain(policy_chain(update.id, False), update.outbound, owner, False, cfg, families),
     ]
 
 
@@ -220,6 +245,6 @@ def profile_chains(
 ) -> list[Chain]:
     owner = f"Profile({update.id})"
     return [
-        _rule_chain(profile_chain(update.id, True), update.inbound, owner, cfg, families),
-        _rule_chain(profile_chain(update.id, False), update.outbound, owner, cfg, families),
+        _rule_chain(profile_chain(update.id, True), update.inbound, owner, True, cfg, families),
+        _rule_chain(profile_chain(update.id, False), update.outbound, owner, False, cfg, families),
     ]
