@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 EXIT_PROBE_ERROR = 2
 
 
-def _lab_name_option(p: argparse.ArgumentParser) -> None:
+def lab_name_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--name",
         "--lab",
@@ -53,7 +53,7 @@ def register(sub: SubParsers) -> None:
     verbs = verb_group(sub, "lab", help="a virtual datacenter in network namespaces (hosts, ToR, workloads)")
 
     p = verbs.add_parser("up", help="build a lab: fabric, hosts running tortie node run, ToR, workloads")
-    _lab_name_option(p)
+    lab_name_option(p)
     p.add_argument("--hosts", type=int, default=3, help="number of hosts (default: %(default)s)")
     p.add_argument("--workloads-per-host", type=int, default=0, help="workloads created on each host via CNI")
     p.add_argument(
@@ -85,7 +85,7 @@ def register(sub: SubParsers) -> None:
     p.set_defaults(func=_up)
 
     p = verbs.add_parser("status", help="hosts, workloads, BGP sessions, agent health")
-    _lab_name_option(p)
+    lab_name_option(p)
     p.add_argument("-o", "--output", choices=("table", "json"), default="table")
     p.set_defaults(func=_status)
 
@@ -97,15 +97,15 @@ def register(sub: SubParsers) -> None:
     p.add_argument("--namespace", default="default", help="the endpoint's namespace (default: %(default)s)")
     p.add_argument("--ports", default="", help="named ports name:proto:port,... (e.g. http:tcp:80)")
     p.add_argument("-o", "--output", choices=("text", "json"), default="text")
-    _lab_name_option(p)
+    lab_name_option(p)
     p.set_defaults(func=_workload_add)
     p = wverbs.add_parser("del", help="delete a workload (CNI DEL, then its namespace)")
     p.add_argument("workload")
-    _lab_name_option(p)
+    lab_name_option(p)
     p.set_defaults(func=_workload_del)
 
     p = verbs.add_parser("exec", help="run a command in a workload's, host's or router's namespace")
-    _lab_name_option(p)
+    lab_name_option(p)
     p.add_argument("target")
     p.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
     p.set_defaults(func=_exec)
@@ -115,7 +115,7 @@ def register(sub: SubParsers) -> None:
         ("matrix", "probe every workload pair"),
     ):
         p = verbs.add_parser(verb, help=text)
-        _lab_name_option(p)
+        lab_name_option(p)
         if verb == "probe":
             p.add_argument("src", help="workload, host or router")
             p.add_argument("dst", help="workload, host, router or IP address")
@@ -136,11 +136,11 @@ def register(sub: SubParsers) -> None:
         p.set_defaults(func=_probe if verb == "probe" else _matrix)
 
     p = verbs.add_parser("env", help="print `export TORTIE_DATASTORE=...` for this lab")
-    _lab_name_option(p)
+    lab_name_option(p)
     p.set_defaults(func=_env)
 
     p = verbs.add_parser("down", help="remove everything the lab made (safe to repeat)")
-    _lab_name_option(p)
+    lab_name_option(p)
     p.set_defaults(func=_down)
 
 

@@ -127,7 +127,7 @@ def valid_resources(objects: list[tuple[str, dict[str, Any]]]) -> list[Resource]
     return out
 
 
-def _resolve_end(text: str, weps: list[Resource]) -> End:
+def resolve_end(text: str, weps: list[Resource]) -> End:
     try:
         ip = str(ipaddress.ip_address(text))
     except ValueError:
@@ -283,7 +283,7 @@ def _trace(args: argparse.Namespace) -> int:
     with closing(open_store(args)) as ds:
         objects = load_objects(ds)
     weps = [r for r in valid_resources(objects) if r.kind == "WorkloadEndpoint"]
-    src, dst = _resolve_end(args.source, weps), _resolve_end(args.destination, weps)
+    src, dst = resolve_end(args.source, weps), resolve_end(args.destination, weps)
     if src.endpoint is None and dst.endpoint is None:
         raise UserError("neither end is a WorkloadEndpoint: nothing of tortie's polices this packet")
     pkt = _packet(args, src, dst)

@@ -123,7 +123,7 @@ class EndpointDirectory:
     def peer(self, ip: str) -> Peer:
         found = self.endpoint(ip)
         if found is not None:
-            return found
+            return Peer(found.kind, found.name, found.namespace, found.labels, ip=ip)
         with self._lock:
             if ip in self._set_cache:
                 cached = self._set_cache[ip]
@@ -144,7 +144,7 @@ class EndpointDirectory:
         if best is None:
             return None
         _, peer, net = best
-        return Peer(peer.kind, peer.name, peer.namespace, peer.labels, net=str(net))
+        return Peer(peer.kind, peer.name, peer.namespace, peer.labels, ip=ip, net=str(net))
 
     def __len__(self) -> int:
         with self._lock:

@@ -9,10 +9,11 @@ web view serves at /api/flows. Its fields (version 1):
     reporter          "src": the egress policy of a local source decided; "dst": the ingress policy
                       of a local destination (a flow between two local endpoints has both records)
     source, destination
-                      {"kind": "workload", "name", "namespace", "labels"}
-                      {"kind": "hostendpoint", "name", "labels"}
-                      {"kind": "networkset", "name", "namespace" ("" if global), "labels", "net"}
+                      {"kind": "workload", "name", "namespace", "labels", "ip"}
+                      {"kind": "hostendpoint", "name", "labels", "ip"}
+                      {"kind": "networkset", "name", "namespace" ("" if global), "labels", "net", "ip"}
                       {"kind": "net", "ip"}                       (an address known to nothing)
+                      ("ip": the address the flow used; "name" of a workload: its spec.workload)
     protocol, port    "tcp", "udp", "sctp", "icmp", "icmpv6" or the number as text; the
                       destination port (null for protocols without ports)
     action            "allow" or "deny": what the dataplane did
@@ -60,7 +61,7 @@ class Peer:
     name: str = ""
     namespace: str = ""
     labels: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
-    ip: str = ""  # kind "net": the address
+    ip: str = ""  # the address the flow used (endpoints have one per family: records are per address)
     net: str = ""  # kind "networkset": the network that matched
 
     @property
@@ -82,6 +83,7 @@ class Peer:
         out["labels"] = dict(self.labels)
         if self.kind == "networkset":
             out["net"] = self.net
+        out["ip"] = self.ip
         return out
 
     @classmethod

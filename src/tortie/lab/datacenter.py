@@ -6,7 +6,8 @@
     dc.nodes      NodeServices    `tortie node run` per host: start, stop, take_down, status, BGP
                                   (node_services.py)
     dc.workloads  CniWorkloads    workloads through the CNI plugin (cni_workloads.py)
-    dc.wait_ready(), dc.probe(src, dst, family=V6), dc.matrix(family=None), dc.env_lines(), dc.down()
+    dc.wait_ready(), dc.probe(src, dst, family=V6), dc.matrix(family=None), dc.flow_dirs(),
+                  dc.env_lines(), dc.down()
                   (probes go to the destination's address of `family`; None: its first address,
                    IPv4 on a dual-stack lab)
 
@@ -22,6 +23,7 @@ import contextlib
 import fcntl
 import os
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 from tortie.common.ipfamily import Family
 from tortie.datastore.api import Datastore
@@ -31,6 +33,7 @@ from tortie.lab.errors import LabError, NoSuchLab
 from tortie.lab.lab import Lab
 from tortie.lab.node_services import NodeServices
 from tortie.lab.probe import Probe, run_probes
+from tortie.lab.processes import flows_dir
 from tortie.lab.readiness import wait_ready
 from tortie.lab.spec import LabSpec, lab_dir
 from tortie.lab.state import DatacenterRecord, load_state
@@ -138,6 +141,10 @@ class Datacenter:
         for (s, d), ok in zip(pairs, results, strict=True):
             out[s][d] = ok
         return out
+
+    def flow_dirs(self) -> dict[str, Path]:
+        """Each host's flow store (where its agent writes flow records; `tortie lab flows`)."""
+        return {host: flows_dir(self.lab.workdir, host) for host in self.hosts}
 
     def env_lines(self) -> list[str]:
         return [f"export TORTIE_DATASTORE={self.record.client_url}", f"export TORTIE_LAB={self.name}"]
