@@ -92,7 +92,8 @@ class UiSources:
         hits: dict[str, dict[str, int]] = {}
         report = ReadReport()
         for record in self.records(FlowFilter(), report):
-            for hit in (*record.policies, *record.pending_policies):
+            pending_only = [h for h in record.pending_policies if h not in record.policies]
+            for hit in (*record.policies, *pending_only):  # staged policies appear as pending only
                 parts = hit.split("|")
                 if len(parts) == 4:
                     counts = hits.setdefault(parts[1], {})
