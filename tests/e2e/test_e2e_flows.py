@@ -110,10 +110,14 @@ def test_flow_records_staged_verdicts_and_the_web_view(make_lab: Callable[..., D
     # 2. iperf3: the allowed flow's bytes match what iperf3 sent (+-5%)
     server = dc.lab.start_process("web-2", ["iperf3", "-s", "-p", "5201"])
     try:
-        wait_for(lambda: dc.probe("client-1", "web-2", "tcp", port=5201, timeout=0.5), "iperf3 server up")
         started = time.time()
-        out = dc.lab.exec("client-1", ["iperf3", "-c", web.ips[0], "-p", "5201", "-t", "2", "-J"], timeout=60)
-        sent = json.loads(out.stdout)["end"]["sum_sent"]["bytes"]
+
+        def iperf() -> dict[str, Any] | None:  # None until the server answers
+            argv = ["iperf3", "-c", web.ips[0], "-p", "5201", "-t", "2", "-J"]
+            result: dict[str, Any] = json.loads(dc.lab.exec("client-1", argv, timeout=60, check=False).stdout)
+            return None if "error" in result else result
+
+        sent = wait_for(iperf, "an iperf3 run", timeout=30, step=0.5)["end"]["sum_sent"]["bytes"]
     finally:
         dc.lab.stop_process(server)
 
