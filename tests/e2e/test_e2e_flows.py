@@ -8,7 +8,7 @@ FelixConfiguration `default` sets `flowLogsFlushInterval: 2s`. Then, in one lab:
    within one flush interval (plus the kernel's NFLOG batching) h2 has a deny record naming the rule
    (`tortie lab flows --action deny --policy db-guard`);
 2. bytes: iperf3 client-1 -> web-2 for 2 s; the allowed records of that port (both reporters) carry
-   the bytes iperf3 says it sent, within 5% (conntrack counts headers too);
+   the bytes iperf3 says it sent, within 5% (conntrack counts IP bytes, headers included);
 3. staged: StagedNetworkPolicy prod/web-lockdown would allow only TCP 80 into web-2. Probes to web-2
    on 80 and 8080 both still succeed; exactly the flows into web-2 other than TCP 80 are
    pending-deny (`--staged`: 8080, and iperf3's connections while conntrack still holds them);
@@ -110,14 +110,13 @@ def test_flow_records_staged_verdicts_and_the_web_view(make_lab: Callable[..., D
     # 2. iperf3: the allowed flow's bytes match what iperf3 sent (+-5%)
     server = dc.lab.start_process("web-2", ["iperf3", "-s", "-p", "5201"])
     try:
+        # wait for the listening socket (a probe would be taken for a client by iperf3's server)
+        wait_for(lambda: ":5201 " in dc.lab.exec("web-2", ["ss", "-ltnH"]).stdout, "iperf3 listening")
         started = time.time()
-
-        def iperf() -> dict[str, Any] | None:  # None until the server answers
-            argv = ["iperf3", "-c", web.ips[0], "-p", "5201", "-t", "2", "-J"]
-            result: dict[str, Any] = json.loads(dc.lab.exec("client-1", argv, timeout=60, check=False).stdout)
-            return None if "error" in result else result
-
-        sent = wait_for(iperf, "an iperf3 run", timeout=30, step=0.5)["end"]["sum_sent"]["bytes"]
+        argv = ["iperf3", "-c", web.ips[0], "-p", "5201", "-t", "2", "-J"]
+        result = json.loads(dc.lab.exec("client-1", argv, timeout=60, check=False).stdout)
+        assert "error" not in result, result["error"]
+        sent, received = result["end"]["sum_sent"]["bytes"], result["end"]["sum_received"]["bytes"]
     finally:
         dc.lab.stop_process(server)
 
@@ -127,12 +126,12 @@ def test_flow_records_staged_verdicts_and_the_web_view(make_lab: Callable[..., D
                    and r["action"] == "allow")
 
     for reporter in ("src", "dst"):
-        wait_for(lambda rep=reporter: counted(rep) >= sent,
-                 f"{reporter} records with iperf3's {sent} bytes (have {counted(reporter)})",
-                 timeout=4 * FLUSH + 20)
-        time.sleep(FLUSH + 0.5)  # one more interval: nothing more may be added
+        wait_for(lambda rep=reporter: counted(rep) >= 0.95 * sent,
+                 f"{reporter} records with iperf3's {sent} bytes", timeout=4 * FLUSH + 20)
+        time.sleep(FLUSH + 0.5)  # one more interval: the connections' last bytes
         total = counted(reporter)
-        assert sent <= total <= sent * 1.05, (reporter, sent, total)
+        # conntrack counts IP bytes (headers too); iperf3 counts what its client wrote
+        assert abs(total - sent) <= 0.05 * sent, (reporter, sent, received, total)
 
     # 3. staged: web-lockdown would allow only TCP 80; 8080 flows are pending-deny while they flow
     put(dc, {"apiVersion": API, "kind": "StagedNetworkPolicy",
