@@ -43,6 +43,9 @@ from tortie.testing.policy_world import ALLOW_ALL, key_of, wep  # noqa: E402
 
 W1, W2 = "10.73.1.2", "10.73.2.2"
 FLUSH = 2.0
+# New UDP flows at a paced rate: each from its own source port (bound explicitly: the kernel's random
+# ephemeral ports repeat, and a repeated tuple is the same conntrack entry), to `port`, then the next
+# destination port once every source port was used.
 GENERATOR = """
 import socket, sys, time
 dst, port, rate, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
@@ -55,7 +58,9 @@ while True:
     due = int((now - start) * rate)
     while sent < due:
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.sendto(b"x", (dst, port))
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("", 1024 + sent % 64000))
+        s.sendto(b"x", (dst, port + sent // 64000))
         s.close()
         sent += 1
     time.sleep(0.001)
@@ -122,7 +127,7 @@ class Bench:
         while time.monotonic() < deadline:
             tables = [self.lab.exec(h, ["nft", "list", "table", "inet", "tortie"], check=False).stdout
                       for h in ("h1", "h2")]
-            programmed = all("tw-" in t and ("log group" in t) == flow_logs for t in tables)
+            programmed = all("tw-" in t and ("prefix \"tf:" in t) == flow_logs for t in tables)
             if programmed and self.lab.ping("w1", W2, attempts=3):
                 time.sleep(FLUSH)  # the flow logger is bound by now
                 return
@@ -171,14 +176,15 @@ class Bench:
     def logged(self, port: int, since: float) -> int:
         directory = flows_dir(self.lab.workdir, "h1")
         return sum(r.started for r in read_records(directory)
-                   if r.port == port and r.reporter == "src" and r.protocol == "udp" and r.end >= since)
+                   if r.port is not None and port <= r.port < port + 4 and r.reporter == "src"
+                   and r.protocol == "udp" and r.end >= since)
 
     def flow_rates(self) -> list[dict[str, float]]:
         self.agents_up(True)
         rates = [5000.0] if self.quick else [2000.0, 5000.0, 8000.0]
         out = []
         for i, rate in enumerate(rates):
-            port = 20000 + i
+            port = 20000 + 10 * i
             since = time.time()
             agent_cpu = self._cpu(self.agents["h1"])
             sent, took = self.generate(rate, 4.0, port)

@@ -14,7 +14,8 @@ it, or one of its ends is a local endpoint (`local_ips`: it may predate the logg
 have been lost). `flush(start, end)` turns the interval's activity into `FlowRecord`s:
 
 * per reporter: "src" from the rules of egress policy (outbound groups), "dst" from ingress; a
-  local end with no logged rule reports with no policies (allowed: conntrack confirmed it);
+  local end with no logged rule reports with no policies (allowed: conntrack confirmed it), one
+  flush late (the kernel batches log messages: a connection can reach the table before its log);
 * action: deny when a deny rule logged the connection, else allow (a connection that was only
   logged by allow rules and that conntrack never confirmed, e.g. dropped by a later rule we do not
   own, is reported after `UNCONFIRMED_FLUSHES` flushes as allow with no traffic);
@@ -45,7 +46,7 @@ Pending = Callable[[str, bool, FlowTuple], "tuple[str, tuple[str, ...]] | None"]
 
 class _Conn:
     __slots__ = ("bo", "br", "confirmed", "ended", "id", "logged", "new", "po", "pr", "rbo", "rbr", "rpo",
-                 "rpr", "unconfirmed")
+                 "rpr", "unconfirmed", "waited")
 
     def __init__(self) -> None:
         self.logged: dict[str, list[int]] = {}  # prefix -> [packets, bytes], in the order rules fired
@@ -53,6 +54,7 @@ class _Conn:
         self.confirmed = False
         self.ended = False
         self.unconfirmed = 0
+        self.waited = False
         self.id = 0
         self.po = self.bo = self.pr = self.br = 0  # counters now
         self.rpo = self.rbo = self.rpr = self.rbr = 0  # counters already reported
@@ -156,6 +158,9 @@ class FlowAggregator:
                 conn.unconfirmed += 1
                 if conn.unconfirmed < UNCONFIRMED_FLUSHES:
                     continue
+            elif not logged and conn.new and not conn.waited:
+                conn.waited = True  # seen in the table first: its log message may still be on its way
+                continue
             self._add(sums, t, conn, logged, denied, local)
             if denied or conn.ended or not conn.confirmed:
                 done.append(t)
