@@ -80,6 +80,10 @@ def test_every_verb_with_its_outputs_and_exit_codes() -> None:
         assert all("." in w["ips"][0] and ":" in w["ips"][1] for w in data["workloads"])
         assert data["routers"][0]["kind"] == "frr" and data["routers"][0]["running"]
         assert len(data["routers"][0]["ribPrefixes"]) == 6  # 3 blocks per family
+        node = tortie("node", "status", "--hostname", "h1", "--run-dir", str(lab_dir(name) / "run" / "h1"))
+        assert node.returncode == 0, node.stderr
+        assert "IPv4 BGP status" in node.stdout and "IPv6 BGP status" in node.stdout
+        assert "fd00:172:31::1" in node.stdout and "fd00:10:244:" in node.stdout  # ToR peer, IPv6 block
         table = tortie("lab", "status", *lab)
         assert table.returncode == 0 and "route reflector client" in table.stdout and "w3-1" in table.stdout
 

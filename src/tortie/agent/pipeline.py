@@ -57,6 +57,7 @@ from tortie.datastore import syncer as sync
 from tortie.datastore.api import Datastore
 from tortie.flows.collector import STAGED_WATCH, FlowLogger, flow_logger
 from tortie.ipam.keys import BLOCK_ROOT, host_affinity_prefix
+from tortie.kernel.sysctl import ipv6_absence
 from tortie.model.kinds import kind_info
 
 log = logging.getLogger(__name__)
@@ -152,6 +153,12 @@ class AgentPipeline:
         self._status_bridge = EndpointStatusBridge(self.status_reporter)
 
         ipv6 = bool(config["ipv6_support"])
+        absent = ipv6_absence(drivers.sysctls.read_sysctl) if ipv6 else None
+        if absent is not None:
+            log.warning(
+                "IPv6 is off on this host: %s; serving IPv4 only (no IPv6 routes, sysctls or addresses; "
+                "set ipv6_support=false to say so and silence this)", absent)
+            ipv6 = False
         # Route sources (blocks, endpoints) set targets on the one route table of the main table;
         # the table is applied after the sources that feed it, the endpoint manager after the table
         # (its sysctls and status need the table's links and routes of the same round).

@@ -41,6 +41,7 @@ from tortie.bgp.control import BirdControl, BirdNotRunning
 from tortie.bgp.daemon import RunPaths, default_run_dir, read_health
 from tortie.bgp.status import PeerStatus, query_advertised, query_peers
 from tortie.cli.verbs import verb_group
+from tortie.common.ipfamily import FAMILIES, family_of
 from tortie.node.service import STATUS_INTERVAL, read_node_status
 
 if TYPE_CHECKING:
@@ -154,10 +155,10 @@ def _run(args: argparse.Namespace) -> int:
     console.print(f"{data['bird']['version']} is running.")
     peers = [PeerStatus(p["name"], p["peerAddress"], p["peerType"], p["state"], p["since"], p["info"],
                         p["established"]) for p in data["peers"]]
-    for version, label in ((4, "IPv4"), (6, "IPv6")):
-        rows = [p for p in peers if (":" in p.address) == (version == 6)]
-        if rows or version == 4:
-            console.print(_peer_table(f"{label} BGP status", rows))
+    for fam in FAMILIES:  # an IPv4 table always (Calico's layout), an IPv6 one when there are peers
+        rows = [p for p in peers if family_of(p.address) == fam]
+        if rows or fam == FAMILIES[0]:
+            console.print(_peer_table(f"{fam} BGP status", rows))
     console.print("Advertised prefixes: " + (", ".join(data["advertised"]) or "(none)"))
     for problem in data["problems"]:
         console.print(f"Problem: {problem}", markup=False)

@@ -1,10 +1,15 @@
 """`tortie policy trace`: which tier, policy and rule decide a packet, from the agent's own code.
 
     tortie policy trace --from prod/web-1 --to 10.0.2.7 --port 5432 --protocol tcp
+    tortie policy trace --from prod/web-1 --to prod/db-1 --ip-family 6 --protocol icmp
 
 Inputs: the datastore (every policy kind, endpoints, network sets, pools), the two ends (a
 WorkloadEndpoint as `namespace/name` or a unique `name`, or an IP address) and the packet
-(protocol, destination port, source port, ICMP type/code). Output: per host the packet crosses,
+(protocol, destination port, source port, ICMP type/code). The packet's IP family is `--ip-family`,
+else that of an end given as an address, else the first family both ends have an address in (IPv4
+first): an endpoint end takes its address of that family. `--protocol icmp` is the family's ICMP
+(ICMPv6 over IPv6) and the ICMP type defaults to the family's echo request (8 / 128). Output: per
+host the packet crosses,
 the verdict of the nftables table the agent would program there and the rules that fired (tier,
 policy, rule index, default actions); then the user-space evaluation of the same resolved policy
 (`tortie.policy.trace`: which tier, policy and rule decide, or why a default applies), and a
@@ -25,7 +30,7 @@ import ipaddress
 import json
 import sys
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from tortie.calc.policy_graph import POLICY_KINDS, run_snapshot
@@ -33,7 +38,7 @@ from tortie.cli.context import open_store
 from tortie.cli.policy_promote_cmd import register_promote
 from tortie.cli.verbs import verb_group
 from tortie.common.errors import UserError
-from tortie.common.ipfamily import family_of
+from tortie.common.ipfamily import FAMILIES, Family, address_in, family, family_of
 from tortie.dataplane.messages import WorkloadEndpointId
 from tortie.dataplane.nft.config import RenderConfig
 from tortie.dataplane.nft.interp import NftPacket, Outcome, forward
@@ -47,6 +52,7 @@ if TYPE_CHECKING:
     from tortie.cli.verbs import SubParsers
 
 PROTOCOLS = {"tcp": 6, "udp": 17, "sctp": 132, "icmp": 1, "icmpv6": 58}
+ICMP_PROTOCOLS = {f.icmp_protocol for f in FAMILIES}
 EXIT_DENIED = 3
 _QUIET = (
     "clear marks",
@@ -79,7 +85,10 @@ def register(sub: SubParsers) -> None:
     trace.add_argument("--protocol", default="tcp", help="tcp, udp, sctp, icmp or a number (default tcp)")
     trace.add_argument("--port", type=int, default=None, help="destination port (default 80 for tcp/udp)")
     trace.add_argument("--source-port", type=int, default=40000)
-    trace.add_argument("--icmp-type", type=int, default=8)
+    trace.add_argument(
+        "--ip-family", choices=("4", "6"), default=None, help="IPv4 or IPv6 (default: from the ends)"
+    )
+    trace.add_argument("--icmp-type", type=int, default=None, help="default: echo request (8, or 128)")
     trace.add_argument("--icmp-code", type=int, default=0)
     trace.add_argument("-o", "--output", choices=("text", "json"), default="text")
     trace.set_defaults(func=_trace)
@@ -91,6 +100,20 @@ class End:
     text: str
     ip: str
     endpoint: Resource | None
+    ips: tuple[str, ...] = ()
+    """Every address of the end (an endpoint's, one per family it has); `ip` is the one traced."""
+    literal: bool = False
+    """Given as an address (its family is the packet's)."""
+
+    def families(self) -> list[Family]:
+        return [f for f in FAMILIES if any(family_of(a) == f for a in self.ips)]
+
+    def at(self, fam: Family) -> End:
+        """This end with its address of `fam` as the traced one (UserError when it has none)."""
+        for address in self.ips:
+            if family_of(address) == fam:
+                return replace(self, ip=address)
+        raise UserError(f"{self.text} has no {fam} address (it has {', '.join(self.ips)})")
 
     @property
     def host(self) -> str | None:
@@ -135,9 +158,9 @@ def resolve_end(text: str, weps: list[Resource]) -> End:
     if ip:
         for wep in weps:
             nets = [ipaddress.ip_network(n, strict=False) for n in getattr(wep.spec, "ip_networks", ())]
-            if any(ipaddress.ip_address(ip) in n for n in nets):
-                return End(text, ip, wep)
-        return End(text, ip, None)
+            if any(address_in(ipaddress.ip_address(ip), n) for n in nets):
+                return End(text, ip, wep, (ip,), literal=True)
+        return End(text, ip, None, (ip,), literal=True)
     ns, _, name = text.rpartition("/")
     found = [w for w in weps if w.metadata.name == name and (not ns or w.metadata.namespace == ns)]
     if not found:
@@ -149,7 +172,23 @@ def resolve_end(text: str, weps: list[Resource]) -> End:
     addresses = [str(ipaddress.ip_network(n, strict=False).network_address) for n in spec.ip_networks]
     if not addresses:
         raise UserError(f"WorkloadEndpoint {text!r} has no ipNetworks")
-    return End(text, addresses[0], found[0])
+    return End(text, addresses[0], found[0], tuple(addresses))
+
+
+def _family(args: argparse.Namespace, src: End, dst: End) -> Family:
+    """The packet's family: asked for, else an address end's, else the first both ends have."""
+    if args.ip_family:
+        return family(int(args.ip_family))
+    literal = [e for e in (src, dst) if e.literal]
+    if literal:
+        return family_of(literal[0].ip)
+    common = [f for f in src.families() if f in dst.families()]
+    if not common:
+        raise UserError(
+            f"{src.text} ({', '.join(map(str, src.families()))}) and {dst.text} "
+            f"({', '.join(map(str, dst.families()))}) have no IP family in common"
+        )
+    return common[0]
 
 
 def _packet(args: argparse.Namespace, src: End, dst: End) -> Packet:
@@ -159,8 +198,14 @@ def _packet(args: argparse.Namespace, src: End, dst: End) -> Packet:
         raise UserError(f"unknown protocol {args.protocol!r}: use tcp, udp, sctp, icmp or a number")
     if family_of(src.ip) != family_of(dst.ip):
         raise UserError("source and destination are of different IP versions")
-    if protocol in (1, 58):
-        return Packet(src.ip, dst.ip, protocol, icmp_type=args.icmp_type, icmp_code=args.icmp_code)
+    fam = family_of(src.ip)
+    if proto_text == "icmp":
+        protocol = fam.icmp_protocol  # the family's ICMP: ICMPv6 between IPv6 ends
+    if protocol in ICMP_PROTOCOLS:
+        if protocol != fam.icmp_protocol:
+            raise UserError(f"{args.protocol} is not the ICMP of {fam} (use --protocol icmp)")
+        icmp_type = args.icmp_type if args.icmp_type is not None else fam.echo_request
+        return Packet(src.ip, dst.ip, protocol, icmp_type=icmp_type, icmp_code=args.icmp_code)
     port = args.port if args.port is not None else 80
     return Packet(src.ip, dst.ip, protocol, args.source_port, port)
 
@@ -274,7 +319,7 @@ def _why(decision: Decision) -> str:
 
 def _describe(pkt: Packet) -> str:
     name = {6: "tcp", 17: "udp", 132: "sctp", 1: "icmp", 58: "icmpv6"}.get(pkt.protocol, str(pkt.protocol))
-    if pkt.protocol in (1, 58):
+    if pkt.protocol in ICMP_PROTOCOLS:
         return f"{name} type {pkt.icmp_type} code {pkt.icmp_code} {pkt.src} -> {pkt.dst}"
     return f"{name} {pkt.src}:{pkt.src_port} -> {pkt.dst}:{pkt.dst_port}"
 
@@ -286,6 +331,8 @@ def _trace(args: argparse.Namespace) -> int:
     src, dst = resolve_end(args.source, weps), resolve_end(args.destination, weps)
     if src.endpoint is None and dst.endpoint is None:
         raise UserError("neither end is a WorkloadEndpoint: nothing of tortie's polices this packet")
+    fam = _family(args, src, dst)
+    src, dst = src.at(fam), dst.at(fam)
     pkt = _packet(args, src, dst)
     result = trace(objects, src, dst, pkt)
     if args.output == "json":

@@ -9,7 +9,9 @@
     tortie validate -f FILE|DIR|-
 
 Every multi-document write is validated completely first and then written in one datastore
-transaction: if any document is invalid, or any write would conflict, nothing is written. Fields
+transaction: if any document is invalid, or any write would conflict, nothing is written. Checks
+across objects run before the write too: a staged policy's tier must exist, and a BGPPeer for one
+node must use a peerIP family that node has a BGP address in (`tortie.model.bgp_peer_family`). Fields
 tortie accepts but does not act on draw a warning on stderr (file, document, object, field, and what
 tortie does instead); the verb still succeeds (`tortie.model.support`, docs/reference/compatibility.md).
 
@@ -120,9 +122,11 @@ def _run_write(args: argparse.Namespace) -> int:
     mode = {"apply": "apply", "create": "create", "replace": "replace"}[args.verb]
     if args.verb == "create" and args.skip_exists:
         resources = [r for r in resources if store.ds.get(r.key) is None]
+    from tortie.model.bgp_peer_family import peer_family_problems
     from tortie.model.specs_staged import missing_tiers  # loads the policy specs: only when writing
 
     problems = missing_tiers(resources, lambda t: store.ds.get(kind_info("Tier").key(t)) is not None)
+    problems += peer_family_problems(resources, lambda name: _stored(store, "Node", name))
     if problems:
         raise UserError("; ".join(problems) + "; nothing was written")
     results = store.apply_all(resources, mode=mode)
@@ -317,3 +321,12 @@ def _kind(name: str) -> Any:
 
 def _ns(namespaced: bool, namespace: str | None) -> str | None:
     return (namespace or "default") if namespaced else None
+
+
+def _stored(store: ResourceStore, kind: str, name: str) -> Resource | None:
+    """The stored object, None when there is none or it is not a valid resource (a bad record is
+    reported by the verbs that read it, not by the checks that merely look it up)."""
+    try:
+        return store.get(kind, name)
+    except (NotFound, ValidationError):
+        return None

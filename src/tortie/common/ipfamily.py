@@ -8,6 +8,7 @@ Code that would branch on `version == 6`, `":" in text`, "/32" vs "/128" or "ip"
     fam.host_cidr(addr)            # "10.0.0.5/32" / "fd00::5/128"
     fam.default_block_size         # 26 / 122 (Calico's IPPool blockSize default)
     fam.nft                        # "ip" / "ip6" (nftables payload protocol, address family)
+    fam.icmp_protocol, fam.echo_request   # 1, 8 / 58, 128
 
 Contract:
 
@@ -53,6 +54,9 @@ class Family:
     key: str  # "ipv4" / "ipv6": Calico IPAM key segment, BIRD channel, /proc/sys/net directory
     ip_flag: str  # "-4" / "-6": iproute2's family option
     icmp_protocol: int  # 1 (ICMP) / 58 (ICMPv6)
+    icmp_name: str  # "icmp" / "icmpv6": the protocol's name (nft, `tortie policy trace`)
+    echo_request: int  # ICMP type of an echo request: 8 (RFC 792) / 128 (RFC 4443)
+    echo_reply: int  # 0 / 129
     dad: bool  # duplicate address detection on new addresses (IPv6 only; `nodad` skips it)
 
     def __eq__(self, other: object) -> bool:
@@ -97,14 +101,15 @@ V4: Final = Family(
     network_type=ipaddress.IPv4Network, interface_type=ipaddress.IPv4Interface,
     default_block_size=26, block_size_range=(20, 32), link_local=ipaddress.IPv4Network("169.254.0.0/16"),
     unspecified=ipaddress.IPv4Address("0.0.0.0"), af=socket.AF_INET, nft="ip", nft_addr_type="ipv4_addr",
-    key="ipv4", ip_flag="-4", icmp_protocol=1, dad=False,
+    key="ipv4", ip_flag="-4", icmp_protocol=1, icmp_name="icmp", echo_request=8, echo_reply=0, dad=False,
 )
 V6: Final = Family(
     version=6, name="IPv6", host_prefix=128, address_type=ipaddress.IPv6Address,
     network_type=ipaddress.IPv6Network, interface_type=ipaddress.IPv6Interface,
     default_block_size=122, block_size_range=(116, 128), link_local=ipaddress.IPv6Network("fe80::/10"),
     unspecified=ipaddress.IPv6Address("::"), af=socket.AF_INET6, nft="ip6", nft_addr_type="ipv6_addr",
-    key="ipv6", ip_flag="-6", icmp_protocol=58, dad=True,
+    key="ipv6", ip_flag="-6", icmp_protocol=58, icmp_name="icmpv6", echo_request=128, echo_reply=129,
+    dad=True,
 )
 FAMILIES: Final = (V4, V6)
 _BY_VERSION: Final = {4: V4, 6: V6}

@@ -9,17 +9,22 @@ interface name. Values are strings as the kernel prints them, trailing newline r
 `write_sysctl` raises `KernelError` with the errno when the key is missing (ENOENT) or the value is
 rejected (EINVAL). Both act in the namespace of the CALLING THREAD (/proc/sys/net follows the opener);
 `Sysctls(netns)` does its file I/O on a `NetnsWorker` inside `netns`.
+
+`ipv6_absence(read)` says why the kernel cannot carry IPv6 (None when it can): the agent and the
+node service ask it once at start and, on a host without IPv6, serve IPv4 alone and say so.
 """
 
 from __future__ import annotations
 
 import errno as _errno
 import os
+from collections.abc import Callable
 
 from tortie.common.errors import KernelError
 from tortie.kernel.netns import NetnsWorker
 
 PROC_SYS = "/proc/sys"
+IPV6_PROBE_KEY = "net/ipv6/conf/all/forwarding"  # exists whenever the kernel has IPv6
 
 
 def sysctl_key(dotted: str) -> str:
@@ -54,6 +59,17 @@ def write_sysctl(key: str, value: str, *, root: str = PROC_SYS) -> None:
         raise KernelError(f"write sysctl {path}: no such parameter", _errno.ENOENT) from None
     except OSError as exc:
         raise KernelError(f"write sysctl {path}={value!r}: {exc.strerror}", exc.errno) from exc
+
+
+def ipv6_absence(read: Callable[[str], str | None] = read_sysctl) -> str | None:
+    """Why this kernel (in the reader's namespace) has no IPv6, None when it has: /proc/sys/net/ipv6
+    is missing when the kernel was booted with `ipv6.disable=1` or built without IPv6."""
+    if read(IPV6_PROBE_KEY) is None:
+        return (
+            f"the kernel has no IPv6 ({PROC_SYS}/{IPV6_PROBE_KEY} is missing: booted with ipv6.disable=1 "
+            "or built without IPv6)"
+        )
+    return None
 
 
 class Sysctls:

@@ -36,13 +36,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 
+from tortie.common.ipfamily import V4, family_of, family_of_af
 from tortie.kernel.netns import NetnsWorker
 
 PROTOCOLS = ("tcp", "udp", "icmp")
 MAX_PARALLEL = 256
 RETRY_INTERVAL = 0.25
-_ICMP_ECHO, _ICMP_ECHO_REPLY = 8, 0
-_ICMP6_ECHO, _ICMP6_ECHO_REPLY = 128, 129
 
 
 @dataclass(frozen=True)
@@ -83,7 +82,7 @@ class NamespaceSockets:
 
 
 def _family(ip: str) -> int:
-    return socket.AF_INET6 if ipaddress.ip_address(ip).version == 6 else socket.AF_INET
+    return family_of(ip).af
 
 
 def _raise_fd_limit() -> None:
@@ -290,10 +289,10 @@ def _icmp(sockets: NamespaceSockets, chunk: list[tuple[int, Probe]], timeout: fl
     with selectors.DefaultSelector() as sel:
         try:
             for _i, probe in chunk:
-                family = _family(probe.dst_ip)
+                fam = family_of(probe.dst_ip)
+                family = fam.af
                 if (probe.src_netns, family) not in raw:
-                    proto = socket.IPPROTO_ICMPV6 if family == socket.AF_INET6 else socket.IPPROTO_ICMP
-                    sock = sockets.socket(probe.src_netns, family, socket.SOCK_RAW, proto)
+                    sock = sockets.socket(probe.src_netns, family, socket.SOCK_RAW, fam.icmp_protocol)
                     sock.setblocking(False)
                     raw[(probe.src_netns, family)] = sock
                     sel.register(sock, selectors.EVENT_READ, (probe.src_netns, family))
@@ -306,15 +305,14 @@ def _icmp(sockets: NamespaceSockets, chunk: list[tuple[int, Probe]], timeout: fl
                     if i in allowed or now < next_try[i]:
                         continue
                     next_try[i] = now + RETRY_INTERVAL
-                    family = _family(probe.dst_ip)
-                    kind = _ICMP6_ECHO if family == socket.AF_INET6 else _ICMP_ECHO
+                    fam = family_of(probe.dst_ip)
                     payload = b"tortie-probe"
-                    header = struct.pack("!BBHHH", kind, 0, 0, ident[i], seq)
-                    packet = header + payload
-                    if family == socket.AF_INET:  # the kernel fills in ICMPv6 checksums itself
-                        packet = struct.pack("!BBHHH", kind, 0, _checksum(packet), ident[i], seq) + payload
+                    header = struct.pack("!BBHHH", fam.echo_request, 0, 0, ident[i], seq)
+                    # the ICMP checksum; for ICMPv6 the kernel replaces it (it covers a pseudo-header)
+                    csum = _checksum(header + payload)
+                    packet = struct.pack("!BBHHH", fam.echo_request, 0, csum, ident[i], seq) + payload
                     with contextlib.suppress(OSError):
-                        raw[(probe.src_netns, family)].sendto(packet, (probe.dst_ip, 0))
+                        raw[(probe.src_netns, fam.af)].sendto(packet, (probe.dst_ip, 0))
                 for key, _mask in sel.select(min(0.05, max(0.0, deadline - time.monotonic()))):
                     src_netns, family = key.data
                     ready = key.fileobj
@@ -324,12 +322,10 @@ def _icmp(sockets: NamespaceSockets, chunk: list[tuple[int, Probe]], timeout: fl
                             data, peer = ready.recvfrom(4096)
                         except OSError:
                             break
-                        if family == socket.AF_INET:
-                            data = data[(data[0] & 0x0F) * 4 :]  # raw IPv4 sockets include the IP header
-                            reply = _ICMP_ECHO_REPLY
-                        else:
-                            reply = _ICMP6_ECHO_REPLY
-                        if len(data) < 8 or data[0] != reply:
+                        fam = family_of_af(family)
+                        if fam is V4:  # raw IPv4 sockets include the IP header, raw IPv6 ones do not
+                            data = data[(data[0] & 0x0F) * 4 :]
+                        if len(data) < 8 or data[0] != fam.echo_reply:
                             continue
                         got = struct.unpack("!H", data[4:6])[0]
                         i = by_ident.get((src_netns, family, got), -1)

@@ -49,6 +49,7 @@ from tortie.common.errors import DatastoreUnavailable, TortieError, UserError
 from tortie.common.ipfamily import V4, V6, Family, IPInterface, family_of
 from tortie.datastore.api import Datastore
 from tortie.datastore.url import credentials_to_environment
+from tortie.kernel.sysctl import ipv6_absence
 from tortie.node.autodetect import autodetect
 from tortie.node.registration import KEEP, REMOVE, AddressChoice, NodeAddresses, register_node
 from tortie.node.status_report import NodeStatusReporter, families_of
@@ -177,10 +178,18 @@ class NodeService:
 
     # -- pieces ----------------------------------------------------------------------------------
     def addresses(self) -> NodeAddresses:
+        """The BGP addresses to register. Asked for an IPv6 address on a kernel without IPv6, the node
+        registers none, says so once and goes on with IPv4 (rather than failing the whole node)."""
         cfg = self.config
+        ip6 = cfg.ip6
+        absent = ipv6_absence() if ip6.strip().lower() not in ("none", "keep") else None
+        if absent is not None:
+            log.warning("IPv6 is off on this host: %s; registering without an IPv6 BGP address "
+                        "(--ip6 %s not used), IPv4 only", absent, ip6)
+            ip6 = "none"
         return NodeAddresses(
             ipv4=resolve_address(cfg.ip, cfg.ip_method, V4),
-            ipv6=resolve_address(cfg.ip6, cfg.ip6_method, V6),
+            ipv6=resolve_address(ip6, cfg.ip6_method, V6),
             as_number=cfg.as_number,
         )
 

@@ -108,6 +108,19 @@ def agent() -> Iterator[RunningAgent]:
         assert not thread.is_alive()
 
 
+def _agent_thread(
+    ds: MemoryDatastore, kernel: FakeKernel
+) -> tuple[threading.Event, threading.Thread, list[int]]:
+    """`run_agent` on a thread with the fake kernel and no environment; (stop, thread, exit codes)."""
+    stop = threading.Event()
+    result: list[int] = []
+    thread = threading.Thread(target=lambda: result.append(run_agent(
+        {"hostname": HOST}, {}, stop=stop, open_store=lambda _u: ds,
+        drivers_factory=lambda _c: Drivers(kernel, kernel, kernel))), daemon=True)
+    thread.start()
+    return stop, thread, result
+
+
 def _http(port: int, path: str) -> tuple[int, bytes]:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
@@ -179,12 +192,7 @@ def test_drift_is_repaired_on_the_refresh_interval() -> None:
            {"apiVersion": "projectcalico.org/v3", "kind": "FelixConfiguration",
             "metadata": {"name": "default"},
             "spec": {"routeRefreshInterval": "300ms", "interfaceRefreshInterval": "300ms"}})
-    stop = threading.Event()
-    result: list[int] = []
-    thread = threading.Thread(target=lambda: result.append(run_agent(
-        {"hostname": HOST}, {}, stop=stop, open_store=lambda _u: ds,
-        drivers_factory=lambda _c: Drivers(kernel, kernel, kernel))), daemon=True)
-    thread.start()
+    stop, thread, result = _agent_thread(ds, kernel)
     try:
         wait_until(lambda: "10.65.0.4/32" in ours(kernel), "route")
         kernel.drop_route("10.65.0.4/32")
@@ -242,3 +250,29 @@ def test_an_invalid_felix_configuration_at_start_does_not_cause_restarts() -> No
         stop.set()
         thread.join(timeout=20)
     assert result == [0]
+
+
+def test_a_kernel_without_ipv6_serves_ipv4_and_says_why_once(caplog: pytest.LogCaptureFixture) -> None:
+    """ipv6_support is on (the default) but /proc/sys/net/ipv6 does not exist: a dual-stack endpoint
+    gets its IPv4 route only, nothing IPv6 is attempted, and one warning explains it."""
+    ds = MemoryDatastore()
+    kernel = FakeKernel(ipv6=False)
+    kernel.add_link("tortdual")
+    put_wep(ds, "dual", "10.65.0.7/32", iface="tortdual")
+    wep_key = kind_info("WorkloadEndpoint").key("dual", "default")
+    wep = ds.get(wep_key)
+    assert wep is not None
+    dual = ["10.65.0.7/32", "fd00::7/128"]
+    ds.put(wep_key, {**wep.value, "spec": {**wep.value["spec"], "ipNetworks": dual}})
+    caplog.set_level("WARNING", logger="tortie.agent.pipeline")
+    stop, thread, result = _agent_thread(ds, kernel)
+    try:
+        wait_until(lambda: "10.65.0.7/32" in ours(kernel), "the IPv4 route")
+        time.sleep(0.3)
+    finally:
+        stop.set()
+        thread.join(timeout=20)
+    assert result == [0] and set(ours(kernel)) == {"10.65.0.7/32"}
+    assert not any("ipv6" in m for m in kernel.mutations)
+    said = [r.getMessage() for r in caplog.records if "IPv6 is off" in r.getMessage()]
+    assert len(said) == 1 and "the kernel has no IPv6" in said[0] and "serving IPv4 only" in said[0]

@@ -85,3 +85,59 @@ def test_json_output_and_external_source(url: str, capsys: pytest.CaptureFixture
 def test_unknown_endpoint_is_a_user_error(url: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--datastore", url, "policy", "trace", "--from", "nope", "--to", "b"]) == 1
     assert "no WorkloadEndpoint 'nope'" in capsys.readouterr().err
+
+
+@pytest.fixture
+def dual_url(tmp_path: Path) -> str:
+    """Dual-stack endpoints c (h1) and d (h2); d allows ICMPv6 echo from c and TCP 80 over IPv4 only."""
+    url = f"sqlite://{tmp_path / 'dual.db'}"
+    ds = open_datastore(url)
+    c = wep("c", "10.0.0.3/32", labels={"app": "c"}, profiles=["allow-all"])
+    c["spec"]["ipNetworks"].append("fd00::3/128")
+    d = wep("d", "10.0.0.4/32", node="h2", labels={"app": "d"})
+    d["spec"]["ipNetworks"].append("fd00::4/128")
+    only6 = wep("e", "fd00::5/128", labels={"app": "e"}, profiles=["allow-all"])
+    v4_only = wep("f", "10.0.0.6/32", node="h2", labels={"app": "f"})
+    policy = gnp(
+        "d-in",
+        selector="app == 'd'",
+        ingress=[
+            {
+                "action": "Allow",
+                "protocol": "ICMPv6",
+                "icmp": {"type": 128},
+                "source": {"selector": "app == 'c'"},
+            },
+            {"action": "Allow", "protocol": "TCP", "ipVersion": 4, "destination": {"ports": [80]}},
+        ],
+    )
+    for obj in (c, d, only6, v4_only, ALLOW_ALL, policy):
+        ds.put(key_of(obj), obj)
+    ds.close()
+    return url
+
+
+def test_dual_stack_ends_are_traced_in_the_family_asked_for(
+    dual_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def trace(*argv: str) -> tuple[int, dict[str, object]]:
+        rc = main(["--datastore", dual_url, "policy", "trace", *argv, "-o", "json"])
+        return rc, json.loads(capsys.readouterr().out or "{}")
+
+    rc, out = trace("--from", "c", "--to", "d", "--protocol", "icmp", "--ip-family", "6")
+    assert rc == 0 and out["packet"] == "icmpv6 type 128 code 0 fd00::3 -> fd00::4" and out["agree"]
+    rc, out = trace("--from", "c", "--to", "d", "--protocol", "icmp")  # IPv4 first: echo type 8 denied
+    assert rc == 3 and out["packet"] == "icmp type 8 code 0 10.0.0.3 -> 10.0.0.4"
+    assert trace("--from", "c", "--to", "d")[0] == 0  # tcp/80 over IPv4
+    rc, out = trace("--from", "c", "--to", "fd00::4")  # an address decides the family: not over IPv6
+    assert rc == 3 and str(out["packet"]).startswith("tcp fd00::3:40000")
+    rc, out = trace("--from", "e", "--to", "d", "--protocol", "icmp")  # e has IPv6 only
+    assert rc == 3 and "fd00::5 -> fd00::4" in str(out["packet"])
+    assert main(["--datastore", dual_url, "policy", "trace", "--from", "e", "--to", "f"]) == 1
+    assert "no IP family in common" in capsys.readouterr().err
+    argv = ["--from", "c", "--to", "f", "--ip-family", "6"]
+    assert main(["--datastore", dual_url, "policy", "trace", *argv]) == 1
+    assert "has no IPv6 address" in capsys.readouterr().err
+    argv = ["--from", "c", "--to", "d", "--protocol", "icmpv6", "--ip-family", "4"]
+    assert main(["--datastore", dual_url, "policy", "trace", *argv]) == 1
+    assert "is not the ICMP of IPv4" in capsys.readouterr().err

@@ -15,10 +15,12 @@ import stat
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from tortie.common.errors import UserError
 from tortie.common.ipfamily import V4, V6
 from tortie.datastore.memory import MemoryDatastore
 from tortie.datastore.resources import ResourceStore
@@ -145,7 +147,7 @@ def test_resolve_address_forms() -> None:
     assert resolve_address("10.0.0.5/24", "first-found", V4) == ipaddress.ip_interface("10.0.0.5/24")
     assert resolve_address("none", "first-found", V6) == "remove"
     assert resolve_address("keep", "first-found", V4) == "keep"
-    from tortie.common.errors import UserError
+
 
     for bad, version in (("10.0.0.5", V4), ("fd00::1/64", V4), ("x", V6)):
         with pytest.raises(UserError):
@@ -229,3 +231,22 @@ def test_service_exits_1_when_no_address_can_be_found(tmp_path: Path) -> None:
         run_agent=False,
     )
     assert NodeService(cfg, MemoryDatastore()).run(threading.Event()) == 1
+
+
+def test_ipv6_asked_of_a_kernel_without_it_registers_ipv4_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`--ip6 autodetect` on a host whose kernel has no IPv6: the node registers its IPv4 address
+    (and removes a stale IPv6 one) instead of failing, and says why once."""
+    from tortie.node import service as service_module
+
+    monkeypatch.setattr(service_module, "ipv6_absence", lambda: "the kernel has no IPv6 (test)")
+    cfg = NodeConfig(hostname="n1", run_dir=str(tmp_path / "run"), ip="10.0.0.5/24", ip6="autodetect")
+    caplog.set_level("WARNING", logger="tortie.node.service")
+    want = NodeService(cfg, MemoryDatastore()).addresses()
+    assert want.ipv4 == ipaddress.ip_interface("10.0.0.5/24") and want.ipv6 == "remove"
+    said = [r.getMessage() for r in caplog.records if "IPv6 is off" in r.getMessage()]
+    assert len(said) == 1 and "the kernel has no IPv6 (test)" in said[0] and "IPv4 only" in said[0]
+    monkeypatch.setattr(service_module, "ipv6_absence", lambda: None)
+    with pytest.raises(UserError):  # with IPv6 in the kernel, nothing found is still an error
+        NodeService(replace(cfg, ip6_method="cidr=2001:db8:ffff::/48"), MemoryDatastore()).addresses()
