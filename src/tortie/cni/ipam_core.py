@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from tortie.cni.naming import WorkloadIdentity
 from tortie.cni.netconf import Attachment, IpamConf, attachment_valid
+from tortie.common.ipfamily import FAMILIES, Family, family_of
 from tortie.datastore.api import Datastore
 
 if TYPE_CHECKING:
@@ -106,7 +107,7 @@ def assign(
             handle=ident.handle,
             host=ident.node,
             attrs=attrs,
-            pools=list(conf.pools) if conf.pools else None,
+            pools=conf.pools_by_family() or None,
         )
     got = [single(a) for a in (*result.v4, *result.v6)]
     log.info("assigned addresses handle=%s node=%s ips=%s", ident.handle, ident.node, ",".join(map(str, got)))
@@ -161,11 +162,13 @@ def gc(ds: Datastore, network: str, node: str, valid: Sequence[Attachment], lock
 
 
 def pools_ready(ds: Datastore, conf: IpamConf) -> str | None:
-    """None when an enabled IPPool can serve each configured family, else the reason it cannot."""
+    """None when an enabled IPPool can serve each configured family (among the pools named for that
+    family, if any), else the reason it cannot."""
     from tortie.model.kinds import kind_info
 
     kvs, _rev = ds.list(kind_info("IPPool").list_prefix())
-    usable: dict[int, list[str]] = {4: [], 6: []}
+    named = conf.pools_by_family()
+    usable: dict[Family, list[str]] = {fam: [] for fam in FAMILIES}
     for kv in kvs:
         spec = kv.value.get("spec") or {}
         name = str((kv.value.get("metadata") or {}).get("name") or kv.key.rsplit("/", 1)[-1])
@@ -175,13 +178,13 @@ def pools_ready(ds: Datastore, conf: IpamConf) -> str | None:
             net = ipaddress.ip_network(str(spec.get("cidr")), strict=False)
         except ValueError:
             continue
-        if conf.pools and name not in conf.pools and str(net) not in conf.pools:
+        fam = family_of(net)
+        if fam in named and name not in named[fam] and str(net) not in named[fam]:
             continue
-        usable[net.version].append(name)
-    wanted = [v for v, on in ((4, conf.assign_ipv4), (6, conf.assign_ipv6)) if on]
-    missing = [v for v in wanted if not usable[v]]
+        usable[fam].append(name)
+    missing = [fam for fam in conf.wanted() if not usable[fam]]
     if missing:
-        which = " and ".join(f"IPv{v}" for v in missing)
-        named = f" among {', '.join(conf.pools)}" if conf.pools else ""
-        return f"no enabled IPPool for {which} workloads{named}"
+        which = " and ".join(fam.name for fam in missing)
+        among = f" among {', '.join(conf.pools)}" if conf.pools else ""
+        return f"no enabled IPPool for {which} workloads{among}"
     return None

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from tortie.cni.errors import DECODING_FAILURE, INCOMPATIBLE_VERSION, INVALID_NETWORK_CONFIG, CniError
+from tortie.common.ipfamily import V4, V6, Family
 
 SUPPORTED_VERSIONS = ("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
 LATEST_VERSION = SUPPORTED_VERSIONS[-1]
@@ -66,8 +67,18 @@ class IpamConf:
 
     @property
     def pools(self) -> tuple[str, ...] | None:
+        """Every pool named, both families (for messages)."""
         both = self.ipv4_pools + self.ipv6_pools
         return both or None
+
+    def pools_by_family(self) -> dict[Family, tuple[str, ...]]:
+        """The pools named per family (`ipv4_pools`, `ipv6_pools`), families without names left out."""
+        named = {V4: self.ipv4_pools, V6: self.ipv6_pools}
+        return {fam: items for fam, items in named.items() if items}
+
+    def wanted(self) -> list[Family]:
+        """The families to assign an address of (`assign_ipv4`, `assign_ipv6`)."""
+        return [fam for fam, on in ((V4, self.assign_ipv4), (V6, self.assign_ipv6)) if on]
 
 
 @dataclass(frozen=True)

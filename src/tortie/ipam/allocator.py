@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import tortie.ipam.claims as claims
 from tortie.common.errors import AlreadyExists, Conflict, NotFound
 from tortie.common.ipfamily import (
+    Family,
     IPAddress,
     IPInterface,
     IPNetwork,
@@ -131,13 +132,15 @@ class Ipam:
         handle: str,
         host: str,
         attrs: Mapping[str, str] | None = None,
-        pools: Sequence[str] | None = None,
+        pools: Mapping[Family, Sequence[str]] | None = None,
         use: str = USE_WORKLOAD,
         max_blocks_per_host: int | None = None,
     ) -> AssignResult:
         """Allocate `num_v4` IPv4 and `num_v6` IPv6 addresses for `host` under `handle` (`auto_assign`).
 
-        `pools` optionally names the pools to use (names or CIDRs, either family). `max_blocks_per_host`
+        `pools` optionally names, per family, the pools to use (names or CIDRs; Calico's IPv4Pools /
+        IPv6Pools): a family without names may use any of its pools, a name of the other family's pool
+        is an error (`NoSuitablePool`). `max_blocks_per_host`
         (> 0) caps the host's blocks for this request instead of the configuration's cap, like Calico's
         per-request `AutoAssignArgs.MaxBlocksPerHost` (borrowing stays allowed unless strictAffinity).
         All or nothing: on `PoolExhausted` / `NoSuitablePool` nothing stays allocated by this call."""

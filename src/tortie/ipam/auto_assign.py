@@ -31,7 +31,6 @@ from tortie.common.ipfamily import (
     Family,
     IPInterface,
     IPNetwork,
-    family_of,
     network_within,
     num_addresses,
 )
@@ -67,7 +66,8 @@ class AutoAssigner:
         self._last_block: dict[tuple[str, Family], IPNetwork] = {}
 
     def assign(self, num_v4: int, num_v6: int, handle: str, host: str, attrs: Mapping[str, str] | None,
-               pools: Sequence[str] | None, use: str, max_blocks_per_host: int | None) -> AssignResult:
+               pools: Mapping[Family, Sequence[str]] | None, use: str,
+               max_blocks_per_host: int | None) -> AssignResult:
         """`Ipam.auto_assign` (its docstring has the contract): check the request, then serve each
         family in turn; on any failure, release what this call took and re-raise."""
         check_segment("handle", handle)
@@ -87,7 +87,7 @@ class AutoAssigner:
             for fam, count in ((V4, num_v4), (V6, num_v6)):
                 if count == 0:
                     continue
-                requested = requested_for_family(pools, all_pools, fam)
+                requested = list((pools or {}).get(fam, ())) or None
                 if labels is None:
                     needs_labels = any(p.node_selector.strip() not in ("", "all()") for p in all_pools)
                     labels = self.store.node_labels(host) if needs_labels else {}
@@ -221,24 +221,3 @@ class AutoAssigner:
 
 def _interface(cidr: IPNetwork, ordinal: int) -> IPInterface:
     return ipaddress.ip_interface((address_at(cidr, ordinal), cidr.prefixlen))
-
-
-def requested_for_family(
-    requested: Sequence[str] | None, pools: Sequence[PoolView], fam: Family
-) -> list[str] | None:
-    """The caller's pool list restricted to one family (names are resolved against known pools; unknown
-    names are kept for both families so that select_pools reports them)."""
-    if not requested:
-        return None
-    out: list[str] = []
-    for item in requested:
-        try:
-            if family_of(ipaddress.ip_network(item, strict=False)) is fam:
-                out.append(item)
-            continue
-        except ValueError:
-            pass
-        known = [p for p in pools if p.name == item]
-        if not known or any(p.family is fam for p in known):
-            out.append(item)
-    return out or None

@@ -137,11 +137,17 @@ def select_pools(
     """Pools to allocate from, in order (requested order if named, else by CIDR).
 
     Raises NoSuitablePool naming the reason when a requested pool does not exist or none qualifies."""
-    all_pools = [p for p in pools if p.family is fam]
+    every = list(pools)
+    all_pools = [p for p in every if p.family is fam]
     if requested:
         chosen: list[PoolView] = []
         for item in requested:
             match = [p for p in all_pools if _matches_request(p, [item])]
+            other = [p for p in every if p.family is not fam and _matches_request(p, [item])]
+            if not match and other:
+                raise NoSuitablePool(
+                    f"requested {fam.name} pool {item!r} is an {other[0].family.name} pool ({other[0].cidr})"
+                )
             if not match:
                 raise NoSuitablePool(f"requested {fam.name} pool {item!r} does not exist")
             chosen.extend(p for p in match if p not in chosen)

@@ -241,6 +241,23 @@ def test_dual_stack_add_then_del_twice_leaves_nothing(ds: MemoryDatastore, plumb
 
 
 @pytest.mark.usefixtures("netns_files")
+def test_pools_are_named_per_family(ds: MemoryDatastore, plumber: FakePlumber) -> None:
+    """ipv4_pools / ipv6_pools restrict their own family (Calico's strings "true"/"false" for the
+    assign flags); an IPv6 pool named in ipv4_pools is refused with the reason, nothing assigned."""
+    put_pool(ds, "pool6b", "fd00:21::/120", 122)
+    plugin = make_plugin(SharedStore(ds), plumber)
+    only6 = {"type": "tortie-ipam", "assign_ipv4": "false", "assign_ipv6": "true", "ipv6_pools": ["pool6b"]}
+    code, result = call(plugin, env("ADD"), conf(ipam=only6))
+    assert code == 0, result
+    assert [ipaddress.ip_interface(i["address"]).ip in ipaddress.ip_network("fd00:21::/120")
+            for i in result["ips"]] == [True]
+    wrong = {"type": "tortie-ipam", "assign_ipv6": True, "ipv4_pools": ["pool6"]}
+    code, err = call(plugin, env("ADD", cid="ctr2"), conf(ipam=wrong))
+    assert (code, err["code"]) == (1, 100) and "requested IPv4 pool 'pool6' is an IPv6 pool" in err["details"]
+    assert len(weps(ds)) == 1
+
+
+@pytest.mark.usefixtures("netns_files")
 @pytest.mark.parametrize("version", ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"])
 def test_result_is_rendered_in_the_requested_version(
     ds: MemoryDatastore, plumber: FakePlumber, version: str

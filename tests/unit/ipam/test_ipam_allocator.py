@@ -81,6 +81,22 @@ def host_blocks(ds: MemoryDatastore, host: str) -> dict[str, str]:
     return {kv.key.rsplit("/", 1)[1]: kv.value["state"] for kv in kvs}
 
 
+# Per family: a pool of 32 blocks of 8 addresses, to run the block rules over IPv4 and IPv6 alike.
+SMALL_BLOCKS = {ipfamily.V4: ("10.0.0.0/24", 29), ipfamily.V6: ("fd00::/120", 125)}
+BOTH = pytest.mark.parametrize("fam", ipfamily.FAMILIES, ids=["ipv4", "ipv6"])
+
+
+def put_small_blocks_pool(ds: MemoryDatastore, fam: ipfamily.Family) -> None:
+    cidr, size = SMALL_BLOCKS[fam]
+    put_pool(ds, "p", cidr, blockSize=size)
+
+
+def assign(ipam: Ipam, fam: ipfamily.Family, count: int, handle: str, host: str, **kw: Any) -> list[Any]:
+    """`count` addresses of family `fam` (auto_assign's list of that family)."""
+    res = ipam.auto_assign(*((count, 0) if fam is ipfamily.V4 else (0, count)), handle, host, **kw)
+    return res.v4 if fam is ipfamily.V4 else res.v6
+
+
 # ----------------------------------------------------------------------------- claiming and affinity
 
 
@@ -116,20 +132,22 @@ def test_same_host_reuses_its_block_and_hosts_diverge(ds: MemoryDatastore, ipam:
     assert b.network != a[0].network
 
 
-def test_full_block_leads_to_claiming_another(ds: MemoryDatastore, ipam: Ipam) -> None:
-    put_pool(ds, "p", "10.0.0.0/24", blockSize=29)
-    got = ipam.auto_assign(12, 0, "h", "n1").v4
+@BOTH
+def test_full_block_leads_to_claiming_another(ds: MemoryDatastore, ipam: Ipam, fam: ipfamily.Family) -> None:
+    put_small_blocks_pool(ds, fam)
+    got = assign(ipam, fam, 12, "h", "n1")
     assert len({g.ip for g in got}) == 12
     assert len({g.network for g in got}) == 2
     assert len(host_blocks(ds, "n1")) == 2
 
 
-def test_max_blocks_per_host_then_borrow(ds: MemoryDatastore, ipam: Ipam) -> None:
-    put_pool(ds, "p", "10.0.0.0/24", blockSize=29)
+@BOTH
+def test_max_blocks_per_host_then_borrow(ds: MemoryDatastore, ipam: Ipam, fam: ipfamily.Family) -> None:
+    put_small_blocks_pool(ds, fam)
     # Calico's configuration only takes a cap with strict affinity; the per-request cap (Calico's
     # AutoAssignArgs.MaxBlocksPerHost) limits claiming while borrowing stays allowed
-    n2 = ipam.auto_assign(2, 0, "h2", "n2").v4
-    n1 = ipam.auto_assign(10, 0, "h1", "n1", max_blocks_per_host=1).v4
+    n2 = assign(ipam, fam, 2, "h2", "n2")
+    n1 = assign(ipam, fam, 10, "h1", "n1", max_blocks_per_host=1)
     assert len(host_blocks(ds, "n1")) == 1  # the cap holds
     own = n1[0].network
     borrowed = [x for x in n1 if x.network != own]
@@ -138,19 +156,22 @@ def test_max_blocks_per_host_then_borrow(ds: MemoryDatastore, ipam: Ipam) -> Non
     assert owner is not None and owner.borrowed and owner.block_host == "n2" and owner.attrs["node"] == "n1"
 
 
-def test_strict_affinity_forbids_borrowing_and_rolls_back(ds: MemoryDatastore, ipam: Ipam) -> None:
-    put_pool(ds, "p", "10.0.0.0/24", blockSize=29)
+@BOTH
+def test_strict_affinity_forbids_borrowing_and_rolls_back(
+    ds: MemoryDatastore, ipam: Ipam, fam: ipfamily.Family
+) -> None:
+    put_small_blocks_pool(ds, fam)
     ipam.configure(strict_affinity=True, max_blocks_per_host=1)
-    ipam.auto_assign(2, 0, "h2", "n2")
+    assign(ipam, fam, 2, "h2", "n2")
     before = {kv.key: kv.value for kv in ds.list(keys.BLOCK_ROOT)[0]}
     with pytest.raises(PoolExhausted, match="strictAffinity"):
-        ipam.auto_assign(10, 0, "h1", "n1")
+        assign(ipam, fam, 10, "h1", "n1")
     after = {kv.key: kv.value["allocations"] for kv in ds.list(keys.BLOCK_ROOT)[0]}
     assert ipam.ips_by_handle("h1") == [] and ds.get(keys.handle_key("h1")) is None
     # n1's claimed block stays affine (and empty); n2's block is untouched
     assert {k: v["allocations"] for k, v in before.items()} == {k: after[k] for k in before}
     assert all(a is None for k, v in after.items() if k not in before for a in v)
-    assert ipam.auto_assign(8, 0, "h1", "n1").v4  # exactly the one block's worth fits
+    assert assign(ipam, fam, 8, "h1", "n1")  # exactly the one block's worth fits
 
 
 def test_max_blocks_zero_means_calico_default_of_20(ds: MemoryDatastore, ipam: Ipam) -> None:
@@ -291,7 +312,7 @@ def test_disabled_pools_are_never_used(ds: MemoryDatastore, ipam: Ipam) -> None:
     with pytest.raises(NoSuitablePool):
         ipam.auto_assign(1, 0, "h2", "n1")  # n1's affine block in b is not used either
     with pytest.raises(NoSuitablePool):
-        ipam.auto_assign(1, 0, "h3", "n1", pools=["a"])
+        ipam.auto_assign(1, 0, "h3", "n1", pools={ipfamily.V4: ["a"]})
 
 
 def test_node_selector(ds: MemoryDatastore, ipam: Ipam) -> None:
@@ -303,7 +324,7 @@ def test_node_selector(ds: MemoryDatastore, ipam: Ipam) -> None:
     assert ipam.auto_assign(1, 0, "h2", "n2").v4[0].ip in net("10.9.0.0/24")
     assert ipam.auto_assign(1, 0, "h3", "unknown-host").v4[0].ip in net("10.9.0.0/24")  # no labels
     with pytest.raises(NoSuitablePool):
-        ipam.auto_assign(1, 0, "h4", "n2", pools=["rack-a"])
+        ipam.auto_assign(1, 0, "h4", "n2", pools={ipfamily.V4: ["rack-a"]})
 
 
 def test_allowed_uses(ds: MemoryDatastore, ipam: Ipam) -> None:
@@ -319,10 +340,11 @@ def test_manual_pools_only_when_named_and_requested_order(ds: MemoryDatastore, i
     put_pool(ds, "manual", "10.5.0.0/24", assignmentMode="Manual")
     put_pool(ds, "auto", "10.6.0.0/24")
     assert ipam.auto_assign(1, 0, "a", "n1").v4[0].ip in net("10.6.0.0/24")
-    assert ipam.auto_assign(1, 0, "b", "n1", pools=["manual"]).v4[0].ip in net("10.5.0.0/24")
-    assert ipam.auto_assign(1, 0, "c", "n1", pools=["10.5.0.0/24"]).v4[0].ip in net("10.5.0.0/24")
+    assert ipam.auto_assign(1, 0, "b", "n1", pools={ipfamily.V4: ["manual"]}).v4[0].ip in net("10.5.0.0/24")
+    by_cidr = ipam.auto_assign(1, 0, "c", "n1", pools={ipfamily.V4: ["10.5.0.0/24"]})
+    assert by_cidr.v4[0].ip in net("10.5.0.0/24")
     with pytest.raises(NoSuitablePool, match="does not exist"):
-        ipam.auto_assign(1, 0, "d", "n1", pools=["nope"])
+        ipam.auto_assign(1, 0, "d", "n1", pools={ipfamily.V4: ["nope"]})
 
 
 def test_reservations_are_never_handed_out(ds: MemoryDatastore, ipam: Ipam) -> None:
@@ -349,6 +371,25 @@ def test_ipv6_and_dual_stack(ds: MemoryDatastore, ipam: Ipam) -> None:
     assert ds.get(keys.affinity_key("n1", res.v6[0].network)) is not None
     assert "/ipv6/block/" in keys.block_key(res.v6[0].network)
     assert set(ipam.ips_by_handle("dual")) == {res.v4[0].ip, res.v6[0].ip, res.v6[1].ip}
+
+
+def test_pools_named_per_family(ds: MemoryDatastore, ipam: Ipam) -> None:
+    """Calico's IPv4Pools / IPv6Pools: each family's names restrict that family only; a family with no
+    names uses any of its pools; naming the other family's pool for a family is an error."""
+    put_pool(ds, "v4a", "10.0.0.0/24")
+    put_pool(ds, "v4b", "10.1.0.0/24")
+    put_pool(ds, "v6a", "fd00:1::/112")
+    put_pool(ds, "v6b", "fd00:2::/112")
+    res = ipam.auto_assign(1, 1, "both", "n1", pools={ipfamily.V4: ["v4b"], ipfamily.V6: ["fd00:2::/112"]})
+    assert res.v4[0].ip in net("10.1.0.0/24") and res.v6[0].ip in net("fd00:2::/112")
+    res = ipam.auto_assign(1, 1, "v6-free", "n2", pools={ipfamily.V4: ["v4b"]})
+    assert res.v4[0].ip in net("10.1.0.0/24") and res.v6[0].ip in net("fd00:1::/111")
+    for pools in ({ipfamily.V4: ["v6a"]}, {ipfamily.V4: ["fd00:1::/112"]}):
+        with pytest.raises(NoSuitablePool, match=r"requested IPv4 pool .* is an IPv6 pool"):
+            ipam.auto_assign(1, 0, "wrong", "n1", pools=pools)
+    with pytest.raises(NoSuitablePool, match="requested IPv6 pool 'v4a' is an IPv4 pool"):
+        ipam.auto_assign(0, 1, "wrong6", "n1", pools={ipfamily.V6: ["v4a"]})
+    assert ipam.ips_by_handle("wrong") == [] and ipam.ips_by_handle("wrong6") == []
 
 
 def test_dual_stack_half_failure_rolls_back(ds: MemoryDatastore, ipam: Ipam) -> None:
