@@ -9,9 +9,10 @@ locality): `WORKLOAD_ENDPOINT` listeners get this host's endpoints, parsed; `REM
 listeners get the other hosts' endpoints as raw wire values (None when one leaves that side).
 
 `kind_of_key(key)` classifies a raw datastore key by prefix (Calico's etcd v3 layout, reference §1.16):
-v3 resources by their plural, IPAM blocks and host affinities by their /calico/ipam/v2 paths. Keys of
-no interest classify as None and are dropped before any parsing. The policy calculator registers
-for NetworkPolicy, Profile, ... here (`policy_graph.attach_policy_calc`).
+v3 resources by their plural, IPAM blocks and host affinities by their /calico/ipam/v2 paths, the
+Kubernetes kinds by their roots under /tortie/kubernetes/. Keys of no interest classify as None and
+are dropped before any parsing. The policy calculator registers for NetworkPolicy, Profile, ... and
+the Kubernetes kinds here (`policy_graph.attach_policy_calc`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from tortie.ipam.keys import BLOCK_ROOT, HOST_ROOT
-from tortie.model.kinds import KINDS, RESOURCE_ROOT
+from tortie.model.kinds import KINDS, KUBERNETES_ROOT, RESOURCE_ROOT
 
 Listener = Callable[[str, object | None], None]
 
@@ -29,6 +30,7 @@ WORKLOAD_ENDPOINT = "WorkloadEndpoint"
 REMOTE_WORKLOAD_ENDPOINT = "WorkloadEndpoint(remote)"
 
 _KIND_BY_PLURAL = {k.plural: k.kind for k in KINDS if not k.root}
+_KUBERNETES_ROOTS = tuple((k.root, k.kind) for k in KINDS if k.root.startswith(KUBERNETES_ROOT))
 
 
 def kind_of_key(key: str) -> str | None:
@@ -40,6 +42,8 @@ def kind_of_key(key: str) -> str | None:
         return BLOCK_KIND
     if key.startswith(HOST_ROOT):
         return AFFINITY_KIND
+    if key.startswith(KUBERNETES_ROOT):
+        return next((kind for root, kind in _KUBERNETES_ROOTS if key.startswith(root)), None)
     return None
 
 

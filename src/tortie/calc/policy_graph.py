@@ -1,12 +1,16 @@
 """Wiring of the policy calculator into a calc graph, and a standalone policy-only graph.
 
-    Update/Delete/InSync -> ValidationFilter -> Dispatcher --policy kinds--> PolicyCalc
+    Update/Delete/InSync -> ValidationFilter -> Dispatcher --policy kinds--------------------> PolicyCalc
+                                                           --Profile, (Global)NetworkPolicy,      ^
+                                                             Kubernetes kinds--> KubernetesCalc --'
                                                            --flush--> EventSequencer
 
 `attach_policy_calc(hostname, dispatcher, sequencer)` registers the PolicyCalc's listeners on an
 existing graph (the agent's CalcGraph), this host's endpoints and the others' alike: selectors need
 every host's endpoints, but other hosts' endpoints (passed on raw by the validation filter) are read
-by `policy_remote` (the fields policy uses) rather than parsed in full. The graph must call
+by `policy_remote` (the fields policy uses) rather than parsed in full. Profiles and (Global)
+NetworkPolicies reach the policy calc through `KubernetesCalc`, which adds the translations of the
+Kubernetes kinds (a translation shadows a stored object of the same key). The graph must call
 `PolicyCalc.flush()` before its sequencer's flush and give the sequencer `POLICY_CHANNELS`.
 
 `PolicyGraph(hostname, sink)` is the same calculation with nothing else around it: what
@@ -20,11 +24,13 @@ from typing import Any
 
 from tortie.calc.dispatcher import REMOTE_WORKLOAD_ENDPOINT, WORKLOAD_ENDPOINT, Dispatcher
 from tortie.calc.event_sequencer import EventSequencer
+from tortie.calc.kubernetes_calc import KubernetesCalc
 from tortie.calc.policy_calc import POLICY_CHANNELS, PolicyCalc
 from tortie.calc.policy_remote import RemoteEndpointReader
 from tortie.calc.validation_filter import ValidationFilter
 from tortie.dataplane.messages import Message
 from tortie.datastore.syncer import Delete, InSync, SyncEvent, Update
+from tortie.k8s.names import KUBERNETES_KINDS
 
 POLICY_KINDS = (
     "WorkloadEndpoint",
@@ -36,6 +42,7 @@ POLICY_KINDS = (
     "Tier",
     "Profile",
     "IPPool",
+    *KUBERNETES_KINDS,
 )
 
 
@@ -47,10 +54,16 @@ def attach_policy_calc(hostname: str, dispatcher: Dispatcher, sequencer: EventSe
     dispatcher.register("HostEndpoint", calc.on_host_endpoint)
     dispatcher.register("NetworkSet", calc.on_network_set)
     dispatcher.register("GlobalNetworkSet", calc.on_network_set)
-    dispatcher.register("NetworkPolicy", calc.on_network_policy)
-    dispatcher.register("GlobalNetworkPolicy", calc.on_global_network_policy)
+    kubernetes = KubernetesCalc(
+        {
+            "Profile": calc.on_profile,
+            "NetworkPolicy": calc.on_network_policy,
+            "GlobalNetworkPolicy": calc.on_global_network_policy,
+        }
+    )
+    for kind, listener in kubernetes.listeners().items():
+        dispatcher.register(kind, listener)
     dispatcher.register("Tier", calc.on_tier)
-    dispatcher.register("Profile", calc.on_profile)
     dispatcher.register("IPPool", calc.on_ip_pool)
     return calc
 

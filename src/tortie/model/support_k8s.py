@@ -1,8 +1,8 @@
 """Support table of the Kubernetes kinds (tortie.model.specs_k8s, specs_k8s_admin): data only.
 
 Every field is translated by tortie.k8s into the Calico model (docs/reference/kubernetes-policy.md),
-so each is Implemented by the translation module that reads it. That the agent does not read these
-kinds yet is one notice per object (`support_notices`), not a status of each field.
+so each is Implemented by the translation module that reads it; the agent's calc reads these kinds and
+enforces their translations (tortie.calc.kubernetes_calc).
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
 `KIND_WARNINGS`: kinds accepted only for compatibility (one warning per object, fields unchecked).
 `RESOURCE_NOTICES`: per kind, a function from an accepted `Resource` to (field path, message) pairs
 for combinations the field table cannot express: fields Calico reads only from the cluster-wide
-`default` BGPConfiguration, BGPPeers that name no peer, FelixConfigurations scoped by selector, the
-Kubernetes kinds the agent does not read yet, NetworkPolicy rules their policyTypes leave out.
+`default` BGPConfiguration, BGPPeers that name no peer, FelixConfigurations scoped by selector,
+Kubernetes NetworkPolicy rules their policyTypes leave out.
 """
 
 from __future__ import annotations
@@ -74,19 +74,10 @@ def _felix_configuration(resource: Resource) -> list[tuple[str, str]]:
              "are not implemented yet")]
 
 
-KUBERNETES_NOT_ENFORCED = (
-    "accepted, validated and translated (tortie.k8s), but not enforced yet: the agent's calc does not "
-    "read the Kubernetes kinds until their wiring lands (docs/reference/kubernetes-policy.md)")
-
-
-def _kubernetes(resource: Resource) -> list[tuple[str, str]]:
-    return [("", KUBERNETES_NOT_ENFORCED)]
-
-
 def _kubernetes_network_policy(resource: Resource) -> list[tuple[str, str]]:
     """Rules of a direction policyTypes leaves out: Kubernetes ignores them, and so does tortie."""
     spec = resource.spec
-    out = _kubernetes(resource)
+    out: list[tuple[str, str]] = []
     types = getattr(spec, "effective_policy_types", ())
     for direction, wire in (("Ingress", "ingress"), ("Egress", "egress")):
         if getattr(spec, wire, ()) and direction not in types:
@@ -99,8 +90,5 @@ RESOURCE_NOTICES: dict[str, Callable[[Resource], list[tuple[str, str]]]] = {
     "BGPConfiguration": _bgp_configuration,
     "BGPPeer": _bgp_peer,
     "FelixConfiguration": _felix_configuration,
-    "Namespace": _kubernetes,
     "NetworkPolicy.networking.k8s.io": _kubernetes_network_policy,
-    "AdminNetworkPolicy.policy.networking.k8s.io": _kubernetes,
-    "BaselineAdminNetworkPolicy.policy.networking.k8s.io": _kubernetes,
 }

@@ -14,13 +14,13 @@ two hosts.
 
 `TortieVerdicts(pods, namespaces, policies)` is what tortie makes of the same cluster: every pod a
 Kubernetes WorkloadEndpoint (orchestrator `k8s`, profile `kns.<namespace>`, its named ports), every
-manifest validated by tortie.model and translated by tortie.k8s. On each host the connection
-crosses (egress on the source's host, ingress on the destination's) the real calc (PolicyGraph) runs
-once; `allowed(conn)` is the verdict of the nftables table rendered from its output (run by the
-interpreter), `trace_allowed(conn)` the verdict of `tortie policy trace`'s user-space evaluator on
-the same output, and `oracle_allowed(conn)` the Calico-semantics test oracle's
-(tortie.testing.policy_oracle) on the translated resources. None of them reads the Kubernetes
-reference evaluator, and it reads none of them.
+manifest validated by tortie.model and given to the real calc as it is (the calc translates it,
+tortie.calc.kubernetes_calc). On each host the connection crosses (egress on the source's host, ingress
+on the destination's) the calc (PolicyGraph) runs once; `allowed(conn)` is the verdict of the nftables
+table rendered from its output (run by the interpreter), `trace_allowed(conn)` the verdict of `tortie
+policy trace`'s user-space evaluator on the same output, and `oracle_allowed(conn)` the Calico-semantics
+test oracle's (tortie.testing.policy_oracle) on the translated resources. None of them reads the
+Kubernetes reference evaluator, and it reads none of them.
 """
 
 from __future__ import annotations
@@ -179,8 +179,12 @@ class TortieVerdicts:
     ) -> None:
         self.pods = list(pods)
         manifests = [namespace(name, labels) for name, labels in namespaces.items()] + list(policies)
+        endpoints = [pod_endpoint(p, i) for i, p in enumerate(self.pods)]
         self.translated = [translate(parse_resource(dict(m))).to_wire() for m in manifests]
-        self.objs = [pod_endpoint(p, i) for i, p in enumerate(self.pods)] + self.translated
+        # The calc reads the manifests themselves (tortie.calc.kubernetes_calc translates them); the
+        # oracle reads their translations.
+        self.objs = endpoints + manifests
+        self._oracle_objs = endpoints + self.translated
         self._states: dict[str, tuple[PolicyState, Ruleset]] = {}
         self._world: PolicyWorld | None = None
         self._endpoints = {workload_name(p): i for i, p in enumerate(self.pods)}
@@ -220,7 +224,7 @@ class TortieVerdicts:
         anti-spoofing and egress of a source pod, ingress of a destination pod."""
         pkt, src, dst, _hosts = self._hops(conn)
         if self._world is None:
-            self._world = PolicyWorld(resources(self.objs))
+            self._world = PolicyWorld(resources(self._oracle_objs))
         weps = self._world.of("WorkloadEndpoint")
         if src is not None:
             ep = weps[self._endpoints[src]]

@@ -26,7 +26,7 @@ from tortie.dataplane.nft.interp import NftPacket, forward
 from tortie.dataplane.nft.ir import Ruleset
 from tortie.dataplane.nft.ruleset import PolicyState, render_ruleset
 from tortie.model import Resource, parse_resource
-from tortie.model.kinds import kind_info
+from tortie.model.kinds import kind_info, manifest_kind_info
 from tortie.policy import trace
 from tortie.policy.trace import Packet
 from tortie.testing.policy_oracle import PolicyWorld, anti_spoofing_ok, evaluate_endpoint
@@ -172,8 +172,10 @@ def pool(name: str, cidr: str, *, nat_outgoing: bool = False) -> dict[str, Any]:
 
 
 def key_of(obj: Mapping[str, Any]) -> str:
+    """The datastore key of a manifest (any kind, Kubernetes kinds by their apiVersion)."""
     meta = obj["metadata"]
-    return kind_info(obj["kind"]).key(meta["name"], meta.get("namespace"))
+    info = manifest_kind_info(obj.get("apiVersion", API), obj["kind"]) or kind_info(obj["kind"])
+    return info.key(meta["name"], meta.get("namespace"))
 
 
 def keyed(objs: Iterable[Mapping[str, Any]]) -> list[tuple[str, Mapping[str, Any]]]:

@@ -92,7 +92,7 @@ def _write(tmp_path: Path, name: str, text: str) -> str:
     return str(path)
 
 
-def test_apply_names_each_kind_and_warns_that_enforcement_is_pending(tortie, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_apply_names_each_kind_without_warnings(tortie, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     rc, out, err = tortie("apply", "-f", _write(tmp_path, "m.yaml", MANIFEST))
     assert rc == 0, out + err
     assert out.splitlines()[:5] == [
@@ -102,7 +102,7 @@ def test_apply_names_each_kind_and_warns_that_enforcement_is_pending(tortie, tmp
         "AdminNetworkPolicy.policy.networking.k8s.io guard created",
         "BaselineAdminNetworkPolicy.policy.networking.k8s.io default created",
     ]
-    assert "not enforced yet" in err and "NetworkPolicy.networking.k8s.io" in err
+    assert "warning" not in err  # every kind is enforced now
     rc, out, err = tortie("apply", "-f", _write(tmp_path, "c.yaml", MANIFEST.split("---\n")[2]))
     assert rc == 0 and "warning" not in err  # Calico kinds only: no warning
 
