@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -51,6 +52,9 @@ from tortie.testing.policy_world import (
 )
 
 HOST = "h1"
+# Each property takes about a minute on a quiet 2-core machine and more than the suite's 300 s hang
+# guard when the machine runs several suites at once; the guard is for hangs, not for speed.
+LOADED_MACHINE_TIMEOUT = 900
 NAMESPACES = ("ns1", "ns2", "ns3")
 SELECTORS = (
     "all()",
@@ -243,6 +247,7 @@ def packets(draw: Any, objs: list[dict[str, Any]]) -> tuple[Packet, str | None, 
     return pkt, src_name, dst_name
 
 
+@pytest.mark.timeout(LOADED_MACHINE_TIMEOUT)
 @settings(
     max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much]
 )
@@ -337,6 +342,7 @@ def namespaced_worlds(draw: Any) -> list[dict[str, Any]]:
     return objs
 
 
+@pytest.mark.timeout(LOADED_MACHINE_TIMEOUT)
 @settings(
     max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much]
 )
@@ -379,6 +385,7 @@ def host_extras(draw: Any) -> list[dict[str, Any]]:
     return out
 
 
+@pytest.mark.timeout(LOADED_MACHINE_TIMEOUT)
 @settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much]
 )
