@@ -11,6 +11,7 @@ from tortie.common.errors import NetnsNotFound
 from tortie.dataplane.drivers.links import NetlinkLinkDriver
 from tortie.dataplane.drivers.routes import NetlinkRouteDriver
 from tortie.dataplane.drivers.sysctl import ProcSysctlDriver
+from tortie.dataplane.drivers.vxlan import NetlinkVxlanDriver
 from tortie.testing.dataplane_conformance import (
     DriverEnv,
     LinkDriverConformance,
@@ -20,6 +21,7 @@ from tortie.testing.dataplane_conformance import (
 )
 from tortie.testing.netns import throwaway_netns, unique_name
 from tortie.testing.routetable_conformance import RouteTableConformance
+from tortie.testing.vxlan_conformance import RealUplinks, VxlanDriverConformance, VxlanEnv
 
 pytestmark = pytest.mark.root
 
@@ -47,6 +49,20 @@ class TestKernelLinks(LinkDriverConformance):
 
 
 class TestKernelSysctls(SysctlDriverConformance):
+    pass
+
+
+@pytest.fixture
+def vx() -> Iterator[VxlanEnv]:
+    with throwaway_netns("vxc") as netns:
+        driver = NetlinkVxlanDriver(netns)
+        try:
+            yield VxlanEnv(driver=driver, bench=RealUplinks(netns))
+        finally:
+            driver.close()
+
+
+class TestKernelVxlan(VxlanDriverConformance):
     pass
 
 

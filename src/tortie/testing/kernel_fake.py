@@ -1,4 +1,5 @@
-"""`FakeKernel`: an in-memory kernel implementing RouteDriver, LinkDriver and SysctlDriver at once.
+"""`FakeKernel`: an in-memory kernel implementing RouteDriver, LinkDriver, SysctlDriver and VxlanDriver
+at once.
 
 It models the kernel behaviour the dataplane relies on, and the conformance suites
 (`tortie.testing.dataplane_conformance`) check the same behaviour against the real kernel:
@@ -13,9 +14,14 @@ It models the kernel behaviour the dataplane relies on, and the conformance suit
   `net/ipv6/conf/<if>/...` unless `ipv6=False`), created with kernel defaults and removed with it;
   writes to a missing key fail with ENOENT, non-integer values with EINVAL.
 
-Test controls (not part of the driver protocols): `add_link`, `remove_link`, `set_admin`,
-`set_carrier`, `add_route` (any protocol: "somebody else's" routes), `drop_route` and `set_sysctl`
-(changes behind the agent's back), `routes()` (everything, with protocols), `sysctl(key)`.
+* VXLAN devices are links of kind "vxlan" with their tunnel parameters; their addresses, permanent
+  neighbours and FDB entries go with them; a parent must exist; every link has an MTU (1500 unless
+  given) and addresses (`host_interfaces()`).
+
+Test controls (not part of the driver protocols): `add_link` (optionally `mtu`, `addresses`),
+`remove_link`, `set_admin`, `set_carrier`, `set_mtu`, `add_route` (any protocol: "somebody else's"
+routes), `drop_route`, `drop_fdb`, `drop_neighbour` and `set_sysctl` (changes behind the agent's
+back), `routes()` (everything, with protocols), `sysctl(key)`.
 Link changes are reported synchronously to the monitor callback, outside the internal lock.
 
 Failure injection: `fail(op, times=1, key=None, error=None)` makes the next `times` calls of
@@ -33,12 +39,14 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from tortie.common.errors import KernelError, LinkNotFound
-from tortie.common.ipfamily import canonical_cidr
+from tortie.common.ipfamily import Family, canonical_cidr, family_of
 from tortie.dataplane.drivers.links import Link, LinkCallback, LinkEvent
 from tortie.dataplane.drivers.routes import MAIN_TABLE, TORTIE_ROUTE_PROTOCOL, Route
+from tortie.dataplane.drivers.vxlan import HostInterface, NotVxlan, VxlanSpec, VxlanState, canonical_iface
 from tortie.kernel.sysctl import check_key
 
-FakeOp = Literal["list_routes", "replace_route", "delete_route", "list_links", "read_sysctl", "write_sysctl"]
+FakeOp = Literal["list_routes", "replace_route", "delete_route", "list_links", "read_sysctl", "write_sysctl",
+                 "create_vxlan", "set_neighbour", "append_fdb", "host_interfaces"]
 
 _GLOBAL_SYSCTLS_V4 = {
     "net/ipv4/ip_forward": "0",
@@ -71,6 +79,11 @@ class _FakeLink:
     index: int
     admin_up: bool
     carrier: bool
+    mtu: int = 1500
+    addresses: set[str] = field(default_factory=set)
+    vxlan: VxlanSpec | None = None
+    neighbours: dict[str, str] = field(default_factory=dict)
+    fdb: set[tuple[str, str]] = field(default_factory=set)
 
     def value(self, name: str) -> Link:
         oper = "UP" if self.admin_up and self.carrier else ("LOWERLAYERDOWN" if self.admin_up else "DOWN")
@@ -223,11 +236,13 @@ class FakeKernel:
             for event in events:
                 callback(event)
 
-    def add_link(self, name: str, *, up: bool = True, carrier: bool = True) -> Link:
+    def add_link(self, name: str, *, up: bool = True, carrier: bool = True, mtu: int = 1500,
+                 addresses: tuple[str, ...] = ()) -> Link:
         with self._lock:
             if name in self._links:
                 raise ValueError(f"link {name} exists")
-            link = _FakeLink(self._next_index, admin_up=up, carrier=carrier)
+            link = _FakeLink(self._next_index, admin_up=up, carrier=carrier, mtu=mtu,
+                             addresses={canonical_iface(a) for a in addresses})
             self._next_index += 1
             self._links[name] = link
             self._add_link_sysctls(name)
@@ -303,3 +318,131 @@ class FakeKernel:
             if key not in self._sysctls:
                 raise KeyError(key)
             self._sysctls[key] = value
+
+    # -- VxlanDriver ----------------------------------------------------------------------------------
+
+    def _vxlan_link(self, name: str) -> _FakeLink:
+        link = self._links.get(name)
+        if link is None:
+            raise LinkNotFound(f"interface {name} does not exist", errno.ENODEV)
+        return link
+
+    def device(self, name: str) -> VxlanState | None:
+        with self._lock:
+            link = self._links.get(name)
+            if link is None:
+                return None
+            if link.vxlan is None:
+                raise NotVxlan(f"interface {name} exists and is not a VXLAN device", errno.EEXIST)
+            spec = VxlanSpec(name, link.vxlan.vni, link.vxlan.port, link.vxlan.local, link.vxlan.parent,
+                             link.vxlan.mac, link.mtu)
+            return VxlanState(spec, link.index, link.admin_up, False, frozenset(link.addresses))
+
+    def create(self, spec: VxlanSpec) -> None:
+        with self._lock:
+            self._check_failure("create_vxlan", spec.name)
+            if spec.name in self._links:
+                raise KernelError(f"create vxlan device {spec.name}: File exists", errno.EEXIST)
+            if spec.parent is not None:
+                self._vxlan_link(spec.parent)
+            link = _FakeLink(self._next_index, admin_up=False, carrier=True, mtu=spec.mtu,
+                             vxlan=VxlanSpec(spec.name, spec.vni, spec.port, spec.local, spec.parent,
+                                             spec.mac.lower(), spec.mtu))
+            self._next_index += 1
+            self._links[spec.name] = link
+            self._add_link_sysctls(spec.name)
+            self.mutations.append(f"create vxlan {spec.name} vni {spec.vni} port {spec.port} "
+                                  f"local {spec.local}")
+            value = link.value(spec.name)
+        self._emit([LinkEvent("added", value)])
+
+    def update(self, name: str, *, mtu: int | None = None, mac: str | None = None,
+               up: bool | None = None) -> None:
+        with self._lock:
+            link = self._vxlan_link(name)
+            if mtu is not None:
+                link.mtu = mtu
+            if mac is not None and link.vxlan is not None:
+                link.vxlan = VxlanSpec(name, link.vxlan.vni, link.vxlan.port, link.vxlan.local,
+                                       link.vxlan.parent, mac.lower(), link.mtu)
+            self.mutations.append(f"update {name} mtu={mtu} mac={mac} up={up}")
+        if up is not None:
+            self._set_state(name, up, None)
+
+    def delete(self, name: str) -> None:
+        with self._lock:
+            if name not in self._links:
+                return
+            self.mutations.append(f"delete link {name}")
+        self.remove_link(name)
+
+    def add_address(self, name: str, iface: str) -> None:
+        with self._lock:
+            link = self._vxlan_link(name)
+            value = canonical_iface(iface)
+            if value in link.addresses:
+                raise KernelError(f"add address {iface} to {name}: File exists", errno.EEXIST)
+            link.addresses.add(value)
+            self.mutations.append(f"address add {value} dev {name}")
+
+    def delete_address(self, name: str, iface: str) -> None:
+        with self._lock:
+            self._vxlan_link(name).addresses.discard(canonical_iface(iface))
+            self.mutations.append(f"address del {canonical_iface(iface)} dev {name}")
+
+    def neighbours(self, name: str, family: Family) -> dict[str, str]:
+        with self._lock:
+            link = self._vxlan_link(name)
+            return {ip: mac for ip, mac in link.neighbours.items() if family_of(ip) == family}
+
+    def set_neighbour(self, name: str, ip: str, mac: str) -> None:
+        with self._lock:
+            self._check_failure("set_neighbour", ip)
+            self._vxlan_link(name).neighbours[str(family_of(ip).address(ip))] = mac.lower()
+            self.mutations.append(f"neigh replace {ip} lladdr {mac.lower()} dev {name}")
+
+    def delete_neighbour(self, name: str, ip: str) -> None:
+        with self._lock:
+            self._vxlan_link(name).neighbours.pop(str(family_of(ip).address(ip)), None)
+            self.mutations.append(f"neigh del {ip} dev {name}")
+
+    def fdb(self, name: str) -> frozenset[tuple[str, str]]:
+        with self._lock:
+            return frozenset(self._vxlan_link(name).fdb)
+
+    def append_fdb(self, name: str, mac: str, dst: str) -> None:
+        with self._lock:
+            self._check_failure("append_fdb", dst)
+            link = self._vxlan_link(name)
+            if link.vxlan is not None and family_of(dst) != family_of(link.vxlan.local):
+                raise KernelError(f"append fdb {mac} dst {dst}: Address family not supported",
+                                  errno.EAFNOSUPPORT)
+            link.fdb.add((mac.lower(), str(family_of(dst).address(dst))))
+            self.mutations.append(f"fdb append {mac.lower()} dst {dst} dev {name}")
+
+    def delete_fdb(self, name: str, mac: str, dst: str) -> None:
+        with self._lock:
+            self._vxlan_link(name).fdb.discard((mac.lower(), str(family_of(dst).address(dst))))
+            self.mutations.append(f"fdb del {mac.lower()} dst {dst} dev {name}")
+
+    def host_interfaces(self) -> list[HostInterface]:
+        with self._lock:
+            self._check_failure("host_interfaces")
+            return [HostInterface(name, link.index, link.mtu, link.value(name).is_up,
+                                  "vxlan" if link.vxlan is not None else None, tuple(sorted(link.addresses)))
+                    for name, link in sorted(self._links.items(), key=lambda item: item[1].index)]
+
+    # -- test controls for the VXLAN side ------------------------------------------------------------
+
+    def set_mtu(self, name: str, mtu: int) -> None:
+        with self._lock:
+            self._links[name].mtu = mtu
+
+    def drop_fdb(self, name: str, mac: str, dst: str) -> None:
+        """Delete an FDB entry behind the agent's back."""
+        with self._lock:
+            self._links[name].fdb.discard((mac.lower(), dst))
+
+    def drop_neighbour(self, name: str, ip: str) -> None:
+        with self._lock:
+            self._links[name].neighbours.pop(ip, None)

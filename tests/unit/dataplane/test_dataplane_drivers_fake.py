@@ -15,6 +15,7 @@ from tortie.testing.dataplane_conformance import (
     fake_env,
 )
 from tortie.testing.kernel_fake import FakeKernel
+from tortie.testing.vxlan_conformance import FakeUplinks, VxlanDriverConformance, VxlanEnv
 
 
 @pytest.fixture
@@ -31,6 +32,16 @@ class TestFakeLinks(LinkDriverConformance):
 
 
 class TestFakeSysctls(SysctlDriverConformance):
+    pass
+
+
+@pytest.fixture
+def vx() -> VxlanEnv:
+    kernel = FakeKernel()
+    return VxlanEnv(driver=kernel, bench=FakeUplinks(kernel))
+
+
+class TestFakeVxlan(VxlanDriverConformance):
     pass
 
 
