@@ -40,6 +40,8 @@ from tortie.agent.config_types import (
     enum_type,
     int_type,
     list_type,
+    mtu_type,
+    regex_type,
     string_type,
 )
 from tortie.agent.policy_params import (
@@ -85,6 +87,7 @@ class Param:
     default_doc: str | None = None  # how the docs show a computed default
     live: bool = False  # a change after start applies without restarting the agent
     cli_option: str | None = None  # `tortie agent run` option when not --<name-with-dashes>
+    felix: str | None = None  # FelixConfiguration field when Felix's spelling is not the camelCase name
 
     @property
     def env_name(self) -> str:
@@ -92,7 +95,7 @@ class Param:
 
     @property
     def felix_name(self) -> str:
-        return _camel(self.name)
+        return self.felix or _camel(self.name)
 
     @property
     def cli_flag(self) -> str:
@@ -169,6 +172,22 @@ PARAMS: tuple[Param, ...] = (
           "(the oldest records go first).", _LOCAL),
     Param("flow_logs_deny_rate", int_type(1, 1_000_000), 100, "Denied packets per second each deny rule "
           "logs, at most (the drop itself is never limited).", _LOCAL),
+    # -- encapsulation and MTU (issue 16; docs/design/dataplane.md) --
+    Param("vxlan_vni", int_type(0, 16777215), 4096, "VXLAN network identifier of the tunnel devices "
+          "(vxlan.calico, vxlan-v6.calico); every host must use the same.", felix="vxlanVNI"),
+    Param("vxlan_port", int_type(1, 65535), 4789, "UDP port of VXLAN; every host must use the same."),
+    Param("vxlan_mtu", mtu_type(68), 0, "MTU of the IPv4 VXLAN device and of workloads while an IPv4 pool "
+          "uses VXLAN; 0: the uplink's MTU - 50.", felix="vxlanMTU"),
+    Param("vxlan_mtu_v6", mtu_type(1280), 0, "MTU of the IPv6 VXLAN device; 0: the uplink's MTU - 70.",
+          felix="vxlanMTUV6"),
+    Param("mtu_iface_pattern", regex_type(), "", "Interfaces whose smallest MTU is the uplink MTU (a regex "
+          "searched in the name); empty: the interface holding this host's Node address."),
+    Param("allow_vxlan_packets_from_workloads", bool_type(), False, "Let workloads send VXLAN packets (UDP "
+          "to vxlan_port); by default they are dropped before their egress policy.",
+          felix="allowVXLANPacketsFromWorkloads"),
+    Param("mtu_file", string_type(), "", "Where the workload MTU is published for the CNI plugin (its "
+          "mtu_file) and the DHCP service, with an explanation in <mtu_file>.json; empty: not written. "
+          "`tortie node run` passes its --mtu-file (default /var/lib/tortie/mtu).", _LOCAL),
 )
 # fmt: on
 
@@ -338,15 +357,20 @@ class ProblemReporter:
 
 
 def datastore_resolver(
-    local: LocalConfig, hostname: str, reporter: ProblemReporter | None = None
+    local: LocalConfig, hostname: str, reporter: ProblemReporter | None = None,
+    on_invalid: Callable[[frozenset[str]], None] | None = None,
 ) -> Callable[[Mapping[str, Any] | None, Mapping[str, Any] | None], dict[str, Any]]:
     """The merge function calc's ConfigCalc calls with the FelixConfiguration `default` and
-    `node.<hostname>` specs: the full effective configuration, problems reported once each."""
+    `node.<hostname>` specs: the full effective configuration, problems reported once each.
+    `on_invalid(names)` hears, on every resolution, which parameters had an invalid value somewhere
+    (the running agent keeps its own value of those: `tortie.agent.pipeline`)."""
 
     def resolve_specs(default: Mapping[str, Any] | None, node: Mapping[str, Any] | None) -> dict[str, Any]:
         resolved = local.resolve(default, node, hostname)
         if reporter is not None:
             reporter.report(resolved.problems)
+        if on_invalid is not None:
+            on_invalid(frozenset(p.name for p in resolved.problems if p.name in PARAMS_BY_NAME))
         return resolved.values
 
     return resolve_specs

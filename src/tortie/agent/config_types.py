@@ -88,6 +88,34 @@ def int_type(low: int, high: int) -> ParamType:
     return ParamType(f"integer {low}..{high}", parse)
 
 
+def mtu_type(minimum: int) -> ParamType:
+    """0 (detect) or an MTU of at least `minimum` (68 for IPv4, 1280 for IPv6) up to 65535."""
+    as_int = int_type(0, 65535).parse
+
+    def parse(raw: object) -> int:
+        value = as_int(raw)
+        assert isinstance(value, int)
+        if 0 < value < minimum:
+            raise ValueError(f"{value} is below the minimum MTU {minimum} (0 detects it)")
+        return value
+
+    return ParamType(f"0 (detect) or an MTU {minimum}..65535", parse)
+
+
+def regex_type() -> ParamType:
+    """A regular expression (Python's `re`, searched anywhere in the name as Felix's Go regexp)."""
+
+    def parse(raw: object) -> str:
+        text = _text(raw)
+        try:
+            re.compile(text)
+        except re.error as exc:
+            raise ValueError(f"{text!r} is not a regular expression: {exc}") from None
+        return text
+
+    return ParamType("regular expression", parse)
+
+
 def bool_type() -> ParamType:
     return ParamType("boolean", parse_bool)
 

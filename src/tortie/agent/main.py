@@ -59,6 +59,7 @@ def netlink_drivers(config: Mapping[str, Any]) -> Drivers:
     from tortie.dataplane.drivers.links import NetlinkLinkDriver
     from tortie.dataplane.drivers.routes import NetlinkRouteDriver
     from tortie.dataplane.drivers.sysctl import ProcSysctlDriver
+    from tortie.dataplane.drivers.vxlan import NetlinkVxlanDriver
 
     nft = None
     if config.get("policy_enabled", True):
@@ -66,7 +67,8 @@ def netlink_drivers(config: Mapping[str, Any]) -> Drivers:
 
         nft = NftablesDriver()
     return Drivers(NetlinkRouteDriver(protocol=int(config["device_route_protocol"])), NetlinkLinkDriver(),
-                   ProcSysctlDriver(), nft, flow_logs=bool(config.get("flow_logs_enabled", False)))
+                   ProcSysctlDriver(), nft, flow_logs=bool(config.get("flow_logs_enabled", False)),
+                   vxlan=NetlinkVxlanDriver())
 
 
 def setup_logging(severity: str) -> None:

@@ -44,13 +44,23 @@ from tortie.dataplane.drivers.links import LinkDriver
 from tortie.dataplane.drivers.nftables import NftDriver
 from tortie.dataplane.drivers.routes import RouteDriver
 from tortie.dataplane.drivers.sysctl import SysctlDriver
+from tortie.dataplane.drivers.vxlan import VxlanDriver
 from tortie.dataplane.loop import DataplaneLoop
 from tortie.dataplane.managers.block_routes import BlockRoutesManager
 from tortie.dataplane.managers.endpoints import EndpointManager
+from tortie.dataplane.managers.host_mtu import HostMtuManager
 from tortie.dataplane.managers.host_sysctls import DEFAULT_HOST_SYSCTLS, HostSysctlsManager
 from tortie.dataplane.managers.manager_api import Manager
 from tortie.dataplane.managers.policy import PolicyManager
-from tortie.dataplane.messages import POLICY_MESSAGE_TYPES, ConfigUpdate, Message, WorkloadEndpointUpdate
+from tortie.dataplane.managers.vxlan import DEVICE_NAMES, VxlanManager
+from tortie.dataplane.messages import (
+    ENCAP_MESSAGE_TYPES,
+    POLICY_MESSAGE_TYPES,
+    ConfigUpdate,
+    Message,
+    WorkloadEndpointUpdate,
+)
+from tortie.dataplane.mtu import MtuSettings
 from tortie.dataplane.nft.config import RenderConfig, render_config
 from tortie.dataplane.routetable import RouteTable
 from tortie.datastore import syncer as sync
@@ -83,9 +93,11 @@ class Drivers:
     nft: NftDriver | None = None  # policy (issue 5); None: policy is not enforced
     addresses: HostAddressDriver | None = None  # host endpoints by expectedIPs; None: read with netlink
     flow_logs: bool = False  # the flow logger may use this process's kernel (NFLOG, conntrack; issue 20)
+    vxlan: VxlanDriver | None = None  # tunnel devices and host MTU; None: no VXLAN and no MTU file
 
     def close(self) -> None:
-        for driver in (self.routes, self.links, self.sysctls, *((self.nft,) if self.nft is not None else ())):
+        optional = [d for d in (self.nft, self.vxlan) if d is not None]
+        for driver in (self.routes, self.links, self.sysctls, *optional):
             try:
                 driver.close()
             except Exception:  # closing is best effort; a driver may share another's resources
@@ -93,10 +105,12 @@ class Drivers:
 
 
 def syncer_prefixes(hostname: str) -> list[str]:
-    """What the agent watches: endpoints, configuration, this host's IPAM, and the policy kinds."""
+    """What the agent watches: endpoints, configuration, Nodes (VXLAN tunnel endpoints, this host's
+    subnet), IPAM blocks and this host's affinities, and the policy kinds (IP pools among them)."""
     return [
         kind_info("WorkloadEndpoint").prefix,
         kind_info("FelixConfiguration").prefix,
+        kind_info("Node").prefix,
         BLOCK_ROOT,
         host_affinity_prefix(hostname),
         *(kind_info(kind).prefix for kind in POLICY_KINDS if kind != "WorkloadEndpoint"),
@@ -159,19 +173,35 @@ class AgentPipeline:
                 "IPv6 is off on this host: %s; serving IPv4 only (no IPv6 routes, sysctls or addresses; "
                 "set ipv6_support=false to say so and silence this)", absent)
             ipv6 = False
-        # Route sources (blocks, endpoints) set targets on the one route table of the main table;
-        # the table is applied after the sources that feed it, the endpoint manager after the table
-        # (its sysctls and status need the table's links and routes of the same round).
+        families = FAMILIES if ipv6 else (V4,)
+        # Route sources (blocks, VXLAN, endpoints) set targets on the one route table of the main
+        # table; the table is applied after the sources that feed it, the endpoint manager after the
+        # table (its sysctls and status need the table's links and routes of the same round). The
+        # MTU manager decides before the VXLAN manager sizes its devices.
+        iface_prefixes = tuple(config["interface_prefix"])
         self.route_table = RouteTable(
-            drivers.routes, drivers.links, interface_prefixes=tuple(config["interface_prefix"]),
-            families=FAMILIES if ipv6 else (V4,))
+            drivers.routes, drivers.links, interface_prefixes=iface_prefixes, devices=DEVICE_NAMES.values(),
+            families=families)
         self.block_manager = BlockRoutesManager(self.route_table)
         self.endpoint_manager = EndpointManager(
             self.route_table, drivers.sysctls, status_callback=self._status_bridge.on_status)
         host_settings = DEFAULT_HOST_SYSCTLS if config["ip_forwarding"] == "Enabled" else {}
         self.sysctl_manager = HostSysctlsManager(drivers.sysctls, host_settings, ipv6=ipv6)
-        managers: list[Manager] = [
-            self.sysctl_manager, self.block_manager, self.route_table, self.endpoint_manager]
+        managers: list[Manager] = [self.sysctl_manager, self.block_manager]
+        self.mtu_manager: HostMtuManager | None = None
+        self.vxlan_manager: VxlanManager | None = None
+        encap_unhandled: tuple[type, ...] = ENCAP_MESSAGE_TYPES
+        if drivers.vxlan is not None:
+            settings = MtuSettings(int(config["vxlan_mtu"]), int(config["vxlan_mtu_v6"]),
+                                   str(config["mtu_iface_pattern"]), (*iface_prefixes, *DEVICE_NAMES.values()))
+            mtu_file = str(config["mtu_file"]) or None
+            self.mtu_manager = HostMtuManager(drivers.vxlan, settings, mtu_file=mtu_file)
+            self.vxlan_manager = VxlanManager(drivers.vxlan, self.route_table, self.mtu_manager,
+                                              vni=int(config["vxlan_vni"]), port=int(config["vxlan_port"]),
+                                              families=families)
+            managers += [self.mtu_manager, self.vxlan_manager]
+            encap_unhandled = ()
+        managers += [self.route_table, self.endpoint_manager]
         self.policy_manager: PolicyManager | None = None
         policy = bool(config.get("policy_enabled", True)) and drivers.nft is not None
         # Flow logs (tortie.flows): a thread of their own that only reads the kernel; the catalog of
@@ -194,13 +224,14 @@ class AgentPipeline:
                                  on_first_apply=self._on_first_apply)
         route_refresh = config["route_refresh_interval"] or None
         # Without policy the calc sends no policy messages, and the configuration is the pipeline's.
-        unhandled = () if policy else (*POLICY_MESSAGE_TYPES, ConfigUpdate)
+        unhandled = (*encap_unhandled, *(() if policy else (*POLICY_MESSAGE_TYPES, ConfigUpdate)))
         self.loop = DataplaneLoop(
             managers, unhandled=unhandled, link_driver=drivers.links, refresh_interval=route_refresh,
             refresh_overrides={self.sysctl_manager.name: config["interface_refresh_interval"] or None},
             observer=observer, on_fatal=lambda exc: self._finish(Outcome.DATAPLANE_FAILED, str(exc)))
 
-        resolve = datastore_resolver(local, self.hostname, reporter)
+        self._invalid: frozenset[str] = frozenset()
+        resolve = datastore_resolver(local, self.hostname, reporter, on_invalid=self._on_invalid)
         self.graph = CalcGraph(self.hostname, self._collect, resolve, policy=policy)
         self._out: list[Message] = []
         prefixes = syncer_prefixes(self.hostname) + (list(STAGED_WATCH) if self.flows is not None else [])
@@ -348,13 +379,29 @@ class AgentPipeline:
         if not self._out:
             return
         out, self._out = self._out, []
-        for msg in out:
+        for index, msg in enumerate(out):
             if isinstance(msg, WorkloadEndpointUpdate):
                 self._status_bridge.on_endpoint_update(msg)
             elif isinstance(msg, ConfigUpdate):
+                out[index] = msg = ConfigUpdate(self._keep_running(msg.values))
                 self._on_config(msg.values)
         self._receipts.flushed(time.monotonic(), oldest_receipt)
         self.loop.send_many(out)
+
+    def _on_invalid(self, names: frozenset[str]) -> None:
+        """Calc thread: the parameters whose latest resolution met an invalid value."""
+        self._invalid = names
+
+    def _keep_running(self, values: Mapping[str, object]) -> dict[str, object]:
+        """The new configuration, except that a parameter with an invalid value somewhere keeps the
+        value this pipeline runs with: a bad edit (a VNI out of range written past validation) never
+        changes or restarts a running dataplane; fixing the value applies it."""
+        kept = {name: self.config[name] for name in self._invalid
+                if name in self.config and values.get(name) != self.config[name]}
+        for name, value in sorted(kept.items()):
+            log.warning("invalid configuration value; keeping the running value param=%s running=%r",
+                        name, value)
+        return {**values, **kept}
 
     def _on_config(self, values: Mapping[str, object]) -> None:
         changed = restart_needed(self.config, values)

@@ -45,6 +45,7 @@ from tortie.bgp.control import BirdCommandError, BirdControl, BirdNotRunning
 from tortie.bgp.render import render
 from tortie.bgp.snapshot import BGP_PREFIXES, WORKLOAD_PREFIX, SnapshotCache
 from tortie.bgp.view import ViewOptions, ViewResult, compute_view
+from tortie.common.files import write_atomically
 from tortie.common.ipfamily import IPAddress
 from tortie.datastore.api import Datastore
 from tortie.datastore.syncer import Delete, InSync, Status, Syncer, SyncEvent, Update
@@ -172,16 +173,6 @@ class LoopbackAddresses:
             self._ip("del", address)
             self.present.discard(address)
         return problems
-
-
-def write_atomically(path: str, text: str) -> None:
-    """Replace `path` with `text` so that readers see the old or the new file, never a mix."""
-    tmp = f"{path}.tmp.{os.getpid()}.{threading.get_ident()}"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def read_health(run_dir: str) -> dict[str, Any] | None:

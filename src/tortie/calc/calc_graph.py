@@ -4,7 +4,8 @@
           |
     ValidationFilter --(parsed | None)--> Dispatcher
       (locality: this host's             |--WorkloadEndpoint---------> EndpointCalc --+
-       endpoints parsed, others raw)     |--IPAMBlock, BlockAffinity-> BlockCalc -----+--> EventSequencer
+       endpoints parsed, others raw)     |--IPAMBlock, BlockAffinity-> BlockCalc -----+
+                                         |--IPPool, Node, IPAMBlock--> VxlanResolver -+--> EventSequencer
                                          '--FelixConfiguration-------> ConfigCalc ----+         |
                                                    (config listeners: EndpointCalc)        flush() -> sink
 
@@ -14,7 +15,9 @@ is queued (the agent flushes after each batch). Output: `tortie.dataplane.messag
 `flush()`. Pure and synchronous: no I/O, no clock, no threads; the same events give the same messages.
 
 Channel ranks (dependency order of the sequencer): lower ranks are sent first on update, last on
-remove. With `policy=True` (the agent) the policy calculator's channels join them: ipsets (10),
+remove: endpoints (40), host blocks (50), then the VXLAN resolver's encapsulation state (60), tunnel
+endpoints (62) and remote block routes (64). With `policy=True` (the agent) the policy calculator's
+channels join them: ipsets (10),
 policies (20), profiles (30), pools (33), endpoint policy (36), host endpoint policy (37)
 (tortie.calc.policy_calc, docs/design/policy.md).
 """
@@ -33,12 +36,15 @@ from tortie.calc.event_sequencer import Channel, EventSequencer
 from tortie.calc.policy_calc import POLICY_CHANNELS, PolicyCalc
 from tortie.calc.policy_graph import attach_policy_calc
 from tortie.calc.validation_filter import FELIX_CONFIGURATION, ValidationFilter
+from tortie.calc.vxlan_resolver import CHANNELS as VXLAN_CHANNELS
+from tortie.calc.vxlan_resolver import VxlanResolver
 from tortie.dataplane.messages import Message
 from tortie.datastore.syncer import Delete, InSync, SyncEvent, Update
 
 CHANNELS = (
     Channel(ENDPOINTS, 40, endpoint_remove),
     Channel(BLOCKS, 50, block_remove),
+    *VXLAN_CHANNELS,
 )
 
 
@@ -55,11 +61,15 @@ class CalcGraph:
         self.config_calc = ConfigCalc(hostname, self.sequencer, resolve)
         self.endpoint_calc = EndpointCalc(self.sequencer)
         self.block_calc = BlockCalc(hostname, self.sequencer)
+        self.vxlan_resolver = VxlanResolver(hostname, self.sequencer)
 
         self.dispatcher.register(FELIX_CONFIGURATION, self.config_calc.on_felix_configuration)
         self.dispatcher.register(WORKLOAD_ENDPOINT, self.endpoint_calc.on_endpoint)
         self.dispatcher.register(BLOCK_KIND, self.block_calc.on_block)
         self.dispatcher.register(AFFINITY_KIND, self.block_calc.on_affinity)
+        self.dispatcher.register(BLOCK_KIND, self.vxlan_resolver.on_block)
+        self.dispatcher.register("IPPool", self.vxlan_resolver.on_pool)
+        self.dispatcher.register("Node", self.vxlan_resolver.on_node)
         self.config_calc.add_listener(self.endpoint_calc.on_config)
         # Policy (tiers, policies, profiles, IP sets, host endpoints, pools); it also listens to the
         # other hosts' endpoints, because selectors need every host's endpoints.

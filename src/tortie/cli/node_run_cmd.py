@@ -112,6 +112,11 @@ def register(sub: SubParsers) -> None:
         default=env("TORTIE_NODENAME_FILE", "/var/lib/tortie/nodename"),
         help='write the Node name here for the CNI plugin ("" to skip; default: %(default)s)',
     )
+    p.add_argument(
+        "--mtu-file",
+        default=env("TORTIE_MTU_FILE", "/var/lib/tortie/mtu"),
+        help='where the agent publishes the workload MTU for the CNI plugin ("" to skip; default: %(default)s)',
+    )
     p.add_argument("--no-agent", action="store_true", help="do not run the agent")
     p.add_argument("--no-bgp", action="store_true", help="do not run BGP (BIRD)")
     p.set_defaults(func=_run)
@@ -145,6 +150,7 @@ def _run(args: argparse.Namespace) -> int:
         bird_binary=args.bird,
         secrets_dir=args.secrets_dir or DEFAULT_SECRETS_DIR,
         nodename_file=args.nodename_file,
+        mtu_file=args.mtu_file,
     )
     root = logging.getLogger()
     root.setLevel(min(root.level, logging.INFO))  # a service logs its state transitions

@@ -257,6 +257,10 @@ def _evaluate(state: PolicyState, end: End, direction: Direction, pkt: Packet) -
         return f"{direction} of {end.label}: deny (no policy programmed for it on {end.host})", False
     if direction == "egress" and not anti_spoofing_ok(ep, pkt.src):
         return f"egress of {end.label}: deny (anti-spoofing)", False
+    cfg = state.config
+    if direction == "egress" and cfg.drop_vxlan_from_workloads and (pkt.protocol, pkt.dst_port) == (
+            17, cfg.vxlan_port):
+        return f"egress of {end.label}: deny (VXLAN packets from workloads are dropped)", False
     decision = evaluate_endpoint(state, ep, direction, pkt)
     return f"{direction} of {end.label}: {decision.verdict} ({_why(decision)})", decision.verdict == "allow"
 

@@ -44,6 +44,7 @@ class PoolView:
     node_selector: str = "all()"
     allowed_uses: tuple[str, ...] = DEFAULT_ALLOWED_USES
     manual: bool = False  # assignmentMode Manual: only used when named by the caller
+    vxlan_mode: str = "Never"  # Never / Always / CrossSubnet: VXLAN pools get tunnel addresses
 
     @property
     def family(self) -> Family:
@@ -93,6 +94,7 @@ def pool_from_resource(obj: Mapping[str, Any]) -> PoolView | None:
         node_selector=spec.effective_node_selector,
         allowed_uses=tuple(spec.effective_allowed_uses),
         manual=spec.effective_assignment_mode == "Manual",
+        vxlan_mode=spec.effective_vxlan_mode,
     )
 
 

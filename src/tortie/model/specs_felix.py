@@ -206,7 +206,8 @@ class FelixConfigurationSpec:
     vxlan_mtu: Annotated[int | None, Wire(MTU, "vxlanMTU")] = None
     vxlan_mtu_v6: Annotated[int | None, Wire(MTU, "vxlanMTUV6")] = None
     vxlan_port: Annotated[int | None, Wire(PORT_NUMBER, "vxlanPort")] = None
-    vxlan_vni: Annotated[int | None, Wire(Int(0, 16777215), "vxlanVNI")] = None
+    vxlan_vni: Annotated[int | None, Wire(Int(0, 16777215, hint="a VXLAN VNI is 24 bits: 0-16777215"),
+                                          "vxlanVNI")] = None
     allow_vxlan_packets_from_workloads: Annotated[
         bool | None, Wire(Bool(), "allowVXLANPacketsFromWorkloads")] = None
     allow_ipip_packets_from_workloads: Annotated[
@@ -269,6 +270,13 @@ class FelixConfigurationSpec:
     go_max_procs: Annotated[int | None, Wire(GO_TUNABLE)] = None
 
 
+@uses("vxlanMTUV6")
+def _check_mtu_v6(spec: FelixConfigurationSpec, path: str, issues: Issues) -> None:
+    if spec.vxlan_mtu_v6 and spec.vxlan_mtu_v6 < 1280:
+        issues.add(join(path, "vxlanMTUV6"), f"{spec.vxlan_mtu_v6} is below IPv6's minimum link MTU of 1280 "
+                   "(RFC 8200): use 0 (detect) or 1280-65535")
+
+
 @uses("routeTableRange", "routeTableRanges")
 def _check_felix(spec: FelixConfigurationSpec, path: str, issues: Issues) -> None:
     if spec.route_table_range is not None and spec.route_table_ranges:
@@ -278,7 +286,7 @@ def _check_felix(spec: FelixConfigurationSpec, path: str, issues: Issues) -> Non
         issues.add(join(path, "routeTableRanges"), f"targets {total} tables; at most 65535 are allowed")
 
 
-FELIX_CONFIGURATION_SPEC = Struct(FelixConfigurationSpec, checks=[_check_felix])
+FELIX_CONFIGURATION_SPEC = Struct(FelixConfigurationSpec, checks=[_check_felix, _check_mtu_v6])
 
 
 def check_felix_resource(meta: Metadata, spec: FelixConfigurationSpec, issues: Issues) -> None:

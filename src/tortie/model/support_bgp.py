@@ -78,10 +78,9 @@ TABLE: dict[tuple[type[Any], str], FieldSupport] = {
     (B.NodeBGPSpec, "ipv6_address"): impl(SNAP),
     (B.NodeBGPSpec, "route_reflector_cluster_id"): impl(SNAP),
     (B.NodeBGPSpec, "ipv4_ipip_tunnel_addr"): warn("tortie has no IPIP tunnel device"),
-    (B.NodeSpec, "ipv4_vxlan_tunnel_addr"): warn("tortie has no VXLAN tunnel device yet (issue 16)"),
-    (B.NodeSpec, "vxlan_tunnel_mac_addr"): warn("tortie has no VXLAN tunnel device yet (issue 16)"),
-    (B.NodeSpec, "ipv6_vxlan_tunnel_addr"): warn("tortie has no VXLAN tunnel device yet (issue 16)"),
-    (B.NodeSpec, "vxlan_tunnel_mac_addr_v6"): warn("tortie has no VXLAN tunnel device yet (issue 16)"),
+    **{(B.NodeSpec, a): impl("calc.vxlan_resolver", "node.tunnel_addresses")
+       for a in ("ipv4_vxlan_tunnel_addr", "vxlan_tunnel_mac_addr", "ipv6_vxlan_tunnel_addr",
+                 "vxlan_tunnel_mac_addr_v6")},
     (B.NodeSpec, "wireguard"): warn("tortie has no WireGuard device"),
     (B.NodeWireguardSpec, "interface_ipv4_address"): warn("tortie has no WireGuard device"),
     (B.NodeWireguardSpec, "interface_ipv6_address"): warn("tortie has no WireGuard device"),

@@ -22,7 +22,6 @@ NFT = "tortie's nftables table has a fixed layout and does not share marks with 
 BPF = "tortie's dataplane is nftables; the same policy is enforced without eBPF or XDP"
 GO = "tortie is not a Go program"
 DEBUG = "Felix's debugging aid; tortie has its own logs and `tortie policy trace`"
-NO_TUNNEL = "tortie has no IPIP or VXLAN tunnel yet (issue 16)"
 NO_WIREGUARD = "tortie has no WireGuard device"
 
 
@@ -96,23 +95,24 @@ TABLE: dict[tuple[type[Any], str], FieldSupport] = {
         "(BGPConfiguration programClusterRoutes)"), "BIRD programs cluster routes: what tortie does"),
     **_warned("the agent uses its own route protocol number and metrics", "ipv4_normal_route_priority",
               "ipv4_elevated_route_priority", "ipv6_normal_route_priority", "ipv6_elevated_route_priority"),
-    (F, "mtu_iface_pattern"): warn("MTU detection arrives with issue 16"),
     (F, "service_loop_prevention"): warn("tortie installs no service-address loop prevention routes"),
     (F, "workload_source_spoofing"): unless(("Any",), Warned(
         "every WorkloadEndpoint's allowSpoofedSourcePrefixes is honoured, as with Any"),
         "endpoints' allowSpoofedSourcePrefixes are honoured"),
     (F, "floating_ips"): unless(("Disabled",), Warned(
         "WorkloadEndpoint ipNATs are refused until 1:1 NAT is implemented"), "no floating IPs"),
-    (F, "external_nodes_list"): warn(NO_TUNNEL),
+    (F, "external_nodes_list"): warn(
+        "tortie accepts VXLAN from any host; its hosts' VXLAN needs no list of outside nodes"),
     (F, "ipip_enabled"): unless((False,), Rejected("IPIP tunnels (this kernel has no ipip module)"),
                                 "no IPIP device: what tortie does"),
-    (F, "vxlan_enabled"): unless((False,), Rejected("VXLAN tunnels (issue 16)", not_yet=True),
-                                 "no VXLAN device: what tortie does"),
-    **_warned(NO_TUNNEL, "ipip_mtu", "vxlan_mtu", "vxlan_mtu_v6", "vxlan_port", "vxlan_vni"),
-    (F, "allow_vxlan_packets_from_workloads"): warn(
-        "tortie has no tunnels for such packets to enter; they are policed like any other packet"),
+    (F, "vxlan_enabled"): warn("the VXLAN device of a family exists exactly while an IP pool of that family "
+                               "uses VXLAN"),
+    (F, "ipip_mtu"): warn("tortie has no IPIP device"),
+    **{(F, a): impl(AGENT, "agent.pipeline") for a in ("vxlan_mtu", "vxlan_mtu_v6", "vxlan_port", "vxlan_vni",
+                                                       "mtu_iface_pattern")},
+    (F, "allow_vxlan_packets_from_workloads"): impl(AGENT, "dataplane.nft.config"),
     (F, "allow_ipip_packets_from_workloads"): warn(
-        "tortie has no tunnels for such packets to enter; they are policed like any other packet"),
+        "tortie has no IPIP device for such packets to enter; they are policed like any other packet"),
     (F, "wireguard_enabled"): unless((False,), Rejected(
         "WireGuard encryption (no WireGuard on this kernel); traffic would leave unencrypted"),
         "no encryption: what tortie does"),

@@ -15,13 +15,11 @@ SNAP = "bgp.snapshot"
 
 TABLE: dict[tuple[type[Any], str], FieldSupport] = {
     (I.IPPoolSpec, "cidr"): impl("ipam.pools", SNAP, "calc.policy_calc"),
-    (I.IPPoolSpec, "vxlan_mode"): unless(("Never",), Rejected(
-        "VXLAN encapsulation (issue 16); tortie routes workload traffic unencapsulated", not_yet=True),
-        "no encapsulation: what tortie does"),
+    (I.IPPoolSpec, "vxlan_mode"): impl("calc.vxlan_resolver", "ipam.pools", "node.tunnel_addresses"),
     (I.IPPoolSpec, "ipip_mode"): unless(("Never",), Rejected(
-        "IPIP encapsulation (this kernel has no ipip module); tortie routes workload traffic "
-        "unencapsulated, which would change how packets cross the fabric"),
-        "no encapsulation: what tortie does"),
+        "IPIP encapsulation: tortie implements no IPIP (it cannot be tested on a kernel without the ipip "
+        "module); use vxlanMode Always or CrossSubnet for an encapsulated pool"),
+        "no IPIP: what tortie does"),
     (I.IPPoolSpec, "nat_outgoing"): impl("calc.policy_calc"),
     (I.IPPoolSpec, "disabled"): impl("ipam.pools", SNAP),
     (I.IPPoolSpec, "disable_bgp_export"): impl(SNAP),

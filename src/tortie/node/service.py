@@ -12,6 +12,7 @@
       SIGTERM/SIGINT (the `stop` event): stop the BGP daemon (BIRD stops; its kernel routes persist)
         and the agent (its routes and sysctls stay); exit 0. The dataplane stays in place.
       CalicoNodeStatus objects naming this host: filled by `tortie.node.status_report` (own thread)
+      VXLAN tunnel addresses of this host: kept by `tortie.node.tunnel_addresses` (own thread)
 
 Why two shapes: the agent is a separate process so that it can be restarted on its own (a crash, exit
 code 3 after persistent kernel failures) and a new one adopts the kernel state without loss; the BGP
@@ -42,10 +43,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from tortie.bgp.daemon import BgpDaemon, DaemonConfig, read_health, write_atomically
+from tortie.bgp.daemon import BgpDaemon, DaemonConfig, read_health
 from tortie.bgp.secrets import DEFAULT_SECRETS_DIR, FileSecrets
 from tortie.bgp.view import DEFAULT_AGENT_ROUTE_PROTOCOL, Timers, ViewOptions
 from tortie.common.errors import DatastoreUnavailable, TortieError, UserError
+from tortie.common.files import write_atomically
 from tortie.common.ipfamily import V4, V6, Family, IPInterface, family_of
 from tortie.datastore.api import Datastore
 from tortie.datastore.url import credentials_to_environment
@@ -54,6 +56,7 @@ from tortie.node.autodetect import autodetect
 from tortie.node.registration import KEEP, REMOVE, AddressChoice, NodeAddresses, register_node
 from tortie.node.status_report import NodeStatusReporter, families_of
 from tortie.node.supervisor import ChildProcess, Component, InProcess, Supervisor
+from tortie.node.tunnel_addresses import TunnelAddressKeeper
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +94,8 @@ class NodeConfig:
     restart_max: float = 30.0
     nodename_file: str = ""
     """Where to write the registered Node name for the CNI plugin (its `nodename_file`); "" = nowhere."""
+    mtu_file: str = ""
+    """Where the agent publishes the workload MTU for the CNI plugin (its `mtu_file`); "" = nowhere."""
 
 
 def resolve_address(choice: str, method: str, fam: Family) -> AddressChoice:
@@ -231,6 +236,7 @@ class NodeService:
                     "TORTIE_HEALTH_PORT": str(cfg.agent_health_port),
                 }
             )
+        env["TORTIE_MTU_FILE"] = cfg.mtu_file
         env.update(cfg.agent_env)
         return ChildProcess("agent", argv, env)
 
@@ -318,6 +324,8 @@ class NodeService:
         # CalicoNodeStatus objects naming this node are filled by their own thread.
         reporter = NodeStatusReporter(self.ds, cfg.hostname, cfg.run_dir, families_of(self.registered))
         reporter.start()
+        tunnels = TunnelAddressKeeper(self.ds, cfg.hostname)
+        tunnels.start()
         log.info(
             "node service running host=%s components=%s", cfg.hostname, ",".join(c.name for c in components)
         )
@@ -328,6 +336,7 @@ class NodeService:
                 self.supervisor.changed = False
                 stop.wait(LOOP_INTERVAL)
         finally:
+            tunnels.stop()
             reporter.stop()
             self.write_status(force=True, stopping=True)
             self.supervisor.stop_all()

@@ -44,7 +44,8 @@ class TableSpec:
 
     table: str
     key: Callable[[Any], Hashable]
-    remove: bool = False
+    remove: bool | Callable[[Any], bool] = False
+    """True for a Remove type; a predicate for an Update type whose empty value means "nothing"."""
 
 
 MESSAGE_TABLES: dict[type, TableSpec] = {
@@ -52,6 +53,11 @@ MESSAGE_TABLES: dict[type, TableSpec] = {
     m.WorkloadEndpointRemove: TableSpec("endpoints", lambda msg: msg.id, remove=True),
     m.HostBlockUpdate: TableSpec("blocks", lambda msg: msg.cidr),
     m.HostBlockRemove: TableSpec("blocks", lambda msg: msg.cidr, remove=True),
+    m.VtepUpdate: TableSpec("vteps", lambda msg: (msg.node, msg.family)),
+    m.VtepRemove: TableSpec("vteps", lambda msg: (msg.node, msg.family), remove=True),
+    m.RemoteBlockRouteUpdate: TableSpec("remote_routes", lambda msg: msg.cidr),
+    m.RemoteBlockRouteRemove: TableSpec("remote_routes", lambda msg: msg.cidr, remove=True),
+    m.EncapUpdate: TableSpec("encap", lambda msg: "encap", remove=lambda msg: msg == m.EncapUpdate()),
 }
 
 
@@ -119,7 +125,7 @@ class DataplaneModel:
             raise AssertionError(f"unknown message type {type(msg).__name__}")
         table = self.tables.setdefault(spec.table, {})
         key = spec.key(msg)
-        if spec.remove:
+        if spec.remove(msg) if callable(spec.remove) else spec.remove:
             if key not in table:
                 raise AssertionError(f"{msg!r} removes something the dataplane does not hold")
             del table[key]

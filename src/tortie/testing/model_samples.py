@@ -468,8 +468,6 @@ REFUSED: list[tuple[dict[str, Any], str, str]] = [
      "spec.egress[0].destination.services", "is not implemented yet"),
     (obj("IPPool", "ipip", {"cidr": "10.9.0.0/16", "ipipMode": "CrossSubnet"}), "spec.ipipMode",
      "is not supported by tortie"),
-    (obj("IPPool", "vxlan", {"cidr": "10.9.0.0/16", "vxlanMode": "Always"}), "spec.vxlanMode",
-     "is not implemented yet"),
     (obj("IPPool", "by-ns", {"cidr": "10.9.0.0/16", "namespaceSelector": "has(pods)"}),
      "spec.namespaceSelector", "is not implemented yet"),
     (obj("WorkloadEndpoint", "n-k8s-w-eth0", {"ipNetworks": ["10.244.3.5/32"], "ipNATs": [

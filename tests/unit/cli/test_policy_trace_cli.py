@@ -141,3 +141,8 @@ def test_dual_stack_ends_are_traced_in_the_family_asked_for(
     argv = ["--from", "c", "--to", "d", "--protocol", "icmpv6", "--ip-family", "4"]
     assert main(["--datastore", dual_url, "policy", "trace", *argv]) == 1
     assert "is not the ICMP of IPv4" in capsys.readouterr().err
+def test_vxlan_packets_from_a_workload_are_dropped(url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["--datastore", url, "policy", "trace", "--from", "a", "--to", "10.0.0.2", "--protocol", "udp"]
+    assert main([*args, "--port", "4789"]) == 3
+    out = capsys.readouterr().out
+    assert "VXLAN packets from workloads" in out and "verdict: DROP" in out

@@ -15,6 +15,7 @@ from tortie.dataplane.managers.endpoints import EndpointManager
 from tortie.dataplane.managers.host_sysctls import HostSysctlsManager
 from tortie.dataplane.managers.manager_api import Manager
 from tortie.dataplane.messages import (
+    ENCAP_MESSAGE_TYPES,
     MESSAGE_TYPES,
     POLICY_MESSAGE_TYPES,
     ConfigUpdate,
@@ -67,7 +68,8 @@ class Recorder(DataplaneObserver):
         self.stats.append(stats)
 
 
-ROUTING_ONLY = (*POLICY_MESSAGE_TYPES, ConfigUpdate)  # what a loop without a policy manager leaves unhandled
+# what a loop without policy and VXLAN managers leaves unhandled
+ROUTING_ONLY = (*POLICY_MESSAGE_TYPES, *ENCAP_MESSAGE_TYPES, ConfigUpdate)
 ENDPOINTS_ONLY = tuple(
     t for t in MESSAGE_TYPES if t not in (WorkloadEndpointUpdate, WorkloadEndpointRemove, InSync)
 )

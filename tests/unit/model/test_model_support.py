@@ -147,7 +147,11 @@ def test_value_dependent_fields_are_rejected_only_for_values_tortie_cannot_honou
             "spec": {"cidr": "10.0.0.0/16", "ipipMode": "Never", "vxlanMode": "Never"}}
     parse_resource(pool)
     pool["spec"]["vxlanMode"] = "CrossSubnet"
-    with pytest.raises(ValidationError, match=r"spec\.vxlanMode: is not implemented yet: VXLAN"):
+    parse_resource(pool)
+    pool["spec"]["ipipMode"] = "Always"
+    pool["spec"]["vxlanMode"] = "Never"
+    with pytest.raises(ValidationError, match=r"spec\.ipipMode: is not supported by tortie: IPIP "
+                       r"encapsulation: tortie implements no IPIP .*use vxlanMode Always or CrossSubnet"):
         parse_resource(pool)
 
 

@@ -10,6 +10,7 @@ One module per area, all re-exported here:
 
     endpoints.py   WorkloadEndpointId, WorkloadEndpointUpdate/Remove (interface and address routes)
     routes.py      HostBlockUpdate/Remove (IPAM blocks affine to this host)
+    encap.py       VtepUpdate/Remove, RemoteBlockRouteUpdate/Remove, EncapUpdate (VXLAN, MTU)
     control.py     ConfigUpdate, InSync (the agent itself)
     policy.py      IP sets, policies, profiles, endpoint and host-endpoint policy, pools
 
@@ -23,6 +24,14 @@ from __future__ import annotations
 from typing import get_args
 
 from tortie.dataplane.messages.control import ConfigUpdate, InSync
+from tortie.dataplane.messages.encap import (
+    Encap,
+    EncapUpdate,
+    RemoteBlockRouteRemove,
+    RemoteBlockRouteUpdate,
+    VtepRemove,
+    VtepUpdate,
+)
 from tortie.dataplane.messages.endpoints import (
     WorkloadEndpointId,
     WorkloadEndpointRemove,
@@ -58,6 +67,11 @@ Message = (
     | WorkloadEndpointRemove
     | HostBlockUpdate
     | HostBlockRemove
+    | VtepUpdate
+    | VtepRemove
+    | RemoteBlockRouteUpdate
+    | RemoteBlockRouteRemove
+    | EncapUpdate
     | ConfigUpdate
     | InSync
     | PolicyMessage
@@ -66,11 +80,16 @@ Message = (
 MESSAGE_TYPES: tuple[type, ...] = get_args(Message)
 """Every member of `Message` (what the dataplane loop accepts; managers declare subsets of it)."""
 POLICY_MESSAGE_TYPES: tuple[type, ...] = get_args(PolicyMessage)
+ENCAP_MESSAGE_TYPES: tuple[type, ...] = (EncapUpdate, VtepUpdate, VtepRemove, RemoteBlockRouteUpdate,
+                                         RemoteBlockRouteRemove)
 
 __all__ = [
+    "ENCAP_MESSAGE_TYPES",
     "MESSAGE_TYPES",
     "POLICY_MESSAGE_TYPES",
     "ConfigUpdate",
+    "Encap",
+    "EncapUpdate",
     "EndpointPolicyRemove",
     "EndpointPolicyUpdate",
     "HostBlockRemove",
@@ -92,10 +111,14 @@ __all__ = [
     "PortRange",
     "ProfileRemove",
     "ProfileUpdate",
+    "RemoteBlockRouteRemove",
+    "RemoteBlockRouteUpdate",
     "ResolvedRule",
     "RuleAction",
     "SetKind",
     "TierPolicies",
+    "VtepRemove",
+    "VtepUpdate",
     "WorkloadEndpointId",
     "WorkloadEndpointRemove",
     "WorkloadEndpointUpdate",

@@ -2,7 +2,8 @@
 
 `RenderConfig` holds what the renderer needs beyond the policy messages: which interfaces are
 workloads (name prefixes), the failsafe ports of host endpoints, the ports workloads always reach
-on their host, the endpoint-to-host action, the log prefix and the two mark bits of the evaluation.
+on their host, the endpoint-to-host action, the log prefix, whether VXLAN packets (UDP to
+`vxlan_port`) from workloads are dropped, and the two mark bits of the evaluation.
 Its defaults are Calico's (reference §3.12); the agent's configuration table declares the same
 values in its own spelling (`tortie.agent.policy_params` derives them from these).
 
@@ -66,6 +67,8 @@ class RenderConfig:
     workload_to_host_allow: tuple[FailsafePort, ...] = DEFAULT_WORKLOAD_TO_HOST_ALLOW
     endpoint_to_host_action: Literal["Drop", "Accept", "Return"] = "Drop"
     log_prefix: str = "tortie-packet"
+    vxlan_port: int = 4789
+    drop_vxlan_from_workloads: bool = True
     accept_mark: int = 0x10000
     pass_mark: int = 0x20000
     # NFLOG (inbound, outbound); None: no flow logs. Set by the agent when its flow logger runs (not
@@ -126,4 +129,10 @@ def render_config(values: Mapping[str, object], base: RenderConfig) -> RenderCon
     rate = values.get("flow_logs_deny_rate")
     if isinstance(rate, int) and rate > 0:
         cfg = replace(cfg, flow_log_deny_rate=rate)
+    port = values.get("vxlan_port")
+    if isinstance(port, int) and not isinstance(port, bool) and 0 < port < 65536:
+        cfg = replace(cfg, vxlan_port=port)
+    allow = values.get("allow_vxlan_packets_from_workloads")
+    if isinstance(allow, bool):
+        cfg = replace(cfg, drop_vxlan_from_workloads=not allow)
     return cfg

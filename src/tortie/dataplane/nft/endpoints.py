@@ -11,7 +11,9 @@ dropping `end` are preceded by their rate-limited flow log (`flow_log`).
 
 `endpoint_chains(ep, cfg)`: a workload interface's `tw-<if>` (ingress policy) and `fw-<if>`
 (anti-spoofing per family: a source outside the endpoint's nets and allowSpoofedSourcePrefixes
-is dropped; then egress policy), both ending in a drop (default deny).
+is dropped; VXLAN packets, UDP to the VXLAN port, are dropped unless allowVXLANPacketsFromWorkloads:
+a workload must not inject frames into the hosts' tunnels, as in Felix; then egress policy), both
+ending in a drop (default deny).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from tortie.dataplane.nft.ir import (
     Match,
     Meta,
     NoTrack,
+    Payload,
     Rule,
     SetMark,
     Stmt,
@@ -105,12 +108,20 @@ def _anti_spoofing(ep: EndpointPolicyUpdate) -> list[Rule]:
     return rules
 
 
+def _encapsulated(cfg: RenderConfig) -> list[Rule]:
+    if not cfg.drop_vxlan_from_workloads:
+        return []
+    return [rule(Match(Meta("l4proto"), "==", 17), Match(Payload("th", "dport"), "==", cfg.vxlan_port),
+                 Counter(), Verdict("drop"), label="VXLAN packets from workloads")]
+
+
 def endpoint_chains(ep: EndpointPolicyUpdate, cfg: RenderConfig) -> list[Chain]:
     """to-workload (ingress policy) and from-workload (anti-spoofing, egress policy) chains."""
     deny = Verdict("drop")
     why = f"{ep.id}: default deny"
     ingress = policy_section(ep.tiers, True, ep.profile_ids, "normal", cfg, deny, why)
-    egress = _anti_spoofing(ep) + policy_section(ep.tiers, False, ep.profile_ids, "normal", cfg, deny, why)
+    egress = _anti_spoofing(ep) + _encapsulated(cfg) + policy_section(
+        ep.tiers, False, ep.profile_ids, "normal", cfg, deny, why)
     return [
         Chain(endpoint_chain(ep.interface_name, True), tuple(ingress)),
         Chain(endpoint_chain(ep.interface_name, False), tuple(egress)),
