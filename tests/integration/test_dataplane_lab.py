@@ -22,6 +22,7 @@ from tortie.dataplane.managers.block_routes import BlockRoutesManager
 from tortie.dataplane.managers.endpoints import EndpointManager
 from tortie.dataplane.managers.host_sysctls import HostSysctlsManager
 from tortie.dataplane.messages import (
+    ENCAP_MESSAGE_TYPES,
     POLICY_MESSAGE_TYPES,
     ConfigUpdate,
     HostBlockUpdate,
@@ -70,7 +71,7 @@ class HostAgent:
                 table,
                 EndpointManager(table, self.sysctls),
             ],
-            unhandled=(*POLICY_MESSAGE_TYPES, ConfigUpdate),
+            unhandled=(*POLICY_MESSAGE_TYPES, *ENCAP_MESSAGE_TYPES, ConfigUpdate),
             link_driver=self.links,
             refresh_interval=refresh_interval,
             retry_initial=0.01,

@@ -192,8 +192,9 @@ class AgentPipeline:
         self.vxlan_manager: VxlanManager | None = None
         encap_unhandled: tuple[type, ...] = ENCAP_MESSAGE_TYPES
         if drivers.vxlan is not None:
+            ignore = (*iface_prefixes, *DEVICE_NAMES.values())
             settings = MtuSettings(int(config["vxlan_mtu"]), int(config["vxlan_mtu_v6"]),
-                                   str(config["mtu_iface_pattern"]), (*iface_prefixes, *DEVICE_NAMES.values()))
+                                   str(config["mtu_iface_pattern"]), ignore)
             mtu_file = str(config["mtu_file"]) or None
             self.mtu_manager = HostMtuManager(drivers.vxlan, settings, mtu_file=mtu_file)
             self.vxlan_manager = VxlanManager(drivers.vxlan, self.route_table, self.mtu_manager,

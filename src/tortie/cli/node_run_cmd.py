@@ -115,7 +115,8 @@ def register(sub: SubParsers) -> None:
     p.add_argument(
         "--mtu-file",
         default=env("TORTIE_MTU_FILE", "/var/lib/tortie/mtu"),
-        help='where the agent publishes the workload MTU for the CNI plugin ("" to skip; default: %(default)s)',
+        help='where the agent publishes the workload MTU for the CNI plugin ("" to skip; '
+        'default: %(default)s)',
     )
     p.add_argument("--no-agent", action="store_true", help="do not run the agent")
     p.add_argument("--no-bgp", action="store_true", help="do not run BGP (BIRD)")

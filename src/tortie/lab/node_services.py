@@ -3,7 +3,7 @@
     start(host)   python -m tortie.cli.main node run --hostname <host> --datastore <inner URL>
                     per family of the fabric: --ip|--ip6 autodetect, method interface=^eth0$
                     (--ip none on an IPv6-only fabric) --run-dir <run_root>/<host>
-                    --fast-bgp-timers --nodename-file ''          (role node/<host>)
+                    --fast-bgp-timers --nodename-file '' --mtu-file <run_dir>/mtu   (role node/<host>)
                   -> agent (child), BGP daemon (thread) -> BIRD (child)
     stop(host)    SIGTERM: the agent and BIRD stop; the kernel keeps its routes
     take_down / bring_up(host)   stop the service and cut the host's fabric port / the reverse
@@ -71,7 +71,7 @@ class NodeServices:
             *("--hostname", host, "--datastore", self.record.datastore_url),
             *address_options(self.lab.state.families),
             *("--run-dir", run_dir),
-            *("--fast-bgp-timers", "--nodename-file", ""),
+            *("--fast-bgp-timers", "--nodename-file", "", "--mtu-file", os.path.join(run_dir, "mtu")),
         ]
         env = {k: v for k, v in os.environ.items() if k != "TORTIE_DATASTORE"}
         return self.lab.processes.start(host, argv, env=env, role=node_role(host))
