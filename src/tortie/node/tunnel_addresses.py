@@ -123,8 +123,9 @@ def _reconcile_family(ipam: Ipam, hostname: str, fam: Family, pools: list[PoolVi
             log.warning("no enabled %s VXLAN pool to allocate a tunnel address from host=%s",
                         fam.name, hostname)
             return
-        result = ipam.auto_assign(1 if fam is V4 else 0, 0 if fam is V4 else 1, handle, hostname,
-                                  {"node": hostname, "type": ATTRIBUTE_TYPE}, pools=enabled, use=USE_TUNNEL)
+        attrs = {"node": hostname, "type": ATTRIBUTE_TYPE}
+        result = ipam.auto_assign(1 if fam is V4 else 0, 0 if fam is V4 else 1, handle, hostname, attrs,
+                                  pools={fam: enabled}, use=USE_TUNNEL)
         chosen = (result.v4 or result.v6)[0]
         spec[ADDRESS_FIELD[fam]] = str(chosen.ip)
         log.info("vxlan tunnel address allocated host=%s family=%s address=%s pool-block=%s", hostname,
