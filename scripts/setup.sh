@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 
 DEB_PACKAGES=(iproute2 nftables bird2 etcd-server etcd-client iputils-ping procps psmisc gobgpd frr)
 DEB_PACKAGES+=(podman runc conmon containernetworking-plugins busybox-static golang-go golang-github-appc-cni-dev)  # CNI tests: podman, libcni (cnitool), reference plugins
-DEB_PACKAGES+=(dnsmasq-base busybox-static)  # OpenStack/DHCP: tortie dhcp run (dnsmasq), VM DHCP client (udhcpc)
+DEB_PACKAGES+=(dnsmasq-base busybox-static isc-dhcp-client)  # OpenStack/DHCP: tortie dhcp run (dnsmasq), VM DHCP clients (udhcpc; dhclient -6 for DHCPv6)
 DEB_PACKAGES+=(iperf3)  # bench/policy_scale.py: dataplane throughput with policy loaded
 DEB_PACKAGES+=(chromium chromium-driver)  # the web view's browser test (tortie ui), headless
 

@@ -1,10 +1,13 @@
 """Neutron subnet -> DHCP record and IPPool (pure; no Neutron import).
 
 Input: a subnet dict (`id`, `network_id`, `cidr`, `gateway_ip`, `enable_dhcp`, `dns_nameservers`,
-`host_routes`) as Neutron returns it. Outputs:
+`host_routes`, `ipv6_address_mode`) as Neutron returns it. Outputs:
 
 * `subnet_to_dhcp` -> `tortie.dhcp.records.DhcpSubnet`, stored at `/calico/dhcp/v2/<region>/subnet/<id>`
-  for `tortie dhcp run`;
+  for `tortie dhcp run`. For IPv6 subnets the address mode travels with it (slaac,
+  dhcpv6-stateful, dhcpv6-stateless; none = Neutron's legacy DHCPv6 default): the compute host is the
+  VMs' router, so it sends the router advertisements whatever `ipv6_ra_mode` says (no Neutron router
+  sits on a VM's path in the routed model; that field has nothing to configure);
 * `subnet_to_pool` -> an IPPool `openstack-subnet-<id>` covering the subnet, so that BGP's export
   filter admits the VMs' /32 (/128) routes although Neutron, not tortie IPAM, chose the addresses.
   The pool is `assignmentMode: Manual` (tortie IPAM never hands out its addresses), without
@@ -19,7 +22,7 @@ import ipaddress
 from collections.abc import Mapping
 from typing import Any
 
-from tortie.common.ipfamily import family_of
+from tortie.common.ipfamily import V6, family_of
 from tortie.dhcp.records import DhcpSubnet, HostRoute
 from tortie.model import Resource, parse_resource
 
@@ -33,6 +36,7 @@ def subnet_to_dhcp(subnet: Mapping[str, Any], *, mtu: int | None = None) -> Dhcp
         for r in subnet.get("host_routes") or []
     )
     gateway = subnet.get("gateway_ip")
+    mode = subnet.get("ipv6_address_mode") if family_of(net) is V6 else None
     return DhcpSubnet(
         id=str(subnet["id"]),
         cidr=str(net),
@@ -42,6 +46,7 @@ def subnet_to_dhcp(subnet: Mapping[str, Any], *, mtu: int | None = None) -> Dhcp
         dns_servers=tuple(str(d) for d in subnet.get("dns_nameservers") or []),
         host_routes=routes,
         mtu=mtu if mtu else None,
+        ipv6_address_mode=str(mode) if mode else None,
     )
 
 

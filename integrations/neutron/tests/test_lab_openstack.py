@@ -5,9 +5,14 @@ from Neutron) and gets its address by DHCP (busybox udhcpc); VMs reach each othe
 
 Inter-host routes are static (BGP is covered by its own tests). The VMs first get their leases
 with the agents' policy enforcement off; then the agents restart with policy on (leases are kept)
-and security-group rules decide TCP and ICMP probes as Neutron's semantics say. DHCP itself
-under enforced policy needs the agent to admit DHCP from workloads to the host (Felix's OpenStack
-special case, reference §8.6): that test is a strict xfail until the agent does.
+and security-group rules decide TCP and ICMP probes as Neutron's semantics say; a new VM then gets
+its lease while policy is enforced (the agent admits DHCP from workloads to the host).
+
+IPv6 (the fabric is dual-stack): VMs on a `dhcpv6-stateful` subnet get their Neutron address from
+dnsmasq by DHCPv6 (ISC dhclient -6, with a script that only configures the address) and their
+default route from dnsmasq's router advertisements; VMs on a `slaac` subnet configure themselves
+from the advertisements alone (the kernel's SLAAC forms prefix + EUI-64 of the MAC, the address
+Neutron gave the port). Either way the VMs reach each other across hosts over IPv6, with policy on.
 """
 
 from __future__ import annotations
@@ -28,9 +33,11 @@ from typing import Any
 import pytest
 from neutron_harness import NeutronHarness
 from tortie.agent.status import status_key
+from tortie.common.ipfamily import V4, V6
 from tortie.datastore.api import Datastore
 from tortie.datastore.url import open_datastore
 from tortie.lab import Lab
+from tortie.lab.fabric import fabric_subnets
 from tortie.testing.netns import ip, unique_name
 
 from networking_tortie import naming
@@ -43,6 +50,8 @@ pytestmark = [
     pytest.mark.skipif(shutil.which("busybox") is None,
                        reason="needs busybox (apt-get install busybox-static)"),
 ]
+needs_dhclient = pytest.mark.skipif(shutil.which("dhclient") is None,
+                                    reason="needs ISC dhclient for DHCPv6 (apt-get install isc-dhcp-client)")
 
 TORTIE = [sys.executable, "-m", "tortie.cli.main"]
 UDHCPC_SCRIPT = """#!/bin/sh
@@ -53,6 +62,16 @@ case "$1" in
     ip addr add "$ip/$mask" dev "$interface"
     [ -n "$router" ] && ip route replace default via "$router" dev "$interface"
     echo "$ip" > "$OUT"
+    ;;
+esac
+"""
+DHCLIENT6_SCRIPT = """#!/bin/sh
+# dhclient -6 script: configure the address only (never the resolver of the machine's root file
+# system); dhclient runs it with a clean environment, so the output file is written in here.
+case "$reason" in
+  BOUND6|RENEW6|REBIND6)
+    ip -6 addr replace "$new_ip6_address/$new_ip6_prefixlen" dev "$interface" nodad
+    echo "$new_ip6_address" > "{out}"
     ;;
 esac
 """
@@ -144,6 +163,46 @@ class Cloud:
                 return vm.address
         raise AssertionError(f"{vm.name} got no DHCP lease\n{self.logs()}")
 
+    def dhcp6(self, vm: Vm, attempts: int = 3) -> str:
+        """DHCPv6 (stateful) with ISC dhclient in the VM; the address it was given."""
+        out = self.workdir / f"{vm.name}.lease6"
+        script = self.workdir / f"{vm.name}.dhclient6.sh"
+        script.write_text(DHCLIENT6_SCRIPT.replace("{out}", str(out)))
+        script.chmod(0o755)
+        said = ""
+        wait_for(lambda: bool(self._addresses(vm, "link")), f"{vm.name}'s link-local address", self.logs)
+        files = [str(self.workdir / f"{vm.name}.dhclient6{suffix}") for suffix in ("", ".pid")]
+        for _ in range(attempts):
+            argv = ["ip", "netns", "exec", vm.netns, "timeout", "20", "dhclient", "-6",
+                    "-1", "-v", "-lf", files[0], "-pf", files[1], "-sf", str(script), "eth0"]
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+            said = done.stderr[-1500:]
+            if out.exists():
+                vm.address = out.read_text().strip()
+                return vm.address
+        raise AssertionError(f"{vm.name} got no DHCPv6 lease; dhclient said:\n{said}\n{self.logs()}")
+
+    def slaac(self, vm: Vm) -> str:
+        """Wait for the VM's kernel to configure a global IPv6 address from a router advertisement."""
+        def configured() -> bool:
+            found = self._addresses(vm, "global")
+            vm.address = found[0] if found else ""
+            return bool(found)
+
+        wait_for(configured, f"{vm.name} configuring an address from router advertisements", self.logs)
+        return vm.address
+
+    def _addresses(self, vm: Vm, scope: str) -> list[str]:
+        """The VM's usable (not tentative) IPv6 addresses of `scope` on eth0."""
+        argv = ["ip", "-j", "-6", "addr", "show", "dev", "eth0", "scope", scope]
+        data = json.loads(self.run(vm, argv).stdout or "[]")
+        return [a["local"] for link in data for a in link.get("addr_info", [])
+                if "local" in a and not a.get("tentative")]
+
+    def default_router(self, vm: Vm) -> str:
+        routes = json.loads(self.run(vm, ["ip", "-j", "-6", "route", "show", "default"]).stdout or "[]")
+        return str(routes[0].get("gateway", "")) if routes else ""
+
     def run(self, vm: Vm, argv: list[str]) -> subprocess.CompletedProcess[str]:
         return subprocess.run(["ip", "netns", "exec", vm.netns, *argv], capture_output=True, text=True,
                               timeout=30, check=False)
@@ -174,7 +233,7 @@ def cloud(neutron: NeutronHarness, tmp_path_factory: pytest.TempPathFactory) -> 
     driver._ds = None
     ds = open_datastore(url)
     driver.resync()  # cluster settings first: the agents must treat `tap*` interfaces as workloads
-    lab = Lab.create(unique_name("os"), workdir / "lab", hosts=["h1", "h2"])
+    lab = Lab.create(unique_name("os"), workdir / "lab", hosts=["h1", "h2"], subnets=fabric_subnets((V4, V6)))
     cloud = Cloud(neutron, lab, ds, workdir, url)
     try:
         cloud.start_agents(policy=False)
@@ -270,3 +329,44 @@ def test_dhcp_while_policy_is_enforced(cloud: Cloud) -> None:
     net = cloud.neutron.plugin.get_networks(cloud.neutron.ctx(), filters={"name": ["tenant-net"]})[0]
     vm3 = cloud.add_vm("vm3", "h1", net)
     assert cloud.dhcp(vm3, attempts=1) == vm3.port["fixed_ips"][0]["ip_address"]
+
+
+def _fixed_ip(vm: Vm) -> str:
+    return str(vm.port["fixed_ips"][0]["ip_address"])
+
+
+def _route_between(cloud: Cloud, a: Vm, b: Vm) -> None:
+    """What BGP would learn: each VM's /128 on the other host, via its own host's IPv6 address."""
+    cloud.lab.add_static_route(a.host, f"{b.address}/128", cloud.lab.host_ip(b.host, V6))
+    cloud.lab.add_static_route(b.host, f"{a.address}/128", cloud.lab.host_ip(a.host, V6))
+
+
+@needs_dhclient
+def test_ipv6_vms_get_their_address_by_dhcpv6_and_routes_by_router_advertisement(cloud: Cloud) -> None:
+    n = cloud.neutron
+    net = n.network("v6-stateful")
+    n.subnet(net, "fd00:65::/64", ipv6_address_mode="dhcpv6-stateful", ipv6_ra_mode="dhcpv6-stateful")
+    vm1, vm2 = cloud.add_vm("vm6a", "h1", net), cloud.add_vm("vm6b", "h2", net)
+    for vm in (vm1, vm2):
+        assert cloud.dhcp6(vm) == _fixed_ip(vm)
+        wait_for(lambda v=vm: cloud.default_router(v).startswith("fe80:"),  # type: ignore[misc]
+                 f"{vm.name}'s default route from a router advertisement", cloud.logs)
+        routes = cloud.run(vm, ["ip", "-6", "route"]).stdout
+        assert "fd00:65::/64" not in routes, routes  # advertised off-link: the host routes the subnet too
+    _route_between(cloud, vm1, vm2)
+    wait_for(lambda: cloud.ping(vm1, vm2.address, attempts=1), "vm6a -> vm6b over IPv6", cloud.logs)
+    assert cloud.ping(vm2, vm1.address)
+
+
+def test_ipv6_vms_configure_themselves_by_slaac(cloud: Cloud) -> None:
+    n = cloud.neutron
+    net = n.network("v6-slaac")
+    n.subnet(net, "fd00:66::/64", ipv6_address_mode="slaac", ipv6_ra_mode="slaac")
+    vm1, vm2 = cloud.add_vm("vmsa", "h1", net), cloud.add_vm("vmsb", "h2", net)
+    for vm in (vm1, vm2):
+        # Neutron gave the port prefix + EUI-64 of its MAC; the kernel forms the same from the RA
+        assert cloud.slaac(vm) == _fixed_ip(vm), cloud.run(vm, ["ip", "-6", "addr"]).stdout
+        assert cloud.default_router(vm).startswith("fe80:")
+    _route_between(cloud, vm1, vm2)
+    wait_for(lambda: cloud.ping(vm1, vm2.address, attempts=1), "vmsa -> vmsb over IPv6", cloud.logs)
+    assert cloud.ping(vm2, vm1.address)

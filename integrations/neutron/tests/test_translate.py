@@ -232,6 +232,15 @@ def test_subnet_dhcp_record() -> None:
     }
 
 
+@pytest.mark.parametrize("mode", ["slaac", "dhcpv6-stateful", "dhcpv6-stateless", None])
+def test_ipv6_subnet_record_keeps_the_address_mode(mode: str | None) -> None:
+    v6 = {**SUBNET, "cidr": "fd00:65::/64", "gateway_ip": "fd00:65::1", "dns_nameservers": [],
+          "host_routes": [], "ip_version": 6, "ipv6_address_mode": mode, "ipv6_ra_mode": mode}
+    record = subnet_to_dhcp(v6)
+    assert record.ipv6_address_mode == mode and record.to_json().get("ipv6AddressMode") == mode
+    assert subnet_to_dhcp({**SUBNET, "ipv6_address_mode": "slaac"}).ipv6_address_mode is None  # IPv4
+
+
 @pytest.mark.parametrize(("cidr", "block"), [("10.65.0.0/24", 26), ("10.65.0.16/28", 28),
                                              ("fd00:1::/64", 122), ("fd00:1::/126", 126)])
 def test_subnet_pool(cidr: str, block: int) -> None:

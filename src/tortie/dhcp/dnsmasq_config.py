@@ -7,8 +7,16 @@ Input: the host's `LocalEndpoint`s (from WorkloadEndpoints: MAC, addresses, host
   interface (dnsmasq picks the subnet of a request from the addresses of the interface it
   arrived on; `--bridge-interface=<alias>,<prefix>*` makes requests from the taps count as
   arriving on the alias — the scheme networking-calico upstreamed into dnsmasq 2.73);
-* `ranges` — one `--dhcp-range=set:<tag>,<network>,static,<mask|prefixlen>,<lease>` per subnet
-  (static: only the addresses listed in the hosts file are handed out);
+* `ranges` — one `--dhcp-range=set:<tag>,<network>,<mode>,<mask|prefixlen>,<lease>` per subnet.
+  IPv4: `static` (only the addresses listed in the hosts file are handed out). IPv6, by Neutron's
+  `ipv6_address_mode`: `static` (dhcpv6-stateful, and Neutron's legacy default: router
+  advertisements with the M flag, addresses by DHCPv6 from the hosts file), `ra-stateless`
+  (dhcpv6-stateless: SLAAC address, other configuration by DHCPv6) or `ra-only` (slaac: the VM
+  forms prefix + EUI-64 of its MAC, which is the address Neutron gave the port); always
+  `off-link` (networking-calico's choice for routed VMs: the prefix is advertised without the L
+  flag, so the VM sends everything, its subnet included, to its router, the host);
+* `router_advertisements` — any IPv6 subnet served: dnsmasq runs with `--enable-ra`, advertising
+  the host (the tap's link-local address) as the VMs' default router;
 * `hosts` — the `--dhcp-hostsfile` text, one `<mac>,<address>[,<name>],<lease>` line per endpoint
   address in a served subnet. No `set:<tag>` here: the range already tags the request with its
   subnet, and Debian's dnsmasq 2.90 aborts on SIGHUP when a hostsfile line with `set:` has an
@@ -19,6 +27,11 @@ Input: the host's `LocalEndpoint`s (from WorkloadEndpoints: MAC, addresses, host
 A subnet is served when DHCP is enabled and it has a gateway (the gateway address is what the
 alias holds). Endpoints without a MAC are skipped. Output is sorted, so equal inputs give equal
 text (the service reloads dnsmasq only when something changed).
+
+Known limit: one dnsmasq and one alias serve every network of the host, so its router
+advertisements carry every served IPv6 prefix on every tap. For `slaac` subnets that means a VM
+may also autoconfigure an address in another network's prefix on the same host (anti-spoofing drops
+what it sends from it). Use `dhcpv6-stateful` where several IPv6 networks share hosts.
 """
 
 from __future__ import annotations
@@ -46,12 +59,22 @@ class LocalEndpoint:
     hostname: str | None = None
 
 
+# dnsmasq's --dhcp-range mode per Neutron ipv6_address_mode (None: Neutron's legacy default)
+_IPV6_RANGE_MODES = {
+    None: "static",
+    "dhcpv6-stateful": "static",
+    "dhcpv6-stateless": "ra-stateless",
+    "slaac": "ra-only",
+}
+
+
 @dataclass(frozen=True)
 class DnsmasqConfig:
     gateway_addresses: tuple[str, ...]
     ranges: tuple[str, ...]
     hosts: str
     opts: str
+    router_advertisements: bool = False
 
     @property
     def serves_anything(self) -> bool:
@@ -98,8 +121,10 @@ def _served(subnets: Iterable[DhcpSubnet]) -> list[DhcpSubnet]:
 
 def _range(subnet: DhcpSubnet, lease: int) -> str:
     net = subnet.network
-    mask = str(net.netmask) if subnet.family is V4 else str(net.prefixlen)  # dnsmasq's syntax per family
-    return f"set:{tag_of(subnet)},{net.network_address},static,{mask},{lease}"
+    if subnet.family is V4:  # dnsmasq's syntax per family: a netmask, or the mode and a prefix length
+        return f"set:{tag_of(subnet)},{net.network_address},static,{net.netmask},{lease}"
+    mode = _IPV6_RANGE_MODES[subnet.ipv6_address_mode]
+    return f"set:{tag_of(subnet)},{net.network_address},{mode},off-link,{net.prefixlen},{lease}"
 
 
 def _options(subnet: DhcpSubnet) -> list[str]:
@@ -143,6 +168,7 @@ def render(endpoints: Iterable[LocalEndpoint], subnets: Iterable[DhcpSubnet], *,
         ranges=tuple(_range(s, lease_seconds) for s in served),
         hosts="".join(f"{line}\n" for line in sorted(hosts)),
         opts="".join(f"{line}\n" for s in served for line in _options(s)),
+        router_advertisements=any(s.family is V6 for s in served),
     )
 
 
@@ -157,15 +183,21 @@ class DnsmasqPaths:
 
 def command(config: DnsmasqConfig, paths: DnsmasqPaths, *, alias: str, interface_prefixes: Iterable[str],
             dnsmasq: str = "dnsmasq") -> list[str]:
-    """The dnsmasq command line (DHCP only: no DNS, no config file, no /etc/hosts)."""
+    """The dnsmasq command line (DHCP only: no DNS, no config file, no /etc/hosts). dnsmasq listens
+    on the alias and on the VMs' taps (`--interface=<prefix>*`: DHCPv6 arrives on the DHCPv6
+    multicast group, which dnsmasq joins only on interfaces it listens on); `--bridge-interface`
+    makes what arrives on a tap count as arriving on the alias, whose addresses select the subnet."""
     aliases = ",".join(f"{p}*" for p in interface_prefixes)
     argv = [
         dnsmasq, "--conf-file=/dev/null", "--keep-in-foreground", "--no-resolv", "--no-hosts", "--port=0",
         "--user=root", "--group=root", f"--pid-file={paths.pid_file}", f"--dhcp-leasefile={paths.lease_file}",
         f"--dhcp-hostsfile={paths.hosts_file}", f"--dhcp-optsfile={paths.opts_file}",
-        f"--interface={alias}", f"--bridge-interface={alias},{aliases}", "--dhcp-authoritative",
+        f"--interface={alias}", *(f"--interface={p}*" for p in interface_prefixes),
+        f"--bridge-interface={alias},{aliases}", "--dhcp-authoritative",
         "--dhcp-ignore=tag:!known", "--log-dhcp",
     ]
+    if config.router_advertisements:
+        argv.append("--enable-ra")
     if paths.log_file:
         argv.append(f"--log-facility={paths.log_file}")
     argv += [f"--dhcp-range={r}" for r in config.ranges]

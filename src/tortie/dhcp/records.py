@@ -5,10 +5,12 @@ These are not v3 resources; like networking-calico's they live under their own k
 
     /calico/dhcp/v2/<region>/subnet/<subnet-id>     {"id", "networkId", "cidr", "gatewayIp",
                                                       "enableDhcp", "dnsServers", "hostRoutes",
-                                                      "mtu"?}
+                                                      "mtu"?, "ipv6AddressMode"?}
 
 `<region>` is `no-region` or `region-<name>` (the same segment the agent's status keys use).
-`hostRoutes` is a list of `{"destination": CIDR, "nexthop": IP}`.
+`hostRoutes` is a list of `{"destination": CIDR, "nexthop": IP}`. `ipv6AddressMode` (IPv6 subnets
+only) is Neutron's `ipv6_address_mode`: `slaac`, `dhcpv6-stateful` or `dhcpv6-stateless`; absent
+means Neutron's legacy default, addresses by DHCPv6 (as `dhcpv6-stateful`).
 
 Input/output: `DhcpSubnet` <-> JSON object (`to_json` / `from_json`); `from_json` raises
 `InvalidDhcpRecord` (a `UserError`) naming the key and field. Invariants: `cidr` is a network in
@@ -23,9 +25,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from tortie.common.errors import UserError
-from tortie.common.ipfamily import Family, family_of
+from tortie.common.ipfamily import V6, Family, family_of
 
 ROOT = "/calico/dhcp/v2/"
+IPV6_ADDRESS_MODES = ("slaac", "dhcpv6-stateful", "dhcpv6-stateless")
 
 
 class InvalidDhcpRecord(UserError):
@@ -63,6 +66,7 @@ class DhcpSubnet:
     dns_servers: tuple[str, ...] = ()
     host_routes: tuple[HostRoute, ...] = ()
     mtu: int | None = None
+    ipv6_address_mode: str | None = None
 
     @property
     def network(self) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
@@ -84,6 +88,8 @@ class DhcpSubnet:
         }
         if self.mtu is not None:
             out["mtu"] = self.mtu
+        if self.ipv6_address_mode is not None:
+            out["ipv6AddressMode"] = self.ipv6_address_mode
         return out
 
     @classmethod
@@ -138,6 +144,9 @@ class DhcpSubnet:
         if not isinstance(enable, bool):
             raise bad("enableDhcp", "must be true or false")
         network_id = obj.get("networkId") or ""
+        mode = obj.get("ipv6AddressMode")
+        if mode is not None and (mode not in IPV6_ADDRESS_MODES or fam is not V6):
+            raise bad("ipv6AddressMode", f"holds {mode!r}: one of {', '.join(IPV6_ADDRESS_MODES)}, IPv6 only")
         return cls(
             id=sid,
             cidr=str(net),
@@ -147,4 +156,5 @@ class DhcpSubnet:
             dns_servers=tuple(address(f"dnsServers[{i}]", d) for i, d in enumerate(dns)),
             host_routes=tuple(host_routes),
             mtu=mtu,
+            ipv6_address_mode=mode,
         )

@@ -28,10 +28,11 @@ S4 = DhcpSubnet(id="s4", cidr="10.65.0.0/24", network_id="n1", gateway_ip="10.65
                 dns_servers=("10.0.0.53",), host_routes=(HostRoute("192.168.0.0/16", "10.65.0.254"),),
                 mtu=1450)
 S6 = DhcpSubnet(id="s6", cidr="fd00:65::/64", gateway_ip="fd00:65::1")
+SLAAC = DhcpSubnet(id="sl", cidr="fd00:66::/64", gateway_ip="fd00:66::1", ipv6_address_mode="slaac")
 
 
 def test_record_roundtrip_and_validation() -> None:
-    for subnet in (S4, S6):
+    for subnet in (S4, S6, SLAAC):
         assert DhcpSubnet.from_json(subnet.to_json()) == subnet
     assert subnet_key("abc") == "/calico/dhcp/v2/no-region/subnet/abc"
     assert subnet_key("abc", "r1") == "/calico/dhcp/v2/region-r1/subnet/abc"
@@ -42,6 +43,8 @@ def test_record_roundtrip_and_validation() -> None:
         {"id": "x", "cidr": "10.0.0.0/24", "dnsServers": "10.0.0.1"},
         {"id": "x", "cidr": "10.0.0.0/24", "hostRoutes": [{"destination": "::/0", "nexthop": "10.0.0.1"}]},
         {"id": "x", "cidr": "10.0.0.0/24", "mtu": 10},
+        {"id": "x", "cidr": "10.0.0.0/24", "ipv6AddressMode": "slaac"},  # IPv6 only
+        {"id": "x", "cidr": "fd00::/64", "ipv6AddressMode": "eui64"},
     ]
     for obj in bad:
         with pytest.raises(InvalidDhcpRecord):
@@ -58,7 +61,8 @@ def test_render() -> None:
                                  DhcpSubnet(id="nogw", cidr="10.98.0.0/24")], lease_seconds=600)
     assert config.gateway_addresses == ("10.65.0.1/24", "fd00:65::1/64")
     assert config.ranges == ("set:s-s4,10.65.0.0,static,255.255.255.0,600",
-                             "set:s-s6,fd00:65::,static,64,600")
+                             "set:s-s6,fd00:65::,static,off-link,64,600")
+    assert config.router_advertisements
     assert config.hosts == (
         "fa:16:3e:00:00:01,10.65.0.5,vm-one,600\n"
         "fa:16:3e:00:00:01,[fd00:65::5],vm-one,600\n"
@@ -73,6 +77,24 @@ def test_render() -> None:
     assert render([], []).serves_anything is False
 
 
+@pytest.mark.parametrize(
+    ("mode", "range_mode"),
+    [
+        (None, "static"),
+        ("dhcpv6-stateful", "static"),
+        ("dhcpv6-stateless", "ra-stateless"),
+        ("slaac", "ra-only"),
+    ],
+)
+def test_ipv6_address_modes_choose_how_dnsmasq_serves(mode: str | None, range_mode: str) -> None:
+    """Neutron's ipv6_address_mode -> dnsmasq's range mode; router advertisements always, off-link."""
+    subnet = DhcpSubnet(id="x", cidr="fd00:67::/64", gateway_ip="fd00:67::1", ipv6_address_mode=mode)
+    config = render([EP1], [subnet])
+    assert config.ranges == (f"set:s-x,fd00:67::,{range_mode},off-link,64,86400",)
+    argv = command(config, DnsmasqPaths("/p", "/l", "/h", "/o"), alias="tdhcp0", interface_prefixes=("tap",))
+    assert "--enable-ra" in argv and "--interface=tap*" in argv
+
+
 def test_command_line() -> None:
     paths = DnsmasqPaths("/s/pid", "/s/leases", "/s/hosts", "/s/opts", None)
     argv = command(render([EP1], [S4]), paths, alias="tdhcp0", interface_prefixes=("tap", "vm"))
@@ -80,6 +102,7 @@ def test_command_line() -> None:
     assert "--port=0" in argv and "--dhcp-ignore=tag:!known" in argv
     assert "--bridge-interface=tdhcp0,tap*,vm*" in argv
     assert "--dhcp-range=set:s-s4,10.65.0.0,static,255.255.255.0,86400" in argv
+    assert "--enable-ra" not in argv  # no IPv6 subnet: no router advertisements
 
 
 def _wep(name: str, node: str, mac: str | None, ips: list[str], fqdn: str | None = None) -> dict[str, Any]:
