@@ -132,8 +132,8 @@ PARAMS: tuple[Param, ...] = (
     Param("health_host", string_type(), "localhost", "Address the health server listens on."),
     Param("health_port", int_type(0, 65535), 9099, "Port of the health server (0 picks a free port)."),
     Param("prometheus_metrics_enabled", bool_type(), False, "Serve Prometheus metrics at /metrics."),
-    Param("prometheus_metrics_host", string_type(), "", "Address the metrics server listens on "
-          "(empty: all)."),
+    Param("prometheus_metrics_host", string_type(), "localhost", "Address the metrics server listens "
+          "on (loopback unless configured; empty: all addresses)."),
     Param("prometheus_metrics_port", int_type(0, 65535), 9091, "Port of the metrics server."),
     Param("log_severity_screen", enum_type(("Debug", "Info", "Warning", "Error", "Fatal")), "Info",
           "Lowest severity logged to stderr.", live=True),

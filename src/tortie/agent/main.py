@@ -42,6 +42,7 @@ from tortie.agent.pipeline import AgentPipeline, Drivers, Outcome, log_level, ma
 from tortie.calc.validation_filter import parse_felix_configuration
 from tortie.common.errors import DatastoreError, TortieError
 from tortie.datastore.api import Datastore
+from tortie.datastore.url import redact_url
 from tortie.model.kinds import kind_info
 
 log = logging.getLogger(__name__)
@@ -144,10 +145,11 @@ def run_agent(
 
         open_store = open_datastore
     url = str(initial.values["datastore"]) or None
+    shown = redact_url(url) if url else "(default)"  # a password in the URL never reaches a log
     try:
         ds = open_store(url)
     except TortieError as exc:
-        log.error("cannot open the datastore url=%s error=%s", url or "(default)", exc)
+        log.error("cannot open the datastore url=%s error=%s", shown, exc)
         return EXIT_DATASTORE
 
     health = HealthAggregator()
@@ -159,7 +161,7 @@ def run_agent(
         values = config.values
         setup_logging(str(values["log_severity_screen"]))
         log.info("agent starting host=%s datastore=%s interface_prefix=%s route_protocol=%s",
-                 values["hostname"], url or "(default)", ",".join(values["interface_prefix"]),
+                 values["hostname"], shown, ",".join(values["interface_prefix"]),
                  values["device_route_protocol"])
         try:
             if values["health_enabled"]:

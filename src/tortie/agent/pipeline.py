@@ -242,6 +242,7 @@ class AgentPipeline:
         health.register("syncer")
         health.register("calc", timeout=_CALC_LIVENESS_TIMEOUT)
         health.register("dataplane")
+        health.register("status", ready=True)  # status write-back (ready unless its thread died)
 
     def _on_first_apply(self) -> None:
         """Loop thread, once: the initial snapshot is programmed."""
@@ -315,9 +316,30 @@ class AgentPipeline:
         status = self.loop.status()
         detail = f"apply failing since t={status.failing_since:.0f}" if status.failing_since else ""
         self._health.report("dataplane", live=status.fatal is None, ready=status.programmed, detail=detail)
+        for name, outcome, reason in self._dead_parts():
+            # A dead part is never silent: health says so at once (503), and the run ends with a
+            # non-zero exit so that the supervisor restarts the agent (a fresh process re-reads all).
+            self._health.report(name, live=False, ready=False, detail=reason)
+            if name == "syncer":
+                self._metrics.errors.labels(kind="datastore").inc()
+            self._finish(outcome, reason)
+
+    def _dead_parts(self) -> list[tuple[str, Outcome, str]]:
+        """The pipeline's threads that ended without being asked to: (health component, outcome,
+        reason). The flow logger is not one of them: it restarts itself and never affects policy."""
+        dead: list[tuple[str, Outcome, str]] = []
         if self.syncer.failure is not None:
-            self._metrics.errors.labels(kind="datastore").inc()
-            self._finish(Outcome.SYNCER_FAILED, repr(self.syncer.failure))
+            dead.append(("syncer", Outcome.SYNCER_FAILED, f"syncer failed: {self.syncer.failure!r}"))
+        elif not self.syncer.alive():
+            dead.append(("syncer", Outcome.SYNCER_FAILED, "the syncer thread ended"))
+        calc = self._calc_thread
+        if calc.ident is not None and not calc.is_alive() and not self._done.is_set():
+            dead.append(("calc", Outcome.CALC_FAILED, "the calc thread ended"))
+        if not self.loop.alive():
+            dead.append(("dataplane", Outcome.DATAPLANE_FAILED, "the dataplane loop thread ended"))
+        if self.status_reporter is not None and not self.status_reporter.alive():
+            dead.append(("status", Outcome.DATAPLANE_FAILED, "the status reporting thread ended"))
+        return dead
 
     # -- syncer thread --------------------------------------------------------------------------------
     def _on_sync_event(self, event: sync.SyncEvent) -> None:

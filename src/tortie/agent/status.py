@@ -225,3 +225,8 @@ class StatusReporter:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+
+    def alive(self) -> bool:
+        """False once the reporting thread has ended without being stopped (a bug: it catches
+        datastore errors itself)."""
+        return self._thread is None or self._thread.is_alive() or self._stop.is_set()

@@ -10,8 +10,9 @@
         BIRD's command prefix, so they land in BIRD's namespace) and removed when no longer used
 
 Inputs: a `Datastore`, a `DaemonConfig` (host name, run directory, view options, BIRD command).
-Outputs: files in the run directory — `bird.conf` (current configuration), `bird.ctl` (BIRD's control
-socket), `bird.log` (BIRD's stderr, appended), `status.json` (health, see `HealthStatus`) — and the
+Outputs: files in the run directory — `bird.conf` (current configuration; mode 0600: it may hold BGP
+passwords), `bird.ctl` (BIRD's control socket, created by BIRD under umask 077: root only),
+`bird.log` (BIRD's stderr, appended), `status.json` (health, see `HealthStatus`) — and the
 BIRD process itself.
 
 Invariants:
@@ -54,6 +55,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_RUN_ROOT = "/var/run/tortie"
 HEALTH_INTERVAL = 5.0
+SECRET_MODE = 0o600  # bird.conf holds BGP passwords: root only
+BIRD_UMASK = 0o077  # BIRD's control socket (it creates it): root only, like its configuration
 
 
 def default_run_dir(hostname: str) -> str:
@@ -198,7 +201,7 @@ class BirdProcess:
     def start(self) -> None:
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the child
         self.proc = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, stdout=self._log,
-                                     stderr=self._log, start_new_session=True)
+                                     stderr=self._log, start_new_session=True, umask=BIRD_UMASK)
         self.started_at = time.monotonic()
         log.info("bird started pid=%d command=%s", self.proc.pid, " ".join(self.command))
 
@@ -379,12 +382,12 @@ class BgpDaemon:
             return
         if self._bird is None or not self._bird.running():
             # BIRD reads the file when it (re)starts.
-            write_atomically(self.paths.config, text)
+            write_atomically(self.paths.config, text, SECRET_MODE)
             self._running_text = text
             self.health.config_generation += 1
             return
         try:
-            write_atomically(self.paths.candidate, text)
+            write_atomically(self.paths.candidate, text, SECRET_MODE)
             with BirdControl(self.paths.socket) as ctl:
                 ctl.command(f'configure check "{self.paths.candidate}"')
                 os.replace(self.paths.candidate, self.paths.config)
@@ -440,7 +443,7 @@ class BgpDaemon:
             # Always start from the latest render.
             if self.last_view is not None and self.last_view.view is not None:
                 text = render(self.last_view.view)
-                write_atomically(self.paths.config, text)
+                write_atomically(self.paths.config, text, SECRET_MODE)
                 self._running_text = text
             self._bird = BirdProcess(self._bird_command(), self.paths.bird_log)
             self._bird_answering = False

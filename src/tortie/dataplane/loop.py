@@ -441,6 +441,10 @@ class DataplaneLoop:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
 
+    def alive(self) -> bool:
+        """False once the loop thread has ended without `stop()` (a fatal failure or a crash)."""
+        return self._thread is None or self._thread.is_alive() or self._stopping
+
     def wait(self, timeout: float | None = None) -> None:
         """Block until the loop thread ends; re-raise its DataplaneFailed if that is why."""
         if self._thread is not None:

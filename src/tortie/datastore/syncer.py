@@ -18,6 +18,13 @@ Invariants:
   repeated; per-key order is the store's revision order.
 * The sink is called from one thread at a time (the syncer thread, or the caller of
   `run_once_until_in_sync`/`poll`). An exception from the sink stops the syncer (`failure`).
+* A bad record (a stored value that is not a JSON object: the datastore flags it with `problem`,
+  see `tortie.datastore.api`) is treated as absent: a key sent before gets a Delete, a new one is
+  not sent, and the key is logged once per stored revision (a re-list does not repeat it);
+  `bad_records` holds the keys that are bad now. Nothing stops: the other keys flow as before, and
+  a later good value of the key is an ordinary Update.
+* `alive()` is False once the syncer thread has ended while it was not asked to stop (with or
+  without a `failure`): a consumer's health must say so.
 """
 
 from __future__ import annotations
@@ -102,12 +109,19 @@ class Syncer:
         self._connected = True
         self._in_sync = False
         self.failure: BaseException | None = None
+        self.bad_records: dict[str, int] = {}  # key -> revision of the bad value stored there now
 
     # ----- public -----
 
     @property
     def in_sync(self) -> bool:
         return self._in_sync
+
+    def alive(self) -> bool:
+        """False when the syncer thread ended without being stopped (see the module docstring)."""
+        if self.failure is not None:
+            return False
+        return self._thread is None or self._thread.is_alive() or self._stop.is_set()
 
     def start(self) -> None:
         """Run the syncer in a daemon thread until `stop()`."""
@@ -176,11 +190,18 @@ class Syncer:
         if isinstance(item, WatchEvent):
             if item.type is EventType.PUT:
                 assert item.value is not None
+                if item.problem is not None:
+                    self._on_bad_record(item.key, item.revision, item.problem)
+                    if self._sent.pop(item.key, None) is not None:
+                        self._sink(Delete(item.key, item.revision))
+                    return
                 if self._sent.get(item.key, 0) >= item.revision:
                     return  # already sent by a listing
+                self.bad_records.pop(item.key, None)
                 self._sent[item.key] = item.revision
                 self._sink(Update(item.key, item.value, item.revision))
             elif item.type is EventType.DELETE:
+                self.bad_records.pop(item.key, None)
                 if self._sent.pop(item.key, None) is not None:
                     self._sink(Delete(item.key, item.revision))
             else:
@@ -195,6 +216,12 @@ class Syncer:
         elif item is _END and not self._stop.is_set():
             log.info("syncer watch ended; re-listing prefixes=%s", self._prefixes)
             self.run_once_until_in_sync()
+
+    def _on_bad_record(self, key: str, revision: int, problem: str) -> None:
+        if self.bad_records.get(key) != revision:
+            log.warning("bad record in the datastore treated as absent key=%s revision=%d problem=%s "
+                        "(delete it with `tortie delete --key`)", key, revision, problem)
+        self.bad_records[key] = revision
 
     def _disconnected(self, e: DatastoreError) -> None:
         self._in_sync = False
@@ -211,14 +238,20 @@ class Syncer:
             log.info("syncer reconnected to the datastore")
             self._sink(Status("reconnected"))
         current: dict[str, int] = {}
+        bad: dict[str, int] = {}
         top = 0
         for _, kvs, revision in listings:
             top = max(top, revision)
             for kv in kvs:
+                if kv.problem is not None:
+                    self._on_bad_record(kv.key, kv.mod_revision, kv.problem)
+                    bad[kv.key] = kv.mod_revision
+                    continue
                 current[kv.key] = kv.mod_revision
                 if self._sent.get(kv.key) != kv.mod_revision:
                     self._sent[kv.key] = kv.mod_revision
                     self._sink(Update(kv.key, kv.value, kv.mod_revision))
+        self.bad_records = bad
         for key in sorted(set(self._sent) - set(current)):
             del self._sent[key]
             self._sink(Delete(key, top))
@@ -240,6 +273,8 @@ class Syncer:
                 self._queue.put((generation, event))
         except DatastoreError as e:
             self._queue.put((generation, e))
+        except Exception:  # a bug below the watch: never a silent, dead watch; re-list instead
+            log.exception("syncer watch failed; re-listing prefixes=%s", self._prefixes)
         finally:
             self._queue.put((generation, _END))
 

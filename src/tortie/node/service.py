@@ -8,7 +8,8 @@
                                (a password in URL moves to $TORTIE_DATASTORE_PASSWORD: never in argv)
                                (health on 127.0.0.1:<agent_health_port>, polled for readiness)
         bgp    in-process      tortie.bgp.daemon.BgpDaemon (which supervises BIRD: `bird -f`)
-      every 0.2 s: restart what exited (backoff 0.5 s .. 30 s), refresh <run_dir>/node.json
+      every 0.2 s: restart what exited (backoff 0.5 s .. 30 s), refresh <run_dir>/node.json;
+        an agent whose /readiness has said for 10 s that a part of it is not live is restarted too
       SIGTERM/SIGINT (the `stop` event): stop the BGP daemon (BIRD stops; its kernel routes persist)
         and the agent (its routes and sysctls stay); exit 0. The dataplane stays in place.
       CalicoNodeStatus objects naming this host: filled by `tortie.node.status_report` (own thread)
@@ -63,6 +64,7 @@ log = logging.getLogger(__name__)
 STATUS_FILE = "node.json"
 STATUS_INTERVAL = 5.0
 LOOP_INTERVAL = 0.2
+AGENT_LIVENESS_GRACE = 10.0
 EXIT_OK = 0
 EXIT_CONFIG = 1
 
@@ -136,12 +138,17 @@ def read_node_status(run_dir: str) -> dict[str, Any] | None:
 
 
 class AgentHealthPoller:
-    """Polls the agent's /readiness once a second on a thread; `ready` is None until first answer."""
+    """Polls the agent's /readiness once a second on a thread. `ready` is None until the first
+    answer; `unlive_since` is the monotonic time since which every answer said some part of the
+    agent is not live (None while it is live or does not answer: a starting agent is not a dead one).
+    """
 
     def __init__(self, port: int, interval: float = 1.0) -> None:
         self.url = f"http://127.0.0.1:{port}/readiness"
         self.interval = interval
         self.ready: bool | None = None
+        self.unlive_since: float | None = None
+        self.detail = ""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="agent-health", daemon=True)
 
@@ -152,18 +159,37 @@ class AgentHealthPoller:
         self._stop.set()
         self._thread.join(3.0)
 
-    def check(self) -> bool:
+    def forget(self) -> None:
+        """A new agent process: nothing it said is known yet."""
+        self.ready = None
+        self.unlive_since = None
+        self.detail = ""
+
+    def check(self) -> tuple[bool, bool | None, str]:
+        """(ready, live, detail) from one answer; live None when the agent did not answer."""
         try:
             with urllib.request.urlopen(self.url, timeout=1.0) as resp:
-                return int(resp.status) == 200
-        except urllib.error.HTTPError:
-            return False
+                return int(resp.status) == 200, True, ""
+        except urllib.error.HTTPError as exc:
+            try:
+                components = json.loads(exc.read() or b"{}").get("components", {})
+            except ValueError:
+                components = {}
+            dead = {n: c.get("detail", "") for n, c in components.items() if not c.get("live", True)}
+            return False, not dead, "; ".join(f"{n}: {d}" for n, d in sorted(dead.items()))
         except (OSError, ValueError):
-            return False
+            return False, None, ""
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            self.ready = self.check()
+            ready, live, detail = self.check()
+            self.ready = ready
+            if live is False:
+                self.detail = detail
+                if self.unlive_since is None:
+                    self.unlive_since = time.monotonic()
+            elif live is True:
+                self.unlive_since = None
             self._stop.wait(self.interval)
 
 
@@ -263,7 +289,7 @@ class NodeService:
             else:
                 if agent["pid"] != self._agent_pid:  # a new agent: forget the old one's answer
                     self._agent_pid = agent["pid"]
-                    self.health.ready = None
+                    self.health.forget()
                 agent["ready"] = bool(agent["running"] and self.health.ready)
         if "bgp" in components:
             bgp_health = read_health(self.config.run_dir) or {}
@@ -299,6 +325,17 @@ class NodeService:
         write_atomically(os.path.join(self.config.run_dir, STATUS_FILE), json.dumps(doc, indent=2) + "\n")
 
     # -- main loop -------------------------------------------------------------------------------
+    def _restart_unlive_agent(self) -> None:
+        """An agent process that runs but has said for AGENT_LIVENESS_GRACE seconds that a part of it
+        is not live (a hung thread) is restarted, as a liveness probe would."""
+        health, supervisor = self.health, self.supervisor
+        if health is None or supervisor is None or health.unlive_since is None:
+            return
+        if time.monotonic() - health.unlive_since < AGENT_LIVENESS_GRACE:
+            return
+        supervisor.restart("agent", f"not live for {AGENT_LIVENESS_GRACE:.0f}s ({health.detail})")
+        health.forget()
+
     def run(self, stop: threading.Event) -> int:
         cfg = self.config
         os.makedirs(cfg.run_dir, exist_ok=True)
@@ -331,6 +368,7 @@ class NodeService:
         )
         try:
             while not stop.is_set():
+                self._restart_unlive_agent()
                 self.supervisor.step()
                 self.write_status(force=self.supervisor.changed)
                 self.supervisor.changed = False

@@ -7,6 +7,10 @@
     backoff: `initial` (0.5 s), doubling up to `maximum` (30 s); a run that lasted `stable` (30 s)
     or more resets it, so a crash loop slows down but a rare crash restarts at once.
 
+`restart(name, reason)` stops a running component that is alive but not healthy (the node service
+asks it for an agent whose /liveness has failed for a while) and counts it like a crash: same
+backoff, same `restarts` count, exit code of the stop recorded.
+
 A component is anything with `start()`, `poll() -> exit code | None`, `stop(grace)` and `pid`:
 `ChildProcess` (a command, e.g. `tortie agent run`) and `InProcess` (a run/stop object on a thread,
 e.g. the BGP daemon). `stop_all()` stops components in reverse start order.
@@ -225,6 +229,22 @@ class Supervisor:
                     state.restarts += 1
                 state.starts += 1
                 self.changed = True
+
+    def restart(self, name: str, reason: str, grace: float = 5.0) -> None:
+        """Stop component `name` now (SIGTERM, SIGKILL after `grace`) and let `step` start it again
+        after its backoff, as if it had crashed."""
+        state = self.states[name]
+        if not state.running:
+            return
+        now = self.clock()
+        code = state.component.stop(grace)
+        state.running = False
+        state.last_exit = code
+        state.next_start = now + state.backoff
+        log.warning("component restarted by its supervisor name=%s reason=%s code=%s restart_in=%.1fs",
+                    name, reason, code, state.backoff)
+        state.backoff = min(self.maximum, state.backoff * 2)
+        self.changed = True
 
     def stop_all(self, grace: float = 5.0) -> None:
         for state in reversed(list(self.states.values())):

@@ -276,3 +276,89 @@ def test_a_kernel_without_ipv6_serves_ipv4_and_says_why_once(caplog: pytest.LogC
     assert not any("ipv6" in m for m in kernel.mutations)
     said = [r.getMessage() for r in caplog.records if "IPv6 is off" in r.getMessage()]
     assert len(said) == 1 and "the kernel has no IPv6" in said[0] and "serving IPv4 only" in said[0]
+
+
+class _BreakingStore:
+    """A MemoryDatastore whose watches and listings raise a non-datastore error once `broken` is set
+    (a bug in a decoder, say): the syncer's pump dies, its re-list fails, the syncer thread ends."""
+
+    def __init__(self, inner: MemoryDatastore) -> None:
+        self.inner = inner
+        self.broken = threading.Event()
+
+    def list(self, prefix: str) -> Any:
+        if self.broken.is_set():
+            raise RuntimeError("decoder bug")
+        return self.inner.list(prefix)
+
+    def watch(self, prefix: str, after_revision: int) -> Any:
+        inner = self.inner.watch(prefix, after_revision)
+        broken = self.broken
+
+        class _Watch:
+            def get(self, timeout: float | None = None) -> Any:
+                return inner.get(timeout)
+
+            def close(self) -> None:
+                inner.close()
+
+            def __iter__(self) -> Iterator[Any]:
+                while not broken.wait(0.02):
+                    event = inner.get(0.0)
+                    if event is not None:
+                        yield event
+                raise RuntimeError("decoder bug")
+
+        return _Watch()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def test_a_dead_syncer_thread_makes_health_unready_and_the_agent_exit() -> None:
+    """A part of the pipeline that dies is never silent: health turns unready at once (naming the
+    part) and the agent exits non-zero, so that its supervisor restarts it."""
+    ds = MemoryDatastore()
+    kernel = FakeKernel()
+    kernel.add_link("tortggg")
+    put_wep(ds, "ggg", "10.65.0.8/32")
+    store = _BreakingStore(ds)
+    stop = threading.Event()
+    started: list[AgentPipeline] = []
+    result: list[int] = []
+    thread = threading.Thread(target=lambda: result.append(run_agent(
+        {"hostname": HOST}, {}, stop=stop, open_store=lambda _u: store,  # type: ignore[arg-type,return-value]
+        drivers_factory=lambda _c: Drivers(kernel, kernel, kernel),
+        on_started=lambda p, _h, _m: started.append(p))), daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: "10.65.0.8/32" in ours(kernel), "route")
+        health = started[0]._health
+        assert health.summary().ready
+        store.broken.set()
+        thread.join(timeout=20)
+    finally:
+        stop.set()
+        thread.join(timeout=20)
+    assert result == [2]  # EXIT_DATASTORE: the supervisor restarts the agent
+    summary = health.summary()
+    assert not summary.live and not summary.ready
+    assert summary.components["syncer"]["live"] is False
+    assert "decoder bug" in summary.components["syncer"]["detail"]
+    assert "10.65.0.8/32" in ours(kernel)  # the kernel is left as it is
+
+
+def test_the_datastore_url_is_logged_redacted(caplog: pytest.LogCaptureFixture) -> None:
+    from tortie.common.errors import DatastoreUnavailable
+
+    def refuse(_url: str | None) -> MemoryDatastore:
+        raise DatastoreUnavailable("no member answers")
+
+    caplog.set_level("INFO")
+    url = "etcd://tortie:s3cret-pw@127.0.0.1:2379"
+    rc = run_agent({"hostname": HOST, "datastore": url}, {}, stop=threading.Event(), open_store=refuse,
+                   drivers_factory=lambda _c: Drivers(FakeKernel(), FakeKernel(), FakeKernel()))
+    assert rc == 2
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "cannot open the datastore" in text and "127.0.0.1:2379" in text
+    assert "s3cret-pw" not in text

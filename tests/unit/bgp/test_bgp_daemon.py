@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
 import sys
 import threading
 from collections.abc import Iterator
@@ -134,6 +135,9 @@ def test_configure_only_on_change_and_rejects_keep_running_config(
     apply_manifests(ds, _peer("tor", "172.31.0.254", "good"))
     wait_until(lambda: len(fake.events("configured")) == 1, 10, what="one configure")
     assert 'password "pw";' in fake.events("configured")[0]["config"]
+    # the configuration holds BGP passwords and the control socket takes commands: root only
+    assert stat.S_IMODE(os.stat(daemon.paths.config).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(daemon.paths.socket).st_mode) & 0o077 == 0
     wait_until(lambda: _health(daemon).get("configGeneration") == generation + 1, 5, what="generation")
     good = Path(daemon.paths.config).read_text()
 

@@ -191,6 +191,45 @@ def test_sink_failure_stops_the_thread() -> None:
     while syncer.failure is None and time.monotonic() < deadline:
         time.sleep(0.01)
     assert isinstance(syncer.failure, RuntimeError)
+    assert not syncer.alive()  # ended without being asked: a consumer's health must say so
+    syncer.stop()
+
+
+def test_bad_records_are_absent_logged_once_and_the_rest_flows(caplog: pytest.LogCaptureFixture) -> None:
+    ds = MemoryDatastore()
+    good = ds.create("/a/1", {"v": 1})
+    ds.create("/a/2", {"v": 2})
+    bad_rev = ds.put_raw("/a/3", "not json").mod_revision
+    rec = Recorder()
+    syncer = Syncer(ds, ["/a/"], rec)
+    caplog.set_level("WARNING", logger="tortie.datastore.syncer")
+    syncer.run_once_until_in_sync()
+    events = rec.take()
+    assert [e.key for e in events if isinstance(e, Update)] == ["/a/1", "/a/2"] and events[-1] == InSync()
+    assert syncer.bad_records == {"/a/3": bad_rev}
+    # a good record turned bad: a Delete (treated as absent); watched events after it still flow
+    torn = ds.put_raw("/a/1", '{"v": ').mod_revision
+    later = ds.create("/a/4", {"v": 4})
+    rec_events: list[SyncEvent] = []
+    while len(rec_events) < 2 and syncer.poll(1.0):
+        rec_events += rec.take()
+    assert rec_events == [Delete("/a/1", torn), Update("/a/4", {"v": 4}, later.mod_revision)]
+    # a re-list (outage, compaction) does not log the same bad records again, nor resend anything
+    syncer.run_once_until_in_sync()
+    assert rec.take() == [InSync()]
+    logged = [r.getMessage() for r in caplog.records if "bad record" in r.getMessage()]
+    assert len(logged) == 2 and "key=/a/3" in logged[0] and "key=/a/1" in logged[1], logged
+    # repaired: an ordinary Update
+    fixed = ds.put("/a/1", {"v": 1})
+    while not rec.events and syncer.poll(1.0):
+        pass
+    assert rec.take() == [Update("/a/1", {"v": 1}, fixed.mod_revision)]
+    assert good.mod_revision < fixed.mod_revision
+    assert syncer.bad_records == {"/a/3": bad_rev}
+    ds.delete("/a/3")
+    while syncer.bad_records and syncer.poll(1.0):
+        pass
+    assert syncer.bad_records == {} and rec.take() == []  # never sent, so no Delete either
     syncer.stop()
 
 

@@ -250,3 +250,67 @@ def test_ipv6_asked_of_a_kernel_without_it_registers_ipv4_only(
     monkeypatch.setattr(service_module, "ipv6_absence", lambda: None)
     with pytest.raises(UserError):  # with IPv6 in the kernel, nothing found is still an error
         NodeService(replace(cfg, ip6_method="cidr=2001:db8:ffff::/48"), MemoryDatastore()).addresses()
+
+
+def test_restart_stops_a_live_component_and_counts_it_like_a_crash() -> None:
+    clock, log = Clock(), []
+    agent = FakeComponent("agent", log)
+    sup = Supervisor([agent], initial=0.5, clock=clock)
+    sup.step()
+    sup.restart("agent", "not live")
+    assert log == ["start agent", "stop agent"] and sup.status()["agent"]["running"] is False
+    sup.step()
+    assert sup.status()["agent"]["running"] is False  # the backoff applies
+    clock.now += 0.5
+    sup.step()
+    assert log[-1] == "start agent" and sup.status()["agent"]["restarts"] == 1
+
+
+def _unlive_agent(tmp_path: Path) -> str:
+    """An 'interpreter' standing in for an agent whose calc thread hangs: it serves /readiness with
+    503 and a component that is not live, on the port the node service gave it."""
+    import sys
+
+    script = tmp_path / "unlive-agent"
+    script.write_text(f"""#!{sys.executable}
+import json, os, signal, sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+class H(BaseHTTPRequestHandler):
+    def do_GET(self):
+        calc = {{"live": False, "detail": "hung"}}
+        body = json.dumps({{"ok": False, "components": {{"calc": calc}}}}).encode()
+        self.send_response(503); self.send_header("Content-Length", str(len(body))); self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+HTTPServer(("127.0.0.1", int(os.environ["TORTIE_HEALTH_PORT"])), H).serve_forever()
+""")
+    script.chmod(0o755)
+    return str(script)
+
+
+def test_an_agent_that_is_not_live_is_restarted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    from tortie.node import service as service_module
+
+    monkeypatch.setattr(service_module, "AGENT_LIVENESS_GRACE", 1.0)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = NodeConfig(hostname="n1", run_dir=str(tmp_path / "run"), ip="10.9.0.7/24", run_bgp=False,
+                     agent_health_port=port, python=_unlive_agent(tmp_path), restart_initial=0.05)
+    stop = threading.Event()
+    result: list[int] = []
+    thread = threading.Thread(target=lambda: result.append(NodeService(cfg, MemoryDatastore()).run(stop)))
+    thread.start()
+    try:
+        _wait(lambda: ((read_node_status(cfg.run_dir) or {}).get("components", {}).get("agent", {})
+                       .get("restarts") or 0) >= 1, "the unlive agent restarted", timeout=20)
+        status = read_node_status(cfg.run_dir) or {}
+        assert status["ready"] is False
+    finally:
+        stop.set()
+        thread.join(15)
+    assert result == [0]
