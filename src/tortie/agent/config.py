@@ -50,6 +50,7 @@ from tortie.agent.policy_params import (
     WORKLOAD_TO_HOST_ALLOW_DEFAULT,
     failsafe_ports_type,
 )
+from tortie.dataplane.endpoint_status import DEFAULT_PREFIX as DEFAULT_STATUS_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +146,10 @@ PARAMS: tuple[Param, ...] = (
           "datastore (0 disables)."),
     Param("reporting_ttl", duration_type(), 90.0, "Lease TTL of the liveness report."),
     Param("openstack_region", string_type(), "", "Region of the status keys (no-region when empty)."),
+    Param("endpoint_status_path_prefix", string_type(), DEFAULT_STATUS_PREFIX, "Directory under which the "
+          "agent keeps endpoint-status/<namespace> <name> for every local endpoint whose routes and policy "
+          "are programmed (what the CNI plugin waits for before ADD returns; its endpoint_status_dir is "
+          "this plus /endpoint-status); empty: no files."),
     # -- security policy (issue 5; docs/design/policy.md) --
     Param("policy_enabled", bool_type(), True, "Enforce network policy with nftables (table inet tortie). "
           "When false the agent only routes and never touches nftables."),

@@ -9,8 +9,9 @@
   now - oldest receipt. A batch that needs no kernel work (e.g. an endpoint whose interface does not
   exist yet) is dropped rather than counted later.
 * `EndpointStatusBridge`: remembers each local endpoint's status identity (from the messages the
-  calc sends) so the endpoint manager's `status_callback(id, state)` can be forwarded to the
-  `StatusReporter`.
+  calc sends) so the endpoint manager's `status_callback(id, state, endpoint)` can be forwarded to
+  the `StatusReporter` (datastore keys), and feeds the endpoint status files the CNI plugin waits
+  for (`tortie.dataplane.endpoint_status`), flushed after each apply round that fully succeeded.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from collections.abc import Callable, Mapping
 from tortie.agent.health import HealthAggregator
 from tortie.agent.metrics import AgentMetrics
 from tortie.agent.status import EndpointStatusId, StatusReporter
+from tortie.dataplane.endpoint_status import EndpointStatusFiles, record
 from tortie.dataplane.loop import DataplaneObserver
 from tortie.dataplane.messages import WorkloadEndpointId, WorkloadEndpointUpdate
 
@@ -66,12 +68,14 @@ class AgentObserver(DataplaneObserver):
         receipts: ReceiptTracker,
         needs_apply: Callable[[], bool],
         on_first_apply: Callable[[], None] = lambda: None,
+        on_applied: Callable[[], None] = lambda: None,
     ) -> None:
         self._metrics = metrics
         self._health = health
         self._receipts = receipts
         self._needs_apply = needs_apply
         self._on_first_apply = on_first_apply
+        self._on_applied = on_applied
 
     def on_batch(self, messages: int, link_events: int) -> None:
         self._receipts.drained(self._needs_apply())
@@ -80,6 +84,9 @@ class AgentObserver(DataplaneObserver):
         self._metrics.apply_seconds.observe(seconds)
         if error is not None:
             self._metrics.errors.labels(kind="apply").inc()
+
+    def on_applied(self) -> None:
+        self._on_applied()
 
     def on_first_apply(self, seconds: float) -> None:
         self._record_latency()
@@ -105,8 +112,9 @@ class AgentObserver(DataplaneObserver):
 
 
 class EndpointStatusBridge:
-    def __init__(self, reporter: StatusReporter | None) -> None:
+    def __init__(self, reporter: StatusReporter | None, files: EndpointStatusFiles | None = None) -> None:
         self._reporter = reporter
+        self._files = files
         self._lock = threading.Lock()
         self._ids: dict[WorkloadEndpointId, EndpointStatusId] = {}
 
@@ -119,16 +127,31 @@ class EndpointStatusBridge:
         if old is not None and old != status_id and self._reporter is not None:
             self._reporter.set_endpoint_status(old, None)
 
-    def on_status(self, wep_id: WorkloadEndpointId, state: str | None) -> None:
+    def on_status(
+        self, wep_id: WorkloadEndpointId, state: str | None, endpoint: WorkloadEndpointUpdate | None
+    ) -> None:
         """Loop thread: the endpoint manager's status callback."""
+        if self._files is not None:
+            content = None
+            if state == "up" and endpoint is not None:
+                ep = endpoint
+                content = record(ep.interface_name, ep.mac, ep.ipv4_nets, ep.ipv6_nets)
+            self._files.on_status(wep_id.namespace, wep_id.name, content)
         with self._lock:
             status_id = self._ids.get(wep_id) if state is not None else self._ids.pop(wep_id, None)
         if status_id is not None and self._reporter is not None:
             self._reporter.set_endpoint_status(status_id, state)
 
+    def flush(self) -> None:
+        """Loop thread, after an apply round that fully succeeded: write the status files."""
+        if self._files is not None:
+            self._files.flush()
+
     def sync(self) -> None:
-        """After the first apply: delete status keys of endpoints this host no longer has."""
+        """After the first apply: delete status keys and files of endpoints this host no longer has."""
         with self._lock:
             known = list(self._ids.values())
         if self._reporter is not None:
             self._reporter.sync_endpoint_status(known)
+        if self._files is not None:
+            self._files.sync()

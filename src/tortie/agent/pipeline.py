@@ -45,6 +45,7 @@ from tortie.dataplane.drivers.nftables import NftDriver
 from tortie.dataplane.drivers.routes import RouteDriver
 from tortie.dataplane.drivers.sysctl import SysctlDriver
 from tortie.dataplane.drivers.vxlan import VxlanDriver
+from tortie.dataplane.endpoint_status import EndpointStatusFiles
 from tortie.dataplane.loop import DataplaneLoop
 from tortie.dataplane.managers.block_routes import BlockRoutesManager
 from tortie.dataplane.managers.endpoints import EndpointManager
@@ -164,7 +165,9 @@ class AgentPipeline:
                 endpoint_reporting=config["endpoint_reporting_enabled"],
                 endpoint_delay=config["endpoint_reporting_delay"],
                 on_error=lambda: metrics.errors.labels(kind="status").inc())
-        self._status_bridge = EndpointStatusBridge(self.status_reporter)
+        prefix = str(config.get("endpoint_status_path_prefix") or "")
+        self.status_files = EndpointStatusFiles(prefix) if prefix else None
+        self._status_bridge = EndpointStatusBridge(self.status_reporter, self.status_files)
 
         ipv6 = bool(config["ipv6_support"])
         absent = ipv6_absence(drivers.sysctls.read_sysctl) if ipv6 else None
@@ -222,7 +225,7 @@ class AgentPipeline:
             managers.insert(0, self.policy_manager)
         observer = AgentObserver(metrics, health, self._receipts,
                                  needs_apply=lambda: any(m.needs_apply for m in managers),
-                                 on_first_apply=self._on_first_apply)
+                                 on_first_apply=self._on_first_apply, on_applied=self._status_bridge.flush)
         route_refresh = config["route_refresh_interval"] or None
         # Without policy the calc sends no policy messages, and the configuration is the pipeline's.
         unhandled = (*encap_unhandled, *(() if policy else (*POLICY_MESSAGE_TYPES, ConfigUpdate)))

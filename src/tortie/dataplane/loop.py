@@ -88,6 +88,9 @@ class DataplaneObserver:
     def on_apply(self, manager: str, seconds: float, error: BaseException | None) -> None:
         """One manager's apply finished (error None on success)."""
 
+    def on_applied(self) -> None:
+        """An apply round succeeded: every manager that needed it applied without error."""
+
     def on_first_apply(self, seconds: float) -> None:
         """Everything was programmed for the first time, `seconds` after InSync arrived."""
 
@@ -343,6 +346,7 @@ class DataplaneLoop:
         self._failing_since = None
         self._retry_at = None
         self._backoff = self._retry_initial
+        self._observer.on_applied()
         if not self._programmed:
             self._programmed = True
             log.info(

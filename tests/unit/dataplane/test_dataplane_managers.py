@@ -55,7 +55,9 @@ class Harness:
                                 families=families)
         self.blocks = BlockRoutesManager(self.table)
         self.mgr = EndpointManager(
-            self.table, self.kernel, status_callback=lambda eid, state: self.states.append((eid.name, state))
+            self.table,
+            self.kernel,
+            status_callback=lambda eid, state, _ep: self.states.append((eid.name, state)),
         )
         self.kernel.start_monitor(self.on_link_event)
 

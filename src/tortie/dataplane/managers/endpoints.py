@@ -36,8 +36,14 @@ events: the loop applies the table before this manager, so the sysctls and the s
 see that round's routes and links. An address claimed by two endpoints goes to the first endpoint
 id (sorted) whose interface is up (the table's tie-break by source key).
 
-Status: an optional `status_callback(endpoint_id, state)` receives "up" (interface up and all its
-routes programmed), "down", or None (endpoint removed) whenever that changes, after an apply.
+Status: an optional `status_callback(endpoint_id, state, endpoint)` receives "up" (interface up and
+all its routes programmed), "down", or None (endpoint removed) whenever that changes, after an apply,
+and "up" again when an endpoint that is up was replaced by a new update (a new MAC or address under
+the same name: what a CNI ADD waits for). `endpoint` is the update the state is about (None with
+None). The work per apply is proportional to what changed, not to the endpoints on the host: an
+endpoint's state is recomputed when its update, removal or a link event of its interface arrives;
+endpoints not up are also rechecked whenever the route table changed (a route that failed and was
+retried); a full resync rechecks them all.
 
 Construction: `EndpointManager(route_table, sysctls, status_callback=None)`; IPv6 follows
 `route_table.serves(V6)`.
@@ -65,7 +71,7 @@ from tortie.dataplane.routetable import RouteClass, RouteTable, RouteTarget, Sou
 log = logging.getLogger(__name__)
 
 EndpointState = Literal["up", "down"]
-StatusCallback = Callable[[WorkloadEndpointId, EndpointState | None], None]
+StatusCallback = Callable[[WorkloadEndpointId, EndpointState | None, WorkloadEndpointUpdate | None], None]
 
 IFACE_SYSCTLS_V4: tuple[tuple[str, str], ...] = (
     ("net/ipv4/conf/{}/proxy_arp", "1"),
@@ -111,9 +117,11 @@ class EndpointManager:
         # work to do
         self._dirty_ifaces: set[str] = set()
         self._full_resync = True
-        self._status_dirty = False
+        self._status_dirty: set[WorkloadEndpointId] = set()
+        self._status_all = True
         self._table_version = -1  # the route table's version the reported status reflects
-        self._reported: dict[WorkloadEndpointId, EndpointState] = {}
+        self._reported: dict[WorkloadEndpointId, tuple[EndpointState, WorkloadEndpointUpdate]] = {}
+        self._not_up: set[WorkloadEndpointId] = set()  # rechecked whenever the route table changes
 
     # -- recording desired state (no I/O) --------------------------------------------------------
 
@@ -141,13 +149,13 @@ class EndpointManager:
             self._by_iface.setdefault(iface, set()).add(msg.id)
             if iface not in self._iface_done:
                 self._dirty_ifaces.add(iface)
-            self._status_dirty = True
+            self._status_dirty.add(msg.id)
         elif isinstance(msg, WorkloadEndpointRemove):
             old = self._endpoints.pop(msg.id, None)
             if old is not None:
                 self._table.clear(route_source(msg.id))
                 self._unlink(old)
-                self._status_dirty = True
+                self._status_dirty.add(msg.id)
 
     def on_link_event(self, event: LinkEvent) -> None:
         name = event.link.name
@@ -157,7 +165,7 @@ class EndpointManager:
             self._iface_done.pop(name, None)  # gone, or a new device under that name: verify again
             if event.kind == "added" and name in self._by_iface:
                 self._dirty_ifaces.add(name)
-        self._status_dirty = True
+        self._status_dirty.update(self._by_iface.get(name, ()))
 
     def resync(self) -> None:
         self._full_resync = True
@@ -166,8 +174,8 @@ class EndpointManager:
     def needs_apply(self) -> bool:
         return (
             self._full_resync
-            or bool(self._dirty_ifaces or self._status_dirty)
-            or self._table.version != self._table_version
+            or bool(self._dirty_ifaces or self._status_dirty or self._status_all)
+            or (bool(self._not_up) and self._table.version != self._table_version)
         )
 
     # -- applying (I/O through the sysctl driver) -------------------------------------------------
@@ -197,10 +205,9 @@ class EndpointManager:
             self._iface_done.clear()
             self._dirty_ifaces.update(self._by_iface)
             self._full_resync = False
-            self._status_dirty = True
+            self._status_all = True
         failures = apply_each(self._dirty_ifaces, self._apply_iface, "sysctls of ")
-        if self._status_dirty or self._table.version != self._table_version:
-            self._report_status()
+        self._report_status()
         if failures:
             raise ApplyIncomplete(self.name, failures)
 
@@ -221,22 +228,34 @@ class EndpointManager:
         return "up"
 
     def _report_status(self) -> None:
-        self._status_dirty = False
-        self._table_version = self._table.version
+        if self._table.version != self._table_version:
+            self._status_dirty |= self._not_up
+            self._table_version = self._table.version
+        if self._status_all:
+            self._status_dirty |= self._endpoints.keys() | self._reported.keys()
+            self._status_all = False
+        dirty, self._status_dirty = self._status_dirty, set()
+        changes: list[tuple[WorkloadEndpointId, EndpointState | None, WorkloadEndpointUpdate | None]] = []
+        for endpoint_id in sorted(dirty):
+            endpoint = self._endpoints.get(endpoint_id)
+            state = self.endpoint_state(endpoint_id)
+            if state == "down":
+                self._not_up.add(endpoint_id)
+            else:
+                self._not_up.discard(endpoint_id)
+            before = self._reported.get(endpoint_id)
+            if state is None or endpoint is None:
+                if before is not None:
+                    del self._reported[endpoint_id]
+                    changes.append((endpoint_id, None, None))
+            elif before is None or before[0] != state or (state == "up" and before[1] != endpoint):
+                self._reported[endpoint_id] = (state, endpoint)
+                changes.append((endpoint_id, state, endpoint))
         if self._status_callback is None:
             return
-        changes: list[tuple[WorkloadEndpointId, EndpointState | None]] = []
-        for endpoint_id in [e for e in self._reported if e not in self._endpoints]:
-            del self._reported[endpoint_id]
-            changes.append((endpoint_id, None))
-        for endpoint_id in sorted(self._endpoints):
-            state = self.endpoint_state(endpoint_id)
-            if state is not None and self._reported.get(endpoint_id) != state:
-                self._reported[endpoint_id] = state
-                changes.append((endpoint_id, state))
-        for endpoint_id, reported in changes:
+        for endpoint_id, reported, endpoint in changes:
             try:
-                self._status_callback(endpoint_id, reported)
+                self._status_callback(endpoint_id, reported, endpoint)
             except Exception:
                 log.exception("endpoint status callback failed endpoint=%s", endpoint_id)
 
