@@ -1,21 +1,25 @@
-"""Benchmark: CNI ADD and DEL latency of `tortie` (+ `tortie-ipam`), with the reference `ptp` +
+"""Benchmark: CNI ADD and DEL as a runtime sees them — tortie through the node's CNI service, tortie on
+its own (the service down: the launcher serves the call in-process), and the reference `ptp` +
 `host-local` plugins (Debian containernetworking-plugins, /usr/lib/cni) as the baseline, in one run.
 
-    sudo .venv/bin/python bench/cni.py [-n 100] [--parallel 8] [--quick]
+    sudo .venv/bin/python bench/cni.py [-n 100] [--parallel 8] [--quick] [--json]
 
-Both plugins are executed exactly as a runtime executes them (a new process, CNI_* environment, the
-network config on stdin; DEL gets the ADD's result as prevResult), from a host network namespace built
-for the run, into fresh container namespaces. Latency is the wall time of one plugin process. Phases:
+Every plugin is executed exactly as a runtime executes it (a new process, CNI_* environment, the network
+config on stdin; DEL gets the ADD's result as prevResult), from one lab host namespace, into fresh
+container namespaces. The host runs `tortie node run` (agent and CNI service, no BGP) on an embedded
+sqlite datastore with one IPv4 pool, so a tortie ADD includes what ADD now guarantees: it returns once
+the agent has programmed the endpoint's policy and routes (docs/reference/cni.md). Phases:
 
-* sequential: N ADDs, one at a time, alternating baseline and tortie call by call (so both see the same
-  machine load), then N DELs the same way;
-* parallel: N ADDs with `--parallel` in flight, then N DELs, baseline first, then tortie.
+* sequential: N ADDs, one at a time, rotating plugin by plugin call by call (so all see the same machine
+  load), then N DELs the same way; each call's CPU time (user + system of the plugin process) recorded;
+* parallel: N ADDs with `--parallel` in flight, then N DELs, one plugin after the other; the node's CPU
+  (CNI service + agent processes) over each tortie series is divided by its calls.
 
-The sequential phase also records each call's CPU time (user + system), which other work on a shared
-machine disturbs less than wall time. tortie uses the embedded sqlite datastore (a temp file) with one
-IPv4 pool and its host-wide IPAM lock; host-local keeps its state in a temp dir. Output: p50 / p99 per
-plugin and phase, CPU p50, the target (tortie ADD p50 <= 100 ms) beside the measured figure, and the
-1-minute load average at the start and the end of the run (wall times depend on it; CPU time less).
+Output: p50 / p99 per plugin, verb and phase, CPU per call, the targets (tortie through the service
+against the baseline: ADD p50 <= 2x, DEL p50 <= 1.5x, 8-parallel ADD p50 <= 2.5x) with their verdict,
+and the 1-minute load average at the start and the end (wall times depend on it; CPU time less). With
+`--json` the last line is one object: {"tortie": {...}, "tortie_standalone": {...}, "baseline": {...}},
+each exactly {"add_p50_ms", "add_p99_ms", "del_p50_ms", "parallel_add_p50_ms"}.
 """
 
 from __future__ import annotations
@@ -38,16 +42,23 @@ from typing import Any
 from tortie.cni.install import install
 from tortie.datastore.sqlite import SqliteDatastore
 from tortie.kernel.netns import entered, open_netns
+from tortie.lab import Lab
 from tortie.model.kinds import kind_info
+from tortie.testing.cni_node import CniNode
 from tortie.testing.netns import unique_name
 
 REFERENCE_DIR = Path("/usr/lib/cni")
-TARGET_ADD_P50_MS = 100.0
+SERVICE, STANDALONE, BASELINE = "tortie", "tortie_standalone", "baseline"
+LABELS = {SERVICE: "tortie (CNI service)", STANDALONE: "tortie (standalone)", BASELINE: "ptp + host-local"}
+TARGETS = (("add_p50_ms", 2.0), ("del_p50_ms", 1.5), ("parallel_add_p50_ms", 2.5))
+_TICK = os.sysconf("SC_CLK_TCK")
+
+Times = dict[tuple[str, str], list[float]]
 
 
 @dataclass
 class Plugin:
-    label: str
+    key: str
     executable: Path
     conf: dict[str, Any]
     cni_path: str
@@ -79,40 +90,52 @@ def invoke(
     )
     elapsed = (time.perf_counter() - start) * 1000
     if proc.returncode != 0:
-        raise RuntimeError(f"{plugin.label} {command} {container} failed: {proc.stdout!r} {proc.stderr!r}")
+        raise RuntimeError(f"{plugin.key} {command} {container} failed: {proc.stdout!r} {proc.stderr!r}")
     out = proc.stdout.decode().strip()
     return elapsed, json.loads(out) if out else None
 
 
-def run_sequential(
-    plugins: list[Plugin], containers: dict[str, list[str]]
-) -> dict[tuple[str, str], list[float]]:
-    """Calls one at a time; also records each call's CPU time (key `<VERB> cpu`)."""
-    times: dict[tuple[str, str], list[float]] = {}
+def run_sequential(plugins: list[Plugin], containers: dict[str, list[str]]) -> Times:
+    """Calls one at a time, rotating plugins; also each call's CPU time (key `<VERB> cpu`)."""
+    times: Times = {}
     results: dict[tuple[str, str], Any] = {}
     count = len(next(iter(containers.values())))
     for command in ("ADD", "DEL"):
         for i in range(count):
             for plugin in plugins:
-                name = containers[plugin.label][i]
-                prev = results.get((plugin.label, name)) if command == "DEL" else None
+                name = containers[plugin.key][i]
+                prev = results.get((plugin.key, name)) if command == "DEL" else None
                 before = resource.getrusage(resource.RUSAGE_CHILDREN)
                 ms, out = invoke(plugin, command, name, prev)
                 after = resource.getrusage(resource.RUSAGE_CHILDREN)
                 cpu = (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) * 1000
-                results[(plugin.label, name)] = out
-                times.setdefault((plugin.label, command), []).append(ms)
-                times.setdefault((plugin.label, f"{command} cpu"), []).append(cpu)
+                results[(plugin.key, name)] = out
+                times.setdefault((plugin.key, command), []).append(ms)
+                times.setdefault((plugin.key, f"{command} cpu"), []).append(cpu)
     return times
 
 
+def process_cpu_ms(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total * 1000 / _TICK
+
+
 def run_parallel(
-    plugins: list[Plugin], containers: dict[str, list[str]], width: int
-) -> dict[tuple[str, str], list[float]]:
-    """N ADDs with `width` in flight, then N DELs, one plugin after the other."""
-    times: dict[tuple[str, str], list[float]] = {}
+    plugins: list[Plugin], containers: dict[str, list[str]], width: int, node_pids: Callable[[], list[int]]
+) -> Times:
+    """N ADDs with `width` in flight, then N DELs, one plugin after the other; for tortie, the node's
+    CPU (CNI service + agent) per call (key `node cpu`)."""
+    times: Times = {}
     for plugin in plugins:
-        names = containers[plugin.label]
+        names = containers[plugin.key]
+        pids = node_pids()
+        cpu_before = process_cpu_ms(pids)
 
         def add(name: str, plugin: Plugin = plugin) -> tuple[float, Any]:
             return invoke(plugin, "ADD", name)
@@ -126,8 +149,10 @@ def run_parallel(
 
         with ThreadPoolExecutor(width) as pool:
             dels = list(pool.map(delete, names))
-        times[(plugin.label, "ADD")] = [ms for ms, _ in adds]
-        times[(plugin.label, "DEL")] = [ms for ms, _ in dels]
+        times[(plugin.key, "ADD")] = [ms for ms, _ in adds]
+        times[(plugin.key, "DEL")] = [ms for ms, _ in dels]
+        if plugin.key != BASELINE:
+            times[(plugin.key, "node cpu")] = [(process_cpu_ms(pids) - cpu_before) / (2 * len(names))]
     return times
 
 
@@ -147,11 +172,76 @@ def delete_namespaces(names: list[str]) -> None:
     )
 
 
+def seed(db: Path) -> None:
+    ds = SqliteDatastore(db)
+    for kind, name, spec in (("IPPool", "bench", {"cidr": "10.72.0.0/16"}), ("Node", "h1", {})):
+        ds.put(
+            kind_info(kind).key(name),
+            {"apiVersion": "projectcalico.org/v3", "kind": kind, "metadata": {"name": name}, "spec": spec},
+        )
+    ds.close()
+
+
+def plugins_for(work: Path, bindir: Path, db: Path, node: CniNode) -> list[Plugin]:
+    def tortie(key: str, network: str, socket: str) -> Plugin:
+        conf = {
+            "cniVersion": "1.0.0",
+            "name": network,
+            "type": "tortie",
+            "nodename": "h1",
+            "mtu": 1500,
+            "datastore": f"sqlite://{db}",
+            "ipam_lock_file": str(work / "ipam.lock"),
+            "ipam": {"type": "tortie-ipam"},
+            **node.netconf(),
+            "service_socket": socket,
+        }
+        return Plugin(key, bindir / "tortie", conf, str(bindir))
+
+    baseline_conf = {
+        "cniVersion": "1.0.0",
+        "name": "bench-ptp",
+        "type": "ptp",
+        "ipMasq": False,
+        "mtu": 1500,
+        "ipam": {"type": "host-local", "subnet": "10.71.0.0/16", "dataDir": str(work / "host-local")},
+    }
+    return [
+        Plugin(BASELINE, REFERENCE_DIR / "ptp", baseline_conf, str(REFERENCE_DIR)),
+        tortie(SERVICE, "bench-svc", node.socket),
+        tortie(STANDALONE, "bench-alone", str(work / "no-service-here.sock")),  # the service is down
+    ]
+
+
+def summary(rows: dict[tuple[str, str, str], list[float]]) -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = {}
+    for key in (SERVICE, STANDALONE, BASELINE):
+        seq_add, seq_del = rows[("sequential", key, "ADD")], rows[("sequential", key, "DEL")]
+        par_add, par_del = rows[("parallel", key, "ADD")], rows[("parallel", key, "DEL")]
+        figures = {
+            "add_p50_ms": statistics.median(seq_add),
+            "add_p99_ms": percentile(seq_add, 99),
+            "del_p50_ms": statistics.median(seq_del),
+            "del_p99_ms": percentile(seq_del, 99),
+            "parallel_add_p50_ms": statistics.median(par_add),
+            "parallel_add_p99_ms": percentile(par_add, 99),
+            "parallel_del_p50_ms": statistics.median(par_del),
+            "add_cpu_ms": statistics.median(rows[("sequential", key, "ADD cpu")]),
+            "del_cpu_ms": statistics.median(rows[("sequential", key, "DEL cpu")]),
+        }
+        node_cpu = rows.get(("parallel", key, "node cpu"))
+        if node_cpu:
+            figures["node_cpu_per_call_ms"] = node_cpu[0]
+        out[key] = {k: round(v, 2) for k, v in figures.items()}
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-n", type=int, default=100, help="containers per phase and plugin (default 100)")
     parser.add_argument("--parallel", type=int, default=8, help="calls in flight in the parallel phase")
     parser.add_argument("--quick", action="store_true", help="smoke run: 10 containers per phase")
+    parser.add_argument("--json", action="store_true", help="print the summary object as the last line")
     args = parser.parse_args(argv)
     count = 10 if args.quick else args.n
     if os.geteuid() != 0:
@@ -162,77 +252,33 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     load_start = os.getloadavg()[0]
-    tag = unique_name("bcni")
-    host = f"{tag}-host"
     work = Path(tempfile.mkdtemp(prefix="tortie-bench-cni-"))
     bindir = work / "bin"
     install(bindir)
     db = work / "ds.db"
-    ds = SqliteDatastore(db)
-    ds.put(
-        kind_info("IPPool").key("bench"),
-        {
-            "apiVersion": "projectcalico.org/v3",
-            "kind": "IPPool",
-            "metadata": {"name": "bench"},
-            "spec": {"cidr": "10.72.0.0/16"},
-        },
-    )
-    ds.put(
-        kind_info("Node").key("bench-node"),
-        {
-            "apiVersion": "projectcalico.org/v3",
-            "kind": "Node",
-            "metadata": {"name": "bench-node"},
-            "spec": {},
-        },
-    )
-    ds.close()
-    plugins = [
-        Plugin(
-            "ptp + host-local (baseline)",
-            REFERENCE_DIR / "ptp",
-            {
-                "cniVersion": "1.0.0",
-                "name": "bench-ptp",
-                "type": "ptp",
-                "ipMasq": False,
-                "mtu": 1500,
-                "ipam": {"type": "host-local", "subnet": "10.71.0.0/16", "dataDir": str(work / "host-local")},
-            },
-            str(REFERENCE_DIR),
-        ),
-        Plugin(
-            "tortie + tortie-ipam",
-            bindir / "tortie",
-            {
-                "cniVersion": "1.0.0",
-                "name": "bench-tortie",
-                "type": "tortie",
-                "nodename": "bench-node",
-                "mtu": 1500,
-                "datastore": f"sqlite://{db}",
-                "ipam_lock_file": str(work / "ipam.lock"),
-                "ipam": {"type": "tortie-ipam"},
-            },
-            str(bindir),
-        ),
-    ]
-    phases: list[tuple[str, Callable[[dict[str, list[str]]], dict[tuple[str, str], list[float]]]]] = [
-        ("sequential", lambda c: run_sequential(plugins, c)),
-        (f"{args.parallel} in parallel", lambda c: run_parallel(plugins, c, args.parallel)),
-    ]
-    all_namespaces = [host]
-    rows: list[tuple[str, str, str, float, float, float | None]] = []
-    subprocess.run(["ip", "netns", "add", host], check=True)
-    subprocess.run(["ip", "-n", host, "link", "set", "lo", "up"], check=True)
-    # proxy ARP for 169.254.1.1 needs a unicast route to it via another device (see tortie.cni.plumbing)
-    subprocess.run(["ip", "-n", host, "route", "add", "169.254.1.1/32", "dev", "lo"], check=True)
-    host_fd = open_netns(f"/run/netns/{host}")
+    seed(db)
+    lab = Lab.create(unique_name("bcni"), work / "lab", hosts=1)
+    node = CniNode(lab, "h1", f"sqlite://{db}", work, service=True)
+    all_namespaces: list[str] = []
+    rows: dict[tuple[str, str, str], list[float]] = {}
+    host_fd = -1
     try:
+        node.start()
+
+        def node_pids() -> list[int]:
+            agent = ((node.status() or {}).get("components") or {}).get("agent") or {}
+            return [p for p in (node.proc.pid if node.proc else None, agent.get("pid")) if p]
+
+        plugins = plugins_for(work, bindir, db, node)
+        phases: list[tuple[str, Callable[[dict[str, list[str]]], Times]]] = [
+            ("sequential", lambda c: run_sequential(plugins, c)),
+            ("parallel", lambda c: run_parallel(plugins, c, args.parallel, node_pids)),
+        ]
+        host_fd = open_netns(f"/run/netns/{lab.netns('h1')}")
         for phase_index, (phase, runner) in enumerate(phases):
             containers = {
-                p.label: [f"{tag}-{phase_index}{k}{i}" for i in range(count)] for k, p in enumerate(plugins)
+                p.key: [f"{lab.name}-{phase_index}{k}{i}" for i in range(count)]
+                for k, p in enumerate(plugins)
             }
             names = [n for group in containers.values() for n in group]
             all_namespaces += names
@@ -240,33 +286,52 @@ def main(argv: list[str] | None = None) -> int:
             with entered(host_fd):  # plugin processes inherit the host namespace, as on a real node
                 times = runner(containers)
             delete_namespaces(names)
-            for plugin in plugins:
-                for command in ("ADD", "DEL"):
-                    values = times[(plugin.label, command)]
-                    cpu = times.get((plugin.label, f"{command} cpu"))
-                    p50, p99 = statistics.median(values), percentile(values, 99)
-                    rows.append(
-                        (phase, plugin.label, command, p50, p99, statistics.median(cpu) if cpu else None)
-                    )
+            for (key, what), values in times.items():
+                rows[(phase, key, what)] = values
     finally:
-        os.close(host_fd)
+        if host_fd >= 0:
+            os.close(host_fd)
+        node.stop()
         delete_namespaces(all_namespaces)
+        lab.down()
         subprocess.run(["rm", "-rf", str(work)], check=False)
 
-    print(f"CNI latency, {count} containers per phase and plugin (wall time of one plugin process, ms)\n")
-    print(f"{'phase':<16} {'plugin':<30} {'verb':<4} {'p50':>8} {'p99':>8} {'cpu p50':>8}  target")
-    for phase, label, command, p50, p99, cpu in rows:
-        target = ""
-        if label.startswith("tortie") and command == "ADD":
-            verdict = "met" if p50 <= TARGET_ADD_P50_MS else "MISSED"
-            target = f"p50 <= {TARGET_ADD_P50_MS:.0f} ({verdict})"
-        cpu_text = f"{cpu:8.1f}" if cpu is not None else f"{'-':>8}"
-        print(f"{phase:<16} {label:<30} {command:<4} {p50:8.1f} {p99:8.1f} {cpu_text}  {target}")
     load = os.getloadavg()[0]
+    figures = summary(rows)
+    print(f"CNI latency, {count} containers per phase and plugin (wall time of one plugin process, ms)\n")
+    print(f"{'phase':<12} {'plugin':<22} {'verb':<4} {'p50':>8} {'p99':>8} {'cpu p50':>8}")
+    for phase in ("sequential", "parallel"):
+        shown = phase if phase == "sequential" else f"{args.parallel} parallel"
+        for key in (BASELINE, SERVICE, STANDALONE):
+            for verb in ("ADD", "DEL"):
+                values = rows[(phase, key, verb)]
+                cpu = rows.get((phase, key, f"{verb} cpu"))
+                cpu_text = f"{statistics.median(cpu):8.1f}" if cpu else f"{'-':>8}"
+                print(
+                    f"{shown:<12} {LABELS[key]:<22} "
+                    f"{verb:<4} {statistics.median(values):8.1f} {percentile(values, 99):8.1f} {cpu_text}"
+                )
+    print()
+    for key in (SERVICE, STANDALONE):
+        node_cpu = figures[key].get("node_cpu_per_call_ms")
+        print(f"node CPU (CNI service + agent) per call, {LABELS[key]}: {node_cpu} ms")
+    print("\ntargets (tortie through the service against the same-run baseline):")
+    for name, factor in TARGETS:
+        ours, base = figures[SERVICE][name], figures[BASELINE][name]
+        ratio = ours / base if base else float("inf")
+        verdict = "met" if ratio <= factor else f"MISSED by {ours - factor * base:.1f} ms"
+        print(f"  {name:<20} {ours:8.1f} vs {base:8.1f} ms = {ratio:4.2f}x (target <= {factor}x): {verdict}")
     print(
         "\ncpu p50: user+system CPU of one plugin process (sequential phase); "
         f"1-minute load average {load_start:.1f} at the start, {load:.1f} at the end"
     )
+    if args.json:
+        keys = ("add_p50_ms", "add_p99_ms", "del_p50_ms", "parallel_add_p50_ms")
+        print(
+            json.dumps(
+                {series: {k: figures[series][k] for k in keys} for series in (SERVICE, STANDALONE, BASELINE)}
+            )
+        )
     return 0
 
 

@@ -1,4 +1,5 @@
-"""The installed `tortie` plugin driven like a runtime (env + stdin, subprocess) on a real kernel.
+"""The installed `tortie` plugin driven like a runtime (env + stdin, subprocess) on a real kernel, on its
+own (no node service, no agent: the proofs with them are test_cni_libcni, _podman, _scale, _service).
 
 A lab host namespace plays the node (the plugin runs inside it with `nodename` set); container
 namespaces are created per test. Checked against kernel state read back with iproute2 (not with the
@@ -54,6 +55,8 @@ class Env:
             "datastore": f"sqlite://{self.db}",
             "ipam_lock_file": str(self.tmp / "ipam.lock"),
             "ipam": {"type": "tortie-ipam", "ipv4_pools": ["kpool4"]},
+            "service_socket": "",  # the plugin on its own: these tests are about its kernel plumbing
+            "policy_setup_timeout_seconds": 0,  # no agent runs here
         }
         base.update(over)
         return base

@@ -23,6 +23,7 @@ from tortie.ipam.audit import check as audit_check
 from tortie.ipam.snapshot import take_snapshot
 from tortie.lab import Lab
 from tortie.model.kinds import kind_info
+from tortie.testing.cni_node import CniNode
 from tortie.testing.netns import unique_name
 
 pytestmark = pytest.mark.root
@@ -58,7 +59,11 @@ def run_cnitool(
     )
 
 
-def test_libcni_add_check_del_del(cnitool: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("service", [True, False], ids=["service", "standalone"])
+def test_libcni_add_check_del_del(cnitool: Path, tmp_path: Path, service: bool) -> None:
+    """libcni drives ADD, CHECK, DEL, DEL on a host whose node runs (its agent programs the endpoint
+    before ADD returns), once with the node's CNI service taking the calls and once with the service
+    off, the launcher serving them in-process."""
     bindir = tmp_path / "bin"
     install(bindir)
     db = tmp_path / "ds.db"
@@ -93,7 +98,6 @@ def test_libcni_add_check_del_del(cnitool: Path, tmp_path: Path) -> None:
             }
         ],
     }
-    (confdir / "10-tortie.conflist").write_text(json.dumps(conflist))
     env = {
         "NETCONFPATH": str(confdir),
         "CNI_PATH": str(bindir),
@@ -103,7 +107,11 @@ def test_libcni_add_check_del_del(cnitool: Path, tmp_path: Path) -> None:
     lab = Lab.create(unique_name("cnil"), tmp_path / "lab", hosts=1)
     container = f"{lab.name}-c"
     subprocess.run(["ip", "netns", "add", container], check=True)
+    node = CniNode(lab, "h1", f"sqlite://{db}", tmp_path, service=service)
     try:
+        node.start()
+        conflist["plugins"][0].update(node.netconf())
+        (confdir / "10-tortie.conflist").write_text(json.dumps(conflist))
         host_ns = lab.netns("h1")
         add = run_cnitool(cnitool, host_ns, "add", net, container, env)
         assert add.returncode == 0, add.stderr
@@ -122,6 +130,8 @@ def test_libcni_add_check_del_del(cnitool: Path, tmp_path: Path) -> None:
         (kv,) = ds.list(kind_info("WorkloadEndpoint").list_prefix("demo"))[0]
         ds.close()
         assert kv.value["spec"]["pod"] == "pod-a" and kv.value["spec"]["ipNetworks"] == [address]
+        assert len(os.listdir(node.status_dir)) == 1  # the agent had programmed it when ADD returned
+        assert ("ADD done" in node.log_tail(200)) is service  # the service logs the calls it served
 
         check = run_cnitool(cnitool, host_ns, "check", net, container, env)
         assert check.returncode == 0, check.stderr
@@ -141,6 +151,7 @@ def test_libcni_add_check_del_del(cnitool: Path, tmp_path: Path) -> None:
         assert audit_check(take_snapshot(ds)) == []
         ds.close()
     finally:
+        node.stop()
         subprocess.run(["ip", "netns", "del", container], check=False, capture_output=True)
         lab.down()
         for cached in Path("/var/lib/cni/results").glob(f"{net}-*"):

@@ -1,7 +1,8 @@
 """podman (CNI backend, runc) attaches containers through `tortie` on two lab hosts; they reach each other.
 
 Each lab host is a separate "machine": its own podman root/runroot/tmp dir and containers.conf whose
-network directory holds network `tnet` with that host's `nodename`; one sqlite datastore is shared (the
+network directory holds network `tnet` with that host's `nodename`, and its own `tortie node run`
+(agent, and the CNI service or not: the test runs both ways); one sqlite datastore is shared (the
 cluster). Containers run from a busybox-static rootfs. BGP is not part of this test, so static routes
 for each container's /32 are added between the two hosts. `podman rm` must release the address.
 """
@@ -17,6 +18,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,6 +29,7 @@ from tortie.ipam.audit import check as audit_check
 from tortie.ipam.snapshot import take_snapshot
 from tortie.lab import Lab
 from tortie.model.kinds import kind_info
+from tortie.testing.cni_node import CniNode
 from tortie.testing.netns import unique_name
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
@@ -89,7 +92,9 @@ def make_rootfs(path: Path) -> None:
     subprocess.run(["chroot", str(path), "/bin/busybox", "--install", "-s", "/bin"], check=True)
 
 
-def write_host_config(host: PodmanHost, bindir: Path, db: Path, lock_dir: Path) -> None:
+def write_host_config(
+    host: PodmanHost, bindir: Path, db: Path, lock_dir: Path, node: dict[str, Any]
+) -> None:
     netdir = host.base / "net.d"
     netdir.mkdir(parents=True)
     (host.base / "tmp").mkdir()
@@ -103,6 +108,7 @@ def write_host_config(host: PodmanHost, bindir: Path, db: Path, lock_dir: Path) 
                 "datastore": f"sqlite://{db}",
                 "ipam_lock_file": str(lock_dir / f"{host.name}.lock"),
                 "ipam": {"type": "tortie-ipam"},
+                **node,
             }
         ],
     }
@@ -123,8 +129,8 @@ def write_host_config(host: PodmanHost, bindir: Path, db: Path, lock_dir: Path) 
     )
 
 
-@pytest.fixture
-def hosts(tmp_path: Path) -> Iterator[tuple[Lab, list[PodmanHost], Path]]:
+@pytest.fixture(params=[True, False], ids=["service", "standalone"])
+def hosts(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[Lab, list[PodmanHost], Path]]:
     for tool in ("podman", "runc", "conmon"):
         if shutil.which(tool) is None:
             pytest.skip(f"needs {tool} (apt-get install podman runc)")
@@ -152,13 +158,17 @@ def hosts(tmp_path: Path) -> Iterator[tuple[Lab, list[PodmanHost], Path]]:
     # podman refuses a runroot longer than 50 characters: keep its state under a short /tmp path.
     short = Path(tempfile.mkdtemp(prefix="tortie-pm-"))
     podman_hosts = [PodmanHost(h, lab.netns(h), short / h) for h in ("h1", "h2")]
+    nodes = [CniNode(lab, h, f"sqlite://{db}", tmp_path, service=request.param) for h in ("h1", "h2")]
     try:
-        for host in podman_hosts:
-            write_host_config(host, bindir, db, tmp_path)
+        for host, node in zip(podman_hosts, nodes, strict=True):
+            node.start()
+            write_host_config(host, bindir, db, tmp_path, node.netconf())
         yield lab, podman_hosts, db
     finally:
         for host in podman_hosts:
             host.cleanup()
+        for node in nodes:
+            node.stop()
         shutil.rmtree(short, ignore_errors=True)
         lab.down()
 

@@ -2,14 +2,15 @@
 
     tortie node run --hostname H [--datastore URL] [--ip autodetect|none|CIDR]
         [--ip-autodetection-method M] [--ip6 ...] [--ip6-autodetection-method M] [--as N]
-        [--run-dir DIR] [--agent-config FILE] [--agent-health-port P] [--no-bgp] [--no-agent]
+        [--run-dir DIR] [--agent-config FILE] [--agent-health-port P] [--cni-socket PATH] [--no-bgp]
+        [--no-agent]
 
 Registers/updates the Node (BGP address by autodetection, as Calico's IP_AUTODETECTION_METHOD:
-first-found, interface=REGEX, skip-interface=REGEX, can-reach=DEST, cidr=CIDR), then runs the agent and
-the BGP daemon and restarts them when they exit. SIGTERM/SIGINT stop both and leave the dataplane in
-place. Exit codes: 0 stopped, 1 configuration problem, 2 datastore URL unusable.
+first-found, interface=REGEX, skip-interface=REGEX, can-reach=DEST, cidr=CIDR), then runs the agent, the
+CNI service and the BGP daemon and restarts them when they exit. SIGTERM/SIGINT stop them all and leave
+the dataplane in place. Exit codes: 0 stopped, 1 configuration problem, 2 datastore URL unusable.
 Environment equivalents (used when the option is absent): TORTIE_IP, TORTIE_IP_AUTODETECTION_METHOD,
-TORTIE_IP6, TORTIE_IP6_AUTODETECTION_METHOD, TORTIE_AS_NUMBER, TORTIE_HOSTNAME.
+TORTIE_IP6, TORTIE_IP6_AUTODETECTION_METHOD, TORTIE_AS_NUMBER, TORTIE_HOSTNAME, TORTIE_CNI_SOCKET.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from tortie.cli.node_status_cmd import node_subparsers
 from tortie.cli.verbs import run_in_foreground
+from tortie.cni.launcher import DEFAULT_SOCKET as DEFAULT_CNI_SOCKET
 from tortie.common.ipfamily import V4, V6
 
 if TYPE_CHECKING:
@@ -118,6 +120,12 @@ def register(sub: SubParsers) -> None:
         help='where the agent publishes the workload MTU for the CNI plugin ("" to skip; '
         'default: %(default)s)',
     )
+    p.add_argument(
+        "--cni-socket",
+        default=env("TORTIE_CNI_SOCKET", DEFAULT_CNI_SOCKET),
+        help="unix socket on which this node serves the CNI plugin's calls (the network configuration's "
+        'service_socket; "" for no CNI service: the plugin then works on its own; default: %(default)s)',
+    )
     p.add_argument("--no-agent", action="store_true", help="do not run the agent")
     p.add_argument("--no-bgp", action="store_true", help="do not run BGP (BIRD)")
     p.set_defaults(func=_run)
@@ -152,6 +160,7 @@ def _run(args: argparse.Namespace) -> int:
         secrets_dir=args.secrets_dir or DEFAULT_SECRETS_DIR,
         nodename_file=args.nodename_file,
         mtu_file=args.mtu_file,
+        cni_socket=args.cni_socket,
     )
     root = logging.getLogger()
     root.setLevel(min(root.level, logging.INFO))  # a service logs its state transitions

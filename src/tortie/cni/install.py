@@ -4,8 +4,11 @@ CNI runtimes run the executable named by the network config's `type`, found in t
 directories (CNI_PATH). The Python console script `tortie` is already the CLI, so the plugins are
 provided as two small launchers that run this installation's interpreter on the one entry module:
 
-    DIR/tortie       #!<python> -IS  -> tortie.cni.main.main("tortie")
-    DIR/tortie-ipam  #!<python> -IS  -> tortie.cni.main.main("tortie-ipam")
+    DIR/tortie       #!<python> -IS  -> tortie.cni.launcher.launch("tortie")
+    DIR/tortie-ipam  #!<python> -IS  -> tortie.cni.launcher.launch("tortie-ipam")
+
+`launch` hands the call to the node's CNI service when it answers and serves it in-process
+otherwise (tortie.cni.launcher).
 
 Every CNI call is a new process, so start-up is latency (docs/design/cni.md, "Start-up cost"):
 
@@ -38,6 +41,7 @@ from pathlib import Path
 from tortie.cni.main import PLUGINS
 
 ENTRY_MODULE = "tortie.cni.main"  # PLUGINS: the names runtimes look up (a network config's "type")
+LAUNCH_MODULE = "tortie.cni.launcher"
 _MAX_SHEBANG = 120
 
 
@@ -64,7 +68,7 @@ def import_paths() -> list[str]:
 
 def launcher_text(python: str, plugin: str, paths: Sequence[str] | None = None) -> str:
     """The launcher of `plugin`. With `paths`, the interpreter runs without `site` and imports from them."""
-    module = ENTRY_MODULE
+    module = LAUNCH_MODULE
     if len(python) + 5 <= _MAX_SHEBANG and not any(c.isspace() for c in python):
         lines = [
             f"#!{python} {'-IS' if paths else '-I'}",
@@ -78,17 +82,17 @@ def launcher_text(python: str, plugin: str, paths: Sequence[str] | None = None) 
             lines += [
                 f"sys.path += {list(paths)!r}",
                 "try:",
-                f"    from {module} import main",
+                f"    from {module} import launch",
                 "except ImportError:  # the installation moved: find it through site-packages after all",
                 "    import site",
                 "",
                 "    site.main()",
-                f"    from {module} import main",
+                f"    from {module} import launch",
             ]
         else:
-            lines.append(f"from {module} import main")
+            lines.append(f"from {module} import launch")
         lines += [
-            f"code = main({plugin!r})",
+            f"code = launch({plugin!r})",
             "gc.freeze()  # spares the shutdown's final collection a walk over every object",
             "sys.exit(code)",
         ]
@@ -96,7 +100,7 @@ def launcher_text(python: str, plugin: str, paths: Sequence[str] | None = None) 
     quoted = "'" + python.replace("'", "'\\''") + "'"
     return (
         "#!/bin/sh\n# tortie CNI launcher (written by `tortie cni install`)\n"
-        f"exec {quoted} -I -m {module} {plugin}\n"
+        f"exec {quoted} -I -m {ENTRY_MODULE} {plugin}\n"
     )
 
 

@@ -44,16 +44,20 @@ def open_default_datastore(url: str | None) -> Datastore:
 
 
 @contextlib.contextmanager
-def opened(opener: Callable[[str | None], Datastore], url: str | None) -> Iterator[Datastore]:
-    """Both plugins' datastore for one call, closed after it (a failing close is only logged)."""
+def opened(
+    opener: Callable[[str | None], Datastore], url: str | None, *, close: bool = True
+) -> Iterator[Datastore]:
+    """Both plugins' datastore for one call, closed after it (a failing close is only logged) unless
+    the opener lends a long-lived one (`close=False`: the node's CNI service keeps its stores warm)."""
     ds = opener(url)
     try:
         yield ds
     finally:
-        try:
-            ds.close()
-        except Exception:
-            log.debug("closing the datastore failed", exc_info=True)
+        if close:
+            try:
+                ds.close()
+            except Exception:
+                log.debug("closing the datastore failed", exc_info=True)
 
 
 @contextlib.contextmanager
@@ -73,10 +77,22 @@ def host_lock(path: str) -> Iterator[None]:
         os.close(fd)
 
 
+_last_ipam: tuple[Datastore, Ipam] | None = None
+
+
 def new_ipam(ds: Datastore) -> Ipam:
+    """An `Ipam` over `ds`; the same one again while `ds` is the datastore of the previous call, so a
+    long-lived store (the node's CNI service) keeps the allocator's hint of the block it last
+    allocated from: an ADD on a host with many full blocks then reads one block, not all of them."""
+    global _last_ipam
+    last = _last_ipam
+    if last is not None and last[0] is ds:
+        return last[1]
     from tortie.ipam import Ipam
 
-    return Ipam(ds)
+    ipam = Ipam(ds)
+    _last_ipam = (ds, ipam)
+    return ipam
 
 
 def single(iface: IPInterface) -> IPInterface:

@@ -28,6 +28,7 @@ from tortie.datastore.api import Datastore
 @dataclass
 class IpamDeps:
     open_datastore: Callable[[str | None], Datastore] = ipam_core.open_default_datastore
+    keep_open: bool = False  # the opener lends long-lived stores (the node's CNI service): never close
 
 
 class TortieIpamPlugin:
@@ -38,7 +39,7 @@ class TortieIpamPlugin:
         return verb_handlers(self)
 
     def _datastore(self, conf: NetConf) -> AbstractContextManager[Datastore]:
-        return ipam_core.opened(self.deps.open_datastore, conf.datastore)
+        return ipam_core.opened(self.deps.open_datastore, conf.datastore, close=not self.deps.keep_open)
 
     def add(self, req: CniRequest, conf: NetConf) -> CniResult:
         ident = request_identity(req, conf)

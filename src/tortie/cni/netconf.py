@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from tortie.cni.errors import DECODING_FAILURE, INCOMPATIBLE_VERSION, INVALID_NETWORK_CONFIG, CniError
+from tortie.cni.launcher import DEFAULT_SOCKET as DEFAULT_SERVICE_SOCKET
+from tortie.cni.launcher import DEFAULT_TIMEOUT as DEFAULT_SERVICE_TIMEOUT
 from tortie.common.ipfamily import V4, V6, Family
 
 SUPPORTED_VERSIONS = ("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
@@ -33,6 +35,9 @@ DEFAULT_NODENAME_FILE = "/var/lib/tortie/nodename"
 DEFAULT_MTU_FILE = "/var/lib/tortie/mtu"
 DEFAULT_IPAM_LOCK_FILE = "/run/tortie/ipam.lock"
 DEFAULT_NAMESPACE = "default"
+DEFAULT_POLICY_SETUP_TIMEOUT = 5.0  # seconds ADD waits for the agent (0: do not wait, no guarantee)
+# the agent's default endpoint_status_path_prefix + /endpoint-status
+DEFAULT_ENDPOINT_STATUS_DIR = "/var/run/tortie/endpoint-status"
 IPAM_TYPE = "tortie-ipam"
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9_.-]{1,11}$")
 _LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -117,6 +122,10 @@ class NetConf:
     labels: Mapping[str, str] = field(default_factory=dict)
     profiles: tuple[str, ...] | None = None
     ports: tuple[PortMapping, ...] = ()
+    service_socket: str = DEFAULT_SERVICE_SOCKET
+    service_timeout: float = DEFAULT_SERVICE_TIMEOUT
+    policy_setup_timeout: float = DEFAULT_POLICY_SETUP_TIMEOUT
+    endpoint_status_dir: str = DEFAULT_ENDPOINT_STATUS_DIR
     prev_result: Mapping[str, Any] | None = None
     valid_attachments: tuple[Attachment, ...] | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
@@ -153,6 +162,13 @@ def _flag(obj: Mapping[str, Any], key: str, default: bool, where: str) -> bool:
     if value in ("true", "false"):
         return bool(value == "true")
     raise _bad(where + key, f'must be true or false (or "true"/"false"), got {value!r}')
+
+
+def _seconds(obj: Mapping[str, Any], key: str, default: float, *, positive: bool = False) -> float:
+    value = _get(obj, key, (int, float), default)
+    if isinstance(value, bool) or value < 0 or (positive and value == 0) or value > 86400:
+        raise _bad(key, f"{value!r}: seconds, {'more than' if positive else 'at least'} 0 and at most 86400")
+    return float(value)
 
 
 def _str_list(obj: Mapping[str, Any], key: str, where: str = "") -> tuple[str, ...]:
@@ -302,6 +318,8 @@ def parse_netconf(raw: Mapping[str, Any], *, need_name: bool = True) -> NetConf:
     profiles = raw.get("profiles")
     if profiles is not None:
         profiles = _str_list(raw, "profiles")
+    service_timeout = _seconds(raw, "service_timeout_seconds", DEFAULT_SERVICE_TIMEOUT, positive=True)
+    policy_timeout = _seconds(raw, "policy_setup_timeout_seconds", DEFAULT_POLICY_SETUP_TIMEOUT)
     return NetConf(
         cni_version=version,
         name=name,
@@ -321,6 +339,11 @@ def parse_netconf(raw: Mapping[str, Any], *, need_name: bool = True) -> NetConf:
         labels=_config_labels(raw),
         profiles=profiles,
         ports=_parse_ports(raw),
+        service_socket=_get(raw, "service_socket", str, DEFAULT_SERVICE_SOCKET),
+        service_timeout=service_timeout,
+        policy_setup_timeout=policy_timeout,
+        endpoint_status_dir=_get(raw, "endpoint_status_dir", str, DEFAULT_ENDPOINT_STATUS_DIR)
+        or DEFAULT_ENDPOINT_STATUS_DIR,
         prev_result=prev,
         valid_attachments=_parse_attachments(raw),
         raw=raw,

@@ -65,6 +65,7 @@ def verb_handlers(verbs: CniVerbs) -> dict[str, Handler]:
 class Outcome:
     exit_code: int
     stdout: str
+    error_code: int | None = None  # the CNI error code when the call failed
 
 
 def version_info(raw: bytes) -> dict[str, object]:
@@ -102,9 +103,15 @@ def configure_logging(conf: NetConf) -> None:
 
 
 def run(
-    env: Mapping[str, str], stdin: bytes, handlers: Mapping[str, Handler], *, configure_logs: bool = True
+    env: Mapping[str, str],
+    stdin: bytes,
+    handlers: Mapping[str, Handler],
+    *,
+    configure_logs: bool = True,
+    notice: str = "",
 ) -> Outcome:
-    """Run one CNI call (see the module docstring)."""
+    """Run one CNI call (see the module docstring). `notice` is logged as a warning once logging is
+    configured (the launcher's reason for serving the call in this process)."""
     version = LATEST_VERSION
     try:
         req = parse_request(env)
@@ -123,6 +130,8 @@ def run(
             )
         if configure_logs:
             configure_logging(conf)
+        if notice:
+            log.warning("%s container=%s command=%s", notice, req.container_id, req.command)
         handler = handlers[req.command]
         log.debug(
             "CNI call command=%s container=%s netns=%s ifname=%s network=%s",
@@ -147,4 +156,4 @@ def run(
             err.details,
             exc_info=err.code >= 999,
         )
-        return Outcome(1, json.dumps(err.to_wire(version)))
+        return Outcome(1, json.dumps(err.to_wire(version)), err.code)

@@ -89,6 +89,7 @@ class Deps:
     plumber_factory: Callable[[], WorkloadPlumber] = _real_plumber
     delegate: DelegateRunner = _run_delegate
     env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    keep_open: bool = False  # the opener lends long-lived stores (the node's CNI service): never close
 
 
 def _dns(conf: NetConf) -> Dns:
@@ -158,7 +159,7 @@ class TortiePlugin:
     # ------------------------------------------------------------------ helpers
 
     def _datastore(self, conf: NetConf) -> AbstractContextManager[Datastore]:
-        return ipam_core.opened(self.deps.open_datastore, conf.datastore)
+        return ipam_core.opened(self.deps.open_datastore, conf.datastore, close=not self.deps.keep_open)
 
     def _tortie_ipam(self, conf: NetConf) -> bool:
         return conf.ipam.type == IPAM_TYPE
@@ -206,6 +207,8 @@ class TortiePlugin:
                         lambda: endpoint.restore_wep(ds, ident.namespace, ident.wep_name, previous),
                     )
                 )
+                if conf.policy_setup_timeout > 0:
+                    self._wait_for_policy(conf, ident, plumbed, addresses)
             except BaseException as exc:
                 log.warning(
                     "ADD failed; rolling back container=%s steps=%d error=%s",
@@ -230,6 +233,24 @@ class TortiePlugin:
             ",".join(map(str, addresses)),
         )
         return build_result(ident, req.netns, plumbed, addresses, conf)
+
+    @staticmethod
+    def _wait_for_policy(
+        conf: NetConf, ident: WorkloadIdentity, plumbed: PlumbedInterface, addresses: list[IPInterface]
+    ) -> None:
+        """Step 5: the agent has programmed this endpoint's policy and routes (docs/reference/cni.md,
+        "Policy before traffic"), else CniError 11 and the undo of steps 1-4."""
+        from tortie.cni.policy_wait import wait_for_endpoint
+        from tortie.dataplane.endpoint_status import record
+
+        v4 = [str(a) for a in addresses if a.version == 4]
+        v6 = [str(a) for a in addresses if a.version == 6]
+        wanted = record(ident.host_ifname, plumbed.container_mac, v4, v6)
+        waited = wait_for_endpoint(
+            conf.endpoint_status_dir, ident.namespace, ident.wep_name, wanted, conf.policy_setup_timeout
+        )
+        log.debug("agent programmed the endpoint wep=%s/%s waited=%.3fs", ident.namespace, ident.wep_name,
+                  waited)
 
     @staticmethod
     def _forget_previous(

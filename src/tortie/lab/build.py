@@ -5,13 +5,14 @@
     3. datastore: a sqlite file in <workdir>/data, or N etcd members on the fabric + relay (etcd_members)
     4. ToR appliance (<subnet>.1) when asked; the DatacenterRecord; seed manifests     (spec)
     5. the ToR's daemon(s) (routers); the CNI plugin launchers in <workdir>/cni/bin (cni.install)
-    6. workloads w<i>-<j> through the CNI plugin, 4 at a time, round robin over hosts (cni_workloads)
-    7. `tortie node run` on every host (node_services), then wait until ready           (readiness)
+    6. `tortie node run` on every host (node_services), then wait until ready           (readiness)
+    7. workloads w<i>-<j> through the CNI plugin, 4 at a time, round robin over hosts (cni_workloads),
+       then wait until every host routes them                                         (readiness)
 
-Workloads come before the node services: the CNI plugin needs only the datastore and the host
-namespace (it writes the host routes itself; the agent adopts them), and node services that start
-afterwards read every endpoint and block in one listing instead of every host reacting to each
-creation. A failure anywhere tears the partial lab down and re-raises.
+Workloads come after the node services, as on a real node: each ADD is served by its host's CNI
+service (`<run_root>/<host>/cni.sock`) and returns once that host's agent has programmed the
+endpoint's policy and routes (its status file under `<run_root>/<host>/endpoint-status`). A failure
+anywhere tears the partial lab down and re-raises.
 """
 
 from __future__ import annotations
@@ -117,16 +118,17 @@ def _build_on(lab: Lab, spec: LabSpec, say: Progress, timeout: float) -> None:
         start_router(lab, lab.state.appliances[TOR_NAME], spec.host_as)
         say(f"ToR {TOR_NAME} ({spec.tor}, AS {spec.tor_as}) at {', '.join(tor_ips)}")
     install(cni_root / "bin")
-    names = [  # round robin over hosts: each host's IPAM calls are serialised by its lock file
-        (f"w{i}-{j}", host) for j in range(1, spec.workloads_per_host + 1) for i, host in enumerate(hosts, 1)
-    ]
-    if names:
-        CniWorkloads.for_lab(lab).add_many(names, progress=say)
     nodes = NodeServices(lab, record)
     for host in hosts:
         nodes.start(host)
     say(f"tortie node run started on {len(hosts)} hosts")
     wait_ready(nodes, timeout=timeout, progress=say)
+    names = [  # round robin over hosts: each host's IPAM calls are serialised by its lock file
+        (f"w{i}-{j}", host) for j in range(1, spec.workloads_per_host + 1) for i, host in enumerate(hosts, 1)
+    ]
+    if names:
+        CniWorkloads.for_lab(lab).add_many(names, progress=say)
+        wait_ready(nodes, timeout=timeout, progress=say)
     say(f"lab {spec.name} is ready")
 
 

@@ -61,6 +61,10 @@ class NetworkConfig:
     interface_prefix: str = "tort"
     families: tuple[Family, ...] = (V4,)
     """The IP families a workload gets one address of (`ipam.assign_ipv4` / `assign_ipv6`)."""
+    run_root: str = ""
+    """The hosts' run directories (`<run_root>/<host>`): each host's node serves CNI calls on
+    `cni.sock` there and its agent writes `endpoint-status/` there. "" = no node services: the plugin
+    works on its own and does not wait for an agent."""
 
     def for_host(self, host: str, namespace: str, labels: Mapping[str, str]) -> dict[str, Any]:
         conf: dict[str, Any] = {
@@ -78,9 +82,20 @@ class NetworkConfig:
                 **{f"assign_{fam.key}": "true" if fam in self.families else "false" for fam in FAMILIES},
             },
         }
+        if self.run_root:  # served by the host's node service; ADD waits for its agent (policy first)
+            conf["service_socket"] = cni_socket(self.run_root, host)
+            conf["endpoint_status_dir"] = os.path.join(self.run_root, host, "endpoint-status")
+        else:  # no node services: the plugin alone, nobody to wait for
+            conf["service_socket"] = ""
+            conf["policy_setup_timeout_seconds"] = 0
         if labels:
             conf["args"] = {"cni": {"labels": [{"key": k, "value": v} for k, v in sorted(labels.items())]}}
         return conf
+
+
+def cni_socket(run_root: str, host: str) -> str:
+    """Where the node service of lab host `host` serves CNI calls."""
+    return os.path.join(run_root, host, "cni.sock")
 
 
 def parse_ports(text: str | Sequence[str]) -> list[dict[str, Any]]:
@@ -132,7 +147,12 @@ class CniWorkloads:
         if record is None:
             raise NoSuchLab(f"{lab.workdir} holds a lab built by the library, not by `tortie lab up`")
         families = tuple(f for f in FAMILIES if any(family_of(p) == f for p in record.pools))
-        network = NetworkConfig(record.datastore_url, str(Path(record.cni_bin).parent), families=families)
+        network = NetworkConfig(
+            record.datastore_url,
+            str(Path(record.cni_bin).parent),
+            families=families,
+            run_root=record.run_root,
+        )
         return cls(lab, record.cni_bin, network, record.client_url)
 
     def _exec(

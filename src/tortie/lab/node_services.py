@@ -3,7 +3,8 @@
     start(host)   python -m tortie.cli.main node run --hostname <host> --datastore <inner URL>
                     per family of the fabric: --ip|--ip6 autodetect, method interface=^eth0$
                     (--ip none on an IPv6-only fabric) --run-dir <run_root>/<host>
-                    --fast-bgp-timers --nodename-file '' --mtu-file <run_dir>/mtu   (role node/<host>)
+                    --fast-bgp-timers --nodename-file '' --mtu-file <run_dir>/mtu
+                    --cni-socket <run_root>/<host>/cni.sock                         (role node/<host>)
                   -> agent (child), BGP daemon (thread) -> BIRD (child)
     stop(host)    SIGTERM: the agent and BIRD stop; the kernel keeps its routes
     take_down / bring_up(host)   stop the service and cut the host's fabric port / the reverse
@@ -24,6 +25,7 @@ import sys
 from typing import Any
 
 from tortie.common.ipfamily import FAMILIES, V4, Family
+from tortie.lab.cni_workloads import cni_socket
 from tortie.lab.errors import LabError
 from tortie.lab.lab import Lab
 from tortie.lab.state import DatacenterRecord
@@ -72,8 +74,12 @@ class NodeServices:
             *address_options(self.lab.state.families),
             *("--run-dir", run_dir),
             *("--fast-bgp-timers", "--nodename-file", "", "--mtu-file", os.path.join(run_dir, "mtu")),
+            *("--cni-socket", cni_socket(self.record.run_root, host)),
         ]
         env = {k: v for k, v in os.environ.items() if k != "TORTIE_DATASTORE"}
+        # the agent (a child of the node service) writes its endpoint status files in the host's run
+        # directory: <run_dir>/endpoint-status, the host's CNI endpoint_status_dir
+        env["TORTIE_ENDPOINT_STATUS_PATH_PREFIX"] = run_dir
         return self.lab.processes.start(host, argv, env=env, role=node_role(host))
 
     def pid(self, host: str) -> int | None:

@@ -7,6 +7,8 @@
         agent  child process   python -m tortie.cli.main agent run --hostname H [--datastore URL]
                                (a password in URL moves to $TORTIE_DATASTORE_PASSWORD: never in argv)
                                (health on 127.0.0.1:<agent_health_port>, polled for readiness)
+        cni    in-process      tortie.cni.service.CniService: the CNI launchers' calls on a root-only
+                               unix socket (`cni_socket`; "" = none), with warm datastore and netlink
         bgp    in-process      tortie.bgp.daemon.BgpDaemon (which supervises BIRD: `bird -f`)
       every 0.2 s: restart what exited (backoff 0.5 s .. 30 s), refresh <run_dir>/node.json;
         an agent whose /readiness has said for 10 s that a part of it is not live is restarted too
@@ -42,7 +44,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tortie.bgp.daemon import BgpDaemon, DaemonConfig, read_health
 from tortie.bgp.secrets import DEFAULT_SECRETS_DIR, FileSecrets
@@ -58,6 +60,9 @@ from tortie.node.registration import KEEP, REMOVE, AddressChoice, NodeAddresses,
 from tortie.node.status_report import NodeStatusReporter, families_of
 from tortie.node.supervisor import ChildProcess, Component, InProcess, Supervisor
 from tortie.node.tunnel_addresses import TunnelAddressKeeper
+
+if TYPE_CHECKING:
+    from tortie.cni.service import CniService
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +103,8 @@ class NodeConfig:
     """Where to write the registered Node name for the CNI plugin (its `nodename_file`); "" = nowhere."""
     mtu_file: str = ""
     """Where the agent publishes the workload MTU for the CNI plugin (its `mtu_file`); "" = nowhere."""
+    cni_socket: str = ""
+    """Where the CNI service listens for the CNI launchers (their `service_socket`); "" = no service."""
 
 
 def resolve_address(choice: str, method: str, fam: Family) -> AddressChoice:
@@ -203,6 +210,7 @@ class NodeService:
         self.supervisor: Supervisor | None = None
         self.health: AgentHealthPoller | None = None
         self._bgp: InProcess | None = None
+        self._cni: CniService | None = None
         self._last_status = 0.0
         self._last_doc: dict[str, Any] | None = None
         self._agent_pid: int | None = None
@@ -266,6 +274,15 @@ class NodeService:
         env.update(cfg.agent_env)
         return ChildProcess("agent", argv, env)
 
+    def cni_component(self) -> InProcess:
+        from tortie.cni.service import CniService, ServiceConfig
+
+        def make() -> CniService:
+            self._cni = CniService(ServiceConfig(self.config.cni_socket))
+            return self._cni
+
+        return InProcess("cni", make)
+
     def bgp_component(self) -> InProcess:
         cfg = self.config
         options = ViewOptions(
@@ -291,6 +308,11 @@ class NodeService:
                     self._agent_pid = agent["pid"]
                     self.health.forget()
                 agent["ready"] = bool(agent["running"] and self.health.ready)
+        if "cni" in components:
+            components["cni"]["ready"] = bool(
+                components["cni"]["running"] and self._cni is not None and self._cni.ready.is_set()
+            )
+            components["cni"]["socket"] = self.config.cni_socket
         if "bgp" in components:
             bgp_health = read_health(self.config.run_dir) or {}
             components["bgp"]["ready"] = bool(components["bgp"]["running"] and bgp_health.get("ready"))
@@ -352,6 +374,8 @@ class NodeService:
             if cfg.agent_health_port > 0:
                 self.health = AgentHealthPoller(cfg.agent_health_port)
                 self.health.start()
+        if cfg.cni_socket:
+            components.append(self.cni_component())
         if cfg.run_bgp:
             if self.registered.get("ipv4Address") or self.registered.get("ipv6Address"):
                 components.append(self.bgp_component())

@@ -53,6 +53,8 @@ def conf(tmp_path: Path, **over: Any) -> dict[str, Any]:
         "nodename": "h1",
         "datastore": f"sqlite://{tmp_path}/ds.db",
         "ipam_lock_file": str(tmp_path / "lock"),
+        "service_socket": str(tmp_path / "no-service.sock"),  # never a node's service of this machine
+        "policy_setup_timeout_seconds": 0,  # no agent
     }
     base.update(over)
     return base
@@ -153,7 +155,7 @@ def test_launcher_falls_back_to_sh_for_odd_interpreter_paths() -> None:
     assert "exec '/opt/my python/bin/python' -I -m tortie.cni.main tortie-ipam" in text
     plain = launcher_text("/usr/bin/python3", "tortie")
     assert plain.startswith("#!/usr/bin/python3 -I\n") and "gc.disable()" in plain and "site" not in plain
-    assert "from tortie.cni.main import main\ncode = main('tortie')\n" in plain
+    assert "from tortie.cni.launcher import launch\ncode = launch('tortie')\n" in plain
     fast = launcher_text("/usr/bin/python3", "tortie", ["/src", "/site"])
     assert fast.startswith("#!/usr/bin/python3 -IS\n") and "sys.path += ['/src', '/site']" in fast
     assert "gc.disable()" in fast and "site.main()" in fast and "gc.freeze()" in fast
@@ -166,13 +168,13 @@ def test_installed_launcher_runs_without_site_and_gc(bindir: Path, tmp_path: Pat
     tortie this interpreter imports, freezes every object before shutdown and passes main's exit code."""
     text = (bindir / "tortie").read_text()
     assert text.startswith(f"#!{sys.executable} -IS\n")
-    assert "\ncode = main('tortie')\n" in text and text.endswith("\nsys.exit(code)\n")
+    assert "\ncode = launch('tortie')\n" in text and text.endswith("\nsys.exit(code)\n")
     report = (
         "print(sys.flags.no_site, sys.flags.isolated, gc.isenabled(), 'site' in sys.modules,"
         " sys.modules['tortie'].__file__, gc.get_freeze_count() > 0)"
     )
     probe = tmp_path / "probe"
-    probed = text.replace("code = main('tortie')", "code = 3")
+    probed = text.replace("code = launch('tortie')", "code = 3")
     probe.write_text(probed.replace("sys.exit(code)", f"{report}\nsys.exit(code)"))
     probe.chmod(0o755)
     proc = subprocess.run(

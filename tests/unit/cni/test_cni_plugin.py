@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
+import threading
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -133,6 +136,7 @@ def conf(**over: Any) -> dict[str, Any]:
         "ipam": {"type": "tortie-ipam"},
         "ipam_lock_file": "",
         "mtu": 1450,
+        "policy_setup_timeout_seconds": 0,  # no agent here; the wait has its own tests
     }
     base.update(over)
     return base
@@ -604,3 +608,79 @@ def test_version_echoes_a_supported_version_and_lists_all() -> None:
         code, out = call(plugin, {"CNI_COMMAND": "VERSION"}, stdin)
         assert code == 0
         assert out == {"cniVersion": want, "supportedVersions": ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]}
+
+
+# ---------------------------------------------------------------------------------------------- policy wait
+
+
+class FakeAgent:
+    """Writes the endpoint status file of every endpoint the plugin writes, `delay` seconds after it
+    appears in the datastore, as the agent does once it programmed it (`tortie.dataplane.endpoint_status`);
+    or never (delay None)."""
+
+    def __init__(self, ds: MemoryDatastore, directory: Path, delay: float | None) -> None:
+        from tortie.dataplane.endpoint_status import EndpointStatusFiles
+
+        self.ds = ds
+        self.files = EndpointStatusFiles(str(directory.parent))
+        self.delay = delay
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self) -> None:
+        from tortie.dataplane.endpoint_status import record
+
+        seen: dict[str, float] = {}
+        while self.delay is not None and not self.stop.wait(0.02):
+            for kv in weps(self.ds):
+                first = seen.setdefault(f"{kv.key}@{kv.mod_revision}", time.monotonic())
+                if time.monotonic() - first < self.delay:
+                    continue
+                spec, meta = kv.value["spec"], kv.value["metadata"]
+                nets = spec["ipNetworks"]
+                v4, v6 = [n for n in nets if ":" not in n], [n for n in nets if ":" in n]
+                self.files.on_status(
+                    meta["namespace"], meta["name"], record(spec["interfaceName"], spec.get("mac"), v4, v6)
+                )
+                self.files.flush()
+
+
+@pytest.mark.usefixtures("netns_files")
+def test_add_returns_once_the_agent_programmed_the_endpoint(
+    ds: MemoryDatastore, plumber: FakePlumber, tmp_path: Path
+) -> None:
+    status_dir = tmp_path / "endpoint-status"
+    agent = FakeAgent(ds, status_dir, delay=0.3)
+    plugin = make_plugin(SharedStore(ds), plumber)
+    started = time.monotonic()
+    code, result = call(
+        plugin, env("ADD"), conf(policy_setup_timeout_seconds=5, endpoint_status_dir=str(status_dir))
+    )
+    agent.stop.set()
+    assert code == 0, result
+    assert 0.3 <= time.monotonic() - started < 4
+    (written,) = os.listdir(status_dir)
+    assert json.loads((status_dir / written).read_text())["mac"] == result["interfaces"][1]["mac"]
+
+
+@pytest.mark.usefixtures("netns_files")
+def test_add_fails_with_try_again_and_undoes_everything_when_the_agent_is_silent(
+    ds: MemoryDatastore, plumber: FakePlumber, tmp_path: Path
+) -> None:
+    """No agent (or a stale file of an earlier container of that name): after the bounded wait ADD
+    fails with code 11 and nothing is left, so the runtime's retry starts clean."""
+    status_dir = tmp_path / "endpoint-status"
+    status_dir.mkdir()
+    FakeAgent(ds, status_dir, delay=None)
+    stale = {"ifaceName": "tortxxxx", "mac": "02:00:00:00:99:99", "ipv4Nets": [], "ipv6Nets": []}
+    (status_dir / "default node1-cni-ctr1-eth0").write_text(json.dumps(stale))
+    plugin = make_plugin(SharedStore(ds), plumber)
+    started = time.monotonic()
+    code, err = call(
+        plugin, env("ADD"), conf(policy_setup_timeout_seconds=0.5, endpoint_status_dir=str(status_dir))
+    )
+    assert (code, err["code"]) == (1, 11), err
+    assert 0.5 <= time.monotonic() - started < 4
+    assert "earlier incarnation" in err["details"] and str(status_dir) in err["details"]
+    assert_clean(ds, plumber)

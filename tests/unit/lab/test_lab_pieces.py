@@ -110,6 +110,11 @@ def test_network_config_per_host() -> None:
     assert conf["ipam_lock_file"] == "/x/cni/h2.lock"
     assert conf["args"] == {"cni": {"labels": [{"key": "app", "value": "web"}]}}
     assert "args" not in NetworkConfig("u", "/d").for_host("h1", "default", {})
+    assert conf["service_socket"] == "" and conf["policy_setup_timeout_seconds"] == 0  # no node services
+    served = NetworkConfig("u", "/d", run_root="/x/run").for_host("h3", "default", {})
+    assert served["service_socket"] == "/x/run/h3/cni.sock"
+    assert served["endpoint_status_dir"] == "/x/run/h3/endpoint-status"
+    assert "policy_setup_timeout_seconds" not in served  # the default wait
 
 
 def test_spec_check_names_every_problem() -> None:
