@@ -3,10 +3,10 @@ would: every ADD either succeeded completely or failed leaving nothing behind, a
 is clean.
 
 One lab host runs `tortie node run` (agent + CNI service) on a sqlite datastore. 50 launchers run ADD
-at once; once ten endpoints are written (those calls are inside the service, the agent awaited) the
-node is SIGKILLed (its agent follows, PDEATHSIG) and started again. Launchers whose call died with the
-service, and those that found no service, serve the call in-process (an ADD there replaces what the
-dead call left) and wait for the new agent. Checked per
+at once while the agent is paused (SIGSTOP), so that calls pile up inside the service; once ten
+endpoints are written the node is SIGKILLed (its agent follows, PDEATHSIG) and started again.
+Launchers whose call died with the service, and those that found no service, serve the call
+in-process (an ADD there replaces what the dead call left) and wait for the new agent. Checked per
 container: success means its address is held by its handle only, its endpoint names its interface
 and address, the host interface exists with its container end in the container's namespace holding
 that address; failure means no endpoint, no handle, no host interface. Then every container is
@@ -16,6 +16,8 @@ deleted and nothing at all remains.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -110,10 +112,13 @@ def test_killing_the_service_mid_way_leaves_every_add_whole_or_gone(tmp_path: Pa
 
     try:
         node.start()
+        agent = int(node.status()["components"]["agent"]["pid"])  # type: ignore[index]
+        os.kill(agent, signal.SIGSTOP)  # so that ADDs pile up inside the service, waiting for it
         with ThreadPoolExecutor(CONTAINERS) as pool:
             futures = [pool.submit(add, c) for c in containers]
-            wait_for_endpoints(db, 10)  # calls are inside the service (endpoints written, agent awaited)
+            wait_for_endpoints(db, 10)  # ten calls are inside the service: endpoint written, agent awaited
             node.kill()
+            os.kill(agent, signal.SIGCONT)  # it takes its SIGTERM (PDEATHSIG) and exits
             time.sleep(0.5)  # launchers meanwhile find no service and serve themselves
             node.start()
             adds = [f.result() for f in futures]

@@ -75,6 +75,7 @@ def test_a_veth_peer_is_created_directly_in_another_namespace(netns: str, rtnl: 
             "ee:ee:ee:ee:ee:ee",
             False,
         )
+        assert host.qdisc == "noop"  # a down device transmits nothing until the kernel activates it
         (peer,) = ip_json(other, "link", "show", "eth0")
         assert peer["mtu"] == 1400 and host.peer_index == peer["ifindex"] and host.link_netnsid is not None
         rtnl.set_link(host.ifindex, up=True, mtu=1300, name="tortv1")

@@ -12,8 +12,10 @@ peer, addresses and routes with it):
     1. delete a stale host end with the same name (a previous sandbox of this identity)
     2. create the veth; the peer is created directly inside the container namespace as CNI_IFNAME
     3. host sysctls (before link up, so IPv6 DAD is already off), host end up
-    4. container: sysctls (IPv6 on, no DAD), link up, addresses, gateway routes
-    5. host /32 and /128 routes to the host end (an existing route via another interface is an error)
+    4. host /32 and /128 routes to the host end (an existing route via another interface is an error),
+       before the container can send anything
+    5. container: sysctls (IPv6 on, no DAD), link up, wait until both ends transmit (see
+       `_wait_transmitting`), addresses, gateway routes
 
 `attachment` compares the host end's IFLA_LINK_NETNSID with the id the host namespace gives the
 requested namespace (RTM_GETNSID): equal means the peer is there.
@@ -32,6 +34,7 @@ import errno
 import ipaddress
 import logging
 import os
+import time
 from collections.abc import Iterator
 
 from tortie.cni.plumbing import (
@@ -54,12 +57,31 @@ from tortie.kernel.sysctl import read_sysctl, write_sysctl
 log = logging.getLogger(__name__)
 
 _LINK_ROUTE_V4 = V4.host_network(GATEWAY_V4)
+_TRANSMIT_WAIT = 2.0
 _DEFAULT_V4 = ipaddress.ip_network((V4.unspecified, 0))
 _DEFAULT_V6 = ipaddress.ip_network((V6.unspecified, 0))
 
 
 def _sysctl_key(directory: str, ifname: str, name: str) -> str:
     return f"net/{directory}/{ifname}/{name}"
+
+
+def _wait_transmitting(host: Rtnl, host_ifname: str, cont: Rtnl, ifname: str) -> None:
+    """Return once both veth ends transmit. Bringing the second end up turns the carrier on, and the
+    kernel attaches the ends' (noqueue) qdiscs later, from its linkwatch work queue: until then each end
+    has the "noop" qdisc, which drops everything sent -- the host's proxy ARP reply to the container's
+    first request included, after which the container waits a full second before asking again. On a
+    busy host that work can lag by tens of milliseconds, so the container gets its addresses and routes
+    (and can send) only once both ends report a real qdisc (IFLA_QDISC), at most _TRANSMIT_WAIT later."""
+    deadline = time.monotonic() + _TRANSMIT_WAIT
+    while True:
+        ends = (host.get_link(host_ifname), cont.get_link(ifname))
+        if all(end is None or end.qdisc != "noop" for end in ends):
+            return
+        if time.monotonic() >= deadline:
+            log.warning("veth still not transmitting after %.1fs; continuing", _TRANSMIT_WAIT)
+            return
+        time.sleep(0.001)
 
 
 def _host_route_dst(addr: IPInterface) -> IPNetwork:
@@ -137,6 +159,12 @@ class NetlinkPlumber:
         if link.mac != HOST_MAC:  # something (udev MACAddressPolicy) overrode it: set it again
             host.set_link(link.ifindex, mac=HOST_MAC)
         host.set_link(link.ifindex, up=True)
+        # The host routes come before the container can send: until the workload's /32 points at this
+        # interface, its first ARP request (for 169.254.1.1) fails the reverse-path check (the block's
+        # blackhole covers its source), goes unanswered, and the container's neighbour entry waits a
+        # whole retransmission interval (1 s) before asking again -- past the moment ADD returns.
+        for addr in spec.addresses:
+            self._host_route(host, link.ifindex, addr, spec)
         with entered(ns_fd):
             cont = Rtnl()
         try:
@@ -148,6 +176,7 @@ class NetlinkPlumber:
                     write_sysctl(_sysctl_key("ipv6/conf", spec.ifname, "disable_ipv6"), "0")
                     write_sysctl(_sysctl_key("ipv6/conf", spec.ifname, "accept_dad"), "0")
             cont.set_link(peer.ifindex, up=True)
+            _wait_transmitting(host, spec.host_ifname, cont, spec.ifname)
             for addr in spec.addresses:
                 cont.add_addr(peer.ifindex, addr, nodad=family_of(addr).dad)
             if spec.has_v4:
@@ -157,8 +186,6 @@ class NetlinkPlumber:
                 cont.add_route(_DEFAULT_V6, oif=peer.ifindex, gateway=GATEWAY_V6, protocol=3)
         finally:
             cont.close()
-        for addr in spec.addresses:
-            self._host_route(host, link.ifindex, addr, spec)
         return PlumbedInterface(spec.host_ifname, HOST_MAC, spec.ifname, peer.mac or "", spec.mtu)
 
     @staticmethod

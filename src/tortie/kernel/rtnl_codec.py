@@ -49,7 +49,7 @@ RTM_NEWNSID, RTM_GETNSID = 88, 90
 RTMGRP_LINK = 0x1
 
 # links (linux/if_link.h, linux/if.h)
-IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINK, IFLA_MASTER = 1, 3, 4, 5, 10
+IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINK, IFLA_QDISC, IFLA_MASTER = 1, 3, 4, 5, 6, 10
 IFLA_OPERSTATE, IFLA_LINKINFO, IFLA_NET_NS_FD, IFLA_EXT_MASK, IFLA_LINK_NETNSID = 16, 18, 28, 29, 37
 IFLA_INFO_KIND, IFLA_INFO_DATA = 1, 2
 VETH_INFO_PEER = 1
@@ -118,6 +118,7 @@ class Link(NamedTuple):
     link_netnsid: int | None = None
     master: int | None = None
     vxlan: VxlanInfo | None = None
+    qdisc: str | None = None  # IFLA_QDISC: "noop" until the kernel activated transmission (linkwatch)
 
     @property
     def up(self) -> bool:
@@ -245,6 +246,7 @@ def decode_link(body: bytes) -> Link:
         link_netnsid=get_u32(attrs.get(IFLA_LINK_NETNSID)),
         master=get_u32(attrs.get(IFLA_MASTER)),
         vxlan=vxlan,
+        qdisc=get_str(attrs.get(IFLA_QDISC)),
     )
 
 
