@@ -319,11 +319,13 @@ def host_down(make_lab: MakeLab, datastore: str) -> None:
     kill_member_if_etcd(dc, datastore, "e3")
 
     dc.nodes.take_down("h3")
+    # The hosts' BIRDs withdraw on their hold timer (9 s in labs); the ToR, a graceful restart helper,
+    # keeps the routes of a session that timed out for the restart time h3 announced (20 s in labs).
     wait_for(
         lambda: block_of(dc, "h1", "w3-1") is None and block_of(dc, "h2", "w3-1") is None,
         "h3's routes withdrawn from h1 and h2",
     )
-    wait_for(lambda: block not in rib_prefixes(lab, tor), "h3's block withdrawn from the ToR")
+    wait_for(lambda: block not in rib_prefixes(lab, tor), "h3's block withdrawn from the ToR", timeout=60)
     assert not dc.probe("w1-1", "w3-1", timeout=1.0)
     assert dc.probe("w1-1", "w2-1") and dc.probe("w2-1", "w1-1", "icmp")
     h3 = {a.split("/")[0] for a in lab.state.hosts["h3"].addresses}

@@ -22,9 +22,12 @@ Invariants:
   accepts when it starts); a rejected render is reported in status.json and the running
   configuration stays.
 * `configure` is sent only when the rendered text differs from the running one.
-* On `stop()` BIRD gets SIGTERM (SIGKILL after a grace period) and the syncers are stopped. BIRD's
-  kernel protocol runs with `persist`, so the kernel keeps learned routes across a restart. Workload
-  peering addresses the daemon added are removed.
+* BIRD runs in graceful restart recovery (`-R`) and is stopped for a graceful restart: `stop()` (a
+  planned restart of the node) and a crash both leave its peers forwarding to this host on the routes
+  they had, and this host forwarding on the routes the old BIRD wrote (`persist`), until the new
+  BIRD has re-learned them (tortie.bgp.bird_process). `graceful_stop=False` makes `stop()` withdraw
+  instead (SIGTERM: Cease). A BIRD left running by an earlier run is replaced, never doubled. The
+  syncers are stopped; workload peering addresses the daemon added are removed.
 * Events of a workload syncer that was stopped are dropped (each carries its syncer's generation).
 """
 
@@ -34,14 +37,13 @@ import json
 import logging
 import os
 import queue
-import signal
 import subprocess
 import threading
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import Any
 
+from tortie.bgp.bird_process import BirdProcess, bird_command, replace_leftover
 from tortie.bgp.control import BirdCommandError, BirdControl, BirdNotRunning
 from tortie.bgp.render import render
 from tortie.bgp.snapshot import BGP_PREFIXES, WORKLOAD_PREFIX, SnapshotCache
@@ -56,7 +58,6 @@ log = logging.getLogger(__name__)
 DEFAULT_RUN_ROOT = "/var/run/tortie"
 HEALTH_INTERVAL = 5.0
 SECRET_MODE = 0o600  # bird.conf holds BGP passwords: root only
-BIRD_UMASK = 0o077  # BIRD's control socket (it creates it): root only, like its configuration
 
 
 def default_run_dir(hostname: str) -> str:
@@ -89,6 +90,10 @@ class RunPaths:
     def status(self) -> str:
         return os.path.join(self.run_dir, "status.json")
 
+    @property
+    def pidfile(self) -> str:
+        return os.path.join(self.run_dir, "bird.pid")
+
 
 @dataclass(frozen=True)
 class DaemonConfig:
@@ -103,6 +108,9 @@ class DaemonConfig:
     stable_run: float = 30.0  # a BIRD that ran this long resets the backoff
     rerender_interval: float = 10.0  # re-render without a datastore change (secret file rotation)
     stop_grace: float = 5.0
+    graceful_stop: bool = True
+    """`stop()` shuts BIRD down for a graceful restart (peers keep this host's routes until it is back
+    or its restart time ends); False: SIGTERM, BIRD sends Cease and peers withdraw at once."""
 
 
 @dataclass
@@ -188,51 +196,6 @@ def read_health(run_dir: str) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-class BirdProcess:
-    """One BIRD child in the foreground (`bird -f`), its stderr appended to a log file."""
-
-    def __init__(self, command: Sequence[str], log_path: str) -> None:
-        self.command = list(command)
-        self.log_path = log_path
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.started_at = 0.0
-        self._log: IO[bytes] | None = None
-
-    def start(self) -> None:
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the child
-        self.proc = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, stdout=self._log,
-                                     stderr=self._log, start_new_session=True, umask=BIRD_UMASK)
-        self.started_at = time.monotonic()
-        log.info("bird started pid=%d command=%s", self.proc.pid, " ".join(self.command))
-
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc is not None else None
-
-    def poll(self) -> int | None:
-        """Exit code if BIRD has exited, else None (also None when never started)."""
-        return self.proc.poll() if self.proc is not None else None
-
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self, grace: float) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(grace)
-            except subprocess.TimeoutExpired:
-                log.warning("bird ignored SIGTERM; killing pid=%d", self.proc.pid)
-                self.proc.kill()
-                self.proc.wait()
-        self.close_log()
-
-    def close_log(self) -> None:
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
-
 class BgpDaemon:
     """Supervises BIRD for one host; see the module docstring. `run()` blocks until `stop()`."""
 
@@ -289,7 +252,7 @@ class BgpDaemon:
             self._watch_workloads(False)
             self._loopback.sync(set())
             if self._bird is not None:
-                self._bird.stop(self.config.stop_grace)
+                self._bird.stop(self.config.stop_grace, graceful=self.config.graceful_stop)
             self.health.live = False
             self.health.bird_running = False
             self.health.ready = False
@@ -413,8 +376,8 @@ class BgpDaemon:
                  self.health.config_generation, summary)
 
     def _bird_command(self) -> list[str]:
-        return [*self.config.bird_command_prefix, self.config.bird_binary, "-f", "-c", self.paths.config,
-                "-s", self.paths.socket]
+        return bird_command(self.config.bird_command_prefix, self.config.bird_binary, self.paths.config,
+                            self.paths.socket, self.paths.pidfile)
 
     def _supervise_bird(self, now: float) -> None:
         bird = self._bird
@@ -439,13 +402,15 @@ class BgpDaemon:
         if self._bird is None and self._running_text is not None and now >= self._next_start:
             if self._starts:
                 self.health.bird_restarts += 1
+            else:  # never two BIRDs on one host (bird_process.replace_leftover)
+                replace_leftover(self.paths.socket, self.paths.pidfile, self.config.stop_grace)
             self._starts += 1
             # Always start from the latest render.
             if self.last_view is not None and self.last_view.view is not None:
                 text = render(self.last_view.view)
                 write_atomically(self.paths.config, text, SECRET_MODE)
                 self._running_text = text
-            self._bird = BirdProcess(self._bird_command(), self.paths.bird_log)
+            self._bird = BirdProcess(self._bird_command(), self.paths.bird_log, self.paths.socket)
             self._bird_answering = False
             try:
                 self._bird.start()

@@ -83,6 +83,7 @@ def render(view: NodeView) -> str:
     w("")
     w(f"router id {view.router_id};")
     w("timeformat protocol iso long;")
+    w(f"graceful restart wait {view.timers.graceful_restart_wait};")
     severity = view.log_severity.lower()
     if severity in _LOG_CLASSES:
         w(f"log stderr {_LOG_CLASSES[severity]};")
@@ -109,6 +110,11 @@ def render(view: NodeView) -> str:
     w("template bgp tortie_bgp {")
     w("  graceful restart;")
     t = view.timers
+    if t.graceful_restart_time is not None:
+        w(f"  graceful restart time {t.graceful_restart_time};")
+    if t.hold_time is not None:
+        w(f"  hold time {t.hold_time};")
+        w(f"  keepalive time {max(t.hold_time // 3, 1)};")
     w(f"  connect delay time {t.connect_delay};")
     w(f"  connect retry time {t.connect_retry};")
     w(f"  error wait time {t.error_wait_min},{t.error_wait_max};")

@@ -71,10 +71,22 @@ class Timers:
     error_wait_max: int = 30
     kernel_scan: int = 2
     device_scan: int = 2
+    graceful_restart_wait: int = 30
+    """How long a restarted BIRD waits for its sessions to converge before it syncs the kernel
+    (`graceful restart wait`; BIRD's default, 240 s, would hold every route change away from this
+    host's kernel for four minutes while any peer is down)."""
+    hold_time: int | None = None
+    """Every session's hold time (keepalive a third of it); None: BIRD's default (240 s, negotiated)."""
+    graceful_restart_time: int | None = None
+    """The restart time every session announces unless its peer sets one (maxRestartTime): how long
+    peers keep this host's routes after its BGP went away; None: BIRD's default, 120 s."""
 
     @classmethod
     def fast(cls) -> Timers:
-        return cls(connect_delay=0, connect_retry=1, error_wait_min=1, error_wait_max=4)
+        """Test labs: sessions up at once, a dead peer noticed in 9 s, a host that does not come back
+        from a restart withdrawn after 20 s, recovery bounded by 10 s."""
+        return cls(connect_delay=0, connect_retry=1, error_wait_min=1, error_wait_max=4,
+                   graceful_restart_wait=10, hold_time=9, graceful_restart_time=20)
 
 
 def _no_secrets(_ref: SecretRef) -> str | None:

@@ -6,8 +6,9 @@
                     --fast-bgp-timers --nodename-file '' --mtu-file <run_dir>/mtu
                     --cni-socket <run_root>/<host>/cni.sock                         (role node/<host>)
                   -> agent (child), BGP daemon (thread) -> BIRD (child)
-    stop(host)    SIGTERM: the agent and BIRD stop; the kernel keeps its routes
-    take_down / bring_up(host)   stop the service and cut the host's fabric port / the reverse
+    stop(host)    SIGTERM: the agent and BIRD stop (BIRD for a graceful restart: peers keep the
+                  host's routes for its restart time); the kernel keeps its routes
+    take_down / bring_up(host)   cut the host's fabric port and stop the service / the reverse
     status(host)  node.json of the run directory (ready, components: agent, bgp)
     bgp_peers(host), bird_routes(host)   BIRD's sessions (control socket), BGP-learned kernel routes
 
@@ -97,9 +98,11 @@ class NodeServices:
             self.lab.processes.stop(record.pid, timeout=STOP_TIMEOUT)
 
     def take_down(self, host: str) -> None:
-        """Stop the host's node service (its BGP sessions close), then cut its fabric link."""
-        self.stop(host)
+        """The host goes away (a power cut): its fabric link is cut, then its node service stopped.
+        Its peers notice on their hold timers and withdraw its routes (a clean stop alone would be a
+        graceful restart: they would keep them for the restart time)."""
         self.lab.fabric.set_port(host, up=False)
+        self.stop(host)
 
     def bring_up(self, host: str) -> int:
         self.lab.fabric.set_port(host, up=True)

@@ -10,7 +10,9 @@ reconfiguring the router; a session carries the unicast family of its addresses 
 opens one session per family, as Calico's does). The router id is the IPv4 address, or on an
 IPv6-only fabric the low 32 bits of the IPv6 one (a BGP identifier is 32 bits whatever the family);
 the router never connects itself (hosts do: tortie nodes are never passive towards external peers).
-RFC 8212 filters are opened explicitly (FRR `no bgp ebgp-requires-policy`). gobgpd keeps routes in its
+RFC 8212 filters are opened explicitly (FRR `no bgp ebgp-requires-policy`). Both help a host that
+restarts gracefully (RFC 4724 helper: gobgpd `graceful-restart` helper-only, FRR by default), so a
+planned node restart leaves the ToR's routes to it in place. gobgpd keeps routes in its
 RIB only (a good observer); FRR also programs its kernel.
 
 Inputs: a `Lab` with an appliance record for the router, the hosts' AS. Output: the router's
@@ -70,12 +72,17 @@ def gobgp_config(router: ApplianceRecord, subnets: list[str], peer_as: int) -> s
         "  [peer-groups.config]",
         '    peer-group-name = "hosts"',
         f"    peer-as = {peer_as}",
+        "  [peer-groups.graceful-restart.config]",  # helper: keep a restarting host's routes
+        "    enabled = true",
+        "    helper-only = true",
     ]
     for key in _families(subnets):
         lines += [
             "  [[peer-groups.afi-safis]]",
             "    [peer-groups.afi-safis.config]",
             f'      afi-safi-name = "{key}-unicast"',
+            "    [peer-groups.afi-safis.mp-graceful-restart.config]",
+            "      enabled = true",
         ]
     for subnet in subnets:
         lines += [

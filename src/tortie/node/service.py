@@ -12,7 +12,7 @@
         bgp    in-process      tortie.bgp.daemon.BgpDaemon (which supervises BIRD: `bird -f`)
       every 0.2 s: restart what exited (backoff 0.5 s .. 30 s), refresh <run_dir>/node.json;
         an agent whose /readiness has said for 10 s that a part of it is not live is restarted too
-      SIGTERM/SIGINT (the `stop` event): stop the BGP daemon (BIRD stops; its kernel routes persist)
+      SIGTERM/SIGINT (the `stop` event): stop the BGP daemon (BIRD: graceful restart, peers keep routes)
         and the agent (its routes and sysctls stay); exit 0. The dataplane stays in place.
       CalicoNodeStatus objects naming this host: filled by `tortie.node.status_report` (own thread)
       VXLAN tunnel addresses of this host: kept by `tortie.node.tunnel_addresses` (own thread)

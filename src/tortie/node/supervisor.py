@@ -24,7 +24,6 @@ the thread that calls `step()`, which must live as long as the service (PDEATHSI
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import signal
@@ -35,9 +34,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-log = logging.getLogger(__name__)
+from tortie.common.process import die_with_parent
 
-_PR_SET_PDEATHSIG = 1
+log = logging.getLogger(__name__)
 
 
 class Component(Protocol):
@@ -55,11 +54,6 @@ class Component(Protocol):
     def pid(self) -> int | None: ...
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-
-
 class ChildProcess:
     """A command run as our child; stdout/stderr go where ours go (the journal, a lab log)."""
 
@@ -71,7 +65,7 @@ class ChildProcess:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            self.argv, stdin=subprocess.DEVNULL, env=self.env, preexec_fn=_die_with_parent
+            self.argv, stdin=subprocess.DEVNULL, env=self.env, preexec_fn=die_with_parent(signal.SIGTERM)
         )
         log.info("component started name=%s pid=%d", self.name, self.proc.pid)
 

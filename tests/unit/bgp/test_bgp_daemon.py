@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import stat
+import subprocess
 import sys
 import threading
 from collections.abc import Iterator
@@ -32,7 +33,9 @@ journal = os.environ["FAKE_BIRD_JOURNAL"]
 def note(what):
     with open(journal, "a") as fh:
         fh.write(json.dumps(what) + "\n")
-note({"event": "start", "pid": os.getpid(), "config": open(conf).read()})
+note({"event": "start", "pid": os.getpid(), "config": open(conf).read(), "argv": args})
+with open(args[args.index("-P") + 1], "w") as fh:
+    fh.write(f"{os.getpid()}\n")
 signal.signal(signal.SIGTERM, lambda *_: (note({"event": "sigterm"}), sys.exit(0)))
 if os.path.exists(sock_path):
     os.unlink(sock_path)
@@ -55,6 +58,10 @@ while True:
         elif cmd == "configure":
             note({"event": "configured", "config": open(conf).read()})
             f.write(b"0002-Reading configuration\n0003 Reconfigured\n")
+        elif cmd == "graceful restart":
+            note({"event": "graceful-restart", "pid": os.getpid()})
+            f.write(b"0025 Graceful restart started\n"); f.flush()
+            os._exit(0)
         else:
             f.write(b"0000 \n")
         f.flush()
@@ -165,9 +172,45 @@ def test_bird_is_restarted_with_backoff_and_stopped_on_stop(
     wait_until(lambda: _health(daemon).get("ready") is True, 10, what="ready again")
     bird = _health(daemon)["bird"]
     assert isinstance(bird, dict) and bird["restarts"] == 2 and bird["lastExitCode"] == -signal.SIGKILL
+    # every BIRD runs in graceful restart recovery, with its pid file beside its socket
+    assert all("-R" in e["argv"] and "-P" in e["argv"] for e in fake.events("start"))
     daemon.stop()
     wait_until(lambda: _health(daemon).get("live") is False, 10, what="daemon stopped")
-    assert len(fake.events("sigterm")) == 1
+    # a planned stop keeps the peers' routes: a graceful restart shutdown, never SIGTERM (Cease)
+    assert len(fake.events("graceful-restart")) == 1 and fake.events("sigterm") == []
+
+
+def test_withdrawing_stop_and_a_leftover_bird_replaced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`graceful_stop=False` stops BIRD with SIGTERM (Cease: peers withdraw). A BIRD still answering
+    on the socket when a daemon starts (left by an earlier run) is shut down gracefully first."""
+    fake = Fake(tmp_path, monkeypatch)
+    ds = MemoryDatastore()
+    apply_manifests(ds, BASE)
+    config = DaemonConfig(hostname="h1", run_dir=str(tmp_path / "run"), bird_binary=str(fake.binary),
+                          graceful_stop=False)
+    first = BgpDaemon(ds, config)
+    thread = threading.Thread(target=first.run, daemon=True)
+    thread.start()
+    wait_until(lambda: _health(first).get("ready") is True, 10, what="first ready")
+    leftover = subprocess.Popen([str(fake.binary), "-c", first.paths.config, "-s", first.paths.socket,
+                                 "-P", first.paths.pidfile])  # started by hand: a second BIRD
+    wait_until(lambda: len(fake.events("start")) == 2, 10, what="leftover up")
+    first.stop()
+    thread.join(10)
+    assert len(fake.events("sigterm")) == 1  # the daemon's own BIRD, withdrawing
+    second = BgpDaemon(ds, config)
+    thread = threading.Thread(target=second.run, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: _health(second).get("ready") is True, 10, what="second ready")
+        assert leftover.wait(5) == 0
+        assert [e["pid"] for e in fake.events("graceful-restart")] == [leftover.pid]
+        assert len(fake.events("start")) == 3
+    finally:
+        second.stop()
+        thread.join(10)
 
 
 def test_waits_for_its_node_before_starting_bird(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

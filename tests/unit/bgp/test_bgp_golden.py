@@ -435,6 +435,9 @@ def test_golden_passes_bird_parser(name: str) -> None:
 def test_fast_timers_render_parses(tmp_path: Path) -> None:
     conf = tmp_path / "bird.conf"
     conf.write_text(render_scenario("route_reflector", Timers.fast()))
-    assert "connect delay time 0;" in conf.read_text()
+    text = conf.read_text()
+    assert "connect delay time 0;" in text
+    assert "graceful restart wait 10;" in text and "  hold time 9;\n  keepalive time 3;" in text
+    assert "  graceful restart;\n  graceful restart time 20;" in text
     proc = subprocess.run(["bird", "-p", "-c", str(conf)], capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0, proc.stderr
