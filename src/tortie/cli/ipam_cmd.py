@@ -4,7 +4,7 @@
     tortie ipam check [-o table|json]                  exit 1 when a problem is found
     tortie ipam release --ip IP [--ip IP ...] | --handle H | --orphan-blocks
     tortie ipam configure [--strictaffinity true|false] [--max-blocks-per-host N]
-                          [--autoallocateblocks true|false]
+                          [--autoallocateblocks true|false] [--ip-cooldown-seconds N]
 
 Handlers return the exit code; user errors are raised as `UserError`s for `tortie.cli.main` to print.
 All reads go through one datastore snapshot (`tortie.ipam.snapshot`), so a report is consistent.
@@ -105,6 +105,12 @@ def register(sub: SubParsers) -> None:
         metavar="true|false",
         help="let hosts claim new blocks (false requires strict affinity)",
     )
+    p.add_argument(
+        "--ip-cooldown-seconds",
+        type=_non_negative,
+        metavar="N",
+        help="keep a released address out of use this long (0-1200; 0 = reusable at once)",
+    )
     p.set_defaults(func=_configure)
 
 
@@ -122,6 +128,7 @@ def _config_dict(cfg: IpamConfig) -> dict[str, Any]:
         "autoAllocateBlocks": cfg.auto_allocate_blocks,
         "maxBlocksPerHost": cfg.max_blocks_per_host,
         "effectiveMaxBlocksPerHost": cfg.effective_max_blocks_per_host,
+        "ipCooldownSeconds": cfg.ip_cooldown_seconds,
     }
 
 
@@ -134,6 +141,8 @@ def _show(args: argparse.Namespace) -> int:
             print(json.dumps(rep.as_dict(), indent=2))
             return 0
         state = "is in use" if rep.allocated else "is not assigned"
+        if rep.released_at is not None:
+            state = f"is cooling down (released at {rep.as_dict()['releasedAt']}; not assignable yet)"
         lines = [f"IP {rep.ip} {state}"]
         lines.append(f"  pool:     {rep.pool or '(none)'}")
         lines.append(f"  block:    {rep.block or '(none)'}  affinity: {rep.block_affinity or '(none)'}")
@@ -158,19 +167,15 @@ def _show(args: argparse.Namespace) -> int:
         return 0
     console = _console()
     table = Table(title="IP pools")
-    for col in ("NAME", "CIDR", "IPS TOTAL", "IPS IN USE", "RESERVED", "IPS FREE", "BLOCKS"):
-        table.add_column(col)
+    cooling = any(p.cooling for p in pools)  # the column only when some address cools down
+    for col in ("NAME", "CIDR", "IPS TOTAL", "IPS IN USE", "RESERVED", "COOLING", "IPS FREE", "BLOCKS"):
+        if col != "COOLING" or cooling:
+            table.add_column(col)
     for p in pools:
         name = p.name + (" (disabled)" if p.disabled else "")
-        table.add_row(
-            name,
-            str(p.cidr),
-            str(p.total),
-            _pct(p.in_use, p.total),
-            str(p.reserved),
-            _pct(p.free, p.total),
-            str(p.blocks),
-        )
+        cells = [name, str(p.cidr), str(p.total), _pct(p.in_use, p.total), str(p.reserved)]
+        cells += [str(p.cooling)] if cooling else []
+        table.add_row(*cells, _pct(p.free, p.total), str(p.blocks))
     console.print(table)
     if args.show_blocks:
         btable = Table(title="Blocks")
@@ -262,15 +267,22 @@ def _release(args: argparse.Namespace) -> int:
 
 
 def _configure(args: argparse.Namespace) -> int:
-    if args.strictaffinity is None and args.max_blocks_per_host is None and args.autoallocateblocks is None:
+    if (
+        args.strictaffinity is None
+        and args.max_blocks_per_host is None
+        and args.autoallocateblocks is None
+        and args.ip_cooldown_seconds is None
+    ):
         raise UserError(
-            "nothing to configure: give --strictaffinity, --max-blocks-per-host or --autoallocateblocks"
+            "nothing to configure: give --strictaffinity, --max-blocks-per-host, --autoallocateblocks "
+            "or --ip-cooldown-seconds"
         )
     with closing(open_store(args)) as ds:
         cfg = Ipam(ds).configure(
             strict_affinity=args.strictaffinity,
             max_blocks_per_host=args.max_blocks_per_host,
             auto_allocate_blocks=args.autoallocateblocks,
+            ip_cooldown_seconds=args.ip_cooldown_seconds,
         )
     print("IPAM configuration: " + ", ".join(f"{k}={v}" for k, v in _config_dict(cfg).items()))
     return 0

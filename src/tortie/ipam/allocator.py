@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -51,6 +52,7 @@ from tortie.ipam.keys import check_segment
 from tortie.ipam.pools import USE_WORKLOAD, PoolView, pool_containing
 from tortie.ipam.store import MAX_RETRIES, IpamStore, backoff
 from tortie.model.ipam_block import OrdinalInUse, address_at, ordinal_of
+from tortie.model.ipam_records import format_timestamp
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +95,7 @@ class Ipam:
         strict_affinity: bool | None = None,
         max_blocks_per_host: int | None = None,
         auto_allocate_blocks: bool | None = None,
+        ip_cooldown_seconds: int | None = None,
     ) -> IpamConfig:
         """Change the given settings (CAS on the config key); returns the configuration now stored."""
         for attempt in range(self.max_retries):
@@ -107,16 +110,20 @@ class Ipam:
                     max_blocks_per_host=base.max_blocks_per_host
                     if max_blocks_per_host is None
                     else max_blocks_per_host,
+                    ip_cooldown_seconds=base.ip_cooldown_seconds
+                    if ip_cooldown_seconds is None
+                    else ip_cooldown_seconds,
                 )
             )
             try:
                 self.store.write_config(new, None if cur is None else cur.revision)
                 log.info(
                     "IPAM configuration changed strict_affinity=%s max_blocks_per_host=%s "
-                    "auto_allocate_blocks=%s",
+                    "auto_allocate_blocks=%s ip_cooldown_seconds=%s",
                     new.strict_affinity,
                     new.max_blocks_per_host,
                     new.auto_allocate_blocks,
+                    new.ip_cooldown_seconds,
                 )
                 return new
             except (Conflict, NotFound, AlreadyExists):
@@ -174,14 +181,21 @@ class Ipam:
             raise AddressNotAvailable(f"{addr} is reserved by an IPReservation")
         cidr = block_containing(addr, pool.block_prefix)
         ordinal = ordinal_of(cidr, addr)
+        cooldown = self.store.config().ip_cooldown_seconds
         for attempt in range(self.max_retries):
             cur = self.store.get_block(cidr)
             if cur is None:
                 claims.claim_block(self.store, host, cidr, None)  # whoever wins, the block now exists
                 continue
             try:
-                new = cur.value.assign_ordinal(ordinal, handle, secondary)
+                block = cur.value.expire_cooldown(time.time(), cooldown)
+                new = block.assign_ordinal(ordinal, handle, secondary)
             except OrdinalInUse as exc:
+                if exc.owner.released_at is not None:
+                    raise AddressNotAvailable(
+                        f"{addr} was released at {format_timestamp(exc.owner.released_at)} and cools down "
+                        f"for ipCooldownSeconds={cooldown} before it can be assigned again"
+                    ) from None
                 raise AddressInUse(
                     f"{addr} is already assigned (handle {exc.owner.handle_id!r})", exc.owner.handle_id
                 ) from None
@@ -197,6 +211,7 @@ class Ipam:
         by_block: dict[IPNetwork, list[int]] = {}
         not_allocated: list[IPAddress] = []
         finder = _BlockFinder(self.store)
+        cooldown = self.store.config().ip_cooldown_seconds
         for ip in ips:
             addr = _as_address(ip)
             cidr = finder.block_of(addr)
@@ -205,7 +220,7 @@ class Ipam:
             else:
                 by_block.setdefault(cidr, []).append(ordinal_of(cidr, addr))
         for cidr, ordinals in by_block.items():
-            res = self.writer.release(cidr, ordinals, only_handle=None)
+            res = self.writer.release(cidr, ordinals, only_handle=None, cooldown_s=cooldown)
             missing = ordinals if res is None else res.not_allocated
             not_allocated.extend(address_at(cidr, o) for o in missing)
         return not_allocated
@@ -215,17 +230,20 @@ class Ipam:
         releasing an unknown (or already released) handle is a no-op returning []."""
         check_segment("handle", handle)
         released: list[IPAddress] = []
+        cooldown: int | None = None
         for attempt in range(self.max_retries):
             h = self.store.get_handle(handle)
             if h is None:
                 return _sorted_ips(released)
+            if cooldown is None:  # read only when there is something to release (DEL repeats are common)
+                cooldown = self.store.config().ip_cooldown_seconds
             for cidr_text in h.value.blocks:
                 try:
                     cidr = ipaddress.ip_network(cidr_text)
                 except ValueError:
                     log.warning("handle %s names an invalid block %r", handle, cidr_text)
                     continue
-                res = self.writer.release(cidr, None, only_handle=handle)
+                res = self.writer.release(cidr, None, only_handle=handle, cooldown_s=cooldown)
                 if res is not None:
                     released.extend(address_at(cidr, o) for o in res.freed.get(handle, ()))
             # Normally the last block commit deleted the handle; a record that over-counts (written by a
@@ -259,7 +277,7 @@ class Ipam:
         return _sorted_ips(out)
 
     def get_assignment(self, ip: IPAddress | str) -> Assignment | None:
-        """Who holds `ip`, or None when it is not allocated."""
+        """Who holds `ip`, or None when it is not allocated (or released and cooling down)."""
         addr = _as_address(ip)
         cidr = _BlockFinder(self.store).block_of(addr)
         if cidr is None:
@@ -268,7 +286,7 @@ class Ipam:
         if cur is None:
             return None
         attr = cur.value.attribute_of(ordinal_of(cidr, addr))
-        if attr is None:
+        if attr is None or attr.released_at is not None:  # free, or cooling down: held by nobody
             return None
         node = attr.secondary.get("node")
         block_host = cur.value.host

@@ -70,7 +70,7 @@ def _check_blocks(snap: IpamSnapshot) -> list[Finding]:
             out.append(Finding("block-inconsistent", str(cidr), "; ".join(problems)))
         host = block.host
         if host is not None and host not in snap.nodes:
-            if block.in_use == 0:
+            if block.is_empty:
                 msg = (
                     f"block is affine to host {host}, which has no Node; it is empty: release it with "
                     "`tortie ipam release --orphan-blocks`"
@@ -78,7 +78,8 @@ def _check_blocks(snap: IpamSnapshot) -> list[Finding]:
             else:
                 msg = (
                     f"block is affine to host {host}, which has no Node, and still holds {block.in_use} "
-                    "allocation(s); release those first"
+                    "allocation(s) (and any address cooling down after its release); "
+                    "`tortie ipam gc` releases them"
                 )
             out.append(Finding("orphan-block", str(cidr), msg))
     return out
@@ -90,7 +91,7 @@ def _allocations(snap: IpamSnapshot) -> dict[IPAddress, tuple[IPNetwork, str | N
         if block.problems():
             continue  # reported as inconsistent; its table cannot be trusted
         for ordinal, idx in enumerate(block.allocations):
-            if idx is not None:
+            if idx is not None and block.attributes[idx].released_at is None:  # cooling: nobody's
                 attr = block.attributes[idx]
                 out[block.address(ordinal)] = (cidr, attr.handle_id, dict(attr.secondary))
     return out

@@ -21,6 +21,7 @@ import dataclasses
 import ipaddress
 import logging
 import random
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -118,7 +119,9 @@ class AutoAssigner:
             return any(network_within(cidr, p.cidr) for p in usable)
 
         def take(cidr: IPNetwork, require_host: str | None) -> int | None:
-            got = self.writer.assign(cidr, count - len(out), handle, secondary, reservations, require_host)
+            got = self.writer.assign(
+                cidr, count - len(out), handle, secondary, reservations, require_host, cfg.ip_cooldown_seconds
+            )
             if got is None:
                 return None
             out.extend((cidr, o) for o in got)
@@ -157,13 +160,17 @@ class AutoAssigner:
 
         # (3) borrow from other hosts' blocks
         if not cfg.strict_affinity:
+            now = time.time()
             blocks = [
                 b
                 for b in self.store.list_blocks(fam)
                 if in_usable(b.value.cidr)
                 and b.value.host != host
                 and not b.value.deleted
-                and b.value.free_count(reserved_ordinals(b.value.cidr, reservations)) > 0
+                and b.value.expire_cooldown(now, cfg.ip_cooldown_seconds).free_count(
+                    reserved_ordinals(b.value.cidr, reservations)
+                )
+                > 0
             ]
             random.Random(host_seed(host)).shuffle(blocks)
             for b in blocks:

@@ -6,7 +6,10 @@ read) together with the counts of the handles it touches.
     handle  /calico/ipam/v2/handle/<h>                      create / CAS-update / CAS-delete (count per block)
 
 so a handle's counts always equal its allocations, and a crash leaves all of a change or none of it: no
-address is ever held without a handle record that can release it. `BlockWriter` re-reads and retries a
+address is ever held without a handle record that can release it. With a cool-down (IPAMConfiguration
+`ipCooldownSeconds` > 0) a release leaves the address cooling in the block (`Block.release`); every
+change of a block also returns the addresses whose cool-down has passed to the free list, so they
+become assignable with the next write of their block (or the next GC). `BlockWriter` re-reads and retries a
 change up to `max_retries` times with a short random back-off when a condition fails, then raises
 `IpamContention`. Which block to change is the caller's decision (`auto_assign`, `allocator`).
 """
@@ -14,6 +17,7 @@ change up to `max_retries` times with a short random back-off when a condition f
 from __future__ import annotations
 
 import enum
+import time
 from collections.abc import Mapping, Sequence
 
 from tortie.common.errors import AlreadyExists, Conflict, NotFound
@@ -47,9 +51,11 @@ class BlockWriter:
         secondary: Mapping[str, str],
         reservations: list[IPNetwork],
         require_host: str | None,
+        cooldown_s: float = 0.0,
     ) -> tuple[int, ...] | None:
-        """Take up to `count` free ordinals of one block. Returns the ordinals taken; () when the block is
-        full or no longer affine to `require_host`; None when it does not exist."""
+        """Take up to `count` free ordinals of one block (addresses released more than `cooldown_s` ago
+        are free again). Returns the ordinals taken; () when the block is full or no longer affine to
+        `require_host`; None when it does not exist."""
         excluded = reserved_ordinals(cidr, reservations)
         # Optimistic: most handles are new (one per workload), so first try creating the handle record
         # without reading it; AlreadyExists tells us to read it and retry.
@@ -60,7 +66,9 @@ class BlockWriter:
                 return None
             if require_host is not None and cur.value.host != require_host:
                 return ()
-            new, taken = cur.value.assign(count, handle, secondary, excluded)
+            new, taken = cur.value.expire_cooldown(time.time(), cooldown_s).assign(
+                count, handle, secondary, excluded
+            )
             if not taken:
                 return ()
             outcome = self.commit(cur.revision, new, {handle: len(taken)}, handles)
@@ -101,17 +109,22 @@ class BlockWriter:
         return Commit.DONE
 
     def release(
-        self, cidr: IPNetwork, ordinals: Sequence[int] | None, only_handle: str | None
+        self,
+        cidr: IPNetwork,
+        ordinals: Sequence[int] | None,
+        only_handle: str | None,
+        cooldown_s: float = 0.0,
     ) -> ReleaseResult | None:
         """Free ordinals of one block (all of `only_handle`'s when `ordinals` is None; with both, only those
         of the ordinals `only_handle` holds). None if the block does not exist. The block and the handle
         counts change in one transaction. An emptied block without affinity is deleted; affine blocks stay
-        with their host."""
+        with their host. With `cooldown_s` > 0 the freed addresses cool down first (see the module)."""
         for attempt in range(self.max_retries):
             cur = self.store.get_block(cidr)
             if cur is None:
                 return None
-            block = cur.value
+            now = time.time()
+            block = cur.value.expire_cooldown(now, cooldown_s)
             wanted: Sequence[int]
             if ordinals is None:
                 assert only_handle is not None
@@ -124,11 +137,13 @@ class BlockWriter:
                 ]
             else:
                 wanted = ordinals
-            res = block.release(wanted)
+            res = block.release(wanted, now if cooldown_s > 0 else None)
             if ordinals is not None and only_handle is not None:
                 skipped = tuple(o for o in ordinals if o not in wanted)
                 res = ReleaseResult(res.block, res.not_allocated + skipped, res.freed)
             if res.freed_count == 0:
+                if block is not cur.value:  # nothing of ours, but cooled-down addresses to free
+                    self.commit(cur.revision, block, {})
                 return res
             deltas = {h: -len(v) for h, v in res.freed.items()}
             if self.commit(cur.revision, res.block, deltas) is Commit.DONE:

@@ -2,7 +2,8 @@
 
 Outputs (frozen values, with `as_dict()` for `-o json`):
 
-* `pool_usage`: per IPPool, addresses total / in use / reserved (IPReservation, not in use) / free;
+* `pool_usage`: per IPPool, addresses total / in use / reserved (IPReservation, not in use) / cooling
+  (released, waiting for ipCooldownSeconds) / free;
 * `block_usage`: per block, its host affinity, pool, the same counts and how many addresses are
   borrowed (held for a node other than the block's host);
 * `describe_ip`: everything known about one address: pool, block and its host, reservation, the
@@ -19,6 +20,7 @@ from tortie.common.ipfamily import IPAddress, IPNetwork, address_in, network_wit
 from tortie.ipam.block import is_reserved, reserved_ordinals
 from tortie.ipam.pools import pool_containing
 from tortie.ipam.snapshot import IpamSnapshot
+from tortie.model.ipam_records import format_timestamp
 
 
 @dataclass(frozen=True)
@@ -30,10 +32,11 @@ class PoolUsage:
     in_use: int
     reserved: int
     blocks: int
+    cooling: int = 0
 
     @property
     def free(self) -> int:
-        return max(0, self.total - self.in_use - self.reserved)
+        return max(0, self.total - self.in_use - self.reserved - self.cooling)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -43,6 +46,7 @@ class PoolUsage:
             "total": self.total,
             "inUse": self.in_use,
             "reserved": self.reserved,
+            "cooling": self.cooling,
             "free": self.free,
             "blocks": self.blocks,
         }
@@ -57,10 +61,11 @@ class BlockUsage:
     in_use: int
     reserved: int
     borrowed: int
+    cooling: int = 0
 
     @property
     def free(self) -> int:
-        return max(0, self.total - self.in_use - self.reserved)
+        return max(0, self.total - self.in_use - self.reserved - self.cooling)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -70,6 +75,7 @@ class BlockUsage:
             "total": self.total,
             "inUse": self.in_use,
             "reserved": self.reserved,
+            "cooling": self.cooling,
             "free": self.free,
             "borrowed": self.borrowed,
         }
@@ -86,6 +92,7 @@ class IpReport:
     handle: str | None = None
     attrs: Mapping[str, str] = field(default_factory=dict)
     used_by: tuple[str, ...] = ()
+    released_at: float | None = None  # released and cooling down since then (not allocated)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -98,6 +105,7 @@ class IpReport:
             "handle": self.handle,
             "attributes": dict(self.attrs),
             "usedBy": list(self.used_by),
+            "releasedAt": None if self.released_at is None else format_timestamp(self.released_at),
         }
 
 
@@ -127,12 +135,15 @@ def block_usage(snap: IpamSnapshot) -> list[BlockUsage]:
         reserved = sum(1 for o in excluded if block.allocations[o] is None) if not block.problems() else 0
         borrowed = 0
         for idx in block.allocations:
-            if idx is not None and idx < len(block.attributes):
+            if idx is not None and idx < len(block.attributes) and block.attributes[idx].released_at is None:
                 node = block.attributes[idx].secondary.get("node")
                 if node is not None and node != block.host:
                     borrowed += 1
         pool = next((p.name for p in snap.pools if network_within(cidr, p.cidr)), None)
-        out.append(BlockUsage(cidr, block.affinity, pool, block.size, block.in_use, reserved, borrowed))
+        cooling = len(block.cooling()) if not block.problems() else 0
+        out.append(
+            BlockUsage(cidr, block.affinity, pool, block.size, block.in_use, reserved, borrowed, cooling)
+        )
     return sorted(out, key=lambda b: sort_key(b.cidr))
 
 
@@ -141,6 +152,7 @@ def pool_usage(snap: IpamSnapshot) -> list[PoolUsage]:
     for pool in snap.pools:
         blocks = [b for c, b in snap.blocks.items() if network_within(c, pool.cidr)]
         in_use = sum(b.in_use for b in blocks)
+        cooling = sum(len(b.cooling()) for b in blocks if not b.problems())
         # reserved and free: reserved addresses minus those allocated anyway (before the reservation)
         reserved_total = _union_size(pool.cidr, snap.reservations)
         reserved_in_use = 0
@@ -159,6 +171,7 @@ def pool_usage(snap: IpamSnapshot) -> list[PoolUsage]:
                 in_use,
                 reserved_total - reserved_in_use,
                 len(blocks),
+                cooling,
             )
         )
     return sorted(out, key=lambda p: (sort_key(p.cidr), p.name))
@@ -173,14 +186,17 @@ def describe_ip(snap: IpamSnapshot, ip: IPAddress) -> IpReport:
         return IpReport(ip, pool.name if pool else None, None, None, reserved, False, used_by=users)
     block = snap.blocks[block_cidr]
     attr = block.attribute_of(block.ordinal(ip)) if not block.problems() else None
+    released_at = None if attr is None else attr.released_at
+    held = attr is not None and released_at is None
     return IpReport(
         ip,
         pool.name if pool else None,
         block_cidr,
         block.affinity,
         reserved,
-        attr is not None,
-        handle=None if attr is None else attr.handle_id,
-        attrs={} if attr is None else dict(attr.secondary),
+        held,
+        handle=attr.handle_id if held and attr is not None else None,
+        attrs=dict(attr.secondary) if held and attr is not None else {},
         used_by=users,
+        released_at=released_at,
     )

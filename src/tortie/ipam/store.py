@@ -197,15 +197,18 @@ class IpamStore:
         if current is not None:
             old_meta = current.value.get("metadata") or {}
             meta.update({k: old_meta[k] for k in ("uid", "creationTimestamp", "labels") if k in old_meta})
+        spec: dict[str, Any] = {
+            "strictAffinity": cfg.strict_affinity,
+            "autoAllocateBlocks": cfg.auto_allocate_blocks,
+            "maxBlocksPerHost": cfg.max_blocks_per_host,
+        }
+        if cfg.ip_cooldown_seconds:
+            spec["ipCooldownSeconds"] = cfg.ip_cooldown_seconds
         resource = {
             "apiVersion": "projectcalico.org/v3",
             "kind": "IPAMConfiguration",
             "metadata": meta,
-            "spec": {
-                "strictAffinity": cfg.strict_affinity,
-                "autoAllocateBlocks": cfg.auto_allocate_blocks,
-                "maxBlocksPerHost": cfg.max_blocks_per_host,
-            },
+            "spec": spec,
         }
         if current is None:
             mirror = TxnOp("create", keys.CONFIG_RESOURCE_KEY, resource)

@@ -14,6 +14,10 @@ Invariants (checked by `Block.problems()`, kept by every transition):
 * Every attribute is referenced by at least one allocation (released ones are compacted away).
 * `sequence_number` increases on every transition; `sequence_number_for_allocation[str(ordinal)]` records
   the block sequence number at which that ordinal was allocated (Calico's ABA guard).
+* Cool-down (IPAMConfiguration `ipCooldownSeconds`): an address released with a `released_at` time stays
+  in `allocations`, pointing at an attribute without handle that records the release time (Calico's
+  `releasedAt`), so no allocator can hand it out; `expire_cooldown` moves it to the end of the free FIFO
+  once the cool-down has passed. Such an address is *cooling*: neither in use nor free.
 
 Ordinals excluded by an IPReservation stay in `unallocated` (in place) and are simply skipped.
 """
@@ -76,6 +80,8 @@ class AllocationAttribute:
 
     handle_id: str | None
     secondary: Mapping[str, str] = field(default_factory=dict)
+    released_at: float | None = None
+    """Wall-clock seconds of the release of a cooling address (None for a live allocation)."""
 
 
 class OrdinalInUse(ValueError):
@@ -139,11 +145,23 @@ class Block:
 
     @property
     def in_use(self) -> int:
-        return sum(1 for a in self.allocations if a is not None)
+        """Allocations held by someone (cooling addresses excluded)."""
+        return sum(1 for a in self.allocations if a is not None and self.attributes[a].released_at is None)
 
     @property
     def is_empty(self) -> bool:
+        """Nothing allocated and nothing cooling: the block may be given back."""
         return all(a is None for a in self.allocations)
+
+    def cooling(self) -> dict[int, float]:
+        """Cooling ordinals and the time each was released."""
+        out: dict[int, float] = {}
+        for o, idx in enumerate(self.allocations):
+            if idx is not None:
+                released = self.attributes[idx].released_at
+                if released is not None:
+                    out[o] = released
+        return out
 
     def free_count(self, excluded: frozenset[int] = frozenset()) -> int:
         """Free ordinals that may be handed out (reserved ones excluded)."""
@@ -166,7 +184,7 @@ class Block:
         """Number of allocations per handle."""
         out: dict[str | None, int] = {}
         for idx in self.allocations:
-            if idx is not None:
+            if idx is not None and self.attributes[idx].released_at is None:
                 h = self.attributes[idx].handle_id
                 out[h] = out.get(h, 0) + 1
         return out
@@ -262,12 +280,15 @@ class Block:
             self.deleted,
         )
 
-    def release(self, ordinals: Iterable[int]) -> ReleaseResult:
-        """Free `ordinals` (duplicates ignored); freed ordinals go to the END of the free FIFO.
+    def release(self, ordinals: Iterable[int], released_at: float | None = None) -> ReleaseResult:
+        """Free `ordinals` (duplicates ignored); freed ordinals go to the END of the free FIFO, or, with
+        `released_at`, stay allocated to a cooling attribute recording that time (`expire_cooldown`).
 
-        Ordinals that were not allocated (or are out of range) are reported in `not_allocated`; when nothing
-        was freed the block is returned unchanged."""
-        allocations = list(self.allocations)
+        Ordinals that were not allocated, are cooling already, or are out of range are reported in
+        `not_allocated`; when nothing was freed the block is returned unchanged."""
+        allocations: list[int | None] = list(self.allocations)
+        cooling_attrs: dict[int, int] = {}  # attribute index -> index of its cooling twin
+        attributes_ext = list(self.attributes)
         not_allocated: list[int] = []
         freed: dict[str | None, list[int]] = {}
         order: list[int] = []
@@ -276,28 +297,31 @@ class Block:
             if o in seen:
                 continue
             seen.add(o)
-            if not 0 <= o < len(allocations) or allocations[o] is None:
+            idx = allocations[o] if 0 <= o < len(allocations) else None
+            if idx is None or self.attributes[idx].released_at is not None:
                 not_allocated.append(o)
                 continue
-            idx = allocations[o]
-            assert idx is not None
-            freed.setdefault(self.attributes[idx].handle_id, []).append(o)
-            allocations[o] = None
+            attr = self.attributes[idx]
+            freed.setdefault(attr.handle_id, []).append(o)
             order.append(o)
+            if released_at is None:
+                allocations[o] = None
+            else:
+                if idx not in cooling_attrs:
+                    cooling_attrs[idx] = len(attributes_ext)
+                    attributes_ext.append(AllocationAttribute(None, attr.secondary, released_at))
+                allocations[o] = cooling_attrs[idx]
         frozen_freed = {h: tuple(v) for h, v in freed.items()}
         if not order:
             return ReleaseResult(self, tuple(not_allocated), frozen_freed)
-        seq_for = {k: v for k, v in self.sequence_number_for_allocation.items() if int(k) not in seen}
-        # Compact the attribute table: drop records no allocation points at any more, renumber the rest.
-        referenced = sorted({a for a in allocations if a is not None})
-        remap = {old: new for new, old in enumerate(referenced)}
-        attributes = tuple(self.attributes[old] for old in referenced)
-        allocations = [None if a is None else remap[a] for a in allocations]
+        freed_set = set(order)
+        seq_for = {k: v for k, v in self.sequence_number_for_allocation.items() if int(k) not in freed_set}
+        attributes, allocations = _compacted(attributes_ext, allocations)
         block = Block(
             self.cidr,
             self.affinity,
             tuple(allocations),
-            self.unallocated + tuple(order),
+            self.unallocated + (tuple(order) if released_at is None else ()),
             attributes,
             self.sequence_number + 1,
             seq_for,
@@ -305,6 +329,37 @@ class Block:
         )
         return ReleaseResult(block, tuple(not_allocated), frozen_freed)
 
-    def release_handle(self, handle: str) -> ReleaseResult:
+    def release_handle(self, handle: str, released_at: float | None = None) -> ReleaseResult:
         """Free every ordinal owned by `handle`."""
-        return self.release(self.ordinals_of_handle(handle))
+        return self.release(self.ordinals_of_handle(handle), released_at)
+
+    def expire_cooldown(self, now: float, cooldown_s: float) -> Block:
+        """The block with every address released at least `cooldown_s` before `now` moved to the end of
+        the free FIFO (oldest release first); `self` when none has cooled down."""
+        due = sorted((t, o) for o, t in self.cooling().items() if t + cooldown_s <= now)
+        if not due:
+            return self
+        allocations: list[int | None] = list(self.allocations)
+        for _t, o in due:
+            allocations[o] = None
+        attributes, allocations = _compacted(list(self.attributes), allocations)
+        return Block(
+            self.cidr,
+            self.affinity,
+            tuple(allocations),
+            self.unallocated + tuple(o for _t, o in due),
+            attributes,
+            self.sequence_number + 1,
+            dict(self.sequence_number_for_allocation),
+            self.deleted,
+        )
+
+
+def _compacted(
+    attributes: list[AllocationAttribute], allocations: list[int | None]
+) -> tuple[tuple[AllocationAttribute, ...], list[int | None]]:
+    """Drop the attribute records no allocation points at and renumber the rest (order kept)."""
+    referenced = sorted({a for a in allocations if a is not None})
+    remap = {old: new for new, old in enumerate(referenced)}
+    renumbered: list[int | None] = [None if a is None else remap[a] for a in allocations]
+    return tuple(attributes[old] for old in referenced), renumbered

@@ -7,7 +7,8 @@
 The JSON uses Calico's backend-model field names (libcalico-go `model.AllocationBlock`,
 `BlockAffinity`, `IPAMHandle`), so a Calico tool sharing the etcd reads the same objects:
 
-    block     {"cidr", "affinity", "allocations", "unallocated", "attributes": [{"handle_id", "secondary"}],
+    block     {"cidr", "affinity", "allocations", "unallocated",
+               "attributes": [{"handle_id", "secondary", "releasedAt" (RFC 3339, cooling addresses only)}],
                "sequenceNumber", "sequenceNumberForAllocation", "deleted"}; "hostAffinity" (Calico's
                deprecated spelling of a host affinity) is read too
     affinity  {"state": "pending"|"confirmed"|"pendingDeletion", "deleted"}  + tortie extras "node", "cidr"
@@ -28,6 +29,7 @@ states from `AffinityState` here.
 
 from __future__ import annotations
 
+import datetime
 import enum
 import ipaddress
 from collections.abc import Mapping
@@ -158,8 +160,13 @@ def decode_block(obj: Mapping[str, Any], key_cidr: IPNetwork | None = None) -> B
         handle = a.get("handle_id")
         if handle is not None and not isinstance(handle, str):
             raise InvalidRecord(f"{what}: handle_id must be a string")
+        released = a.get("releasedAt")
         attributes.append(
-            AllocationAttribute(handle, _str_map(a.get("secondary"), secondary_what))
+            AllocationAttribute(
+                handle,
+                _str_map(a.get("secondary"), secondary_what),
+                None if released is None else _timestamp(released, f"{what} releasedAt"),
+            )
         )
     seq_for_raw = obj.get("sequenceNumberForAllocation") or {}
     if not isinstance(seq_for_raw, dict):
@@ -183,13 +190,36 @@ def encode_block(block: Block) -> dict[str, Any]:
         "affinity": block.affinity,
         "allocations": list(block.allocations),
         "unallocated": list(block.unallocated),
-        "attributes": [
-            {"handle_id": a.handle_id, "secondary": dict(a.secondary) or None} for a in block.attributes
-        ],
+        "attributes": [_encode_attribute(a) for a in block.attributes],
         "sequenceNumber": block.sequence_number,
         "sequenceNumberForAllocation": dict(block.sequence_number_for_allocation) or None,
         "deleted": block.deleted,
     }
+
+
+def _encode_attribute(a: AllocationAttribute) -> dict[str, Any]:
+    out: dict[str, Any] = {"handle_id": a.handle_id, "secondary": dict(a.secondary) or None}
+    if a.released_at is not None:
+        out["releasedAt"] = format_timestamp(a.released_at)
+    return out
+
+
+def format_timestamp(epoch: float) -> str:
+    """RFC 3339 in UTC with microseconds (Kubernetes' MicroTime form), e.g. 2024-01-02T03:04:05.123456Z."""
+    return datetime.datetime.fromtimestamp(epoch, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _timestamp(value: Any, what: str) -> float:
+    """Epoch seconds of an RFC 3339 time ("...Z" or with an offset)."""
+    if not isinstance(value, str):
+        raise InvalidRecord(f"{what}: expected an RFC 3339 time, got {value!r}")
+    try:
+        parsed = datetime.datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise InvalidRecord(f"{what}: {value!r} is not an RFC 3339 time") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=datetime.UTC)
+    return parsed.timestamp()
 
 
 # --------------------------------------------------------------------------- affinity

@@ -36,7 +36,8 @@ TABLE: dict[tuple[type[Any], str], FieldSupport] = {
     (I.IPAMConfigurationSpec, "auto_allocate_blocks"): impl("ipam.config", "ipam.auto_assign"),
     (I.IPAMConfigurationSpec, "kube_virt_vm_address_persistence"): warn(
         "tortie runs no KubeVirt integration; VM addresses follow the normal handle rules"),
-    (I.IPAMConfigurationSpec, "ip_cooldown_seconds"): warn("released addresses may be reused at once"),
+    (I.IPAMConfigurationSpec, "ip_cooldown_seconds"): impl(
+        "ipam.config", "ipam.auto_assign", "ipam.allocator"),
     (I.IPAMBlockSpec, "cidr"): impl("ipam.block_writes"),
     (I.IPAMBlockSpec, "affinity"): impl("ipam.block_writes"),
     (I.IPAMBlockSpec, "affinity_claim_time"): info("kept; tortie IPAM records its own claim time"),
@@ -50,7 +51,7 @@ TABLE: dict[tuple[type[Any], str], FieldSupport] = {
     (I.AllocationAttribute, "handle_id"): impl("ipam.block_writes"),
     (I.AllocationAttribute, "secondary"): impl("ipam.block_writes"),
     (I.AllocationAttribute, "alternate"): info("kept; Calico's KubeVirt bookkeeping"),
-    (I.AllocationAttribute, "released_at"): info("kept; Calico's address cool-down bookkeeping"),
+    (I.AllocationAttribute, "released_at"): impl("ipam.allocator", "ipam.audit", "ipam.report"),
     (I.BlockAffinitySpec, "state"): impl("ipam.auto_assign"),
     (I.BlockAffinitySpec, "node"): impl("ipam.auto_assign"),
     (I.BlockAffinitySpec, "cidr"): impl("ipam.auto_assign"),
