@@ -4,6 +4,7 @@ reordering helper of tortie.testing.calc_harness (conventions #2)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -111,6 +112,35 @@ def test_invalid_endpoint_is_treated_as_absent(caplog: pytest.LogCaptureFixture)
     ])
     assert any("invalid datastore object" in r.getMessage() and "10.65.0.1/33" in r.getMessage()
                for r in caplog.records)
+
+
+def test_ip_nats_reach_the_dataplane() -> None:
+    nats = [{"internalIP": "fd00::3", "externalIP": "2001:db8::9"},
+            {"internalIP": "10.65.0.1", "externalIP": "192.0.2.10"},
+            {"internalIP": "10.65.0.1", "externalIP": "192.0.2.9"}]
+    base = ep("a", v6=("fd00::3/128",))
+    want = replace(base, ip_nats=(m.IPNat("10.65.0.1", "192.0.2.9"), m.IPNat("10.65.0.1", "192.0.2.10"),
+                                  m.IPNat("fd00::3", "2001:db8::9")))
+    check_sequence(make_graph, [
+        Step(state(wep("a", ips=("10.65.0.1/32", "fd00::3/128"), ipNATs=nats)),
+             expect([want])),
+        Step(state(wep("a", ips=("10.65.0.1/32", "fd00::3/128"))), expect([base])),
+    ])
+
+
+def test_an_endpoint_using_what_this_host_cannot_program_is_refused(caplog: pytest.LogCaptureFixture) -> None:
+    def graph(sink: Sink) -> Graph:
+        local = cfg.LocalConfig(cfg.Layer(cfg.Source.FILE, "file", {}), cfg.env_layer({}), cfg.cli_layer({}))
+        return CalcGraph(HOST, sink, cfg.datastore_resolver(local, HOST),
+                         unsupported={"ipNATs": "no nftables here"})
+
+    nat = [{"internalIP": "10.65.0.2", "externalIP": "192.0.2.10"}]
+    check_sequence(graph, [
+        Step(state(wep("a"), wep("b", ips=("10.65.0.2/32",), ipNATs=nat)), expect([ep("a")])),
+        Step(state(wep("b", ips=("10.65.0.2/32",))), expect([ep("b", ips=("10.65.0.2/32",))])),
+    ])
+    messages = [r.getMessage() for r in caplog.records if "endpoint refused" in r.getMessage()]
+    assert any("ipNATs: no nftables here" in msg for msg in messages)
 
 
 def test_endpoint_stored_at_a_foreign_key_is_invalid() -> None:

@@ -47,7 +47,7 @@ class AgentMetrics:
         self.errors = Counter("tortie_agent_errors", "Errors by kind.", ["kind"], registry=r)
         self.in_sync = Gauge("tortie_agent_in_sync", "1 once the first snapshot reached the kernel.",
                              registry=r)
-        for kind in ("endpoint", "block", "remote_block_vxlan", "remote_block_native"):
+        for kind in ("endpoint", "floating_ip", "block", "remote_block_vxlan", "remote_block_native"):
             self.routes.labels(kind=kind).set(0)
         for kind in ("apply", "datastore", "calc", "status"):
             self.errors.labels(kind=kind)

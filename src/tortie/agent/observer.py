@@ -105,6 +105,7 @@ class AgentObserver(DataplaneObserver):
 
     def on_stats(self, stats: Mapping[str, int]) -> None:
         self._metrics.routes.labels(kind="endpoint").set(stats.get("endpoint_routes", 0))
+        self._metrics.routes.labels(kind="floating_ip").set(stats.get("floating_ip_routes", 0))
         self._metrics.routes.labels(kind="block").set(stats.get("block_routes", 0))
         self._metrics.routes.labels(kind="remote_block_vxlan").set(stats.get("vxlan_block_routes", 0))
         self._metrics.routes.labels(kind="remote_block_native").set(stats.get("native_block_routes", 0))

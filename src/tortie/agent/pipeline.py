@@ -49,6 +49,7 @@ from tortie.dataplane.endpoint_status import EndpointStatusFiles
 from tortie.dataplane.loop import DataplaneLoop
 from tortie.dataplane.managers.block_routes import BlockRoutesManager
 from tortie.dataplane.managers.endpoints import EndpointManager
+from tortie.dataplane.managers.floating_ips import FloatingIPManager
 from tortie.dataplane.managers.host_mtu import HostMtuManager
 from tortie.dataplane.managers.host_sysctls import DEFAULT_HOST_SYSCTLS, HostSysctlsManager
 from tortie.dataplane.managers.manager_api import Manager
@@ -214,6 +215,17 @@ class AgentPipeline:
         if policy and drivers.flow_logs and config.get("flow_logs_enabled", False):
             self.flows = flow_logger(config, ds, metrics.registry)
             managers.append(self.flows.manager)
+        # What this host's dataplane cannot program: endpoints using it are refused by the calc.
+        self.unsupported: dict[str, str] = {}
+        self.floating_manager: FloatingIPManager | None = None
+        if policy:
+            assert drivers.nft is not None
+            # Before the route table: a floating IP's translation exists before its route.
+            self.floating_manager = FloatingIPManager(self.route_table, drivers.nft)
+            managers.insert(managers.index(self.route_table), self.floating_manager)
+        else:
+            self.unsupported["ipNATs"] = (
+                "1:1 NAT needs nftables, which the agent does not use with policy_enabled=false")
         if policy:
             assert drivers.nft is not None
             # First: each apply round programs policy before routes open new interfaces (fail closed).
@@ -236,7 +248,8 @@ class AgentPipeline:
 
         self._invalid: frozenset[str] = frozenset()
         resolve = datastore_resolver(local, self.hostname, reporter, on_invalid=self._on_invalid)
-        self.graph = CalcGraph(self.hostname, self._collect, resolve, policy=policy)
+        self.graph = CalcGraph(self.hostname, self._collect, resolve, policy=policy,
+                               unsupported=self.unsupported)
         self._out: list[Message] = []
         prefixes = syncer_prefixes(self.hostname) + (list(STAGED_WATCH) if self.flows is not None else [])
         self.syncer = sync.Syncer(ds, prefixes, self._on_sync_event, backoff_max=syncer_backoff_max)

@@ -24,7 +24,7 @@ policies (20), profiles (30), pools (33), endpoint policy (36), host endpoint po
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from tortie.calc.block_calc import CHANNEL as BLOCKS
 from tortie.calc.block_calc import BlockCalc, block_remove
@@ -51,7 +51,7 @@ CHANNELS = (
 class CalcGraph:
     def __init__(
         self, hostname: str, sink: Callable[[Message], None], resolve: Resolver = merge_specs,
-        *, policy: bool = False,
+        *, policy: bool = False, unsupported: Mapping[str, str] | None = None,
     ) -> None:
         self.hostname = hostname
         self.sequencer = EventSequencer(sink, CHANNELS + (POLICY_CHANNELS if policy else ()))
@@ -59,7 +59,7 @@ class CalcGraph:
         self.validation_filter = ValidationFilter(self.dispatcher, hostname)
 
         self.config_calc = ConfigCalc(hostname, self.sequencer, resolve)
-        self.endpoint_calc = EndpointCalc(self.sequencer)
+        self.endpoint_calc = EndpointCalc(self.sequencer, unsupported)
         self.block_calc = BlockCalc(hostname, self.sequencer)
         self.vxlan_resolver = VxlanResolver(hostname, self.sequencer)
 

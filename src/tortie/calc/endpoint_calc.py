@@ -11,6 +11,16 @@ Invariants:
   (the agent never touches such interfaces); it is logged as a warning once per change.
 * IP networks are split by family, sorted numerically, without repeats. They arrive canonical and
   single-address (the model validates `ipNetworks`: /32 and /128 only), so nothing is re-checked.
+* `ipNATs` become sorted `IPNat(internal, external)` pairs of canonical addresses (the model checked
+  that each internal address is one of the endpoint's and that both are of one family); every
+  endpoint's ipNATs are programmed, whatever FelixConfiguration `floatingIPs` says (Felix programs
+  them for OpenStack endpoints, and for others only with `floatingIPs: Enabled`; the support table
+  warns about `Disabled`).
+* `qosControls` become `QosLimits` (tortie.calc.qos_limits: Calico's defaults filled in).
+* An endpoint that uses a field this host's dataplane cannot program (`unsupported`: wire path ->
+  reason, from the agent's probe of its kernel and configuration, e.g. "qosControls.ingressBandwidth"
+  without a tbf qdisc, "ipNATs" without nftables) is refused: not sent (fail closed), with a warning
+  naming the field and the reason, rather than programmed without it.
 """
 
 from __future__ import annotations
@@ -21,8 +31,15 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from tortie.calc.event_sequencer import EventSequencer
-from tortie.common.ipfamily import sort_key
-from tortie.dataplane.messages import WorkloadEndpointId, WorkloadEndpointRemove, WorkloadEndpointUpdate
+from tortie.calc.qos_limits import qos_limits
+from tortie.common.ipfamily import parse_address, sort_key
+from tortie.dataplane.messages import (
+    IPNat,
+    QosLimits,
+    WorkloadEndpointId,
+    WorkloadEndpointRemove,
+    WorkloadEndpointUpdate,
+)
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +58,12 @@ def _host_nets(nets: Iterable[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return v4, tuple(str(net) for net in ordered[len(v4):])
 
 
+def _ip_nats(nats: Iterable[Any]) -> tuple[IPNat, ...]:
+    pairs = {(parse_address(n.internal_ip), parse_address(n.external_ip)) for n in nats}
+    ordered = sorted(pairs, key=lambda p: (sort_key(p[0]), sort_key(p[1])))
+    return tuple(IPNat(str(internal), str(external)) for internal, external in ordered)
+
+
 def endpoint_message(resource: Any) -> WorkloadEndpointUpdate:
     """The dataplane's view of one WorkloadEndpoint resource."""
     meta, spec = resource.metadata, resource.spec
@@ -54,15 +77,30 @@ def endpoint_message(resource: Any) -> WorkloadEndpointUpdate:
         mac=str(spec.mac) if spec.mac else None,
         profile_ids=tuple(str(p) for p in (spec.profiles or ())),
         labels=dict(meta.labels or {}),
+        ip_nats=_ip_nats(spec.ip_nats),
+        qos=qos_limits(spec.qos_controls),
         orchestrator=spec.orchestrator,
         workload=spec.workload or spec.pod,
         endpoint=spec.endpoint,
     )
 
 
+def used_fields(msg: WorkloadEndpointUpdate) -> list[str]:
+    """The wire paths of the optional dataplane features `msg` uses ("ipNATs", "qosControls.<name>")."""
+    out = ["ipNATs"] if msg.ip_nats else []
+    if msg.qos is not None:
+        out += [QOS_WIRE[name] for name in QOS_WIRE if getattr(msg.qos, name)]
+    return out
+
+
+QOS_WIRE = {name: "qosControls." + name.split("_")[0] + "".join(w.title() for w in name.split("_")[1:])
+            for name in QosLimits.__dataclass_fields__}
+
+
 class EndpointCalc:
-    def __init__(self, sequencer: EventSequencer) -> None:
+    def __init__(self, sequencer: EventSequencer, unsupported: Mapping[str, str] | None = None) -> None:
         self._sequencer = sequencer
+        self._unsupported = dict(unsupported or {})
         self._local: dict[str, WorkloadEndpointUpdate] = {}  # datastore key -> message (before filtering)
         self._prefixes: tuple[str, ...] | None = None
 
@@ -97,6 +135,13 @@ class EndpointCalc:
         if prefixes is not None and not msg.interface_name.startswith(prefixes):
             log.warning("endpoint ignored: interface does not match interface_prefix endpoint=%s "
                         "interface=%r prefixes=%s", msg.id, msg.interface_name, ",".join(prefixes))
+            self._sequencer.queue_remove(CHANNEL, msg.id)
+            return
+        unsupported = self._unsupported
+        refused = [f"{path}: {unsupported[path]}" for path in used_fields(msg) if path in unsupported]
+        if refused:
+            log.warning("endpoint refused: it uses what this host cannot program endpoint=%s reasons=%s",
+                        msg.id, "; ".join(refused))
             self._sequencer.queue_remove(CHANNEL, msg.id)
             return
         self._sequencer.queue_update(CHANNEL, msg.id, msg)

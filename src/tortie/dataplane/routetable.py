@@ -2,6 +2,7 @@
 diffs, writes the smallest change and sweeps what is ours but no longer wanted (Felix's RouteTable).
 
     EndpointManager    --set_targets(("endpoint", ns, name), [<ip>/32 dev tortX, ...])--+
+    FloatingIPManager  --set_targets(("floating", ns, name), [<external>/32 dev tortX])---+
     BlockRoutesManager --set_targets(("block", cidr), [blackhole <cidr>])------------------+
     a next source      --set_targets((kind, ...), [<cidr> via <gateway> dev <device>])-----+
                                                                                             v
@@ -69,9 +70,10 @@ TargetKind = Literal["unicast", "blackhole"]
 
 class RouteClass(IntEnum):
     """The kind of source a target comes from. For one CIDR the lowest usable class wins; the
-    gaps leave room for the classes to come (floating IPs)."""
+    gaps leave room for the classes to come."""
 
     LOCAL_WORKLOAD = 10
+    FLOATING_IP = 20  # a local endpoint's ipNATs external address, via its interface
     REMOTE_BLOCK_NATIVE = 40  # a remote host's block via its address on a shared subnet (CrossSubnet)
     REMOTE_BLOCK_VXLAN = 50  # a remote host's block via its VXLAN tunnel address, onlink
     IPAM_BLOCK_DROP = 90
@@ -84,6 +86,7 @@ class RouteClass(IntEnum):
 
 _CLASS_STATS: Mapping[RouteClass, str] = {
     RouteClass.LOCAL_WORKLOAD: "endpoint_routes",
+    RouteClass.FLOATING_IP: "floating_ip_routes",
     RouteClass.REMOTE_BLOCK_NATIVE: "native_block_routes",
     RouteClass.REMOTE_BLOCK_VXLAN: "vxlan_block_routes",
     RouteClass.IPAM_BLOCK_DROP: "block_routes",

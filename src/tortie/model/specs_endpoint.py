@@ -103,7 +103,10 @@ def _check_ipnat(nat: IPNAT, path: str, issues: Issues) -> None:
 
 @dataclass(frozen=True, kw_only=True)
 class QoSControls:
-    """Per-endpoint bandwidth/packet-rate/connection limits (bits, bytes and packets per second)."""
+    """Per-endpoint limits, per direction (ingress = to the workload): bandwidth and peakrate in
+    bits/s, burst in bits, minburst in bytes, packet rate in packets/s, packet burst in packets,
+    max connections a count. 0 (or absent) = no limit. The ranges and cross-field rules are the
+    ones Calico documents on QoSControls and enforces when it builds them (`_check_qos`)."""
 
     ingress_bandwidth: Annotated[int | None, Wire(Int(0))] = None
     egress_bandwidth: Annotated[int | None, Wire(Int(0))] = None
@@ -119,6 +122,42 @@ class QoSControls:
     egress_packet_burst: Annotated[int | None, Wire(Int(0))] = None
     ingress_max_connections: Annotated[int | None, Wire(Int(0))] = None
     egress_max_connections: Annotated[int | None, Wire(Int(0))] = None
+
+
+# Calico's documented ranges (libcalico-go internalapi QoSControls) for non-zero values.
+QOS_RANGES: dict[str, tuple[int, int]] = {
+    "Bandwidth": (1000, 10**15),
+    "Burst": (1000, 34359738360),
+    "Peakrate": (1010, 101 * 10**13),
+    "Minburst": (1000, 10**8),
+    "PacketRate": (1, 10**4),
+    "PacketBurst": (1, 10**4),
+    "MaxConnections": (1, 4294967295),
+}
+_SNAKE = {"Bandwidth": "bandwidth", "Burst": "burst", "Peakrate": "peakrate", "Minburst": "minburst",
+          "PacketRate": "packet_rate", "PacketBurst": "packet_burst", "MaxConnections": "max_connections"}
+# (field, the field it needs): a burst needs a bandwidth, a minburst a peakrate, a packet burst a rate
+_QOS_NEEDS = (("Burst", "Bandwidth"), ("Peakrate", "Bandwidth"), ("Minburst", "Peakrate"),
+              ("PacketBurst", "PacketRate"))
+
+
+def _check_qos(qos: QoSControls, path: str, issues: Issues) -> None:
+    for direction in ("ingress", "egress"):
+        def value(name: str, d: str = direction) -> int:
+            return getattr(qos, f"{d}_{_SNAKE[name]}") or 0
+
+        for name, (lo, hi) in QOS_RANGES.items():
+            v = value(name)
+            if v and not lo <= v <= hi:
+                issues.add(join(path, f"{direction}{name}"),
+                           f"{v} is out of range: 0 (no limit) or {lo}..{hi}")
+        for name, needed in _QOS_NEEDS:
+            if value(name) and not value(needed):
+                issues.add(join(path, f"{direction}{name}"), f"needs {direction}{needed}")
+        rate, peak = value("Bandwidth"), value("Peakrate")
+        if rate and peak and peak <= rate:
+            issues.add(join(path, f"{direction}Peakrate"),
+                       f"must be greater than {direction}Bandwidth ({peak} <= {rate})")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -139,7 +178,8 @@ class WorkloadEndpointSpec:
     mac: Annotated[str | None, Wire(MAC, "mac")] = None
     ports: Annotated[tuple[WorkloadEndpointPort, ...], Wire(ListOf(WEP_PORT))] = ()
     allow_spoofed_source_prefixes: Annotated[tuple[str, ...], Wire(ListOf(cidr_text()))] = ()
-    qos_controls: Annotated[QoSControls | None, Wire(Struct(QoSControls), "qosControls")] = None
+    qos_controls: Annotated[
+        QoSControls | None, Wire(Struct(QoSControls, checks=[_check_qos]), "qosControls")] = None
 
 
 @uses("ipNetworks")

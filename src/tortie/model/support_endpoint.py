@@ -20,11 +20,15 @@ TABLE: dict[tuple[type[Any], str], FieldSupport] = {
     (E.WorkloadEndpointSpec, "endpoint"): impl("calc.endpoint_calc"),
     (E.WorkloadEndpointSpec, "service_account_name"): impl("calc.policy_items"),
     (E.WorkloadEndpointSpec, "ip_networks"): impl("calc.endpoint_calc", "calc.policy_items"),
-    (E.WorkloadEndpointSpec, "ip_nats"): reject(
-        "1:1 NAT (floating IPs) is not programmed yet; the external address would not reach the workload",
-        not_yet=True),
-    (E.IPNAT, "internal_ip"): reject("1:1 NAT is not programmed yet (see ipNATs)", not_yet=True),
-    (E.IPNAT, "external_ip"): reject("1:1 NAT is not programmed yet (see ipNATs)", not_yet=True),
+    (E.WorkloadEndpointSpec, "ip_nats"): impl(
+        "calc.endpoint_calc", "dataplane.managers.floating_ips",
+        note="1:1 NAT (nftables table inet tortie-nat) and a route to the workload for the external "
+             "address, which BGP advertises when an enabled IP pool covers it, as in Calico; the "
+             "workload's own traffic to addresses outside every IP pool also leaves with the external "
+             "address (Felix keeps the internal one unless its egress SNAT is on); programmed for every "
+             "endpoint, as Felix does with floatingIPs: Enabled"),
+    (E.IPNAT, "internal_ip"): impl("calc.endpoint_calc"),
+    (E.IPNAT, "external_ip"): impl("calc.endpoint_calc"),
     (E.WorkloadEndpointSpec, "ipv4_gateway"): info(
         "descriptive; workloads route via 169.254.1.1 (proxy ARP), as with Calico"),
     (E.WorkloadEndpointSpec, "ipv6_gateway"): info("descriptive; workloads route via the host's link-local "

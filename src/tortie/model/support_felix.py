@@ -99,8 +99,10 @@ TABLE: dict[tuple[type[Any], str], FieldSupport] = {
     (F, "workload_source_spoofing"): unless(("Any",), Warned(
         "every WorkloadEndpoint's allowSpoofedSourcePrefixes is honoured, as with Any"),
         "endpoints' allowSpoofedSourcePrefixes are honoured"),
-    (F, "floating_ips"): unless(("Disabled",), Warned(
-        "WorkloadEndpoint ipNATs are refused until 1:1 NAT is implemented"), "no floating IPs"),
+    (F, "floating_ips"): unless(("Enabled",), Warned(
+        "tortie programs the ipNATs of every WorkloadEndpoint, as Felix does with Enabled (with Disabled "
+        "Felix programs only OpenStack endpoints'); leave ipNATs out of an endpoint to give it none"),
+        "every endpoint's ipNATs are programmed: what tortie does"),
     (F, "external_nodes_list"): warn(
         "tortie accepts VXLAN from any host; its hosts' VXLAN needs no list of outside nodes"),
     (F, "ipip_enabled"): unless((False,), Rejected("IPIP tunnels (this kernel has no ipip module)"),

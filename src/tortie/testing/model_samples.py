@@ -289,6 +289,8 @@ VALID: dict[str, dict[str, Any]] = {
             "endpoint": "eth0",
             "serviceAccountName": "web",
             "ipNetworks": ["10.244.3.5/32", "fd00:244::5/128"],
+            "ipNATs": [{"internalIP": "10.244.3.5", "externalIP": "172.16.0.5"},
+                       {"internalIP": "fd00:244::5", "externalIP": "2001:db8::5"}],
             "ipv4Gateway": "169.254.1.1",
             "ipv6Gateway": "fe80::1",
             "profiles": ["kns.shop", "ksa.shop.web"],
@@ -470,9 +472,6 @@ REFUSED: list[tuple[dict[str, Any], str, str]] = [
      "is not supported by tortie"),
     (obj("IPPool", "by-ns", {"cidr": "10.9.0.0/16", "namespaceSelector": "has(pods)"}),
      "spec.namespaceSelector", "is not implemented yet"),
-    (obj("WorkloadEndpoint", "n-k8s-w-eth0", {"ipNetworks": ["10.244.3.5/32"], "ipNATs": [
-        {"internalIP": "10.244.3.5", "externalIP": "172.16.0.5"}]}, namespace="shop"),
-     "spec.ipNATs", "is not implemented yet"),
     (obj("WorkloadEndpoint", "n-k8s-w-eth0", {"qosControls": {"ingressBandwidth": 1000000}},
          namespace="shop"),
      "spec.qosControls", "is not implemented yet"),

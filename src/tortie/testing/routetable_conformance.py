@@ -89,7 +89,8 @@ class RouteTableConformance:
         ])
         assert env.bench.dsts_with_protocol(env.routes.protocol) == {
             "10.8.0.1/32", "fd00:8::1/128", "10.8.0.0/26", "fd00:8::/122"}
-        assert table.stats() == {"endpoint_routes": 2, "native_block_routes": 0, "vxlan_block_routes": 0,
+        assert table.stats() == {"endpoint_routes": 2, "floating_ip_routes": 0, "native_block_routes": 0,
+                                 "vxlan_block_routes": 0,
                                  "block_routes": 2}
         assert not table.needs_apply
 

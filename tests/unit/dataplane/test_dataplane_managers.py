@@ -318,7 +318,8 @@ def test_stats() -> None:
     h.mgr.on_update(wep("b", "tort9", "10.65.0.3/32"))
     h.settle()
     assert h.mgr.stats() == {"local_endpoints": 2}
-    assert h.table.stats() == {"endpoint_routes": 2, "native_block_routes": 0, "vxlan_block_routes": 0,
+    assert h.table.stats() == {"endpoint_routes": 2, "floating_ip_routes": 0, "native_block_routes": 0,
+                                 "vxlan_block_routes": 0,
                                "block_routes": 0}
 
 
@@ -350,7 +351,8 @@ def test_block_blackholes_and_adoption() -> None:
     assert len(failed) == 1 and isinstance(failed[0], ApplyIncomplete)
     assert h.table.needs_apply
     h.settle()
-    assert h.table.stats() == {"endpoint_routes": 1, "native_block_routes": 0, "vxlan_block_routes": 0,
+    assert h.table.stats() == {"endpoint_routes": 1, "floating_ip_routes": 0, "native_block_routes": 0,
+                                 "vxlan_block_routes": 0,
                                "block_routes": 1}
     assert Route("fd00:65::/122", kind="blackhole") not in kernel.list_routes()
 

@@ -8,7 +8,7 @@ and unwanted).
 
 One module per area, all re-exported here:
 
-    endpoints.py   WorkloadEndpointId, WorkloadEndpointUpdate/Remove (interface and address routes)
+    endpoints.py   WorkloadEndpointId, WorkloadEndpointUpdate/Remove (interface, address routes, ipNATs, QoS)
     routes.py      HostBlockUpdate/Remove (IPAM blocks affine to this host)
     encap.py       VtepUpdate/Remove, RemoteBlockRouteUpdate/Remove, EncapUpdate (VXLAN, MTU)
     control.py     ConfigUpdate, InSync (the agent itself)
@@ -33,6 +33,8 @@ from tortie.dataplane.messages.encap import (
     VtepUpdate,
 )
 from tortie.dataplane.messages.endpoints import (
+    IPNat,
+    QosLimits,
     WorkloadEndpointId,
     WorkloadEndpointRemove,
     WorkloadEndpointUpdate,
@@ -97,6 +99,7 @@ __all__ = [
     "HostEndpointId",
     "HostEndpointPolicyRemove",
     "HostEndpointPolicyUpdate",
+    "IPNat",
     "IPSetRemove",
     "IPSetUpdate",
     "InSync",
@@ -111,6 +114,7 @@ __all__ = [
     "PortRange",
     "ProfileRemove",
     "ProfileUpdate",
+    "QosLimits",
     "RemoteBlockRouteRemove",
     "RemoteBlockRouteUpdate",
     "ResolvedRule",

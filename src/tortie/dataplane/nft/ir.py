@@ -3,7 +3,8 @@
 Values are frozen dataclasses close to nft's own JSON schema (libnftables-json(5)): fields (`Meta`,
 `Payload`, `Ct`, `Concat`, `BitAnd`), right-hand values (ints, strings, `Prefix`, `Range`,
 `SetRef`, `AnonSet`, concatenations as tuples), statements (`Match`, `Verdict`, `VMap`, `SetMark`,
-`Log`, `Limit`, `Counter`, `NoTrack`, `Masquerade`), `Rule`, `Chain`, `SetDef`, `MapDef`; a whole table
+`Log`, `Limit`, `Counter`, `NoTrack`, `Masquerade`; and for the endpoints' own tables `Nat`, `RateOver`,
+`CtCountOver`, `Reject`), `Rule`, `Chain`, `SetDef`, `MapDef`; a whole table
 (`Ruleset`) and one owner's share of it (`Pieces`); `referenced(chains)`: what chains refer to.
 
 A `Rule` carries a digest of its statements; its kernel comment is `h=<digest> <label>`. The
@@ -154,7 +155,42 @@ class Masquerade:
     pass
 
 
-Stmt = Match | Verdict | VMap | SetMark | Log | Limit | Counter | NoTrack | Masquerade
+@dataclass(frozen=True)
+class Nat:
+    """`dnat|snat <ip|ip6> to <addr>` (1:1 NAT of a floating IP)."""
+
+    kind: str  # dnat, snat
+    family: str  # ip, ip6
+    addr: str
+
+
+@dataclass(frozen=True)
+class RateOver:
+    """`limit rate over N <unit>/second burst B <unit>`: matches while OVER the rate (a policer's
+    test); unit "packets" or "bytes"."""
+
+    rate: int
+    burst: int
+    unit: str = "packets"
+
+
+@dataclass(frozen=True)
+class CtCountOver:
+    """`ct count over N`: matches while more than N connections went through this rule and are
+    still in the conntrack table (the rule's own list: one endpoint's connections)."""
+
+    count: int
+
+
+@dataclass(frozen=True)
+class Reject:
+    """`reject with tcp reset` (`tcp_reset`) or `reject` (ICMP(v6) port unreachable)."""
+
+    tcp_reset: bool = False
+
+
+Stmt = (Match | Verdict | VMap | SetMark | Log | Limit | Counter | NoTrack | Masquerade
+        | Nat | RateOver | CtCountOver | Reject)
 
 
 @dataclass(frozen=True)
@@ -299,6 +335,17 @@ def stmt_json(s: Stmt) -> Any:
         return {"counter": None}
     if isinstance(s, NoTrack):
         return {"notrack": None}
+    if isinstance(s, Nat):
+        return {s.kind: {"family": s.family, "addr": s.addr}}
+    if isinstance(s, RateOver):
+        if s.unit == "bytes":
+            return {"limit": {"rate": s.rate, "per": "second", "rate_unit": "bytes", "burst": s.burst,
+                              "burst_unit": "bytes", "inv": True}}
+        return {"limit": {"rate": s.rate, "per": "second", "burst": s.burst, "inv": True}}
+    if isinstance(s, CtCountOver):
+        return {"ct count": {"val": s.count, "inv": True}}
+    if isinstance(s, Reject):
+        return {"reject": {"type": "tcp reset"}} if s.tcp_reset else {"reject": None}
     return {"masquerade": None}
 
 
