@@ -8,7 +8,8 @@
     tortie lab workload del NAME
     tortie lab exec WORKLOAD|HOST|ROUTER -- CMD...
     tortie lab probe SRC DST [--protocol tcp|udp|icmp] [--port P] [--timeout S] [--ip-family 4|6]
-    tortie lab matrix [--protocol ..] [--port ..] [--timeout S] [--ip-family 4|6] [-o table|json]
+    tortie lab matrix [--protocol tcp,udp,..] [--port 80,81,..] [--timeout S] [--ip-family 4|6]
+                      [-o table|json]            (every protocol x port, probed in parallel)
     tortie lab env
     tortie lab down [--name N]
 
@@ -94,7 +95,13 @@ def register(sub: SubParsers) -> None:
     p.add_argument("workload")
     p.add_argument("--host", required=True)
     p.add_argument("--labels", default="", help="k=v,k2=v2")
-    p.add_argument("--namespace", default="default", help="the endpoint's namespace (default: %(default)s)")
+    p.add_argument(
+        "--namespace",
+        default=None,
+        help="make the workload a Kubernetes pod in this namespace (CNI_ARGS K8S_POD_NAMESPACE/K8S_POD_NAME:"
+        " endpoint <host>-k8s-<name>-eth0, profile kns.<namespace>; the Namespace object is created if"
+        " missing); default: a plain container in namespace default",
+    )
     p.add_argument("--ports", default="", help="named ports name:proto:port,... (e.g. http:tcp:80)")
     p.add_argument("-o", "--output", choices=("text", "json"), default="text")
     lab_name_option(p)
@@ -119,8 +126,16 @@ def register(sub: SubParsers) -> None:
         if verb == "probe":
             p.add_argument("src", help="workload, host or router")
             p.add_argument("dst", help="workload, host, router or IP address")
-        p.add_argument("--protocol", choices=("tcp", "udp", "icmp"), default="tcp")
-        p.add_argument("--port", type=int, default=80, help="tcp/udp port (default: %(default)s)")
+        if verb == "probe":
+            p.add_argument("--protocol", choices=("tcp", "udp", "icmp"), default="tcp")
+            p.add_argument("--port", type=int, default=80, help="tcp/udp port (default: %(default)s)")
+        else:
+            p.add_argument(
+                "--protocol", type=_protocols, default=["tcp"], help="tcp, udp, icmp or a list: tcp,udp"
+            )
+            p.add_argument(
+                "--port", type=_ports, default=[80], help="tcp/udp port or a list: 80,81 (default: 80)"
+            )
         p.add_argument(
             "--timeout", type=float, default=2.0, help="seconds before denied (default: %(default)s)"
         )
@@ -340,42 +355,64 @@ def _probe(args: argparse.Namespace) -> int:
     return 0 if allowed else 1
 
 
+def _protocols(text: str) -> list[str]:
+    items = [p.strip().lower() for p in text.split(",") if p.strip()]
+    if not items or any(p not in ("tcp", "udp", "icmp") for p in items):
+        raise argparse.ArgumentTypeError(f"{text!r}: give tcp, udp, icmp or a comma-separated list of them")
+    return list(dict.fromkeys(items))
+
+
+def _ports(text: str) -> list[int]:
+    try:
+        items = [int(p) for p in text.split(",") if p.strip()]
+    except ValueError:
+        items = []
+    if not items or any(not 1 <= p <= 65535 for p in items):
+        raise argparse.ArgumentTypeError(f"{text!r}: give a port 1-65535 or a comma-separated list of them")
+    return list(dict.fromkeys(items))
+
+
+def _checks(protocols: list[str], ports: list[int]) -> list[tuple[str, int]]:
+    """Every protocol with every port (icmp once, it has no port)."""
+    return [(p, 0) for p in protocols if p == "icmp"] + [
+        (p, port) for p in protocols if p != "icmp" for port in ports
+    ]
+
+
 def _matrix(args: argparse.Namespace) -> int:
     dc = _open(args)
     fam = _family(args)
-    result = dc.matrix(args.protocol, args.port, args.timeout, family=fam)
+    checks = _checks(args.protocol, args.port)
+    results = dc.matrices(checks, args.timeout, family=fam)
+    names = list(next(iter(results.values())))
     if args.output == "json":
-        print(
-            json.dumps(
-                {
-                    "protocol": args.protocol,
-                    "port": args.port if args.protocol != "icmp" else None,
-                    "ipFamily": fam.version if fam else None,
-                    "workloads": list(result),
-                    "allowed": result,
-                },
-                indent=2,
-            )
-        )
+        tables: list[dict[str, Any]] = [
+            {"protocol": protocol, "port": port if protocol != "icmp" else None, "allowed": result}
+            for (protocol, port), result in results.items()
+        ]
+        data: dict[str, Any] = {"ipFamily": fam.version if fam else None, "workloads": names}
+        # one check: its fields at the top level, as before lists were accepted
+        data.update(tables[0] if len(tables) == 1 else {"matrices": tables})
+        print(json.dumps(data, indent=2))
         return 0
     from rich import box
     from rich.console import Console
     from rich.table import Table
 
-    names = list(result)
-    what = args.protocol if args.protocol == "icmp" else f"{args.protocol}/{args.port}"
-    what += f" over {fam}" if fam else ""
-    table = Table(title=f"{what}: rows connect to columns", title_justify="left", box=box.ASCII)
-    table.add_column("FROM \\ TO")
-    for name in names:
-        table.add_column(name, justify="center")
-    for src in names:
-        table.add_row(
-            src, *("-" if src == dst else ("allow" if result[src][dst] else "deny") for dst in names)
-        )
-    Console(width=max(80, 12 * (len(names) + 1))).print(table)
-    allowed = sum(1 for s in names for d in names if s != d and result[s][d])
-    print(f"{allowed}/{len(names) * (len(names) - 1)} pairs allowed")
+    for (protocol, port), result in results.items():
+        what = protocol if protocol == "icmp" else f"{protocol}/{port}"
+        what += f" over {fam}" if fam else ""
+        table = Table(title=f"{what}: rows connect to columns", title_justify="left", box=box.ASCII)
+        table.add_column("FROM \\ TO")
+        for name in names:
+            table.add_column(name, justify="center")
+        for src in names:
+            table.add_row(
+                src, *("-" if src == dst else ("allow" if result[src][dst] else "deny") for dst in names)
+            )
+        Console(width=max(80, 12 * (len(names) + 1))).print(table)
+        allowed = sum(1 for s in names for d in names if s != d and result[s][d])
+        print(f"{what}: {allowed}/{len(names) * (len(names) - 1)} pairs allowed")
     return 0
 
 

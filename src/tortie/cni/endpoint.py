@@ -200,9 +200,19 @@ def node_weps(ds: Datastore, node: str, network: str) -> list[KV]:
     ]
 
 
-def default_profiles(network: str, configured: Sequence[str] | None) -> tuple[str, ...]:
+def default_profiles(
+    network: str, configured: Sequence[str] | None, identity: WorkloadIdentity | None = None
+) -> tuple[str, ...]:
+    """The endpoint's profiles: the configured ones; else, for a Kubernetes pod, its namespace's
+    profile `kns.<namespace>` (Calico's: the Namespace object defines it — its labels for
+    namespaceSelectors, allow-all so that a pod no policy selects is unrestricted); else the
+    network's own profile (`ensure_network_profile`)."""
     if configured is not None:
         return tuple(configured)
+    if identity is not None and identity.orchestrator == "k8s":
+        from tortie.k8s.names import NAMESPACE_PROFILE_PREFIX
+
+        return (NAMESPACE_PROFILE_PREFIX + identity.namespace,)
     return (network,) if _PROFILE_NAME.match(network) else ()
 
 

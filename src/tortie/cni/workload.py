@@ -171,7 +171,7 @@ class TortiePlugin:
         if not os.path.exists(req.netns):
             raise CniError(UNKNOWN_CONTAINER, "container network namespace not found", req.netns)
         mtu = resolve_mtu(conf)
-        profiles = endpoint.default_profiles(conf.name, conf.profiles)
+        profiles = endpoint.default_profiles(conf.name, conf.profiles, ident)
 
         def endpoint_data(addresses: list[IPInterface], mac: str) -> endpoint.EndpointData:
             return endpoint.EndpointData(
@@ -197,7 +197,7 @@ class TortiePlugin:
                 )
                 plumbed = plumber.add(spec)
                 undo.append(("delete the host interface", lambda: plumber.remove(spec.host_ifname)))
-                if conf.profiles is None and profiles:
+                if conf.profiles is None and conf.name in profiles:
                     endpoint.ensure_network_profile(ds, conf.name)
                 wep = endpoint.build_wep(endpoint_data(addresses, plumbed.container_mac))
                 previous = endpoint.write_wep(ds, wep)

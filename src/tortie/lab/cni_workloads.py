@@ -18,13 +18,19 @@ endpoint afterwards (through the datastore) and undoes the ADD when that fails. 
 several ADDs at once.
 
 The container ID is the workload name, so the endpoint is `<host>-cni-<name>-eth0` (Calico's
-`-`-doubling applies). Failures raise `CniFailed` with the plugin's code and message; an ADD that failed
-leaves nothing behind (the plugin undoes its own steps; the namespace is deleted here).
+`-`-doubling applies). A workload added with a namespace is a Kubernetes pod: the ADD and DEL carry
+`K8S_POD_NAMESPACE=<namespace>;K8S_POD_NAME=<name>` in CNI_ARGS, as kubelet's do, so the plugin names
+the endpoint `<host>-k8s-<name>-eth0` and gives it profile `kns.<namespace>`; `add` first creates the
+`v1` Namespace object if there is none (Kubernetes has a pod's namespace before the pod), without
+labels — `tortie apply` of a Namespace sets them. Failures raise `CniFailed` with the plugin's code
+and message; an ADD that failed leaves nothing behind (the plugin undoes its own steps; the network
+namespace is deleted here).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import json
 import os
 import re
@@ -163,6 +169,7 @@ class CniWorkloads:
         container_id: str,
         conf: Mapping[str, Any],
         timeout: float = 60.0,
+        pod: tuple[str, str] | None = None,
     ) -> dict[str, Any] | None:
         env = {
             "CNI_COMMAND": command,
@@ -172,6 +179,8 @@ class CniWorkloads:
             "CNI_PATH": str(self.cni_bin),
             "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
         }
+        if pod is not None:  # a Kubernetes pod: what kubelet passes
+            env["CNI_ARGS"] = f"IgnoreUnknown=1;K8S_POD_NAMESPACE={pod[0]};K8S_POD_NAME={pod[1]}"
         argv = ["nsenter", f"--net=/run/netns/{self.lab.netns(host)}", str(self.cni_bin / "tortie")]
         try:
             proc = subprocess.run(
@@ -232,17 +241,38 @@ class CniWorkloads:
         finally:
             ds.close()
 
+    def _ensure_namespace(self, namespace: str) -> None:
+        """Create the `v1` Namespace `namespace` unless it exists (no labels)."""
+        from tortie.common.errors import AlreadyExists
+        from tortie.datastore.resources import ResourceStore
+        from tortie.datastore.url import open_datastore
+        from tortie.model import parse_resource
+
+        ns = parse_resource(
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
+            source=f"lab namespace {namespace}",
+        )
+        ds = open_datastore(self.client_url)
+        try:
+            if ds.get(ns.key) is None:
+                with contextlib.suppress(AlreadyExists):
+                    ResourceStore(ds).create(ns)
+        finally:
+            ds.close()
+
     def add(
         self,
         name: str,
         host: str,
         *,
         labels: Mapping[str, str] | None = None,
-        namespace: str = "default",
+        namespace: str | None = None,
         ports: Sequence[str] = (),
     ) -> WorkloadRecord:
         """CNI ADD of workload `name` on `host`; then its named ports (`name:proto:port`) onto the
-        endpoint. Nothing is left behind when any step fails."""
+        endpoint. With a `namespace` the workload is Kubernetes pod `namespace`/`name` (see the module
+        docstring); without, a plain container in namespace `default`. Nothing is left behind when
+        any step fails (a Namespace object created for it stays: other pods may share it)."""
         port_specs = parse_ports(list(ports)) if ports else []
         if host not in self.lab.state.hosts:
             raise LabError(
@@ -252,6 +282,8 @@ class CniWorkloads:
         netns = f"{self.lab.name}-{name}"
         from tortie.cni.naming import wep_name
 
+        pod = (namespace, name) if namespace is not None else None
+        namespace = namespace or "default"
         record = WorkloadRecord(
             name=name,
             host=host,
@@ -263,15 +295,19 @@ class CniWorkloads:
             namespace=namespace,
             labels=labels,
             ports=list(ports),
-            endpoint=wep_name(host, "cni", name, IFNAME),
+            endpoint=wep_name(host, "k8s" if pod else "cni", name, IFNAME),
+            pod=name if pod else "",
         )
         try:
             self.lab.records.record_workload(record, new=True)
         except ValueError as exc:
             raise LabError(str(exc)) from None
         try:
+            if pod is not None:
+                self._ensure_namespace(namespace)
             self.lab.fabric.add_namespace(netns)
-            result = self._exec("ADD", host, netns, name, self.network.for_host(host, namespace, labels))
+            conf = self.network.for_host(host, namespace, labels)
+            result = self._exec("ADD", host, netns, name, conf, pod=pod)
         except BaseException:
             self.lab.fabric.delete_namespace(netns)
             self.lab.records.forget_workload(name)
@@ -295,6 +331,7 @@ class CniWorkloads:
             raise LabError(f"no workload {name!r} in lab {self.lab.name}")
         if record.via_cni:
             conf = self.network.for_host(record.host, record.namespace or "default", record.labels)
-            self._exec("DEL", record.host, record.netns, name, conf)
+            pod = (record.namespace, record.pod) if record.pod else None
+            self._exec("DEL", record.host, record.netns, name, conf, pod=pod)
         self.lab.fabric.delete_namespace(record.netns)
         self.lab.records.forget_workload(name)

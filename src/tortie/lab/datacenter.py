@@ -7,7 +7,7 @@
                                   (node_services.py)
     dc.workloads  CniWorkloads    workloads through the CNI plugin (cni_workloads.py)
     dc.wait_ready(), dc.probe(src, dst, family=V6), dc.matrix(family=None), dc.flow_dirs(),
-                  dc.env_lines(), dc.down()
+                  dc.matrices([("tcp", 80), ("udp", 81)]) (several at once), dc.env_lines(), dc.down()
                   (probes go to the destination's address of `family`; None: its first address,
                    IPv4 on a dual-stack lab)
 
@@ -32,7 +32,7 @@ from tortie.lab.cni_workloads import CniWorkloads
 from tortie.lab.errors import LabError, NoSuchLab
 from tortie.lab.lab import Lab
 from tortie.lab.node_services import NodeServices
-from tortie.lab.probe import Probe, run_probes
+from tortie.lab.probe import Probe, run_probe_sets, run_probes
 from tortie.lab.processes import flows_dir
 from tortie.lab.readiness import wait_ready
 from tortie.lab.spec import LabSpec, lab_dir
@@ -140,6 +140,29 @@ class Datacenter:
         out: dict[str, dict[str, bool]] = {n: {} for n in names}
         for (s, d), ok in zip(pairs, results, strict=True):
             out[s][d] = ok
+        return out
+
+    def matrices(
+        self,
+        checks: Sequence[tuple[str, int]],
+        timeout: float = 2.0,
+        workloads: Sequence[str] | None = None,
+        family: Family | None = None,
+    ) -> dict[tuple[str, int], dict[str, dict[str, bool]]]:
+        """`matrix` for several (protocol, port) checks at once (probed in parallel: about one
+        timeout in all); keyed by the checks as given."""
+        state = self.lab.state
+        names = list(workloads) if workloads is not None else sorted(state.workloads)
+        ends = {n: state.endpoint_of(n, family) for n in names}
+        pairs = [(s, d) for s in names for d in names if s != d]
+        probes = [Probe(ends[s][0], ends[d][0], ends[d][1]) for s, d in pairs]
+        results = run_probe_sets([(probes, protocol, port) for protocol, port in checks], timeout)
+        out: dict[tuple[str, int], dict[str, dict[str, bool]]] = {}
+        for check, found in zip(checks, results, strict=True):
+            table: dict[str, dict[str, bool]] = {n: {} for n in names}
+            for (s, d), ok in zip(pairs, found, strict=True):
+                table[s][d] = ok
+            out[check[0], check[1]] = table
         return out
 
     def flow_dirs(self) -> dict[str, Path]:

@@ -37,6 +37,7 @@ def workload_json(w: WorkloadRecord) -> dict[str, Any]:
         "ports": list(w.ports),
         "interface": w.host_ifname,
         "endpoint": w.endpoint,
+        "pod": w.pod or None,
     }
 
 

@@ -1,6 +1,7 @@
 """Connectivity probes between lab namespaces: is traffic from SRC to DST allowed or denied?
 
     run_probes([Probe(src_netns, dst_netns, dst_ip), ...], protocol, port, timeout) -> [bool, ...]
+    run_probe_sets([(probes, protocol, port), ...], timeout) -> [[bool, ...], ...]   (sets in parallel)
 
 Everything runs in this process, in parallel, with sockets opened inside the namespaces (a socket
 belongs to the network namespace of the thread that creates it; one `NetnsWorker` thread per
@@ -22,6 +23,7 @@ flight at once (file descriptors). Allowed means a reply came back within `timeo
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import errno
 import ipaddress
@@ -183,6 +185,21 @@ def run_probes(probes: Sequence[Probe], protocol: str, port: int, timeout: float
         finally:
             listeners.close()
     return results
+
+
+def run_probe_sets(sets: Sequence[tuple[Sequence[Probe], str, int]], timeout: float) -> list[list[bool]]:
+    """`run_probes` for several (probes, protocol, port) sets at once, one thread each, so that a
+    matrix over several protocols and ports takes about one `timeout`, not one per set. Two sets of
+    one protocol and port would fight over the listening port: refused (ValueError)."""
+    kinds = [(protocol, port if protocol != "icmp" else 0) for _probes, protocol, port in sets]
+    if len(set(kinds)) != len(kinds):
+        raise ValueError("each protocol and port may be probed once per call")
+    if len(sets) == 1:
+        probes, protocol, port = sets[0]
+        return [run_probes(probes, protocol, port, timeout)]
+    with concurrent.futures.ThreadPoolExecutor(len(sets), thread_name_prefix="lab-probes") as pool:
+        futures = [pool.submit(run_probes, probes, proto, port, timeout) for probes, proto, port in sets]
+        return [future.result() for future in futures]
 
 
 def _tcp(sockets: NamespaceSockets, chunk: list[tuple[int, Probe]], port: int, timeout: float) -> set[int]:

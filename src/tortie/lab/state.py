@@ -75,6 +75,8 @@ class WorkloadRecord:
     """Named ports as given: name:proto:port."""
     endpoint: str = ""
     """The WorkloadEndpoint name, for CNI workloads."""
+    pod: str = ""
+    """The Kubernetes pod name (K8S_POD_NAME) of a workload added as a Kubernetes pod; "" otherwise."""
 
     def ip(self, family: Family | None = None) -> str:
         return _pick(self.ips, family, f"workload {self.name}")

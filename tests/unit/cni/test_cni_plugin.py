@@ -221,9 +221,9 @@ def test_add_wires_the_workload_and_writes_a_valid_endpoint(
     assert spec["ports"] == [{"name": "tcp-80", "protocol": "TCP", "port": 80, "hostPort": 8080}]
     assert res.metadata.labels["app"] == "web"
     assert res.metadata.labels["projectcalico.org/namespace"] == "shop"
-    profile = ds.get(kind_info("Profile").key("net1"))
-    assert profile is not None
-    parse_resource(profile.value)
+    # a pod gets its namespace's profile (the Namespace object defines it), not the network's
+    assert spec["profiles"] == ["kns.shop"]
+    assert ds.get(kind_info("Profile").key("net1")) is None
     assert audit_check(take_snapshot(ds)) == []
 
 

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tortie.cni.endpoint import default_profiles
 from tortie.cni.errors import CniError
 from tortie.cni.naming import host_veth_name, identify, wep_name
 from tortie.cni.netconf import (
@@ -124,6 +125,27 @@ def test_names() -> None:
         interface_prefix="tort",
     )
     assert (ident.orchestrator, ident.workload, ident.handle, ident.pod) == ("cni", "c1", "net.c1", None)
+
+
+def test_a_pod_gets_calicos_kubernetes_name_and_its_namespaces_profile() -> None:
+    pod = identify(
+        node="node-1",
+        network="k8s-pod-network",
+        container_id="c1",
+        ifname="eth0",
+        k8s_pod=("shop", "web-7d9f-x2"),
+        default_namespace="default",
+        interface_prefix="tort",
+    )
+    assert (pod.orchestrator, pod.namespace, pod.pod) == ("k8s", "shop", "web-7d9f-x2")
+    assert pod.wep_name == "node--1-k8s-web--7d9f--x2-eth0"
+    assert default_profiles("k8s-pod-network", None, pod) == ("kns.shop",)
+    assert default_profiles("k8s-pod-network", ["a", "b"], pod) == ("a", "b")  # configured ones win
+    plain = identify(
+        node="n", network="net", container_id="c1", ifname="eth0", k8s_pod=None,
+        default_namespace="default", interface_prefix="tort",
+    )
+    assert default_profiles("net", None, plain) == ("net",)
 
 
 # ---------------------------------------------------------------------------------------------- results

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tortie.cli.lab_cmd import _checks
 from tortie.cli.main import build_parser
 from tortie.common.errors import UserError
 from tortie.common.ipfamily import V4, V6
@@ -72,7 +73,13 @@ def test_cli_grammar_of_every_verb() -> None:
     )
     assert (args.src, args.dst, args.protocol, args.port, args.timeout) == ("a", "10.0.0.1", "udp", 53, 0.5)
     args = parser.parse_args(["lab", "matrix", "-o", "json", "--protocol", "icmp"])
-    assert args.output == "json" and args.protocol == "icmp" and args.lab_name
+    assert args.output == "json" and args.protocol == ["icmp"] and args.lab_name
+    args = parser.parse_args(["lab", "matrix", "--protocol", "tcp,udp,icmp", "--port", "80,81"])
+    checks = _checks(args.protocol, args.port)
+    assert checks == [("icmp", 0), ("tcp", 80), ("tcp", 81), ("udp", 80), ("udp", 81)]
+    for bad in (["--protocol", "tcp,sctp"], ["--port", "80,x"], ["--port", "0"]):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["lab", "matrix", *bad])
     for verb in (["env"], ["down"], ["status", "-o", "json"], ["workload", "del", "w"]):
         assert parser.parse_args(["lab", *verb]).func is not None
     with pytest.raises(SystemExit):
