@@ -3,8 +3,9 @@
     tortie policy trace --from prod/web-1 --to 10.0.2.7 --port 5432 --protocol tcp
     tortie policy trace --from prod/web-1 --to prod/db-1 --ip-family 6 --protocol icmp
 
-Inputs: the datastore (every policy kind, endpoints, network sets, pools), the two ends (a
-WorkloadEndpoint as `namespace/name` or a unique `name`, or an IP address) and the packet
+Inputs: the datastore (every policy kind — the Kubernetes kinds too —, endpoints, network sets,
+pools), the two ends (a WorkloadEndpoint as `namespace/name` or a unique `name` — a Kubernetes pod's
+endpoint also by its pod name —, or an IP address) and the packet
 (protocol, destination port, source port, ICMP type/code). The packet's IP family is `--ip-family`,
 else that of an end given as an address, else the first family both ends have an address in (IPv4
 first): an endpoint end takes its address of that family. `--protocol icmp` is the family's ICMP
@@ -13,8 +14,11 @@ host the packet crosses,
 the verdict of the nftables table the agent would program there and the rules that fired (tier,
 policy, rule index, default actions); then the user-space evaluation of the same resolved policy
 (`tortie.policy.trace`: which tier, policy and rule decide, or why a default applies), and a
-warning when the two disagree (a rendering fault). Exit code 0 when the packet would be allowed,
-3 when denied.
+warning when the two disagree (a rendering fault). Every translated object and rule is followed by
+its Kubernetes origin (`[Kubernetes NetworkPolicy x/web, spec.ingress[0].from[1]]`,
+tortie.k8s.explain), a default deny names the Kubernetes NetworkPolicies whose isolation it is, and
+a missing `kns.<ns>` profile says that the Namespace does not exist. Exit code 0 when the packet
+would be allowed, 3 when denied.
 
 How: for each involved host it runs the agent's pure policy calc (`PolicyGraph`) on the datastore
 snapshot, renders the table (`render_ruleset`) and runs the packet through the forward hook with
@@ -44,6 +48,7 @@ from tortie.dataplane.nft.config import RenderConfig
 from tortie.dataplane.nft.interp import NftPacket, Outcome, forward
 from tortie.dataplane.nft.ir import Log, SetMark, Verdict
 from tortie.dataplane.nft.ruleset import PolicyState, render_ruleset
+from tortie.k8s.explain import KubernetesSources
 from tortie.model import Resource, ValidationError, parse_resource
 from tortie.model.kinds import kind_info
 from tortie.policy.trace import Decision, Direction, Packet, anti_spoofing_ok, evaluate_endpoint
@@ -162,7 +167,11 @@ def resolve_end(text: str, weps: list[Resource]) -> End:
                 return End(text, ip, wep, (ip,), literal=True)
         return End(text, ip, None, (ip,), literal=True)
     ns, _, name = text.rpartition("/")
-    found = [w for w in weps if w.metadata.name == name and (not ns or w.metadata.namespace == ns)]
+    found = [
+        w
+        for w in weps
+        if name in (w.metadata.name, getattr(w.spec, "pod", None)) and (not ns or w.metadata.namespace == ns)
+    ]
     if not found:
         raise UserError(f"no WorkloadEndpoint {text!r} (give namespace/name or an IP address)")
     if len(found) > 1:
@@ -248,8 +257,11 @@ def _hop(state: PolicyState, pkt: Packet, iif: str, oif: str) -> Outcome:
     return forward(render_ruleset(state), NftPacket.of(pkt, iif or "eth0", oif or "eth0"))
 
 
-def _evaluate(state: PolicyState, end: End, direction: Direction, pkt: Packet) -> tuple[str, bool]:
-    """The user-space evaluation of one local end: a line to print and whether it allows."""
+def _evaluate(
+    state: PolicyState, end: End, direction: Direction, pkt: Packet, sources: KubernetesSources
+) -> tuple[str, bool]:
+    """The user-space evaluation of one local end: a line to print (Kubernetes objects named in
+    their own terms) and whether it allows."""
     assert end.endpoint is not None
     meta = end.endpoint.metadata
     ep = state.endpoints.get(WorkloadEndpointId(str(meta.namespace), meta.name))
@@ -262,11 +274,22 @@ def _evaluate(state: PolicyState, end: End, direction: Direction, pkt: Packet) -
             17, cfg.vxlan_port):
         return f"egress of {end.label}: deny (VXLAN packets from workloads are dropped)", False
     decision = evaluate_endpoint(state, ep, direction, pkt)
-    return f"{direction} of {end.label}: {decision.verdict} ({_why(decision)})", decision.verdict == "allow"
+    why = sources.annotate(_why(decision))
+    if decision.verdict == "deny" and decision.tier and decision.policy is None:
+        tier = next((t for t in ep.tiers if t.name == decision.tier), None)
+        pids = (tier.ingress if direction == "ingress" else tier.egress) if tier is not None else ()
+        isolating = sources.isolated_by(str(pid) for pid in pids)
+        if isolating:
+            why += f"; isolated by {', '.join(isolating)}: none of their rules allows this"
+    if decision.verdict == "deny" and decision.policy is None and not decision.tier:
+        missing = [sources.describe(f"Profile({name})") for name in ep.profile_ids]
+        why += "".join(f"; {note}" for note in missing if note and note.startswith("no Namespace"))
+    return f"{direction} of {end.label}: {decision.verdict} ({why})", decision.verdict == "allow"
 
 
 def trace(objects: list[tuple[str, dict[str, Any]]], src: End, dst: End, pkt: Packet) -> dict[str, Any]:
     states = {host: policy_state(objects, host) for host in {src.host, dst.host} if host is not None}
+    sources = KubernetesSources.of(valid_resources(objects))
     hops = []
     if src.host is not None:
         same = dst.host == src.host
@@ -276,7 +299,7 @@ def trace(objects: list[tuple[str, dict[str, Any]]], src: End, dst: End, pkt: Pa
                 "host": src.host,
                 "checks": "egress of " + src.label + (" and ingress of " + dst.label if same else ""),
                 "verdict": outcome.verdict,
-                "rules": explain(outcome),
+                "rules": [sources.annotate(line) for line in explain(outcome)],
             }
         )
     if dst.host is not None and dst.host != src.host:
@@ -286,7 +309,7 @@ def trace(objects: list[tuple[str, dict[str, Any]]], src: End, dst: End, pkt: Pa
                 "host": dst.host,
                 "checks": "ingress of " + dst.label,
                 "verdict": outcome.verdict,
-                "rules": explain(outcome),
+                "rules": [sources.annotate(line) for line in explain(outcome)],
             }
         )
     dataplane = "accept" if all(h["verdict"] == "accept" for h in hops) else "drop"
@@ -296,7 +319,7 @@ def trace(objects: list[tuple[str, dict[str, Any]]], src: End, dst: End, pkt: Pa
     ends: tuple[tuple[End, Direction], ...] = ((src, "egress"), (dst, "ingress"))
     for end, direction in ends:
         if end.host is not None:
-            line, ok = _evaluate(states[end.host], end, direction, pkt)
+            line, ok = _evaluate(states[end.host], end, direction, pkt, sources)
             evaluator.append(line)
             allowed &= ok
     evaluated = "accept" if allowed else "drop"

@@ -38,6 +38,8 @@ from tortie.cli.manifests import read_manifests
 from tortie.cli.output import print_resources
 from tortie.common.errors import NotFound, UserError
 from tortie.datastore.resources import BadRecord, ResourceStore, removal_hint
+from tortie.k8s.names import TRANSLATED_FROM, translated_from
+from tortie.k8s.translate import in_force, translate
 from tortie.model import Problem, Resource, ValidationError, parse_resource
 from tortie.model.kinds import KUBERNETES_ROOT, kind_info
 from tortie.model.support import notices
@@ -159,6 +161,12 @@ def _run_delete(args: argparse.Namespace) -> int:
             try:
                 targets.append(store.get(info.kind, name, ns))
             except NotFound:
+                source = next((t.metadata.annotations[TRANSLATED_FROM]
+                               for t in _translations(store, info.kind, ns, [])
+                               if t.metadata.name == name), None)
+                if source is not None:
+                    raise UserError(f"{info.kind} {name} is the translation of {source}, not a stored "
+                                    "object: delete or change that object instead") from None
                 if not args.skip_not_exists:
                     raise
             except ValidationError:
@@ -227,16 +235,41 @@ def _run_get(args: argparse.Namespace) -> int:
     store = ResourceStore(open_store(args))
     bad: list[BadRecord] = []
     if args.names:
-        resources = [store.get(info.kind, n, _ns(info.namespaced, args.namespace)) for n in args.names]
-    elif info.namespaced and not args.all_namespaces:
-        resources, bad = store.scan(info.kind, args.namespace or "default")
+        ns = _ns(info.namespaced, args.namespace)
+        translations = {t.metadata.name: t for t in _translations(store, info.kind, ns, bad)}
+        resources = [translations.get(n) or store.get(info.kind, n, ns) for n in args.names]
     else:
-        resources, bad = store.scan(info.kind)
+        scope = (args.namespace or "default") if info.namespaced and not args.all_namespaces else None
+        resources, bad = store.scan(info.kind, scope)
+        translations = {t.key: t for t in _translations(store, info.kind, scope, bad)}
+        resources, shadowed = in_force(resources, translations.values())
+        for r in shadowed:
+            print(f"warning: {r.kind} {_label(r)} is shadowed by the translation of "
+                  f"{translations[r.key].metadata.annotations[TRANSLATED_FROM]}, which the agent "
+                  "enforces instead", file=sys.stderr)
     print_resources(info.kind, resources, args.output)
     for b in bad:
         print(f"warning: skipped the invalid record at {b.key}: {b.reason}; {removal_hint(b.key)}",
               file=sys.stderr)
     return 0
+
+
+def _translations(store: ResourceStore, kind: str, namespace: str | None,
+                  bad: list[BadRecord]) -> list[Resource]:
+    """The translations of the Kubernetes objects into `kind` (Profile, NetworkPolicy or
+    GlobalNetworkPolicy; none for other kinds) in `namespace` (None: all): `get` lists them as the
+    agent enforces them, as calicoctl lists Kubernetes policies in Kubernetes mode."""
+    out: list[Resource] = []
+    for source in translated_from(kind):
+        found, skipped = store.scan(source, namespace if kind_info(source).namespaced else None)
+        bad += skipped
+        out += [translate(resource) for resource in found]
+    return out
+
+
+def _label(resource: Resource) -> str:
+    meta = resource.metadata
+    return f"{meta.namespace}/{meta.name}" if meta.namespace else meta.name
 
 
 def _merge_patch(target: Any, patch: Any) -> Any:

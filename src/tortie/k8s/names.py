@@ -9,8 +9,10 @@ from (Calico's own prefixes, so Calico's tools recognise them too):
     BaselineAdminNetworkPolicy default   GlobalNetworkPolicy kbanp.baselineadminnetworkpolicy.default
                                                                                 (tier kube-baseline)
 
-`derived_key` maps the datastore key of a Kubernetes object to the key of its translation, so that a
-consumer of datastore events (the calc) can remove a translation knowing only the deleted key.
+Each translation carries the annotation `tortie.io/translated-from: <Kubernetes kind> [<ns>/]<name>`,
+so `tortie get` of it says where it comes from. `derived_key` maps the datastore key of a Kubernetes
+object to the key of its translation, so that a consumer of datastore events (the calc) can remove a
+translation knowing only the deleted key.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ BASELINE_POLICY_PREFIX = "kbanp.baselineadminnetworkpolicy."
 DEFAULT_TIER = "default"
 ADMIN_TIER = "kube-admin"
 BASELINE_TIER = "kube-baseline"
+TRANSLATED_FROM = "tortie.io/translated-from"
 
 
 @dataclass(frozen=True)
@@ -83,3 +86,8 @@ def derived_key(key: str) -> str | None:
 
 def is_kubernetes_kind(kind: str) -> bool:
     return kind in _DERIVED
+
+
+def translated_from(calico_kind: str) -> tuple[str, ...]:
+    """The Kubernetes kinds whose translations are of `calico_kind` (() for the other kinds)."""
+    return tuple(kind for kind, (target, _prefix) in _DERIVED.items() if target == calico_kind)

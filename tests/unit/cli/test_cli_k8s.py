@@ -191,3 +191,68 @@ def test_label_and_patch_keep_the_kubernetes_kind(tortie, tmp_path: Path) -> Non
     )
     rc, out, err = tortie("patch", "anp", "guard", "-p", '{"spec": {"priority": 5000}}')
     assert rc == 1 and "spec.priority" in out + err
+
+
+def test_get_lists_the_translations_the_agent_enforces(tortie, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    shadowed = MANIFEST.replace(
+        "name: allow-web\n  namespace: shop\nspec:\n  selector",
+        "name: knp.default.allow-web\n  namespace: shop\nspec:\n  selector",
+    )
+    assert tortie("apply", "-f", _write(tmp_path, "m.yaml", shadowed))[0] == 0
+    rc, out, err = tortie("get", "networkpolicy", "-n", "shop", "-o", "yaml")
+    (np,) = list(yaml.safe_load_all(out))  # the stored knp.default.allow-web is shadowed
+    assert np["metadata"]["annotations"] == {
+        "tortie.io/translated-from": "NetworkPolicy.networking.k8s.io shop/allow-web"
+    }
+    assert np["spec"]["ingress"][0]["metadata"]["annotations"] == {"origin": "spec.ingress[0].from[0]"}
+    assert "NetworkPolicy shop/knp.default.allow-web is shadowed by the translation of" in err
+    _, out, _ = tortie("get", "gnp", "-o", "name")
+    assert out.split() == [
+        "globalnetworkpolicy/kanp.adminnetworkpolicy.guard",
+        "globalnetworkpolicy/kbanp.baselineadminnetworkpolicy.default",
+    ]
+    rc, out, _ = tortie("get", "profile", "kns.shop", "-o", "yaml")
+    assert rc == 0 and yaml.safe_load(out)["spec"]["labelsToApply"]["pcns.team"] == "web"
+    rc, out, err = tortie("delete", "profile", "kns.shop")
+    assert rc == 1 and "is the translation of Namespace shop" in out + err
+    assert tortie("delete", "ns", "shop")[0] == 0
+    rc, out, err = tortie("get", "profile", "kns.shop")
+    assert rc == 1 and "not found" in out + err
+
+
+PODS = """\
+apiVersion: projectcalico.org/v3
+kind: WorkloadEndpoint
+metadata: {name: h1-k8s-web--0-eth0, namespace: shop, labels: {app: web}}
+spec: {orchestrator: k8s, pod: web-0, workload: web-0, endpoint: eth0, node: h1, ipNetworks: [10.0.0.1/32],
+       interfaceName: tortweb0, profiles: [kns.shop]}
+---
+apiVersion: projectcalico.org/v3
+kind: WorkloadEndpoint
+metadata: {name: h2-k8s-db--0-eth0, namespace: store, labels: {app: db}}
+spec: {orchestrator: k8s, pod: db-0, workload: db-0, endpoint: eth0, node: h2, ipNetworks: [10.0.1.1/32],
+       interfaceName: tortdb0, profiles: [kns.store]}
+"""
+
+
+def test_trace_explains_a_verdict_in_kubernetes_terms(tortie, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    tortie("apply", "-f", _write(tmp_path, "m.yaml", MANIFEST), "-f", _write(tmp_path, "p.yaml", PODS))
+    # from a namespace with no Namespace object: its profile does not exist
+    rc, out, _ = tortie("policy", "trace", "--from", "store/db-0", "--to", "shop/web-0", "--port", "80")
+    assert rc == 3, out
+    assert "no Namespace store: its profile kns.store does not exist" in out
+    tortie(
+        "apply",
+        "-f",
+        _write(tmp_path, "n.yaml", "apiVersion: v1\nkind: Namespace\nmetadata: {name: store}\n"),
+    )
+    rc, out, _ = tortie("policy", "trace", "--from", "store/db-0", "--to", "shop/web-0", "--port", "80")
+    assert rc == 0, out
+    assert (
+        "rule NetworkPolicy(shop/knp.default.allow-web) ingress[0] "
+        "[Kubernetes NetworkPolicy shop/allow-web, spec.ingress[0].from[0]]: Allow"
+    ) in out
+    assert "profile kns.store [Kubernetes Namespace store]" in out
+    rc, out, _ = tortie("policy", "trace", "--from", "store/db-0", "--to", "web-0", "--port", "81")
+    assert rc == 3, out
+    assert "isolated by Kubernetes NetworkPolicy shop/allow-web: none of their rules allows this" in out
