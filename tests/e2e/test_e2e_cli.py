@@ -123,6 +123,11 @@ def test_every_verb_with_its_outputs_and_exit_codes() -> None:
         items = weps.get("items", [weps])
         assert items[0]["metadata"]["labels"]["app"] == "web"
         assert items[0]["spec"]["ports"] == [{"name": "http", "protocol": "TCP", "port": 80}]
+        # a Kubernetes pod: Calico's name, orchestrator k8s, its namespace's profile and Namespace object
+        assert items[0]["metadata"]["name"] == "h2-k8s-web-eth0"
+        assert (items[0]["spec"]["orchestrator"], items[0]["spec"]["pod"]) == ("k8s", "web")
+        assert items[0]["spec"]["profiles"] == ["kns.shop"]
+        assert tortie("get", "ns", "shop", env=exports).returncode == 0
 
         allowed = tortie("lab", "probe", "w1-1", "web", *lab)
         assert (allowed.returncode, allowed.stdout.strip()) == (0, "allowed")
@@ -148,11 +153,19 @@ def test_every_verb_with_its_outputs_and_exit_codes() -> None:
         assert matrix.returncode == 0
         result = json.loads(matrix.stdout)
         assert sorted(result["workloads"]) == ["db", "w1-1", "w2-1", "w3-1", "web"]
-        assert all(ok for row in result["allowed"].values() for ok in row.values())
-        assert "20/20 pairs allowed" in tortie("lab", "matrix", *lab).stdout
+        # web is a Kubernetes pod (--namespace): open to all (profile kns.shop), but the plain workloads'
+        # network profile admits only the network's members
+        assert all(ok == (src != "web") for src, row in result["allowed"].items() for ok in row.values())
+        assert "16/20 pairs allowed" in tortie("lab", "matrix", *lab).stdout
         matrix6 = json.loads(tortie("lab", "matrix", "-o", "json", "--ip-family", "6", *lab).stdout)
         assert matrix6["ipFamily"] == 6
-        assert all(ok for row in matrix6["allowed"].values() for ok in row.values())
+        assert all(ok == (src != "web") for src, row in matrix6["allowed"].items() for ok in row.values())
+        lists = ("--protocol", "tcp,udp", "--port", "80,81")
+        both = json.loads(tortie("lab", "matrix", "-o", "json", *lists, *lab).stdout)
+        assert [(m["protocol"], m["port"]) for m in both["matrices"]] == [
+            ("tcp", 80), ("tcp", 81), ("udp", 80), ("udp", 81)
+        ]
+        assert all(m["allowed"] == result["allowed"] for m in both["matrices"])
 
         assert tortie("lab", "workload", "del", "web", *lab).returncode == 0
         assert f"{name}-web" not in netns_with_prefix(f"{name}-")

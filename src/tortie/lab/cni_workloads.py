@@ -268,11 +268,13 @@ class CniWorkloads:
         labels: Mapping[str, str] | None = None,
         namespace: str | None = None,
         ports: Sequence[str] = (),
+        pod: str | None = None,
     ) -> WorkloadRecord:
         """CNI ADD of workload `name` on `host`; then its named ports (`name:proto:port`) onto the
-        endpoint. With a `namespace` the workload is Kubernetes pod `namespace`/`name` (see the module
-        docstring); without, a plain container in namespace `default`. Nothing is left behind when
-        any step fails (a Namespace object created for it stays: other pods may share it)."""
+        endpoint. With a `namespace` the workload is Kubernetes pod `namespace`/`pod` (`pod` defaults
+        to `name`; a pod name may be longer than a lab workload name: see the module docstring);
+        without, a plain container in namespace `default`. Nothing is left behind when any step fails
+        (a Namespace object created for it stays: other pods may share it)."""
         port_specs = parse_ports(list(ports)) if ports else []
         if host not in self.lab.state.hosts:
             raise LabError(
@@ -282,7 +284,7 @@ class CniWorkloads:
         netns = f"{self.lab.name}-{name}"
         from tortie.cni.naming import wep_name
 
-        pod = (namespace, name) if namespace is not None else None
+        k8s = (namespace, pod or name) if namespace is not None else None
         namespace = namespace or "default"
         record = WorkloadRecord(
             name=name,
@@ -295,19 +297,19 @@ class CniWorkloads:
             namespace=namespace,
             labels=labels,
             ports=list(ports),
-            endpoint=wep_name(host, "k8s" if pod else "cni", name, IFNAME),
-            pod=name if pod else "",
+            endpoint=wep_name(host, "k8s", k8s[1], IFNAME) if k8s else wep_name(host, "cni", name, IFNAME),
+            pod=k8s[1] if k8s else "",
         )
         try:
             self.lab.records.record_workload(record, new=True)
         except ValueError as exc:
             raise LabError(str(exc)) from None
         try:
-            if pod is not None:
+            if k8s is not None:
                 self._ensure_namespace(namespace)
             self.lab.fabric.add_namespace(netns)
             conf = self.network.for_host(host, namespace, labels)
-            result = self._exec("ADD", host, netns, name, conf, pod=pod)
+            result = self._exec("ADD", host, netns, name, conf, pod=k8s)
         except BaseException:
             self.lab.fabric.delete_namespace(netns)
             self.lab.records.forget_workload(name)
