@@ -3,14 +3,18 @@
 #
 #   1. `tortie lab up`: 3 hosts (each running `tortie node run`: agent + BGP daemon + BIRD) on one
 #      fabric, a gobgpd top-of-rack router, the embedded SQLite datastore;
-#   2. 6 workloads through the CNI plugin: frontends and webs in namespace "shop" on h1 and h2, a
-#      database in "shop" and an "intruder" frontend in namespace "default" on h3;
+#   2. 6 workloads through the CNI plugin, as Kubernetes pods (CNI_ARGS K8S_POD_NAMESPACE/NAME, profile
+#      kns.<namespace>): frontends and webs in namespace "shop" on h1 and h2, a database in "shop" and
+#      an "intruder" frontend in namespace "default" on h3;
 #   3. `tortie node status` and the BGP-learned routes: CHECKED (every host routes every other host's
 #      workloads via that host);
 #   4. the tcp/80 connectivity matrix: CHECKED (everything allowed, no policy yet);
 #   5. `tortie apply` of examples/tiers.yaml + examples/policies.yaml (default deny + allow by label);
 #   6. the matrix again: CHECKED (only shop's frontends reach shop's webs);
-#   7. `tortie lab down` (also on failure or Ctrl-C).
+#   7. `tortie apply` of examples/kubernetes-shop.yaml: a Kubernetes NetworkPolicy (web pods may call
+#      the database) next to the Calico policies; the matrix: CHECKED (the webs reach the database
+#      too), and `tortie policy trace` of a denied packet, explained in the Kubernetes policy's terms;
+#   8. `tortie lab down` (also on failure or Ctrl-C).
 #
 # Exits non-zero when anything differs from what is expected. Needs root (network namespaces).
 set -euo pipefail
@@ -127,6 +131,17 @@ step tortie get networkpolicies -n shop
 check_matrix "frontend-1>web-1 frontend-1>web-2 frontend-2>web-1 frontend-2>web-2" \
   || { tortie lab matrix || true; fail "connectivity after policy differs from expected"; }
 step tortie lab matrix
+
+step tortie apply -f examples/kubernetes-shop.yaml
+step tortie get networkpolicies -n shop -o wide
+check_matrix "frontend-1>web-1 frontend-1>web-2 frontend-2>web-1 frontend-2>web-2 web-1>db-1 web-2>db-1" \
+  || { tortie lab matrix || true; fail "connectivity after the Kubernetes NetworkPolicy differs from expected"; }
+step tortie policy trace --from shop/web-1 --to shop/db-1 --port 80
+printf '\n\033[1m$ tortie policy trace --from shop/frontend-1 --to shop/db-1 --port 80\033[0m\n'
+rc=0; out=$(tortie policy trace --from shop/frontend-1 --to shop/db-1 --port 80) || rc=$?
+printf '%s\n' "$out"
+[ "$rc" -eq 3 ] && grep -q "isolated by Kubernetes NetworkPolicy shop/web-to-db" <<<"$out" \
+  || fail "the trace of a denied packet does not name the Kubernetes NetworkPolicy"
 
 trap - EXIT
 step tortie lab down
