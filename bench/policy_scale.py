@@ -18,7 +18,14 @@
    * the iptables-era comparison: 1,000 non-matching rules walked by every packet (a linear chain
      in the forward hook, no conntrack shortcut), then accept.
 
-    .venv/bin/python bench/policy_scale.py [--quick] [--no-iperf]
+    .venv/bin/python bench/policy_scale.py [--quick] [--no-iperf] [--ip-family ipv4|dual] [--rounds N]
+
+`--ip-family dual`: every endpoint has an IPv4 and an IPv6 address and every network set members of
+both families (one IP set per family, as the agent renders them); a label change counts when both
+of the endpoint's addresses have moved; the dataplane part also runs iperf3 over IPv6. The
+IPv4-only scenario runs first in the same process as the baseline, and each dual-stack figure is
+printed beside it with the ratio and the target (at most 1.3x; throughput at least 1/1.3).
+`--rounds N` alternates the two control-plane runs N times and compares the medians.
 """
 
 from __future__ import annotations
@@ -57,25 +64,33 @@ from tortie.testing.policy_world import ALLOW_ALL, gnp, key_of, network_set, np,
 HOST = "h1"
 TARGETS = {"initial_s": 5.0, "label_p99_ms": 50.0, "rss_mb": 300.0, "retained_pct": 95.0}
 APPS, ROLES, NAMESPACES = 200, 50, 20
+DUAL_TARGET = 1.3  # dual stack within 1.3x of IPv4 only
+
+
+def endpoint_ips(i: int, dual: bool) -> list[str]:
+    """Endpoint #i's addresses: 10.64.0.0/10 by index, and with `dual` fd00:64::/96 by index too."""
+    v4 = f"10.{64 + i // 65536}.{(i // 256) % 256}.{i % 256}/32"
+    return [v4, f"fd00:64::{i // 65536:x}:{i % 65536:x}/128"] if dual else [v4]
 
 
 def iface(i: int) -> str:
     return f"tort{i:011x}"[:15]
 
 
-def world(endpoints: int, local: int, policies: int, netsets: int, seed: int = 7) -> list[dict[str, Any]]:
+def world(
+    endpoints: int, local: int, policies: int, netsets: int, seed: int = 7, dual: bool = False
+) -> list[dict[str, Any]]:
     rnd = random.Random(seed)
     objs: list[dict[str, Any]] = [ALLOW_ALL]
     for t in range(4):
         objs.append(tier(f"t{t}", order=float(10 * (t + 1))))
     for i in range(endpoints):
         node = HOST if i < local else f"node-{i % 100}"
-        ip = f"10.{64 + i // 65536}.{(i // 256) % 256}.{i % 256}/32"
         labels = {"app": f"app-{i % APPS}", "role": f"r-{rnd.randrange(ROLES)}", "zone": f"z{i % 5}"}
         objs.append(
             wep(
                 f"w{i}",
-                ip,
+                endpoint_ips(i, dual),
                 node=node,
                 namespace=f"ns-{i % NAMESPACES}",
                 labels=labels,
@@ -86,6 +101,8 @@ def world(endpoints: int, local: int, policies: int, netsets: int, seed: int = 7
         )
     for j in range(netsets):
         nets = [f"172.{16 + j % 16}.{(j * 7 + k) % 256}.0/24" for k in range(1 + j % 20)]
+        if dual:
+            nets += [f"fd00:172:{16 + j % 16:x}:{(j * 7 + k) % 256:x}::/64" for k in range(1 + j % 20)]
         objs.append(network_set(f"set-{j}", nets, labels={"set": f"set-{j}"}))
     for p in range(policies):
         app = f"app-{p % APPS}"
@@ -145,7 +162,7 @@ def _attrs(data: bytes, offset: int, end: int) -> Iterator[tuple[int, bytes]]:
 
 
 def _element_addresses(body: bytes) -> list[str]:
-    """IPv4 start keys of the elements in a NEWSETELEM/DELSETELEM body (after its nfgenmsg)."""
+    """IPv4 and IPv6 start keys of the elements in a NEWSETELEM/DELSETELEM body (after its nfgenmsg)."""
     found = []
     for kind, elements in _attrs(body, 4, len(body)):
         if kind != 3:  # NFTA_SET_ELEM_LIST_ELEMENTS
@@ -154,13 +171,13 @@ def _element_addresses(body: bytes) -> list[str]:
             parts = dict(_attrs(elem, 0, len(elem)))
             flags = struct.unpack(">I", parts[3])[0] if 3 in parts else 0
             key = dict(_attrs(parts.get(1, b""), 0, len(parts.get(1, b"")))).get(1, b"")
-            if len(key) == 4 and not flags & 1:
-                found.append(socket.inet_ntop(socket.AF_INET, key))
+            if len(key) in (4, 16) and not flags & 1:
+                found.append(str(ipaddress.ip_address(key)))
     return found
 
 
 class SetElementMonitor:
-    """Listens to nftables' notifications in a namespace: when each IPv4 address was added to or
+    """Listens to nftables' notifications in a namespace: when each address was added to or
     removed from some set. Subscribe only after the initial load (listeners make the kernel build a
     notification for every rule and element it loads)."""
 
@@ -199,11 +216,14 @@ class SetElementMonitor:
                         self.events.put((at, addr))
                 offset += (length + 3) & ~3
 
-    def wait_for(self, addr: str, timeout: float = 10.0) -> float:
+    def wait_for(self, addrs: list[str], timeout: float = 10.0) -> float:
+        """When the last of `addrs` was seen changing."""
         deadline = time.monotonic() + timeout
+        pending = set(addrs)
         while True:
             at, seen = self.events.get(timeout=max(0.0, deadline - time.monotonic()))
-            if seen == addr:
+            pending.discard(seen)
+            if not pending:
                 return at
 
     def drain(self) -> None:
@@ -284,12 +304,12 @@ def table_stats(ns: str) -> str:
     return f"{chains} chains, {rules} rules, {len(sets)} sets, {elements} elements"
 
 
-def control_plane(args: argparse.Namespace) -> dict[str, float]:
+def control_plane(args: argparse.Namespace, dual: bool) -> dict[str, float]:
     scale = (2000, 20, 200, 50) if args.quick else (20000, 200, 2000, 500)
     changes = 40 if args.quick else 200
-    objs = world(*scale)
-    print(f"control plane: {scale[0]} endpoints ({scale[1]} local), {scale[2]} policies, "
-          f"{scale[3]} network sets; the agent as its own process")
+    objs = world(*scale, dual=dual)
+    print(f"control plane{' (dual stack)' if dual else ''}: {scale[0]} endpoints ({scale[1]} local), "
+          f"{scale[2]} policies, {scale[3]} network sets; the agent as its own process")
     workdir = Path(tempfile.mkdtemp(prefix="policy-bench-"))
     try:
         with throwaway_netns("pbench") as ns:
@@ -332,14 +352,14 @@ def control_plane(args: argparse.Namespace) -> dict[str, float]:
                     obj = json.loads(json.dumps(rnd.choice(remote)))
                     old = obj["metadata"]["labels"]["role"]
                     obj["metadata"]["labels"]["role"] = rnd.choice([r for r in roles if r != old])
-                    addr = str(ipaddress.ip_interface(obj["spec"]["ipNetworks"][0]).ip)
+                    addrs = [str(ipaddress.ip_interface(n).ip) for n in obj["spec"]["ipNetworks"]]
                     ds.put(key_of(obj), obj)
                     written = time.monotonic()
                     try:
-                        seen = monitor.wait_for(addr)
+                        seen = monitor.wait_for(addrs)
                     except queue.Empty:
                         print(log_path.read_text()[-3000:], file=sys.stderr)
-                        raise SystemExit(f"no set change for {addr} seen within 10 s") from None
+                        raise SystemExit(f"no set change for {addrs} seen within 10 s") from None
                     latencies.append((seen - written) * 1000)
                     time.sleep(0.01)
                 rss = proc_status_mb(proc.pid, "VmRSS")
@@ -363,8 +383,11 @@ def control_plane(args: argparse.Namespace) -> dict[str, float]:
 
 
 # -- dataplane throughput ---------------------------------------------------------------------------------
-def _iperf(lab: Any, seconds: int) -> float:
-    out = lab.exec("w1", ["iperf3", "-c", "10.72.2.2", "-t", str(seconds), "-J"], timeout=seconds + 30).stdout
+DATAPLANE_IPS = {"w1": ["10.72.1.2", "fd00:72:1::2"], "w2": ["10.72.2.2", "fd00:72:2::2"]}
+
+
+def _iperf(lab: Any, seconds: int, dst: str = DATAPLANE_IPS["w2"][0]) -> float:
+    out = lab.exec("w1", ["iperf3", "-c", dst, "-t", str(seconds), "-J"], timeout=seconds + 30).stdout
     return float(json.loads(out)["end"]["sum_received"]["bits_per_second"]) / 1e9
 
 
@@ -397,19 +420,27 @@ def _linear_table(on: bool, lab: Any) -> None:
         lab.exec(host, ["nft", "-f", "-"], stdin=text)
 
 
-def dataplane(args: argparse.Namespace) -> dict[str, float]:
+def dataplane(args: argparse.Namespace, dual: bool) -> dict[str, float]:
+    """iperf3 w1 -> w2 under three tables; with `dual`, over IPv4 and over IPv6 in the same lab and
+    tables (dual-stack workloads, and every endpoint of the loaded table with both addresses)."""
+    from tortie.common.ipfamily import V4, V6
     from tortie.lab import Lab, host_interface_name
+    from tortie.lab.fabric import fabric_subnets
     from tortie.testing.netns import unique_name
 
+    families = (V4, V6) if dual else (V4,)
+    n = len(families)
     seconds = 2 if args.quick else 4
     workdir = Path(tempfile.mkdtemp(prefix="policy-bench-"))
-    lab = Lab.create(unique_name("pb"), workdir / "lab", hosts=2)
+    lab = Lab.create(unique_name("pb"), workdir / "lab", hosts=2, subnets=fabric_subnets(families))
     drivers: dict[str, NftablesDriver] = {}
     try:
-        lab.add_static_route("h1", "10.72.2.0/24", lab.host_ip("h2"))
-        lab.add_static_route("h2", "10.72.1.0/24", lab.host_ip("h1"))
-        lab.add_workload("w1", "h1", "10.72.1.2", plumb_host_side=True)
-        lab.add_workload("w2", "h2", "10.72.2.2", plumb_host_side=True)
+        subnets = (("10.72.1.0/24", "10.72.2.0/24"), ("fd00:72:1::/64", "fd00:72:2::/64"))
+        for fam, blocks in zip(families, subnets, strict=False):
+            lab.add_static_route("h1", blocks[1], lab.host_ip("h2", fam))
+            lab.add_static_route("h2", blocks[0], lab.host_ip("h1", fam))
+        lab.add_workload("w1", "h1", DATAPLANE_IPS["w1"][:n], plumb_host_side=True)
+        lab.add_workload("w2", "h2", DATAPLANE_IPS["w2"][:n], plumb_host_side=True)
         server = lab.start_process("w2", ["iperf3", "-s"])
         time.sleep(0.5)
         for host in ("h1", "h2"):
@@ -422,7 +453,7 @@ def dataplane(args: argparse.Namespace) -> dict[str, float]:
             ALLOW_ALL,
             wep(
                 "w1",
-                "10.72.1.2/32",
+                [f.host_cidr(a) for f, a in zip(families, DATAPLANE_IPS["w1"], strict=False)],
                 node="h1",
                 labels={"role": "client"},
                 profiles=["allow-all"],
@@ -430,7 +461,7 @@ def dataplane(args: argparse.Namespace) -> dict[str, float]:
             ),
             wep(
                 "w2",
-                "10.72.2.2/32",
+                [f.host_cidr(a) for f, a in zip(families, DATAPLANE_IPS["w2"], strict=False)],
                 node="h2",
                 labels={"app": "server"},
                 profiles=["allow-all"],
@@ -442,7 +473,7 @@ def dataplane(args: argparse.Namespace) -> dict[str, float]:
             base[2],
             wep(
                 "w1",
-                "10.72.1.2/32",
+                base[1]["spec"]["ipNetworks"],
                 node="h1",
                 labels={"role": "client", "big": "yes"},
                 profiles=["allow-all"],
@@ -452,7 +483,7 @@ def dataplane(args: argparse.Namespace) -> dict[str, float]:
         loaded += [
             wep(
                 f"other{i}",
-                f"10.72.3.{i}/32",
+                [f"10.72.3.{i}/32", f"fd00:72:3::{i:x}/128"][:n],
                 node="h2",
                 labels={"app": f"o{i % 10}"},
                 profiles=["allow-all"],
@@ -463,7 +494,7 @@ def dataplane(args: argparse.Namespace) -> dict[str, float]:
         loaded += [
             wep(
                 f"big{i}",
-                f"10.{80 + i // 65536}.{(i // 256) % 256}.{i % 256}/32",
+                [f"10.{80 + i // 65536}.{(i // 256) % 256}.{i % 256}/32", f"fd00:80::{i:x}/128"][:n],
                 node="elsewhere",
                 labels={"big": "yes"},
             )
@@ -493,6 +524,8 @@ def dataplane(args: argparse.Namespace) -> dict[str, float]:
             )
         )
         rows: dict[str, list[float]] = {"baseline": [], "policies": [], "linear": []}
+        if dual:
+            rows.update({"baseline6": [], "policies6": []})
         def baseline() -> None:
             _linear_table(False, lab)
             _program(drivers, base)
@@ -514,18 +547,24 @@ def dataplane(args: argparse.Namespace) -> dict[str, float]:
             for name, setup in configs.items():
                 setup()
                 rows[name].append(_iperf(lab, seconds))
+                if f"{name}6" in rows:  # the same table, over IPv6
+                    rows[f"{name}6"].append(_iperf(lab, seconds, DATAPLANE_IPS["w2"][1]))
         lab.stop_process(server)
         best = {name: max(values) for name, values in rows.items()}
         print(f"dataplane: iperf3 w1 (h1) -> w2 (h2), {seconds} s per run, best of {len(rows['baseline'])}")
         for name, value in best.items():
             print(f"  {name:9s} {value:6.2f} Gbit/s   runs {', '.join(f'{v:.2f}' for v in rows[name])}")
-        return {
+        out = {
             "baseline_gbps": best["baseline"],
             "policies_gbps": best["policies"],
             "linear_gbps": best["linear"],
             "retained_pct": 100 * best["policies"] / best["baseline"],
             "linear_pct": 100 * best["linear"] / best["baseline"],
         }
+        if dual:
+            out.update({"baseline6_gbps": best["baseline6"], "policies6_gbps": best["policies6"],
+                        "retained6_pct": 100 * best["policies6"] / best["baseline6"]})
+        return out
     finally:
         for driver in drivers.values():
             driver.close()
@@ -537,10 +576,22 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="a tenth of the scale, shorter iperf runs")
     parser.add_argument("--no-iperf", action="store_true", help="skip the dataplane throughput part")
+    parser.add_argument("--ip-family", choices=("ipv4", "dual"), default="ipv4",
+                        help="dual: dual-stack endpoints and sets, beside an IPv4-only baseline run")
+    parser.add_argument("--rounds", type=int, default=1, help="alternate the control-plane runs N times")
     args = parser.parse_args()
-    results = control_plane(args)
+    dual = args.ip_family == "dual"
+    runs: dict[bool, list[dict[str, float]]] = {False: [], True: []}
+    for _round in range(args.rounds):
+        for mode in (False, True) if dual else (False,):
+            runs[mode].append(control_plane(args, dual=mode))
+    def medians(values: list[dict[str, float]]) -> dict[str, float]:
+        return {key: statistics.median(r[key] for r in values) for key in values[0]}
+
+    results = medians(runs[False])
+    results_dual = medians(runs[True]) if dual else None
     if not args.no_iperf:
-        results.update(dataplane(args))
+        results.update(dataplane(args, dual))
     print("\nmetric                              measured      target")
     print(f"agent start -> programmed (s)       {results['initial_s']:8.2f}")
     print(f"  of which listed -> programmed (s) {results['calc_program_s']:8.2f}      "
@@ -558,7 +609,30 @@ def main() -> int:
             f">= {TARGETS['retained_pct']}"
         )
         print(f"linear 1,000-rule chain (%)         {results['linear_pct']:8.1f}      (comparison)")
+    if results_dual is not None:
+        compare(results, results_dual)
     return 0
+
+
+def compare(ipv4: dict[str, float], dual: dict[str, float]) -> None:
+    """Each dual-stack figure beside the IPv4-only one of this run, with the ratio and the target."""
+    print(f"\ndual stack beside IPv4 only (same run, medians; target: at most {DUAL_TARGET}x); load "
+          f"average now {load_average()}")
+    print(f"{'metric':<36} {'IPv4':>8} {'dual':>8} {'ratio':>7}  verdict")
+    for key, name in (("initial_s", "agent start -> programmed (s)"),
+                      ("calc_program_s", "  of which listed -> programmed (s)"),
+                      ("label_p50_ms", "label change -> kernel p50 (ms)"),
+                      ("label_p99_ms", "label change -> kernel p99 (ms)"),
+                      ("rss_mb", "agent RSS (MB)"), ("hwm_mb", "agent peak RSS (VmHWM, MB)")):
+        ratio = dual[key] / ipv4[key] if ipv4[key] else float("inf")
+        verdict = "ok" if ratio <= DUAL_TARGET else f"MISSED by {ratio / DUAL_TARGET:.2f}x"
+        print(f"{name:<36} {ipv4[key]:8.2f} {dual[key]:8.2f} {ratio:6.2f}x  {verdict}")
+    if "baseline6_gbps" in ipv4:
+        for v4, v6, name in (("baseline_gbps", "baseline6_gbps", "iperf3, allow-all profile (Gbit/s)"),
+                             ("policies_gbps", "policies6_gbps", "iperf3, 1,000 policies (Gbit/s)")):
+            ratio = ipv4[v6] / ipv4[v4] if ipv4[v4] else 0.0
+            verdict = "ok" if ratio >= 1 / DUAL_TARGET else f"MISSED by {(1 / DUAL_TARGET) / ratio:.2f}x"
+            print(f"{name:<36} {ipv4[v4]:8.2f} {ipv4[v6]:8.2f} {ratio:6.2f}x  {verdict} (IPv6 / IPv4)")
 
 
 if __name__ == "__main__":

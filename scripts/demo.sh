@@ -2,7 +2,7 @@
 # `make demo`: a virtual datacenter on this machine, and proof that it routes and polices.
 #
 #   1. `tortie lab up`: 3 hosts (each running `tortie node run`: agent + BGP daemon + BIRD) on one
-#      fabric, a gobgpd top-of-rack router, the embedded SQLite datastore;
+#      dual-stack fabric (IPv4 and IPv6), a gobgpd top-of-rack router, the embedded SQLite datastore;
 #   2. 6 workloads through the CNI plugin, as Kubernetes pods (CNI_ARGS K8S_POD_NAMESPACE/NAME, profile
 #      kns.<namespace>): frontends and webs in namespace "shop" on h1 and h2, a database in "shop" and
 #      an "intruder" frontend in namespace "default" on h3;
@@ -14,7 +14,8 @@
 #   7. `tortie apply` of examples/kubernetes-shop.yaml: a Kubernetes NetworkPolicy (web pods may call
 #      the database) next to the Calico policies; the matrix: CHECKED (the webs reach the database
 #      too), and `tortie policy trace` of a denied packet, explained in the Kubernetes policy's terms;
-#   8. `tortie lab down` (also on failure or Ctrl-C).
+#   8. the same policy over IPv6: one probe allowed, one denied, CHECKED;
+#   9. `tortie lab down` (also on failure or Ctrl-C).
 #
 # Exits non-zero when anything differs from what is expected. Needs root (network namespaces).
 set -euo pipefail
@@ -95,7 +96,9 @@ RUN=/run/tortie/lab/$LAB/run
 [ -n "${TORTIE_LAB_ROOT:-}" ] && RUN=$TORTIE_LAB_ROOT/$LAB/run
 step tortie node status --hostname h1 --run-dir "$RUN/h1"
 step tortie lab exec h1 -- ip route show proto bird
+step tortie lab exec h1 -- ip -6 route show proto bird
 step tortie lab exec tor -- gobgp -p 50051 global rib
+step tortie lab exec tor -- gobgp -p 50051 global rib -a ipv6
 
 # check_matrix EXPECTED: compare `tortie lab matrix -o json` with the expected allowed pairs, retrying
 # for a while (the agents program policy asynchronously after `tortie apply`).
@@ -142,6 +145,11 @@ rc=0; out=$(tortie policy trace --from shop/frontend-1 --to shop/db-1 --port 80)
 printf '%s\n' "$out"
 [ "$rc" -eq 3 ] && grep -q "isolated by Kubernetes NetworkPolicy shop/web-to-db" <<<"$out" \
   || fail "the trace of a denied packet does not name the Kubernetes NetworkPolicy"
+# Every workload also has an IPv6 address (printed by `workload add`); the same policy holds there.
+step tortie lab probe frontend-2 web-1 --ip-family 6 || fail "frontend-2 -> web-1 over IPv6 should be allowed"
+if step tortie lab probe intruder web-1 --ip-family 6 --timeout 1; then
+  fail "intruder -> web-1 over IPv6 should be denied"
+fi
 
 trap - EXIT
 step tortie lab down

@@ -19,7 +19,6 @@ is the dispatcher's listener of `REMOTE_WORKLOAD_ENDPOINT`; it reads each raw va
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -34,9 +33,8 @@ from tortie.calc.policy_rules import (
     SERVICE_ACCOUNT_NAME_LABEL,
     SERVICE_ACCOUNT_PROFILE_PREFIX,
 )
+from tortie.common.ipfamily import host_cidr, text_sort_key
 from tortie.common.ipfamily import parse_address as parse_ip
-from tortie.common.ipfamily import parse_network as parse_cidr
-from tortie.common.ipfamily import sort_key
 from tortie.model.fields import (
     check_dns_label,
     check_dns_subdomain,
@@ -78,16 +76,10 @@ def _address(text: object) -> str:
     """A single-address network in canonical form ("10.0.0.1" and "10.0.0.1/32" alike)."""
     raw = _text(text, "ipNetworks[]")
     assert raw is not None
-    addr, slash, length = raw.partition("/")
-    if ":" not in addr and (not slash or length == "32") and addr.count(".") == 3:  # IPv4 fast path
-        try:
-            return f"{ipaddress.IPv4Address(addr)}/32"
-        except ValueError:
-            raise InvalidEndpoint(f"{raw!r} is not a valid IP address") from None
-    net = parse_cidr(raw, strict=False)
-    if net.prefixlen != net.max_prefixlen:
-        raise InvalidEndpoint(f"{net} holds more than one address")
-    return str(net)
+    try:
+        return host_cidr(raw)
+    except ValueError as exc:
+        raise InvalidEndpoint(str(exc)) from None
 
 
 def _port(raw: object) -> tuple[str, int, int] | None:
@@ -112,10 +104,6 @@ def _port(raw: object) -> tuple[str, int, int] | None:
         return None
     check_endpoint_port_name(name)
     return name, protocol.number, port
-
-
-def _net_order(net: str) -> tuple[int, int, int]:
-    return sort_key(ipaddress.ip_network(net))
 
 
 def remote_workload_item(key: str, raw: Mapping[str, Any]) -> SelectableItem:
@@ -157,7 +145,7 @@ def remote_workload_item(key: str, raw: Mapping[str, Any]) -> SelectableItem:
         parents.append(f"{SERVICE_ACCOUNT_PROFILE_PREFIX}{ns}.{account}")
     nets = {_address(n) for n in _list(spec.get("ipNetworks"), "ipNetworks")}
     ports = tuple(p for p in (_port(r) for r in _list(spec.get("ports"), "ports")) if p is not None)
-    ordered = tuple(nets) if len(nets) < 2 else tuple(sorted(nets, key=_net_order))
+    ordered = tuple(nets) if len(nets) < 2 else tuple(sorted(nets, key=text_sort_key))
     return SelectableItem(labels, tuple(dict.fromkeys(parents)), ordered, ports)
 
 

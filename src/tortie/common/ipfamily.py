@@ -181,13 +181,25 @@ def canonical_cidr(text: str, *, strict: bool = True) -> str:
 
 def host_cidr(text: str) -> str:
     """Canonical host network of a single address given bare or with its full-length prefix
-    ("10.0.0.1" and "10.0.0.1/32" alike); ValueError when it is not one address."""
+    ("10.0.0.1" and "10.0.0.1/32" alike); ValueError when it is not one address.
+
+    Fast paths (a dual-stack cluster parses two addresses per endpoint at start-up): IPv4 through
+    `IPv4Address`; IPv6 through the C library's inet_pton/inet_ntop, whose text is RFC 5952's
+    canonical form as `ipaddress` prints it (lower case, the longest run of two or more zero groups
+    as "::") except for addresses with an embedded IPv4 part, which take the general path."""
     addr, slash, length = text.partition("/")
     if ":" not in addr and (not slash or length == "32") and addr.count(".") == 3:  # IPv4 fast path
         try:
             return f"{ipaddress.IPv4Address(addr)}/32"
         except ValueError:
             raise ValueError(f"{text!r} is not a valid IP address") from None
+    if ":" in addr and (not slash or length == "128") and "." not in addr and "%" not in addr:
+        try:
+            shown = socket.inet_ntop(socket.AF_INET6, socket.inet_pton(socket.AF_INET6, addr))
+        except OSError:
+            raise ValueError(f"{text!r} is not a valid IP address") from None
+        if "." not in shown:  # inet_ntop writes IPv4-mapped/compatible addresses dotted
+            return f"{shown}/128"
     net = parse_network(text, strict=False)
     if net.prefixlen != net.max_prefixlen:
         raise ValueError(f"{net} holds more than one address")
@@ -197,6 +209,14 @@ def host_cidr(text: str) -> str:
 def is_host_cidr(text: str) -> bool:
     """True for canonical host-network text ("10.0.0.1/32", "fd00::1/128"); no validation."""
     return text.endswith("/128" if ":" in text else "/32")
+
+
+def text_sort_key(cidr: str) -> tuple[int, bytes, int]:
+    """`sort_key` of canonical CIDR text (IPv4 first, numeric, shorter prefixes first) without
+    building ipaddress objects."""
+    addr, _slash, length = cidr.partition("/")
+    fam = family_of(addr)
+    return fam.version, socket.inet_pton(fam.af, addr), int(length or fam.host_prefix)
 
 
 def sort_key(value: IPAddress | IPNetwork) -> tuple[int, int, int]:
@@ -245,4 +265,5 @@ __all__ = [
     "parse_address",
     "parse_network",
     "sort_key",
+    "text_sort_key",
 ]

@@ -24,6 +24,8 @@ def test_the_two_families_carry_what_the_code_branches_on() -> None:
     assert (V4.key, V6.key) == ("ipv4", "ipv6")
     assert (V4.ip_flag, V6.ip_flag) == ("-4", "-6")
     assert (V4.icmp_protocol, V6.icmp_protocol) == (1, 58)
+    assert (V4.icmp_name, V6.icmp_name) == ("icmp", "icmpv6")
+    assert (V4.echo_request, V4.echo_reply, V6.echo_request, V6.echo_reply) == (8, 0, 128, 129)
     assert (V4.dad, V6.dad) == (False, True)
     assert (str(V4.link_local), str(V6.link_local)) == ("169.254.0.0/16", "fe80::/10")
     assert (str(V4.unspecified), str(V6.unspecified)) == ("0.0.0.0", "::")
@@ -107,6 +109,36 @@ def test_canonical_and_host_cidr_text() -> None:
         ipfamily.host_cidr("10.0.0.0/24")
     with pytest.raises(ValueError, match="not a valid IP address"):
         ipfamily.host_cidr("10.0.0.300")
+
+
+@given(st.ip_addresses(v=6), st.sampled_from(["", "/128"]), st.booleans())
+def test_ipv6_host_cidr_fast_path_is_ipaddress_canonical_form(
+    addr: ipaddress.IPv6Address, suffix: str, upper: bool
+) -> None:
+    text = addr.exploded.upper() if upper else addr.exploded
+    assert ipfamily.host_cidr(text + suffix) == f"{addr}/128"  # what ipaddress prints, mapped ones too
+
+
+@pytest.mark.parametrize("text", ["::ffff:1.2.3.4", "::1.2.3.4", "fd00::1%eth0", "fd00::g", "fd00:::1", ":"])
+def test_ipv6_host_cidr_edge_cases(text: str) -> None:
+    try:
+        expected = str(ipaddress.ip_network(text, strict=False))
+    except ValueError:
+        with pytest.raises(ValueError):
+            ipfamily.host_cidr(text)
+        return
+    if "%" in text:  # a zone is no part of an endpoint address
+        with pytest.raises(ValueError):
+            ipfamily.host_cidr(text)
+        return
+    assert ipfamily.host_cidr(text) == expected
+
+
+@given(st.lists(st.one_of(st.ip_addresses(v=4), st.ip_addresses(v=6)), min_size=2, max_size=6))
+def test_text_sort_key_orders_as_sort_key(addrs: list[ipaddress.IPv4Address | ipaddress.IPv6Address]) -> None:
+    nets = [ipaddress.ip_network(a) for a in addrs]
+    texts = [str(n) for n in nets]
+    assert sorted(texts, key=ipfamily.text_sort_key) == [str(n) for n in sorted(nets, key=ipfamily.sort_key)]
 
 
 def test_bracketed() -> None:

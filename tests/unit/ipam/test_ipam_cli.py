@@ -111,6 +111,28 @@ def test_check_release_and_configure(db: str, capsys: pytest.CaptureFixture[str]
     assert rc == 0 and "Released 0" in out
 
 
+def test_both_families(db: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """An IPv6 pool beside the IPv4 one: show lists both pools and their blocks, check finds a leaked
+    IPv6 address, release frees it."""
+    ds = SqliteDatastore(db.removeprefix("sqlite://"))
+    try:
+        ds.put(kind_info("IPPool").key("p6"), {"apiVersion": "projectcalico.org/v3", "kind": "IPPool",
+                                               "metadata": {"name": "p6"}, "spec": {"cidr": "fd00:7::/120"}})
+        dual = Ipam(ds).auto_assign(1, 1, "net.dual", "n2")
+        leaked = Ipam(ds).auto_assign(0, 1, "net.leak6", "n2").v6[0].ip
+    finally:
+        ds.close()
+    rc, out = run(db, capsys, "show", "--show-blocks", "-o", "json")
+    data = as_json(out)
+    assert [(p["name"], p["inUse"], p["total"]) for p in data["pools"]] == [("p", 2, 256), ("p6", 2, 256)]
+    assert {b["cidr"] for b in data["blocks"]} >= {str(dual.v6[0].network), str(dual.v4[0].network)}
+    rc, out = run(db, capsys, "check", "-o", "json")
+    problems = [(p["kind"], p["subject"]) for p in as_json(out)["problems"]]
+    assert rc == 1 and ("leaked-address", str(leaked)) in problems
+    rc, out = run(db, capsys, "release", "--ip", str(leaked))
+    assert rc == 0 and f"Released IP {leaked}" in out
+
+
 def test_bad_arguments(db: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["--datastore", db, "ipam", "show", "--ip", "not-an-ip"])
