@@ -18,8 +18,6 @@ from __future__ import annotations
 import ipaddress
 import multiprocessing
 import random
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,7 +28,6 @@ from tortie.ipam.audit import check
 from tortie.ipam.report import pool_usage
 from tortie.ipam.snapshot import take_snapshot
 from tortie.model.kinds import kind_info
-from tortie.testing.etcd_cluster import EtcdCluster
 
 PROCS = 8
 PER_PROC = 100
@@ -257,17 +254,6 @@ def assert_exhaustion(url: str) -> None:
         assert len(snap.handles) == 32  # failed requests left no handle behind
     finally:
         ds.close()
-
-
-@pytest.fixture
-def sqlite_url(tmp_path: Path) -> str:
-    return f"sqlite://{tmp_path / 'ipam.db'}"
-
-
-@pytest.fixture
-def etcd_url() -> Iterator[str]:
-    with EtcdCluster(members=1) as cluster:
-        yield cluster.url
 
 
 @pytest.mark.slow

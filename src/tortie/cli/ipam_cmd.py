@@ -3,6 +3,7 @@
     tortie ipam show [--show-blocks] [--show-configuration] [--ip IP] [-o table|json]
     tortie ipam check [-o table|json]                  exit 1 when a problem is found
     tortie ipam release --ip IP [--ip IP ...] | --handle H | --orphan-blocks
+    tortie ipam gc [--dry-run] [--node NAME | --cluster-only] [--grace-period S] [-o table|json]
     tortie ipam configure [--strictaffinity true|false] [--max-blocks-per-host N]
                           [--autoallocateblocks true|false] [--ip-cooldown-seconds N]
 
@@ -15,6 +16,8 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import json
+import os
+import socket
 from contextlib import closing
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +26,7 @@ from rich.table import Table
 
 from tortie.cli.context import open_store
 from tortie.cli.verbs import verb_group
+from tortie.cni.netconf import DEFAULT_IPAM_LOCK_FILE
 from tortie.common.errors import UserError
 from tortie.common.ipfamily import IPAddress
 from tortie.ipam import Ipam
@@ -62,7 +66,7 @@ def _non_negative(text: str) -> int:
 
 
 def register(sub: SubParsers) -> None:
-    verbs = verb_group(sub, "ipam", help="IP address management: show, check, release, configure")
+    verbs = verb_group(sub, "ipam", help="IP address management: show, check, release, gc, configure")
 
     p = verbs.add_parser("show", help="pool and block usage, or the owner of one address")
     p.add_argument("--show-blocks", action="store_true", help="also list every block with its affinity")
@@ -85,6 +89,39 @@ def register(sub: SubParsers) -> None:
         help="release empty blocks affine to hosts that no longer exist",
     )
     p.set_defaults(func=_release)
+
+    p = verbs.add_parser(
+        "gc", help="release leaked addresses, endpoints whose interface is gone, blocks of deleted hosts"
+    )
+    p.add_argument(
+        "--dry-run", action="store_true", help="print what would be released and why; change nothing"
+    )
+    where = p.add_mutually_exclusive_group()
+    where.add_argument(
+        "--node",
+        default=os.environ.get("TORTIE_HOSTNAME") or socket.gethostname(),
+        help="the node this host is (its kernel is compared with its allocations; default: TORTIE_HOSTNAME, "
+        "else the system host name)",
+    )
+    where.add_argument(
+        "--cluster-only",
+        action="store_true",
+        help="only what needs no kernel: allocations and blocks of deleted hosts, expired cool-downs",
+    )
+    p.add_argument(
+        "--grace-period",
+        type=_non_negative,
+        default=900,
+        metavar="SECONDS",
+        help="garbage must be this old before it is released (default: %(default)s; Calico's "
+        "leakGracePeriod)",
+    )
+    p.add_argument("--workload-interface-prefix", action="append", metavar="PREFIX",
+                   help="host interfaces of workloads (repeatable; default: tort and cali)")
+    p.add_argument("--ipam-lock-file", default=DEFAULT_IPAM_LOCK_FILE, metavar="PATH",
+                   help="the CNI plugin's host IPAM lock, held while releasing (default: %(default)s)")
+    p.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    p.set_defaults(func=_gc)
 
     p = verbs.add_parser("configure", help="change the IPAM configuration")
     p.add_argument(
@@ -264,6 +301,48 @@ def _release(args: argparse.Namespace) -> int:
                 else f"Released IP {ip}."
             )
         return 0
+
+
+def _gc(args: argparse.Namespace) -> int:
+    from tortie.ipam.gc import Kind
+    from tortie.node.ipam_gc import IpamCollector, foreign_kernel, read_kernel
+
+    prefixes = tuple(args.workload_interface_prefix or ("tort", "cali"))
+    node = None if args.cluster_only else args.node
+    with closing(open_store(args)) as ds:
+        if node is not None and (why := foreign_kernel(ds, node)) is not None:
+            raise UserError(
+                f"{why}: run `tortie ipam gc` on node {node} (in its network namespace), name this host's "
+                "node with --node, or use --cluster-only"
+            )
+        collector = IpamCollector(
+            ds, node, lambda: read_kernel(prefixes), float(args.grace_period), args.ipam_lock_file
+        )
+        report = collector.run_once(dry_run=args.dry_run)
+    if args.output == "json":
+        print(json.dumps(report.as_dict(), indent=2))
+        return 0
+    acted = list(report.plan.due) if args.dry_run else report.done
+    verb = "Would release" if args.dry_run else "Released"
+    scope = "cluster-wide only" if node is None else f"node {node}"
+    print(f"IPAM GC ({scope}, grace period {args.grace_period} s): {verb.lower()} {len(acted)} item(s).")
+    sections = [(verb, [(c, c.reason) for c in acted])]
+    sections.append(("Changed meanwhile (left alone)", [(c, why) for c, why in report.skipped]))
+    sections.append(("Waiting for the grace period", [(c, c.reason) for c in report.plan.waiting]))
+    sections.append(("In use (kept)", [(c, c.reason) for c in report.plan.kept]))
+    for title, rows in sections:
+        if not rows:
+            continue
+        table = Table(title=f"{title}: {len(rows)}")
+        for col in ("KIND", "SUBJECT", "HANDLE", "AGE", "WHY"):
+            table.add_column(col)
+        for c, why in rows:
+            age = "?" if c.age is None else f"{c.age:.0f}s"
+            table.add_row(c.kind.value, c.subject, c.handle or "", age, why)
+        _console().print(table)
+    if args.dry_run and any(c.kind is Kind.ALLOCATION and c.host not in (None, node) for c in acted):
+        print("Then the blocks these releases leave empty (of hosts without a Node) are released too.")
+    return 0
 
 
 def _configure(args: argparse.Namespace) -> int:

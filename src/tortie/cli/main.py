@@ -30,7 +30,7 @@ _COMMANDS: dict[str, tuple[str, ...]] = {
     "ipam": ("tortie.cli.ipam_cmd",),
     "agent": ("tortie.cli.agent_cmd",),
     "bgp": ("tortie.cli.bgp_cmd",),
-    "node": ("tortie.cli.node_status_cmd", "tortie.cli.node_run_cmd"),
+    "node": ("tortie.cli.node_status_cmd", "tortie.cli.node_run_cmd", "tortie.cli.node_delete_cmd"),
     "cni": ("tortie.cli.cni_cmd",),
     "policy": ("tortie.cli.policy_cmd",),
     "flows": ("tortie.cli.flows_cmd",),

@@ -2,8 +2,8 @@
 
     tortie node run --hostname H [--datastore URL] [--ip autodetect|none|CIDR]
         [--ip-autodetection-method M] [--ip6 ...] [--ip6-autodetection-method M] [--as N]
-        [--run-dir DIR] [--agent-config FILE] [--agent-health-port P] [--cni-socket PATH] [--no-bgp]
-        [--no-agent]
+        [--run-dir DIR] [--agent-config FILE] [--agent-health-port P] [--cni-socket PATH]
+        [--ipam-gc-interval S] [--ipam-gc-grace S] [--ipam-lock-file PATH] [--no-bgp] [--no-agent]
 
 Registers/updates the Node (BGP address by autodetection, as Calico's IP_AUTODETECTION_METHOD:
 first-found, interface=REGEX, skip-interface=REGEX, can-reach=DEST, cidr=CIDR), then runs the agent, the
@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 from tortie.cli.node_status_cmd import node_subparsers
 from tortie.cli.verbs import run_in_foreground
 from tortie.cni.launcher import DEFAULT_SOCKET as DEFAULT_CNI_SOCKET
+from tortie.cni.netconf import DEFAULT_IPAM_LOCK_FILE
 from tortie.common.ipfamily import V4, V6
 
 if TYPE_CHECKING:
@@ -126,6 +127,28 @@ def register(sub: SubParsers) -> None:
         help="unix socket on which this node serves the CNI plugin's calls (the network configuration's "
         'service_socket; "" for no CNI service: the plugin then works on its own; default: %(default)s)',
     )
+    p.add_argument(
+        "--ipam-gc-interval",
+        type=float,
+        default=float(env("TORTIE_IPAM_GC_INTERVAL", "300")),
+        metavar="SECONDS",
+        help="seconds between this host's IPAM garbage collection passes (0: none; stretched to 0.5 s "
+        "per Node in large clusters; default: %(default)s)",
+    )
+    p.add_argument(
+        "--ipam-gc-grace",
+        type=float,
+        default=float(env("TORTIE_IPAM_GC_GRACE", "900")),
+        metavar="SECONDS",
+        help="how long an allocation or endpoint must have been garbage before it is released "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--ipam-lock-file",
+        default=env("TORTIE_IPAM_LOCK_FILE", DEFAULT_IPAM_LOCK_FILE),
+        metavar="PATH",
+        help="the CNI plugin's host IPAM lock file, held while the collector releases (default: %(default)s)",
+    )
     p.add_argument("--no-agent", action="store_true", help="do not run the agent")
     p.add_argument("--no-bgp", action="store_true", help="do not run BGP (BIRD)")
     p.set_defaults(func=_run)
@@ -161,6 +184,9 @@ def _run(args: argparse.Namespace) -> int:
         nodename_file=args.nodename_file,
         mtu_file=args.mtu_file,
         cni_socket=args.cni_socket,
+        ipam_gc_interval=args.ipam_gc_interval,
+        ipam_gc_grace=args.ipam_gc_grace,
+        ipam_lock_file=args.ipam_lock_file,
     )
     root = logging.getLogger()
     root.setLevel(min(root.level, logging.INFO))  # a service logs its state transitions

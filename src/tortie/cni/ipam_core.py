@@ -5,7 +5,8 @@ single-address interfaces (/32, /128) — IPAM hands out block-masked addresses 
 convention) and CNI narrows them (reference §5.2, §5.6).
 
 * Handle `<network>.<containerID>`; attributes node, namespace, pod (= the workload: the pod name, or
-  the container ID for plain CNI) so `tortie ipam check` can match allocations with endpoints.
+  the container ID for plain CNI) so `tortie ipam check` can match allocations with endpoints, and
+  timestamp (when it was assigned: the IPAM garbage collector's grace period counts from it).
 * A host-wide advisory lock (`ipam_lock_file`, flock(2)) serialises this host's assignments and
   releases, as Calico's plugin does: parallel ADDs on one host would otherwise race for the same
   block and burn compare-and-swap retries. Different hosts (or an empty lock path) do not share it.
@@ -20,6 +21,7 @@ import fcntl
 import ipaddress
 import logging
 import os
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
@@ -106,8 +108,16 @@ def assign(
     """Allocate the configured families for `ident` (all or nothing). With `replace`, whatever the
     handle still holds (a repeated ADD, or one that died half way) is released first, under the same
     lock, so the handle ends up holding exactly the new addresses."""
-    attrs = {"node": ident.node, "namespace": ident.namespace, "pod": ident.workload}
     ipam = new_ipam(ds)  # import (tens of ms) before taking the lock, which only guards datastore work
+    from tortie.model.ipam_records import format_timestamp
+
+    # `timestamp` (Calico's attribute): how old an allocation is, for the IPAM garbage collector's grace
+    attrs = {
+        "node": ident.node,
+        "namespace": ident.namespace,
+        "pod": ident.workload,
+        "timestamp": format_timestamp(time.time()),
+    }
     with host_lock(lock_file):
         if replace:
             stale = ipam.release_by_handle(ident.handle)

@@ -153,6 +153,45 @@ class BlockWriter:
             f"could not release addresses in block {cidr}: {self.max_retries} conflicting updates"
         )
 
+    def release_guarded(
+        self, cidr: IPNetwork, expected: Mapping[int, tuple[str, int | None]], cooldown_s: float
+    ) -> tuple[int, ...]:
+        """Release each ordinal of `expected` only if it is still held by the same allocation: the same
+        handle and the same sequence number (Calico's ABA guard; an address released and handed out
+        again since it was judged has a new one). Returns the ordinals released."""
+        for attempt in range(self.max_retries):
+            cur = self.store.get_block(cidr)
+            if cur is None:
+                return ()
+            now = time.time()
+            block = cur.value.expire_cooldown(now, cooldown_s)
+            wanted = []
+            for o, (handle, sequence) in expected.items():
+                attr = block.attribute_of(o) if 0 <= o < block.size else None
+                same = block.sequence_number_for_allocation.get(str(o)) == sequence
+                if attr is not None and attr.released_at is None and attr.handle_id == handle and same:
+                    wanted.append(o)
+            res = block.release(wanted, now if cooldown_s > 0 else None)
+            if res.freed_count == 0:
+                return ()
+            deltas = {h: -len(v) for h, v in res.freed.items()}
+            if self.commit(cur.revision, res.block, deltas) is Commit.DONE:
+                return tuple(o for v in res.freed.values() for o in v)
+            backoff(attempt)
+        raise IpamContention(
+            f"could not release addresses in block {cidr}: {self.max_retries} conflicting updates"
+        )
+
+    def expire_cooldown(self, cidr: IPNetwork, cooldown_s: float) -> bool:
+        """Write the block with the addresses whose cool-down has passed freed (deleted when that leaves
+        it empty without affinity). False when there was nothing to free or the block changed meanwhile
+        (whoever changed it freed them too)."""
+        cur = self.store.get_block(cidr)
+        if cur is None:
+            return False
+        block = cur.value.expire_cooldown(time.time(), cooldown_s)
+        return block is not cur.value and self.commit(cur.revision, block, {}) is Commit.DONE
+
     def rollback(self, handle: str, got: list[tuple[IPNetwork, int]]) -> None:
         by_block: dict[IPNetwork, list[int]] = {}
         for cidr, o in got:

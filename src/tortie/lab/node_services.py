@@ -76,6 +76,8 @@ class NodeServices:
             *("--run-dir", run_dir),
             *("--fast-bgp-timers", "--nodename-file", "", "--mtu-file", os.path.join(run_dir, "mtu")),
             *("--cni-socket", cni_socket(self.record.run_root, host)),
+            # the lab's CNI network holds this host's IPAM lock there (cni_workloads.NetworkConfig)
+            *("--ipam-lock-file", os.path.join(os.path.dirname(self.record.cni_bin), f"{host}.lock")),
         ]
         env = {k: v for k, v in os.environ.items() if k != "TORTIE_DATASTORE"}
         # the agent (a child of the node service) writes its endpoint status files in the host's run

@@ -165,7 +165,7 @@ def decode_block(obj: Mapping[str, Any], key_cidr: IPNetwork | None = None) -> B
             AllocationAttribute(
                 handle,
                 _str_map(a.get("secondary"), secondary_what),
-                None if released is None else _timestamp(released, f"{what} releasedAt"),
+                None if released is None else parse_timestamp(released, f"{what} releasedAt"),
             )
         )
     seq_for_raw = obj.get("sequenceNumberForAllocation") or {}
@@ -209,7 +209,7 @@ def format_timestamp(epoch: float) -> str:
     return datetime.datetime.fromtimestamp(epoch, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _timestamp(value: Any, what: str) -> float:
+def parse_timestamp(value: Any, what: str) -> float:
     """Epoch seconds of an RFC 3339 time ("...Z" or with an offset)."""
     if not isinstance(value, str):
         raise InvalidRecord(f"{what}: expected an RFC 3339 time, got {value!r}")

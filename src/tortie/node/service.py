@@ -16,6 +16,8 @@
         and the agent (its routes and sysctls stay); exit 0. The dataplane stays in place.
       CalicoNodeStatus objects naming this host: filled by `tortie.node.status_report` (own thread)
       VXLAN tunnel addresses of this host: kept by `tortie.node.tunnel_addresses` (own thread)
+      IPAM garbage collection of this host (and of deleted hosts): `tortie.node.ipam_gc` (own thread,
+        every `ipam_gc_interval` seconds)
 
 Why two shapes: the agent is a separate process so that it can be restarted on its own (a crash, exit
 code 3 after persistent kernel failures) and a new one adopts the kernel state without loss; the BGP
@@ -56,6 +58,7 @@ from tortie.datastore.api import Datastore
 from tortie.datastore.url import credentials_to_environment
 from tortie.kernel.sysctl import ipv6_absence
 from tortie.node.autodetect import autodetect
+from tortie.node.ipam_gc import IpamCollector, IpamGcLoop, read_kernel
 from tortie.node.registration import KEEP, REMOVE, AddressChoice, NodeAddresses, register_node
 from tortie.node.status_report import NodeStatusReporter, families_of
 from tortie.node.supervisor import ChildProcess, Component, InProcess, Supervisor
@@ -104,6 +107,12 @@ class NodeConfig:
     mtu_file: str = ""
     """Where the agent publishes the workload MTU for the CNI plugin (its `mtu_file`); "" = nowhere."""
     cni_socket: str = ""
+    ipam_gc_interval: float = 300.0
+    """Seconds between this host's IPAM garbage collection passes (`tortie.node.ipam_gc`; 0 = none)."""
+    ipam_gc_grace: float = 900.0
+    """How long garbage must have been garbage before the collector releases it."""
+    ipam_lock_file: str = ""
+    """The CNI plugin's host IPAM lock (its `ipam_lock_file`), held while the collector releases."""
     """Where the CNI service listens for the CNI launchers (their `service_socket`); "" = no service."""
 
 
@@ -358,6 +367,19 @@ class NodeService:
         supervisor.restart("agent", f"not live for {AGENT_LIVENESS_GRACE:.0f}s ({health.detail})")
         health.forget()
 
+    def _ipam_gc(self) -> IpamGcLoop | None:
+        """This host's periodic IPAM garbage collection (started), unless its interval is 0."""
+        cfg = self.config
+        if cfg.ipam_gc_interval <= 0:
+            return None
+        prefixes = cfg.workload_interface_prefixes
+        collector = IpamCollector(
+            self.ds, cfg.hostname, lambda: read_kernel(prefixes), cfg.ipam_gc_grace, cfg.ipam_lock_file
+        )
+        loop = IpamGcLoop(collector, cfg.ipam_gc_interval)
+        loop.start()
+        return loop
+
     def run(self, stop: threading.Event) -> int:
         cfg = self.config
         os.makedirs(cfg.run_dir, exist_ok=True)
@@ -387,6 +409,7 @@ class NodeService:
         reporter.start()
         tunnels = TunnelAddressKeeper(self.ds, cfg.hostname)
         tunnels.start()
+        gc = self._ipam_gc()
         log.info(
             "node service running host=%s components=%s", cfg.hostname, ",".join(c.name for c in components)
         )
@@ -399,6 +422,8 @@ class NodeService:
                 stop.wait(LOOP_INTERVAL)
         finally:
             tunnels.stop()
+            if gc is not None:
+                gc.stop()
             reporter.stop()
             self.write_status(force=True, stopping=True)
             self.supervisor.stop_all()

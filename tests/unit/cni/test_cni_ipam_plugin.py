@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import time
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ from tortie.cni.runner import run
 from tortie.common.errors import DatastoreUnavailable
 from tortie.datastore.memory import MemoryDatastore
 from tortie.ipam import Ipam
+from tortie.model.ipam_records import parse_timestamp
 from tortie.model.kinds import kind_info
 
 
@@ -78,7 +80,9 @@ def test_add_returns_single_addresses_without_interfaces(ds: MemoryDatastore) ->
     assert all("interface" not in ip for ip in result["ips"])
     held = sorted(str(ip) for ip in Ipam(ds).ips_by_handle("net.c1"))
     assert held == sorted(str(a.ip) for a in addrs)
-    assert Ipam(ds).get_assignment_attrs(addrs[0].ip) == {"node": "h1", "namespace": "default", "pod": "c1"}
+    attrs = dict(Ipam(ds).get_assignment_attrs(addrs[0].ip) or {})
+    assert abs(parse_timestamp(attrs.pop("timestamp"), "timestamp") - time.time()) < 60
+    assert attrs == {"node": "h1", "namespace": "default", "pod": "c1"}
 
 
 def test_check_del_and_exhaustion(ds: MemoryDatastore) -> None:

@@ -161,3 +161,34 @@ def test_configure_is_visible_as_the_v3_resource(tmp_path) -> None:  # type: ign
     assert run("ipam", "configure", "--strictaffinity=false", "--max-blocks-per-host", "0").returncode == 0
     spec = _json.loads(run("get", "ipamconfig", "default", "-o", "json").stdout)["spec"]
     assert spec["strictAffinity"] is False
+
+
+def test_gc_dry_run_then_gc_of_a_deleted_host(db: str, capsys: pytest.CaptureFixture[str]) -> None:
+    ds = SqliteDatastore(db.removeprefix("sqlite://"))
+    try:
+        gone = Ipam(ds).auto_assign(1, 0, "net.g", "n2", {"namespace": "ns", "pod": "g"}).v4[0].ip
+        ds.delete(kind_info("Node").key("n2"))
+    finally:
+        ds.close()
+    rc, out = run(db, capsys, "gc", "--cluster-only", "--dry-run", "--grace-period", "0")
+    assert rc == 0 and "would release 1 item(s)" in out and str(gone) in out and "n2 no longer" in out
+    assert "blocks these releases leave empty" in out
+    rc, out = run(db, capsys, "gc", "--cluster-only", "--dry-run")  # default grace: it waits
+    assert rc == 0 and "would release 1 item(s)" not in out and "Waiting for the grace period: 1" in out
+    rc, out = run(db, capsys, "gc", "--cluster-only", "--grace-period", "0", "-o", "json")
+    released = as_json(out)["released"]
+    assert rc == 0 and [r["kind"] for r in released] == ["allocation", "block"]
+    assert run(db, capsys, "check")[0] == 0
+
+
+def test_node_delete_prints_what_goes(db: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--datastore", db, "node", "delete", "n1", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "Would delete Node n1" in out and "Would delete WorkloadEndpoint ns/a" in out
+    assert "Would release allocation" in out
+    assert main(["--datastore", db, "node", "delete", "n1"]) == 0
+    out = capsys.readouterr().out
+    assert "Deleted Node n1" in out and "Released block n1/" in out
+    assert main(["--datastore", db, "node", "delete", "n1"]) == 0
+    assert "does not exist" in capsys.readouterr().out
+    assert run(db, capsys, "check")[0] == 0
