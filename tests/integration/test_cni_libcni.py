@@ -3,7 +3,9 @@
 cnitool is built from Debian's libcni source by ../shared/tools/cnitool/build.sh (cached per test
 session under pytest's temp dir). libcni runs ADD (and caches the result), CHECK (with that cached
 result as prevResult), DEL, and a second DEL, against a network configuration list whose only plugin
-is `tortie`; the plugin runs inside a lab host namespace with `nodename` set.
+is `tortie`; the plugin runs inside a lab host namespace with `nodename` set. The network is dual
+stack (an IPv4 and an IPv6 pool, `ipam.assign_ipv6`): ADD returns an address of each family and the
+container has both; CHECK finds a missing IPv6 address as it finds a missing IPv4 one.
 """
 
 from __future__ import annotations
@@ -68,15 +70,16 @@ def test_libcni_add_check_del_del(cnitool: Path, tmp_path: Path, service: bool) 
     install(bindir)
     db = tmp_path / "ds.db"
     ds = SqliteDatastore(db)
-    ds.put(
-        kind_info("IPPool").key("lpool"),
-        {
-            "apiVersion": "projectcalico.org/v3",
-            "kind": "IPPool",
-            "metadata": {"name": "lpool"},
-            "spec": {"cidr": "10.62.0.0/24"},
-        },
-    )
+    for pool, cidr in (("lpool", "10.62.0.0/24"), ("lpool6", "fd62::/120")):
+        ds.put(
+            kind_info("IPPool").key(pool),
+            {
+                "apiVersion": "projectcalico.org/v3",
+                "kind": "IPPool",
+                "metadata": {"name": pool},
+                "spec": {"cidr": cidr, "blockSize": 124 if ":" in cidr else 26},
+            },
+        )
     ds.put(
         kind_info("Node").key("h1"),
         {"apiVersion": "projectcalico.org/v3", "kind": "Node", "metadata": {"name": "h1"}, "spec": {}},
@@ -94,7 +97,7 @@ def test_libcni_add_check_del_del(cnitool: Path, tmp_path: Path, service: bool) 
                 "nodename": "h1",
                 "datastore": f"sqlite://{db}",
                 "ipam_lock_file": str(tmp_path / "lock"),
-                "ipam": {"type": "tortie-ipam"},
+                "ipam": {"type": "tortie-ipam", "assign_ipv6": "true"},
             }
         ],
     }
@@ -116,25 +119,32 @@ def test_libcni_add_check_del_del(cnitool: Path, tmp_path: Path, service: bool) 
         add = run_cnitool(cnitool, host_ns, "add", net, container, env)
         assert add.returncode == 0, add.stderr
         result = json.loads(add.stdout)
-        address = result["ips"][0]["address"]
+        address, address6 = (ip["address"] for ip in result["ips"])
         assert address.startswith("10.62.0.") and address.endswith("/32")
+        assert address6.startswith("fd62::") and address6.endswith("/128")
         addrs = subprocess.run(
             ["ip", "-n", container, "-o", "addr", "show", "dev", "eth0"],
             check=True,
             capture_output=True,
             text=True,
         ).stdout
-        assert address in addrs
+        assert address in addrs and address6 in addrs
 
         ds = SqliteDatastore(db)
         (kv,) = ds.list(kind_info("WorkloadEndpoint").list_prefix("demo"))[0]
         ds.close()
-        assert kv.value["spec"]["pod"] == "pod-a" and kv.value["spec"]["ipNetworks"] == [address]
+        assert kv.value["spec"]["pod"] == "pod-a" and kv.value["spec"]["ipNetworks"] == [address, address6]
         assert len(os.listdir(node.status_dir)) == 1  # the agent had programmed it when ADD returned
         assert ("ADD done" in node.log_tail(200)) is service  # the service logs the calls it served
 
         check = run_cnitool(cnitool, host_ns, "check", net, container, env)
         assert check.returncode == 0, check.stderr
+        subprocess.run(["ip", "-n", container, "addr", "del", address6, "dev", "eth0"], check=True)
+        broken6 = run_cnitool(cnitool, host_ns, "check", net, container, env)
+        assert broken6.returncode != 0 and "lacks address" in broken6.stderr, broken6.stderr
+        subprocess.run(["ip", "-n", container, "addr", "add", address6, "dev", "eth0", "nodad"], check=True)
+        again = run_cnitool(cnitool, host_ns, "check", net, container, env)
+        assert again.returncode == 0, again.stderr
         subprocess.run(["ip", "-n", container, "addr", "flush", "dev", "eth0"], check=True)
         broken = run_cnitool(cnitool, host_ns, "check", net, container, env)
         assert broken.returncode != 0 and "lacks address" in broken.stderr

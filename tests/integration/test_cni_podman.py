@@ -1,10 +1,15 @@
-"""podman (CNI backend, runc) attaches containers through `tortie` on two lab hosts; they reach each other.
+"""podman (CNI backend, runc) attaches dual-stack containers through `tortie` on two lab hosts; they
+reach each other over IPv4 and over IPv6.
 
-Each lab host is a separate "machine": its own podman root/runroot/tmp dir and containers.conf whose
-network directory holds network `tnet` with that host's `nodename`, and its own `tortie node run`
-(agent, and the CNI service or not: the test runs both ways); one sqlite datastore is shared (the
-cluster). Containers run from a busybox-static rootfs. BGP is not part of this test, so static routes
-for each container's /32 are added between the two hosts. `podman rm` must release the address.
+The lab fabric is dual stack and the datastore holds one IPv4 and one IPv6 pool; the network asks
+for an address of each family (`ipam.assign_ipv6`), so podman reports both (IPAddress,
+GlobalIPv6Address) and the container's IPv6 default route goes via the link-local gateway that the
+agent answers with proxy NDP. Each lab host is a separate "machine": its own podman
+root/runroot/tmp dir and containers.conf whose network directory holds network `tnet` with that
+host's `nodename`, and its own `tortie node run` (agent, and the CNI service or not: the test runs
+both ways); one sqlite datastore is shared (the cluster). Containers run from a busybox-static
+rootfs. BGP is not part of this test, so static routes for each container's /32 and /128 are added
+between the two hosts. `podman rm` must release both addresses.
 """
 
 from __future__ import annotations
@@ -23,11 +28,13 @@ from typing import Any
 import pytest
 
 from tortie.cni.install import install
+from tortie.common.ipfamily import V4, V6, Family
 from tortie.datastore.sqlite import SqliteDatastore
 from tortie.ipam import Ipam
 from tortie.ipam.audit import check as audit_check
 from tortie.ipam.snapshot import take_snapshot
 from tortie.lab import Lab
+from tortie.lab.fabric import fabric_subnets
 from tortie.model.kinds import kind_info
 from tortie.testing.cni_node import CniNode
 from tortie.testing.netns import unique_name
@@ -107,7 +114,7 @@ def write_host_config(
                 "nodename": host.name,
                 "datastore": f"sqlite://{db}",
                 "ipam_lock_file": str(lock_dir / f"{host.name}.lock"),
-                "ipam": {"type": "tortie-ipam"},
+                "ipam": {"type": "tortie-ipam", "assign_ipv4": "true", "assign_ipv6": "true"},
                 **node,
             }
         ],
@@ -138,15 +145,16 @@ def hosts(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[Lab,
     install(bindir)
     db = tmp_path / "ds.db"
     ds = SqliteDatastore(db)
-    ds.put(
-        kind_info("IPPool").key("ppool"),
-        {
-            "apiVersion": "projectcalico.org/v3",
-            "kind": "IPPool",
-            "metadata": {"name": "ppool"},
-            "spec": {"cidr": "10.63.0.0/24", "blockSize": 28},
-        },
-    )
+    for pool, cidr, block in (("ppool", "10.63.0.0/24", 28), ("ppool6", "fd63::/120", 124)):
+        ds.put(
+            kind_info("IPPool").key(pool),
+            {
+                "apiVersion": "projectcalico.org/v3",
+                "kind": "IPPool",
+                "metadata": {"name": pool},
+                "spec": {"cidr": cidr, "blockSize": block},
+            },
+        )
     for name in ("h1", "h2"):
         ds.put(
             kind_info("Node").key(name),
@@ -154,7 +162,7 @@ def hosts(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[Lab,
         )
     ds.close()
     make_rootfs(tmp_path / "rootfs")
-    lab = Lab.create(unique_name("cnip"), tmp_path / "lab", hosts=2)
+    lab = Lab.create(unique_name("cnip"), tmp_path / "lab", hosts=2, subnets=fabric_subnets((V4, V6)))
     # podman refuses a runroot longer than 50 characters: keep its state under a short /tmp path.
     short = Path(tempfile.mkdtemp(prefix="tortie-pm-"))
     podman_hosts = [PodmanHost(h, lab.netns(h), short / h) for h in ("h1", "h2")]
@@ -181,33 +189,40 @@ def exec_ping(host: PodmanHost, container: str, ip: str) -> bool:
     return False
 
 
-def test_podman_containers_on_two_hosts_reach_each_other(
+def test_podman_dual_stack_containers_on_two_hosts_reach_each_other_over_both_families(
     hosts: tuple[Lab, list[PodmanHost], Path], tmp_path: Path
 ) -> None:
     lab, (h1, h2), db = hosts
     rootfs = str(tmp_path / "rootfs")
-    ips = {}
+    fields = {V4: "IPAddress", V6: "GlobalIPv6Address"}
+    ips: dict[str, dict[Family, str]] = {}
     for host, name in ((h1, "w1"), (h2, "w2")):
         # --rootfs takes no value and must come last among the options (later ones are dropped).
         host.podman("run", "-d", "--name", name, "--network", NETWORK, "--rootfs", rootfs, "sleep", "600")
-        out = host.podman("inspect", "-f", f"{{{{.NetworkSettings.Networks.{NETWORK}.IPAddress}}}}", name)
-        ips[name] = out.stdout.strip()
-        assert ips[name].startswith("10.63.0."), out.stdout
+        ips[name] = {}
+        for fam, field in fields.items():
+            out = host.podman("inspect", "-f", f"{{{{.NetworkSettings.Networks.{NETWORK}.{field}}}}}", name)
+            ips[name][fam] = out.stdout.strip()
+        assert ips[name][V4].startswith("10.63.0."), ips[name]
+        assert ips[name][V6].startswith("fd63::"), ips[name]
     assert ips["w1"] != ips["w2"]
-    lab.add_static_route("h1", f"{ips['w2']}/32", lab.host_ip("h2"))
-    lab.add_static_route("h2", f"{ips['w1']}/32", lab.host_ip("h1"))
-    assert exec_ping(h1, "w1", ips["w2"])
-    assert exec_ping(h2, "w2", ips["w1"])
+    for here, there, name in (("h1", "h2", "w2"), ("h2", "h1", "w1")):
+        for fam in (V4, V6):
+            lab.add_static_route(here, fam.host_cidr(ips[name][fam]), lab.host_ip(there, fam))
+    for fam in (V4, V6):
+        assert exec_ping(h1, "w1", ips["w2"][fam]), f"w1 -> w2 over IPv{fam.version}"
+        assert exec_ping(h2, "w2", ips["w1"][fam]), f"w2 -> w1 over IPv{fam.version}"
 
     ds = SqliteDatastore(db)
     try:
         weps = ds.list(kind_info("WorkloadEndpoint").list_prefix())[0]
-        assert sorted((kv.value["spec"]["node"], kv.value["spec"]["ipNetworks"][0]) for kv in weps) == [
-            ("h1", f"{ips['w1']}/32"),
-            ("h2", f"{ips['w2']}/32"),
+        assert sorted((kv.value["spec"]["node"], sorted(kv.value["spec"]["ipNetworks"])) for kv in weps) == [
+            ("h1", sorted([f"{ips['w1'][V4]}/32", f"{ips['w1'][V6]}/128"])),
+            ("h2", sorted([f"{ips['w2'][V4]}/32", f"{ips['w2'][V6]}/128"])),
         ]
         w1_id = h1.podman("inspect", "-f", "{{.Id}}", "w1").stdout.strip()
-        assert [str(ip) for ip in Ipam(ds).ips_by_handle(f"{NETWORK}.{w1_id}")] == [ips["w1"]]
+        held = sorted(str(ip) for ip in Ipam(ds).ips_by_handle(f"{NETWORK}.{w1_id}"))
+        assert held == sorted(ips["w1"].values())
 
         h1.podman("rm", "-f", "-t", "0", "w1")
         assert Ipam(ds).ips_by_handle(f"{NETWORK}.{w1_id}") == []
