@@ -9,6 +9,12 @@ CLI exit codes follow the class: `UserError` subclasses -> 1, `DatastoreUnavaila
 
 from __future__ import annotations
 
+import errno as errno_mod
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
 
 class TortieError(Exception):
     """Base of every error tortie raises on purpose."""
@@ -77,6 +83,17 @@ class NetlinkError(KernelError):
 
 class LinkNotFound(KernelError):
     """The interface named in a request does not exist (in the namespace asked)."""
+
+
+def kernel_call(what: str, fn: Callable[..., T], *args: Any) -> T:
+    """`fn(*args)` with a refused netlink request re-raised as `LinkNotFound` (ENODEV) or `KernelError`,
+    its message prefixed by `what` (the drivers' one translation of `NetlinkError`)."""
+    try:
+        return fn(*args)
+    except NetlinkError as exc:
+        if exc.errno == errno_mod.ENODEV:
+            raise LinkNotFound(f"{what}: {exc.reason}", exc.errno) from exc
+        raise KernelError(f"{what}: {exc.reason}", exc.errno) from exc
 
 
 class NetnsNotFound(KernelError, UserError):

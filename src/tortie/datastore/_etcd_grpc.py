@@ -74,28 +74,26 @@ def encode_watch_create(key: bytes, range_end: bytes, start_revision: int, *, pr
     return _field(1, 2, create)
 
 
+def _read_varint(data: bytes, i: int) -> tuple[int, int]:
+    """(value, index after it) of the base-128 varint at `data[i]`."""
+    shift = value = 0
+    while True:
+        b = data[i]
+        i += 1
+        value |= (b & 0x7F) << shift
+        shift += 7
+        if b < 0x80:
+            return value, i
+
+
 def _fields(data: bytes) -> Iterator[tuple[int, int | bytes]]:
     """(field number, int or bytes) for each field of one message; unknown wire types raise."""
     i, n = 0, len(data)
     while i < n:
-        shift = tag = 0
-        while True:
-            b = data[i]
-            i += 1
-            tag |= (b & 0x7F) << shift
-            shift += 7
-            if b < 0x80:
-                break
+        tag, i = _read_varint(data, i)
         number, wire_type = tag >> 3, tag & 7
         if wire_type == 0 or wire_type == 2:
-            shift = value = 0
-            while True:
-                b = data[i]
-                i += 1
-                value |= (b & 0x7F) << shift
-                shift += 7
-                if b < 0x80:
-                    break
+            value, i = _read_varint(data, i)
             if wire_type == 0:
                 yield number, value - (1 << 64) if value >= 1 << 63 else value
             else:

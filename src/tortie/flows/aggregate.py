@@ -32,7 +32,7 @@ given, so this module is tested with plain functions.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tortie.flows.catalog import RuleHit
 from tortie.flows.records import Counts, FlowRecord, Peer, protocol_name
@@ -74,22 +74,15 @@ class _Sum:
 _Key = tuple[str, Peer, Peer, int, "int | None", str, tuple[str, ...], str, tuple[str, ...]]
 
 
+@dataclass(eq=False)
 class FlowAggregator:
-    def __init__(
-        self,
-        host: str,
-        resolve: Callable[[Iterable[str]], Mapping[str, RuleHit]],
-        peer: Callable[[str], Peer],
-        local_ips: Callable[[], frozenset[str]],
-        pending: Pending | None = None,
-    ) -> None:
-        self.host = host
-        self._resolve = resolve
-        self._peer = peer
-        self._local_ips = local_ips
-        self._pending = pending
-        self._conns: dict[FlowTuple, _Conn] = {}
-        self.unknown_prefixes = 0  # logged prefixes no rule is known for (counted at flush)
+    host: str
+    resolve: Callable[[Iterable[str]], Mapping[str, RuleHit]]
+    peer: Callable[[str], Peer]
+    local_ips: Callable[[], frozenset[str]]
+    pending: Pending | None = None
+    _conns: dict[FlowTuple, _Conn] = field(default_factory=dict, init=False)
+    unknown_prefixes: int = field(default=0, init=False)  # logged prefixes no rule is known for (at flush)
 
     def __len__(self) -> int:
         return len(self._conns)
@@ -116,7 +109,7 @@ class FlowAggregator:
         conn.ended = True
 
     def on_table(self, flows: Iterable[CtFlow]) -> None:
-        local = self._local_ips()
+        local = self.local_ips()
         seen: set[FlowTuple] = set()
         for flow in flows:
             conn = self._conns.get(flow.tuple)
@@ -132,7 +125,7 @@ class FlowAggregator:
                 conn.ended = True  # gone without a DESTROY event we saw (lost in a full buffer)
 
     def _interesting(self, t: FlowTuple) -> bool:
-        local = self._local_ips()
+        local = self.local_ips()
         return t.src in local or t.dst in local
 
     @staticmethod
@@ -146,9 +139,9 @@ class FlowAggregator:
     def flush(self, start: float, end: float) -> list[FlowRecord]:
         """The records of the interval [start, end]; forgets connections that ended or were denied."""
         prefixes = {p for conn in self._conns.values() for p in conn.logged}
-        hits = self._resolve(prefixes)
+        hits = self.resolve(prefixes)
         self.unknown_prefixes = len(prefixes - set(hits))
-        local = self._local_ips()
+        local = self.local_ips()
         sums: dict[_Key, _Sum] = {}
         done: list[FlowTuple] = []
         for t, conn in self._conns.items():
@@ -192,10 +185,10 @@ class FlowAggregator:
             deny = [c for h, c in mine if h.action == "deny"]
             action = "deny" if deny else "allow"
             policies = tuple(str(h) for h, _ in mine)
-            pending = self._pending(ip, inbound, t) if self._pending is not None and ip in local else None
+            pending = self.pending(ip, inbound, t) if self.pending is not None and ip in local else None
             pending_action, pending_policies = pending if pending is not None else (action, policies)
             port = t.dport if t.protocol in _PORTS else None
-            key: _Key = (reporter, self._peer(t.src), self._peer(t.dst), t.protocol, port, action, policies,
+            key: _Key = (reporter, self.peer(t.src), self.peer(t.dst), t.protocol, port, action, policies,
                          pending_action, pending_policies)
             total = sums.get(key)
             if total is None:

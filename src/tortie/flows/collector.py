@@ -25,6 +25,7 @@ import select
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import KW_ONLY, dataclass
 from typing import Any
 
 from tortie.datastore import syncer as sync
@@ -43,38 +44,30 @@ _STAGED = tuple(STAGED_PREFIXES)
 _BACKOFF_MAX = 60.0
 
 
+@dataclass(eq=False)
 class FlowLogger:
-    def __init__(
-        self,
-        hostname: str,
-        store: FlowStore,
-        metrics: FlowMetrics,
-        pending: PendingPolicy,
-        *,
-        flush_interval: float = 15.0,
-        groups: tuple[int, int] = (1, 2),
-        max_messages_per_second: int = 50_000,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.hostname = hostname
-        self.store = store
-        self.metrics = metrics
-        self.pending = pending
-        self.flush_interval = flush_interval
-        self.groups = groups
-        self.max_messages_per_second = max_messages_per_second
-        self.clock = clock
+    hostname: str
+    store: FlowStore
+    metrics: FlowMetrics
+    pending: PendingPolicy
+    _: KW_ONLY
+    flush_interval: float = 15.0
+    groups: tuple[int, int] = (1, 2)
+    max_messages_per_second: int = 50_000
+    clock: Callable[[], float] = time.time
+
+    def __post_init__(self) -> None:
         self.catalog = RuleCatalog()
         self.manager = FlowCatalogManager(self.catalog)
         self.directory = EndpointDirectory()
         self.aggregator = FlowAggregator(
-            hostname, self.catalog.resolve, self.directory.peer, lambda: self.catalog.local_ips,
+            self.hostname, self.catalog.resolve, self.directory.peer, lambda: self.catalog.local_ips,
             self.pending.evaluate,
         )
         self._lock = threading.Lock()  # the aggregator: fed and flushed by the flow thread only
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._main, name="tortie-flows", daemon=True)
-        self._interval_start = clock()
+        self._interval_start = self.clock()
 
     # -- calc thread ------------------------------------------------------------------------------------
     @staticmethod

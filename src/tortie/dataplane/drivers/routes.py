@@ -39,16 +39,13 @@ from __future__ import annotations
 
 import errno
 import ipaddress
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Literal, Protocol
 
-from tortie.common.errors import KernelError, LinkNotFound, NetlinkError
+from tortie.common.errors import LinkNotFound, kernel_call
 from tortie.common.ipfamily import FAMILIES, V4, Family, canonical_cidr, family_of
 from tortie.kernel import rtnl_codec
 from tortie.kernel.rtnl import NetnsRtnl
-
-T = TypeVar("T")
 
 TORTIE_ROUTE_PROTOCOL = 77
 MAIN_TABLE = 254
@@ -208,23 +205,14 @@ class NetlinkRouteDriver:
 
     # -- caller side ----------------------------------------------------------------------------
 
-    @staticmethod
-    def _run(what: str, fn: Callable[..., T], *args: Any) -> T:
-        try:
-            return fn(*args)
-        except NetlinkError as exc:
-            if exc.errno == errno.ENODEV:
-                raise LinkNotFound(f"{what}: {exc.reason}", exc.errno) from exc
-            raise KernelError(f"{what}: {exc.reason}", exc.errno) from exc
-
     def list_routes(self, table: int = MAIN_TABLE) -> list[Route]:
-        return self._run(f"list routes (table {table})", self._dump, table)
+        return kernel_call(f"list routes (table {table})", self._dump, table)
 
     def replace_route(self, route: Route) -> None:
-        self._run(f"replace route {route}", self._replace, route)
+        kernel_call(f"replace route {route}", self._replace, route)
 
     def delete_route(self, route: Route) -> None:
-        self._run(f"delete route {route}", self._delete, route)
+        kernel_call(f"delete route {route}", self._delete, route)
 
     def close(self) -> None:
         self._rtnl.close()

@@ -31,16 +31,13 @@ from __future__ import annotations
 
 import errno
 import ipaddress
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Protocol
 
-from tortie.common.errors import KernelError, LinkNotFound, NetlinkError
+from tortie.common.errors import KernelError, LinkNotFound, kernel_call
 from tortie.common.ipfamily import Family, family_of
 from tortie.kernel.rtnl import NetnsRtnl, Rtnl
 from tortie.kernel.rtnl_codec import AF_BRIDGE, NUD_PERMANENT
-
-T = TypeVar("T")
 
 
 class NotVxlan(KernelError):
@@ -138,15 +135,6 @@ class NetlinkVxlanDriver:
         return self._rtnl.netns
 
     # -- helpers ------------------------------------------------------------------------------------
-    @staticmethod
-    def _run(what: str, fn: Callable[..., T], *args: Any) -> T:
-        try:
-            return fn(*args)
-        except NetlinkError as exc:
-            if exc.errno == errno.ENODEV:
-                raise LinkNotFound(f"{what}: {exc.reason}", exc.errno) from exc
-            raise KernelError(f"{what}: {exc.reason}", exc.errno) from exc
-
     def _index(self, rtnl: Rtnl, name: str) -> int:
         link = rtnl.get_link(name)
         if link is None:
@@ -174,7 +162,7 @@ class NetlinkVxlanDriver:
         return VxlanState(spec, link.ifindex, link.up, info.learning, addrs)
 
     def device(self, name: str) -> VxlanState | None:
-        return self._run(f"read vxlan device {name}", self._device, name)
+        return kernel_call(f"read vxlan device {name}", self._device, name)
 
     def _create(self, spec: VxlanSpec) -> None:
         rtnl = self._rtnl.get()
@@ -183,7 +171,7 @@ class NetlinkVxlanDriver:
                        link=parent, learning=False, mtu=spec.mtu, mac=spec.mac)
 
     def create(self, spec: VxlanSpec) -> None:
-        self._run(f"create vxlan device {spec.name}", self._create, spec)
+        kernel_call(f"create vxlan device {spec.name}", self._create, spec)
 
     def _update(self, name: str, mtu: int | None, mac: str | None, up: bool | None) -> None:
         rtnl = self._rtnl.get()
@@ -191,7 +179,7 @@ class NetlinkVxlanDriver:
 
     def update(self, name: str, *, mtu: int | None = None, mac: str | None = None,
                up: bool | None = None) -> None:
-        self._run(f"update vxlan device {name}", self._update, name, mtu, mac, up)
+        kernel_call(f"update vxlan device {name}", self._update, name, mtu, mac, up)
 
     def _delete(self, name: str) -> None:
         rtnl = self._rtnl.get()
@@ -200,7 +188,7 @@ class NetlinkVxlanDriver:
             rtnl.delete_link(link.ifindex)
 
     def delete(self, name: str) -> None:
-        self._run(f"delete vxlan device {name}", self._delete, name)
+        kernel_call(f"delete vxlan device {name}", self._delete, name)
 
     # -- address ------------------------------------------------------------------------------------
     def _address(self, name: str, iface: str, add: bool) -> None:
@@ -213,10 +201,10 @@ class NetlinkVxlanDriver:
             rtnl.delete_addr(index, value)
 
     def add_address(self, name: str, iface: str) -> None:
-        self._run(f"add address {iface} to {name}", self._address, name, iface, True)
+        kernel_call(f"add address {iface} to {name}", self._address, name, iface, True)
 
     def delete_address(self, name: str, iface: str) -> None:
-        self._run(f"delete address {iface} from {name}", self._address, name, iface, False)
+        kernel_call(f"delete address {iface} from {name}", self._address, name, iface, False)
 
     # -- neighbours ---------------------------------------------------------------------------------
     def _neighbours(self, name: str, family: Family) -> dict[str, str]:
@@ -226,21 +214,21 @@ class NetlinkVxlanDriver:
                 if n.dst is not None and n.state & NUD_PERMANENT}
 
     def neighbours(self, name: str, family: Family) -> dict[str, str]:
-        return self._run(f"list neighbours of {name}", self._neighbours, name, family)
+        return kernel_call(f"list neighbours of {name}", self._neighbours, name, family)
 
     def _set_neighbour(self, name: str, ip: str, mac: str) -> None:
         rtnl = self._rtnl.get()
         rtnl.set_neighbour(self._index(rtnl, name), ipaddress.ip_address(ip), mac)
 
     def set_neighbour(self, name: str, ip: str, mac: str) -> None:
-        self._run(f"set neighbour {ip} on {name}", self._set_neighbour, name, ip, mac)
+        kernel_call(f"set neighbour {ip} on {name}", self._set_neighbour, name, ip, mac)
 
     def _delete_neighbour(self, name: str, ip: str) -> None:
         rtnl = self._rtnl.get()
         rtnl.delete_neighbour(self._index(rtnl, name), ipaddress.ip_address(ip))
 
     def delete_neighbour(self, name: str, ip: str) -> None:
-        self._run(f"delete neighbour {ip} on {name}", self._delete_neighbour, name, ip)
+        kernel_call(f"delete neighbour {ip} on {name}", self._delete_neighbour, name, ip)
 
     # -- FDB ----------------------------------------------------------------------------------------
     def _fdb(self, name: str) -> frozenset[tuple[str, str]]:
@@ -250,7 +238,7 @@ class NetlinkVxlanDriver:
                          if n.family == AF_BRIDGE and n.dst is not None)
 
     def fdb(self, name: str) -> frozenset[tuple[str, str]]:
-        return self._run(f"list fdb of {name}", self._fdb, name)
+        return kernel_call(f"list fdb of {name}", self._fdb, name)
 
     def _fdb_change(self, name: str, mac: str, dst: str, add: bool) -> None:
         rtnl = self._rtnl.get()
@@ -261,10 +249,10 @@ class NetlinkVxlanDriver:
             rtnl.delete_fdb(index, mac, ipaddress.ip_address(dst))
 
     def append_fdb(self, name: str, mac: str, dst: str) -> None:
-        self._run(f"append fdb {mac} dst {dst} on {name}", self._fdb_change, name, mac, dst, True)
+        kernel_call(f"append fdb {mac} dst {dst} on {name}", self._fdb_change, name, mac, dst, True)
 
     def delete_fdb(self, name: str, mac: str, dst: str) -> None:
-        self._run(f"delete fdb {mac} dst {dst} on {name}", self._fdb_change, name, mac, dst, False)
+        kernel_call(f"delete fdb {mac} dst {dst} on {name}", self._fdb_change, name, mac, dst, False)
 
     # -- host interfaces ----------------------------------------------------------------------------
     def _host_interfaces(self) -> list[HostInterface]:
@@ -277,7 +265,7 @@ class NetlinkVxlanDriver:
                 for link in sorted(rtnl.links(), key=lambda x: x.ifindex)]
 
     def host_interfaces(self) -> list[HostInterface]:
-        return self._run("list host interfaces", self._host_interfaces)
+        return kernel_call("list host interfaces", self._host_interfaces)
 
     def close(self) -> None:
         self._rtnl.close()
