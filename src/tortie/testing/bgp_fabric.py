@@ -1,14 +1,18 @@
 """A small network-namespace test bed for BGP tests and benchmarks: fabrics, hosts, routers, workloads,
 and in-process tortie BGP daemons driving real BIRD processes.
 
-    fabric ns  (bridge br0)  <-- veth -->  host ns  eth0 = <subnet>.<index>/24, ip_forward=1
-                             <-- veth -->  router ns  legN = <subnet>.<index>/24 (may join several fabrics)
+    fabric ns  (bridge br0)  <-- veth -->  host ns  eth0 = <subnet> + index, forwarding on
+                             <-- veth -->  router ns  legN = <subnet> + index (may join several fabrics)
     host ns  caliN <-- veth --> workload ns eth0 = IP/32, default via 169.254.1.1 (Calico style)
 
 Everything is named `<prefix>-<role><n>` with a per-instance prefix (pid + random), so parallel tests
 never collide, and nothing touches the root namespace. `close()` stops every process the bed started
 (by pid: daemons first, then routers' processes) and deletes every namespace it created; use it as a
 context manager.
+
+A fabric's subnet is IPv4 or IPv6. On an IPv6 fabric addresses skip duplicate address detection,
+`bird_routes` reads the host's IPv6 routes, `node_manifest` writes `ipv6Address` for an IPv6
+address (the node is then IPv6-only), and gobgpd takes an IPv4 router id beside IPv6 neighbours.
 
 What the agent would do is simulated with `add_workload_route` / `add_block_blackhole`: routes with
 the agent's protocol number (77) exactly as the agent writes them, so BIRD learns them the same way.
@@ -34,6 +38,7 @@ from typing import IO, Any
 
 from tortie.bgp.daemon import BgpDaemon, DaemonConfig
 from tortie.bgp.view import DEFAULT_AGENT_ROUTE_PROTOCOL, Timers, ViewOptions
+from tortie.common.ipfamily import V4, V6, Family, IPInterface, IPNetwork, family_of
 from tortie.datastore.api import Datastore
 
 
@@ -58,18 +63,22 @@ def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 
 @dataclass
 class Fabric:
     name: str  # namespace holding the bridge
-    subnet: ipaddress.IPv4Network
+    subnet: IPNetwork
     ports: int = 0
 
-    def address(self, index: int) -> ipaddress.IPv4Interface:
-        return ipaddress.IPv4Interface(f"{self.subnet.network_address + index}/{self.subnet.prefixlen}")
+    @property
+    def family(self) -> Family:
+        return family_of(self.subnet)
+
+    def address(self, index: int) -> IPInterface:
+        return ipaddress.ip_interface(f"{self.subnet.network_address + index}/{self.subnet.prefixlen}")
 
 
 @dataclass
 class Host:
     name: str  # tortie Node name
     ns: str
-    address: ipaddress.IPv4Interface
+    address: IPInterface
     run_dir: str
     fabric: Fabric
     workloads: int = 0
@@ -81,7 +90,7 @@ class Host:
 class Router:
     name: str
     ns: str
-    legs: dict[str, ipaddress.IPv4Interface] = field(default_factory=dict)  # fabric name -> address
+    legs: dict[str, IPInterface] = field(default_factory=dict)  # fabric name -> address
 
 
 class BgpTestBed:
@@ -139,25 +148,30 @@ class BgpTestBed:
         ns = self._netns(name)
         run(["ip", "-n", ns, "link", "add", "br0", "type", "bridge"])
         run(["ip", "-n", ns, "link", "set", "br0", "up"])
-        fabric = Fabric(ns, ipaddress.IPv4Network(subnet))
+        fabric = Fabric(ns, ipaddress.ip_network(subnet))
         self.fabrics[name] = fabric
         return fabric
 
-    def _attach(self, fabric: Fabric, ns: str, ifname: str, index: int) -> ipaddress.IPv4Interface:
+    def _attach(self, fabric: Fabric, ns: str, ifname: str, index: int) -> IPInterface:
         fabric.ports += 1
         port = f"p{fabric.ports}"
         run(["ip", "-n", ns, "link", "add", ifname, "type", "veth", "peer", "name", port,
              "netns", fabric.name])
         run(["ip", "-n", fabric.name, "link", "set", port, "master", "br0", "up"])
         address = fabric.address(index)
-        run(["ip", "-n", ns, "addr", "add", str(address), "dev", ifname])
+        nodad = ["nodad"] if fabric.family is V6 else []
+        run(["ip", "-n", ns, "addr", "add", str(address), "dev", ifname, *nodad])
         run(["ip", "-n", ns, "link", "set", ifname, "up"])
         return address
+
+    def _forward(self, ns: str) -> None:
+        self.sysctl(ns, "net.ipv4.ip_forward", "1")
+        self.sysctl(ns, "net.ipv6.conf.all.forwarding", "1")
 
     def add_host(self, name: str, fabric: Fabric, index: int) -> Host:
         ns = self._netns(name)
         address = self._attach(fabric, ns, "eth0", index)
-        self.sysctl(ns, "net.ipv4.ip_forward", "1")
+        self._forward(ns)
         # Proxy ARP for 169.254.1.1 needs a unicast route to it via another device (notes: linux-lab).
         run(["ip", "-n", ns, "route", "add", "169.254.1.1/32", "dev", "lo"])
         run_dir = os.path.join(self.workdir, name)
@@ -171,7 +185,7 @@ class BgpTestBed:
         router = Router(name, ns)
         for i, (fabric, index) in enumerate(legs):
             router.legs[fabric.name] = self._attach(fabric, ns, f"leg{i}", index)
-        self.sysctl(ns, "net.ipv4.ip_forward", "1")
+        self._forward(ns)
         self.routers[name] = router
         return router
 
@@ -181,14 +195,15 @@ class BgpTestBed:
              "proto", str(DEFAULT_AGENT_ROUTE_PROTOCOL)])
 
     def add_workload_route(self, host: str, ip: str) -> str:
-        """A /32 route `dev caliN scope link proto 77` on a veth whose other end stays in the host."""
+        """A host route (/32, /128) `dev caliN scope link proto 77` on a veth whose other end stays in
+        the host."""
         h = self.hosts[host]
         h.workloads += 1
         ifname = f"cali{h.workloads}"
         run(["ip", "-n", h.ns, "link", "add", ifname, "type", "veth", "peer", "name", f"wl{h.workloads}"])
         run(["ip", "-n", h.ns, "link", "set", ifname, "up"])
         run(["ip", "-n", h.ns, "link", "set", f"wl{h.workloads}", "up"])
-        run(["ip", "-n", h.ns, "route", "add", f"{ip}/32", "dev", ifname, "scope", "link",
+        run(["ip", "-n", h.ns, "route", "add", family_of(ip).host_cidr(ip), "dev", ifname, "scope", "link",
              "proto", str(DEFAULT_AGENT_ROUTE_PROTOCOL)])
         return ifname
 
@@ -215,9 +230,9 @@ class BgpTestBed:
         return wns
 
     # -- observing -----------------------------------------------------------------------------
-    def routes(self, ns: str, proto: str | None = None) -> dict[str, str]:
-        """Kernel IPv4 routes of a namespace: destination -> the rest of the `ip route` line."""
-        cmd = ["ip", "-n", ns, "-4", "route", "show"]
+    def routes(self, ns: str, proto: str | None = None, family: Family = V4) -> dict[str, str]:
+        """Kernel routes of a namespace in `family`: destination -> the rest of the `ip route` line."""
+        cmd = ["ip", "-n", ns, family.ip_flag, "route", "show"]
         if proto is not None:
             cmd += ["proto", proto]
         out: dict[str, str] = {}
@@ -231,13 +246,14 @@ class BgpTestBed:
                 dst, _, rest2 = rest.partition(" ")
                 rest = f"{parts[0]} {rest2}"
             if "/" not in dst and dst != "default":
-                dst += "/32"
+                dst = family.host_cidr(dst)
             out[dst] = rest
         return out
 
     def bird_routes(self, host: str) -> dict[str, str]:
-        """Routes BIRD wrote into a host's kernel."""
-        return self.routes(self.hosts[host].ns, "bird")
+        """Routes BIRD wrote into a host's kernel, in the family of the host's fabric."""
+        h = self.hosts[host]
+        return self.routes(h.ns, "bird", h.fabric.family)
 
     # -- processes -----------------------------------------------------------------------------
     def start_process(self, ns: str, argv: Sequence[str], log_path: str,
@@ -336,7 +352,7 @@ def pool_manifest(cidr: str, name: str = "pool") -> str:
 
 def node_manifest(name: str, address: str, *, labels: dict[str, str] | None = None,
                   as_number: int | None = None, rr_cluster_id: str | None = None) -> str:
-    bgp = [f"ipv4Address: {address}"]
+    bgp = [f"{family_of(address).key}Address: '{address}'"]
     if as_number is not None:
         bgp.append(f"asNumber: {as_number}")
     if rr_cluster_id is not None:
@@ -397,7 +413,8 @@ class FrrRouter:
 
 def gobgp_toml(asn: int, router_id: str, neighbors: Sequence[tuple[str, int]], *, timers: str = "",
                extra: dict[str, str] | None = None) -> str:
-    """A gobgpd configuration: `neighbors` as (address, peer AS); every neighbour retries connecting
+    """A gobgpd configuration: `neighbors` as (address, peer AS), each in the unicast family of its
+    address (gobgpd's default), `router_id` an IPv4 address; every neighbour retries connecting
     every second, plus the `timers` lines (TOML, e.g. `hold-time = 6`); `extra` adds TOML tables
     to the neighbour of that address (e.g. its `[neighbors.ttl-security.config]`)."""
     out = f'[global.config]\n  as = {asn}\n  router-id = "{router_id}"\n'
@@ -439,9 +456,9 @@ class GobgpRouter:
         return {n["state"]["neighbor_address"] for n in json.loads(self.cli("neighbor", "-j"))
                 if n.get("state", {}).get("session_state") in (6, "established", "ESTABLISHED")}
 
-    def rib_prefixes(self) -> set[str]:
-        """Prefixes in gobgpd's global RIB (what it received plus what it originated)."""
+    def rib_prefixes(self, family: Family = V4) -> set[str]:
+        """Prefixes of `family` in gobgpd's global RIB (what it received plus what it originated)."""
         import json
 
-        data = json.loads(self.cli("global", "rib", "-j") or "{}")
+        data = json.loads(self.cli("global", "rib", "-a", family.key, "-j") or "{}")
         return set(data) if isinstance(data, dict) else set()
