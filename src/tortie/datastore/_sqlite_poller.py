@@ -5,11 +5,12 @@ each with a `WatchCursor`). Output: events pushed to each watch's `QueueWatch`.
 
 It wakes when the store's write-ahead log is written (inotify on the file's directory: a commit by
 any process or connection writes `<db>-wal`), when a write through the owning object or a new watch
-wakes it, and at the latest every `interval` (10 ms) where inotify is unavailable, or every 50 ms
-where it works (a safety net for filesystems where it is silent, e.g. some network and overlay
-filesystems; idle hosts then wake 20 times a second instead of 100). It then reads
-`PRAGMA data_version`, which
-changes only when another connection committed; only then (or when a watch was just added) it reads
+wakes it, and at the latest every `interval` (10 ms) where inotify is unavailable, or every second
+where it works (a safety net: an idle host's two pollers then cost one wake a second each instead of
+100). Should a timed look ever find a commit that inotify did not report (a filesystem where it is
+silent, e.g. some network and overlay filesystems), the poller says so once and looks every 50 ms
+from then on. It then reads `PRAGMA data_version`, which changes only when another connection
+committed; only then (or when a watch was just added) it reads
 the new `events` rows in one read transaction, 1000 at a time, and pushes each to the watches whose
 prefix matches and whose cursor is behind it. A log write can be seen a moment before its commit is
 visible (the writer updates the shared index after writing the log), so a wake that finds nothing
@@ -19,8 +20,9 @@ Waiting is blocking (`select`), never a busy loop.
 Invariants: a watch's cursor `(revision, seq)` only moves forward and moves past a row only after
 the row was pushed, so delivery is in order and exactly once;
 a cursor at or below `meta.compacted` gets one RESYNC (revision `compacted + 1`) and is dropped.
-Every 100 ms it also asks the owner to reap expired leases. If polling keeps failing for longer than
-the owner's busy timeout, every watch fails with `DatastoreUnavailable`.
+At most every 100 ms (while idle: on each timed look) it also asks the owner to reap expired
+leases. If polling keeps failing for longer than the owner's busy timeout, every watch fails with
+`DatastoreUnavailable`.
 """
 
 from __future__ import annotations
@@ -49,7 +51,8 @@ log = logging.getLogger(__name__)
 _POLL_REAP_INTERVAL_S = 0.1
 _DELIVER_BATCH = 1000
 _RECHECKS_S = (0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064)  # after a log write not visible yet
-_INOTIFY_FALLBACK_S = 0.05  # longest wait between looks when inotify reports log writes
+_INOTIFY_IDLE_S = 1.0  # longest wait between looks while inotify has reported every commit
+_INOTIFY_FALLBACK_S = 0.05  # the same once inotify missed a commit
 
 IN_MODIFY = 0x2
 IN_MOVED_TO = 0x80
@@ -178,15 +181,16 @@ class Poller(threading.Thread):
                 with contextlib.suppress(BlockingIOError):  # a full pipe already means "wake up"
                     os.write(self._wake_w, b"x")
 
-    def _wait(self, timeout: float) -> bool:
-        """Block until woken, the log was written, or `timeout`; True when the log was written."""
+    def _wait(self, timeout: float) -> tuple[bool, bool]:
+        """Block until woken, the log was written, or `timeout`: (log written, woken by `wake()`)."""
         fds = [self._wake_r] if self._wal is None else [self._wake_r, self._wal.fileno()]
         readable, _, _ = select.select(fds, [], [], timeout)
-        if self._wake_r in readable:
+        woken = self._wake_r in readable
+        if woken:
             with contextlib.suppress(BlockingIOError):
                 while os.read(self._wake_r, 4096):
                     pass
-        return self._wal is not None and self._wal.fileno() in readable and self._wal.drain()
+        return self._wal is not None and self._wal.fileno() in readable and self._wal.drain(), woken
 
     def stop(self) -> None:
         with self._lock:
@@ -215,14 +219,16 @@ class Poller(threading.Thread):
                     os.close(fd)
 
     def run(self) -> None:
-        idle = self._interval if self._wal is None else max(self._interval, _INOTIFY_FALLBACK_S)
+        idle = self._interval if self._wal is None else max(self._interval, _INOTIFY_IDLE_S)
         last_version: int | None = None
         last_reap = 0.0
         failing_since: float | None = None
         rechecks: tuple[float, ...] = ()
+        reported = False  # inotify reported a log write since the last delivery
         while True:
-            log_written = self._wait(min(rechecks[0], idle) if rechecks else idle)
+            log_written, woken = self._wait(min(rechecks[0], idle) if rechecks else idle)
             rechecks = rechecks[1:]
+            reported = reported or log_written
             with self._lock:
                 if self._stopping:
                     return
@@ -231,7 +237,10 @@ class Poller(threading.Thread):
             try:
                 version = int(self._conn.execute("PRAGMA data_version").fetchone()[0])
                 if have_watches and (version != last_version or fresh):
+                    if self._inotify_missed(idle, last_version, version, reported or woken or fresh):
+                        idle = max(self._interval, _INOTIFY_FALLBACK_S)
                     last_version = version
+                    reported = False
                     self._deliver()
                 elif log_written:
                     rechecks = _RECHECKS_S  # the commit may not be visible yet: look again shortly
@@ -250,6 +259,14 @@ class Poller(threading.Thread):
                     self._fail_all(e)
                     failing_since = None
                 time.sleep(self._interval)
+
+    def _inotify_missed(self, idle: float, last: int | None, version: int, explained: bool) -> bool:
+        """True (and said once) when a timed look found a commit inotify never reported."""
+        if self._wal is None or explained or last is None or version == last or idle < _INOTIFY_IDLE_S:
+            return False
+        log.warning("sqlite watch: inotify missed a commit; polling every %gs from now on path=%s",
+                    max(self._interval, _INOTIFY_FALLBACK_S), self._ds.path)
+        return True
 
     def _fail_all(self, e: Exception) -> None:
         with self._lock:

@@ -129,7 +129,7 @@ def test_expired_lease_is_reaped_with_no_writes(tmp_path: Path) -> None:
         ds.create("/a", {"v": 1}, lease=lease)
         watch = ds.watch("/", ds.current_revision())
         clock.now += 6  # the watch poller notices
-        ev = watch.get(timeout=2.0)
+        ev = watch.get(timeout=10.0)  # the idle poller looks every second
         assert ev is not None and (ev.type, ev.key) == (EventType.DELETE, "/a")
     finally:
         ds.close()

@@ -141,3 +141,29 @@ def test_big_listing_decodes_exactly_like_small_ones(tmp_path: Path) -> None:
         assert small[0].value == values[1]
     finally:
         ds.close()
+
+
+def test_a_commit_inotify_missed_makes_the_poller_look_often(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A filesystem where inotify is silent: the watch exists but never reports a log write.
+    monkeypatch.setattr(WalWatch, "drain", lambda self: False)
+    watcher = SqliteDatastore(tmp_path / "ds.db")
+    writer = SqliteDatastore(tmp_path / "ds.db")
+    watch = watcher.watch("/a/", watcher.current_revision())
+    try:
+        wait_until(lambda: watcher._poller is not None and not any(
+            s.fresh for s in watcher._poller._watches.values()), "the watch's first look")
+        writer.put("/a/0", {"n": 0})  # found by the 1 s timed look: inotify missed it
+        assert next_event(watch).key == "/a/0"
+        assert "inotify missed a commit" in caplog.text
+        started = time.monotonic()
+        for n in range(1, 6):
+            writer.put(f"/a/{n}", {"n": n})
+            assert next_event(watch).key == f"/a/{n}"
+        # five commits found by 50 ms looks, not 1 s ones (generous bound for a loaded machine)
+        assert time.monotonic() - started < 4.0
+    finally:
+        watch.close()
+        writer.close()
+        watcher.close()
