@@ -38,6 +38,9 @@ C_REMOTE = wep(
     ports=[{"name": "http", "protocol": "TCP", "port": 8080}],
 )
 TCP80 = Packet("10.0.0.1", "10.0.0.2", 6, 40000, 80)
+A6 = wep("a", ["10.0.0.1/32", "fd00::1/128"], labels={"app": "a"}, profiles=["allow-all"])
+B6 = wep("b", ["10.0.0.2/32", "fd00::2/128"], labels={"app": "b"})
+TCP80_V6 = Packet("fd00::1", "fd00::2", 6, 40000, 80)
 TCP81 = Packet("10.0.0.1", "10.0.0.2", 6, 40000, 81)
 ALLOW_FROM_A = {"action": "Allow", "source": {"selector": "app == 'a'"}}
 DENY = {"action": "Deny"}
@@ -592,6 +595,50 @@ CASES = [
             gnp("p", selector="app == 'b'", ingress=[{"action": "Allow", "source": {"nets": ["fd00::/64"]}}]),
         ),
         pkt=Packet("fd00::1", "fd00::2", 6, 1, 80),
+    ),
+    Case(
+        "ipVersion 6 matches IPv6",
+        (A6, B6, ALLOW_ALL, gnp("p", selector="app == 'b'", ingress=[{"action": "Allow", "ipVersion": 6}])),
+        pkt=TCP80_V6,
+    ),
+    Case(
+        "ipVersion 4 does not match IPv6",
+        (A6, B6, ALLOW_ALL, gnp("p", selector="app == 'b'", ingress=[{"action": "Allow", "ipVersion": 4}])),
+        pkt=TCP80_V6,
+        expected="drop",
+    ),
+    Case(
+        "ICMPv6 type with ipVersion 6",
+        (A6, B6, ALLOW_ALL, gnp("p", selector="app == 'b'", ingress=[
+            {"action": "Allow", "ipVersion": 6, "protocol": "ICMPv6", "icmp": {"type": 128}}])),
+        pkt=Packet("fd00::1", "fd00::2", 58, icmp_type=128, icmp_code=0),
+    ),
+    Case(
+        "ICMPv6 type: another type is not matched",
+        (A6, B6, ALLOW_ALL, gnp("p", selector="app == 'b'", ingress=[
+            {"action": "Allow", "ipVersion": 6, "protocol": "ICMPv6", "icmp": {"type": 128}}])),
+        pkt=Packet("fd00::1", "fd00::2", 58, icmp_type=129, icmp_code=0),
+        expected="drop",
+    ),
+    Case(
+        "notICMP with ICMPv6: another type matches",
+        (A6, B6, ALLOW_ALL, gnp("p", selector="app == 'b'", ingress=[
+            {"action": "Allow", "protocol": "ICMPv6", "notICMP": {"type": 128, "code": 0}}])),
+        pkt=Packet("fd00::1", "fd00::2", 58, icmp_type=129, icmp_code=0),
+    ),
+    Case(
+        "notICMP with ICMPv6: the negated type and code do not",
+        (A6, B6, ALLOW_ALL, gnp("p", selector="app == 'b'", ingress=[
+            {"action": "Allow", "protocol": "ICMPv6", "notICMP": {"type": 128, "code": 0}}])),
+        pkt=Packet("fd00::1", "fd00::2", 58, icmp_type=128, icmp_code=0),
+        expected="drop",
+    ),
+    Case(
+        "protocol ICMP does not match ICMPv6",
+        (A6, B6, ALLOW_ALL, gnp("p", selector="app == 'b'", ingress=[
+            {"action": "Allow", "protocol": "ICMP"}])),
+        pkt=Packet("fd00::1", "fd00::2", 58, icmp_type=128, icmp_code=0),
+        expected="drop",
     ),
 ]
 

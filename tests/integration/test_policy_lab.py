@@ -13,7 +13,7 @@ lists profile `out` (egress allowed, no ingress). Each scenario writes its resou
 TCP/UDP/ICMP from wa and wb (and from the host h2 for host endpoints) until the observed allow/deny
 table equals the expected one exactly (agents apply asynchronously), and removes its resources.
 Scenarios: default deny, allow by selector, namespaces, ports and named ports, ICMP types,
-nets/notNets, network sets, tiers with Pass, order precedence, Log, profiles fallback,
+notICMP and ipVersion, nets/notNets, network sets, tiers with Pass, order precedence, Log, profiles fallback,
 anti-spoofing, NAT outgoing, host endpoint with failsafe SSH, host endpoint found by expectedIPs,
 neighbour discovery under default deny.
 """
@@ -308,6 +308,29 @@ def test_icmp_types(bed: Bed) -> None:
     bed.put(policy)
     bed.expect(to_wc(bed, {"wa": {("icmp", None)}, "wb": set()}))
     bed.delete(policy)
+
+
+def test_not_icmp_and_ip_version(bed: Bed) -> None:
+    """`notICMP` with the run's `ipVersion`: every ICMP type but echo reply admits pings, every type
+    but echo request does not; a rule of the other IP version matches none of this family's packets."""
+    version = bed.plan.fam.version
+
+    def only(*rules: dict[str, Any]) -> dict[str, Any]:
+        return gnp("not-icmp", selector="app == 'web'", ingress=list(rules))
+
+    def but(icmp_type: int) -> dict[str, Any]:
+        rule = {"action": "Allow", "ipVersion": version, "protocol": bed.plan.icmp}
+        return {**rule, "notICMP": {"type": icmp_type}}
+
+    bed.put(only(but(bed.plan.echo_reply)))
+    bed.expect(to_wc(bed, {"wa": {("icmp", None)}, "wb": {("icmp", None)}}))
+    bed.put(only(but(bed.plan.echo)))
+    bed.expect(to_wc(bed, {"wa": False, "wb": False}))
+    bed.put(only({"action": "Allow", "ipVersion": 10 - version}))
+    bed.expect(to_wc(bed, {"wa": False, "wb": False}))
+    bed.put(only({"action": "Allow", "ipVersion": version}))  # the same rule in the run's version
+    bed.expect(to_wc(bed, {"wa": True, "wb": True}))
+    bed.delete(only())
 
 
 def test_nets_and_not_nets(bed: Bed) -> None:
