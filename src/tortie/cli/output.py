@@ -122,6 +122,12 @@ _COLUMNS: dict[str, tuple[list[tuple[str, Getter]], list[tuple[str, Getter]]]] =
         [("POLICY-TYPES", _f("spec", "policyTypes")),
          ("ENFORCED-AS", _enforced_as(names.NETWORK_POLICY_PREFIX))],
     ),
+    "StagedKubernetesNetworkPolicy": (
+        [_NAMESPACE, _NAME, ("POD-SELECTOR", _selector("spec", "podSelector")),
+         ("STAGED-ACTION", _f("spec", "stagedAction", default="Set"))],
+        [("POLICY-TYPES", _f("spec", "policyTypes")),
+         ("PREVIEWS", _enforced_as(names.NETWORK_POLICY_PREFIX))],
+    ),
     "AdminNetworkPolicy.policy.networking.k8s.io": (
         [_NAME, ("PRIORITY", _f("spec", "priority"))],
         [("ENFORCED-AS", _enforced_as(names.ADMIN_POLICY_PREFIX))],

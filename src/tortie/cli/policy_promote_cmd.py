@@ -1,13 +1,14 @@
 """`tortie policy promote NAME`: apply a staged policy as the real kind, in one transaction.
 
-    tortie policy promote [-n NS] [--kind snp|sgnp] NAME [--keep-staged] [--dry-run]
+    tortie policy promote [-n NS] [--kind snp|sgnp|sknp] NAME [--keep-staged] [--dry-run]
 
-NAME is `namespace/name` or `name` (with `-n`, default namespace "default", for a
-StagedNetworkPolicy). A bare name matching both a StagedGlobalNetworkPolicy and a
-StagedNetworkPolicy of that namespace is ambiguous: `--kind` says which.
+NAME is `namespace/name` or `name` (with `-n`, default namespace "default", for the namespaced
+StagedNetworkPolicy and StagedKubernetesNetworkPolicy). A bare name matching staged policies of more
+than one kind is ambiguous: `--kind` says which.
 
-* stagedAction Set: the enforced kind (NetworkPolicy / GlobalNetworkPolicy) of the same name and
-  namespace is created or replaced with the staged spec, labels and annotations;
+* stagedAction Set: the enforced kind (NetworkPolicy / GlobalNetworkPolicy / the Kubernetes
+  networking.k8s.io/v1 NetworkPolicy) of the same name and namespace is created or replaced with the
+  staged spec, labels and annotations;
 * stagedAction Delete: the enforced policy of that name is deleted (an error if there is none);
 
 and the staged policy is deleted in the same datastore transaction (`--keep-staged` keeps it): a
@@ -29,20 +30,23 @@ from tortie.datastore.resources import ResourceStore
 from tortie.model import Resource
 from tortie.model.kinds import kind_info
 from tortie.model.specs_policy import DEFAULT_TIER, RESERVED_TIER_ORDERS
-from tortie.model.specs_staged import DELETE, ENFORCED_KIND, enforced_spec
+from tortie.model.specs_staged import DELETE, ENFORCED_KIND, enforced_spec, has_tier
 
 if TYPE_CHECKING:
     from tortie.cli.verbs import SubParsers
 
-_KINDS = {"snp": "StagedNetworkPolicy", "sgnp": "StagedGlobalNetworkPolicy"}
+_KINDS = {"snp": "StagedNetworkPolicy", "sgnp": "StagedGlobalNetworkPolicy",
+          "sknp": "StagedKubernetesNetworkPolicy"}
 
 
 def register_promote(verbs: SubParsers) -> None:
     p = verbs.add_parser("promote", help="apply a staged policy as the real kind (and delete the staged one)")
     p.add_argument("name", metavar="NAME", help="staged policy: namespace/name or name")
-    p.add_argument("-n", "--namespace", default=None, help="namespace of a StagedNetworkPolicy")
+    p.add_argument("-n", "--namespace", default=None,
+                   help="namespace of a StagedNetworkPolicy or StagedKubernetesNetworkPolicy")
     p.add_argument("--kind", choices=sorted(_KINDS), default=None,
-                   help="snp (StagedNetworkPolicy) or sgnp (StagedGlobalNetworkPolicy), when NAME is both")
+                   help="snp (StagedNetworkPolicy), sgnp (StagedGlobalNetworkPolicy) or sknp "
+                        "(StagedKubernetesNetworkPolicy), when NAME is more than one")
     p.add_argument("--keep-staged", action="store_true", help="keep the staged policy after promoting it")
     p.add_argument("--dry-run", action="store_true", help="print what would be written, write nothing")
     p.set_defaults(func=_promote)
@@ -67,8 +71,10 @@ def find_staged(store: ResourceStore, name: str, namespace: str | None, kind: st
         where = f" in namespace {ns!r}" if not ns_part or kind != "sgnp" else ""
         raise UserError(f"no staged policy {bare!r}{where} (looked for {', '.join(wanted)})")
     if len(candidates) > 1:
-        raise UserError(f"{bare!r} is both a StagedGlobalNetworkPolicy and a StagedNetworkPolicy in "
-                        f"{ns!r}: say which with --kind sgnp or --kind snp")
+        short = {v: k for k, v in _KINDS.items()}
+        found = " and ".join(c.kind for c in candidates)
+        which = " or ".join(f"--kind {short[c.kind]}" for c in candidates)
+        raise UserError(f"{bare!r} is {found} in {ns!r}: say which with {which}")
     return candidates[0]
 
 
@@ -87,7 +93,7 @@ def promotion(store: ResourceStore, staged: Resource, *, keep_staged: bool) -> l
                             f"{target_kind} {_label(meta.name, ns)} to delete") from None
         writes.append(("delete", enforced))
     else:
-        tier = spec.effective_tier
+        tier = spec.effective_tier if has_tier(staged.kind) else DEFAULT_TIER
         if tier != DEFAULT_TIER and tier not in RESERVED_TIER_ORDERS:
             try:
                 store.get("Tier", tier)

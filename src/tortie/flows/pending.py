@@ -5,9 +5,11 @@ agent's policy calc (`PolicyGraph`, pure) on a *pending view* of the datastore, 
 flow's first packet there with the product's user-space evaluator (`tortie.policy.trace.evaluate`,
 the same semantics as the rendered table):
 
-    enforced objects ----------------------------+--> pending view --> PolicyGraph(host) --> PolicyState
-    StagedNetworkPolicy ns/x, stagedAction Set  -+    NetworkPolicy ns/x := the staged spec
-    StagedGlobalNetworkPolicy x, Delete         -+    GlobalNetworkPolicy x removed
+    enforced objects ------------------------------+--> pending view --> PolicyGraph(host) --> PolicyState
+    StagedNetworkPolicy ns/x, stagedAction Set    -+    NetworkPolicy ns/x := the staged spec
+    StagedGlobalNetworkPolicy x, Delete           -+    GlobalNetworkPolicy x removed
+    StagedKubernetesNetworkPolicy ns/y, Set       -+    Kubernetes NetworkPolicy ns/y := the staged spec
+                                                        (the calc translates it: knp.default.y)
 
 Lazy: while no staged policy exists nothing is computed (the pending verdict is the real one).
 When the first one appears, the flow logger's thread lists the policy kinds from the datastore
@@ -18,7 +20,8 @@ When the last staged policy goes, the graph is dropped.
 `evaluate(ip, inbound, flow_tuple)`: the pending (action, policies) for the local endpoint holding
 `ip` (egress when `inbound` is False), or None when no staged policy exists or no such endpoint.
 Policies read `tier|policy|rule|action`; a policy that comes from a staged object is named with its
-staged kind (`StagedNetworkPolicy(ns/x)`). Only the deciding rule is listed.
+staged kind (`StagedNetworkPolicy(ns/x)`; `StagedKubernetesNetworkPolicy(ns/y)` for the translation
+`knp.default.y` of a staged Kubernetes policy). Only the deciding rule is listed.
 
 Cost: a second policy calc while staged policies exist (memory and CPU of the calc's policy part),
 and one evaluation per distinct connection tuple and interval (cached until the view changes).
@@ -36,6 +39,7 @@ from tortie.dataplane.messages import Message
 from tortie.dataplane.messages.policy import EndpointPolicyUpdate, HostEndpointPolicyUpdate, TierPolicies
 from tortie.dataplane.nft.ruleset import PolicyState
 from tortie.datastore.syncer import Delete, InSync, Update
+from tortie.k8s.names import NETWORK_POLICY_KIND, NETWORK_POLICY_PREFIX
 from tortie.kernel.conntrack import FlowTuple
 from tortie.model.kinds import kind_info
 from tortie.model.specs_staged import DELETE, ENFORCED_KIND
@@ -61,8 +65,11 @@ def _as_enforced(value: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     """(stagedAction, the enforced object) of a staged object's wire form."""
     spec = dict(value.get("spec") or {})
     action = str(spec.pop("stagedAction", "Set") or "Set")
-    kind = ENFORCED_KIND.get(str(value.get("kind")), "")
-    return action, {**value, "kind": kind, "spec": spec}
+    kind = ENFORCED_KIND.get(str(value.get("kind")))
+    if kind is None:
+        return action, {**value, "kind": "", "spec": spec}
+    info = kind_info(kind)
+    return action, {**value, "apiVersion": info.api_version, "kind": info.manifest_kind, "spec": spec}
 
 
 class PendingPolicy:
@@ -220,12 +227,19 @@ class PendingPolicy:
         return f"{d.tier or '-'}|{self._name(d.policy)}|{d.rule}|{d.verdict}"
 
     def _name(self, policy: str) -> str:
-        """`NetworkPolicy(ns/x)` -> `StagedNetworkPolicy(ns/x)` when the staged object decides."""
+        """`NetworkPolicy(ns/x)` -> `StagedNetworkPolicy(ns/x)` when the staged object decides;
+        `NetworkPolicy(ns/knp.default.y)` -> `StagedKubernetesNetworkPolicy(ns/y)` likewise."""
         kind, _, rest = policy.partition("(")
         if kind not in STAGED_KIND_OF:
             return policy
         name = rest.rstrip(")")
         ns, _, bare = name.rpartition("/")
+        if kind == "NetworkPolicy" and ns and bare.startswith(NETWORK_POLICY_PREFIX):
+            k8s_name = bare[len(NETWORK_POLICY_PREFIX):]
+            key = kind_info(NETWORK_POLICY_KIND).key(k8s_name, ns)
+            with self._lock:
+                staged = key in self._staged
+            return f"{STAGED_KIND_OF[NETWORK_POLICY_KIND]}({ns}/{k8s_name})" if staged else policy
         key = kind_info(kind).key(bare, ns or None) if ns else kind_info(kind).key(bare)
         with self._lock:
             staged = key in self._staged

@@ -17,6 +17,7 @@ Two constructions: `node_sources` (`tortie ui`: this host's store, its run direc
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from contextlib import closing
@@ -31,7 +32,8 @@ from tortie.flows.records import PROTOCOL_NUMBERS, FlowRecord
 from tortie.flows.store import ReadReport, read_records
 from tortie.model.kinds import kind_info
 
-POLICY_KINDS = ("GlobalNetworkPolicy", "NetworkPolicy", "StagedGlobalNetworkPolicy", "StagedNetworkPolicy")
+POLICY_KINDS = ("GlobalNetworkPolicy", "NetworkPolicy", "StagedGlobalNetworkPolicy", "StagedNetworkPolicy",
+                "StagedKubernetesNetworkPolicy")
 
 
 @dataclass
@@ -110,7 +112,7 @@ class UiSources:
                     "name": meta.get("name"),
                     "tier": spec.get("tier") or "default",
                     "order": spec.get("order"),
-                    "selector": spec.get("selector") or "all()",
+                    "selector": _selector_text(kind, spec),
                     "stagedAction": spec.get("stagedAction", "Set") if kind.startswith("Staged") else None,
                     "hits": hits.get(label, {}),
                 })
@@ -169,3 +171,10 @@ def lab_sources(name: str) -> UiSources:
     return UiSources(
         lambda: dc().flow_dirs(), lambda: dc().datastore(), lambda host: dc().nodes.bgp_peers(host)
     )
+
+
+def _selector_text(kind: str, spec: dict[str, Any]) -> str:
+    """A policy's selector as the policies table shows it (a staged Kubernetes policy's podSelector)."""
+    if kind == "StagedKubernetesNetworkPolicy":
+        return "podSelector: " + json.dumps(spec.get("podSelector") or {}, sort_keys=True)
+    return str(spec.get("selector") or "all()")

@@ -84,6 +84,8 @@ KINDS: tuple[KindInfo, ...] = (
              ("stagednetworkpolicy", "stagednetworkpolicies", "snp", "snps")),
     KindInfo("StagedGlobalNetworkPolicy", "stagedglobalnetworkpolicies", False,
              ("stagedglobalnetworkpolicy", "stagedglobalnetworkpolicies", "sgnp", "sgnps")),
+    KindInfo("StagedKubernetesNetworkPolicy", "stagedkubernetesnetworkpolicies", True,
+             ("stagedkubernetesnetworkpolicy", "stagedkubernetesnetworkpolicies", "sknp", "sknps")),
     KindInfo("Profile", "profiles", False, ("profile", "profiles", "pro", "pros")),
     KindInfo("NetworkSet", "networksets", True, ("networkset", "networksets", "netset", "netsets")),
     KindInfo("GlobalNetworkSet", "globalnetworksets", False,
@@ -128,10 +130,7 @@ KINDS: tuple[KindInfo, ...] = (
 
 # Calico kinds tortie knows but cannot apply yet: kind -> why (refused with this reason, never
 # reported as an unknown kind).
-NOT_YET_KINDS: dict[str, str] = {
-    "StagedKubernetesNetworkPolicy": "staged Kubernetes network policies need the Kubernetes "
-    "NetworkPolicy kind; use a StagedNetworkPolicy meanwhile",
-}
+NOT_YET_KINDS: dict[str, str] = {}
 
 _BY_KIND = {k.kind: k for k in KINDS}
 _BY_ALIAS = {alias: k for k in KINDS for alias in (*k.aliases, k.kind.lower())}

@@ -154,6 +154,7 @@ MODELS: Mapping[str, KindModel] = KindTable({
     "StagedNetworkPolicy": KindSource(_STAGED, "STAGED_NETWORK_POLICY_SPEC", ("check_policy_resource",)),
     "StagedGlobalNetworkPolicy": KindSource(_STAGED, "STAGED_GLOBAL_NETWORK_POLICY_SPEC",
                                             ("check_policy_resource",)),
+    "StagedKubernetesNetworkPolicy": KindSource(_STAGED, "STAGED_KUBERNETES_NETWORK_POLICY_SPEC"),
     "Profile": KindSource(_POLICY, "PROFILE_SPEC"),
     "NetworkSet": KindSource(_POLICY, "NETWORK_SET_SPEC", ("check_network_set_resource",)),
     "GlobalNetworkSet": KindSource(_POLICY, "GLOBAL_NETWORK_SET_SPEC", ("check_network_set_resource",)),

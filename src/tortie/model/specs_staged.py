@@ -1,16 +1,22 @@
-"""Specs of the staged (preview) policy kinds: StagedNetworkPolicy and StagedGlobalNetworkPolicy.
+"""Specs of the staged (preview) policy kinds: StagedNetworkPolicy, StagedGlobalNetworkPolicy and
+StagedKubernetesNetworkPolicy.
 
 A staged policy is never enforced: the agent does not watch these kinds, so no calc, nft rule or
 route ever comes from one. Its only effect is the "pending" verdict of flow records
 (`tortie.flows.staged`), the verdict the policy set would give if the staged policies were applied,
 and `tortie policy promote NAME`, which applies it as the real kind.
 
-Each spec is Calico's: the enforced kind's fields plus `stagedAction` (reference §1.8):
+Each spec is Calico's: the enforced kind's fields plus `stagedAction` (reference §1.8). The enforced
+kind of a StagedKubernetesNetworkPolicy (`projectcalico.org/v3`, namespaced) is the Kubernetes
+`networking.k8s.io/v1` NetworkPolicy: its spec is that kind's (podSelector, policyTypes, ingress,
+egress, validated as the API server validates them) and it previews the Kubernetes NetworkPolicy of
+the same namespace and name (enforced as `knp.default.<name>`, tortie.k8s).
 
 * `Set` (the default): the staged policy stands in for the enforced policy of the same kind,
   namespace and name (added if there is none);
 * `Delete`: the enforced policy of that name is taken away; every spec field but `tier` must then be
-  empty (Calico's rule), so a Delete says nothing but which policy goes.
+  empty (Calico's rule; a staged Kubernetes policy has no tier, so all of its fields), so a Delete
+  says nothing but which policy goes.
 
 Calico's other values, `Learn` and `Ignore`, belong to its policy recommendation controller, which
 tortie does not have; they are refused. Staged GlobalNetworkPolicies with `doNotTrack`, `preDNAT` or
@@ -27,6 +33,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from tortie.model.problems import Issues, join
 from tortie.model.schema import Enum, Struct, Wire, uses
+from tortie.model.specs_k8s import EVERYTHING, K8S_NETWORK_POLICY_SPEC, K8sNetworkPolicySpec
 from tortie.model.specs_policy import (
     DEFAULT_TIER,
     GLOBAL_NETWORK_POLICY_SPEC,
@@ -47,6 +54,7 @@ STAGED_ACTION = Enum(SET, DELETE, "Learn", "Ignore")
 ENFORCED_KIND = {
     "StagedNetworkPolicy": "NetworkPolicy",
     "StagedGlobalNetworkPolicy": "GlobalNetworkPolicy",
+    "StagedKubernetesNetworkPolicy": "NetworkPolicy.networking.k8s.io",
 }
 STAGED_KINDS = tuple(ENFORCED_KIND)
 __all__ = ["check_policy_resource"]  # the resource-level check the kind table names (tier prefixes)
@@ -70,9 +78,27 @@ class StagedGlobalNetworkPolicySpec(GlobalNetworkPolicySpec, _StagedAction):
     staged_action: Annotated[str | None, Wire(STAGED_ACTION)] = None
 
 
-def enforced_spec(spec: StagedNetworkPolicySpec | StagedGlobalNetworkPolicySpec) -> Any:
+@dataclass(frozen=True, kw_only=True)
+class StagedKubernetesNetworkPolicySpec(K8sNetworkPolicySpec, _StagedAction):
+    staged_action: Annotated[str | None, Wire(STAGED_ACTION)] = None
+
+
+StagedSpec = StagedNetworkPolicySpec | StagedGlobalNetworkPolicySpec | StagedKubernetesNetworkPolicySpec
+_ENFORCED_SPEC: dict[type[Any], type[Any]] = {
+    StagedNetworkPolicySpec: NetworkPolicySpec,
+    StagedGlobalNetworkPolicySpec: GlobalNetworkPolicySpec,
+    StagedKubernetesNetworkPolicySpec: K8sNetworkPolicySpec,
+}
+
+
+def has_tier(kind: str) -> bool:
+    """Whether staged policies of `kind` name a tier (the Kubernetes one does not: it is in `default`)."""
+    return kind != "StagedKubernetesNetworkPolicy"
+
+
+def enforced_spec(spec: StagedSpec) -> Any:
     """The enforced kind's spec with the same field values (without `stagedAction`)."""
-    target = NetworkPolicySpec if isinstance(spec, StagedNetworkPolicySpec) else GlobalNetworkPolicySpec
+    target = _ENFORCED_SPEC[type(spec)]
     values = {f.name: getattr(spec, f.name) for f in dataclasses.fields(target)}
     return target(**values)
 
@@ -95,10 +121,13 @@ def _check_delete(spec: Any, path: str, issues: Issues) -> None:
         if f.name in _DELETE_KEEPS:
             continue
         value = getattr(spec, f.name)
-        if value not in (None, (), f.default):
+        # Calico's podSelector is a struct, not a pointer: `podSelector: {}` is its zero value too
+        if value not in (None, (), f.default) and not (f.name == "pod_selector" and value == EVERYTHING):
             wire = STAGED_NETWORK_POLICY_SPEC_WIRE.get(f.name, f.name)
+            only = ("only tier may be given" if hasattr(spec, "tier")
+                    else "no other field may be given")
             issues.add(join(path, wire), "must be empty when stagedAction is Delete (a Delete names the "
-                       "policy to take away; only tier may be given)")
+                       f"policy to take away; {only})")
 
 
 STAGED_NETWORK_POLICY_SPEC = Struct(
@@ -109,8 +138,16 @@ STAGED_GLOBAL_NETWORK_POLICY_SPEC = Struct(
     StagedGlobalNetworkPolicySpec,
     checks=[*GLOBAL_NETWORK_POLICY_SPEC.checks, _check_action, _check_delete],
 )
+STAGED_KUBERNETES_NETWORK_POLICY_SPEC = Struct(
+    StagedKubernetesNetworkPolicySpec,
+    checks=[*K8S_NETWORK_POLICY_SPEC.checks, _check_action, _check_delete],
+    hints=K8S_NETWORK_POLICY_SPEC.hints,
+)
 STAGED_NETWORK_POLICY_SPEC_WIRE = {
-    f.attr: f.wire for codec in (STAGED_NETWORK_POLICY_SPEC, STAGED_GLOBAL_NETWORK_POLICY_SPEC)
+    f.attr: f.wire
+    for codec in (
+        STAGED_NETWORK_POLICY_SPEC, STAGED_GLOBAL_NETWORK_POLICY_SPEC, STAGED_KUBERNETES_NETWORK_POLICY_SPEC
+    )
     for f in codec.fields
 }
 
@@ -121,7 +158,7 @@ def missing_tiers(resources: Sequence[Resource], tier_exists: Callable[[str], bo
     written = {r.metadata.name for r in resources if r.kind == "Tier"}
     out = []
     for r in resources:
-        if r.kind not in ENFORCED_KIND:
+        if r.kind not in ENFORCED_KIND or not has_tier(r.kind):
             continue
         tier = r.spec.effective_tier  # type: ignore[union-attr]
         if tier in written or tier == DEFAULT_TIER or tier in RESERVED_TIER_ORDERS or tier_exists(tier):

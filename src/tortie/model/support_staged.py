@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from tortie.model import specs_k8s as K
 from tortie.model import specs_policy as P
 from tortie.model import specs_staged as S
 from tortie.model.support import FieldSupport, Rejected, impl, support_of, unless
@@ -24,8 +25,11 @@ TABLE: dict[tuple[type[Any], str], FieldSupport] = {
        for f in dataclasses.fields(P.NetworkPolicySpec)},
     **{(S.StagedGlobalNetworkPolicySpec, f.name): support_of(P.GlobalNetworkPolicySpec, f.name)
        for f in dataclasses.fields(P.GlobalNetworkPolicySpec)},
+    **{(S.StagedKubernetesNetworkPolicySpec, f.name): support_of(K.K8sNetworkPolicySpec, f.name)
+       for f in dataclasses.fields(K.K8sNetworkPolicySpec)},
     (S.StagedNetworkPolicySpec, "staged_action"): STAGED_ACTION,
     (S.StagedGlobalNetworkPolicySpec, "staged_action"): STAGED_ACTION,
+    (S.StagedKubernetesNetworkPolicySpec, "staged_action"): STAGED_ACTION,
     **{(S.StagedGlobalNetworkPolicySpec, attr): unless((False,), Rejected(_NO_STAGE), "the normal stage")
        for attr in ("do_not_track", "pre_dnat", "apply_on_forward")},
 }

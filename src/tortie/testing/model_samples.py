@@ -260,6 +260,18 @@ VALID: dict[str, dict[str, Any]] = {
         "untracked-ssh",
         {"stagedAction": "Delete"},
     ),
+    "StagedKubernetesNetworkPolicy": obj(
+        "StagedKubernetesNetworkPolicy",
+        "db-from-web",
+        {
+            "stagedAction": "Set",
+            "podSelector": {"matchLabels": {"app": "db"}},
+            "ingress": [
+                {"from": [{"podSelector": {"matchLabels": {"app": "web"}}}], "ports": [{"port": 5432}]}
+            ],
+        },
+        namespace="shop",
+    ),
     "Profile": obj(
         "Profile",
         "kns.shop",

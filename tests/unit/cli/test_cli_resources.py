@@ -225,15 +225,6 @@ def test_apply_refuses_what_it_cannot_honour_and_writes_nothing(tortie, tmp_path
     assert rc != 0 and "not found" in err
 
 
-def test_staged_policies_are_refused_as_not_supported_yet(tortie, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    f = _write(tmp_path, "staged.yaml", "apiVersion: projectcalico.org/v3\n"
-               "kind: StagedKubernetesNetworkPolicy\nmetadata: {name: s, namespace: a}\n"
-               "spec: {stagedAction: Set}\n")
-    rc, out, _ = tortie("validate", "-f", f)
-    assert rc == 1
-    assert "kind: StagedKubernetesNetworkPolicy is not supported yet: staged Kubernetes" in out
-
-
 def test_generation_counts_spec_changes_and_get_output_applies_again(tortie, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     f = _write(tmp_path, "pool.yaml", POOL)
     assert tortie("apply", "-f", f)[0] == 0

@@ -109,3 +109,23 @@ def test_listen_rules() -> None:
     check_listen("0.0.0.0", True, TOKEN)
     with pytest.raises(UserError, match="give HOST:PORT"):
         parse_listen("localhost:http")
+
+
+def test_policies_list_staged_kubernetes_policies_with_their_pending_hits(tmp_path: Path) -> None:
+    hit = "default|StagedKubernetesNetworkPolicy(prod/db-only)|end-of-tier|deny"
+    allowed = "default|NetworkPolicy(prod/db)|ingress[0]|allow"
+    FlowStore(tmp_path / "h1").write([
+        FlowRecord(0, 9e9, "h1", "dst", Peer("workload", "web", "prod", ip="10.0.0.1"),
+                   Peer("workload", "db", "prod", ip="10.0.0.2"), "tcp", 80, "allow", (allowed,), "deny",
+                   (hit,), Counts(1, 1), Counts(60, 60), 1, 0, 1)
+    ])
+    ds = MemoryDatastore()
+    staged = {"apiVersion": "projectcalico.org/v3", "kind": "StagedKubernetesNetworkPolicy",
+              "metadata": {"name": "db-only", "namespace": "prod"},
+              "spec": {"podSelector": {"matchLabels": {"app": "db"}}}}
+    ds.put(key_of(staged), staged)
+    sources = UiSources(lambda: {"h1": tmp_path / "h1"}, lambda: _Unclosed(ds), lambda host: None)
+    [entry] = sources.policies()["policies"]
+    assert entry["kind"] == "StagedKubernetesNetworkPolicy" and entry["stagedAction"] == "Set"
+    assert entry["hits"] == {"deny": 1} and entry["tier"] == "default"
+    assert entry["selector"] == 'podSelector: {"matchLabels": {"app": "db"}}'

@@ -25,7 +25,11 @@ from tortie.model.specs_controllers import KubeControllersConfigurationSpec
 from tortie.model.specs_k8s import K8sNetworkPolicySpec, NamespaceSpec
 from tortie.model.specs_k8s_admin import AdminNetworkPolicySpec, BaselineAdminNetworkPolicySpec
 from tortie.model.specs_node_status import CalicoNodeStatusSpec
-from tortie.model.specs_staged import StagedGlobalNetworkPolicySpec, StagedNetworkPolicySpec
+from tortie.model.specs_staged import (
+    StagedGlobalNetworkPolicySpec,
+    StagedKubernetesNetworkPolicySpec,
+    StagedNetworkPolicySpec,
+)
 
 SPEC_MODULES = (
     "specs_bgp",
@@ -68,7 +72,7 @@ def test_importing_the_model_loads_no_spec_module() -> None:
     code = (
         "from tortie.model import parse_resource, Resource, MODELS, ValidationError\n"
         "import tortie.model.resource\n"
-        "assert 'IPPool' in MODELS and 'Nope' not in MODELS and len(MODELS) == 27\n"
+        "assert 'IPPool' in MODELS and 'Nope' not in MODELS and len(MODELS) == 28\n"
         "assert list(MODELS)[0] == 'IPPool'"
     )
     assert loaded_after(code) == []
@@ -109,7 +113,7 @@ def test_spec_union_is_built_on_first_use() -> None:
         "from tortie.model import Spec, IPPoolSpec\n"
         "args = Spec.__args__\n"
         "from tortie.model.specs_k8s_admin import BaselineAdminNetworkPolicySpec as Last\n"
-        "assert args[0] is IPPoolSpec and args[-1] is Last and len(args) == 27, args\n"
+        "assert args[0] is IPPoolSpec and args[-1] is Last and len(args) == 28, args\n"
         "assert r.Spec is Spec"
     )
     assert loaded_after(code) == list(SPEC_MODULES)
@@ -118,7 +122,7 @@ def test_spec_union_is_built_on_first_use() -> None:
 def test_table_covers_every_kind_in_order() -> None:
     assert list(MODELS) == [k.kind for k in kinds.KINDS if k.kind in MODELS]
     assert set(MODELS) <= {k.kind for k in kinds.KINDS}
-    assert len(MODELS) == len(list(MODELS)) == 27
+    assert len(MODELS) == len(list(MODELS)) == 28
 
 
 def test_entries_are_the_kinds_typed_specs() -> None:
@@ -134,6 +138,7 @@ def test_entries_are_the_kinds_typed_specs() -> None:
         "GlobalNetworkPolicy": model.GlobalNetworkPolicySpec,
         "StagedNetworkPolicy": StagedNetworkPolicySpec,
         "StagedGlobalNetworkPolicy": StagedGlobalNetworkPolicySpec,
+        "StagedKubernetesNetworkPolicy": StagedKubernetesNetworkPolicySpec,
         "Profile": model.ProfileSpec,
         "NetworkSet": model.NetworkSetSpec,
         "GlobalNetworkSet": model.GlobalNetworkSetSpec,
