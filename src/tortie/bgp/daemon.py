@@ -4,6 +4,8 @@
         --> text differs from what BIRD runs?  write bird.conf.new, `configure check`, rename to
             bird.conf (atomic), `configure`  (over BIRD's control socket, like `birdc configure`)
     BIRD child process  --exited?--> restart with exponential backoff (reset after a stable run)
+    the loop runs on every event (a datastore change, BIRD's exit) and otherwise every 0.25 s until
+        ready, then every second (an idle daemon sleeps)
     every change and every HEALTH_INTERVAL --> status.json (health, atomically replaced)
     some BGPPeer has localWorkloadSelector?  a second Syncer on WorkloadEndpoints (this node's kept);
         the view's workload peering addresses are put on the loopback (`ip addr replace`, with
@@ -57,6 +59,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_RUN_ROOT = "/var/run/tortie"
 HEALTH_INTERVAL = 5.0
+BUSY_TICK = 0.25  # the loop's longest sleep while not ready (BIRD starting, a restart pending)
+IDLE_TICK = 1.0  # ... and once ready: changes and BIRD's exit wake it anyway
 SECRET_MODE = 0o600  # bird.conf holds BGP passwords: root only
 
 
@@ -241,7 +245,7 @@ class BgpDaemon:
         rc = 0
         try:
             while not self._stop.is_set():
-                self._drain(timeout=0.25)
+                self._drain(timeout=IDLE_TICK if self.health.ready else BUSY_TICK)
                 if self._syncer.failure is not None:
                     self.health.last_error = f"datastore syncer failed: {self._syncer.failure}"
                     rc = 1
@@ -422,6 +426,7 @@ class BgpDaemon:
                 return
             self.health.bird_running = True
             self.health.bird_pid = self._bird.pid
+            self._wake_on_exit(self._bird)
             self._write_health(force=True)
         if self._bird is not None and not self._bird_answering and self._bird.running():
             try:
@@ -431,6 +436,18 @@ class BgpDaemon:
                 pass  # still starting
         self.health.ready = (self._bird is not None and self._bird.running() and self._bird_answering
                              and self.health.in_sync and self._running_text is not None and not self._dirty)
+
+    def _wake_on_exit(self, bird: BirdProcess) -> None:
+        """Wake the loop when BIRD exits (a thread blocked in waitpid: nothing polls)."""
+        proc = bird.proc
+        if proc is None:
+            return
+
+        def await_exit() -> None:
+            proc.wait()
+            self._events.put(Status("bird exited"))
+
+        threading.Thread(target=await_exit, name="bird-exit", daemon=True).start()
 
     def _write_health(self, force: bool = False) -> None:
         """Write status.json when something in it changed, and at least every HEALTH_INTERVAL."""

@@ -10,7 +10,9 @@
         cni    in-process      tortie.cni.service.CniService: the CNI launchers' calls on a root-only
                                unix socket (`cni_socket`; "" = none), with warm datastore and netlink
         bgp    in-process      tortie.bgp.daemon.BgpDaemon (which supervises BIRD: `bird -f`)
-      every 0.2 s: restart what exited (backoff 0.5 s .. 30 s), refresh <run_dir>/node.json;
+      loop: restart what exited (backoff 0.5 s .. 30 s), refresh <run_dir>/node.json; it runs at
+        once when a component exits or the agent's answer changes, when a restart is due, and
+        otherwise every 0.2 s until the node is ready, then every second (an idle node sleeps);
         an agent whose /readiness has said for 10 s that a part of it is not live is restarted too
       SIGTERM/SIGINT (the `stop` event): stop the BGP daemon (BIRD: graceful restart, peers keep routes)
         and the agent (its routes and sysctls stay); exit 0. The dataplane stays in place.
@@ -44,7 +46,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -71,7 +73,8 @@ log = logging.getLogger(__name__)
 
 STATUS_FILE = "node.json"
 STATUS_INTERVAL = 5.0
-LOOP_INTERVAL = 0.2
+LOOP_INTERVAL = 0.2  # while the node is not ready
+IDLE_INTERVAL = 1.0  # while it is: exits and answer changes wake the loop anyway
 AGENT_LIVENESS_GRACE = 10.0
 EXIT_OK = 0
 EXIT_CONFIG = 1
@@ -154,14 +157,21 @@ def read_node_status(run_dir: str) -> dict[str, Any] | None:
 
 
 class AgentHealthPoller:
-    """Polls the agent's /readiness once a second on a thread. `ready` is None until the first
-    answer; `unlive_since` is the monotonic time since which every answer said some part of the
-    agent is not live (None while it is live or does not answer: a starting agent is not a dead one).
+    """Polls the agent's /readiness on a thread: every `interval` (1 s), `steady_factor` (3) times
+    that while the agent says it is ready and live (its exit is seen at once anyway; a hung agent is
+    restarted after AGENT_LIVENESS_GRACE). `ready` is None until the first answer; `unlive_since`
+    is the monotonic time since which every answer said some part of the agent is not live
+    (None while it is live or does not answer: a starting agent is not a dead one).
     """
 
-    def __init__(self, port: int, interval: float = 1.0) -> None:
+    def __init__(
+        self, port: int, interval: float = 1.0, on_change: Callable[[], None] | None = None,
+        steady_factor: float = 3.0,
+    ) -> None:
         self.url = f"http://127.0.0.1:{port}/readiness"
         self.interval = interval
+        self.steady_factor = steady_factor
+        self.on_change = on_change
         self.ready: bool | None = None
         self.unlive_since: float | None = None
         self.detail = ""
@@ -199,6 +209,7 @@ class AgentHealthPoller:
     def _loop(self) -> None:
         while not self._stop.is_set():
             ready, live, detail = self.check()
+            before = (self.ready, self.unlive_since is None)
             self.ready = ready
             if live is False:
                 self.detail = detail
@@ -206,7 +217,10 @@ class AgentHealthPoller:
                     self.unlive_since = time.monotonic()
             elif live is True:
                 self.unlive_since = None
-            self._stop.wait(self.interval)
+            if self.on_change is not None and before != (self.ready, self.unlive_since is None):
+                self.on_change()
+            steady = ready and live is True
+            self._stop.wait(self.interval * (self.steady_factor if steady else 1.0))
 
 
 class NodeService:
@@ -223,6 +237,7 @@ class NodeService:
         self._last_status = 0.0
         self._last_doc: dict[str, Any] | None = None
         self._agent_pid: int | None = None
+        self._wake = threading.Event()  # set when the loop should run before its timeout
 
     # -- pieces ----------------------------------------------------------------------------------
     def addresses(self) -> NodeAddresses:
@@ -281,7 +296,7 @@ class NodeService:
             )
         env["TORTIE_MTU_FILE"] = cfg.mtu_file
         env.update(cfg.agent_env)
-        return ChildProcess("agent", argv, env)
+        return ChildProcess("agent", argv, env, on_exit=self._wake.set)
 
     def cni_component(self) -> InProcess:
         from tortie.cni.service import CniService, ServiceConfig
@@ -290,7 +305,7 @@ class NodeService:
             self._cni = CniService(ServiceConfig(self.config.cni_socket))
             return self._cni
 
-        return InProcess("cni", make)
+        return InProcess("cni", make, on_exit=self._wake.set)
 
     def bgp_component(self) -> InProcess:
         cfg = self.config
@@ -303,7 +318,7 @@ class NodeService:
         daemon_config = DaemonConfig(
             hostname=cfg.hostname, run_dir=cfg.run_dir, view_options=options, bird_binary=cfg.bird_binary
         )
-        return InProcess("bgp", lambda: BgpDaemon(self.ds, daemon_config))
+        return InProcess("bgp", lambda: BgpDaemon(self.ds, daemon_config), on_exit=self._wake.set)
 
     # -- status ----------------------------------------------------------------------------------
     def status(self, stopping: bool = False) -> dict[str, Any]:
@@ -380,6 +395,18 @@ class NodeService:
         loop.start()
         return loop
 
+    def _wake_on(self, stop: threading.Event) -> None:
+        stop.wait()
+        self._wake.set()
+
+    def _loop_timeout(self) -> float:
+        """How long the loop may sleep: until the next restart is due, at most LOOP_INTERVAL while
+        the node is not ready and IDLE_INTERVAL once it is."""
+        ready = self._last_doc is not None and bool(self._last_doc.get("ready"))
+        timeout = IDLE_INTERVAL if ready else LOOP_INTERVAL
+        due = self.supervisor.next_due() if self.supervisor is not None else None
+        return timeout if due is None else min(timeout, due)
+
     def run(self, stop: threading.Event) -> int:
         cfg = self.config
         os.makedirs(cfg.run_dir, exist_ok=True)
@@ -394,7 +421,7 @@ class NodeService:
         if cfg.run_agent:
             components.append(self.agent_component())
             if cfg.agent_health_port > 0:
-                self.health = AgentHealthPoller(cfg.agent_health_port)
+                self.health = AgentHealthPoller(cfg.agent_health_port, on_change=self._wake.set)
                 self.health.start()
         if cfg.cni_socket:
             components.append(self.cni_component())
@@ -413,13 +440,15 @@ class NodeService:
         log.info(
             "node service running host=%s components=%s", cfg.hostname, ",".join(c.name for c in components)
         )
+        threading.Thread(target=self._wake_on, args=(stop,), name="node-stop", daemon=True).start()
         try:
             while not stop.is_set():
+                self._wake.clear()  # before the work: a wake during it makes the next wait return at once
                 self._restart_unlive_agent()
                 self.supervisor.step()
                 self.write_status(force=self.supervisor.changed)
                 self.supervisor.changed = False
-                stop.wait(LOOP_INTERVAL)
+                self._wake.wait(self._loop_timeout())
         finally:
             tunnels.stop()
             if gc is not None:

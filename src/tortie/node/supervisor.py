@@ -1,6 +1,7 @@
 """Keep a node's components running: restart what exits, with exponential backoff.
 
-    Supervisor.step(now)   (called by the node service's loop, ~5 times a second)
+    Supervisor.step(now)   (called by the node service's loop: at once when a component exits,
+                            when a restart is due, and at least once a second)
         for each component:  running?  -> nothing
                              exited    -> record exit code, schedule a restart at now + backoff
                              due       -> start it again
@@ -13,7 +14,9 @@ backoff, same `restarts` count, exit code of the stop recorded.
 
 A component is anything with `start()`, `poll() -> exit code | None`, `stop(grace)` and `pid`:
 `ChildProcess` (a command, e.g. `tortie agent run`) and `InProcess` (a run/stop object on a thread,
-e.g. the BGP daemon). `stop_all()` stops components in reverse start order.
+e.g. the BGP daemon). `stop_all()` stops components in reverse start order. Both call their
+`on_exit` (if given) from another thread when they end, so the caller of `step()` can sleep until then
+instead of polling; `next_due()` says when the next restart is due.
 
 Invariants: a component is never running twice; `stop_all()` leaves nothing running (SIGTERM, then
 SIGKILL after `grace`); children get SIGTERM if the node service itself dies (PR_SET_PDEATHSIG), so a
@@ -57,17 +60,33 @@ class Component(Protocol):
 class ChildProcess:
     """A command run as our child; stdout/stderr go where ours go (the journal, a lab log)."""
 
-    def __init__(self, name: str, argv: Sequence[str], env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        env: Mapping[str, str] | None = None,
+        on_exit: Callable[[], None] | None = None,
+    ) -> None:
         self.name = name
         self.argv = list(argv)
         self.env = dict(env) if env is not None else None
+        self.on_exit = on_exit
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(
+        proc = subprocess.Popen(
             self.argv, stdin=subprocess.DEVNULL, env=self.env, preexec_fn=die_with_parent(signal.SIGTERM)
         )
-        log.info("component started name=%s pid=%d", self.name, self.proc.pid)
+        self.proc = proc
+        log.info("component started name=%s pid=%d", self.name, proc.pid)
+        if self.on_exit is not None:
+            notify = self.on_exit
+
+            def await_exit() -> None:  # blocks in waitpid: no CPU until the child ends
+                proc.wait()
+                notify()
+
+            threading.Thread(target=await_exit, name=f"{self.name}-exit", daemon=True).start()
 
     def poll(self) -> int | None:
         if self.proc is None:
@@ -102,9 +121,12 @@ class InProcess:
     """`make()` builds a fresh runnable (e.g. a BgpDaemon) for every start; it runs on a thread.
     An exception escaping `run()` counts as exit code 70 (EX_SOFTWARE)."""
 
-    def __init__(self, name: str, make: Callable[[], Runnable]) -> None:
+    def __init__(
+        self, name: str, make: Callable[[], Runnable], on_exit: Callable[[], None] | None = None
+    ) -> None:
         self.name = name
         self.make = make
+        self.on_exit = on_exit
         self._runnable: Runnable | None = None
         self._thread: threading.Thread | None = None
         self._exit: int | None = None
@@ -122,6 +144,8 @@ class InProcess:
                 log.exception("component crashed name=%s", self.name)
             finally:
                 self._exit = code
+                if self.on_exit is not None:
+                    self.on_exit()
 
         self._thread = threading.Thread(target=body, name=self.name, daemon=True)
         self._thread.start()
@@ -223,6 +247,11 @@ class Supervisor:
                     state.restarts += 1
                 state.starts += 1
                 self.changed = True
+
+    def next_due(self) -> float | None:
+        """Seconds until the earliest restart scheduled for a component that is not running."""
+        due = [st.next_start for st in self.states.values() if not st.running]
+        return max(0.0, min(due) - self.clock()) if due else None
 
     def restart(self, name: str, reason: str, grace: float = 5.0) -> None:
         """Stop component `name` now (SIGTERM, SIGKILL after `grace`) and let `step` start it again

@@ -12,6 +12,7 @@ import ipaddress
 import os
 import signal
 import stat
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -25,7 +26,7 @@ from tortie.common.ipfamily import V4, V6
 from tortie.datastore.memory import MemoryDatastore
 from tortie.datastore.resources import ResourceStore
 from tortie.node.service import NodeConfig, NodeService, read_node_status, resolve_address
-from tortie.node.supervisor import InProcess, Supervisor
+from tortie.node.supervisor import ChildProcess, InProcess, Supervisor
 
 
 class Clock:
@@ -141,6 +142,43 @@ def test_in_process_component_runs_a_fresh_object_each_time_and_counts_crashes()
     assert comp.poll() is None and comp.pid == os.getpid()
     assert comp.stop(1.0) == 0
     assert len(made) == 2
+
+
+def test_components_say_when_they_end_and_when_the_next_restart_is_due() -> None:
+    # The node service sleeps until one of these: nothing polls an idle node.
+    ended = threading.Event()
+    child = ChildProcess("agent", [sys.executable, "-c", "import time; time.sleep(60)"], on_exit=ended.set)
+    child.start()
+    try:
+        assert child.poll() is None and not ended.is_set()
+        assert child.pid is not None
+        os.kill(child.pid, signal.SIGKILL)
+        assert ended.wait(10), "no word of the child's exit"
+        assert child.poll() == -signal.SIGKILL
+    finally:
+        child.stop(1.0)
+    done = threading.Event()
+
+    class Quick:
+        def run(self) -> int:
+            return 0
+
+        def stop(self) -> None:
+            pass
+
+    job = InProcess("bgp", Quick, on_exit=done.set)
+    job.start()
+    assert done.wait(10) and job.poll() == 0
+    clock = Clock()
+    fake = FakeComponent("agent", [])
+    sup = Supervisor([fake], initial=0.5, clock=clock)
+    assert sup.next_due() == 0.0  # never started: due now
+    sup.step()
+    assert sup.next_due() is None  # running: nothing scheduled
+    fake.exit = 1
+    sup.step()
+    clock.now += 0.2
+    assert sup.next_due() == pytest.approx(0.3)
 
 
 def test_resolve_address_forms() -> None:
