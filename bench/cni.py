@@ -182,32 +182,41 @@ def seed(db: Path) -> None:
     ds.close()
 
 
-def plugins_for(work: Path, bindir: Path, db: Path, node: CniNode) -> list[Plugin]:
-    def tortie(key: str, network: str, socket: str) -> Plugin:
-        conf = {
-            "cniVersion": "1.0.0",
-            "name": network,
-            "type": "tortie",
-            "nodename": "h1",
-            "mtu": 1500,
-            "datastore": f"sqlite://{db}",
-            "ipam_lock_file": str(work / "ipam.lock"),
-            "ipam": {"type": "tortie-ipam"},
-            **node.netconf(),
-            "service_socket": socket,
-        }
-        return Plugin(key, bindir / "tortie", conf, str(bindir))
-
-    baseline_conf = {
+def tortie_netconf(work: Path, db: Path, node: CniNode, network: str) -> dict[str, Any]:
+    """The network configuration of a tortie network on lab host h1, served by `node`."""
+    return {
         "cniVersion": "1.0.0",
-        "name": "bench-ptp",
+        "name": network,
+        "type": "tortie",
+        "nodename": "h1",
+        "mtu": 1500,
+        "datastore": f"sqlite://{db}",
+        "ipam_lock_file": str(work / "ipam.lock"),
+        "ipam": {"type": "tortie-ipam"},
+        **node.netconf(),
+    }
+
+
+def baseline_netconf(work: Path, network: str, subnet: str) -> dict[str, Any]:
+    """The reference plugins' network: ptp with host-local IPAM keeping its state under `work`."""
+    return {
+        "cniVersion": "1.0.0",
+        "name": network,
         "type": "ptp",
         "ipMasq": False,
         "mtu": 1500,
-        "ipam": {"type": "host-local", "subnet": "10.71.0.0/16", "dataDir": str(work / "host-local")},
+        "ipam": {"type": "host-local", "subnet": subnet, "dataDir": str(work / "host-local")},
     }
+
+
+def plugins_for(work: Path, bindir: Path, db: Path, node: CniNode) -> list[Plugin]:
+    def tortie(key: str, network: str, socket: str) -> Plugin:
+        conf = {**tortie_netconf(work, db, node, network), "service_socket": socket}
+        return Plugin(key, bindir / "tortie", conf, str(bindir))
+
     return [
-        Plugin(BASELINE, REFERENCE_DIR / "ptp", baseline_conf, str(REFERENCE_DIR)),
+        Plugin(BASELINE, REFERENCE_DIR / "ptp", baseline_netconf(work, "bench-ptp", "10.71.0.0/16"),
+               str(REFERENCE_DIR)),
         tortie(SERVICE, "bench-svc", node.socket),
         tortie(STANDALONE, "bench-alone", str(work / "no-service-here.sock")),  # the service is down
     ]
