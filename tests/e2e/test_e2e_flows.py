@@ -12,7 +12,11 @@ FelixConfiguration `default` sets `flowLogsFlushInterval: 2s`. Then, in one lab:
 3. staged: StagedNetworkPolicy prod/web-lockdown would allow only TCP 80 into web-2. Probes to web-2
    on 80 and 8080 both still succeed; exactly the flows into web-2 other than TCP 80 are
    pending-deny (`--staged`: 8080, and iperf3's connections while conntrack still holds them);
-4. the web view, in Debian's chromium driven by selenium (headless): the page lists the denied
+4. staged Kubernetes: the lab's workloads are Kubernetes pods (namespace prod); a
+   StagedKubernetesNetworkPolicy prod/client-out would let client-1 send only to app=web. Probes from
+   client-1 to db-2 and web-2 still succeed; on client-1's side (reporter src) the flow to db-2 is
+   pending-deny at the end of the staged policy and the flow to web-2 pending-allow by its rule;
+5. the web view, in Debian's chromium driven by selenium (headless): the page lists the denied
    flow, clicking it shows the deciding policy and the policy trace (DROP); /api/* answer JSON.
 """
 
@@ -38,6 +42,7 @@ TORTIE = str(Path(sys.executable).parent / "tortie")
 FLUSH = 2.0
 API = "projectcalico.org/v3"
 LOCKDOWN = "default|StagedNetworkPolicy(prod/web-lockdown)"
+K8S_PROBES = {("db-2", 6379), ("web-2", 80)}
 
 
 def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 30.0, step: float = 0.2) -> Any:
@@ -171,7 +176,31 @@ def test_flow_records_staged_verdicts_and_the_web_view(make_lab: Callable[..., D
             assert r["pending_policies"] == ["default|NetworkPolicy(prod/db-guard)|ingress[0]|deny"], r
     assert all(r["pending_action"] == "deny" and r["action"] == "allow" for r in staged)
 
-    # 4. the web view in a real browser
+    # 4. a staged Kubernetes NetworkPolicy: client-1 would send only to app=web
+    put(dc, {"apiVersion": API, "kind": "StagedKubernetesNetworkPolicy",
+             "metadata": {"name": "client-out", "namespace": "prod"},
+             "spec": {"podSelector": {"matchLabels": {"role": "client"}}, "policyTypes": ["Egress"],
+                      "egress": [{"to": [{"podSelector": {"matchLabels": {"app": "web"}}}]}]}})
+    time.sleep(FLUSH)
+    k8s_from = time.time()
+    for _ in range(3):
+        assert dc.probe("client-1", "db-2", "tcp", port=6379, timeout=1.0), "staged: never enforced"
+        assert dc.probe("client-1", "web-2", "tcp", port=80, timeout=1.0)
+
+    def from_client() -> dict[str, dict[str, Any]] | None:
+        got = {r["destination"]["name"]: r
+               for r in lab_flows(dc, "--endpoint", "prod/client-1", "--since", f"{k8s_from:.3f}")
+               if r["reporter"] == "src" and (r["destination"]["name"], r["port"]) in K8S_PROBES}
+        return got if set(got) == {"db-2", "web-2"} else None
+
+    found = wait_for(from_client, "client-1's records of both probes", timeout=3 * FLUSH + 10)
+    client_out = "default|StagedKubernetesNetworkPolicy(prod/client-out)"
+    assert found["db-2"]["action"] == "allow" and found["db-2"]["pending_action"] == "deny"
+    assert found["db-2"]["pending_policies"] == [f"{client_out}|end-of-tier|deny"]
+    assert found["web-2"]["action"] == "allow" and found["web-2"]["pending_action"] == "allow"
+    assert found["web-2"]["pending_policies"] == [f"{client_out}|egress[0]|allow"]
+
+    # 5. the web view in a real browser
     browser_check(dc, db.ips[0])
 
 
