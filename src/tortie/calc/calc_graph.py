@@ -34,12 +34,11 @@ from tortie.calc.endpoint_calc import CHANNEL as ENDPOINTS
 from tortie.calc.endpoint_calc import EndpointCalc, endpoint_remove
 from tortie.calc.event_sequencer import Channel, EventSequencer
 from tortie.calc.policy_calc import POLICY_CHANNELS, PolicyCalc
-from tortie.calc.policy_graph import attach_policy_calc
+from tortie.calc.policy_graph import GraphEntry, attach_policy_calc
 from tortie.calc.validation_filter import FELIX_CONFIGURATION, ValidationFilter
 from tortie.calc.vxlan_resolver import CHANNELS as VXLAN_CHANNELS
 from tortie.calc.vxlan_resolver import VxlanResolver
 from tortie.dataplane.messages import Message
-from tortie.datastore.syncer import Delete, InSync, SyncEvent, Update
 
 CHANNELS = (
     Channel(ENDPOINTS, 40, endpoint_remove),
@@ -48,7 +47,7 @@ CHANNELS = (
 )
 
 
-class CalcGraph:
+class CalcGraph(GraphEntry):
     def __init__(
         self, hostname: str, sink: Callable[[Message], None], resolve: Resolver = merge_specs,
         *, policy: bool = False, unsupported: Mapping[str, str] | None = None,
@@ -76,12 +75,6 @@ class CalcGraph:
         self.policy_calc: PolicyCalc | None = None
         if policy:
             self.policy_calc = attach_policy_calc(hostname, self.dispatcher, self.sequencer)
-
-    def on_event(self, event: SyncEvent) -> None:
-        if isinstance(event, Update | Delete):
-            self.validation_filter.on_event(event)
-        elif isinstance(event, InSync):
-            self.sequencer.on_datastore_in_sync()
 
     def flush(self) -> int:
         if self.policy_calc is not None:

@@ -68,19 +68,27 @@ def attach_policy_calc(hostname: str, dispatcher: Dispatcher, sequencer: EventSe
     return calc
 
 
-class PolicyGraph:
-    def __init__(self, hostname: str, sink: Callable[[Message], None]) -> None:
-        self.sequencer = EventSequencer(sink, POLICY_CHANNELS)
-        self.dispatcher = Dispatcher()
-        self.validation_filter = ValidationFilter(self.dispatcher, hostname)
-        self.policy = attach_policy_calc(hostname, self.dispatcher, self.sequencer)
-        self.sequencer.queue_config({})
+class GraphEntry:
+    """The front of a calc graph: datastore updates go through its validation filter, in-sync to its
+    sequencer (which then flushes everything queued so far)."""
+
+    validation_filter: ValidationFilter
+    sequencer: EventSequencer
 
     def on_event(self, event: SyncEvent) -> None:
         if isinstance(event, Update | Delete):
             self.validation_filter.on_event(event)
         elif isinstance(event, InSync):
             self.sequencer.on_datastore_in_sync()
+
+
+class PolicyGraph(GraphEntry):
+    def __init__(self, hostname: str, sink: Callable[[Message], None]) -> None:
+        self.sequencer = EventSequencer(sink, POLICY_CHANNELS)
+        self.dispatcher = Dispatcher()
+        self.validation_filter = ValidationFilter(self.dispatcher, hostname)
+        self.policy = attach_policy_calc(hostname, self.dispatcher, self.sequencer)
+        self.sequencer.queue_config({})
 
     def flush(self) -> int:
         self.policy.flush()

@@ -152,33 +152,18 @@ def _check_affinities(snap: IpamSnapshot) -> list[Finding]:
         block = snap.blocks.get(aff.cidr)
         if aff.host not in snap.nodes and block is None:
             out.append(Finding("orphan-block", subject, f"affinity of host {aff.host}, which has no Node"))
-        elif aff.state is not AffinityState.CONFIRMED:
-            out.append(
-                Finding(
-                    "stale-affinity",
-                    subject,
-                    f"affinity is {aff.state.value}: a claim or release was interrupted",
-                )
-            )
-        elif block is None:
-            out.append(Finding("stale-affinity", subject, "confirmed affinity but the block does not exist"))
-        elif block.host != aff.host:
-            out.append(
-                Finding(
-                    "stale-affinity",
-                    subject,
-                    f"confirmed affinity but the block is affine to {block.affinity!r}",
-                )
-            )
+        else:
+            stale = (f"affinity is {aff.state.value}: a claim or release was interrupted"
+                     if aff.state is not AffinityState.CONFIRMED
+                     else "confirmed affinity but the block does not exist" if block is None
+                     else f"confirmed affinity but the block is affine to {block.affinity!r}"
+                     if block.host != aff.host else None)
+            if stale is not None:
+                out.append(Finding("stale-affinity", subject, stale))
     for cidr, block in snap.blocks.items():
         if block.host is not None and (block.host, cidr) not in seen:
-            out.append(
-                Finding(
-                    "block-without-affinity",
-                    str(cidr),
-                    f"block is affine to host {block.host} but that host has no affinity record",
-                )
-            )
+            why = f"block is affine to host {block.host} but that host has no affinity record"
+            out.append(Finding("block-without-affinity", str(cidr), why))
     return out
 
 

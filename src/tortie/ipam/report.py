@@ -13,7 +13,7 @@ Outputs (frozen values, with `as_dict()` for `-o json`):
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from tortie.common.ipfamily import IPAddress, IPNetwork, address_in, network_within, num_addresses, sort_key
@@ -23,8 +23,30 @@ from tortie.ipam.snapshot import IpamSnapshot
 from tortie.model.ipam_records import format_timestamp
 
 
+class _Usage:
+    """Counts shared by pools and blocks; `as_dict` gives the fields in camelCase, then `free`."""
+
+    total: int
+    in_use: int
+    reserved: int
+    cooling: int
+
+    @property
+    def free(self) -> int:
+        return max(0, self.total - self.in_use - self.reserved - self.cooling)
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in fields(self):  # type: ignore[arg-type]  # every subclass is a dataclass
+            value = getattr(self, f.name)
+            head, *rest = f.name.split("_")
+            out[head + "".join(w.title() for w in rest)] = str(value) if f.name == "cidr" else value
+        out["free"] = self.free
+        return out
+
+
 @dataclass(frozen=True)
-class PoolUsage:
+class PoolUsage(_Usage):
     name: str
     cidr: IPNetwork
     disabled: bool
@@ -34,26 +56,9 @@ class PoolUsage:
     blocks: int
     cooling: int = 0
 
-    @property
-    def free(self) -> int:
-        return max(0, self.total - self.in_use - self.reserved - self.cooling)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "cidr": str(self.cidr),
-            "disabled": self.disabled,
-            "total": self.total,
-            "inUse": self.in_use,
-            "reserved": self.reserved,
-            "cooling": self.cooling,
-            "free": self.free,
-            "blocks": self.blocks,
-        }
-
 
 @dataclass(frozen=True)
-class BlockUsage:
+class BlockUsage(_Usage):
     cidr: IPNetwork
     affinity: str | None
     pool: str | None
@@ -62,23 +67,6 @@ class BlockUsage:
     reserved: int
     borrowed: int
     cooling: int = 0
-
-    @property
-    def free(self) -> int:
-        return max(0, self.total - self.in_use - self.reserved - self.cooling)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "cidr": str(self.cidr),
-            "affinity": self.affinity,
-            "pool": self.pool,
-            "total": self.total,
-            "inUse": self.in_use,
-            "reserved": self.reserved,
-            "cooling": self.cooling,
-            "free": self.free,
-            "borrowed": self.borrowed,
-        }
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ import contextlib
 import errno as _errno
 import os
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from tortie.common.errors import KernelError, NetlinkError
 
@@ -175,6 +175,18 @@ def error_text(data: bytes, body_at: int, end: int, flags: int) -> str | None:
 
 def reason(code: int, text: str | None) -> str:
     return os.strerror(code) + (f" ({text})" if text else "")
+
+
+def _messages(data: bytes, size: int) -> Iterator[tuple[int, int, int, int, int]]:
+    """(type, flags, sequence number, body start, body end) of each message in one datagram of
+    `size` bytes; a truncated or malformed header ends the walk."""
+    offset = 0
+    while offset + HEADER.size <= size:
+        length, kind, flags, seq, _pid = HEADER.unpack_from(data, offset)
+        if length < HEADER.size:
+            return
+        yield kind, flags, seq, offset + HEADER.size, min(offset + length, size)
+        offset += align(length)
 
 
 class _Interrupted(Exception):
@@ -318,15 +330,9 @@ class NetlinkSocket:
                     continue
                 raise KernelError(f"reading netlink messages: {exc.strerror}", exc.errno) from None
             data = bytes(view[:size])
-            offset = 0
-            while offset + HEADER.size <= size:
-                length, kind, _flags, _seq, _pid = HEADER.unpack_from(data, offset)
-                if length < HEADER.size:
-                    break
-                end = min(offset + length, size)
+            for kind, _flags, _seq, body_at, end in _messages(data, size):
                 if kind not in (NLMSG_ERROR, NLMSG_DONE):
-                    found.append((kind, data[offset + HEADER.size : end]))
-                offset += align(length)
+                    found.append((kind, data[body_at:end]))
         return found, lost
 
     # -- internals ------------------------------------------------------------------------------------
@@ -358,14 +364,7 @@ class NetlinkSocket:
             except OSError as exc:
                 raise NetlinkError(what, exc.errno or _errno.EIO, exc.strerror or str(exc)) from None
             data = bytes(view[:size])
-            offset = 0
-            while offset + HEADER.size <= size:
-                length, kind, flags, seq, _pid = HEADER.unpack_from(data, offset)
-                if length < HEADER.size:
-                    break
-                end = min(offset + length, size)
-                body_at = offset + HEADER.size
-                offset += align(length)
+            for kind, flags, seq, body_at, end in _messages(data, size):
                 if not first <= seq <= last:
                     continue  # a late reply to an earlier, abandoned exchange
                 if flags & NLM_F_DUMP_INTR:

@@ -118,30 +118,23 @@ class GcReport:
         }
 
 
+@dataclass(eq=False)
 class IpamCollector:
     """One node's collector (`node` None: only the cluster-wide part: deleted hosts, cool-downs)."""
 
-    def __init__(
-        self,
-        ds: Datastore,
-        node: str | None,
-        kernel: Callable[[], KernelView] | None,
-        grace: float = DEFAULT_GRACE_S,
-        lock_file: str = "",
-        clock: Callable[[], float] = time.time,
-        deleting: str | None = None,
-    ) -> None:
-        self.ds = ds
-        self.node = node
-        self.kernel = kernel
-        self.grace = grace
-        self.lock_file = lock_file
-        self.clock = clock
-        self.first_seen: dict[tuple[object, ...], float] = {}
-        self.ipam = Ipam(ds)
-        self.nodes_seen = 0
-        # `tortie node delete`: only this host's garbage, as if its Node and endpoints were gone already
-        self.deleting = deleting
+    ds: Datastore
+    node: str | None
+    kernel: Callable[[], KernelView] | None
+    grace: float = DEFAULT_GRACE_S
+    lock_file: str = ""
+    clock: Callable[[], float] = time.time
+    # `tortie node delete`: only this host's garbage, as if its Node and endpoints were gone already
+    deleting: str | None = None
+    first_seen: dict[tuple[object, ...], float] = field(default_factory=dict, init=False)
+    nodes_seen: int = field(default=0, init=False)
+
+    def __post_init__(self) -> None:
+        self.ipam = Ipam(self.ds)
 
     def _plan(self) -> tuple[GcView, GcPlan]:
         view = read_view(self.ds, self.node, self.kernel)
