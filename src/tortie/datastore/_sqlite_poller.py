@@ -7,10 +7,10 @@ It wakes when the store's write-ahead log is written (inotify on the file's dire
 any process or connection writes `<db>-wal`), when a write through the owning object or a new watch
 wakes it, and at the latest every `interval` (10 ms) where inotify is unavailable, or every second
 where it works (a safety net: an idle host's two pollers then cost one wake a second each instead of
-100). Should a timed look ever find a commit that inotify did not report (a filesystem where it is
-silent, e.g. some network and overlay filesystems), the poller says so once and looks every 50 ms
-from then on. It then reads `PRAGMA data_version`, which changes only when another connection
-committed; only then (or when a watch was just added) it reads
+100). Should a timed look ever find a commit while inotify reported no log write for two seconds (a
+filesystem where it is silent, e.g. some network and overlay filesystems), the poller says so once
+and looks every 50 ms from then on. It then reads `PRAGMA data_version`, which changes only when
+another connection committed; only then (or when a watch was just added) it reads
 the new `events` rows in one read transaction, 1000 at a time, and pushes each to the watches whose
 prefix matches and whose cursor is behind it. A log write can be seen a moment before its commit is
 visible (the writer updates the shared index after writing the log), so a wake that finds nothing
@@ -224,11 +224,15 @@ class Poller(threading.Thread):
         last_reap = 0.0
         failing_since: float | None = None
         rechecks: tuple[float, ...] = ()
-        reported = False  # inotify reported a log write since the last delivery
+        # When inotify last reported a log write. Not "since the last delivery": one wake drains the
+        # reports of every writer so far, including a commit that becomes visible only after that
+        # wake's delivery (its writer updates the shared index after writing the log).
+        last_report = float("-inf")
         while True:
             log_written, woken = self._wait(min(rechecks[0], idle) if rechecks else idle)
             rechecks = rechecks[1:]
-            reported = reported or log_written
+            if log_written:
+                last_report = time.monotonic()
             with self._lock:
                 if self._stopping:
                     return
@@ -237,10 +241,10 @@ class Poller(threading.Thread):
             try:
                 version = int(self._conn.execute("PRAGMA data_version").fetchone()[0])
                 if have_watches and (version != last_version or fresh):
-                    if self._inotify_missed(idle, last_version, version, reported or woken or fresh):
+                    recent = time.monotonic() - last_report < 2 * idle
+                    if self._inotify_missed(idle, last_version, version, recent or woken or fresh):
                         idle = max(self._interval, _INOTIFY_FALLBACK_S)
                     last_version = version
-                    reported = False
                     self._deliver()
                 elif log_written:
                     rechecks = _RECHECKS_S  # the commit may not be visible yet: look again shortly
@@ -261,7 +265,8 @@ class Poller(threading.Thread):
                 time.sleep(self._interval)
 
     def _inotify_missed(self, idle: float, last: int | None, version: int, explained: bool) -> bool:
-        """True (and said once) when a timed look found a commit inotify never reported."""
+        """True (and said once) when a timed look found a commit while inotify had reported no log
+        write for two idle intervals."""
         if self._wal is None or explained or last is None or version == last or idle < _INOTIFY_IDLE_S:
             return False
         log.warning("sqlite watch: inotify missed a commit; polling every %gs from now on path=%s",
