@@ -1,7 +1,8 @@
 """Benchmark: a big lab — 50 hosts x 10 workloads: time until ready, memory, idle CPU, teardown.
 
     .venv/bin/python bench/lab_scale.py [--hosts 50] [--workloads-per-host 10] [--datastore sqlite|etcd]
-                                        [--route-reflectors 0,2] [--idle-seconds 20] [--quick] [--json]
+                                        [--route-reflectors 0,2] [--ip-family ipv4|dual|ipv6]
+                                        [--idle-seconds 20] [--quick] [--json]
 
 Runs `tortie lab up --hosts H --workloads-per-host W` as a user would and measures its wall time to
 "ready" (every node service ready, every BGP session Established, every host routing every remote
@@ -15,6 +16,8 @@ footprint), per host and per role (node service, agent, BIRD, other), and their 
 (every host peers with every other: H*(H-1)/2 sessions), R > 0 makes the first R hosts route
 reflectors for the others (the mesh is off). The results are printed side by side with the machine's
 load average at the start and end of each run: the VM is shared, and its load changes the figures.
+`--ip-family` defaults to ipv4 (one BGP session per pair of hosts, as in the earlier figures); `dual`
+doubles the sessions.
 
 Targets: ready <= 60 s, idle CPU of the whole lab <= 0.1 cores, memory <= 4 GB (compared with the
 PSS sum; RSS counts shared pages again for every process and is shown for reference).
@@ -91,14 +94,16 @@ def load() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
-def run_lab(hosts: int, per_host: int, datastore: str, reflectors: int, idle_s: float) -> dict[str, Any]:
+def run_lab(hosts: int, per_host: int, datastore: str, reflectors: int, family: str,
+            idle_s: float) -> dict[str, Any]:
     """Build one lab, measure it, tear it down (see the module docstring)."""
     name = unique_name("scale")
     load_start = load()
     started = time.monotonic()
     up = subprocess.run(
         [TORTIE, "lab", "up", "--name", name, "--hosts", str(hosts), "--workloads-per-host", str(per_host),
-         "--datastore", datastore, "--route-reflectors", str(reflectors), "--timeout", "600"],
+         "--datastore", datastore, "--route-reflectors", str(reflectors), "--ip-family", family,
+         "--timeout", "600"],
         capture_output=True, text=True,
     )
     ready_s = time.monotonic() - started
@@ -127,7 +132,8 @@ def run_lab(hosts: int, per_host: int, datastore: str, reflectors: int, idle_s: 
     pss_gb = sum(m[1] for m in mem_role.values()) / 1024 / 1024
     return {
         "hosts": hosts, "workloads": hosts * per_host, "datastore": datastore,
-        "route_reflectors": reflectors, "ready_s": round(ready_s, 1), "processes": len(pids),
+        "route_reflectors": reflectors, "ip_family": family, "ready_s": round(ready_s, 1),
+        "processes": len(pids),
         "rss_gb": round(rss_gb, 2), "pss_gb": round(pss_gb, 2),
         "pss_per_host_mb": round(pss_gb * 1024 / hosts, 1),
         "pss_mb_by_role": {r: round(m[1] / 1024, 1) for r, m in mem_role.items()},
@@ -147,6 +153,7 @@ def main() -> int:
     parser.add_argument("--workloads-per-host", type=int, default=10)
     parser.add_argument("--datastore", choices=("sqlite", "etcd"), default="sqlite")
     parser.add_argument("--route-reflectors", default="0,2", help="comma-separated: 0 = full mesh")
+    parser.add_argument("--ip-family", choices=("ipv4", "dual", "ipv6"), default="ipv4")
     parser.add_argument("--idle-seconds", type=float, default=20.0)
     parser.add_argument("--quick", action="store_true", help="5 hosts x 4 workloads, full mesh only")
     parser.add_argument("--json", action="store_true")
@@ -160,13 +167,14 @@ def main() -> int:
     for reflectors in variants:
         try:
             idle_s = 5.0 if args.quick else args.idle_seconds
-            res = run_lab(hosts, per_host, args.datastore, reflectors, idle_s)
+            res = run_lab(hosts, per_host, args.datastore, reflectors, args.ip_family, idle_s)
         except RuntimeError as exc:
             print(exc)
             return 1
         results.append(res)
         print(json.dumps(res), flush=True)
-    print(f"\nlab: {hosts} hosts x {per_host} workloads ({hosts * per_host}), datastore {args.datastore}")
+    print(f"\nlab: {hosts} hosts x {per_host} workloads ({hosts * per_host}), datastore {args.datastore}, "
+          f"{args.ip_family}")
     for r in results:
         kind = "full mesh" if not r["route_reflectors"] else f"{r['route_reflectors']} route reflectors"
         print(f"{kind}  (load average {r['load_start']} at the start, {r['load_end']} at the end)")
