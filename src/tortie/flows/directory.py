@@ -18,6 +18,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
+from tortie.common.ipfamily import host_cidr
 from tortie.flows.records import Peer
 from tortie.model.kinds import kind_info
 
@@ -44,12 +45,19 @@ def _labels(meta: Mapping[str, Any]) -> dict[str, str]:
 
 
 def _addresses(values: object) -> list[str]:
+    """The canonical address of each CIDR (the network's first for a wider one); junk skipped. Host
+    networks, what endpoints hold, take `host_cidr`'s fast paths (a dual-stack cluster's 20,000
+    remote endpoints would spend ~0.4 s of start-up in `ipaddress` on their IPv6 addresses)."""
     out = []
-    for text in values if isinstance(values, list) else []:
+    for value in values if isinstance(values, list) else []:
+        text = str(value)
         try:
-            out.append(str(ipaddress.ip_interface(str(text)).ip))
+            out.append(host_cidr(text).partition("/")[0])
         except ValueError:
-            continue
+            try:
+                out.append(str(ipaddress.ip_interface(text).ip))
+            except ValueError:
+                continue
     return out
 
 
