@@ -241,6 +241,7 @@ def browser_check(dc: Datacenter, db_ip: str) -> None:
             if path == "api/policies":
                 hits = {p["name"]: p["hits"] for p in body["policies"]}
                 assert hits["db-guard"].get("deny", 0) >= 1
+                assert hits["client-out"].get("deny", 0) >= 1  # the staged Kubernetes policy's pending hits
         browser = webdriver.Chrome(service=Service(driver_path), options=options)
         browser.get(server.url)
         wait = WebDriverWait(browser, 30)

@@ -8,7 +8,9 @@
   reports (BIRD's control socket; None when BIRD does not answer there);
 * workloads: the datastore's WorkloadEndpoints;
 * policies: every policy kind and the staged kinds, with hit counts (connections whose records name
-  one of the policy's rules, by action) over the records in the stores;
+  one of the policy's rules, by action) over the records in the stores; the Kubernetes policy kinds
+  too, with the hits of their translations (`enforcedAs`, tortie.k8s.names), in tier `default`
+  (order 1000), `kube-admin` (order = priority) and `kube-baseline`;
 * trace: `tortie policy trace` for one flow (the product's trace on the datastore's state).
 
 Two constructions: `node_sources` (`tortie ui`: this host's store, its run directory's BIRD) and
@@ -30,10 +32,22 @@ from tortie.datastore.api import Datastore
 from tortie.flows.query import FlowFilter
 from tortie.flows.records import PROTOCOL_NUMBERS, FlowRecord
 from tortie.flows.store import ReadReport, read_records
+from tortie.k8s.names import (
+    ADMIN_POLICY_KIND,
+    ADMIN_TIER,
+    BASELINE_POLICY_KIND,
+    BASELINE_TIER,
+    DEFAULT_TIER,
+    NETWORK_POLICY_KIND,
+    derived,
+)
 from tortie.model.kinds import kind_info
 
 POLICY_KINDS = ("GlobalNetworkPolicy", "NetworkPolicy", "StagedGlobalNetworkPolicy", "StagedNetworkPolicy",
                 "StagedKubernetesNetworkPolicy")
+# Kubernetes kind -> tier of its translation (docs/reference/kubernetes-policy.md)
+KUBERNETES_POLICY_TIERS = {NETWORK_POLICY_KIND: DEFAULT_TIER, ADMIN_POLICY_KIND: ADMIN_TIER,
+                           BASELINE_POLICY_KIND: BASELINE_TIER}
 
 
 @dataclass
@@ -116,6 +130,23 @@ class UiSources:
                     "stagedAction": spec.get("stagedAction", "Set") if kind.startswith("Staged") else None,
                     "hits": hits.get(label, {}),
                 })
+        for kind, tier in KUBERNETES_POLICY_TIERS.items():
+            for obj in self._list(kind):
+                meta, spec = obj.get("metadata", {}), obj.get("spec", {})
+                ns = meta.get("namespace")
+                translation = derived(kind, str(meta.get("name")), ns)
+                where = f"{ns}/{translation.name}" if ns else translation.name
+                out.append({
+                    "kind": kind,
+                    "namespace": ns,
+                    "name": meta.get("name"),
+                    "tier": tier,
+                    "order": 1000 if kind == NETWORK_POLICY_KIND else spec.get("priority"),
+                    "selector": _selector_text(kind, spec),
+                    "stagedAction": None,
+                    "enforcedAs": translation.name,
+                    "hits": hits.get(f"{translation.kind}({where})", {}),
+                })
         return {"policies": out}
 
     def trace(self, params: dict[str, str]) -> dict[str, Any]:
@@ -174,7 +205,10 @@ def lab_sources(name: str) -> UiSources:
 
 
 def _selector_text(kind: str, spec: dict[str, Any]) -> str:
-    """A policy's selector as the policies table shows it (a staged Kubernetes policy's podSelector)."""
-    if kind == "StagedKubernetesNetworkPolicy":
+    """A policy's selector as the policies table shows it (a Kubernetes policy's podSelector or
+    subject)."""
+    if kind in ("StagedKubernetesNetworkPolicy", NETWORK_POLICY_KIND):
         return "podSelector: " + json.dumps(spec.get("podSelector") or {}, sort_keys=True)
+    if kind in (ADMIN_POLICY_KIND, BASELINE_POLICY_KIND):
+        return "subject: " + json.dumps(spec.get("subject") or {}, sort_keys=True)
     return str(spec.get("selector") or "all()")

@@ -17,6 +17,7 @@ from tortie.flows.records import Counts, FlowRecord, Peer
 from tortie.flows.store import FlowStore
 from tortie.flows.ui_sources import UiSources
 from tortie.flows.web import WebServer, check_listen, make_app, parse_listen
+from tortie.testing.k8s_world import admin_policy, network_policy
 from tortie.testing.policy_world import key_of, np
 
 TOKEN = "s3cret-token-0123456789"
@@ -111,21 +112,31 @@ def test_listen_rules() -> None:
         parse_listen("localhost:http")
 
 
-def test_policies_list_staged_kubernetes_policies_with_their_pending_hits(tmp_path: Path) -> None:
+def test_policies_list_kubernetes_and_staged_kubernetes_policies_with_their_hits(tmp_path: Path) -> None:
     hit = "default|StagedKubernetesNetworkPolicy(prod/db-only)|end-of-tier|deny"
-    allowed = "default|NetworkPolicy(prod/db)|ingress[0]|allow"
+    allowed = ("kube-admin|GlobalNetworkPolicy(kanp.adminnetworkpolicy.pass-prod)|ingress[0]|pass",
+               "default|NetworkPolicy(prod/knp.default.db)|ingress[0]|allow")
     FlowStore(tmp_path / "h1").write([
         FlowRecord(0, 9e9, "h1", "dst", Peer("workload", "web", "prod", ip="10.0.0.1"),
-                   Peer("workload", "db", "prod", ip="10.0.0.2"), "tcp", 80, "allow", (allowed,), "deny",
+                   Peer("workload", "db", "prod", ip="10.0.0.2"), "tcp", 80, "allow", allowed, "deny",
                    (hit,), Counts(1, 1), Counts(60, 60), 1, 0, 1)
     ])
     ds = MemoryDatastore()
     staged = {"apiVersion": "projectcalico.org/v3", "kind": "StagedKubernetesNetworkPolicy",
               "metadata": {"name": "db-only", "namespace": "prod"},
               "spec": {"podSelector": {"matchLabels": {"app": "db"}}}}
-    ds.put(key_of(staged), staged)
+    subject = {"namespaces": {"matchLabels": {"env": "prod"}}}
+    for obj in (staged, network_policy("db", "prod", {"podSelector": {}}),
+                admin_policy("pass-prod", 7, subject, ingress=[{"action": "Pass", "from": [subject]}])):
+        ds.put(key_of(obj), obj)
     sources = UiSources(lambda: {"h1": tmp_path / "h1"}, lambda: _Unclosed(ds), lambda host: None)
-    [entry] = sources.policies()["policies"]
+    entry, knp, anp = sources.policies()["policies"]
     assert entry["kind"] == "StagedKubernetesNetworkPolicy" and entry["stagedAction"] == "Set"
     assert entry["hits"] == {"deny": 1} and entry["tier"] == "default"
     assert entry["selector"] == 'podSelector: {"matchLabels": {"app": "db"}}'
+    assert (knp["kind"], knp["namespace"], knp["name"], knp["tier"], knp["order"]) == (
+        "NetworkPolicy.networking.k8s.io", "prod", "db", "default", 1000)
+    assert knp["enforcedAs"] == "knp.default.db" and knp["hits"] == {"allow": 1}
+    assert (anp["kind"], anp["name"], anp["tier"], anp["order"]) == (
+        "AdminNetworkPolicy.policy.networking.k8s.io", "pass-prod", "kube-admin", 7)
+    assert anp["hits"] == {"pass": 1} and anp["selector"] == f"subject: {json.dumps(subject, sort_keys=True)}"
