@@ -38,7 +38,8 @@ def add_filter_arguments(p: argparse.ArgumentParser) -> None:
     """The filters and output options `tortie flows` and `tortie lab flows` share."""
     p.add_argument("--action", choices=("allow", "deny"), default=None, help="only allowed or denied flows")
     p.add_argument("--policy", default=None, metavar="NAME",
-                   help="flows a rule of this policy decided (name, namespace/name or Kind(ns/name))")
+                   help="flows a rule of this policy decided (name, namespace/name or Kind(ns/name); a "
+                        "Kubernetes policy also by its own name)")
     p.add_argument("--namespace", default=None, metavar="NS", help="flows with an end in this namespace")
     p.add_argument("--endpoint", default=None, metavar="NAME|NS/NAME|IP", help="flows with this end")
     p.add_argument("--since", default=None, metavar="DURATION|TIME",

@@ -7,7 +7,9 @@
 
 * action: allow | deny;
 * policy: a rule of the record's policies or pending policies names it: the policy's name
-  (`db-allow`), `namespace/name`, or the label (`NetworkPolicy(prod/db-allow)`);
+  (`db-allow`), `namespace/name`, or the label (`NetworkPolicy(prod/db-allow)`); a translated
+  Kubernetes policy also by the Kubernetes object's name (`web-to-db` or `shop/web-to-db` for
+  `NetworkPolicy(shop/knp.default.web-to-db)`, `deny-all` for `kanp.adminnetworkpolicy.deny-all`);
 * namespace: either end is in that namespace;
 * endpoint: either end is that workload or host endpoint (`name` or `namespace/name`), or has that
   address (an outside address, or a network set's network containing it);
@@ -25,6 +27,9 @@ from datetime import datetime
 
 from tortie.common.errors import UserError
 from tortie.flows.records import ACTIONS, FlowRecord, Peer
+from tortie.k8s.names import ADMIN_POLICY_PREFIX, BASELINE_POLICY_PREFIX, NETWORK_POLICY_PREFIX
+
+_KUBERNETES_PREFIXES = (NETWORK_POLICY_PREFIX, ADMIN_POLICY_PREFIX, BASELINE_POLICY_PREFIX)
 
 _DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+(?:\.\d+)?)s)?$")
 
@@ -56,7 +61,14 @@ def _names_policy(hit: str, wanted: str) -> bool:
     if label == wanted:
         return True
     inner = label.partition("(")[2].rstrip(")")
-    return inner == wanted or inner.rpartition("/")[2] == wanted
+    ns, _, name = inner.rpartition("/")
+    if wanted in (inner, name):
+        return True
+    prefix = next((p for p in _KUBERNETES_PREFIXES if name.startswith(p)), None)
+    if prefix is None:
+        return False
+    k8s_name = name[len(prefix):]
+    return wanted in (k8s_name, f"{ns}/{k8s_name}" if ns else k8s_name)
 
 
 def _is_endpoint(peer: Peer, wanted: str) -> bool:

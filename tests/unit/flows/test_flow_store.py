@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from pathlib import Path
@@ -87,6 +88,15 @@ def test_filters() -> None:
     assert FlowFilter(policy="db-deny").matches(deny) and FlowFilter(policy="prod/db-allow").matches(staged)
     assert FlowFilter(policy="NetworkPolicy(prod/db-deny)").matches(deny)
     assert not FlowFilter(policy="db").matches(deny)
+    k8s = dataclasses.replace(deny, policies=(
+        "kube-admin|GlobalNetworkPolicy(kanp.adminnetworkpolicy.ops)|ingress[0]|pass",
+        "default|NetworkPolicy(shop/knp.default.web-to-db)|end-of-tier|deny",
+    ))
+    for name in ("web-to-db", "shop/web-to-db", "knp.default.web-to-db", "ops",
+                 "kanp.adminnetworkpolicy.ops"):
+        assert FlowFilter(policy=name).matches(k8s), name
+    for name in ("other/web-to-db", "default.web-to-db", "shop/ops"):
+        assert not FlowFilter(policy=name).matches(k8s), name
     assert FlowFilter(endpoint="prod/web").matches(deny) and FlowFilter(endpoint="2001:db8::1").matches(deny)
     assert not FlowFilter(endpoint="db").matches(deny)
     assert FlowFilter(staged=True).matches(staged) and not FlowFilter(staged=True).matches(deny)
