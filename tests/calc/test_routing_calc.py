@@ -143,6 +143,33 @@ def test_an_endpoint_using_what_this_host_cannot_program_is_refused(caplog: pyte
     assert any("ipNATs: no nftables here" in msg for msg in messages)
 
 
+def test_qos_controls_reach_the_dataplane_with_calico_s_defaults() -> None:
+    qos = {"ingressBandwidth": 1000000, "egressPacketRate": 100, "egressMaxConnections": 7}
+    want = replace(ep("a"), qos=m.QosLimits(ingress_bandwidth=1000000, ingress_burst=4 * 2**30,
+                                            egress_packet_rate=100, egress_packet_burst=5,
+                                            egress_max_connections=7))
+    check_sequence(make_graph, [
+        Step(state(wep("a", qosControls=qos)), expect([want])),
+        Step(state(wep("a", qosControls={"ingressPacketRate": 0})), expect([ep("a")])),  # 0: no limit
+        Step(state(wep("a")), expect([ep("a")])),
+    ])
+
+
+def test_qos_a_host_cannot_program_refuses_the_endpoint(caplog: pytest.LogCaptureFixture) -> None:
+    def graph(sink: Sink) -> Graph:
+        local = cfg.LocalConfig(cfg.Layer(cfg.Source.FILE, "file", {}), cfg.env_layer({}), cfg.cli_layer({}))
+        return CalcGraph(HOST, sink, cfg.datastore_resolver(local, HOST),
+                         unsupported={"qosControls.egressBandwidth": "no ifb device here"})
+
+    check_sequence(graph, [
+        Step(state(wep("c", ips=("10.65.0.3/32",), qosControls={"egressBandwidth": 10**6}),
+                   wep("d", ips=("10.65.0.4/32",), qosControls={"ingressBandwidth": 10**6})),
+             expect([replace(ep("d", ips=("10.65.0.4/32",)), qos=m.QosLimits(
+                 ingress_bandwidth=10**6, ingress_burst=4 * 2**30))])),
+    ])
+    assert any("qosControls.egressBandwidth: no ifb device here" in r.getMessage() for r in caplog.records)
+
+
 def test_endpoint_stored_at_a_foreign_key_is_invalid() -> None:
     key, value = wep("a")
     check_sequence(make_graph, [Step({key.replace("/a", "/zz"): value}, expect())])

@@ -10,6 +10,7 @@ import pytest
 from tortie.common.errors import NetnsNotFound
 from tortie.dataplane.drivers.links import NetlinkLinkDriver
 from tortie.dataplane.drivers.routes import NetlinkRouteDriver
+from tortie.dataplane.drivers.shaping import NetlinkShapingDriver
 from tortie.dataplane.drivers.sysctl import ProcSysctlDriver
 from tortie.dataplane.drivers.vxlan import NetlinkVxlanDriver
 from tortie.testing.dataplane_conformance import (
@@ -19,8 +20,9 @@ from tortie.testing.dataplane_conformance import (
     RouteDriverConformance,
     SysctlDriverConformance,
 )
-from tortie.testing.netns import throwaway_netns, unique_name
+from tortie.testing.netns import ip, throwaway_netns, unique_name
 from tortie.testing.routetable_conformance import RouteTableConformance
+from tortie.testing.shaping_conformance import RealDevices, ShapingDriverConformance, ShapingEnv
 from tortie.testing.vxlan_conformance import RealUplinks, VxlanDriverConformance, VxlanEnv
 
 pytestmark = pytest.mark.root
@@ -79,3 +81,25 @@ def test_missing_namespace_is_an_error_not_created() -> None:
     import os
 
     assert not os.path.exists(f"/run/netns/{name}")
+
+
+@pytest.fixture
+def sh() -> Iterator[ShapingEnv]:
+    with throwaway_netns("shc") as netns:
+        driver = NetlinkShapingDriver(netns)
+        try:
+            yield ShapingEnv(driver=driver, bench=RealDevices(netns))
+        finally:
+            driver.close()
+
+
+class TestKernelShaping(ShapingDriverConformance):
+    pass
+
+
+def test_this_kernel_has_every_part_of_tc_shaping_and_the_probe_leaves_nothing() -> None:
+    from tortie.kernel.tc import probe_shaping
+
+    before = ip("-o", "link", "show").stdout.count("tqprobe")
+    assert probe_shaping() == {"tbf": None, "ifb": None, "ingress": None, "u32 mirred": None}
+    assert ip("-o", "link", "show").stdout.count("tqprobe") == before == 0

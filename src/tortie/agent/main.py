@@ -59,8 +59,10 @@ def netlink_drivers(config: Mapping[str, Any]) -> Drivers:
     """The real kernel drivers for the agent's own network namespace."""
     from tortie.dataplane.drivers.links import NetlinkLinkDriver
     from tortie.dataplane.drivers.routes import NetlinkRouteDriver
+    from tortie.dataplane.drivers.shaping import NetlinkShapingDriver
     from tortie.dataplane.drivers.sysctl import ProcSysctlDriver
     from tortie.dataplane.drivers.vxlan import NetlinkVxlanDriver
+    from tortie.kernel.tc import probe_shaping
 
     nft = None
     if config.get("policy_enabled", True):
@@ -69,7 +71,8 @@ def netlink_drivers(config: Mapping[str, Any]) -> Drivers:
         nft = NftablesDriver()
     return Drivers(NetlinkRouteDriver(protocol=int(config["device_route_protocol"])), NetlinkLinkDriver(),
                    ProcSysctlDriver(), nft, flow_logs=bool(config.get("flow_logs_enabled", False)),
-                   vxlan=NetlinkVxlanDriver())
+                   vxlan=NetlinkVxlanDriver(), shaping=NetlinkShapingDriver(),
+                   shaping_support=probe_shaping())
 
 
 def setup_logging(severity: str) -> None:

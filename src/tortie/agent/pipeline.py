@@ -43,6 +43,7 @@ from tortie.dataplane.drivers.host_addresses import HostAddressDriver, NetlinkHo
 from tortie.dataplane.drivers.links import LinkDriver
 from tortie.dataplane.drivers.nftables import NftDriver
 from tortie.dataplane.drivers.routes import RouteDriver
+from tortie.dataplane.drivers.shaping import ShapingDriver
 from tortie.dataplane.drivers.sysctl import SysctlDriver
 from tortie.dataplane.drivers.vxlan import VxlanDriver
 from tortie.dataplane.endpoint_status import EndpointStatusFiles
@@ -54,6 +55,7 @@ from tortie.dataplane.managers.host_mtu import HostMtuManager
 from tortie.dataplane.managers.host_sysctls import DEFAULT_HOST_SYSCTLS, HostSysctlsManager
 from tortie.dataplane.managers.manager_api import Manager
 from tortie.dataplane.managers.policy import PolicyManager
+from tortie.dataplane.managers.qos import QosManager, unsupported_fields
 from tortie.dataplane.managers.vxlan import DEVICE_NAMES, VxlanManager
 from tortie.dataplane.messages import (
     ENCAP_MESSAGE_TYPES,
@@ -96,9 +98,11 @@ class Drivers:
     addresses: HostAddressDriver | None = None  # host endpoints by expectedIPs; None: read with netlink
     flow_logs: bool = False  # the flow logger may use this process's kernel (NFLOG, conntrack; issue 20)
     vxlan: VxlanDriver | None = None  # tunnel devices and host MTU; None: no VXLAN and no MTU file
+    shaping: ShapingDriver | None = None  # QoS bandwidth (tc); None: bandwidth limits are refused
+    shaping_support: Mapping[str, str | None] | None = None  # probe_shaping(); None: not probed
 
     def close(self) -> None:
-        optional = [d for d in (self.nft, self.vxlan) if d is not None]
+        optional = [d for d in (self.nft, self.vxlan, self.shaping) if d is not None]
         for driver in (self.routes, self.links, self.sysctls, *optional):
             try:
                 driver.close()
@@ -226,6 +230,15 @@ class AgentPipeline:
         else:
             self.unsupported["ipNATs"] = (
                 "1:1 NAT needs nftables, which the agent does not use with policy_enabled=false")
+        # QoS limits before the route table too: limits exist before the workload is reachable.
+        self.unsupported.update(unsupported_fields(drivers.shaping_support, tc=drivers.shaping is not None,
+                                                   nft=policy))
+        self.qos_manager = QosManager(drivers.shaping, drivers.nft if policy else None,
+                                      owns=self.route_table.owns_device)
+        managers.insert(managers.index(self.route_table), self.qos_manager)
+        if self.unsupported:
+            log.warning("this host refuses endpoints that ask for what it cannot program: %s",
+                        "; ".join(f"{k}: {v}" for k, v in sorted(self.unsupported.items())))
         if policy:
             assert drivers.nft is not None
             # First: each apply round programs policy before routes open new interfaces (fail closed).

@@ -6,7 +6,11 @@ service's `node.json`. Prints, like `calicoctl node status`, whether the agent, 
 are running, then one row per peer: address, type (node-to-node mesh / route reflector / route
 reflector client / global / node specific / local workload), BIRD state, since, info (Established,
 or the BGP state and the reason it is not Established), the prefixes this node originates, and the
-problems the BGP daemon found (a peer skipped because its BGPFilter or password secret is missing).
+problems the BGP daemon found (a peer skipped because its BGPFilter or password secret is missing),
+and what of Calico's QoS this kernel cannot do (`kernel.tc.probe_shaping`, the agent's own probe: a
+missing qdisc or device kind, and the qosControls fields this node's agent therefore refuses;
+docs/design/qos.md). The probe needs root (it unshares a throwaway namespace); without it the kernel
+is reported as not probed.
 
 Exit code 1 when BIRD is not running, or when the node service (`tortie node run`) manages an agent
 that is not running (its node.json says so, or has not been refreshed for `NODE_STATUS_STALE`
@@ -94,6 +98,31 @@ def agent_state(run_dir: str, now: float | None = None) -> dict[str, Any]:
             "reason": "" if running else f"the agent has exited (last exit code {agent.get('lastExitCode')})"}
 
 
+def kernel_support() -> dict[str, Any]:
+    """What of tc shaping this kernel has, and the qosControls fields the agent refuses for it."""
+    from tortie.dataplane.managers.qos import unsupported_fields
+    from tortie.kernel.tc import probe_shaping
+
+    parts = probe_shaping()
+    if all(r is not None and r.startswith("could not be probed") for r in parts.values()):
+        reason = next(iter(parts.values()))
+        return {"probed": False, "reason": reason, "shaping": parts, "refusedQosFields": {}}
+    return {"probed": True, "shaping": parts,
+            "refusedQosFields": unsupported_fields(parts, tc=True, nft=True)}
+
+
+def _kernel_lines(kernel: dict[str, Any]) -> list[str]:
+    if not kernel["probed"]:
+        return [f"Kernel traffic control: not probed ({kernel['reason']})."]
+    missing = {part: why for part, why in kernel["shaping"].items() if why is not None}
+    if not missing:
+        return ["Kernel traffic control: tbf, ifb, ingress and u32 mirred work (qosControls bandwidth limits "
+                "are programmed)."]
+    lines = [f"Kernel lacks {part}: {why}" for part, why in missing.items()]
+    refused = ", ".join(sorted(kernel["refusedQosFields"]))
+    return [*lines, f"Endpoints asking for {refused} are refused on this node."]
+
+
 def collect(run_dir: str) -> dict[str, Any]:
     """Everything `node status` shows, as a JSON-able dict (raises BirdNotRunning)."""
     health = read_health(run_dir)
@@ -108,6 +137,7 @@ def collect(run_dir: str) -> dict[str, Any]:
         "peers": [p.to_json() for p in peers],
         "advertised": advertised,
         "problems": list((health or {}).get("problems") or []),
+        "kernel": kernel_support(),
     }
 
 
@@ -137,10 +167,13 @@ def _run(args: argparse.Namespace) -> int:
         if args.output == "json":
             print(json.dumps({"bird": {"running": False, "error": str(exc)}, "agent": agent_state(run_dir),
                               "daemon": health, "peers": [], "advertised": [],
-                              "problems": list((health or {}).get("problems") or [])}, indent=2))
+                              "problems": list((health or {}).get("problems") or []),
+                              "kernel": kernel_support()}, indent=2))
         else:
             print(f"BIRD is not running on {hostname}: {exc}", file=sys.stderr)
             print(_agent_line(agent_state(run_dir)), file=sys.stderr)
+            for line in _kernel_lines(kernel_support()):
+                print(line, file=sys.stderr)
         return 1
     agent_down = data["agent"]["managed"] and not data["agent"]["running"]
     if args.output == "json":
@@ -162,4 +195,6 @@ def _run(args: argparse.Namespace) -> int:
     console.print("Advertised prefixes: " + (", ".join(data["advertised"]) or "(none)"))
     for problem in data["problems"]:
         console.print(f"Problem: {problem}", markup=False)
+    for line in _kernel_lines(data["kernel"]):
+        console.print(line, markup=False)
     return 1 if agent_down else 0

@@ -6,6 +6,7 @@
     entered(target)           context manager: the calling thread inside, then back where it was
     run_in_netns(target, fn)  fn() inside, on the calling thread
     NetnsWorker(name)         a thread that lives in one namespace and runs submitted calls there
+    unshare_private()         moves the CALLING THREAD into a new, anonymous namespace (a probe's sandbox)
 
 Why threads: `setns(2)` with CLONE_NEWNET moves only the calling thread, and netlink sockets, other
 sockets and `/proc/sys/net` files resolve against the namespace of the thread that opens them, then
@@ -14,7 +15,9 @@ it needs inside and uses it anywhere; nothing forks and no other thread moves.
 
 Errors (tortie.common.errors): a namespace that does not exist, or a path that is not a network
 namespace, raises `NetnsNotFound` (errno ENOENT / EINVAL); any other failure `KernelError`. Nothing
-here ever creates a namespace. Gotcha: a thread inside a namespace keeps it alive after
+here creates a named namespace; `unshare_private` makes an anonymous one that lives only as long as the
+thread in it (a kernel feature probe tries things there, never on the host's devices).
+Gotcha: a thread inside a namespace keeps it alive after
 `ip netns del` (its interfaces survive until the thread exits): close workers before deleting.
 
 Python 3.11 has no os.setns: libc's is called through ctypes (loaded on first use, ~2 ms); the worker's
@@ -84,6 +87,22 @@ def setns(fd: int, label: str = "") -> None:
         if err == _errno.EINVAL:
             raise NetnsNotFound(f"{what} is not a network namespace", err)
         raise KernelError(f"setns({what}) failed: {os.strerror(err)}", err)
+
+
+def unshare_private() -> None:
+    """Move the calling thread into a new network namespace of its own (unshare(CLONE_NEWNET)): no
+    name, no mount; it disappears when the thread (and every socket opened in it) is gone. The thread
+    must not be returned to a pool: it never leaves."""
+    global _libc
+    if _libc is None:
+        import ctypes
+
+        _libc = ctypes.CDLL(None, use_errno=True)
+    if _libc.unshare(CLONE_NEWNET) != 0:
+        import ctypes
+
+        err = ctypes.get_errno()
+        raise KernelError(f"unshare(CLONE_NEWNET) failed: {os.strerror(err)}", err)
 
 
 def same_netns(fd: int) -> bool:

@@ -2,7 +2,8 @@
 
     Rtnl()  -- opened in the network namespace of the calling thread (see `netns`), kept for life;
                NetnsRtnl(netns, name) opens one inside a named namespace for a long-lived user
-      links:       links(), get_link(name), add_veth(...), add_vxlan(...), set_link(...), delete_link(index)
+      links:       links(), get_link(name), ifindex(name), add_veth(...), add_vxlan(...), set_link(...),
+                   delete_link(index)
       namespaces:  nsid_of(netns_fd): a namespace's id here (matches a veth's Link.link_netnsid)
       addresses:   addrs(index=None, family=AF_UNSPEC), add_addr(...), delete_addr(...)
       routes:      routes(family, table, protocol), add_route(dst, ...), delete_route(dst, ...)
@@ -13,6 +14,7 @@ Every change is acknowledged (it returns once the kernel applied it). Errors are
 `tortie.common.errors.NetlinkError` with the kernel's errno and text; "not there" answers of lookups
 and deletes are results instead (`get_link` -> None, `delete_*` -> False). Route dumps are filtered by
 table and protocol in the kernel (strict checking, as `ip route show table T proto P`) and again here.
+`ifindex(name)` raises `LinkNotFound` when there is none.
 Codecs and records: `rtnl_codec`. Framing and the exchange: `netlink`.
 """
 
@@ -21,7 +23,7 @@ from __future__ import annotations
 import errno as _errno
 import threading
 
-from tortie.common.errors import KernelError, NetlinkError
+from tortie.common.errors import KernelError, LinkNotFound, NetlinkError
 from tortie.common.ipfamily import IPAddress, IPInterface, IPNetwork, family_of
 from tortie.kernel import rtnl_codec as codec
 from tortie.kernel.netlink import (
@@ -98,6 +100,13 @@ class Rtnl:
             if kind == codec.RTM_NEWLINK:
                 return codec.decode_link(body)
         return None
+
+    def ifindex(self, name: str) -> int:
+        """The index of the interface called `name` (`LinkNotFound` when there is none)."""
+        link = self.get_link(name)
+        if link is None:
+            raise LinkNotFound(f"interface {name} does not exist", _errno.ENODEV)
+        return link.ifindex
 
     def add_veth(
         self,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from tortie.model import specs_endpoint as E
-from tortie.model.support import FieldSupport, impl, info, reject
+from tortie.model.support import FieldSupport, impl, info
 
 TABLE: dict[tuple[type[Any], str], FieldSupport] = {
     (E.WorkloadEndpointSpec, "orchestrator"): impl("calc.endpoint_calc"),
@@ -39,11 +39,13 @@ TABLE: dict[tuple[type[Any], str], FieldSupport] = {
     (E.WorkloadEndpointSpec, "ports"): impl("calc.policy_items"),
     (E.WorkloadEndpointSpec, "allow_spoofed_source_prefixes"): impl(
         "calc.policy_resolver", note="honoured whatever FelixConfiguration workloadSourceSpoofing says"),
-    (E.WorkloadEndpointSpec, "qos_controls"): reject(
-        "bandwidth, packet-rate and connection limits are not programmed yet; the workload would run "
-        "unlimited", not_yet=True),
-    **{(E.QoSControls, f.name): reject("QoS limits are not programmed yet (see qosControls)", not_yet=True)
-       for f in E.QoSControls.__dataclass_fields__.values()},
+    (E.WorkloadEndpointSpec, "qos_controls"): impl(
+        "calc.endpoint_calc",
+        note="bandwidth with tc as Felix (tbf on the host-side interface; egress through an ifb device), "
+             "packet rate and connections with nftables (table inet tortie-qos); an endpoint asking for a "
+             "part its host's kernel lacks is refused by that host's agent, which says so, as does "
+             "tortie node status"),
+    **{(E.QoSControls, f.name): impl("calc.qos_limits") for f in E.QoSControls.__dataclass_fields__.values()},
     (E.WorkloadEndpointPort, "name"): impl("calc.policy_items"),
     (E.WorkloadEndpointPort, "protocol"): impl("calc.policy_items"),
     (E.WorkloadEndpointPort, "port"): impl("calc.policy_items"),

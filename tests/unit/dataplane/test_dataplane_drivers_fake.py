@@ -15,6 +15,8 @@ from tortie.testing.dataplane_conformance import (
     fake_env,
 )
 from tortie.testing.kernel_fake import FakeKernel
+from tortie.testing.shaping_conformance import FakeDevices, ShapingDriverConformance, ShapingEnv
+from tortie.testing.shaping_fake import FakeShaping
 from tortie.testing.vxlan_conformance import FakeUplinks, VxlanDriverConformance, VxlanEnv
 
 
@@ -86,3 +88,13 @@ def test_route_value_validation() -> None:
         Route("10.0.0.0/24")  # unicast without a device or gateway
     with pytest.raises(ValueError):
         Route("10.0.0.0/24", kind="blackhole", ifname="x")
+
+
+@pytest.fixture
+def sh() -> ShapingEnv:
+    kernel = FakeKernel()
+    return ShapingEnv(driver=FakeShaping(kernel), bench=FakeDevices(kernel))
+
+
+class TestFakeShaping(ShapingDriverConformance):
+    pass
