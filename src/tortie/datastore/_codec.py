@@ -123,6 +123,18 @@ def check_ops(ops: Sequence[TxnOp]) -> list[CheckedOp]:
     return out
 
 
+def violation(op: CheckedOp, current: int | None) -> DatastoreError | None:
+    """Why `op` cannot apply to its key, now at mod revision `current` (None: absent), or None."""
+    if op.op == "create" and current is not None:
+        return exists(op.key)
+    if op.op in ("update", "delete"):
+        if current is None:
+            return missing(op.key)
+        if op.expected_revision is not None and current != op.expected_revision:
+            return conflict(op.key, current, op.expected_revision)
+    return None
+
+
 def conflict(key: str, actual: int, expected: int) -> Conflict:
     return Conflict(f"key {key!r} is at revision {actual}, not the expected {expected}")
 

@@ -58,12 +58,10 @@ from tortie.common.errors import DatastoreError, DatastoreUnavailable, LeaseExpi
 from tortie.datastore._codec import (
     CheckedOp,
     check_ops,
-    conflict,
     decode_value,
-    exists,
     lease_gone,
-    missing,
     stored_kv,
+    violation,
 )
 from tortie.datastore._etcd_watch import (
     GRPC_UNAUTHENTICATED,
@@ -520,14 +518,9 @@ def _failed_condition(checked: Sequence[CheckedOp], responses: Sequence[dict[str
     """The error the first failing op would raise, from the failure branch's read-back."""
     for o, resp in zip(checked, responses, strict=False):
         kvs = resp.get("response_range", {}).get("kvs") or []
-        current = _kv_from(kvs[0]) if kvs else None
-        if o.op == "create" and current is not None:
-            return exists(o.key)
-        if o.op in ("update", "delete"):
-            if current is None:
-                return missing(o.key)
-            if o.expected_revision is not None and current.mod_revision != o.expected_revision:
-                return conflict(o.key, current.mod_revision, o.expected_revision)
+        refused = violation(o, _kv_from(kvs[0]).mod_revision if kvs else None)
+        if refused is not None:
+            return refused
     return DatastoreError("etcd transaction condition failed but every key looks as expected (a race)")
 
 

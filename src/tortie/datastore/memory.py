@@ -30,7 +30,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from tortie.common.errors import UserError
-from tortie.datastore._codec import check_key, check_ops, conflict, exists, lease_gone, missing, stored_kv
+from tortie.datastore._codec import (
+    check_key,
+    check_ops,
+    lease_gone,
+    stored_kv,
+    violation,
+)
 from tortie.datastore._single_writes import SingleKeyWrites
 from tortie.datastore._watchbase import QueueWatch
 from tortie.datastore.api import KV, EventType, TxnOp, Watch, WatchEvent
@@ -90,13 +96,9 @@ class MemoryDatastore(SingleKeyWrites):
             self._reap()
             for op in checked:  # every condition first: all or nothing
                 old = self._kvs.get(op.key)
-                if op.op == "create" and old is not None:
-                    raise exists(op.key)
-                if op.op in ("update", "delete"):
-                    if old is None:
-                        raise missing(op.key)
-                    if op.expected_revision is not None and old.mod_revision != op.expected_revision:
-                        raise conflict(op.key, old.mod_revision, op.expected_revision)
+                refused = violation(op, None if old is None else old.mod_revision)
+                if refused is not None:
+                    raise refused
                 if op.lease is not None and op.lease not in self._leases:
                     raise lease_gone(op.lease)
             if not checked:

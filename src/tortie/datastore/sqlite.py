@@ -53,13 +53,11 @@ from typing import Any, TypeVar
 from tortie.common.errors import DatastoreError, DatastoreUnavailable, TortieError, UserError
 from tortie.datastore._codec import (
     check_ops,
-    conflict,
     decode_value,
-    exists,
     lease_gone,
-    missing,
     prefix_end,
     stored_kv,
+    violation,
 )
 from tortie.datastore._single_writes import SingleKeyWrites
 from tortie.datastore._sqlite_poller import Poller, WatchCursor
@@ -452,13 +450,9 @@ class SqliteDatastore(SingleKeyWrites):
             olds: builtins.list[_KVRow | None] = []
             for o in checked:  # every condition first: all or nothing
                 old = tx.row(o.key)
-                if o.op == "create" and old is not None:
-                    raise exists(o.key)
-                if o.op in ("update", "delete"):
-                    if old is None:
-                        raise missing(o.key)
-                    if o.expected_revision is not None and old[2] != o.expected_revision:
-                        raise conflict(o.key, old[2], o.expected_revision)
+                refused = violation(o, None if old is None else old[2])
+                if refused is not None:
+                    raise refused
                 if o.lease is not None and not tx.lease_exists(o.lease):
                     raise lease_gone(o.lease)
                 olds.append(old)

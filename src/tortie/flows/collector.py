@@ -133,6 +133,8 @@ class FlowLogger:
         from tortie.kernel.conntrack import dump_flows
 
         budget_start, budget = time.monotonic(), self.max_messages_per_second
+        sources: tuple[tuple[str, Any, Callable[[Any], None]], ...] = (
+            ("nflog", nflog, self.aggregator.on_log), ("conntrack", events, self.aggregator.on_destroyed))
         next_flush = time.monotonic() + self.flush_interval
         while not self._stop.is_set():
             now = time.monotonic()
@@ -146,20 +148,14 @@ class FlowLogger:
                 self._stop.wait(min(1.0 - (now - budget_start), next_flush - now))
                 continue
             ready, _, _ = select.select([nflog, events], [], [], min(0.5, next_flush - now))
-            if nflog in ready:
-                packets, lost = nflog.read()
-                budget -= len(packets)
-                for packet in packets:
-                    self.aggregator.on_log(packet)
-                if lost:
-                    self.metrics.lost.labels(source="nflog").inc(lost)
-            if events in ready:
-                flows, lost = events.read()
-                budget -= len(flows)
-                for flow in flows:
-                    self.aggregator.on_destroyed(flow)
-                if lost:
-                    self.metrics.lost.labels(source="conntrack").inc(lost)
+            for source, sock, handle in sources:
+                if sock in ready:
+                    items, lost = sock.read()
+                    budget -= len(items)
+                    for item in items:
+                        handle(item)
+                    if lost:
+                        self.metrics.lost.labels(source=source).inc(lost)
 
     def flush(self, table: list[Any]) -> list[FlowRecord]:
         """One flush: the conntrack table in, records to the store and the metrics (flow thread)."""
