@@ -150,7 +150,7 @@ class UiSources:
         return {"policies": out}
 
     def trace(self, params: dict[str, str]) -> dict[str, Any]:
-        from tortie.cli.policy_cmd import load_objects, resolve_end, trace, valid_resources
+        from tortie.policy.packet_trace import load_objects, resolve_end, trace, valid_resources
         from tortie.policy.trace import Packet
 
         src, dst = params.get("src", ""), params.get("dst", "")
