@@ -36,9 +36,11 @@ from pathlib import Path
 from typing import Any
 
 from tortie.common.ipfamily import family_of
+from tortie.datastore.resources import ResourceStore
 from tortie.lab.datacenter import Datacenter
 from tortie.lab.etcd_members import kill_member
 from tortie.lab.routers import rib_prefixes
+from tortie.model import parse_resource
 from tortie.testing.streams import TCP_SEQUENCE_CLIENT, TCP_SEQUENCE_SERVER
 
 REPO = Path(__file__).resolve().parents[2]
@@ -51,6 +53,22 @@ def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 30.0) ->
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
         time.sleep(0.1)
+
+
+def set_endpoint_field(dc: Datacenter, workload: str, name: str, value: Any) -> None:
+    """Set (or with a falsy `value`, remove) spec.<name> of a CNI workload's WorkloadEndpoint."""
+    record = dc.lab.state.workloads[workload]
+    ds = dc.datastore()
+    try:
+        store = ResourceStore(ds)
+        wire = store.get("WorkloadEndpoint", record.endpoint, record.namespace or "default").to_wire()
+        if value:
+            wire["spec"][name] = value
+        else:
+            wire["spec"].pop(name, None)
+        store.update(parse_resource(wire, source="test"))
+    finally:
+        ds.close()
 
 
 def eventually_allowed(

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 
 import pytest
+from e2e_scenarios import set_endpoint_field
 
 from tortie.common.ipfamily import V4, V6, family_of
 from tortie.datastore.resources import ResourceStore
@@ -73,22 +74,6 @@ def reply_source(dc: Datacenter, src: str, dst: str) -> str:
     return proc.stdout.strip()
 
 
-def set_ip_nats(dc: Datacenter, workload: str, nats: list[dict[str, str]]) -> None:
-    record = dc.lab.state.workloads[workload]
-    ds = dc.datastore()
-    try:
-        store = ResourceStore(ds)
-        current = store.get("WorkloadEndpoint", record.endpoint, record.namespace or "default")
-        wire = current.to_wire()
-        if nats:
-            wire["spec"]["ipNATs"] = nats
-        else:
-            wire["spec"].pop("ipNATs", None)
-        store.update(parse_resource(wire, source="test"))
-    finally:
-        ds.close()
-
-
 def nat_table(dc: Datacenter, host: str) -> str:
     return dc.lab.exec(host, ["nft", "list", "table", "inet", "tortie-nat"], check=False).stdout
 
@@ -117,7 +102,8 @@ def test_floating_ip_reaches_the_workload_and_its_replies_and_traffic_carry_it(
         dc.lab.start_process(ns, [PYTHON, "-m", "tortie.testing.probes", "serve", *argv])
     dc.wait_ready(timeout=90)
     internal = {family_of(ip): ip for ip in fip.ips}
-    set_ip_nats(dc, "fip", [{"internalIP": internal[f], "externalIP": EXTERNAL[f]} for f in (V4, V6)])
+    nats = [{"internalIP": internal[f], "externalIP": EXTERNAL[f]} for f in (V4, V6)]
+    set_endpoint_field(dc, "fip", "ipNATs", nats)
     tor = dc.lab.state.appliances["tor"]
     peer_ips = {family_of(ip): ip for ip in dc.lab.workload("peer").ips}
 
@@ -136,7 +122,7 @@ def test_floating_ip_reaches_the_workload_and_its_replies_and_traffic_carry_it(
         assert seen_by_server(dc, "fip", peer_ips[fam], SERVER_PORT) == internal[fam]
     assert "dnat ip to" in nat_table(dc, "h1") and "dnat ip6 to" in nat_table(dc, "h1")
 
-    set_ip_nats(dc, "fip", [])
+    set_endpoint_field(dc, "fip", "ipNATs", None)
     for fam in (V4, V6):
         cidr = fam.host_cidr(EXTERNAL[fam])
         wait_for(lambda c=cidr, f=fam: c not in dc.nodes.bird_routes("h2", f), f"h2 withdraws {cidr}")

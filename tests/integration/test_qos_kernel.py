@@ -12,13 +12,13 @@ namespace), `wl` (the workload, behind the veth `tqw0` whose host side the manag
 * connections: with ingressMaxConnections 2, two TCP connections to the workload stay open and the
   third is refused with a reset; after one closes, a new one is accepted.
 
-Rates are measured by iperf3's receiver. On a loaded 2-core machine a transfer can fall short of the
-limit for want of CPU; a measurement below the band is retried (up to 3 times), one above it never.
+Rates are measured by iperf3's receiver (`tortie.testing.iperf`). On a loaded 2-core machine a transfer
+can fall short of the limit for want of CPU; a measurement below the band is retried (up to 3 times),
+one above it never.
 """
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -35,6 +35,7 @@ from tortie.dataplane.messages import (
     WorkloadEndpointRemove,
     WorkloadEndpointUpdate,
 )
+from tortie.testing import iperf
 from tortie.testing.netns import ip, throwaway_netns
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
@@ -85,39 +86,9 @@ def bed() -> Iterator[Bed]:
             nft.close()
 
 
-def iperf_rate(bed: Bed, *, reverse: bool) -> float:
-    """Bits/s that iperf3's receiver counted over SECONDS of TCP between peer and wl."""
-    server = subprocess.Popen(["ip", "netns", "exec", bed.wl, "iperf3", "-s", "-1", "-p", "5201"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        argv = ["iperf3", "-c", WL_IP, "-p", "5201", "-t", str(SECONDS), "-J", *(["-R"] if reverse else [])]
-        for _ in range(50):  # the server may not listen yet
-            proc = run(bed.peer, *argv, timeout=SECONDS + 60, check=False)
-            try:
-                answer = json.loads(proc.stdout)
-            except ValueError:
-                answer = {"error": proc.stdout[-500:] + proc.stderr[-500:]}
-            error = str(answer.get("error") or "")
-            if not error and proc.returncode == 0:
-                return float(answer["end"]["sum_received"]["bits_per_second"])
-            if "Connection refused" not in error:
-                raise AssertionError(f"iperf3 failed ({proc.returncode}): {error or proc.stdout[-500:]}")
-            subprocess.run(["sleep", "0.1"], check=True)
-        raise AssertionError("the iperf3 server never listened")
-    finally:
-        server.kill()
-        server.wait(timeout=10)
-
-
-def held_to(bed: Bed, limit: int, *, reverse: bool) -> float:
-    measured = 0.0
-    for _ in range(3):
-        measured = iperf_rate(bed, reverse=reverse)
-        print(f"{'egress' if reverse else 'ingress'}: {measured / MBIT:.2f} Mbit/s, limit {limit / MBIT}")
-        assert measured <= 1.1 * limit, f"{measured / MBIT:.2f} Mbit/s: over the {limit / MBIT} Mbit/s limit"
-        if measured >= 0.9 * limit:
-            return measured
-    raise AssertionError(f"{measured / MBIT:.2f} Mbit/s: short of the {limit / MBIT} Mbit/s limit 3 times")
+def measure(bed: Bed, *, reverse: bool) -> float:
+    return iperf.rate(lambda argv, timeout: run(bed.peer, *argv, timeout=timeout, check=False), WL_IP,
+                      port=5201, seconds=SECONDS, reverse=reverse)
 
 
 def test_bandwidth_is_held_to_the_configured_rate_in_each_direction(bed: Bed) -> None:
@@ -126,12 +97,18 @@ def test_bandwidth_is_held_to_the_configured_rate_in_each_direction(bed: Bed) ->
                           egress_bandwidth=egress, egress_burst=200_000))
     qdiscs = run(bed.host, "tc", "qdisc", "show").stdout
     assert "qdisc tbf 1: dev tqw0 root" in qdiscs and f"dev {IFB_PREFIX}" in qdiscs
-    held_to(bed, ingress, reverse=False)  # peer -> wl: the workload's ingress
-    held_to(bed, egress, reverse=True)  # wl -> peer: the workload's egress, through the ifb device
-    bed.set_qos(None)
-    assert "tbf" not in run(bed.host, "tc", "qdisc", "show").stdout
-    assert IFB_PREFIX not in ip("-n", bed.host, "link", "show").stdout
-    unlimited = iperf_rate(bed, reverse=False), iperf_rate(bed, reverse=True)
+    server = subprocess.Popen(["ip", "netns", "exec", bed.wl, "iperf3", "-s", "-p", "5201"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        iperf.held_to(lambda: measure(bed, reverse=False), ingress)  # peer -> wl: the workload's ingress
+        iperf.held_to(lambda: measure(bed, reverse=True), egress)  # wl -> peer: its egress, via the ifb
+        bed.set_qos(None)
+        assert "tbf" not in run(bed.host, "tc", "qdisc", "show").stdout
+        assert IFB_PREFIX not in ip("-n", bed.host, "link", "show").stdout
+        unlimited = measure(bed, reverse=False), measure(bed, reverse=True)
+    finally:
+        server.kill()
+        server.wait(timeout=10)
     print(f"without limits: {unlimited[0] / MBIT:.0f} / {unlimited[1] / MBIT:.0f} Mbit/s")
     assert unlimited[0] > 2 * ingress and unlimited[1] > 2 * egress
 
