@@ -20,7 +20,9 @@ flaps); None deletes the key. `sync_endpoint_status(known)` deletes status keys 
 belong to no known endpoint (left by a previous run) once the agent is in sync.
 
 Threading: the setters are thread-safe; `tick()` does the datastore I/O and is called by one thread
-(`start()` runs it periodically). Datastore errors are logged, counted and retried on the next tick.
+(`start()` runs it when something is due: the next liveness report, queued endpoint changes after
+their coalescing delay; a setter wakes it, and it never runs more often than every `period`, 0.2 s).
+Datastore errors are logged, counted and retried on the next tick.
 """
 
 from __future__ import annotations
@@ -123,6 +125,7 @@ class StatusReporter:
         self._cleanup: frozenset[EndpointStatusId] | None = None
         self._next_endpoint_write = 0.0
         self._stop = threading.Event()
+        self._wake = threading.Event()  # a setter queued work, or stop()
         self._thread: threading.Thread | None = None
 
     # -- inputs (any thread) -----------------------------------------------------------------------
@@ -132,14 +135,16 @@ class StatusReporter:
         with self._lock:
             if status is not None and self._written.get(ep) == status:
                 self._pending.pop(ep, None)
-            else:
-                self._pending[ep] = status
+                return
+            self._pending[ep] = status
+        self._wake.set()
 
     def sync_endpoint_status(self, known: Iterable[EndpointStatusId]) -> None:
         """Request deletion of this host's status keys for endpoints not in `known` (next tick)."""
         if self._endpoint_reporting:
             with self._lock:
                 self._cleanup = frozenset(known)
+            self._wake.set()
 
     # -- I/O (one thread) --------------------------------------------------------------------------
     def tick(self) -> None:
@@ -211,10 +216,26 @@ class StatusReporter:
                 log.info("stale endpoint status removed key=%s", kv.key)
 
     # -- thread ------------------------------------------------------------------------------------
+    def _sleep(self, period: float) -> float | None:
+        """Seconds until the next tick is due (at least `period`); None: only when woken."""
+        due: list[float] = []
+        if self._interval > 0:
+            due.append(self._next_report)
+        with self._lock:
+            if self._pending or self._cleanup is not None:
+                due.append(self._next_endpoint_write)
+        return None if not due else max(period, min(due) - self._mono())
+
     def start(self, period: float = 0.2) -> StatusReporter:
         def run() -> None:
-            while not self._stop.wait(period):
+            while True:
+                self._wake.wait(self._sleep(period))
+                if self._stop.is_set():
+                    return
+                self._wake.clear()
                 self.tick()
+                if self._stop.wait(period):  # one tick per period at most, however often woken
+                    return
 
         self.tick()
         self._thread = threading.Thread(target=run, name="tortie-status", daemon=True)
@@ -223,6 +244,7 @@ class StatusReporter:
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from tortie.agent.status import DOWN, UP, EndpointStatusId, StatusReporter, last_reported_key, status_key
 from tortie.dataplane.messages import WorkloadEndpointId, WorkloadEndpointUpdate
 from tortie.datastore.memory import MemoryDatastore
@@ -97,3 +99,23 @@ def test_endpoint_reporting_disabled_writes_nothing() -> None:
     rep.sync_endpoint_status([])
     rep.tick()
     assert ds.list("/calico/felix/")[0] == []
+
+
+def test_the_reporting_thread_writes_queued_changes_without_a_poll() -> None:
+    # Real clocks: the thread sleeps until something is due or a setter wakes it.
+    ds = MemoryDatastore()
+    rep = StatusReporter(ds, "h1", reporting_interval=0.0, endpoint_reporting=True, endpoint_delay=0.05)
+    a = EndpointStatusId("cni", "a", "eth0")
+    assert rep._sleep(0.2) is None  # nothing queued, no liveness report: sleep until woken
+    rep.start()
+    try:
+        for status in (UP, DOWN, None):
+            rep.set_endpoint_status(a, status)
+            want = None if status is None else {"status": status}
+            deadline = time.monotonic() + 10
+            while (None if (kv := ds.get(a.key("h1"))) is None else kv.value) != want:
+                assert time.monotonic() < deadline, f"status {status} not written"
+                time.sleep(0.01)
+    finally:
+        rep.stop()
+    assert rep._thread is not None and not rep._thread.is_alive()  # stop() woke and ended it
