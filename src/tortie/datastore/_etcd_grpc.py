@@ -107,33 +107,28 @@ def _fields(data: bytes) -> Iterator[tuple[int, int | bytes]]:
             raise ValueError(f"unsupported protobuf wire type {wire_type}")
 
 
+def _int(fields: dict[int, int | bytes], number: int) -> int:
+    v = fields.get(number, 0)
+    return v if isinstance(v, int) else 0
+
+
+def _bytes(fields: dict[int, int | bytes], number: int) -> bytes | None:
+    v = fields.get(number)
+    return v if isinstance(v, bytes) else None
+
+
 def _key_value(data: bytes) -> tuple[bytes, bytes, int]:
-    key = value = b""
-    mod = 0
-    for number, v in _fields(data):
-        if number == 1 and isinstance(v, bytes):
-            key = v
-        elif number == 5 and isinstance(v, bytes):
-            value = v
-        elif number == 3 and isinstance(v, int):
-            mod = v
-    return key, value, mod
+    """(key, value, mod revision) of an mvccpb.KeyValue (absent fields: empty, 0)."""
+    kv = dict(_fields(data))
+    return _bytes(kv, 1) or b"", _bytes(kv, 5) or b"", _int(kv, 3)
 
 
 def _event(data: bytes) -> WatchEvent:
-    kind = 0
-    kv = prev = b""
-    has_prev = False
-    for number, v in _fields(data):
-        if number == 1 and isinstance(v, int):
-            kind = v
-        elif number == 2 and isinstance(v, bytes):
-            kv = v
-        elif number == 3 and isinstance(v, bytes):
-            prev, has_prev = v, True
-    key, value, revision = _key_value(kv)
+    ev = dict(_fields(data))
+    kind, prev = _int(ev, 1), _bytes(ev, 3)
+    key, value, revision = _key_value(_bytes(ev, 2) or b"")
     prev_value: JSONObject | None = None
-    if has_prev:
+    if prev is not None:
         _, prev_text, _ = _key_value(prev)
         if prev_text:
             decoded, problem = decode_stored(prev_text)
