@@ -159,11 +159,14 @@ class Pool:
     cidr: IPNetwork
     disabled: bool = False
     disable_bgp_export: bool = False
+    vxlan_mode: str = "Never"
 
     @property
     def exported(self) -> bool:
-        """Whether BGP advertises addresses of this pool (enabled and not `disableBGPExport`)."""
-        return not self.disabled and not self.disable_bgp_export
+        """Whether BGP advertises addresses of this pool: enabled, not `disableBGPExport`, and not
+        encapsulated (a VXLAN pool is routed by the agents from IPAM affinities; a peer that learned
+        its blocks would route them natively, which is what the fabric cannot do)."""
+        return not self.disabled and not self.disable_bgp_export and self.vxlan_mode == "Never"
 
 
 @dataclass(frozen=True)

@@ -179,7 +179,8 @@ def decode_resource(res: Resource) -> Record | None:
         return _peer(name, res.spec_as(BGPPeerSpec))
     if res.kind == "IPPool":
         spec = res.spec_as(IPPoolSpec)
-        return Pool(name, spec.network, bool(spec.disabled), bool(spec.disable_bgp_export))
+        return Pool(name, spec.network, bool(spec.disabled), bool(spec.disable_bgp_export),
+                    spec.effective_vxlan_mode)
     if res.kind == "BGPFilter":
         return Filter(name, res.spec_as(BGPFilterSpec))
     if res.kind == "WorkloadEndpoint":

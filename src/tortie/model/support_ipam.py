@@ -15,7 +15,7 @@ SNAP = "bgp.snapshot"
 
 TABLE: dict[tuple[type[Any], str], FieldSupport] = {
     (I.IPPoolSpec, "cidr"): impl("ipam.pools", SNAP, "calc.policy_calc"),
-    (I.IPPoolSpec, "vxlan_mode"): impl("calc.vxlan_resolver", "ipam.pools", "node.tunnel_addresses"),
+    (I.IPPoolSpec, "vxlan_mode"): impl("calc.vxlan_resolver", "ipam.pools", "node.tunnel_addresses", SNAP),
     (I.IPPoolSpec, "ipip_mode"): unless(("Never",), Rejected(
         "IPIP encapsulation: tortie implements no IPIP (it cannot be tested on a kernel without the ipip "
         "module); use vxlanMode Always or CrossSubnet for an encapsulated pool"),

@@ -182,7 +182,9 @@ def test_exports_blocks_and_communities() -> None:
     snap = Snapshot(
         nodes=(node("h1", 1), node("h2", 2)),
         pools=(Pool("a", NET("10.65.0.0/16")), Pool("b", NET("10.66.0.0/16"), disabled=True),
-               Pool("c", NET("10.67.0.0/16"), disable_bgp_export=True)),
+               Pool("c", NET("10.67.0.0/16"), disable_bgp_export=True),
+               Pool("v", NET("10.68.0.0/16"), vxlan_mode="Always"),
+               Pool("x", NET("10.69.0.0/16"), vxlan_mode="CrossSubnet")),
         blocks=(BlockHead(NET("10.65.0.0/26"), "host:h1"), BlockHead(NET("10.65.0.64/26"), "host:h2"),
                 BlockHead(NET("10.66.0.0/26"), "host:h1"),
                 BlockHead(NET("10.65.1.0/26"), None)),
