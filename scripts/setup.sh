@@ -12,6 +12,7 @@ DEB_PACKAGES+=(podman runc conmon containernetworking-plugins busybox-static gol
 DEB_PACKAGES+=(dnsmasq-base busybox-static isc-dhcp-client)  # OpenStack/DHCP: tortie dhcp run (dnsmasq), VM DHCP clients (udhcpc; dhclient -6 for DHCPv6)
 DEB_PACKAGES+=(iperf3)  # bench/policy_scale.py: dataplane throughput with policy loaded
 DEB_PACKAGES+=(chromium chromium-driver)  # the web view's browser test (tortie ui), headless
+DEB_PACKAGES+=(tcpdump)  # VXLAN proofs: captures in the lab's router and fabric namespaces
 
 missing=()
 for p in "${DEB_PACKAGES[@]}"; do

@@ -2,6 +2,7 @@
 
     tortie lab up [--name N] [--hosts K] [--workloads-per-host W] [--datastore sqlite|etcd]
                   [--tor gobgp|frr|none] [--route-reflectors R] [--ip-family dual|ipv4|ipv6]
+                  [--encapsulation none|vxlan|vxlan-cross-subnet] [--subnets N] [--bgp bird|none]
     tortie lab status [-o table|json]
     tortie lab workload add NAME --host H [--labels k=v,..] [--namespace NS] [--ports name:proto:port,..]
                                           [-o text|json]
@@ -81,6 +82,23 @@ def register(sub: SubParsers) -> None:
         choices=("dual", "ipv4", "ipv6"),
         default="dual",
         help="fabric, pools and workloads: dual stack (default), IPv4 only or IPv6 only",
+    )
+    p.add_argument(
+        "--encapsulation",
+        choices=("none", "vxlan", "vxlan-cross-subnet"),
+        default="none",
+        help="none (default: pure layer 3); vxlan (pools vxlanMode Always, the fabric drops packets from "
+        "workload addresses); vxlan-cross-subnet (CrossSubnet, hosts in several subnets joined by a router "
+        "that routes host addresses only)",
+    )
+    p.add_argument(
+        "--subnets", type=int, default=None,
+        help="host subnets with --encapsulation vxlan-cross-subnet (default 2; hosts spread evenly)",
+    )
+    p.add_argument(
+        "--bgp", choices=("bird", "none"), default="bird",
+        help="bird (default) or none: the nodes run without BGP (routes to other hosts come from the "
+        "agents: VXLAN pools only)",
     )
     p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for readiness")
     p.set_defaults(func=_up)
@@ -190,12 +208,17 @@ def _up(args: argparse.Namespace) -> int:
         tor=args.tor,
         route_reflectors=args.route_reflectors,
         ip_family=args.ip_family,
+        encapsulation=args.encapsulation,
+        subnets_count=args.subnets,
+        bgp=args.bgp,
     )
     tor = f", ToR {spec.tor}" if spec.tor != "none" else ""
     rr = f", {spec.route_reflectors} route reflectors" if spec.route_reflectors else ""
     _say(
         f"building lab {spec.name}: {spec.hosts} hosts, {spec.workloads_per_host} workloads per host, "
-        f"datastore {spec.datastore}{tor}{rr}, {spec.ip_family} stack"
+        f"datastore {spec.datastore}{tor}{rr}, {spec.ip_family} stack, encapsulation {spec.encapsulation}"
+        + (f" over {spec.segments} subnets" if spec.segments > 1 else "")
+        + (", no BGP" if spec.bgp == "none" else "")
     )
     dc = Datacenter.up(spec, progress=_say, timeout=args.timeout)
     _say(f'use it: eval "$(tortie lab env --name {dc.name})"; tortie lab status --name {dc.name}')

@@ -2,15 +2,16 @@
 
     tortie node run --hostname H [--datastore URL] [--ip autodetect|none|CIDR]
         [--ip-autodetection-method M] [--ip6 ...] [--ip6-autodetection-method M] [--as N]
-        [--run-dir DIR] [--agent-config FILE] [--agent-health-port P] [--cni-socket PATH]
-        [--ipam-gc-interval S] [--ipam-gc-grace S] [--ipam-lock-file PATH] [--no-bgp] [--no-agent]
+        [--run-dir DIR] [--agent-config FILE] [--agent-health-port P] [--cni-socket PATH] [--bgp bird|none]
+        [--ipam-gc-interval S] [--ipam-gc-grace S] [--ipam-lock-file PATH] [--no-agent] [--mtu-file FILE]
 
 Registers/updates the Node (BGP address by autodetection, as Calico's IP_AUTODETECTION_METHOD:
 first-found, interface=REGEX, skip-interface=REGEX, can-reach=DEST, cidr=CIDR), then runs the agent, the
 CNI service and the BGP daemon and restarts them when they exit. SIGTERM/SIGINT stop them all and leave
 the dataplane in place. Exit codes: 0 stopped, 1 configuration problem, 2 datastore URL unusable.
 Environment equivalents (used when the option is absent): TORTIE_IP, TORTIE_IP_AUTODETECTION_METHOD,
-TORTIE_IP6, TORTIE_IP6_AUTODETECTION_METHOD, TORTIE_AS_NUMBER, TORTIE_HOSTNAME, TORTIE_CNI_SOCKET.
+TORTIE_IP6, TORTIE_IP6_AUTODETECTION_METHOD, TORTIE_AS_NUMBER, TORTIE_HOSTNAME, TORTIE_CNI_SOCKET,
+TORTIE_BGP, TORTIE_MTU_FILE.
 """
 
 from __future__ import annotations
@@ -150,7 +151,12 @@ def register(sub: SubParsers) -> None:
         help="the CNI plugin's host IPAM lock file, held while the collector releases (default: %(default)s)",
     )
     p.add_argument("--no-agent", action="store_true", help="do not run the agent")
-    p.add_argument("--no-bgp", action="store_true", help="do not run BGP (BIRD)")
+    p.add_argument(
+        "--bgp", choices=("bird", "none"), default=env("TORTIE_BGP", "bird"),
+        help="bird (default) or none: no BGP at all; the agents still route VXLAN pools from IPAM block "
+        "affinities (TORTIE_BGP)",
+    )
+    p.add_argument("--no-bgp", action="store_true", help="the same as --bgp none")
     p.set_defaults(func=_run)
 
 
@@ -174,7 +180,7 @@ def _run(args: argparse.Namespace) -> int:
         ip6_method=args.ip6_autodetection_method,
         as_number=as_number,
         run_agent=not args.no_agent,
-        run_bgp=not args.no_bgp,
+        run_bgp=not args.no_bgp and args.bgp != "none",
         agent_config_file=args.agent_config,
         agent_health_port=args.agent_health_port,
         workload_interface_prefixes=tuple(args.workload_interface_prefix or ("tort", "cali")),

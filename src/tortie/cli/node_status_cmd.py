@@ -12,10 +12,16 @@ missing qdisc or device kind, and the qosControls fields this node's agent there
 docs/design/qos.md). The probe needs root (it unshares a throwaway namespace); without it the kernel
 is reported as not probed.
 
-Exit code 1 when BIRD is not running, or when the node service (`tortie node run`) manages an agent
-that is not running (its node.json says so, or has not been refreshed for `NODE_STATUS_STALE`
-seconds: the node service itself is gone). Without a node.json (BGP run on its own, `tortie bgp
-run`) the agent is reported as not managed here and does not decide the exit code.
+The node's MTU, as its agent decided and published it for the CNI plugin: the workload MTU, why (the
+uplink and its MTU, the encapsulation overhead or the configured vxlanMTU), and the encapsulation
+problems the agent found (read from `<mtu file>.json`; the node service's node.json names the file).
+A node service run with `--bgp none` has no BIRD: its status is the agent and the MTU only.
+
+Exit code 1 when BIRD is not running (and BGP is not turned off), or when the node service
+(`tortie node run`) manages an agent that is not running (its node.json says so, or has not been
+refreshed for `NODE_STATUS_STALE` seconds: the node service itself is gone). Without a node.json
+(BGP run on its own, `tortie bgp run`) the agent is reported as not managed here and does not decide
+the exit code.
 
 The `node` verb group is shared with `tortie node run` (node_run_cmd.py). Any module adds a verb with
 
@@ -123,8 +129,27 @@ def _kernel_lines(kernel: dict[str, Any]) -> list[str]:
     return [*lines, f"Endpoints asking for {refused} are refused on this node."]
 
 
+def mtu_state(run_dir: str) -> dict[str, Any] | None:
+    """The agent's MTU decision as published beside its MTU file (None when unknown)."""
+    from tortie.dataplane.managers.host_mtu import read_status
+
+    node = read_node_status(run_dir) or {}
+    mtu_file = node.get("mtuFile")
+    return read_status(str(mtu_file)) if mtu_file else None
+
+
+def bgp_off(run_dir: str) -> bool:
+    """The node service runs without BGP (`--bgp none`), as its node.json says."""
+    node = read_node_status(run_dir)
+    return node is not None and node.get("bgp") == "none"
+
+
 def collect(run_dir: str) -> dict[str, Any]:
     """Everything `node status` shows, as a JSON-able dict (raises BirdNotRunning)."""
+    if bgp_off(run_dir):
+        return {"bird": {"running": False, "disabled": True}, "agent": agent_state(run_dir), "daemon": None,
+                "peers": [], "advertised": [], "problems": [], "kernel": kernel_support(),
+                "mtu": mtu_state(run_dir)}
     health = read_health(run_dir)
     with BirdControl(RunPaths(run_dir).socket, timeout=2.0) as ctl:
         peers = query_peers(ctl)
@@ -138,6 +163,7 @@ def collect(run_dir: str) -> dict[str, Any]:
         "advertised": advertised,
         "problems": list((health or {}).get("problems") or []),
         "kernel": kernel_support(),
+        "mtu": mtu_state(run_dir),
     }
 
 
@@ -158,6 +184,15 @@ def _agent_line(agent: dict[str, Any]) -> str:
     return f"tortie agent is NOT running: {agent['reason']}."
 
 
+def _print_mtu(console: Console, mtu: dict[str, Any] | None) -> None:
+    if mtu is None:
+        console.print("MTU: not published by the agent (yet).")
+        return
+    console.print(f"MTU for workloads: {mtu.get('mtu')} ({mtu.get('reason')}).", markup=False)
+    for problem in mtu.get("problems") or []:
+        console.print(f"Encapsulation problem: {problem}", markup=False)
+
+
 def _run(args: argparse.Namespace) -> int:
     hostname, run_dir = resolve_run_dir(args)
     try:
@@ -168,7 +203,8 @@ def _run(args: argparse.Namespace) -> int:
             print(json.dumps({"bird": {"running": False, "error": str(exc)}, "agent": agent_state(run_dir),
                               "daemon": health, "peers": [], "advertised": [],
                               "problems": list((health or {}).get("problems") or []),
-                              "kernel": kernel_support()}, indent=2))
+                              "kernel": kernel_support(),
+                              "mtu": mtu_state(run_dir)}, indent=2))
         else:
             print(f"BIRD is not running on {hostname}: {exc}", file=sys.stderr)
             print(_agent_line(agent_state(run_dir)), file=sys.stderr)
@@ -181,6 +217,13 @@ def _run(args: argparse.Namespace) -> int:
         return 1 if agent_down else 0
     console = Console(width=160)
     console.print(_agent_line(data["agent"]))
+    _print_mtu(console, data["mtu"])
+    if data["bird"].get("disabled"):
+        console.print("BGP is not run on this node (--bgp none): routes to other hosts come from the agent "
+                      "(VXLAN pools, from IPAM block affinities).")
+        for line in _kernel_lines(data["kernel"]):
+            console.print(line, markup=False)
+        return 1 if agent_down else 0
     health = data["daemon"]
     if health is not None:
         state = "running" if health.get("live") else "stopped"

@@ -125,10 +125,12 @@ def _run_write(args: argparse.Namespace) -> int:
     if args.verb == "create" and args.skip_exists:
         resources = [r for r in resources if store.ds.get(r.key) is None]
     from tortie.model.bgp_peer_family import peer_family_problems
+    from tortie.model.pool_overlap import encap_conflicts
     from tortie.model.specs_staged import missing_tiers  # loads the policy specs: only when writing
 
     problems = missing_tiers(resources, lambda t: store.ds.get(kind_info("Tier").key(t)) is not None)
     problems += peer_family_problems(resources, lambda name: _stored(store, "Node", name))
+    problems += encap_conflicts(resources, lambda: _stored_all(store, "IPPool"))
     if problems:
         raise UserError("; ".join(problems) + "; nothing was written")
     results = store.apply_all(resources, mode=mode)
@@ -354,6 +356,12 @@ def _kind(name: str) -> Any:
 
 def _ns(namespaced: bool, namespace: str | None) -> str | None:
     return (namespace or "default") if namespaced else None
+
+
+def _stored_all(store: ResourceStore, kind: str) -> list[Resource]:
+    """The valid stored objects of `kind` (bad records are reported by the verbs that read them)."""
+    valid, _bad = store.scan(kind)
+    return valid
 
 
 def _stored(store: ResourceStore, kind: str, name: str) -> Resource | None:

@@ -1,7 +1,9 @@
 """`tortie lab up`: build a datacenter lab from a `LabSpec`, in this order, each step recorded first.
 
     1. refuse a name whose lab.json or `<name>-*` namespaces exist                    (LabExists)
-    2. fabric <name>-fab + hosts <name>-h1..hK, one subnet per IP family of the spec   (Lab.create)
+    2. fabric <name>-fab + hosts <name>-h1..hK, one subnet per IP family of the spec   (Lab.create);
+       vxlan: the fabric drops frames from workload addresses (Fabric.drop_sources);
+       vxlan-cross-subnet: N host subnets and a router between them (Fabric.add_subnet_router)
     3. datastore: a sqlite file in <workdir>/data, or N etcd members on the fabric + relay (etcd_members)
     4. ToR appliance (<subnet>.1) when asked; the DatacenterRecord; seed manifests     (spec)
     5. the ToR's daemon(s) (routers); the CNI plugin launchers in <workdir>/cni/bin (cni.install)
@@ -11,8 +13,10 @@
 
 Workloads come after the node services, as on a real node: each ADD is served by its host's CNI
 service (`<run_root>/<host>/cni.sock`) and returns once that host's agent has programmed the
-endpoint's policy and routes (its status file under `<run_root>/<host>/endpoint-status`). A failure
-anywhere tears the partial lab down and re-raises.
+endpoint's policy and routes (its status file under `<run_root>/<host>/endpoint-status`); each
+takes its MTU from the file its host's agent writes (`<run_root>/<host>/mtu`: the uplink MTU minus
+the VXLAN overhead when the pools encapsulate). A failure anywhere tears the partial lab down and
+re-raises.
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ from tortie.lab.state import DatacenterRecord, load_state
 
 TOR_NAME = "tor"
 TOR_INDEX = 1
+ROUTER_NAME = "rtr"
+ROUTER_INDEX = 254
 
 Progress = Callable[[str], None]
 
@@ -57,7 +63,7 @@ def build(spec: LabSpec, workdir: Path, *, progress: Progress | None = None, tim
             f"network namespaces named {spec.name}-* already exist ({', '.join(taken[:5])}); "
             "pick another --name"
         )
-    lab = Lab.create(spec.name, workdir, hosts=spec.hosts, subnets=spec.subnets)
+    lab = Lab.create(spec.name, workdir, hosts=spec.hosts, subnets=spec.subnets, segments=spec.segments)
     try:
         _build_on(lab, spec, say, timeout)
     except BaseException:
@@ -76,6 +82,14 @@ def _build_on(lab: Lab, spec: LabSpec, say: Progress, timeout: float) -> None:
         f"fabric {lab.state.fabric_netns} ({', '.join(lab.state.subnets)}) and {len(hosts)} hosts: "
         f"{' '.join(hosts)}"
     )
+    pools = [cidr for _name, cidr, _size in spec.pools()]
+    if spec.encapsulation == "vxlan":
+        lab.fabric.drop_sources(pools)
+        say(f"fabric drops packets from workload addresses ({', '.join(pools)}): VXLAN only")
+    elif spec.encapsulation == "vxlan-cross-subnet":
+        router = lab.fabric.add_subnet_router(ROUTER_NAME, ROUTER_INDEX)
+        say(f"{spec.segments} host subnets joined by router {ROUTER_NAME} ({', '.join(router.addresses)}), "
+            "which routes host addresses only")
     run_root = records.record_tree(workdir / "run")
     cni_root = records.record_tree(workdir / "cni")
     if spec.datastore == "etcd":
@@ -100,7 +114,7 @@ def _build_on(lab: Lab, spec: LabSpec, say: Progress, timeout: float) -> None:
         datastore_kind=spec.datastore,
         datastore_url=inner,
         client_url=client,
-        pools=[cidr for _name, cidr, _size in spec.pools()],
+        pools=pools,
         host_as=spec.host_as,
         tor=spec.tor,
         tor_as=spec.tor_as,
@@ -108,6 +122,8 @@ def _build_on(lab: Lab, spec: LabSpec, say: Progress, timeout: float) -> None:
         cni_bin=str(cni_root / "bin"),
         run_root=str(run_root),
         etcd_ports=ports,
+        encapsulation=spec.encapsulation,
+        bgp=spec.bgp,
     )
     lab.state.datacenter = record
     records.save()

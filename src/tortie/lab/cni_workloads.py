@@ -63,7 +63,8 @@ class CniFailed(LabError):
 class NetworkConfig:
     datastore_url: str
     ipam_lock_dir: str
-    mtu: int = 1500
+    mtu: int = 0
+    """0: the plugin reads the host's MTU file (`<run_root>/<host>/mtu`, written by its agent)."""
     interface_prefix: str = "tort"
     families: tuple[Family, ...] = (V4,)
     """The IP families a workload gets one address of (`ipam.assign_ipv4` / `assign_ipv6`)."""
@@ -79,7 +80,8 @@ class NetworkConfig:
             "type": "tortie",
             "datastore": self.datastore_url,
             "nodename": host,
-            "mtu": self.mtu,
+            **({"mtu": self.mtu} if self.mtu else {}),
+            **({"mtu_file": os.path.join(self.run_root, host, "mtu")} if self.run_root else {}),
             "interface_prefix": self.interface_prefix,
             "ipam_lock_file": os.path.join(self.ipam_lock_dir, f"{host}.lock"),
             "namespace": namespace,

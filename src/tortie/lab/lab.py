@@ -1,7 +1,8 @@
 """`Lab`: the namespace test bed every real-kernel test builds on — a facade over the lab's parts.
 
-    Lab.create(name, workdir, hosts=2, subnets=("172.31.0.0/24",), interface_prefix="tort")
-                   (subnets: one per IP family; fabric_subnets((V4, V6)) for a dual-stack fabric)
+    Lab.create(name, workdir, hosts=2, subnets=("172.31.0.0/24",), interface_prefix="tort", segments=1)
+                   (subnets: one per IP family; fabric_subnets((V4, V6)) for a dual-stack fabric;
+                   segments: host subnets, shifted copies of `subnets`, hosts spread over them)
       .records    StateStore     what exists, in <workdir>/lab.json, recorded before it is created (state.py)
       .fabric     Fabric         namespaces, bridge, veths, host/appliance addresses, routes (fabric.py)
       .processes  ProcessTable   processes by namespace and role; stop, signal (processes.py)
@@ -65,9 +66,11 @@ class Lab:
         *,
         subnets: Sequence[str] = (DEFAULT_SUBNET,),
         interface_prefix: str = DEFAULT_INTERFACE_PREFIXES[0],
+        segments: int = 1,
     ) -> None:
         self.records = StateStore.open(
-            name, Path(workdir), subnets=check_subnets(subnets), interface_prefix=interface_prefix
+            name, Path(workdir), subnets=check_subnets(subnets), interface_prefix=interface_prefix,
+            segments=segments,
         )
         self.fabric = Fabric(self.records)
         self.processes = ProcessTable(self.records)
@@ -82,9 +85,10 @@ class Lab:
         hosts: int | Sequence[str] = 2,
         subnets: Sequence[str] = (DEFAULT_SUBNET,),
         interface_prefix: str = DEFAULT_INTERFACE_PREFIXES[0],
+        segments: int = 1,
     ) -> Lab:
         """Build a lab: fabric plus `hosts` hosts (a count -> h1..hK, or names). Torn down on error."""
-        lab = cls(name, workdir, subnets=subnets, interface_prefix=interface_prefix)
+        lab = cls(name, workdir, subnets=subnets, interface_prefix=interface_prefix, segments=segments)
         names = [f"h{i}" for i in range(1, hosts + 1)] if isinstance(hosts, int) else list(hosts)
         try:
             lab.fabric.add_hosts(names)

@@ -4,13 +4,15 @@
                     per family of the fabric: --ip|--ip6 autodetect, method interface=^eth0$
                     (--ip none on an IPv6-only fabric) --run-dir <run_root>/<host>
                     --fast-bgp-timers --nodename-file '' --mtu-file <run_dir>/mtu
-                    --cni-socket <run_root>/<host>/cni.sock                         (role node/<host>)
+                    --cni-socket <run_root>/<host>/cni.sock [--bgp none]            (role node/<host>)
                   -> agent (child), BGP daemon (thread) -> BIRD (child)
     stop(host)    SIGTERM: the agent and BIRD stop (BIRD for a graceful restart: peers keep the
                   host's routes for its restart time); the kernel keeps its routes
     take_down / bring_up(host)   cut the host's fabric port and stop the service / the reverse
     status(host)  node.json of the run directory (ready, components: agent, bgp)
     bgp_peers(host), bird_routes(host)   BIRD's sessions (control socket), BGP-learned kernel routes
+    agent_routes(host), tunnel_addresses()   the agents' routes to other hosts' blocks (VXLAN or
+                  native), the Nodes' VXLAN tunnel addresses (from the datastore)
 
 Inputs: a `Lab` built by `tortie lab up` (its `DatacenterRecord` gives the datastore URL as seen from
 the hosts and the run root). One component of one host is addressed by host name; the node service
@@ -78,6 +80,7 @@ class NodeServices:
             *("--cni-socket", cni_socket(self.record.run_root, host)),
             # the lab's CNI network holds this host's IPAM lock there (cni_workloads.NetworkConfig)
             *("--ipam-lock-file", os.path.join(os.path.dirname(self.record.cni_bin), f"{host}.lock")),
+            *(("--bgp", "none") if self.record.bgp == "none" else ()),
         ]
         env = {k: v for k, v in os.environ.items() if k != "TORTIE_DATASTORE"}
         # the agent (a child of the node service) writes its endpoint status files in the host's run
@@ -136,4 +139,36 @@ class NodeServices:
             dst = str(route.get("dst", ""))
             dst = dst if "/" in dst else family.host_cidr(dst)
             out[dst] = str(route.get("gateway") or route.get("type") or "")
+        return out
+
+    def agent_routes(self, host: str, family: Family = V4) -> dict[str, tuple[str, str]]:
+        """The agent's routes of `host` to other hosts' blocks (protocol 77 with a gateway: through a
+        VXLAN device or the uplink): destination -> (gateway, device)."""
+        argv = ["ip", "-j", family.ip_flag, "route", "show", "proto", "77"]
+        text = self.lab.exec(host, argv, check=False).stdout
+        out: dict[str, tuple[str, str]] = {}
+        for route in json.loads(text or "[]"):
+            if not route.get("gateway"):
+                continue
+            dst = str(route.get("dst", ""))
+            key = dst if "/" in dst else family.host_cidr(dst)
+            out[key] = (str(route["gateway"]), str(route.get("dev", "")))
+        return out
+
+    def tunnel_addresses(self) -> dict[str, dict[Family, str]]:
+        """Node name -> family -> its VXLAN tunnel address, as the Nodes in the datastore say."""
+        from tortie.datastore.url import open_datastore
+        from tortie.model.kinds import kind_info
+        from tortie.node.tunnel_addresses import ADDRESS_FIELD
+
+        ds = open_datastore(self.record.client_url)
+        try:
+            kvs, _rev = ds.list(kind_info("Node").list_prefix())
+        finally:
+            ds.close()
+        out: dict[str, dict[Family, str]] = {}
+        for kv in kvs:
+            spec = kv.value.get("spec") or {}
+            name = str((kv.value.get("metadata") or {}).get("name", ""))
+            out[name] = {fam: str(spec[field]) for fam, field in ADDRESS_FIELD.items() if spec.get(field)}
         return out

@@ -4,9 +4,10 @@
       1. node.json of every host says ready (agent /readiness and the BGP daemon's `ready`)
       2. every BIRD session Established (sessions towards hosts taken down are not waited for; a host
          with nobody to peer with needs none)
-      3. every remote workload address, in every family, routed through its own host's fabric address
-         of that family by a BGP-learned kernel route (`ip -j route show proto bird`, longest match)
-         — `missing_routes`
+      3. every remote workload address, in every family, routed through its own host (longest match):
+         by a BGP-learned kernel route via its fabric address (`ip -j route show proto bird`), or by
+         the agent's route via its fabric address (CrossSubnet, same subnet) or via its VXLAN tunnel
+         address (`proto 77`) — `missing_routes`
     LabError naming what is still missing after `timeout`.
 
 `hosts` defaults to the hosts whose node service runs. Read-only: nothing here changes the lab.
@@ -18,9 +19,10 @@ import ipaddress
 import time
 from collections.abc import Callable, Sequence
 
-from tortie.common.ipfamily import family_of
+from tortie.common.ipfamily import Family, IPNetwork, family_of
 from tortie.lab.errors import LabError
 from tortie.lab.node_services import NodeServices
+from tortie.lab.state import LabState
 
 Progress = Callable[[str], None]
 
@@ -30,11 +32,15 @@ def missing_routes(nodes: NodeServices, hosts: Sequence[str] | None = None) -> d
     state = nodes.lab.state
     hosts = list(hosts) if hosts is not None else nodes.running_hosts()
     missing: dict[str, list[str]] = {}
+    tunnels = nodes.tunnel_addresses() if _encapsulated(nodes) else {}
     for host in hosts:
-        routes = {
-            fam: {ipaddress.ip_network(dst): gw for dst, gw in nodes.bird_routes(host, fam).items()}
-            for fam in state.families
-        }
+        routes: dict[Family, dict[IPNetwork, str]] = {}
+        for fam in state.families:
+            table = {ipaddress.ip_network(dst): gw for dst, gw in nodes.bird_routes(host, fam).items()}
+            if tunnels:  # the agent's routes win over BGP's (lower metric); VXLAN pools are not in BGP
+                table.update({ipaddress.ip_network(dst): _via(gw, dev, tunnels, state, fam)
+                              for dst, (gw, dev) in nodes.agent_routes(host, fam).items()})
+            routes[fam] = table
         for wl in state.workloads.values():
             if wl.host == host or wl.host not in hosts:
                 continue
@@ -46,6 +52,18 @@ def missing_routes(nodes: NodeServices, hosts: Sequence[str] | None = None) -> d
                 if best is None or table[best] != state.host_ip(wl.host, fam):
                     missing.setdefault(host, []).append(f"{wl.name} ({address})")
     return missing
+
+
+def _encapsulated(nodes: NodeServices) -> bool:
+    return nodes.record.encapsulation != "none"
+
+
+def _via(gateway: str, dev: str, tunnels: dict[str, dict[Family, str]], state: LabState, fam: Family) -> str:
+    """The fabric address of the host an agent route leads to (a tunnel address stands for its host)."""
+    if dev.startswith("vxlan"):
+        owner = next((h for h, by_fam in tunnels.items() if by_fam.get(fam) == gateway), None)
+        return state.host_ip(owner, fam) if owner in state.hosts else f"tunnel {gateway}"
+    return gateway
 
 
 # A stage looks once and returns (what is still missing, "" when nothing; what to report when done).
@@ -60,6 +78,8 @@ def _nodes_stage(nodes: NodeServices, hosts: Sequence[str]) -> tuple[str, str]:
 
 def _sessions_stage(nodes: NodeServices, hosts: Sequence[str]) -> tuple[str, str]:
     state = nodes.lab.state
+    if nodes.record.bgp == "none":
+        return "", "BGP: not run (--bgp none); the agents route other hosts' blocks from IPAM"
     sessions = {h: nodes.bgp_peers(h) or [] for h in hosts}
     stopped = {  # the addresses of hosts taken down
         address.split("/")[0] for h in state.hosts if h not in hosts for address in state.hosts[h].addresses

@@ -1,7 +1,10 @@
 """What `tortie lab up` is asked to build (`LabSpec`), where labs live, and what it seeds the datastore with.
 
-    LabSpec(name, hosts, workloads_per_host, datastore, tor, route_reflectors, ip_family, ...)
+    LabSpec(name, hosts, workloads_per_host, datastore, tor, route_reflectors, ip_family, encapsulation,
+            subnets, bgp, ...)
         .check() -> UserError;  .families -> [V4, V6] (dual, the default), [V4] (ipv4), [V6] (ipv6)
+        .vxlan_mode -> the pools' vxlanMode: none -> Never, vxlan -> Always, vxlan-cross-subnet ->
+        CrossSubnet; .segments -> host subnets (cross-subnet: --subnets, default 2; else 1)
     lab_dir(name)         <root>/<name>, root /run/tortie/lab or $TORTIE_LAB_ROOT
     seed_manifests(spec, hosts, tor_ips) -> projectcalico.org/v3 documents:
         per family an IPPool (lab-pool: spec.pool /block_size; lab-pool-v6: spec.pool6 /block_size6,
@@ -29,6 +32,8 @@ DEFAULT_ROOT = "/run/tortie/lab"
 DEFAULT_NAME = "tortie"
 DATASTORES = ("sqlite", "etcd")
 TORS = ("gobgp", "frr", "none")
+ENCAPSULATIONS = {"none": "Never", "vxlan": "Always", "vxlan-cross-subnet": "CrossSubnet"}
+BGP_MODES = ("bird", "none")
 IP_FAMILIES = {"ipv4": (V4,), "ipv6": (V6,), "dual": (V4, V6)}
 RR_CLUSTER_ID = "244.0.0.1"
 
@@ -57,6 +62,20 @@ class LabSpec:
     host_as: int = 64512
     tor_as: int = 65000
     etcd_members: int = 3
+    encapsulation: str = "none"
+    subnets_count: int | None = None
+    """`--subnets`: host subnets joined by a router (vxlan-cross-subnet only; default 2 there)."""
+    bgp: str = "bird"
+
+    @property
+    def vxlan_mode(self) -> str:
+        return ENCAPSULATIONS.get(self.encapsulation, "Never")
+
+    @property
+    def segments(self) -> int:
+        if self.encapsulation != "vxlan-cross-subnet":
+            return 1
+        return self.subnets_count if self.subnets_count is not None else 2
 
     @property
     def families(self) -> tuple[Family, ...]:
@@ -101,6 +120,22 @@ class LabSpec:
             problems.append(f"--datastore {self.datastore!r}: one of {', '.join(DATASTORES)}")
         if self.tor not in TORS:
             problems.append(f"--tor {self.tor!r}: one of {', '.join(TORS)}")
+        if self.encapsulation not in ENCAPSULATIONS:
+            problems.append(f"--encapsulation {self.encapsulation!r}: one of {', '.join(ENCAPSULATIONS)}")
+        if self.subnets_count is not None and self.encapsulation != "vxlan-cross-subnet":
+            problems.append(f"--subnets {self.subnets_count}: several host subnets come with "
+                            "--encapsulation vxlan-cross-subnet")
+        elif self.encapsulation == "vxlan-cross-subnet":
+            if not 2 <= self.segments <= min(self.hosts, 16):
+                problems.append(f"--subnets {self.segments}: 2..{min(self.hosts, 16)} (at most one per host, "
+                                "and --hosts must be at least 2)")
+            if self.tor != "none":
+                problems.append("--tor with --encapsulation vxlan-cross-subnet: the ToR would sit in one "
+                                "subnet only; leave it out")
+        if self.bgp not in BGP_MODES:
+            problems.append(f"--bgp {self.bgp!r}: one of {', '.join(BGP_MODES)}")
+        elif self.bgp == "none" and (self.tor != "none" or self.route_reflectors):
+            problems.append("--bgp none: no --tor and no --route-reflectors (nothing speaks BGP)")
         if not 0 <= self.route_reflectors <= self.hosts:
             problems.append(
                 f"--route-reflectors {self.route_reflectors}: 0..{self.hosts} (hosts act as reflectors)"
@@ -120,7 +155,8 @@ def _resource(
 
 def seed_manifests(spec: LabSpec, hosts: Sequence[str], tor_ips: Sequence[str]) -> list[dict[str, Any]]:
     out = [
-        _resource("IPPool", name, {"cidr": cidr, "blockSize": size, "nodeSelector": "all()"})
+        _resource("IPPool", name, {"cidr": cidr, "blockSize": size, "nodeSelector": "all()",
+                                   "vxlanMode": spec.vxlan_mode})
         for name, cidr, size in spec.pools()
     ]
     out += [

@@ -48,6 +48,8 @@ class HostRecord:
     addresses: list[str]
     """Fabric addresses with prefix length, one per family, e.g. 172.31.0.11/24, fd00:172:31::b/64."""
     fabric_port: str
+    segment: int = 0
+    """Which of the fabric's subnets (bridge br<segment>) the host sits in."""
 
     @property
     def address(self) -> str:
@@ -96,6 +98,9 @@ class ApplianceRecord:
     kind: str = ""
     """For routers: gobgp or frr."""
     asn: int = 0
+    segment: int = 0
+    ports: list[str] = field(default_factory=list)
+    """A subnet router's fabric ports, one per segment (its addresses: per segment, per family)."""
 
     @property
     def address(self) -> str:
@@ -127,6 +132,10 @@ class DatacenterRecord:
     run_root: str
     etcd_ports: list[int] = field(default_factory=list)
     """Loopback ports of the relay in the root namespace, one per etcd member (etcd mode)."""
+    encapsulation: str = "none"
+    """none, vxlan or vxlan-cross-subnet (the IPPools' vxlanMode and what the fabric carries)."""
+    bgp: str = "bird"
+    """bird, or none: the nodes run without BGP (`tortie node run --bgp none`)."""
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> DatacenterRecord:
@@ -175,6 +184,8 @@ class LabState:
     """Directories the lab created and removes with everything in them."""
     appliances: dict[str, ApplianceRecord] = field(default_factory=dict)
     datacenter: DatacenterRecord | None = None
+    segments: int = 1
+    """How many host subnets the fabric has (bridges br0..; a subnet router joins them)."""
 
     def netns_of(self, name: str) -> str:
         """The namespace of host, workload or appliance `name`, of the fabric (`fab`), or `name` itself
@@ -236,6 +247,7 @@ class LabState:
                 k: ApplianceRecord(**_with_addresses(v)) for k, v in data.get("appliances", {}).items()
             },
             datacenter=DatacenterRecord.from_json(data["datacenter"]) if data.get("datacenter") else None,
+            segments=int(data.get("segments", 1)),
         )
 
 
@@ -266,7 +278,7 @@ class StateStore:
 
     @classmethod
     def open(
-        cls, name: str, workdir: Path, *, subnets: Sequence[str], interface_prefix: str
+        cls, name: str, workdir: Path, *, subnets: Sequence[str], interface_prefix: str, segments: int = 1
     ) -> StateStore:
         """The record of lab `name` in `workdir`, created (with the workdir) when there is none."""
         if not _NAME_RE.match(name):
@@ -288,6 +300,7 @@ class StateStore:
                 interface_prefix=interface_prefix,
                 fabric_netns=f"{name}-fab",
                 created_workdir=created,
+                segments=segments,
             ),
         )
         store.save()
@@ -308,7 +321,7 @@ class StateStore:
     def reset(self) -> None:
         """Forget everything but the lab's identity (after teardown)."""
         s = self.state
-        self.state = LabState(s.name, s.subnets, s.interface_prefix, s.fabric_netns)
+        self.state = LabState(s.name, s.subnets, s.interface_prefix, s.fabric_netns, segments=s.segments)
 
     def check_member(self, name: str) -> None:
         """ValueError unless `name` is a valid, unused host/workload/appliance name."""

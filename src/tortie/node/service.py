@@ -352,6 +352,8 @@ class NodeService:
             "updated": time.time(),
             "stopping": stopping,
             "node": dict(self.registered),
+            "mtuFile": self.config.mtu_file,
+            "bgp": "bird" if self.config.run_bgp else "none",
             "components": components,
             "ready": ready,
         }

@@ -3,6 +3,7 @@ with health and metrics over HTTP on free loopback ports."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import threading
 import time
@@ -362,3 +363,55 @@ def test_the_datastore_url_is_logged_redacted(caplog: pytest.LogCaptureFixture) 
     text = "\n".join(r.getMessage() for r in caplog.records)
     assert "cannot open the datastore" in text and "127.0.0.1:2379" in text
     assert "s3cret-pw" not in text
+
+
+def _put(ds: MemoryDatastore, kind: str, name: str, spec: dict[str, Any]) -> None:
+    ds.put(kind_info(kind).key(name), {"apiVersion": "projectcalico.org/v3", "kind": kind,
+                                      "metadata": {"name": name}, "spec": spec})
+
+
+def test_vxlan_through_the_agent_and_an_invalid_vni_keeps_the_running_one(tmp_path: Any) -> None:
+    """The whole agent on the fake kernel with a VXLAN pool: the device, the remote block's onlink
+    route and the MTU file; then a VNI written past validation (out of range) changes nothing and
+    restarts nothing, and a valid new VNI rebuilds the pipeline, which re-creates the device."""
+    ds = MemoryDatastore()
+    kernel = FakeKernel()
+    kernel.add_link("eth0", addresses=("172.31.0.11/24",))
+    _put(ds, "FelixConfiguration", "default", {"vxlanVNI": 5000})
+    _put(ds, "IPPool", "p", {"cidr": "10.244.0.0/16", "vxlanMode": "Always"})
+    _put(ds, "Node", HOST, {"bgp": {"ipv4Address": "172.31.0.11/24"}, "ipv4VXLANTunnelAddr": "10.244.0.1",
+                            "vxlanTunnelMACAddr": "66:00:00:00:00:01"})
+    _put(ds, "Node", "node-2", {"bgp": {"ipv4Address": "172.31.0.12/24"}, "ipv4VXLANTunnelAddr": "10.244.1.1",
+                                "vxlanTunnelMACAddr": "66:00:00:00:00:02"})
+    ds.put(ipam_keys.block_key(ipaddress.ip_network("10.244.1.0/26")),
+           {"cidr": "10.244.1.0/26", "affinity": "host:node-2", "allocations": [], "unallocated": [],
+            "attributes": []})
+    mtu_file = tmp_path / "mtu"
+    stop = threading.Event()
+    started: list[AgentPipeline] = []
+    thread = threading.Thread(target=lambda: run_agent(
+        {"hostname": HOST, "mtu_file": str(mtu_file)}, {}, stop=stop, open_store=lambda _u: ds,
+        drivers_factory=lambda _c: Drivers(kernel, kernel, kernel, vxlan=kernel),
+        on_started=lambda p, _h, _m: started.append(p)), daemon=True)
+    thread.start()
+
+    def vni() -> int | None:
+        state = kernel.device("vxlan.calico")
+        return state.spec.vni if state is not None else None
+
+    try:
+        wait_until(lambda: vni() == 5000 and "10.244.1.0/26" in ours(kernel), "device and route")
+        assert ours(kernel)["10.244.1.0/26"] == Route("10.244.1.0/26", ifname="vxlan.calico",
+                                                      gateway="10.244.1.1", onlink=True)
+        assert kernel.fdb("vxlan.calico") == {("66:00:00:00:00:02", "172.31.0.12")}
+        wait_until(lambda: mtu_file.exists() and mtu_file.read_text() == "1450\n", "the MTU file")
+        _put(ds, "FelixConfiguration", "default", {"vxlanVNI": 99999999})  # past validation
+        time.sleep(0.5)
+        assert len(started) == 1 and vni() == 5000
+        _put(ds, "FelixConfiguration", "default", {"vxlanVNI": 6000})
+        wait_until(lambda: vni() == 6000, "the device re-created with the new VNI")
+        assert len(started) == 2
+        wait_until(lambda: "10.244.1.0/26" in ours(kernel), "the route back through the new device")
+    finally:
+        stop.set()
+        thread.join(timeout=20)

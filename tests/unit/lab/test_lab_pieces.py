@@ -122,6 +122,42 @@ def test_network_config_per_host() -> None:
     assert served["service_socket"] == "/x/run/h3/cni.sock"
     assert served["endpoint_status_dir"] == "/x/run/h3/endpoint-status"
     assert "policy_setup_timeout_seconds" not in served  # the default wait
+    assert "mtu" not in conf and "mtu_file" not in conf  # the plugin's own default file
+    hosted = NetworkConfig("u", "/d", run_root="/x/run").for_host("h1", "default", {})
+    assert hosted["mtu_file"] == "/x/run/h1/mtu" and "mtu" not in hosted
+    assert NetworkConfig("u", "/d", mtu=1400).for_host("h1", "default", {})["mtu"] == 1400
+
+
+def test_encapsulation_options_seed_the_pools_and_shape_the_fabric() -> None:
+    assert (LabSpec().vxlan_mode, LabSpec().segments) == ("Never", 1)
+    vxlan = LabSpec(encapsulation="vxlan")
+    assert (vxlan.vxlan_mode, vxlan.segments) == ("Always", 1)
+    cross = LabSpec(encapsulation="vxlan-cross-subnet", hosts=4, subnets_count=3)
+    cross.check()
+    assert (cross.vxlan_mode, cross.segments) == ("CrossSubnet", 3)
+    assert LabSpec(encapsulation="vxlan-cross-subnet").segments == 2
+    pools = [d["spec"] for d in seed_manifests(cross, ["h1"], []) if d["kind"] == "IPPool"]
+    assert {p["vxlanMode"] for p in pools} == {"CrossSubnet"}
+    with pytest.raises(UserError) as err:
+        LabSpec(encapsulation="gre", subnets_count=2, bgp="ospf").check()
+    text = str(err.value)
+    assert "--encapsulation 'gre'" in text and "--subnets 2" in text and "--bgp 'ospf'" in text
+    with pytest.raises(UserError, match=r"--subnets 5: 2\.\.3"):
+        LabSpec(encapsulation="vxlan-cross-subnet", hosts=3, subnets_count=5).check()
+    with pytest.raises(UserError, match="--tor with --encapsulation vxlan-cross-subnet"):
+        LabSpec(encapsulation="vxlan-cross-subnet", tor="frr").check()
+    with pytest.raises(UserError, match="--bgp none: no --tor"):
+        LabSpec(bgp="none", tor="gobgp").check()
+
+
+def test_address_plan_segments_spread_hosts_over_shifted_subnets() -> None:
+    plan = AddressPlan(fabric_subnets([V4, V6]), segments=2)
+    assert plan.segment_subnets(1) == ["172.31.1.0/24", "fd00:172:31:1::/64"]
+    assert [plan.host_segment(i) for i in (1, 2, 3, 4)] == [0, 1, 0, 1]
+    assert plan.host_addresses(2) == ["172.31.1.12/24", "fd00:172:31:1::c/64"]
+    assert plan.host_addresses(3) == ["172.31.0.13/24", "fd00:172:31::d/64"]
+    assert plan.appliance_addresses(254, "rtr", [], segment=1) == ["172.31.1.254/24", "fd00:172:31:1::fe/64"]
+    assert plan.subnet(V6, 1) == "fd00:172:31:1::/64"
 
 
 def test_spec_check_names_every_problem() -> None:
@@ -140,7 +176,8 @@ def test_seed_manifests_are_valid_resources(rr: int) -> None:
     kinds = sorted(r.kind for r in resources)
     assert kinds.count("IPPool") == 2 and "BGPConfiguration" in kinds
     pools = {d["metadata"]["name"]: d["spec"] for d in docs if d["kind"] == "IPPool"}
-    assert pools["lab-pool-v6"] == {"cidr": "fd00:10:244::/56", "blockSize": 122, "nodeSelector": "all()"}
+    assert pools["lab-pool-v6"] == {"cidr": "fd00:10:244::/56", "blockSize": 122, "nodeSelector": "all()",
+                                    "vxlanMode": "Never"}
     config = next(d for d in docs if d["kind"] == "BGPConfiguration")
     assert config["spec"]["nodeToNodeMeshEnabled"] is (rr == 0)
     peers = {d["metadata"]["name"]: d["spec"] for d in docs if d["kind"] == "BGPPeer"}
