@@ -245,13 +245,17 @@ class SqliteDatastore(SingleKeyWrites):
     # ----- setup -----
 
     def _create_file(self) -> None:
+        # An existing file is only stat()ed, never opened: closing any descriptor of the database
+        # drops every POSIX lock this process holds on it, including the shared locks of this
+        # process's other connections; a connection of another process closing then believes it
+        # is the last one and deletes the -wal and -shm files under them (their watches and reads
+        # freeze on the deleted files). O_EXCL creates a missing file without touching one that
+        # another process created meanwhile.
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-            try:
-                mode = os.fstat(fd).st_mode
-            finally:
-                os.close(fd)
+            with contextlib.suppress(FileExistsError):
+                os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
+            mode = os.stat(self.path).st_mode
         except OSError as e:
             raise DatastoreUnavailable(
                 f"cannot create the sqlite datastore {self.path}: {e.strerror or e}; check the directory "

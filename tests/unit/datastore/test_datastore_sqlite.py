@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -81,6 +84,31 @@ def test_watch_sees_writes_of_another_connection(tmp_path: Path) -> None:
     finally:
         reader.close()
         writer.close()
+
+
+def test_another_store_opened_in_this_process_keeps_its_watches_alive(tmp_path: Path) -> None:
+    """Opening a second store on the same file in this process (the node service's CNI service does)
+    must not drop this process's locks: otherwise a process that closes its connection afterwards
+    deletes the -wal and -shm files under us, and our watch never sees another write."""
+    path = tmp_path / "ds.db"
+    ds = SqliteDatastore(path)
+    try:
+        ds.create("/a", {"v": 0})
+        watch = ds.watch("/", ds.current_revision())
+        SqliteDatastore(path).close()
+        writer = "import sys; from tortie.datastore.sqlite import SqliteDatastore as S; " \
+                 "d = S(sys.argv[1]); d.create(sys.argv[2], {'v': 1}); d.close()"
+        for key in ("/b", "/c"):  # the first one closes cleanly; the second one writes after it
+            subprocess.run([sys.executable, "-c", writer, str(path), key], check=True, timeout=60)
+        assert os.path.exists(f"{path}-wal")
+        keys = []
+        for _ in range(2):
+            ev = watch.get(timeout=10.0)
+            assert ev is not None, keys
+            keys.append(ev.key)
+        assert keys == ["/b", "/c"]
+    finally:
+        ds.close()
 
 
 def test_event_log_is_compacted_automatically(tmp_path: Path) -> None:
