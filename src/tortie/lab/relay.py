@@ -124,7 +124,9 @@ def run(routes: Sequence[Route], ports_file: str) -> None:
                 for i, route in enumerate(routes):
                     alive = _upstream_alive(route)
                     if not alive and route.listener is not None:
-                        sel.unregister(registered.pop(i))
+                        listener = registered.pop(i, None)  # not registered yet on the first check
+                        if listener is not None:
+                            sel.unregister(listener)
                         route.close()
                     elif alive and route.listener is None:
                         with contextlib.suppress(OSError):
