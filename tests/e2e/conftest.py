@@ -50,6 +50,7 @@ def make_lab(request: pytest.FixtureRequest) -> Iterator[MakeLab]:
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     outcome = yield
     report = outcome.get_result()  # type: ignore[attr-defined]
-    if report.when == "call" and report.failed:
-        for dc in getattr(item, "built_labs", []):
+    if report.when == "call" and report.failed:  # labs of the test, and of its module (tests/faults)
+        labs = [*getattr(item, "built_labs", []), *getattr(getattr(item, "module", None), "built_labs", [])]
+        for dc in labs:
             report.sections.append((f"lab {dc.name} logs", lab_logs(dc)))

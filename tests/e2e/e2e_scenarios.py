@@ -26,10 +26,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import os
-import re
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -41,7 +38,7 @@ from tortie.lab.datacenter import Datacenter
 from tortie.lab.etcd_members import kill_member
 from tortie.lab.routers import rib_prefixes
 from tortie.model import parse_resource
-from tortie.testing.streams import TCP_SEQUENCE_CLIENT, TCP_SEQUENCE_SERVER
+from tortie.testing.streams import Streams
 
 REPO = Path(__file__).resolve().parents[2]
 MakeLab = Callable[..., Datacenter]
@@ -94,62 +91,6 @@ def block_of(dc: Datacenter, observer: str, workload: str, index: int = 0) -> st
     nets = [ipaddress.ip_network(d) for d in dc.nodes.bird_routes(observer, family_of(ip))]
     best = max((n for n in nets if ip in n), key=lambda n: n.prefixlen, default=None)
     return str(best) if best is not None else None
-
-
-# -- traffic streams ------------------------------------------------------------------------------
-
-class Streams:
-    """A 10 ms ping stream and a 10 ms TCP sequence stream from workload `src` to `dst`."""
-
-    def __init__(self, dc: Datacenter, src: str, dst: str, tcp: bool = True) -> None:
-        lab = dc.lab
-        ip = lab.workload(dst).ips[0]
-        self.server: subprocess.Popen[str] | None = None
-        self.client: subprocess.Popen[str] | None = None
-        if tcp:
-            self.server = subprocess.Popen(
-                ["ip", "netns", "exec", lab.netns(dst), sys.executable, "-c", TCP_SEQUENCE_SERVER],
-                stdout=subprocess.PIPE,
-                text=True,
-            )
-            assert self.server.stdout is not None and self.server.stdout.readline().strip() == "listening"
-            self.client = subprocess.Popen(
-                ["ip", "netns", "exec", lab.netns(src), sys.executable, "-c", TCP_SEQUENCE_CLIENT, ip],
-                stdout=subprocess.PIPE,
-                text=True,
-            )
-        self.ping = subprocess.Popen(
-            ["ip", "netns", "exec", lab.netns(src), "ping", "-n", "-i", "0.01", ip],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-
-    def stop(self) -> dict[str, Any]:
-        """Stop the senders (SIGINT: they print their totals) and collect what happened."""
-        out: dict[str, Any] = {}
-        procs = [p for p in (self.ping, self.client) if p is not None]
-        for proc in procs:
-            proc.send_signal(signal.SIGINT)
-        ping_out, _ = self.ping.communicate(timeout=20)
-        out["ping_output"] = ping_out
-        m = re.search(r"(\d+) packets transmitted, (\d+) received", ping_out)
-        out["ping_sent"], out["ping_received"] = (int(m.group(1)), int(m.group(2))) if m else (0, 0)
-        out["ping_seqs"] = [int(s) for s in re.findall(r"icmp_seq=(\d+)", ping_out)]
-        if self.client is not None and self.server is not None:
-            client_out, _ = self.client.communicate(timeout=20)
-            server_out, _ = self.server.communicate(timeout=20)
-            out["tcp_client"], out["tcp_server"] = client_out, server_out
-            sent = re.search(r"sent (\d+)", client_out)
-            got = re.search(r"received (\d+)", server_out)
-            out["tcp_sent"] = int(sent.group(1)) if sent else -1
-            out["tcp_received"] = int(got.group(1)) if got else -2
-        return out
-
-    def kill(self) -> None:
-        for proc in (self.ping, self.client, self.server):
-            if proc is not None and proc.poll() is None:
-                proc.kill()
-                proc.wait()
 
 
 # -- scenarios ------------------------------------------------------------------------------------
@@ -287,10 +228,8 @@ def agent_restart(make_lab: MakeLab, datastore: str) -> None:
         result = streams.stop()
     finally:
         streams.kill()
-    assert result["ping_sent"] > 100 and result["ping_received"] == result["ping_sent"], result[
-        "ping_output"
-    ][-600:]
-    assert result["tcp_sent"] > 100 and result["tcp_received"] == result["tcp_sent"], result
+    assert result.ping_sent > 100 and result.ping_received == result.ping_sent, result.ping_output[-600:]
+    assert result.tcp_sent > 100 and result.tcp_received == result.tcp_sent, result
     for host in dc.hosts:
         status = dc.nodes.status(host) or {}
         assert status["components"]["agent"]["restarts"] == 1 and status["ready"] is True
@@ -317,9 +256,9 @@ def bird_kill(make_lab: MakeLab, datastore: str) -> None:
         result = streams.stop()
     finally:
         streams.kill()
-    seqs = result["ping_seqs"]
-    assert seqs and result["ping_sent"] > 100, result["ping_output"][-600:]
-    tail = range(result["ping_sent"] - 50, result["ping_sent"])
+    seqs = result.ping_seqs
+    assert seqs and result.ping_sent > 100, result.ping_output[-600:]
+    tail = range(result.ping_sent - 50, result.ping_sent)
     assert set(tail) <= set(seqs), f"no recovery: lost {sorted(set(tail) - set(seqs))}"
     dc.workloads.add("after", "h2")
     dc.wait_ready(timeout=30)

@@ -13,6 +13,7 @@
                       [-o table|json]            (every protocol x port, probed in parallel)
     tortie lab env
     tortie lab down [--name N]
+    tortie lab restart|kill|partition|heal ...   fault injection (lab_faults_cmd.py)
 
 Every verb takes `--name N` (alias `--lab`; default $TORTIE_LAB, else "tortie"). Exit codes: 0 success;
 1 user error (a lab of that name exists, no such lab/host/workload, bad value, the build failed);
@@ -247,7 +248,7 @@ def _print_status(data: dict[str, Any]) -> None:
         f"lab {data['name']}  datastore {ds['kind']} {ds['clientUrl']}  pools {', '.join(data['pools'])}"
     )
     hosts = Table(title="hosts", title_justify="left", box=box.ASCII)
-    for col in ("HOST", "ADDRESS", "NODE", "AGENT", "BGP", "SESSIONS"):
+    for col in ("HOST", "ADDRESS", "FABRIC", "NODE", "AGENT", "BGP", "SESSIONS"):
         hosts.add_column(col)
     for h in data["hosts"]:
         node = h["node"]
@@ -256,6 +257,7 @@ def _print_status(data: dict[str, Any]) -> None:
         hosts.add_row(
             h["name"],
             " ".join(h["addresses"]),
+            h["fabric"],
             "running" if node["running"] else "stopped",
             _health(node["agent"]),
             _health(node["bgp"]),
@@ -291,8 +293,9 @@ def _print_status(data: dict[str, Any]) -> None:
             f"neighbours established, prefixes: {', '.join(r['ribPrefixes']) or '(none)'}"
         )
     for e in data["etcd"]:
-        state = "running" if e["running"] else "stopped"
-        console.print(f"etcd {e['name']} {' '.join(e['addresses'])}: {state}")
+        state = f"running (pid {e['pid']}, {'healthy' if e['healthy'] else 'not healthy'})" if e["running"] \
+            else "stopped"
+        console.print(f"etcd {e['name']} {' '.join(e['addresses'])}: {state}, restarts {e['restarts'] or 0}")
 
 
 def _health(component: dict[str, Any]) -> str:

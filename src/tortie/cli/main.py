@@ -34,7 +34,7 @@ _COMMANDS: dict[str, tuple[str, ...]] = {
     "cni": ("tortie.cli.cni_cmd",),
     "policy": ("tortie.cli.policy_cmd",),
     "flows": ("tortie.cli.flows_cmd",),
-    "lab": ("tortie.cli.lab_cmd", "tortie.cli.lab_flows_cmd"),
+    "lab": ("tortie.cli.lab_cmd", "tortie.cli.lab_flows_cmd", "tortie.cli.lab_faults_cmd"),
     "ui": ("tortie.cli.ui_cmd",),
     "dhcp": ("tortie.cli.dhcp_cmd",),
 }

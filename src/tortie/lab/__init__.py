@@ -9,6 +9,9 @@ lab.py          Lab: the facade real-kernel tests use
 spec.py, build.py, node_services.py, readiness.py, cni_workloads.py, etcd_members.py, routers.py,
 relay.py, probe.py, lab_status.py, datacenter.py
                 what `tortie lab` builds on top: Datacenter is the facade the CLI uses
+faults.py, keeper.py
+                fault injection (`tortie lab restart|kill|partition|heal`); the keeper that restarts
+                etcd members as systemd would
 """
 
 from tortie.lab.errors import LabError

@@ -1,28 +1,34 @@
 """An etcd cluster inside the lab: members in their own namespaces on the fabric, plus a relay.
 
-    <lab>-e1 .. <lab>-eN   eth0 = <subnet>.2 .. .(N+1)   etcd (Debian etcd-server 3.4)
+    <lab>-e1 .. <lab>-eN   eth0 = <subnet>.2 .. .(N+1)   etcd (Debian etcd-server 3.4) under a keeper
+                           (tortie.lab.keeper: restarted when it exits, as systemd would)
                            client :2379 on eth0 and 127.0.0.1, peers :2380 on eth0
     root namespace         `python -m tortie.lab.relay` 127.0.0.1:<free> -> each member's 127.0.0.1:2379
 
 Hosts use `etcd://<subnet>.2:2379,...` over the fabric, like hosts of a real cluster; commands in the
-root namespace use `etcd://127.0.0.1:<p1>,...` through the relay (see relay.py). Data directories live
-under `<workdir>/etcd` (removed by `down()`). Every process is recorded with role `etcd/<name>` or
-`relay` before anything waits on it.
+root namespace use `etcd://127.0.0.1:<p1>,...` through the relay (see relay.py). Data directories and
+the keepers' state files (`<name>.keeper.json`) live under `<workdir>/etcd` (removed by `down()`).
+Every keeper is recorded with role `etcd/<name>`, the relay with `relay`, before anything waits on them.
 
-`start_cluster` returns once every member answers `/health` through the relay; `kill_member` SIGKILLs
-one member as a crash would (the relay then closes its port).
+`start_cluster` returns once every member answers `/health` through the relay. Two ways to lose one:
+`kill_member` SIGKILLs its keeper, and with it the member (a machine lost: it stays down, the relay
+closes its port); `member_pid` names the etcd process itself, which `tortie lab kill eN etcd`
+SIGKILLs as a crash (its keeper starts it again on the same data directory).
 """
 
 from __future__ import annotations
 
 import json
 import signal
+import sys
 import time
 import urllib.request
 from dataclasses import dataclass
+from pathlib import Path
 
 from tortie.common.ipfamily import family_of
 from tortie.lab.errors import LabError
+from tortie.lab.keeper import child_pid
 from tortie.lab.lab import Lab
 from tortie.lab.relay import start_relay
 
@@ -46,10 +52,35 @@ def member_role(name: str) -> str:
     return f"etcd/{name}"
 
 
+def keeper_state(lab: Lab, name: str) -> Path:
+    return lab.workdir / "etcd" / f"{name}.keeper.json"
+
+
 def kill_member(lab: Lab, name: str) -> int:
-    """SIGKILL etcd member `name` (e1, e2, ...); returns its pid. Its record stays (`down()` skips
-    processes that are gone)."""
-    return lab.processes.signal(member_role(name), signal.SIGKILL)
+    """Lose etcd member `name` (e1, e2, ...) for good: SIGKILL its keeper, which takes the member down
+    with it; returns the keeper's pid. Its record stays (`down()` skips processes that are gone)."""
+    pid = lab.processes.signal(member_role(name), signal.SIGKILL)
+    deadline = time.monotonic() + 5.0
+    while member_pid(lab, name) is not None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return pid
+
+
+def member_pid(lab: Lab, name: str) -> int | None:
+    """The pid of member `name`'s etcd process, None while it is not running (confirmed by /proc)."""
+    record = lab.processes.by_role(member_role(name))
+    if record is None or not lab.processes.alive(record):
+        return None
+    return child_pid(keeper_state(lab, name))
+
+
+def member_healthy(lab: Lab, name: str) -> bool:
+    """Member `name` answers /health (through the relay, from the root namespace)."""
+    record = lab.state.datacenter
+    index = int(name[1:]) - 1
+    if record is None or not 0 <= index < len(record.etcd_ports):
+        return False
+    return _healthy(record.etcd_ports[index])
 
 
 def start_cluster(lab: Lab, members: int = 3, timeout: float = 30.0) -> EtcdEndpoints:
@@ -62,6 +93,7 @@ def start_cluster(lab: Lab, members: int = 3, timeout: float = 30.0) -> EtcdEndp
         lab.processes.start(
             name,
             [
+                *(sys.executable, "-m", "tortie.lab.keeper", str(keeper_state(lab, name)), "--"),
                 "etcd",
                 "--name",
                 name,

@@ -34,6 +34,7 @@ for an address it routes as unicast through ANOTHER device than the request came
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -309,6 +310,17 @@ class Fabric:
         if record is None:
             raise ValueError(f"no host or appliance {name!r} in lab {state.name}")
         ip_batch([f"link set {record.fabric_port} {'up' if up else 'down'}"], state.fabric_netns)
+
+    def port_up(self, name: str) -> bool:
+        """The fabric port of host or appliance `name` is administratively up (not partitioned)."""
+        state = self.store.state
+        record = state.hosts.get(name) or state.appliances.get(name)
+        if record is None:
+            raise ValueError(f"no host or appliance {name!r} in lab {state.name}")
+        out = run(["ip", "netns", "exec", state.fabric_netns, "ip", "-j", "link", "show", record.fabric_port],
+                  check=False).stdout
+        links = json.loads(out or "[]")
+        return bool(links) and "UP" in links[0].get("flags", [])
 
     def add_static_route(self, host: str, cidr: str, via: str) -> None:
         """`ip route replace CIDR via VIA` on host `host` (e.g. another host's workload block)."""

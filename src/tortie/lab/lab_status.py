@@ -2,19 +2,26 @@
 
 Sources: lab.json (hosts, workloads, routers, etcd members, recorded processes), each host's node.json
 (the node service: agent and BGP daemon health), each host's BIRD control socket (sessions), the ToR's
-own CLI (its neighbours and RIB size). Output (`collect`):
+own CLI (its neighbours and RIB size), the fabric's ports, the etcd members' keepers. Output (`collect`):
 
     {"name", "workdir", "datastore": {"kind", "url", "clientUrl"}, "subnets", "pools", "pool",
-     "hosts": [{"name", "netns", "address", "addresses", "node": {"running", "pid", "ready", "agent", "bgp"},
+     "hosts": [{"name", "netns", "address", "addresses", "fabric": "connected" | "partitioned",
+                "node": {"running", "pid", "ready",
+                         "agent": {"running", "pid", "ready", "restarts"},
+                         "bgp": {"running", "ready", "bird": {"running", "pid", "restarts"}}},
                 "bgpSessions": [{"peer", "type", "state", "info", "established"}] | null}],
      "workloads": [{"name", "host", "netns", "namespace", "ips", "labels", "ports", "interface", "endpoint"}],
      "routers": [{"name", "kind", "asn", "address", "addresses", "running", "neighbors", "ribPrefixes"}],
-     "etcd": [{"name", "address", "addresses", "running"}]}
+     "etcd": [{"name", "address", "addresses", "running", "pid", "healthy", "restarts"}]}
 
-`bgpSessions` is null when BIRD does not answer on that host. Addresses are per family: `addresses`
-(hosts, routers, etcd members: fabric addresses with prefix length) and a workload's `ips` list every
-family; `address` is the first of them and `pool` the first of `pools` (the IPv4 ones on a
-dual-stack lab).
+The truth, not the records: a process counts as running only when /proc shows it alive (with the
+start time recorded for it, or inside the host's namespace for the agent and BIRD, whose pids come
+from node.json), and a node.json left behind by a node service that is gone is ignored, so after
+`tortie lab kill`, `restart`, `partition` or a restart by hand the status shows what runs now.
+`bgpSessions` is null when BIRD does not run or does not answer on that host. Addresses are per
+family: `addresses` (hosts, routers, etcd members: fabric addresses with prefix length) and a
+workload's `ips` list every family; `address` is the first of them and `pool` the first of `pools`
+(the IPv4 ones on a dual-stack lab).
 """
 
 from __future__ import annotations
@@ -22,6 +29,8 @@ from __future__ import annotations
 from typing import Any
 
 from tortie.lab.datacenter import Datacenter
+from tortie.lab.etcd_members import keeper_state, member_healthy, member_pid
+from tortie.lab.keeper import read_state
 from tortie.lab.state import WorkloadRecord
 
 
@@ -47,32 +56,37 @@ def collect(dc: Datacenter) -> dict[str, Any]:
     record = dc.record
     hosts = []
     for name, host in state.hosts.items():
-        node = dc.nodes.status(name) or {}
         pid = dc.nodes.pid(name)
+        node = dc.nodes.live_status(name) or {}
         components = node.get("components") or {}
         agent = components.get("agent") or {}
         bgp = components.get("bgp") or {}
-        peers = dc.nodes.bgp_peers(name) if pid is not None else None
+        bird = bgp.get("bird") or {}
+        agent_pid = dc.nodes.component_pid(name, "agent")
+        bird_pid = dc.nodes.component_pid(name, "bgp")
+        peers = dc.nodes.bgp_peers(name) if bird_pid is not None else None
         hosts.append(
             {
                 "name": name,
                 "netns": host.netns,
                 "address": host.address,
                 "addresses": list(host.addresses),
+                "fabric": "connected" if lab.fabric.port_up(name) else "partitioned",
                 "node": {
                     "running": pid is not None,
                     "pid": pid,
                     "ready": bool(pid is not None and node.get("ready")),
                     "agent": {
-                        "running": bool(agent.get("running")) and pid is not None,
-                        "pid": agent.get("pid"),
-                        "ready": agent.get("ready"),
+                        "running": agent_pid is not None,
+                        "pid": agent_pid,
+                        "ready": bool(agent_pid is not None and agent.get("ready")),
                         "restarts": agent.get("restarts"),
                     },
                     "bgp": {
-                        "running": bool(bgp.get("running")) and pid is not None,
-                        "ready": bgp.get("ready"),
-                        "bird": bgp.get("bird"),
+                        "running": bool(bgp.get("running")) and bird_pid is not None,
+                        "ready": bool(bird_pid is not None and bgp.get("ready")),
+                        "bird": {"running": bird_pid is not None, "pid": bird_pid,
+                                 "restarts": bird.get("restarts")},
                     },
                 },
                 "bgpSessions": None
@@ -112,12 +126,17 @@ def collect(dc: Datacenter) -> dict[str, Any]:
                 }
             )
         else:
+            member = member_pid(lab, name)
+            keeper = read_state(keeper_state(lab, name)) or {}
             etcd.append(
                 {
                     "name": name,
                     "address": appliance.address,
                     "addresses": list(appliance.addresses),
-                    "running": running,
+                    "running": member is not None,
+                    "pid": member,
+                    "healthy": member is not None and member_healthy(lab, name),
+                    "restarts": keeper.get("restarts"),
                 }
             )
     return {

@@ -10,6 +10,9 @@
                   host's routes for its restart time); the kernel keeps its routes
     take_down / bring_up(host)   cut the host's fabric port and stop the service / the reverse
     status(host)  node.json of the run directory (ready, components: agent, bgp)
+    live_status(host)   the same, only when the running service wrote it (not one left by a dead one)
+    component_pid(host, "agent"|"bgp")   the agent's / BIRD's pid as live_status names it, believed
+                  only when the pid lives in the host's namespace
     bgp_peers(host), bird_routes(host)   BIRD's sessions (control socket), BGP-learned kernel routes
     agent_routes(host), tunnel_addresses()   the agents' routes to other hosts' blocks (VXLAN or
                   native), the Nodes' VXLAN tunnel addresses (from the datastore)
@@ -31,6 +34,7 @@ from tortie.common.ipfamily import FAMILIES, V4, Family
 from tortie.lab.cni_workloads import cni_socket
 from tortie.lab.errors import LabError
 from tortie.lab.lab import Lab
+from tortie.lab.processes import in_namespace
 from tortie.lab.state import DatacenterRecord
 
 STOP_TIMEOUT = 15.0
@@ -117,6 +121,25 @@ class NodeServices:
         from tortie.node.service import read_node_status
 
         return read_node_status(self.run_dir(host))
+
+    def live_status(self, host: str) -> dict[str, Any] | None:
+        """node.json of `host` when the running node service wrote it; None when no service runs or
+        the file is what a stopped or killed one left behind (it says nothing about now)."""
+        status = self.status(host)
+        node_pid = self.pid(host)
+        live = status is not None and node_pid is not None and status.get("pid") == node_pid
+        return status if live else None
+
+    def component_pid(self, host: str, component: str) -> int | None:
+        """The pid of `component` ("agent", or "bgp" for BIRD) of `host`, None when it does not run."""
+        status = self.live_status(host) or {}
+        part = (status.get("components") or {}).get(component) or {}
+        if component == "bgp":
+            part = part.get("bird") or {}
+        pid = part.get("pid")
+        if not (isinstance(pid, int) and part.get("running")):
+            return None
+        return pid if in_namespace(pid, self.lab.state.hosts[host].netns) else None
 
     def bgp_peers(self, host: str) -> list[dict[str, Any]] | None:
         """BIRD's sessions on `host` (None when BIRD does not answer)."""

@@ -8,6 +8,7 @@ nothing of the lab keeps running after teardown.
                                       router/<name>[/zebra], relay
     signal(role, sig)                 one component, e.g. SIGKILL an etcd member as a crash would
     stop(pid) / stop_all(records)     SIGTERM, then SIGKILL after a grace period
+    in_namespace(pid, netns)          a pid alive inside that namespace (faults check before signalling)
     kill_namespace_stragglers(nss)    SIGKILL whatever still runs inside the lab's namespaces
 
 Invariant: a pid is only signalled while /proc/<pid>/stat still shows the start time recorded for it,
@@ -195,14 +196,28 @@ class ProcessTable:
         self.stop_all(last, timeout=1.0)
 
 
-def namespace_pids(namespaces: Sequence[str]) -> list[int]:
-    """Processes running inside any of `namespaces` (this one excluded). Like `ip netns pids`, a process
-    belongs to a namespace when its /proc/<pid>/ns/net is that namespace's inode."""
+def _netns_inodes(namespaces: Sequence[str]) -> set[tuple[int, int]]:
     inodes = set()
     for ns in namespaces:
         with contextlib.suppress(OSError):
             st = os.stat(f"/run/netns/{ns}")
             inodes.add((st.st_dev, st.st_ino))
+    return inodes
+
+
+def in_namespace(pid: int, netns: str) -> bool:
+    """Process `pid` is alive and runs inside namespace `netns` (as `namespace_pids` tells)."""
+    try:
+        st = os.stat(f"/proc/{pid}/ns/net")
+    except OSError:
+        return False
+    return proc_start_time(pid) is not None and (st.st_dev, st.st_ino) in _netns_inodes([netns])
+
+
+def namespace_pids(namespaces: Sequence[str]) -> list[int]:
+    """Processes running inside any of `namespaces` (this one excluded). Like `ip netns pids`, a process
+    belongs to a namespace when its /proc/<pid>/ns/net is that namespace's inode."""
+    inodes = _netns_inodes(namespaces)
     if not inodes:
         return []
     me = os.getpid()

@@ -1,7 +1,8 @@
 """When is a datacenter lab ready? Every node ready, every BGP session up, every remote workload routed.
 
     wait_ready(nodes, timeout, progress, hosts)    stages, each waited for in turn:
-      1. node.json of every host says ready (agent /readiness and the BGP daemon's `ready`)
+      1. node.json of every host, written by its running node service, says ready (agent /readiness
+         and the BGP daemon's `ready`)
       2. every BIRD session Established (sessions towards hosts taken down are not waited for; a host
          with nobody to peer with needs none)
       3. every remote workload address, in every family, routed through its own host (longest match):
@@ -71,7 +72,7 @@ Stage = Callable[[NodeServices, Sequence[str]], tuple[str, str]]
 
 
 def _nodes_stage(nodes: NodeServices, hosts: Sequence[str]) -> tuple[str, str]:
-    waiting = [h for h in hosts if not (nodes.status(h) or {}).get("ready")]
+    waiting = [h for h in hosts if not (nodes.live_status(h) or {}).get("ready")]
     done = f"nodes ready: {len(hosts)}/{len(hosts)} (agent + BGP daemon + BIRD)"
     return (f"nodes not ready: {', '.join(waiting)}" if waiting else ""), done
 
