@@ -1,6 +1,6 @@
 """`tortie lab ...`: a virtual datacenter in network namespaces on this machine (needs root).
 
-    tortie lab up [--name N] [--hosts K] [--workloads-per-host W] [--datastore sqlite|etcd]
+    tortie lab up [--name N] [--hosts K] [--workloads-per-host W] [--datastore sqlite|etcd] [--etcd-tls]
                   [--tor gobgp|frr|none] [--route-reflectors R] [--ip-family dual|ipv4|ipv6]
                   [--encapsulation none|vxlan|vxlan-cross-subnet] [--subnets N] [--bgp bird|none]
     tortie lab status [-o table|json]
@@ -65,6 +65,12 @@ def register(sub: SubParsers) -> None:
         choices=("sqlite", "etcd"),
         default="sqlite",
         help="sqlite file (default) or a 3-member etcd cluster on the fabric",
+    )
+    p.add_argument(
+        "--etcd-tls",
+        action="store_true",
+        help="etcd over HTTPS with client certificates and authentication (user tortie, a password "
+        "file): the secure setup",
     )
     p.add_argument(
         "--tor",
@@ -206,6 +212,7 @@ def _up(args: argparse.Namespace) -> int:
         hosts=args.hosts,
         workloads_per_host=args.workloads_per_host,
         datastore=args.lab_datastore,
+        etcd_tls=args.etcd_tls,
         tor=args.tor,
         route_reflectors=args.route_reflectors,
         ip_family=args.ip_family,

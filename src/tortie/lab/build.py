@@ -95,11 +95,12 @@ def _build_on(lab: Lab, spec: LabSpec, say: Progress, timeout: float) -> None:
     if spec.datastore == "etcd":
         from tortie.lab.etcd_members import start_cluster
 
-        endpoints = start_cluster(lab, spec.etcd_members)
+        endpoints = start_cluster(lab, spec.etcd_members, tls=spec.etcd_tls)
         inner, client, ports = endpoints.inner_url, endpoints.client_url, endpoints.relay_ports
+        secure = ", TLS with client certificates, user tortie" if spec.etcd_tls else ""
         say(
-            f"etcd: {spec.etcd_members} members on the fabric ({inner.removeprefix('etcd://')}), "
-            f"relay for this namespace: {client}"
+            f"etcd: {spec.etcd_members} members on the fabric ({inner.split('://')[1].split('?')[0]}"
+            f"{secure}), relay for this namespace: {client}"
         )
     else:
         data = records.record_tree(workdir / "data")

@@ -19,6 +19,7 @@ SIGKILLs as a crash (its keeper starts it again on the same data directory).
 from __future__ import annotations
 
 import json
+import secrets
 import signal
 import sys
 import time
@@ -28,6 +29,14 @@ from pathlib import Path
 
 from tortie.common.ipfamily import family_of
 from tortie.lab.errors import LabError
+from tortie.lab.etcd_security import (
+    TlsFiles,
+    client_context,
+    enable_auth,
+    make_tls_files,
+    post_json,
+    write_secret,
+)
 from tortie.lab.keeper import child_pid
 from tortie.lab.lab import Lab
 from tortie.lab.relay import start_relay
@@ -74,20 +83,37 @@ def member_pid(lab: Lab, name: str) -> int | None:
     return child_pid(keeper_state(lab, name))
 
 
+def tls_files(lab: Lab) -> TlsFiles | None:
+    """The certificates of a cluster started with `tls=True`, None for a plain one."""
+    found = TlsFiles.in_dir(lab.workdir / "etcd" / "tls")
+    return found if found.ca_cert.exists() else None
+
+
 def member_healthy(lab: Lab, name: str) -> bool:
     """Member `name` answers /health (through the relay, from the root namespace)."""
     record = lab.state.datacenter
     index = int(name[1:]) - 1
     if record is None or not 0 <= index < len(record.etcd_ports):
         return False
-    return _healthy(record.etcd_ports[index])
+    return healthy_at(record.etcd_ports[index], tls_files(lab))
 
 
-def start_cluster(lab: Lab, members: int = 3, timeout: float = 30.0) -> EtcdEndpoints:
+def start_cluster(lab: Lab, members: int = 3, timeout: float = 30.0, *, tls: bool = False) -> EtcdEndpoints:
+    """Start the members and the relay; with `tls`, HTTPS with client certificates and authentication
+    (user `tortie`, password in `<workdir>/etcd/etcd-password`, READWRITE under /calico/)."""
     names = [member_name(i) for i in range(members)]
     records = [lab.fabric.add_appliance(name, FIRST_INDEX + i, "etcd") for i, name in enumerate(names)]
     ips = [family_of(r.ip()).bracketed(r.ip()) for r in records]  # "[fd00::2]" on an IPv6-only fabric
     data_root = lab.records.record_tree(lab.workdir / "etcd")
+    files = None
+    if tls:
+        every_ip = ["127.0.0.1", *(ip for r in records for ip in (a.split("/")[0] for a in r.addresses))]
+        files = make_tls_files(data_root / "tls", every_ip)
+    scheme = "https" if files else "http"
+    secure = [] if files is None else [
+        *("--cert-file", str(files.server_cert), "--key-file", str(files.server_key)),
+        *("--trusted-ca-file", str(files.ca_cert), "--client-cert-auth"),
+    ]
     cluster = ",".join(f"{n}=http://{ip}:{PEER_PORT}" for n, ip in zip(names, ips, strict=True))
     for name, ip in zip(names, ips, strict=True):
         lab.processes.start(
@@ -100,9 +126,9 @@ def start_cluster(lab: Lab, members: int = 3, timeout: float = 30.0) -> EtcdEndp
                 "--data-dir",
                 str(data_root / name),
                 "--listen-client-urls",
-                f"http://{ip}:{CLIENT_PORT},http://127.0.0.1:{CLIENT_PORT}",
+                f"{scheme}://{ip}:{CLIENT_PORT},{scheme}://127.0.0.1:{CLIENT_PORT}",
                 "--advertise-client-urls",
-                f"http://{ip}:{CLIENT_PORT}",
+                f"{scheme}://{ip}:{CLIENT_PORT}",
                 "--listen-peer-urls",
                 f"http://{ip}:{PEER_PORT}",
                 "--initial-advertise-peer-urls",
@@ -117,6 +143,7 @@ def start_cluster(lab: Lab, members: int = 3, timeout: float = 30.0) -> EtcdEndp
                 "zap",
                 "--log-level",
                 "warn",
+                *secure,
             ],
             role=member_role(name),
         )
@@ -126,7 +153,7 @@ def start_cluster(lab: Lab, members: int = 3, timeout: float = 30.0) -> EtcdEndp
     pending = set(range(members))
     while pending:
         for i in sorted(pending):
-            if _healthy(ports[i]):
+            if healthy_at(ports[i], files):
                 pending.discard(i)
         if not pending:
             break
@@ -136,16 +163,37 @@ def start_cluster(lab: Lab, members: int = 3, timeout: float = 30.0) -> EtcdEndp
                 f"{timeout:.0f}s (logs under {lab.workdir}/logs)"
             )
         time.sleep(0.1)
+    options = ""
+    if files is not None:
+        password = secrets.token_hex(16)
+        context = client_context(files)
+
+        def post(path: str, body: dict[str, object]) -> dict[str, object] | None:
+            for port in ports:
+                reply = post_json(f"https://127.0.0.1:{port}", path, body, context=context)
+                if reply is not None:
+                    return reply
+            return None
+
+        root_password = secrets.token_hex(16)
+        enable_auth(post, root_password, password)
+        write_secret(data_root / "root-password", root_password)
+        password_file = write_secret(data_root / "etcd-password", password)
+        options = "?" + "&".join([*files.url_options(), "username=tortie", f"password_file={password_file}"])
+    prefix = "etcds://" if files else "etcd://"
     return EtcdEndpoints(
-        inner_url="etcd://" + ",".join(f"{ip}:{CLIENT_PORT}" for ip in ips),
-        client_url="etcd://" + ",".join(f"127.0.0.1:{p}" for p in ports),
+        inner_url=prefix + ",".join(f"{ip}:{CLIENT_PORT}" for ip in ips) + options,
+        client_url=prefix + ",".join(f"127.0.0.1:{p}" for p in ports) + options,
         relay_ports=ports,
     )
 
 
-def _healthy(port: int) -> bool:
+def healthy_at(port: int, tls: TlsFiles | None = None) -> bool:
+    """The member behind relay port `port` answers /health (HTTPS with `tls`'s client pair)."""
+    scheme, context = ("https", client_context(tls)) if tls is not None else ("http", None)
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1.0) as resp:
+        with urllib.request.urlopen(f"{scheme}://127.0.0.1:{port}/health", timeout=1.0,
+                                    context=context) as resp:
             return bool(json.loads(resp.read()).get("health") == "true")
     except (OSError, ValueError):
         return False

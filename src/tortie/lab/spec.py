@@ -66,6 +66,8 @@ class LabSpec:
     subnets_count: int | None = None
     """`--subnets`: host subnets joined by a router (vxlan-cross-subnet only; default 2 there)."""
     bgp: str = "bird"
+    etcd_tls: bool = False
+    """etcd over HTTPS with client certificates and authentication (needs datastore etcd)."""
 
     @property
     def vxlan_mode(self) -> str:
@@ -118,6 +120,8 @@ class LabSpec:
             problems.append(f"--workloads-per-host {self.workloads_per_host}: 0..200")
         if self.datastore not in DATASTORES:
             problems.append(f"--datastore {self.datastore!r}: one of {', '.join(DATASTORES)}")
+        if self.etcd_tls and self.datastore != "etcd":
+            problems.append("--etcd-tls: needs --datastore etcd")
         if self.tor not in TORS:
             problems.append(f"--tor {self.tor!r}: one of {', '.join(TORS)}")
         if self.encapsulation not in ENCAPSULATIONS:

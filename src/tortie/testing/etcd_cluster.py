@@ -20,7 +20,8 @@ With `tls=True` it generates a throwaway CA, a server certificate for 127.0.0.1 
 certificate with `openssl`, and starts etcd with `--client-cert-auth` (HTTPS + client certificates).
 
 With `auth=True` it then enables etcd authentication: a `root` user (password `root_password`) and a
-user `tortie` whose role `tortie` may read and write the prefix `/calico/` only; the tortie user's
+user `tortie` whose role `tortie` may read and write the prefixes `/calico/` and `/tortie/` only
+(tortie.lab.etcd_security, shared with the lab's `--etcd-tls`); the tortie user's
 password is written to `password_file` (mode 0600) and `url` names `username=tortie&password_file=..`,
 so `open_datastore(cluster.url)` authenticates as the product would. `add_user(name, password,
 prefix, permission)` creates more users (e.g. a read-only one). `tls=True, auth=True` is the secure
@@ -33,7 +34,6 @@ tests and bench/fanout.py.
 from __future__ import annotations
 
 import atexit
-import base64
 import contextlib
 import json
 import logging
@@ -51,6 +51,16 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+
+from tortie.lab.etcd_security import (
+    TlsFiles,
+    add_user,
+    client_context,
+    enable_auth,
+    make_tls_files,
+    post_json,
+    write_secret,
+)
 
 log = logging.getLogger(__name__)
 
@@ -88,51 +98,6 @@ def free_ports(n: int) -> list[int]:
     finally:
         for s in socks:
             s.close()
-
-
-@dataclass(frozen=True)
-class TlsFiles:
-    """PEM files for a TLS-enabled cluster: the CA, the server pair and a client pair."""
-
-    ca_cert: Path
-    server_cert: Path
-    server_key: Path
-    client_cert: Path
-    client_key: Path
-
-
-def make_tls_files(directory: Path) -> TlsFiles:
-    """Generate a CA, a server certificate valid for 127.0.0.1/localhost and a client certificate."""
-    directory.mkdir(parents=True, exist_ok=True)
-
-    def run(*args: str) -> None:
-        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
-
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=tortie-test-ca",
-        "-keyout", "ca.key", "-out", "ca.pem")
-    ext = directory / "server.ext"
-    ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n")
-    cext = directory / "client.ext"
-    cext.write_text("extendedKeyUsage=clientAuth\n")
-    # The client certificate has no CommonName: with authentication on, etcd 3.4's gateway refuses a
-    # client certificate that has one (it would not be used as the user), so tortie's certificates must
-    # identify by organisation only and authenticate by username/password.
-    for name, extfile, subject in (
-        ("server", ext, "/CN=tortie-test-server"), ("client", cext, "/O=tortie-test/OU=client")
-    ):
-        run("req", "-newkey", "rsa:2048", "-nodes", "-subj", subject,
-            "-keyout", f"{name}.key", "-out", f"{name}.csr")
-        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-            "-days", "2", "-extfile", str(extfile), "-out", f"{name}.pem")
-    for p in directory.glob("*.key"):
-        p.chmod(0o600)
-    return TlsFiles(
-        ca_cert=directory / "ca.pem",
-        server_cert=directory / "server.pem",
-        server_key=directory / "server.key",
-        client_cert=directory / "client.pem",
-        client_key=directory / "client.key",
-    )
 
 
 @dataclass
@@ -262,8 +227,7 @@ class EtcdCluster:
         hosts = ",".join(f"127.0.0.1:{m.client_port}" for m in self._members)
         options = []
         if self.tls is not None:
-            t = self.tls
-            options += [f"cacert={t.ca_cert}", f"cert={t.client_cert}", f"key={t.client_key}"]
+            options += self.tls.url_options()
         if self.password_file is not None:
             options += ["username=tortie", f"password_file={self.password_file}"]
         query = "?" + "&".join(options) if options else ""
@@ -271,38 +235,21 @@ class EtcdCluster:
 
     # ----- authentication -----
 
-    def _admin(self, path: str, body: dict[str, object]) -> dict[str, object]:
-        """POST an auth/admin request to a live member, as root once auth is on; raises on failure."""
+    def _admin_post(self, path: str, body: dict[str, object]) -> dict[str, object] | None:
         for i in self._alive_indices():
             reply = self._post_json(i, path, body)
             if reply is not None:
                 return reply
-        raise RuntimeError(f"etcd {path} failed on every member (see the member logs)")
+        return None
 
     def _enable_auth(self) -> None:
-        self._admin("/v3/auth/user/add", {"name": "root", "password": self.root_password})
-        self._admin("/v3/auth/user/grant", {"user": "root", "role": "root"})
         password = secrets.token_hex(16)
-        self.add_user("tortie", password, prefix="/calico/")
-        self._admin("/v3/auth/enable", {})
-        reply = self._admin("/v3/auth/authenticate", {"name": "root", "password": self.root_password})
-        self._root_token = str(reply["token"])
-        path = self._base / "etcd-password"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(password + "\n")
-        self.password_file = path
+        self._root_token = enable_auth(self._admin_post, self.root_password, password)
+        self.password_file = write_secret(self._base / "etcd-password", password)
 
     def add_user(self, name: str, password: str, *, prefix: str, permission: str = "READWRITE") -> None:
         """A user with a role of the same name allowed `permission` (READ, WRITE, READWRITE) on `prefix`."""
-        raw = prefix.encode()
-        end = raw[:-1] + bytes([raw[-1] + 1])
-        self._admin("/v3/auth/role/add", {"name": name})
-        perm = {"permType": permission, "key": base64.b64encode(raw).decode(),
-                "range_end": base64.b64encode(end).decode()}
-        self._admin("/v3/auth/role/grant", {"name": name, "perm": perm})
-        self._admin("/v3/auth/user/add", {"name": name, "password": password})
-        self._admin("/v3/auth/user/grant", {"user": name, "role": name})
+        add_user(self._admin_post, name, password, prefix=prefix, permission=permission)
 
     def pid(self, i: int) -> int | None:
         proc = self._members[i].proc
@@ -415,11 +362,7 @@ class EtcdCluster:
             self.kill(i)
 
     def _ssl_context(self) -> ssl.SSLContext | None:
-        if self.tls is None:
-            return None
-        ctx = ssl.create_default_context(cafile=str(self.tls.ca_cert))
-        ctx.load_cert_chain(str(self.tls.client_cert), str(self.tls.client_key))
-        return ctx
+        return None if self.tls is None else client_context(self.tls)
 
     def _healthy(self, i: int) -> bool:
         url = f"{self.client_endpoints[i]}/health"
@@ -431,18 +374,8 @@ class EtcdCluster:
         return str(body.get("health")) == "true"
 
     def _post_json(self, i: int, path: str, body: dict[str, object]) -> dict[str, object] | None:
-        headers = {"Content-Type": "application/json"}
-        if self._root_token is not None:
-            headers["Authorization"] = self._root_token
-        req = urllib.request.Request(
-            f"{self.client_endpoints[i]}{path}", data=json.dumps(body).encode(), headers=headers
-        )
-        try:
-            with urllib.request.urlopen(req, timeout=2.0, context=self._ssl_context()) as resp:
-                data = json.loads(resp.read().decode())
-        except (OSError, ValueError, urllib.error.URLError):
-            return None
-        return data if isinstance(data, dict) else None
+        return post_json(self.client_endpoints[i], path, body, context=self._ssl_context(),
+                         token=self._root_token)
 
     def _log_tail(self, i: int) -> str:
         try:
