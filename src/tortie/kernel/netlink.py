@@ -256,6 +256,17 @@ class NetlinkSocket:
             self._send(message(kind, flags | NLM_F_ACK, seq, body), what)
             return self._receive(seq, seq, seq, what)
 
+    def delete(self, kind: int, body: bytes, what: str, gone: tuple[int, ...]) -> bool:
+        """A delete request: True when it deleted, False when the kernel answered one of the `gone`
+        error numbers (the object was not there); other refusals raise `NetlinkError`."""
+        try:
+            self.request(kind, 0, body, what)
+        except NetlinkError as exc:
+            if exc.errno in gone:
+                return False
+            raise
+        return True
+
     def dump(self, kind: int, body: bytes, what: str) -> list[Message]:
         """A dump request: every message up to NLMSG_DONE (retried when the kernel interrupts it)."""
         for attempt in range(_DUMP_ATTEMPTS):

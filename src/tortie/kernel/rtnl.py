@@ -75,13 +75,7 @@ class Rtnl:
         self.close()
 
     def _delete(self, kind: int, body: bytes, what: str) -> bool:
-        try:
-            self.sock.request(kind, 0, body, what)
-        except NetlinkError as exc:
-            if exc.errno in _GONE:
-                return False
-            raise
-        return True
+        return self.sock.delete(kind, body, what, _GONE)
 
     # -- links --------------------------------------------------------------------------------------
     def links(self) -> list[Link]:

@@ -55,13 +55,7 @@ class Tc:
         self._sock.request(codec.RTM_NEWQDISC, NLM_F_CREATE | NLM_F_REPLACE, body, what)
 
     def _delete(self, kind: int, body: bytes, what: str) -> bool:
-        try:
-            self._sock.request(kind, 0, body, what)
-        except NetlinkError as exc:
-            if exc.errno in _GONE:
-                return False
-            raise
-        return True
+        return self._sock.delete(kind, body, what, _GONE)
 
     def delete_root(self, ifindex: int) -> bool:
         body = codec.root_request(ifindex)
