@@ -1,2 +1,2 @@
-"""Kernel drivers of the dataplane: routes, links and sysctls (netlink / procfs), each a small
+"""Kernel drivers of the dataplane: routes, links, VXLAN, shaping and sysctls (netlink / procfs), each a small
 Protocol with a real implementation and an in-memory fake (`tortie.testing.kernel_fake.FakeKernel`)."""

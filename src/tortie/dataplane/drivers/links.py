@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from tortie.common.errors import KernelError
+from tortie.dataplane.drivers.rtnl_driver import RtnlDriver
 from tortie.kernel.netlink import NETLINK_ROUTE, NetlinkSocket
-from tortie.kernel.rtnl import NetnsRtnl
 from tortie.kernel.rtnl_codec import IFF_UP, RTMGRP_LINK
 
 log = logging.getLogger(__name__)
@@ -101,17 +101,13 @@ def diff_links(before: dict[int, Link], after: dict[int, Link]) -> list[LinkEven
     return events
 
 
-class NetlinkLinkDriver:
+class NetlinkLinkDriver(RtnlDriver):
     """`LinkDriver` over rtnetlink (`tortie.kernel.rtnl.Rtnl` for dumps, one subscribed socket for
     notifications), both opened in the namespace by the worker thread."""
 
     def __init__(self, netns: str | None = None) -> None:
-        self._rtnl = NetnsRtnl(netns, "link driver")
+        super().__init__(netns, "link driver")
         self._monitor: _Monitor | None = None
-
-    @property
-    def netns(self) -> str | None:
-        return self._rtnl.netns
 
     def _dump(self) -> list[Link]:
         links = [

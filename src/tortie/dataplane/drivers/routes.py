@@ -44,8 +44,8 @@ from typing import Literal, Protocol
 
 from tortie.common.errors import LinkNotFound, kernel_call
 from tortie.common.ipfamily import FAMILIES, V4, Family, canonical_cidr, family_of
+from tortie.dataplane.drivers.rtnl_driver import RtnlDriver
 from tortie.kernel import rtnl_codec
-from tortie.kernel.rtnl import NetnsRtnl
 
 TORTIE_ROUTE_PROTOCOL = 77
 MAIN_TABLE = 254
@@ -119,7 +119,7 @@ class RouteDriver(Protocol):
     def close(self) -> None: ...
 
 
-class NetlinkRouteDriver:
+class NetlinkRouteDriver(RtnlDriver):
     """`RouteDriver` over rtnetlink (`tortie.kernel.rtnl.Rtnl`), in the process's or a named namespace.
 
     The socket is opened in the namespace by the driver's worker thread, once; netlink sockets keep
@@ -135,15 +135,11 @@ class NetlinkRouteDriver:
         if not 0 < protocol < 256:
             raise ValueError(f"route protocol must be 1..255, not {protocol}")
         self._protocol = protocol
-        self._rtnl = NetnsRtnl(netns, "route driver")
+        super().__init__(netns, "route driver")
 
     @property
     def protocol(self) -> int:
         return self._protocol
-
-    @property
-    def netns(self) -> str | None:
-        return self._rtnl.netns
 
     def _ifindex(self, ifname: str) -> int:
         link = self._rtnl.get().get_link(ifname)
@@ -214,5 +210,3 @@ class NetlinkRouteDriver:
     def delete_route(self, route: Route) -> None:
         kernel_call(f"delete route {route}", self._delete, route)
 
-    def close(self) -> None:
-        self._rtnl.close()

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from tortie.common.errors import kernel_call
-from tortie.kernel.rtnl import NetnsRtnl
+from tortie.dataplane.drivers.rtnl_driver import RtnlDriver
 from tortie.kernel.tc import Tc
 from tortie.kernel.tc_codec import INGRESS_HANDLE, REDIRECT_PRIO, TC_H_ROOT, TbfParams
 
@@ -66,15 +66,11 @@ class ShapingDriver(Protocol):
     def close(self) -> None: ...
 
 
-class NetlinkShapingDriver:
+class NetlinkShapingDriver(RtnlDriver):
     """`ShapingDriver` over rtnetlink (see the module docstring)."""
 
     def __init__(self, netns: str | None = None) -> None:
-        self._rtnl = NetnsRtnl(netns, "shaping driver")
-
-    @property
-    def netns(self) -> str | None:
-        return self._rtnl.netns
+        super().__init__(netns, "shaping driver")
 
 
 
@@ -179,5 +175,3 @@ class NetlinkShapingDriver:
     def delete_device(self, name: str) -> None:
         kernel_call(f"delete {name}", self._delete_device, name)
 
-    def close(self) -> None:
-        self._rtnl.close()

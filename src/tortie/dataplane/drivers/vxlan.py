@@ -36,7 +36,8 @@ from typing import Protocol
 
 from tortie.common.errors import KernelError, LinkNotFound, kernel_call
 from tortie.common.ipfamily import Family, family_of
-from tortie.kernel.rtnl import NetnsRtnl, Rtnl
+from tortie.dataplane.drivers.rtnl_driver import RtnlDriver
+from tortie.kernel.rtnl import Rtnl
 from tortie.kernel.rtnl_codec import AF_BRIDGE, NUD_PERMANENT
 
 
@@ -124,15 +125,11 @@ def canonical_iface(text: str) -> str:
     return f"{iface.ip}/{iface.network.prefixlen}"
 
 
-class NetlinkVxlanDriver:
+class NetlinkVxlanDriver(RtnlDriver):
     """`VxlanDriver` over rtnetlink (see the module docstring)."""
 
     def __init__(self, netns: str | None = None) -> None:
-        self._rtnl = NetnsRtnl(netns, "vxlan driver")
-
-    @property
-    def netns(self) -> str | None:
-        return self._rtnl.netns
+        super().__init__(netns, "vxlan driver")
 
     # -- helpers ------------------------------------------------------------------------------------
     def _index(self, rtnl: Rtnl, name: str) -> int:
@@ -267,5 +264,3 @@ class NetlinkVxlanDriver:
     def host_interfaces(self) -> list[HostInterface]:
         return kernel_call("list host interfaces", self._host_interfaces)
 
-    def close(self) -> None:
-        self._rtnl.close()
