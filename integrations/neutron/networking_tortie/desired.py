@@ -1,9 +1,9 @@
 """One Neutron snapshot -> everything the datastore should hold for OpenStack (pure).
 
-Input: `NeutronSnapshot`, plain dicts as Neutron's plugin returns them (bulk-fetched by the
-driver: all ports, security groups with their rules, subnets, network names and MTUs, and the
-subnets whose router does SNAT). Output: `resync.Desired` plus the problems met (ports or rules
-that could not be translated), each logged by the caller.
+Input: `NeutronSnapshot`, plain dicts as Neutron's plugin returns them (bulk-fetched by the driver:
+all ports, security groups with their rules, subnets, network names and MTUs, the subnets whose
+router does SNAT, and the floating IPs associated with ports). Output: `resync.Desired` plus the
+problems met (ports or rules that could not be translated), each logged by the caller.
 
 Used by both paths so they cannot disagree: the postcommit path translates one object with the
 same `translate_*` functions and the same `PortFacts` construction (`port_facts`).
@@ -20,7 +20,7 @@ from tortie.model import Resource, ValidationError, parse_resource
 
 from networking_tortie import naming
 from networking_tortie.resync import Desired
-from networking_tortie.translate_port import PortFacts, port_to_endpoint
+from networking_tortie.translate_port import PortFacts, floating_pairs, port_to_endpoint
 from networking_tortie.translate_sg import security_group_to_policy
 from networking_tortie.translate_subnet import subnet_to_dhcp, subnet_to_pool
 
@@ -35,6 +35,7 @@ class NeutronSnapshot:
     networks: tuple[Obj, ...] = ()
     snat_subnet_ids: frozenset[str] = frozenset()
     region: str = ""
+    floating_ips: tuple[Obj, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ def port_security_profile() -> Resource:
 
 
 def port_facts(port: Obj, *, sg_names: Mapping[str, str], networks: Mapping[str, Obj],
-               subnets: Mapping[str, Obj], region: str) -> PortFacts:
+               subnets: Mapping[str, Obj], region: str, floating_ips: Iterable[Obj] = ()) -> PortFacts:
     network = networks.get(str(port.get("network_id")))
     gateways: dict[str, str | None] = {}
     for fip in port.get("fixed_ips") or []:
@@ -66,6 +67,7 @@ def port_facts(port: Obj, *, sg_names: Mapping[str, str], networks: Mapping[str,
         network_name=str(network.get("name") or "") if network is not None else None,
         subnet_gateways=gateways,
         region=region,
+        floating_ips=floating_pairs(str(port["id"]), floating_ips),
     )
 
 
@@ -81,8 +83,12 @@ def desired_state(snap: NeutronSnapshot) -> DesiredResult:
     sg_names = {str(sg["id"]): str(sg.get("name") or "") for sg in snap.security_groups}
     profile = port_security_profile()
     resources[profile.key] = profile
+    fips: dict[str, list[Obj]] = {}
+    for fip in snap.floating_ips:
+        fips.setdefault(str(fip.get("port_id") or ""), []).append(fip)
     for port in snap.ports:
-        facts = port_facts(port, sg_names=sg_names, networks=networks, subnets=subnets, region=snap.region)
+        facts = port_facts(port, sg_names=sg_names, networks=networks, subnets=subnets, region=snap.region,
+                           floating_ips=fips.get(str(port["id"]), ()))
         try:
             endpoint = port_to_endpoint(port, facts)
         except ValidationError as exc:

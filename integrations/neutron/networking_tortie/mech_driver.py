@@ -200,6 +200,14 @@ class TortieMechanismDriver(api.MechanismDriver):  # type: ignore[misc]
         if old_name is not None and (endpoint is None or endpoint.metadata.name != old_name):
             writer.delete_resource("WorkloadEndpoint", old_name, ns)
 
+    def sync_port_by_id(self, port_id: str) -> None:
+        try:
+            port = self._core().get_port(self._admin(), port_id)
+        except Exception as exc:  # PortNotFound: deleted meanwhile (its endpoint went with it)
+            log.info("port %s is gone (%s)", port_id, type(exc).__name__)
+            return
+        self.sync_port(port, None)
+
     def remove_port(self, port: Mapping[str, Any]) -> None:
         name = self._endpoint_name(port)
         if name is not None:
@@ -231,6 +239,8 @@ class TortieMechanismDriver(api.MechanismDriver):  # type: ignore[misc]
             registry.subscribe(self._on_router_change, resources.ROUTER_INTERFACE, event)
             registry.subscribe(self._on_router_change, resources.ROUTER_GATEWAY, event)
         registry.subscribe(self._on_router_change, resources.ROUTER, events.AFTER_UPDATE)
+        for event in (events.AFTER_CREATE, events.AFTER_UPDATE, events.AFTER_DELETE):
+            registry.subscribe(self._on_floating_ip, resources.FLOATING_IP, event)
         registry.subscribe(self._on_process_init, resources.PROCESS, events.AFTER_INIT)
 
     def _on_security_group(self, resource: str, event: str, trigger: Any, payload: Any) -> None:
@@ -249,6 +259,13 @@ class TortieMechanismDriver(api.MechanismDriver):  # type: ignore[misc]
 
     def _on_router_change(self, resource: str, event: str, trigger: Any, payload: Any) -> None:
         self._guard("router change (pool natOutgoing)", self.sync_all_pools)
+
+    def _on_floating_ip(self, resource: str, event: str, trigger: Any, payload: Any) -> None:
+        """A floating IP associated, moved, disassociated or deleted: the ports it was and is
+        associated with get their endpoints rewritten (their ipNATs)."""
+        port_ids = {str(s["port_id"]) for s in payload.states or () if s and s.get("port_id")}
+        for port_id in sorted(port_ids):
+            self._guard("floating IP change", self.sync_port_by_id, port_id)
 
     def _on_process_init(self, resource: str, event: str, trigger: Any, payload: Any = None) -> None:
         self.start_background()

@@ -5,7 +5,8 @@ plain dicts and the `desired.NeutronSnapshot`/`PortFacts` the pure modules take.
 `mech_driver` are the only ones that talk to Neutron; all calls are reads.
 
 SNAT: a subnet gets `natOutgoing` when a router with an external gateway and `enable_snat` has an
-interface on it (no L3 plugin loaded -> no subnet does).
+interface on it (no L3 plugin loaded -> no subnet does). Floating IPs: those associated with a port
+(`port_id` set), from the L3 plugin (none without it).
 """
 
 from __future__ import annotations
@@ -43,6 +44,15 @@ def snat_subnet_ids(core: Any, context: Any) -> frozenset[str]:
     return frozenset(str(fip["subnet_id"]) for p in ports for fip in p.get("fixed_ips") or [])
 
 
+def floating_ips(context: Any, port_ids: Iterable[str] | None = None) -> list[Obj]:
+    """The floating IPs associated with a port (with `port_ids`: with one of those ports)."""
+    l3 = l3_plugin()
+    if l3 is None:
+        return []
+    filters = {"port_id": sorted(set(port_ids))} if port_ids is not None else None
+    return [f for f in l3.get_floatingips(context, filters=filters) if f.get("port_id")]
+
+
 def security_group_names(core: Any, context: Any, sg_ids: Iterable[str]) -> dict[str, str]:
     ids = sorted(set(sg_ids))
     if not ids:
@@ -61,6 +71,7 @@ def facts_for_port(core: Any, context: Any, port: Obj, region: str) -> PortFacts
         networks={str(n["id"]): n for n in networks},
         subnets={str(s["id"]): s for s in subnets},
         region=region,
+        floating_ips=floating_ips(context, [str(port["id"])]),
     )
 
 
@@ -79,4 +90,5 @@ def snapshot(core: Any, context: Any, region: str) -> NeutronSnapshot:
         networks=tuple(core.get_networks(context, fields=["id", "name", "mtu"])),
         snat_subnet_ids=snat_subnet_ids(core, context),
         region=region,
+        floating_ips=tuple(floating_ips(context)),
     )

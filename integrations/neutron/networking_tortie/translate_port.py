@@ -2,10 +2,10 @@
 
 Input: a port as Neutron's plugin returns it (a dict with `id`, `device_id`, `device_owner`,
 `binding:host_id`, `binding:vif_type`, `mac_address`, `fixed_ips`, `security_groups`,
-`allowed_address_pairs`, `port_security_enabled`, `network_id`, `project_id`, `dns_assignment`)
-and a `PortFacts` with what the port dict does not carry (security-group names, network name,
-subnet gateways). Output: a validated `Resource` of kind WorkloadEndpoint, or None when the port is
-not a tortie endpoint.
+`allowed_address_pairs`, `port_security_enabled`, `network_id`, `project_id`, `dns_assignment`) and
+a `PortFacts` with what the port dict does not carry (security-group names, network name, subnet
+gateways, the floating IPs associated with the port). Output: a validated `Resource` of kind
+WorkloadEndpoint, or None when the port is not a tortie endpoint.
 
 A port is an endpoint when its device owner is a VM (`compute:*`) or a container (`kuryr:container`),
 it is bound to a host, and it was bound as a routed `tap` VIF (that is, by this driver).
@@ -14,9 +14,11 @@ Mapping (reference §8.2): namespace `openstack`, name `<host>-openstack-<device
 orchestrator `openstack`, workload = device_id, endpoint = port id, node = binding host,
 interfaceName `tap` + port id[:11], mac; ipNetworks = fixed IPs as /32 or /128; ipv4/ipv6 gateway
 from the subnets; allowed-address pairs become allowSpoofedSourcePrefixes (the VM may send from
-them). Labels: one per security group (membership for policy selectors), orchestrator, project and
-network. A port with port security disabled carries no security-group labels, lists the allow-all
-profile and may send from any address: Neutron does not filter it at all.
+them); each floating IP associated with one of the port's fixed IPs becomes an ipNAT {internalIP:
+fixed_ip_address, externalIP: floating_ip_address} (1:1 NAT on the port's host, as networking-calico
+maps them). Labels: one per security group (membership for policy selectors), orchestrator, project
+and network. A port with port security disabled carries no security-group labels, lists the
+allow-all profile and may send from any address: Neutron does not filter it at all.
 """
 
 from __future__ import annotations
@@ -45,6 +47,20 @@ class PortFacts:
     project_name: str | None = None
     subnet_gateways: Mapping[str, str | None] = field(default_factory=dict)
     region: str = ""
+    floating_ips: tuple[tuple[str, str], ...] = ()  # sorted (fixed IP, floating IP) pairs
+
+
+def _canonical_ip(text: Any) -> str:
+    return str(ipaddress.ip_address(str(text)))
+
+
+def floating_pairs(port_id: str, floating_ips: Iterable[Mapping[str, Any]]) -> tuple[tuple[str, str], ...]:
+    """The (fixed, floating) address pairs of the floating IPs associated with port `port_id`."""
+    return tuple(sorted(
+        (_canonical_ip(f["fixed_ip_address"]), _canonical_ip(f["floating_ip_address"]))
+        for f in floating_ips
+        if str(f.get("port_id") or "") == port_id
+        and f.get("fixed_ip_address") and f.get("floating_ip_address")))
 
 
 def is_endpoint_owner(port: Mapping[str, Any]) -> bool:
@@ -153,6 +169,9 @@ def endpoint_wire(port: Mapping[str, Any], facts: PortFacts) -> dict[str, Any]:
     else:
         spec["profiles"] = [naming.PORT_SECURITY_DISABLED_PROFILE]
         spec["allowSpoofedSourcePrefixes"] = list(ANY_SOURCE)
+    if facts.floating_ips:
+        spec["ipNATs"] = [{"internalIP": internal, "externalIP": external}
+                          for internal, external in facts.floating_ips]
     annotations = {naming.NETWORK_ID_ANNOTATION: str(port.get("network_id") or "")}
     fqdn = _fqdn(port)
     if fqdn:

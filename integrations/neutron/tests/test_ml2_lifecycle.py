@@ -201,6 +201,42 @@ def test_router_snat_sets_pool_nat_outgoing(env: Env) -> None:
     assert nat() is False
 
 
+def test_floating_ips_become_ip_nats_of_the_port_s_endpoint(env: Env) -> None:
+    n = env.neutron
+    env.agent_alive("h1")
+    ext = n.network("public", **{"router:external": True, "provider:network_type": "flat",
+                                 "provider:physical_network": "ext"})
+    n.subnet(ext, "203.0.113.0/24", enable_dhcp=False)
+    net = n.network("net1")
+    sub = n.subnet(net, "10.65.0.0/24")
+    router = n.l3.create_router(n.ctx(), {"router": {
+        "name": "r1", "admin_state_up": True, "project_id": "p1",
+        "external_gateway_info": {"network_id": ext["id"], "enable_snat": True}}})
+    n.l3.add_router_interface(n.ctx(), router["id"], {"subnet_id": sub["id"]})
+    vm1 = n.port(net, host="h1", device_id="vm1")
+    vm2 = n.port(net, host="h1", device_id="vm2")
+
+    def nats(port: dict[str, Any]) -> list[tuple[str, str]]:
+        spec = _endpoints(env)[port["id"]].spec_as(WorkloadEndpointSpec)
+        return [(x.internal_ip, x.external_ip) for x in spec.ip_nats]
+
+    fixed1, fixed2 = (p["fixed_ips"][0]["ip_address"] for p in (vm1, vm2))
+    fip = n.l3.create_floatingip(n.ctx(), {"floatingip": {
+        "floating_network_id": ext["id"], "port_id": vm1["id"], "project_id": "p1"}})
+    external = fip["floating_ip_address"]
+    assert nats(vm1) == [(fixed1, external)] and nats(vm2) == []
+    assert env.driver.resync().changes == 0  # the resync path agrees
+    # moved to another port: both endpoints follow
+    n.l3.update_floatingip(n.ctx(), fip["id"], {"floatingip": {"port_id": vm2["id"]}})
+    assert nats(vm1) == [] and nats(vm2) == [(fixed2, external)]
+    n.l3.update_floatingip(n.ctx(), fip["id"], {"floatingip": {"port_id": None}})
+    assert nats(vm2) == []
+    n.l3.update_floatingip(n.ctx(), fip["id"], {"floatingip": {"port_id": vm1["id"]}})
+    n.l3.delete_floatingip(n.ctx(), fip["id"])
+    assert nats(vm1) == []
+    assert env.driver.resync().changes == 0
+
+
 def test_resync_repairs_drift_behind_the_drivers_back(env: Env) -> None:
     n = env.neutron
     env.agent_alive("h1")

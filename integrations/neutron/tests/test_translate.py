@@ -270,3 +270,24 @@ def test_felix_config_gets_tap_prefix_and_endpoint_reporting() -> None:
     assert updated["spec"] == {"interfacePrefix": "cali,tap", "logSeverityScreen": "Debug",
                                "endpointReportingEnabled": True}
     assert required_felix_config({**existing, "spec": updated["spec"]}) is None
+
+
+def test_floating_ips_of_the_port_become_ip_nats() -> None:
+    from dataclasses import replace
+
+    from networking_tortie.translate_port import floating_pairs
+
+    fips = [
+        {"port_id": PORT_ID, "fixed_ip_address": "10.65.0.5", "floating_ip_address": "203.0.113.7"},
+        {"port_id": PORT_ID, "fixed_ip_address": "fd00:0::5", "floating_ip_address": "2001:db8:0::7"},
+        {"port_id": "another-port", "fixed_ip_address": "10.65.0.9", "floating_ip_address": "203.0.113.9"},
+        {"port_id": PORT_ID, "fixed_ip_address": None, "floating_ip_address": "203.0.113.8"},
+    ]
+    pairs = floating_pairs(PORT_ID, fips)
+    assert pairs == (("10.65.0.5", "203.0.113.7"), ("fd00::5", "2001:db8::7"))
+    res = port_to_endpoint(_port(), replace(FACTS, floating_ips=pairs))
+    assert res is not None
+    nats = res.spec_as(WorkloadEndpointSpec).ip_nats
+    assert [(n.internal_ip, n.external_ip) for n in nats] == list(pairs)
+    plain = port_to_endpoint(_port(), FACTS)
+    assert plain is not None and plain.spec_as(WorkloadEndpointSpec).ip_nats == ()
