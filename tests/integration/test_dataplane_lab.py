@@ -4,16 +4,19 @@ no calc).
 Two hosts, a workload on each, plumbed without the host side: the loop must add the /32 routes,
 the interface sysctls, the block blackholes and the host sysctls; with static inter-host routes the
 workloads then reach each other. Also: interface before/after endpoint, flapping interface, drift
-repair by the periodic resync, adoption on restart that keeps working routes untouched.
+repair by the periodic resync and on the kernel's own route events (with the periodic refresh out of
+reach), adoption on restart that keeps working routes untouched.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tortie.dataplane.drivers.kernel_watch import NetlinkKernelWatch
 from tortie.dataplane.drivers.links import NetlinkLinkDriver
 from tortie.dataplane.drivers.routes import TORTIE_ROUTE_PROTOCOL, NetlinkRouteDriver, Route
 from tortie.dataplane.drivers.sysctl import ProcSysctlDriver
@@ -58,8 +61,9 @@ class RecordingRoutes(NetlinkRouteDriver):
 class HostAgent:
     """The dataplane half of an agent for one lab host."""
 
-    def __init__(self, lab: Lab, host: str, refresh_interval: float = 90.0) -> None:
+    def __init__(self, lab: Lab, host: str, refresh_interval: float = 90.0, watch: bool = False) -> None:
         netns = lab.netns(host)
+        self.watch = NetlinkKernelWatch(netns, nftables=False) if watch else None
         self.routes = RecordingRoutes(netns)
         self.links = NetlinkLinkDriver(netns)
         self.sysctls = ProcSysctlDriver(netns)
@@ -73,6 +77,7 @@ class HostAgent:
             ],
             unhandled=(*POLICY_MESSAGE_TYPES, *ENCAP_MESSAGE_TYPES, ConfigUpdate),
             link_driver=self.links,
+            kernel_watch=self.watch,
             refresh_interval=refresh_interval,
             retry_initial=0.01,
         )
@@ -85,7 +90,9 @@ class HostAgent:
         self.loop.stop()
         self.loop.wait(timeout=5.0)
         for driver in (self.routes, self.links, self.sysctls):
-            driver.close()  # before the lab deletes the namespace (worker threads pin it)
+            driver.close()
+        if self.watch is not None:
+            self.watch.close()  # before the lab deletes the namespace (worker threads pin it)
 
 
 def wep(lab: Lab, name: str) -> WorkloadEndpointUpdate:
@@ -187,6 +194,42 @@ def test_drift_is_repaired_by_periodic_resync(lab: Lab, agents: dict[str, HostAg
     lab.exec("h1", ["sysctl", "-qw", f"net.ipv4.conf.{hif1}.proxy_arp=0"])
     wait_for(lambda: f"10.65.0.2 dev {hif1}" in our_routes(lab, "h1"), what="route repaired")
     wait_for(lambda: sysctl(lab, "h1", f"net/ipv4/conf/{hif1}/proxy_arp") == "1", what="sysctl repaired")
+
+
+def test_drift_is_repaired_on_the_route_event(lab: Lab) -> None:
+    """The periodic refresh is an hour away: only the kernel's route notifications can bring the
+    routes back. Our own writes come back as notifications too and must not be answered."""
+    agent = HostAgent(lab, "h1", refresh_interval=3600.0, watch=True)
+    try:
+        hif1 = lab.workload("w1").host_ifname
+        agent.send(wep(lab, "w1"), HostBlockUpdate("10.65.0.0/26"), InSync())
+        wait_for(lambda: f"10.65.0.2 dev {hif1}" in our_routes(lab, "h1"), what="route for w1")
+        wait_for(lambda: "blackhole 10.65.0.0/26" in our_routes(lab, "h1"), what="block blackhole")
+        programmed = len(agent.routes.writes)
+
+        lab.exec("h1", ["ip", "route", "del", "10.65.0.2/32"])
+        wait_for(lambda: f"10.65.0.2 dev {hif1}" in our_routes(lab, "h1"), timeout=10.0,
+                 what="deleted workload route restored by the event")
+        lab.exec("h1", ["ip", "route", "del", "blackhole", "10.65.0.0/26"])
+        wait_for(lambda: "blackhole 10.65.0.0/26" in our_routes(lab, "h1"), timeout=10.0,
+                 what="deleted block blackhole restored by the event")
+        lab.exec("h1", ["ip", "route", "replace", "10.65.0.2/32", "dev", "lo", "proto", "static"])
+        wait_for(lambda: f"10.65.0.2 dev {hif1}" in our_routes(lab, "h1"), timeout=10.0,
+                 what="workload route taken over by another protocol restored")
+        assert agent.loop.status().applies < 50
+
+        # Someone else's routes, beside ours, are none of our business; our own writes (three
+        # repairs) each came back as a notification and none was answered with another write.
+        lab.exec("h1", ["ip", "route", "add", "10.99.0.0/24", "dev", "lo", "proto", "static"])
+        lab.exec("h1", ["ip", "route", "add", "10.65.0.2/32", "dev", "lo", "metric", "50", "proto", "static"])
+        time.sleep(0.5)
+        assert agent.routes.writes[programmed:] == [
+            f"replace 10.65.0.2/32 dev {hif1}",
+            "replace blackhole 10.65.0.0/26",
+            f"replace 10.65.0.2/32 dev {hif1}",
+        ]
+    finally:
+        agent.close()
 
 
 def test_restart_adopts_without_touching_wanted_routes(lab: Lab) -> None:

@@ -57,6 +57,7 @@ DriversFactory = Callable[[Mapping[str, Any]], Drivers]
 
 def netlink_drivers(config: Mapping[str, Any]) -> Drivers:
     """The real kernel drivers for the agent's own network namespace."""
+    from tortie.dataplane.drivers.kernel_watch import NetlinkKernelWatch
     from tortie.dataplane.drivers.links import NetlinkLinkDriver
     from tortie.dataplane.drivers.routes import NetlinkRouteDriver
     from tortie.dataplane.drivers.shaping import NetlinkShapingDriver
@@ -72,7 +73,8 @@ def netlink_drivers(config: Mapping[str, Any]) -> Drivers:
     return Drivers(NetlinkRouteDriver(protocol=int(config["device_route_protocol"])), NetlinkLinkDriver(),
                    ProcSysctlDriver(), nft, flow_logs=bool(config.get("flow_logs_enabled", False)),
                    vxlan=NetlinkVxlanDriver(), shaping=NetlinkShapingDriver(),
-                   shaping_support=probe_shaping())
+                   shaping_support=probe_shaping(),
+                   kernel_watch=NetlinkKernelWatch(nftables=nft is not None))
 
 
 def setup_logging(severity: str) -> None:

@@ -40,6 +40,7 @@ from tortie.calc.calc_graph import CalcGraph
 from tortie.calc.policy_graph import POLICY_KINDS
 from tortie.common.ipfamily import FAMILIES, V4
 from tortie.dataplane.drivers.host_addresses import HostAddressDriver, NetlinkHostAddresses
+from tortie.dataplane.drivers.kernel_watch import KernelWatch
 from tortie.dataplane.drivers.links import LinkDriver
 from tortie.dataplane.drivers.nftables import NftDriver
 from tortie.dataplane.drivers.routes import RouteDriver
@@ -100,6 +101,7 @@ class Drivers:
     vxlan: VxlanDriver | None = None  # tunnel devices and host MTU; None: no VXLAN and no MTU file
     shaping: ShapingDriver | None = None  # QoS bandwidth (tc); None: bandwidth limits are refused
     shaping_support: Mapping[str, str | None] | None = None  # probe_shaping(); None: not probed
+    kernel_watch: KernelWatch | None = None  # drift repaired on the event; None: periodic read-back only
 
     def close(self) -> None:
         optional = [d for d in (self.nft, self.vxlan, self.shaping) if d is not None]
@@ -255,7 +257,8 @@ class AgentPipeline:
         # Without policy the calc sends no policy messages, and the configuration is the pipeline's.
         unhandled = (*encap_unhandled, *(() if policy else (*POLICY_MESSAGE_TYPES, ConfigUpdate)))
         self.loop = DataplaneLoop(
-            managers, unhandled=unhandled, link_driver=drivers.links, refresh_interval=route_refresh,
+            managers, unhandled=unhandled, link_driver=drivers.links, kernel_watch=drivers.kernel_watch,
+            refresh_interval=route_refresh,
             refresh_overrides={self.sysctl_manager.name: config["interface_refresh_interval"] or None},
             observer=observer, on_fatal=lambda exc: self._finish(Outcome.DATAPLANE_FAILED, str(exc)))
 

@@ -3,7 +3,9 @@
     calc --send()/send_many()--+
                                +--> inbox (thread-safe) --> loop thread:
     LinkDriver monitor --------+      drain all -> each item to the managers that declare its type
-        (send_link_event)                          (on_update / on_link_event)
+        (send_link_event)      |                   (on_update / on_link_event / on_kernel_changes)
+    KernelWatch ---------------+
+        (send_kernel_changes: routes and nftables changed by anyone)
                                       if in sync: due refreshes -> manager.resync()
                                                   managers needing it -> apply()  (in order)
                                       failure -> stay dirty, retry after backoff (doubling)
@@ -12,9 +14,10 @@
 Contract:
 
 * Dispatch by declaration: each manager lists in `handles` the message types it takes (and
-  `LinkEvent` for interface changes); the loop routes every item only to those managers, in the
-  order the managers were given. Wiring errors fail construction (`ValueError`): a declared type that
-  is not a member of `messages.Message` (or is `InSync`, which is the loop's own), and a member of
+  `LinkEvent` for interface changes, `KernelChanges` for route and nftables changes); the loop
+  routes every item only to those managers, in the order the managers were given. Wiring errors
+  fail construction (`ValueError`): a declared type that is not a member of `messages.Message`
+  (or is `InSync`, which is the loop's own), and a member of
   `Message` that no manager takes and that is not listed in `unhandled` (types the caller knows it
   will send without a consumer, e.g. the policy messages when policy is off: dropped quietly). An
   item of any other type at run time is a bug upstream: logged as an error and dropped.
@@ -28,7 +31,11 @@ Contract:
   doubling up to `retry_max` (messages keep being recorded meanwhile). When applies have kept
   failing for `fail_after` seconds the loop raises `DataplaneFailed` (exit non-zero and let the
   supervisor restart: a fresh process re-reads everything).
-* Drift repair: every `refresh_interval` seconds (default 90, like Felix's route refresh) each
+* Drift repair on the event: with a `kernel_watch`, every burst of route and nftables
+  notifications (`KernelChanges`) goes to the managers that declare `KernelChanges` in `handles`
+  (`on_kernel_changes`); each marks dirty only what someone else changed (its own writes are
+  recognised and ignored), and the apply that follows repairs it.
+* Drift repair as a safety net: every `refresh_interval` seconds (default 90, like Felix's route refresh) each
   manager is resynced (full read-back and repair); `refresh_overrides` sets it per manager name;
   0 or None disables.
 * Observability: a `DataplaneObserver` (no-op base class, override what you need) is told about
@@ -36,13 +43,13 @@ Contract:
   resyncs and manager stats; `status()` gives a snapshot for health checks. Observer calls run on
   the loop thread.
 
-Threads: `start()` runs the loop on its own thread (and starts the link monitor when a
-`link_driver` is given); `stop()` ends both. Tests drive it synchronously instead with `step()`
+Threads: `start()` runs the loop on its own thread (and starts the link monitor and the kernel
+watch when given); `stop()` ends them all. Tests drive it synchronously instead with `step()`
 and an injected `Clock` (anything with `monotonic()`).
 
-Construction: `DataplaneLoop(managers, unhandled=(), link_driver=None, refresh_interval=90.0,
-refresh_overrides=None, retry_initial=0.05, retry_max=5.0, fail_after=120.0, observer=None,
-clock=None, on_fatal=None)`.
+Construction: `DataplaneLoop(managers, unhandled=(), link_driver=None, kernel_watch=None,
+refresh_interval=90.0, refresh_overrides=None, retry_initial=0.05, retry_max=5.0, fail_after=120.0,
+observer=None, clock=None, on_fatal=None)`.
 """
 
 from __future__ import annotations
@@ -56,6 +63,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from tortie.common.errors import DataplaneError
+from tortie.dataplane.drivers.kernel_watch import KernelChanges, KernelWatch
 from tortie.dataplane.drivers.links import LinkDriver, LinkEvent
 from tortie.dataplane.managers.manager_api import Manager
 from tortie.dataplane.messages import MESSAGE_TYPES, InSync, Message
@@ -115,7 +123,8 @@ class LoopStatus:
     fatal: str | None
 
 
-_Item = tuple[float, Message | LinkEvent]
+_Item = tuple[float, Message | LinkEvent | KernelChanges]
+_EVENTS = (LinkEvent, KernelChanges)  # what the kernel says, beside the calc's messages
 
 
 def route_by_declaration(
@@ -125,7 +134,7 @@ def route_by_declaration(
     type in `unhandled` maps to no manager. Raises ValueError for the wiring errors of the module
     docstring."""
     accepted = set(MESSAGE_TYPES) - {InSync}
-    routes: dict[type, list[Manager]] = {kind: [] for kind in (*accepted, LinkEvent)}
+    routes: dict[type, list[Manager]] = {kind: [] for kind in (*accepted, *_EVENTS)}
     for manager in managers:
         for kind in manager.handles:
             if kind not in routes:
@@ -154,6 +163,7 @@ class DataplaneLoop:
         *,
         unhandled: Collection[type] = (),
         link_driver: LinkDriver | None = None,
+        kernel_watch: KernelWatch | None = None,
         refresh_interval: float | None = 90.0,
         refresh_overrides: Mapping[str, float | None] | None = None,
         retry_initial: float = 0.05,
@@ -170,6 +180,8 @@ class DataplaneLoop:
         self._routes = route_by_declaration(self._managers, unhandled)
         self._unknown_logged: set[type] = set()
         self._link_driver = link_driver
+        self._kernel_watch = kernel_watch
+        self._watching = False
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._observer = observer if observer is not None else DataplaneObserver()
         self._on_fatal = on_fatal
@@ -209,6 +221,12 @@ class DataplaneLoop:
             self._cond.notify()
 
     def send_link_event(self, event: LinkEvent) -> None:
+        self._send_event(event)
+
+    def send_kernel_changes(self, changes: KernelChanges) -> None:
+        self._send_event(changes)
+
+    def _send_event(self, event: LinkEvent | KernelChanges) -> None:
         now = self._clock.monotonic()
         with self._cond:
             self._inbox.append((now, event))
@@ -231,8 +249,8 @@ class DataplaneLoop:
         for sent_at, item in items:
             if self._oldest_unapplied is None:
                 self._oldest_unapplied = sent_at
-            if isinstance(item, LinkEvent):
-                for manager in self._routes[LinkEvent]:
+            if isinstance(item, _EVENTS):
+                for manager in self._routes[type(item)]:
                     self._record(manager, item)
                 continue
             messages += 1
@@ -248,10 +266,13 @@ class DataplaneLoop:
         self._observer.on_batch(messages, len(items) - messages)
 
     @staticmethod
-    def _record(manager: Manager, item: Message | LinkEvent) -> None:
+    def _record(manager: Manager, item: Message | LinkEvent | KernelChanges) -> None:
         try:
             if isinstance(item, LinkEvent):
                 manager.on_link_event(item)
+            elif isinstance(item, KernelChanges):
+                on_changes: Callable[[KernelChanges], None] = getattr(manager, "on_kernel_changes")  # noqa: B009
+                on_changes(item)
             else:
                 manager.on_update(item)
         except Exception:  # one bad record must not stop the others
@@ -387,15 +408,22 @@ class DataplaneLoop:
     # -- running on a thread -------------------------------------------------------------------------------
 
     def start_link_monitor(self) -> None:
-        """Subscribe to the link driver's events (done by start(); call it yourself with step())."""
+        """Subscribe to the link driver's events and the kernel watch's (done by start(); call it
+        yourself with step())."""
         if self._link_driver is not None and not self._monitoring:
             self._link_driver.start_monitor(self.send_link_event)
             self._monitoring = True
+        if self._kernel_watch is not None and not self._watching:
+            self._kernel_watch.start(self.send_kernel_changes)
+            self._watching = True
 
     def stop_link_monitor(self) -> None:
         if self._link_driver is not None and self._monitoring:
             self._monitoring = False
             self._link_driver.stop_monitor()
+        if self._kernel_watch is not None and self._watching:
+            self._watching = False
+            self._kernel_watch.stop()
 
     def run_forever(self) -> None:
         """Run until stop(); raises DataplaneFailed on persistent failure."""

@@ -37,6 +37,14 @@ kernel flushes them on admin-down and deletion) and reprogram; `down` withdraws 
 carrier went, where the kernel would keep them); `removed` forgets. A write that fails keeps its
 CIDR dirty and the apply raises `ApplyIncomplete` after doing everything else.
 
+Drift on the event (`KernelChanges` from `drivers.kernel_watch`, when the loop has one): a route
+of ours that someone deleted, changed, or replaced with another protocol's route at its key is
+forgotten and its CIDR made dirty, so the apply that follows (well within a second) writes it back.
+Our own writes come back as notifications too; each is compared with what we programmed (one
+dictionary lookup) and ignored when it matches, so the table never chases its own changes. Lost
+notifications schedule a full read-back. The periodic read-back stays as the safety net; it logs
+what it found and what it had to repair.
+
 Queries for the sources: `link(name)` (an owned device as last seen), `links_known` (a read-back
 has succeeded), `programmed(cidr)` (our route at that key as last read or written), `serves(family)`,
 `owns_device(name)`, and `version`, which increases whenever one of these answers may have changed.
@@ -54,6 +62,7 @@ from enum import IntEnum
 from typing import Literal
 
 from tortie.common.ipfamily import FAMILIES, Family, canonical_cidr, family_of
+from tortie.dataplane.drivers.kernel_watch import KernelChanges, RouteChange
 from tortie.dataplane.drivers.links import Link, LinkDriver, LinkEvent
 from tortie.dataplane.drivers.routes import MAIN_TABLE, Route, RouteDriver
 from tortie.dataplane.interfaces import InterfacePrefixes
@@ -149,7 +158,7 @@ class RouteTarget:
 class RouteTable:
     """See the module docstring."""
 
-    handles = frozenset({LinkEvent})
+    handles = frozenset({LinkEvent, KernelChanges})
 
     def __init__(
         self,
@@ -181,6 +190,9 @@ class RouteTable:
         self._dirty: set[str] = set()
         self._full_resync = True
         self._warned: set[str] = set()
+        self._repairs: dict[str, list[str]] = {}  # what the current apply wrote, per action
+        self._drifted: set[str] = set()  # CIDRs someone else changed (kernel events), to log the repair
+        self._read_summary = ""
         self.version = 0
 
     # -- targets (no I/O) ---------------------------------------------------------------------------------
@@ -271,6 +283,47 @@ class RouteTable:
             self._classes.pop(cidr, None)
             self._dirty.add(cidr)
 
+    def on_kernel_changes(self, changes: KernelChanges) -> None:
+        if changes.routes_lost:
+            log.info("route notifications were lost; full read-back table=%d", self._table)
+            self._full_resync = True
+            return
+        for change in changes.routes:
+            if change.table != self._table:
+                continue
+            have = self._programmed.get(change.dst)
+            if have is None:
+                continue
+            why = self._drift(have, change)
+            if why is None:
+                continue
+            log.info("route drift: %s; repairing route=%s", why, have)
+            del self._programmed[change.dst]
+            self._classes.pop(change.dst, None)
+            self._dirty.add(change.dst)
+            self._drifted.add(change.dst)
+            self.version += 1
+
+    def _drift(self, have: Route, change: RouteChange) -> str | None:
+        """Why `change` means our route `have` is no longer in the kernel as we wrote it (None: it is
+        our own write coming back, or a change beside our route)."""
+        ours = change.protocol == self._routes.protocol
+        if change.deleted:
+            return "deleted by someone else" if ours and self._is(have, change) else None
+        if ours:
+            return None if self._is(have, change) else "changed by someone else"
+        default_metric = change.priority in ((None, 0) if ":" not in change.dst else (1024,))
+        return f"replaced by a route of protocol {change.protocol}" if default_metric else None
+
+    def _is(self, have: Route, change: RouteChange) -> bool:
+        if change.kind != have.kind:
+            return False
+        if have.ifname is None:
+            return True
+        link = self._links.get(have.ifname)
+        return (link is not None and change.ifindex == link.index and change.gateway == have.gateway
+                and change.onlink == have.onlink)
+
     def resync(self) -> None:
         self._full_resync = True
 
@@ -317,13 +370,8 @@ class RouteTable:
         self._dirty.update(self._candidates)
         self._full_resync = False
         self.version += 1
-        to_change = sum(1 for cidr in self._dirty if not self._settled(cidr))
-        log.info("route table read back table=%d routes=%d to_change=%d owned_devices=%d sources=%d",
-                 self._table, len(self._programmed), to_change, len(self._links), len(self._sources))
-
-    def _settled(self, cidr: str) -> bool:
-        want, have = self._resolve(cidr), self._programmed.get(cidr)
-        return want.matches(have) if want is not None and have is not None else want is None and have is None
+        self._read_summary = (f"routes={len(self._programmed)} owned_devices={len(self._links)} "
+                              f"sources={len(self._sources)}")
 
     def _apply_cidr(self, cidr: str) -> None:
         want = self._resolve(cidr)
@@ -334,10 +382,12 @@ class RouteTable:
                 del self._programmed[cidr]
                 self._classes.pop(cidr, None)
                 self.version += 1
+                self._repairs.setdefault("removed", []).append(cidr)
                 log.debug("route removed route=%s", have)
         elif have is None or not want.matches(have):
             route = want.route(self._table)
             self._routes.replace_route(route)
+            self._repairs.setdefault("added" if have is None else "replaced", []).append(cidr)
             self._programmed[cidr] = route
             self._classes[cidr] = want.route_class
             self.version += 1
@@ -347,11 +397,29 @@ class RouteTable:
         self._dirty.discard(cidr)
 
     def apply(self) -> None:
-        if self._full_resync:
+        full = self._full_resync
+        if full:
             self._read_back()  # a failure here raises and leaves the full resync pending
+        self._repairs = {}
         failures = apply_each(self._dirty, self._apply_cidr, "route ")
+        drifted, self._drifted = self._drifted, set()
+        if full or drifted:
+            self._log_repairs("read back" if full else "kernel event", failures)
         if failures:
             raise ApplyIncomplete(self.name, failures)
+
+    def _log_repairs(self, trigger: str, failures: list[str]) -> None:
+        """What a read-back or a drift event led to: every route written or removed (the first few
+        named), so that a log line never says "nothing" after a repair."""
+        parts = []
+        for action in ("added", "replaced", "removed"):
+            cidrs = self._repairs.get(action, [])
+            if cidrs:
+                shown = ",".join(cidrs[:5]) + (f",+{len(cidrs) - 5}" if len(cidrs) > 5 else "")
+                parts.append(f"{action}={len(cidrs)}[{shown}]")
+        read = f" {self._read_summary}" if trigger == "read back" else ""
+        log.info("route table %s table=%d%s repaired: %s failed=%d", trigger, self._table, read,
+                 " ".join(parts) or "nothing", len(failures))
 
     # -- queries --------------------------------------------------------------------------------------------
 

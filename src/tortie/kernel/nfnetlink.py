@@ -31,6 +31,14 @@ every message body starts with nfgenmsg family:u8 version:u8 res_id:be16:
 transaction increments: the policy manager compares it with the one its own last batch left, to
 skip reading back a table nobody else touched.
 
+Notifications: a socket bound to NFNLGRP_NFTABLES (`NFTABLES_GROUP`, what `nft monitor` reads)
+receives one message per object every committed transaction created or deleted (table, chain,
+rule, set, element, object, flowtable), then NFT_MSG_NEWGEN. `decode_notification` reads each as
+`NftNotification(msg, table, generation)`: for every object message attribute 1 is the table name,
+and the nfgenmsg res_id is the low 16 bits of the generation the transaction committed (the kernel
+bumps its generation before it sends them), so a process can tell its own transactions' messages
+from anyone else's by the generation its commit produced.
+
 Invariants: only the ACK of the last element message is requested; errors are always reported
 (before that ACK, in message order), so `apply` reads until that ACK or the first error (see
 `NetlinkSocket.batch`). A batch larger than the socket's send buffer is refused before sending
@@ -63,10 +71,15 @@ from tortie.kernel.netlink import (
 NFNL_SUBSYS_NFTABLES = 10
 NFNL_MSG_BATCH_BEGIN = 0x10
 NFNL_MSG_BATCH_END = 0x11
+NFNLGRP_NFTABLES = 7
+NFTABLES_GROUP = 1 << (NFNLGRP_NFTABLES - 1)  # as a bind() group bit
+NFT_MSG_NEWTABLE = 0
+NFT_MSG_DELTABLE = 2
 NFT_MSG_NEWSETELEM = 12
 NFT_MSG_DELSETELEM = 14
 NFT_MSG_NEWGEN = 15
 NFT_MSG_GETGEN = 16
+NFT_MSG_TRACE = 17
 NFTA_GEN_ID = 1
 AF_UNSPEC = 0
 NFPROTO_INET = 1
@@ -305,3 +318,31 @@ class ElementSocket:
         Raises UnsupportedElement before sending anything when an element cannot be encoded, and
         NetlinkError(EMSGSIZE) when the batch does not fit the socket."""
         self.sock.batch(batch_messages(table, ops), len(ops), f"element batch on table {table}")
+
+
+@dataclass(frozen=True)
+class NftNotification:
+    """One nftables notification: `msg` (NFT_MSG_*), the `table` it concerns (None for NEWGEN and
+    TRACE) and `generation`: the low 16 bits of the committed generation (NEWGEN: all 32 bits)."""
+
+    msg: int
+    table: str | None
+    generation: int
+
+
+def decode_notification(kind: int, body: bytes) -> NftNotification | None:
+    """An NFNLGRP_NFTABLES message as an `NftNotification` (None: not an nftables message)."""
+    if kind >> 8 != NFNL_SUBSYS_NFTABLES or len(body) < _NFGEN.size:
+        return None
+    msg = kind & 0xFF
+    res_id = int.from_bytes(body[2:4], "big")
+    attrs = parse_attrs(body, _NFGEN.size)
+    if msg == NFT_MSG_NEWGEN:
+        generation = get_be32(attrs.get(NFTA_GEN_ID))
+        return NftNotification(msg, None, generation if generation is not None else res_id)
+    if msg == NFT_MSG_TRACE:
+        return NftNotification(msg, None, res_id)
+    raw = attrs.get(1)  # NFTA_{TABLE_NAME,CHAIN_TABLE,RULE_TABLE,SET_TABLE,SET_ELEM_LIST_TABLE,...}
+    table = raw.rstrip(b"\0").decode(errors="replace") if raw is not None else None
+    return NftNotification(msg, table, res_id)
+

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 
 import pytest
 
+from tortie.dataplane.drivers.kernel_watch import KernelCallback, KernelChanges, RouteChange
 from tortie.dataplane.drivers.links import LinkEvent
 from tortie.dataplane.drivers.routes import Route
 from tortie.dataplane.loop import DataplaneFailed, DataplaneLoop, DataplaneObserver
@@ -197,6 +198,37 @@ def test_periodic_resync_repairs_drift() -> None:
     assert rig.kernel.list_routes() == [Route("10.65.0.2/32", ifname="tort1")]
     assert sorted(rig.observer.resyncs) == ["block_routes", "endpoints", "route_table"]
     assert rig.kernel.sysctl("net/ipv4/ip_forward") == "0"  # its refresh was disabled
+
+
+class ScriptedWatch:
+    """A kernel watch the test speaks for (the real one is proved against the kernel in
+    tests/integration/test_dataplane_lab.py and test_policy_drift.py)."""
+
+    def __init__(self) -> None:
+        self.callback: KernelCallback | None = None
+
+    def start(self, callback: KernelCallback) -> None:
+        self.callback = callback
+
+    def stop(self) -> None:
+        self.callback = None
+
+
+def test_kernel_changes_repair_drift_without_waiting_for_the_refresh() -> None:
+    watch = ScriptedWatch()
+    rig = Rig(refresh_interval=3600.0, kernel_watch=watch)
+    rig.kernel.add_link("tort1")
+    rig.feed(wep("a", "tort1", "10.65.0.2/32"), InSync())
+    index = next(link.index for link in rig.kernel.list_links() if link.name == "tort1")
+    rig.kernel.drop_route("10.65.0.2/32")
+    assert watch.callback is not None
+    watch.callback(KernelChanges((RouteChange(True, "10.65.0.2/32", 254, 77, "unicast", index),)))
+    rig.loop.step()
+    assert rig.observer.batches[-1] == (0, 1)
+    assert rig.kernel.list_routes() == [Route("10.65.0.2/32", ifname="tort1")]
+    assert rig.observer.resyncs == []
+    rig.loop.stop_link_monitor()
+    assert watch.callback is None
 
 
 def test_link_events_trigger_programming() -> None:

@@ -9,6 +9,7 @@ import pytest
 
 from tortie.calc.policy_graph import PolicyGraph
 from tortie.common.errors import DataplaneError
+from tortie.dataplane.drivers.kernel_watch import KernelChanges
 from tortie.dataplane.managers.policy import PolicyManager
 from tortie.dataplane.messages import ConfigUpdate, Message, WorkloadEndpointId
 from tortie.dataplane.messages.policy import (
@@ -122,7 +123,8 @@ def test_resync_reads_back_only_when_the_nftables_generation_moved() -> None:
     fake.foreign_change()  # a transaction elsewhere in the namespace: the table may have changed
     manager.resync()
     manager.apply()
-    assert fake.lists == lists + 1 and len(fake.batches) == batches
+    # a read-back lists the policy table and its guard table (written in the same transactions)
+    assert fake.lists == lists + 2 and len(fake.batches) == batches
     # a foreign transaction between two of our batches makes the next resync read back too
     for msg in feed.put(wep("c", "10.0.1.3/32", node="h2", labels={"app": "a"})):
         manager.on_update(msg)
@@ -130,7 +132,7 @@ def test_resync_reads_back_only_when_the_nftables_generation_moved() -> None:
     manager.apply()
     manager.resync()
     manager.apply()
-    assert fake.lists == lists + 2
+    assert fake.lists == lists + 4
 
 
 def test_host_endpoint_by_expected_ips_follows_its_address() -> None:
@@ -200,3 +202,49 @@ def test_an_interface_passing_to_another_endpoint_in_one_batch_keeps_its_chains(
     assert "fw-tort-b" in tables.chains and "tw-tort-b" in tables.chains
     assert "tort-b" in tables.sets["from-wl"].elements and "tort-b" in tables.sets["to-wl"].elements
     assert "another/b" in str(tables.chains["tw-tort-b"].rules[-1].comment)
+
+
+def tables_of(commands: Sequence[Mapping[str, Any]]) -> set[str]:
+    found = set()
+    for command in commands:
+        kind, obj = next(iter(next(iter(command.values())).items()))
+        found.add(obj["name"] if kind == "table" else obj["table"])
+    return found
+
+
+def test_kernel_events_rebuild_what_others_deleted_and_ignore_our_own_batches() -> None:
+    fake = FakeNftables()
+    feed = Feed(WORLD)
+    manager = manager_with(fake, feed.out)
+    assert {"tortie", "tortie-guard"} <= set(fake.tables) and len(fake.batches) == 1
+    ours = fake.generation()
+    assert ours is not None
+    lists = fake.lists
+    manager.on_kernel_changes(KernelChanges(nft={"tortie": frozenset({ours & 0xFFFF}),
+                                                 "tortie-guard": frozenset({ours & 0xFFFF})}))
+    manager.on_kernel_changes(KernelChanges(nft={"somebody-else": frozenset({ours + 5})}))
+    assert not manager.needs_apply
+    # someone deletes the policy table: one transaction brings back all of it (the guard was left)
+    fake.run([{"delete": {"table": {"family": "inet", "name": "tortie"}}}])
+    gone = fake.generation()
+    assert gone is not None
+    manager.on_kernel_changes(KernelChanges(nft={"tortie": frozenset({gone & 0xFFFF})}))
+    assert manager.needs_apply
+    manager.apply()
+    assert fake.lists == lists + 2 and len(fake.batches) == 3
+    assert fake.batches[-1][0] == {"add": {"table": {"family": "inet", "name": "tortie"}}}
+    assert tables_of(fake.batches[-1]) == {"tortie"}
+    first = fake.rule_comments("tortie", "filter-forward")[0]
+    assert first is not None and first.endswith("seen by policy (tortie-guard)")
+    # the guard deleted: rebuilt alone; lost notifications: a read-back that changes nothing
+    fake.run([{"delete": {"table": {"family": "inet", "name": "tortie-guard"}}}])
+    gone = fake.generation()
+    assert gone is not None
+    manager.on_kernel_changes(KernelChanges(nft={"tortie-guard": frozenset({gone & 0xFFFF})}))
+    manager.apply()
+    assert "tortie-guard" in fake.tables
+    assert tables_of(fake.batches[-1]) == {"tortie-guard"}
+    batches = len(fake.batches)
+    manager.on_kernel_changes(KernelChanges(nft_lost=True))
+    manager.apply()
+    assert len(fake.batches) == batches

@@ -7,6 +7,7 @@ import pytest
 
 from tortie.common.errors import KernelError
 from tortie.common.ipfamily import V4, V6
+from tortie.dataplane.drivers.kernel_watch import KernelChanges, RouteChange
 from tortie.dataplane.drivers.links import LinkEvent
 from tortie.dataplane.drivers.routes import Route
 from tortie.dataplane.managers.manager_api import ApplyIncomplete
@@ -183,6 +184,44 @@ def test_failed_read_back_keeps_full_resync_pending() -> None:
 
 def test_takes_no_messages() -> None:
     table = table_on(FakeKernel())
-    assert table.handles == frozenset({LinkEvent})
+    assert table.handles == frozenset({LinkEvent, KernelChanges})
     with pytest.raises(TypeError):
         table.on_update(object())  # type: ignore[arg-type]
+
+
+def _changed(dst: str, *, deleted: bool = False, protocol: int = 77, kind: str = "unicast",
+             ifindex: int | None = None, priority: int | None = None) -> KernelChanges:
+    return KernelChanges((RouteChange(deleted, dst, 254, protocol, kind, ifindex,  # type: ignore[arg-type]
+                                      priority=priority),))
+
+
+def test_kernel_events_repair_others_changes_and_ignore_our_own() -> None:
+    kernel = FakeKernel()
+    kernel.add_link("tort1")
+    table = table_on(kernel)
+    table.set_targets(EP_A, [via("10.0.0.1/32", "tort1")])
+    table.set_targets(("block", "10.0.0.0/26"), [blackhole("10.0.0.0/26")])
+    table.apply()
+    index = next(link.index for link in kernel.list_links() if link.name == "tort1")
+    kernel.mutations.clear()
+    # our own writes coming back, routes of others beside ours, other tables: nothing to do
+    table.on_kernel_changes(_changed("10.0.0.1/32", ifindex=index))
+    table.on_kernel_changes(_changed("10.0.0.0/26", kind="blackhole"))
+    table.on_kernel_changes(_changed("10.0.0.1/32", protocol=4, ifindex=1, priority=50))
+    table.on_kernel_changes(_changed("10.0.0.9/32", deleted=True, ifindex=index))
+    table.on_kernel_changes(_changed("10.0.0.1/32", deleted=True, protocol=12, ifindex=index))
+    table.on_kernel_changes(KernelChanges((RouteChange(True, "10.0.0.1/32", 100, 77, "unicast", index),)))
+    assert not table.needs_apply
+    # someone deleted ours, took its key with another protocol, or rewrote it with ours
+    kernel.drop_route("10.0.0.1/32")
+    table.on_kernel_changes(_changed("10.0.0.1/32", deleted=True, ifindex=index))
+    assert table.needs_apply and table.programmed("10.0.0.1/32") is None
+    table.apply()
+    assert kernel.mutations == ["replace 10.0.0.1/32 dev tort1"]
+    table.on_kernel_changes(_changed("10.0.0.0/26", protocol=4, kind="unicast", ifindex=1))
+    table.on_kernel_changes(_changed("10.0.0.1/32", ifindex=index + 1))
+    table.apply()
+    assert kernel.mutations[1:] == ["replace blackhole 10.0.0.0/26", "replace 10.0.0.1/32 dev tort1"]
+    # lost notifications: a full read-back
+    table.on_kernel_changes(KernelChanges(routes_lost=True))
+    assert table.needs_apply

@@ -52,13 +52,13 @@ MAIN_TABLE = 254
 
 RouteKind = Literal["unicast", "blackhole", "unreachable", "prohibit", "other"]
 
-_RTN_TO_KIND: dict[int, RouteKind] = {
+RTN_KINDS: dict[int, RouteKind] = {
     rtnl_codec.RTN_UNICAST: "unicast",
     rtnl_codec.RTN_BLACKHOLE: "blackhole",
     rtnl_codec.RTN_UNREACHABLE: "unreachable",
     rtnl_codec.RTN_PROHIBIT: "prohibit",
 }
-_KIND_TO_RTN: dict[str, int] = {kind: rtn for rtn, kind in _RTN_TO_KIND.items()}
+_KIND_TO_RTN: dict[str, int] = {kind: rtn for rtn, kind in RTN_KINDS.items()}
 
 
 @dataclass(frozen=True, order=True)
@@ -158,7 +158,7 @@ class NetlinkRouteDriver(RtnlDriver):
     @staticmethod
     def _parse(record: rtnl_codec.Route, names: dict[int, str], table: int) -> Route:
         cidr = str(record.dst)
-        kind = _RTN_TO_KIND.get(record.type, "other")
+        kind = RTN_KINDS.get(record.type, "other")
         if kind != "unicast":
             return Route(cidr, kind, table=table)
         ifname = names.get(record.oif) if record.oif is not None else None

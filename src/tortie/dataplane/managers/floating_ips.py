@@ -28,6 +28,7 @@ import logging
 from collections.abc import Mapping
 
 from tortie.common.ipfamily import V6, family_of
+from tortie.dataplane.drivers.kernel_watch import KernelChanges
 from tortie.dataplane.drivers.links import LinkEvent
 from tortie.dataplane.drivers.nftables import NftDriver
 from tortie.dataplane.managers.nft_table import NftTable
@@ -54,7 +55,8 @@ class FloatingIPManager:
     """See the module docstring."""
 
     name = "floating_ips"
-    handles = frozenset({WorkloadEndpointUpdate, WorkloadEndpointRemove, PoolUpdate, PoolRemove})
+    handles = frozenset(
+        {WorkloadEndpointUpdate, WorkloadEndpointRemove, PoolUpdate, PoolRemove, KernelChanges})
 
     def __init__(self, route_table: RouteTable, nft: NftDriver, *, table: str = TABLE) -> None:
         self._table = route_table
@@ -91,6 +93,9 @@ class FloatingIPManager:
 
     def on_link_event(self, event: LinkEvent) -> None:
         raise TypeError(f"{self.name} takes no link events (the route table follows interfaces)")
+
+    def on_kernel_changes(self, changes: KernelChanges) -> None:
+        self._nft.on_kernel_changes(changes)  # a NAT table someone else changed is read back and repaired
 
     def resync(self) -> None:
         self._nft.resync()

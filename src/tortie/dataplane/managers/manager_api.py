@@ -8,6 +8,9 @@ thread:
 
 * `on_update(msg)` only for messages of a declared type, `on_link_event(event)` only if `LinkEvent`
   is declared: both only record desired state and mark what is dirty, never touch the kernel;
+* `on_kernel_changes(changes)` only if `KernelChanges` is declared (route and nftables changes
+  made by anyone, `drivers.kernel_watch`): mark dirty what someone else changed, recognising and
+  ignoring the manager's own writes; no I/O;
 * `resync()` to schedule a full read-back (first apply, periodic drift repair);
 * `apply()` when `needs_apply` and the loop is in sync, in the order the managers were given (one
   made dirty by an earlier one's apply is applied in the same round): read back as needed, diff,
@@ -62,7 +65,7 @@ class Manager(Protocol):
 
     @property
     def handles(self) -> Collection[type]:
-        """The message types (and `LinkEvent`) this manager takes."""
+        """The message types (and `LinkEvent`, `KernelChanges`) this manager takes."""
         ...
 
     def on_update(self, msg: Message) -> None: ...

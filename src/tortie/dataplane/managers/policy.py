@@ -26,6 +26,17 @@ batches notes the generation before and after, and only "exactly one transaction
 the table known. A busy host (other nftables users) thus still gets its periodic read-back; a quiet
 one does not pay ~1.5 s of listing and parsing 20,000 rules every refresh.
 
+Drift on the event (`on_kernel_changes`, from the loop's kernel watch): a notification that names
+our table with a generation that is not one of our own batches' (`nft_table.OwnTransactions`), or
+lost notifications, schedule a full read-back at the next apply, which then writes back whatever
+is missing, in one transaction: a deleted rule, set element or chain, or the whole table
+(`nft delete table`). Our own batches come back as notifications too and cost nothing.
+
+Fail closed while the table is gone: the manager also owns the small guard table
+`inet tortie-guard` (`nft/guard.py`), written after the policy table in the same apply and
+repaired the same way, in the policy table's own transactions; it drops new workload connections
+that the policy table did not see.
+
 Adoption: the first apply reads the table back; chains whose rule digests match are left alone,
 set and map elements are diffed, objects of ours that are no longer wanted are deleted. A restart
 with unchanged datastore content sends an empty batch: established flows never notice.
@@ -46,11 +57,14 @@ from collections.abc import Mapping
 from tortie.common.errors import DataplaneError
 from tortie.common.ipfamily import FAMILIES, Family
 from tortie.dataplane.drivers.host_addresses import HostAddressDriver
+from tortie.dataplane.drivers.kernel_watch import KernelChanges
 from tortie.dataplane.drivers.links import LinkEvent
 from tortie.dataplane.drivers.nftables import NftDriver
+from tortie.dataplane.managers.nft_table import NftTable, OwnTransactions
 from tortie.dataplane.messages import POLICY_MESSAGE_TYPES, ConfigUpdate, Message, WorkloadEndpointId
 from tortie.dataplane.nft import batch
 from tortie.dataplane.nft.config import RenderConfig, render_config
+from tortie.dataplane.nft.guard import GUARD_TABLE, render_guard
 from tortie.dataplane.nft.host_endpoints import needs_interface_addresses
 from tortie.dataplane.nft.ir import Chain, Pieces, SetDef, referenced
 from tortie.dataplane.nft.names import TABLE
@@ -65,7 +79,7 @@ class PolicyManager:
     """See the module docstring."""
 
     name = "policy"
-    handles = frozenset({ConfigUpdate, *POLICY_MESSAGE_TYPES, LinkEvent})
+    handles = frozenset({ConfigUpdate, *POLICY_MESSAGE_TYPES, LinkEvent, KernelChanges})
 
     def __init__(
         self,
@@ -99,6 +113,8 @@ class PolicyManager:
         self._dirty_maps: set[str] = set(self.desired.maps)
         self._full_resync = True
         self._generation: int | None = None  # the nftables generation our KernelTable is known to match
+        self._own = OwnTransactions()
+        self._guard = NftTable(driver, GUARD_TABLE)
         self._verify = False
         self._set_families: dict[str, frozenset[Family]] = {}  # per IP set id: its members' families
         self._families: frozenset[Family] = frozenset()  # families in which sets are rendered
@@ -124,6 +140,17 @@ class PolicyManager:
         if needs_interface_addresses(self.state.host_endpoints):
             self._dirty_owners.add(HOSTS)
 
+    def on_kernel_changes(self, changes: KernelChanges) -> None:
+        """Someone else's transaction on our table (or lost notifications): read it back and repair
+        at the next apply; the guard table likewise."""
+        if not self._full_resync and self._own.touched_by_others(changes, self._table):
+            log.info("nft drift: table changed by someone else; reading it back table=%s lost=%s",
+                     self._table, changes.nft_lost)
+            self._full_resync = True
+        if self._own.touched_by_others(changes, GUARD_TABLE):
+            log.info("nft drift: table changed by someone else; reading it back table=%s", GUARD_TABLE)
+            self._guard.resync()
+
     def resync(self) -> None:
         """Periodic drift check: read the table back, unless the kernel's nftables generation shows
         no transaction since our own last one (then the table is as we left it); and re-place host
@@ -143,7 +170,7 @@ class PolicyManager:
 
     @property
     def needs_apply(self) -> bool:
-        return self._full_resync or self._verify or bool(
+        return self._full_resync or self._verify or self._guard.needs_apply or bool(
             self._dirty_owners or self._dirty_chains or self._dirty_sets or self._dirty_maps
         )
 
@@ -295,6 +322,7 @@ class PolicyManager:
     # -- applying -------------------------------------------------------------------------------------
     def _read_back(self) -> None:
         self._generation = self._driver.generation()  # before the listing: a later change re-reads
+        self._guard.resync()  # written in our transactions: known exactly as long as our table is
         objects = self._driver.list_table(self._table)
         self._actual = parse_table(objects) if objects is not None else None
         actual = self._actual or KernelTable()
@@ -351,14 +379,20 @@ class PolicyManager:
             self._read_back()
         chains, sets, maps = set(self._dirty_chains), set(self._dirty_sets), set(self._dirty_maps)
         commands = batch.build_batch(self._table, self.desired, self._actual, chains, sets, maps)
-        if commands:
+        # The guard table goes in the same transaction: never a guard without the policy table that
+        # sets its mark, and one generation step per apply (the table stays "known", below).
+        self._guard.set_desired(render_guard(self.state.config))
+        guard = self._guard.commands() if self._guard.needs_apply else []
+        if commands or guard:
             before = self._driver.generation()
             try:
-                self._driver.run(commands)
+                self._driver.run(commands + guard)
             except DataplaneError:
                 self._full_resync = True  # start the retry from what the kernel really holds
+                self._guard.failed()
                 raise
             after = self._driver.generation()
+            self._own.note(before, after)
             # our view matches the kernel only if ours was the one transaction since the last check
             known = before is not None and before == self._generation and after == before + 1
             self._generation = after if known else None
@@ -377,6 +411,7 @@ class PolicyManager:
         self._dirty_chains -= chains
         self._dirty_sets -= sets
         self._dirty_maps -= maps
+        self._guard.committed()
 
     def stats(self) -> Mapping[str, int]:
         return {

@@ -3,7 +3,8 @@
 `RenderConfig` holds what the renderer needs beyond the policy messages: which interfaces are
 workloads (name prefixes), the failsafe ports of host endpoints, the ports workloads always reach
 on their host, the endpoint-to-host action, the log prefix, whether VXLAN packets (UDP to
-`vxlan_port`) from workloads are dropped, and the two mark bits of the evaluation.
+`vxlan_port`) from workloads are dropped, the two mark bits of the evaluation, and the bit that tells
+the guard table the policy table is there (`policy_mark`, nft/guard.py).
 Its defaults are Calico's (reference §3.12); the agent's configuration table declares the same
 values in its own spelling (`tortie.agent.policy_params` derives them from these).
 
@@ -71,6 +72,7 @@ class RenderConfig:
     drop_vxlan_from_workloads: bool = True
     accept_mark: int = 0x10000
     pass_mark: int = 0x20000
+    policy_mark: int = 0x40000  # "the policy table saw this packet" (nft/guard.py)
     # NFLOG (inbound, outbound); None: no flow logs. Set by the agent when its flow logger runs (not
     # from the configuration values, so a pipeline without one never renders log statements).
     flow_log_groups: tuple[int, int] | None = None

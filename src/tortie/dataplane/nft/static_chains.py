@@ -5,11 +5,13 @@ the IP pools. Output: the chains below, which refer to the verdict maps (`names.
 and to chains other owners render (endpoint and host endpoint chains are reached only through the
 maps, so the skeleton never changes when endpoints come and go).
 
-    filter-forward (hook forward)   ct established/related accept, invalid drop, untracked accept
+    filter-forward (hook forward)   mark "seen by policy" (for the guard table, nft/guard.py)
+                                    ct established/related accept, invalid drop, untracked accept
         iifname <workload> jump from-wl-dispatch:  iifname vmap @from-wl { <if>: goto fw-<if> }; drop
         oifname <workload> jump to-wl-dispatch:    oifname vmap @to-wl   { <if>: goto tw-<if> }; drop
         other interfaces:  jump hep-fwd-in / hep-fwd-out  (host endpoints with applyOnForward policy)
-    filter-input  (hook input)      workload -> host: wl-to-host (neighbour discovery, the ports
+    filter-input  (hook input)      mark "seen by policy" (as above)
+                                    workload -> host: wl-to-host (neighbour discovery, the ports
                                     workloads always reach, egress policy, endpoint_to_host_action);
                                     others: from-hep (loopback, failsafes, vmap @hep-in)
     filter-output (hook output)     host -> workload: not policed; others: to-hep (failsafes, @hep-out)
@@ -30,6 +32,7 @@ from collections.abc import Iterable
 from tortie.common.ipfamily import FAMILIES, family_of
 from tortie.dataplane.messages.policy import PoolUpdate
 from tortie.dataplane.nft.config import FailsafePort, RenderConfig
+from tortie.dataplane.nft.guard import mark_seen
 from tortie.dataplane.nft.ir import (
     AnonSet,
     BaseHook,
@@ -135,6 +138,7 @@ def _hook_chains(cfg: RenderConfig) -> list[Chain]:
         Chain(
             "filter-forward",
             (
+                mark_seen(cfg),
                 *_ct_rules(),
                 _jump("iifname", "!=", wl, "hep-fwd-in-dispatch", "from host endpoint"),
                 _jump("iifname", "==", wl, "from-wl-dispatch", "from workload"),
@@ -146,6 +150,7 @@ def _hook_chains(cfg: RenderConfig) -> list[Chain]:
         Chain(
             "filter-input",
             (
+                mark_seen(cfg),
                 *_ct_rules(),
                 _jump("iifname", "==", wl, "wl-to-host", "workload to host"),
                 _jump("iifname", "!=", wl, "from-hep-dispatch", "from host endpoint"),
