@@ -35,6 +35,7 @@ import logging
 from collections.abc import Callable, Mapping
 
 from tortie.common.errors import DataplaneError
+from tortie.dataplane.drivers.kernel_watch import KernelChanges
 from tortie.dataplane.drivers.links import LinkEvent
 from tortie.dataplane.drivers.nftables import NftDriver
 from tortie.dataplane.drivers.shaping import ShapingDriver, TbfParams
@@ -114,7 +115,7 @@ class QosManager:
     """See the module docstring."""
 
     name = "qos"
-    handles = frozenset({WorkloadEndpointUpdate, WorkloadEndpointRemove, LinkEvent})
+    handles = frozenset({WorkloadEndpointUpdate, WorkloadEndpointRemove, LinkEvent, KernelChanges})
 
     def __init__(self, shaping: ShapingDriver | None, nft: NftDriver | None, *, owns: Callable[[str], bool],
                  table: str = TABLE) -> None:
@@ -168,6 +169,10 @@ class QosManager:
                 self._dirty.add(owners[name])  # its redirect points nowhere: the ifb is made again
             elif name not in owners and kind == "added":
                 self._dirty.add(name)  # not one of ours any more: it goes
+
+    def on_kernel_changes(self, changes: KernelChanges) -> None:
+        if self._nft is not None:
+            self._nft.on_kernel_changes(changes)  # the limits table someone else changed: read back, repair
 
     def resync(self) -> None:
         self._full = True
