@@ -72,6 +72,21 @@ def build(spec: LabSpec, workdir: Path, *, progress: Progress | None = None, tim
     return lab
 
 
+def _warn_neighbour_capacity(spec: LabSpec, say: Progress) -> None:
+    """Say so when the BGP sessions need more neighbour entries than the kernel's shared table holds."""
+    needed = spec.bgp_neighbour_entries()
+    for fam in spec.families:
+        path = f"/proc/sys/net/ipv{fam.version}/neigh/default/gc_thresh3"
+        try:
+            limit = int(Path(path).read_text())
+        except (OSError, ValueError):
+            continue
+        if needed > limit:
+            say(f"warning: the BGP sessions need ~{needed} IPv{fam.version} neighbour entries, the kernel "
+                f"holds at most {limit} for all namespaces together ({path}): sessions may stay in Connect "
+                "(sendmsg: No buffer space available); use --route-reflectors or raise the limit")
+
+
 def _build_on(lab: Lab, spec: LabSpec, say: Progress, timeout: float) -> None:
     from tortie.cni.install import install
 
@@ -82,6 +97,7 @@ def _build_on(lab: Lab, spec: LabSpec, say: Progress, timeout: float) -> None:
         f"fabric {lab.state.fabric_netns} ({', '.join(lab.state.subnets)}) and {len(hosts)} hosts: "
         f"{' '.join(hosts)}"
     )
+    _warn_neighbour_capacity(spec, say)
     pools = [cidr for _name, cidr, _size in spec.pools()]
     if spec.encapsulation == "vxlan":
         lab.fabric.drop_sources(pools)

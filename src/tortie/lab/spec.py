@@ -88,6 +88,16 @@ class LabSpec:
     def subnets(self) -> tuple[str, ...]:
         return fabric_subnets(self.families)
 
+    def bgp_neighbour_entries(self) -> int:
+        """Neighbour (ARP / NDP) entries per family that the lab's BGP sessions need, summed over its
+        hosts: H(H-1) for the full mesh, 2HR with R reflectors, plus 2H with a ToR. The kernel keeps
+        one neighbour table per family for every namespace together, bounded by the root namespace's
+        `net.ipv4.neigh.default.gc_thresh3` (`net.ipv6...` for IPv6); beyond it new entries fail
+        (ENOBUFS) and sessions stay in Connect."""
+        h, r = self.hosts, self.route_reflectors
+        sessions = 2 * h * r if r else h * (h - 1)
+        return sessions + (2 * h if self.tor != "none" else 0)
+
     def pools(self) -> list[tuple[str, str, int]]:
         """(IPPool name, CIDR, block size) per family of the lab."""
         out = []

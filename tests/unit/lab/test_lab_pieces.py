@@ -290,3 +290,10 @@ def test_icmp_checksum() -> None:
     full = packet[:2] + csum.to_bytes(2, "big") + packet[4:]
     assert _checksum(full) == 0
     assert _checksum(b"\x01") == _checksum(b"\x01\x00")
+
+
+def test_bgp_neighbour_entries_of_a_mesh_grow_with_the_square_of_the_hosts() -> None:
+    # 50 hosts in a mesh need more than the kernel's default shared table (gc_thresh3 = 1024).
+    assert LabSpec(hosts=50).bgp_neighbour_entries() == 50 * 49
+    assert LabSpec(hosts=50, route_reflectors=2).bgp_neighbour_entries() == 200
+    assert LabSpec(hosts=3, tor="gobgp").bgp_neighbour_entries() == 6 + 6
