@@ -5,7 +5,8 @@ One host, two workloads: wa (client) and wb (app=web, serving TCP 80 and 8080). 
 in to wb; 8080 is denied (default deny). The agent's periodic refresh is an hour away
 (TORTIE_ROUTE_REFRESH_INTERVAL), so only the kernel's notifications can explain a repair:
 
-* a workload route deleted by hand comes back; so does the whole `inet tortie` table;
+* a workload route deleted by hand comes back; so do a verdict map's entry and the whole
+  `inet tortie` table;
 * with the agent paused (SIGSTOP: it cannot repair anything), the policy table deleted: no new
   connection to wb passes, not even the allowed one (fail closed); deleting the guard table as
   well opens the denied port (what would happen without the guard: the test can fail); once the
@@ -129,6 +130,18 @@ def test_a_deleted_policy_table_is_restored_on_the_event(bed: Bed) -> None:
     bed.lab.exec("h1", ["nft", "delete", "table", "inet", "tortie"])
     took = wait_for(lambda: "table inet tortie\n" in bed.nft_tables(), "the table back", REPAIR_BOUND)
     print(f"\nnft table deleted by hand: restored in {took * 1000:.0f} ms")
+    bed.expect({80: True, 8080: False})
+
+
+def test_a_deleted_dispatch_map_entry_is_restored_on_the_event(bed: Bed) -> None:
+    """One element of a verdict map (wa's entry in the from-workload dispatch): without it wa's
+    traffic is dropped as an unknown workload's; the agent puts it back."""
+    iface = host_interface_name(bed.lab.state.interface_prefix, bed.lab.name, "wa")
+    listing = ["nft", "list", "map", "inet", "tortie", "from-wl"]
+    assert iface in bed.lab.exec("h1", listing).stdout
+    bed.lab.exec("h1", ["nft", "delete", "element", "inet", "tortie", "from-wl", "{", f'"{iface}"', "}"])
+    took = wait_for(lambda: iface in bed.lab.exec("h1", listing).stdout, "the map entry back", REPAIR_BOUND)
+    print(f"\nverdict map entry deleted by hand: restored in {took * 1000:.0f} ms")
     bed.expect({80: True, 8080: False})
 
 
