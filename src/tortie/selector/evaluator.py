@@ -13,18 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from tortie.selector.nodes import (
-    AllNode,
-    AndNode,
-    CompareNode,
-    CompareOp,
-    GlobalNode,
-    HasNode,
-    InSetNode,
-    Node,
-    NotNode,
-    OrNode,
-)
+from tortie.selector import nodes as n
 
 Predicate = Callable[[Mapping[str, str]], bool]
 
@@ -33,21 +22,21 @@ def _always(labels: Mapping[str, str]) -> bool:
     return True
 
 
-def _compile_compare(node: CompareNode) -> Predicate:
+def _compile_compare(node: n.CompareNode) -> Predicate:
     key, value = node.label, node.value
-    if node.op is CompareOp.EQ:
+    if node.op is n.CompareOp.EQ:
         return lambda labels: labels.get(key) == value
-    if node.op is CompareOp.NE:
+    if node.op is n.CompareOp.NE:
         return lambda labels: labels.get(key) != value
 
-    if node.op is CompareOp.CONTAINS:
+    if node.op is n.CompareOp.CONTAINS:
 
         def contains(labels: Mapping[str, str]) -> bool:
             actual = labels.get(key)
             return actual is not None and value in actual
 
         return contains
-    if node.op is CompareOp.STARTS_WITH:
+    if node.op is n.CompareOp.STARTS_WITH:
 
         def starts_with(labels: Mapping[str, str]) -> bool:
             actual = labels.get(key)
@@ -91,26 +80,26 @@ def _compile_or(operands: tuple[Predicate, ...]) -> Predicate:
     return any_of
 
 
-def compile_node(node: Node) -> Predicate:
+def compile_node(node: n.Node) -> Predicate:
     """A predicate equivalent to evaluating `node` against a label map."""
-    if isinstance(node, CompareNode):
+    if isinstance(node, n.CompareNode):
         return _compile_compare(node)
-    if isinstance(node, HasNode):
+    if isinstance(node, n.HasNode):
         key = node.label
         return lambda labels: key in labels
-    if isinstance(node, InSetNode):
+    if isinstance(node, n.InSetNode):
         key, values = node.label, frozenset(node.values)
         # A missing label gives None, which is never in a set of strings.
         if node.negated:
             return lambda labels: labels.get(key) not in values
         return lambda labels: labels.get(key) in values
-    if isinstance(node, NotNode):
+    if isinstance(node, n.NotNode):
         operand = compile_node(node.operand)
         return lambda labels: not operand(labels)
-    if isinstance(node, AndNode):
+    if isinstance(node, n.AndNode):
         return _compile_and(tuple(compile_node(operand) for operand in node.operands))
-    if isinstance(node, OrNode):
+    if isinstance(node, n.OrNode):
         return _compile_or(tuple(compile_node(operand) for operand in node.operands))
-    if isinstance(node, AllNode | GlobalNode):
+    if isinstance(node, n.AllNode | n.GlobalNode):
         return _always
     raise TypeError(f"not a selector node: {node!r}")
