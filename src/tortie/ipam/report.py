@@ -23,13 +23,14 @@ from tortie.ipam.snapshot import IpamSnapshot
 from tortie.model.ipam_records import format_timestamp
 
 
+@dataclass(frozen=True, kw_only=True)
 class _Usage:
     """Counts shared by pools and blocks; `as_dict` gives the fields in camelCase, then `free`."""
 
     total: int
     in_use: int
     reserved: int
-    cooling: int
+    cooling: int = 0
 
     @property
     def free(self) -> int:
@@ -37,7 +38,7 @@ class _Usage:
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        for f in fields(self):  # type: ignore[arg-type]  # every subclass is a dataclass
+        for f in fields(self):
             value = getattr(self, f.name)
             head, *rest = f.name.split("_")
             out[head + "".join(w.title() for w in rest)] = str(value) if f.name == "cidr" else value
@@ -45,28 +46,20 @@ class _Usage:
         return out
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PoolUsage(_Usage):
     name: str
     cidr: IPNetwork
     disabled: bool
-    total: int
-    in_use: int
-    reserved: int
     blocks: int
-    cooling: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class BlockUsage(_Usage):
     cidr: IPNetwork
     affinity: str | None
     pool: str | None
-    total: int
-    in_use: int
-    reserved: int
     borrowed: int
-    cooling: int = 0
 
 
 @dataclass(frozen=True)
@@ -130,7 +123,8 @@ def block_usage(snap: IpamSnapshot) -> list[BlockUsage]:
         pool = next((p.name for p in snap.pools if network_within(cidr, p.cidr)), None)
         cooling = len(block.cooling()) if not block.problems() else 0
         out.append(
-            BlockUsage(cidr, block.affinity, pool, block.size, block.in_use, reserved, borrowed, cooling)
+            BlockUsage(cidr=cidr, affinity=block.affinity, pool=pool, total=block.size, in_use=block.in_use,
+                       reserved=reserved, borrowed=borrowed, cooling=cooling)
         )
     return sorted(out, key=lambda b: sort_key(b.cidr))
 
@@ -151,16 +145,8 @@ def pool_usage(snap: IpamSnapshot) -> list[PoolUsage]:
                 )
         total = num_addresses(pool.cidr)
         out.append(
-            PoolUsage(
-                pool.name,
-                pool.cidr,
-                pool.disabled,
-                total,
-                in_use,
-                reserved_total - reserved_in_use,
-                len(blocks),
-                cooling,
-            )
+            PoolUsage(name=pool.name, cidr=pool.cidr, disabled=pool.disabled, total=total, in_use=in_use,
+                      reserved=reserved_total - reserved_in_use, blocks=len(blocks), cooling=cooling)
         )
     return sorted(out, key=lambda p: (sort_key(p.cidr), p.name))
 
