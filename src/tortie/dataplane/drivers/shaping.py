@@ -166,12 +166,6 @@ class NetlinkShapingDriver(RtnlDriver):
     def add_ifb(self, name: str, mtu: int) -> None:
         kernel_call(f"create ifb {name}", self._add_ifb, name, mtu)
 
-    def _delete_device(self, name: str) -> None:
-        rtnl = self._rtnl.get()
-        link = rtnl.get_link(name)
-        if link is not None:
-            rtnl.delete_link(link.ifindex)
-
     def delete_device(self, name: str) -> None:
-        kernel_call(f"delete {name}", self._delete_device, name)
+        kernel_call(f"delete {name}", self._delete_link, name)
 

@@ -178,14 +178,8 @@ class NetlinkVxlanDriver(RtnlDriver):
                up: bool | None = None) -> None:
         kernel_call(f"update vxlan device {name}", self._update, name, mtu, mac, up)
 
-    def _delete(self, name: str) -> None:
-        rtnl = self._rtnl.get()
-        link = rtnl.get_link(name)
-        if link is not None:
-            rtnl.delete_link(link.ifindex)
-
     def delete(self, name: str) -> None:
-        kernel_call(f"delete vxlan device {name}", self._delete, name)
+        kernel_call(f"delete vxlan device {name}", self._delete_link, name)
 
     # -- address ------------------------------------------------------------------------------------
     def _address(self, name: str, iface: str, add: bool) -> None:
