@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tortie.dataplane.drivers.kernel_watch import NetlinkKernelWatch
+from tortie.dataplane.drivers.kernel_watch import KernelChanges, NeighbourGone, NetlinkKernelWatch
 from tortie.dataplane.drivers.links import NetlinkLinkDriver
 from tortie.dataplane.drivers.routes import TORTIE_ROUTE_PROTOCOL, NetlinkRouteDriver, Route
 from tortie.dataplane.drivers.sysctl import ProcSysctlDriver
@@ -257,3 +257,40 @@ def test_restart_adopts_without_touching_wanted_routes(lab: Lab) -> None:
     routes = lab.exec("h1", ["ip", "-4", "route"]).stdout
     assert f"10.65.0.2 dev {hif1}" in routes and "blackhole 10.65.0.0/26" in routes
     assert "10.65.0.8 " in routes and "10.65.0.7 " not in routes and "10.65.2.0/26" not in routes
+
+
+def test_kernel_watch_reports_routes_neighbours_fdb_and_nftables(lab: Lab) -> None:
+    """The watch itself on the real kernel: what each kind of change looks like when it arrives."""
+    seen: list[KernelChanges] = []
+    watch = NetlinkKernelWatch(lab.netns("h1"))
+    watch.start(seen.append)
+    try:
+        lab.exec("h1", ["ip", "link", "add", "vxw0", "type", "vxlan", "id", "42", "dstport", "4789",
+                        "dev", "eth0", "nolearning"])
+        lab.exec("h1", ["ip", "link", "set", "vxw0", "up"])
+        index = int(lab.exec("h1", ["cat", "/sys/class/net/vxw0/ifindex"]).stdout)
+        lab.exec("h1", ["ip", "neigh", "add", "10.9.9.9", "lladdr", "02:00:00:00:00:01", "dev", "vxw0",
+                        "nud", "permanent"])
+        lab.exec("h1", ["bridge", "fdb", "append", "00:00:00:00:00:00", "dev", "vxw0", "dst", "172.31.0.99"])
+        lab.exec("h1", ["ip", "route", "add", "blackhole", "10.9.0.0/24", "proto", "77"])
+        lab.exec("h1", ["nft", "add", "table", "inet", "drift-probe"])
+        lab.exec("h1", ["ip", "neigh", "del", "10.9.9.9", "dev", "vxw0"])
+        lab.exec("h1", ["bridge", "fdb", "del", "00:00:00:00:00:00", "dev", "vxw0", "dst", "172.31.0.99"])
+        lab.exec("h1", ["ip", "route", "del", "blackhole", "10.9.0.0/24", "proto", "77"])
+        lab.exec("h1", ["nft", "delete", "table", "inet", "drift-probe"])
+
+        def arrived() -> bool:
+            gone = {n for c in seen for n in c.neighbours}
+            routes = {(r.deleted, r.dst, r.protocol, r.kind) for c in seen for r in c.routes}
+            tables = {t for c in seen for t in c.nft}
+            added_and_deleted = {(deleted, "10.9.0.0/24", 77, "blackhole") for deleted in (False, True)}
+            return ({NeighbourGone(2, index), NeighbourGone(7, index)} <= gone
+                    and added_and_deleted <= routes and "drift-probe" in tables)
+
+        wait_for(arrived, timeout=10.0, what="every change reported")
+        generations = set().union(*(c.nft.get("drift-probe", frozenset()) for c in seen))
+        assert len(generations) == 2  # two transactions: the add and the delete
+        assert not any(c.routes_lost or c.nft_lost for c in seen)
+    finally:
+        watch.stop()
+        lab.exec("h1", ["ip", "link", "del", "vxw0"], check=False)

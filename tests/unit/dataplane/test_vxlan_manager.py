@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tortie.common.ipfamily import V4, V6
+from tortie.dataplane.drivers.kernel_watch import KernelChanges, NeighbourGone
 from tortie.dataplane.drivers.links import LinkEvent
 from tortie.dataplane.drivers.routes import Route
 from tortie.dataplane.drivers.vxlan import HostInterface, VxlanSpec
@@ -204,3 +205,20 @@ def test_mtu_decisions() -> None:
     nothing = decide([], [], [], MtuSettings())
     assert nothing.workload_mtu == 1500 and nothing.problems
     json.dumps(both.to_json())
+
+
+def test_neighbour_and_fdb_deleted_on_our_device_are_repaired_on_the_event(tmp_path: Path) -> None:
+    bed = Bed(tmp_path)
+    bed.send(ENCAP, ME, PEER)
+    bed.settle()
+    device = bed.table.link("vxlan.calico")
+    assert device is not None and not bed.vxlan.needs_apply
+    bed.vxlan.on_kernel_changes(KernelChanges(neighbours=(NeighbourGone(2, device.index + 100),)))
+    assert not bed.vxlan.needs_apply  # another interface's neighbour (ARP cache expiry): none of ours
+    bed.kernel.drop_fdb("vxlan.calico", MAC_B, "172.31.0.12")
+    bed.kernel.drop_neighbour("vxlan.calico", "10.244.1.1")
+    bed.vxlan.on_kernel_changes(KernelChanges(neighbours=(NeighbourGone(7, device.index),)))
+    assert bed.vxlan.needs_apply
+    bed.settle()
+    assert bed.kernel.fdb("vxlan.calico") == {(MAC_B, "172.31.0.12")}
+    assert bed.kernel.neighbours("vxlan.calico", V4) == {"10.244.1.1": MAC_B}

@@ -1,6 +1,7 @@
 """Kernel watch: route and nftables changes reported as they happen, for drift repair on the event.
 
     kernel --RTNLGRP_IPV4_ROUTE / IPV6_ROUTE--+
+           --RTNLGRP_NEIGH--------------------+
            --NFNLGRP_NFTABLES-----------------+--> watch thread: wait, debounce, drain, decode
                                                    --> callback(KernelChanges) (the loop's inbox)
 
@@ -8,6 +9,9 @@ Values: one `KernelChanges` per drained burst:
 
 * `routes`: every RTM_NEWROUTE / RTM_DELROUTE as a `RouteChange` (destination as a canonical CIDR,
   table, protocol, kind, output interface index, gateway, metric, onlink), in arrival order;
+* `neighbours`: every RTM_DELNEIGH (an ARP / NDP entry or, family AF_BRIDGE, an FDB entry deleted)
+  as a `NeighbourGone(family, ifindex)`; additions and state changes are not reported (the kernel
+  sends one for every ARP state change on every interface);
 * `nft`: per nftables table name, the generations (low 16 bits, `tortie.kernel.nfnetlink`) of the
   transactions that touched it;
 * `routes_lost` / `nft_lost`: the kernel dropped notifications (ENOBUFS: the socket buffer
@@ -67,16 +71,25 @@ class RouteChange:
 
 
 @dataclass(frozen=True)
+class NeighbourGone:
+    """A neighbour or FDB entry the kernel deleted (`family` AF_INET, AF_INET6 or AF_BRIDGE)."""
+
+    family: int
+    ifindex: int
+
+
+@dataclass(frozen=True)
 class KernelChanges:
     """What one burst of notifications said (module docstring)."""
 
     routes: tuple[RouteChange, ...] = ()
+    neighbours: tuple[NeighbourGone, ...] = ()
     nft: Mapping[str, frozenset[int]] = field(default_factory=dict)
     routes_lost: bool = False
     nft_lost: bool = False
 
     def __bool__(self) -> bool:
-        return bool(self.routes or self.nft or self.routes_lost or self.nft_lost)
+        return bool(self.routes or self.neighbours or self.nft or self.routes_lost or self.nft_lost)
 
 
 KernelCallback = Callable[[KernelChanges], None]
@@ -104,6 +117,14 @@ def route_change(kind: int, body: bytes) -> RouteChange | None:
         priority=record.priority,
         onlink=record.onlink,
     )
+
+
+def neighbour_gone(kind: int, body: bytes) -> NeighbourGone | None:
+    """An RTM_DELNEIGH notification as a `NeighbourGone` (None: another message)."""
+    if kind != rtnl_codec.RTM_DELNEIGH:
+        return None
+    record = rtnl_codec.decode_neighbour(body)
+    return NeighbourGone(record.family, record.ifindex)
 
 
 def nft_changes(messages: list[tuple[int, bytes]]) -> dict[str, frozenset[int]]:
@@ -135,7 +156,7 @@ class NetlinkKernelWatch:
         sockets: dict[str, NetlinkSocket] = {}
         try:
             if self._routes:
-                groups = rtnl_codec.RTMGRP_IPV4_ROUTE | rtnl_codec.RTMGRP_IPV6_ROUTE
+                groups = rtnl_codec.RTMGRP_IPV4_ROUTE | rtnl_codec.RTMGRP_IPV6_ROUTE | rtnl_codec.RTMGRP_NEIGH
                 sockets["routes"] = NetlinkSocket(NETLINK_ROUTE, groups=groups, buffer=_BUFFER)
             if self._nftables:
                 group = nfnetlink.NFTABLES_GROUP
@@ -196,7 +217,8 @@ class NetlinkKernelWatch:
         route_messages, routes_lost = self._drain("routes")
         nft_messages, nft_lost = self._drain("nft")
         routes = tuple(c for c in (route_change(k, b) for k, b in route_messages) if c is not None)
-        return KernelChanges(routes, nft_changes(nft_messages), routes_lost, nft_lost)
+        gone = tuple(n for n in (neighbour_gone(k, b) for k, b in route_messages) if n is not None)
+        return KernelChanges(routes, gone, nft_changes(nft_messages), routes_lost, nft_lost)
 
     def _run(self, callback: KernelCallback) -> None:
         assert self._wake is not None

@@ -24,8 +24,10 @@ kernel's own dynamic neighbours are left to it. Routes are the route table's (dr
 the uplink a native route uses becomes one of its owned devices once known.
 
 A full reconcile of a family (read back the device, its neighbours and FDB) runs when something of
-that family changed, on link events of its device or uplink, and on `resync()` (periodic drift
-repair); a failure keeps that family dirty and raises `ApplyIncomplete` after the others.
+that family changed, on link events of its device or uplink, when the kernel reports a neighbour or
+FDB entry deleted on its device (`on_kernel_changes`: drift repaired on the event), and on
+`resync()` (periodic drift repair); a failure keeps that family dirty and raises `ApplyIncomplete`
+after the others.
 
 Construction: `VxlanManager(driver, route_table, mtu, vni=4096, port=4789, families=FAMILIES)`.
 """
@@ -37,6 +39,7 @@ from collections.abc import Collection, Mapping
 
 from tortie.common.errors import DataplaneError
 from tortie.common.ipfamily import FAMILIES, V4, V6, Family, family_of
+from tortie.dataplane.drivers.kernel_watch import KernelChanges
 from tortie.dataplane.drivers.links import LinkEvent
 from tortie.dataplane.drivers.vxlan import NotVxlan, VxlanDriver, VxlanSpec
 from tortie.dataplane.managers.host_mtu import HostMtuManager
@@ -63,7 +66,7 @@ class VxlanManager:
 
     name = "vxlan"
     handles = frozenset({EncapUpdate, VtepUpdate, VtepRemove, RemoteBlockRouteUpdate, RemoteBlockRouteRemove,
-                         LinkEvent})
+                         LinkEvent, KernelChanges})
 
     def __init__(self, driver: VxlanDriver, route_table: RouteTable, mtu: HostMtuManager, *,
                  vni: int = DEFAULT_VNI, port: int = DEFAULT_PORT,
@@ -106,6 +109,18 @@ class VxlanManager:
         for fam, device in DEVICE_NAMES.items():
             if name in (device, self._uplinks.get(fam)):
                 self._dirty_families.add(fam)
+
+    def on_kernel_changes(self, changes: KernelChanges) -> None:
+        """A neighbour or FDB entry deleted on one of our devices (by anyone: our own deletes cost
+        one cheap read-back of that device) makes its family reconcile at the next apply."""
+        if changes.routes_lost:  # the route socket also carries the neighbour notifications
+            self._dirty_families.update(FAMILIES)
+            return
+        for gone in changes.neighbours:
+            for fam, device in DEVICE_NAMES.items():
+                link = self._table.link(device)
+                if link is not None and link.index == gone.ifindex:
+                    self._dirty_families.add(fam)
 
     def resync(self) -> None:
         self._dirty_families.update(FAMILIES)
