@@ -248,3 +248,39 @@ def test_kernel_events_rebuild_what_others_deleted_and_ignore_our_own_batches() 
     manager.on_kernel_changes(KernelChanges(nft_lost=True))
     manager.apply()
     assert len(fake.batches) == batches
+
+
+def test_an_endpoint_moves_only_its_own_verdict_map_entries() -> None:
+    """Map entries are reconciled key by key: a host full of endpoints sends (and compares) only the
+    interfaces of the endpoint that came, changed or went, and the kernel ends up as a fresh full
+    render of the same state would have it."""
+    many = [wep(f"w{i}", f"10.0.2.{i}/32", labels={"app": "a"}, iface=f"tort-w{i}") for i in range(1, 40)]
+    fake = FakeNftables()
+    feed = Feed([*WORLD, *many])
+    manager = manager_with(fake, feed.out)
+
+    def map_commands() -> list[tuple[str, list[str]]]:
+        out = []
+        for command in fake.batches[-1]:
+            verb, body = next(iter(command.items()))
+            element = body.get("element") if isinstance(body, dict) else None
+            if element is not None and element["name"] in ("from-wl", "to-wl"):
+                out.append((verb, sorted(e[0] if isinstance(e, list) else e for e in element["elem"])))
+        return out
+
+    def step(obj: Mapping[str, Any] | None, key: str | None = None) -> None:
+        for msg in feed.put(obj, key):
+            manager.on_update(msg)
+        manager.apply()
+
+    step(wep("new", "10.0.3.1/32", labels={"app": "b"}, iface="tort-new"))
+    assert map_commands() == [("add", ["tort-new"]), ("add", ["tort-new"])]
+    step(wep("new", "10.0.3.1/32", labels={"app": "b"}, iface="tort-new2"))  # its interface renamed
+    assert map_commands() == [("delete", ["tort-new"]), ("add", ["tort-new2"])] * 2
+    step(None, key_of(wep("new", "10.0.3.1/32")))
+    assert map_commands() == [("delete", ["tort-new2"])] * 2
+    wanted = {"tort-a", "tort-b", *(f"tort-w{i}" for i in range(1, 40))}
+    for name in ("from-wl", "to-wl"):
+        assert set(fake.tables["tortie"].sets[name].elements) == wanted
+    # a fresh manager computing the same state from scratch finds the kernel exactly as it wants it
+    assert manager_with(fake, Feed([*WORLD, *many]).out).batches == 0

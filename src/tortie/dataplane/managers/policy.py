@@ -9,8 +9,10 @@ an endpoint, or "hosts" = host endpoints + pools + the static chains). `apply()`
 dirty owners with `nft.ruleset.render_owner` (the very function the full render merges, so the
 incremental table cannot drift from `render_ruleset` of the same state), merges the difference
 from what each owner contributed before into the desired `Ruleset`, and `batch.build_batch` turns
-the names that changed into commands against the kernel state it knows (`KernelTable`, read back
-on the first apply and every resync, then kept up to date after each accepted batch).
+the names that changed (and the verdict-map keys: an endpoint's own interfaces, so that its cost
+does not grow with the endpoints beside it) into commands against the kernel state it knows
+(`KernelTable`, read back on the first apply and every resync, then kept up to date after each
+accepted batch).
 
 Fail closed and no windows:
 * a workload interface without programmed policy has no verdict-map entry: its traffic is dropped
@@ -110,7 +112,8 @@ class PolicyManager:
         self._dirty_owners: set[Owner] = {HOSTS}
         self._dirty_chains: set[str] = set()
         self._dirty_sets: set[str] = set()
-        self._dirty_maps: set[str] = set(self.desired.maps)
+        self._dirty_maps: set[str] = set(self.desired.maps)  # compared whole
+        self._dirty_entries: dict[str, set[str]] = {}  # map -> keys whose verdicts may have changed
         self._full_resync = True
         self._generation: int | None = None  # the nftables generation our KernelTable is known to match
         self._own = OwnTransactions()
@@ -172,6 +175,7 @@ class PolicyManager:
     def needs_apply(self) -> bool:
         return self._full_resync or self._verify or self._guard.needs_apply or bool(
             self._dirty_owners or self._dirty_chains or self._dirty_sets or self._dirty_maps
+            or self._dirty_entries
         )
 
     def _all_owners(self) -> set[Owner]:
@@ -217,12 +221,12 @@ class PolicyManager:
             if self._entry_provider.get((map_name, iface)) == owner:
                 del self._entry_provider[(map_name, iface)]
                 self.desired.map_elements[map_name].pop(iface, None)
-                self._dirty_maps.add(map_name)
+                self._dirty_entries.setdefault(map_name, set()).add(iface)
         for (map_name, iface), verdict in new.entries.items():
             self._entry_provider[(map_name, iface)] = owner
             if self.desired.map_elements[map_name].get(iface) != verdict:
                 self.desired.map_elements[map_name][iface] = verdict
-                self._dirty_maps.add(map_name)
+                self._dirty_entries.setdefault(map_name, set()).add(iface)
         if new:
             self._owned[owner] = new
         else:
@@ -378,7 +382,8 @@ class PolicyManager:
         if self._full_resync:
             self._read_back()
         chains, sets, maps = set(self._dirty_chains), set(self._dirty_sets), set(self._dirty_maps)
-        commands = batch.build_batch(self._table, self.desired, self._actual, chains, sets, maps)
+        entries = {name: set(keys) for name, keys in self._dirty_entries.items()}
+        commands = batch.build_batch(self._table, self.desired, self._actual, chains, sets, maps, entries)
         # The guard table goes in the same transaction: never a guard without the policy table that
         # sets its mark, and one generation step per apply (the table stays "known", below).
         self._guard.set_desired(render_guard(self.state.config))
@@ -407,11 +412,17 @@ class PolicyManager:
             )
         if self._actual is None:
             self._actual = KernelTable()
-        batch.commit(self.desired, self._actual, chains, sets, maps)
+        batch.commit(self.desired, self._actual, chains, sets, maps, entries)
         self._dirty_chains -= chains
         self._dirty_sets -= sets
         self._dirty_maps -= maps
         self._guard.committed()
+        for name, keys in entries.items():
+            left = self._dirty_entries.get(name, set()) - keys
+            if left:
+                self._dirty_entries[name] = left
+            else:
+                self._dirty_entries.pop(name, None)
 
     def stats(self) -> Mapping[str, int]:
         return {

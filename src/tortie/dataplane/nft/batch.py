@@ -15,11 +15,16 @@ transaction, so no packet ever sees a half-applied state):
 A chain is rewritten only when its rules' digests differ from the kernel's; set and map elements
 move one by one. So an unchanged table costs an empty batch (adoption after a restart changes
 nothing), and a label change costs a few element operations.
+
+Maps can also be reconciled key by key: `entries` names, per map, the keys that may have changed
+(the policy manager knows which interfaces' entries it touched), so a new endpoint on a host with
+a thousand costs a lookup of its own keys, not a walk of both verdict maps. A map named in `maps`
+is compared whole; `entries` of a map the kernel does not hold yet are ignored (`maps` creates it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from tortie.dataplane.nft.ir import (
@@ -46,9 +51,11 @@ def build_batch(
     chains: Iterable[str],
     sets: Iterable[str],
     maps: Iterable[str],
+    entries: Mapping[str, Iterable[str]] | None = None,
 ) -> list[dict[str, Any]]:
     have = actual if actual is not None else KernelTable()
     chains, sets, maps = sorted(set(chains)), sorted(set(sets)), sorted(set(maps))
+    keyed = _keyed(desired, have, maps, entries)
     cmds: list[dict[str, Any]] = []
     if actual is None:
         cmds.append({"add": {"table": {"family": FAMILY, "name": table}}})
@@ -92,15 +99,20 @@ def build_batch(
         added = sorted(desired.elements.get(name, frozenset()) - old_elems)
         if added:
             cmds.append({"add": {"element": {**_ref(table, name), "elem": [element_json(e) for e in added]}}})
-    for name in maps:
+    for name in sorted({*maps, *keyed}):
         if name not in desired.maps:
             continue
         old_map = have.maps.get(name, {})
         new_map = desired.map_elements.get(name, {})
-        gone_keys = sorted(k for k, v in old_map.items() if new_map.get(k) != v)
+        if name in keyed:  # only these keys can differ
+            keys = keyed[name]
+            gone_keys = [k for k in keys if k in old_map and new_map.get(k) != old_map[k]]
+            added_keys = [k for k in keys if k in new_map and old_map.get(k) != new_map[k]]
+        else:
+            gone_keys = sorted(k for k, v in old_map.items() if new_map.get(k) != v)
+            added_keys = sorted(k for k, v in new_map.items() if old_map.get(k) != v)
         if gone_keys:
             cmds.append({"delete": {"element": {**_ref(table, name), "elem": gone_keys}}})
-        added_keys = sorted(k for k, v in new_map.items() if old_map.get(k) != v)
         if added_keys:
             cmds.append(
                 {
@@ -135,10 +147,34 @@ def build_batch(
     return cmds
 
 
+def _keyed(
+    desired: Ruleset, have: KernelTable, maps: Iterable[str], entries: Mapping[str, Iterable[str]] | None
+) -> dict[str, list[str]]:
+    """The maps reconciled key by key: their keys, sorted (maps compared whole are left out)."""
+    whole = set(maps)
+    return {
+        name: sorted(set(keys))
+        for name, keys in (entries or {}).items()
+        if name not in whole and name in desired.maps and name in have.maps
+    }
+
+
 def commit(
-    desired: Ruleset, actual: KernelTable, chains: Iterable[str], sets: Iterable[str], maps: Iterable[str]
+    desired: Ruleset,
+    actual: KernelTable,
+    chains: Iterable[str],
+    sets: Iterable[str],
+    maps: Iterable[str],
+    entries: Mapping[str, Iterable[str]] | None = None,
 ) -> None:
-    """Record in `actual` that the batch for these names was applied."""
+    """Record in `actual` that the batch for these names (and map keys) was applied."""
+    for name, keys in _keyed(desired, actual, maps, entries).items():
+        new_map, old_map = desired.map_elements.get(name, {}), actual.maps[name]
+        for key in keys:
+            if key in new_map:
+                old_map[key] = new_map[key]
+            else:
+                old_map.pop(key, None)
     for name in chains:
         want = desired.chains.get(name)
         if want is None:
