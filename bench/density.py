@@ -26,8 +26,9 @@ At 10, 100, 500 and 1,000 workloads the fill pauses and measures, on both hosts:
 Printed: total fill time, the milestone table (tortie beside the baseline, with the load average at
 each), RSS growth per workload, the flatness target (tortie's ADD p99 at the last milestone <= 1.5x its
 p99 at 10), and the 1-minute load average at the start and the end; `--json` adds one object as the
-last line: {"tortie": {"add_p50_ms": {"10": ..}, "add_p99_ms", "add_cpu_ms", "fill_s", "agent_rss_mb",
-"rss_kib_per_workload", "label_to_kernel_ms"}, "baseline": {"add_p50_ms", "add_p99_ms", "add_cpu_ms",
+last line: {"tortie": {"add_p50_ms": {"10": ..}, "add_p99_ms", "add_cpu_ms", "add_plugin_cpu_ms",
+"add_service_cpu_ms", "add_agent_cpu_ms", "fill_s", "agent_rss_mb", "rss_kib_per_workload",
+"label_to_kernel_ms"}, "baseline": {"add_p50_ms", "add_p99_ms", "add_cpu_ms",
 "fill_s"}, "load_average": {"10": ..}}. The containers are not DELed at the end: their namespaces and
 the lab go, and with them every veth.
 """
@@ -159,16 +160,20 @@ class Series:
         self.fill_seconds += time.monotonic() - started
         self.created += names
 
-    def probe(self, count: int, tag: str, node_cpu: Callable[[], float]) -> tuple[list[float], float]:
-        """ADD `count` containers and DEL them again: their ADD latencies and the CPU per ADD (plugin
-        processes plus, for tortie, the node's service and agent, which finish their part of an ADD
-        before it returns)."""
+    def probe(
+        self, count: int, tag: str, node_cpu: Callable[[], tuple[float, float]]
+    ) -> tuple[list[float], tuple[float, float, float]]:
+        """ADD `count` containers and DEL them again: their ADD latencies and the CPU per ADD of the
+        plugin processes and, for tortie, of the node's CNI service and of its agent (both finish their
+        part of an ADD before it returns)."""
         names = [f"{self.prefix}p{tag}x{i}" for i in range(count)]
         make_namespaces(names)
         try:
-            before = children_cpu_ms() + node_cpu()
+            plugins, (service, agent) = children_cpu_ms(), node_cpu()
             latencies = self.add(names, 100_000)
-            return latencies, (children_cpu_ms() + node_cpu() - before) / count
+            service_after, agent_after = node_cpu()
+            cpu = (children_cpu_ms() - plugins, service_after - service, agent_after - agent)
+            return latencies, (cpu[0] / count, cpu[1] / count, cpu[2] / count)
         finally:
             self.delete(names)
             delete_namespaces(names)
@@ -224,7 +229,12 @@ def main(argv: list[str] | None = None) -> int:
     seed(db, args.policies)
     lab = Lab.create(unique_name("bden"), work / "lab", hosts=2)
     node = CniNode(lab, "h1", f"sqlite://{db}", work)
-    tortie_conf = {**tortie_netconf(work, db, node, NETWORK), "policy_setup_timeout_seconds": 60}
+    # generous waits: on a shared machine an ADD can queue for seconds; this measures, it tests no timeout
+    tortie_conf = {
+        **tortie_netconf(work, db, node, NETWORK),
+        "policy_setup_timeout_seconds": 60,
+        "service_timeout_seconds": 120,
+    }
     baseline_conf = baseline_netconf(work, "dense-ptp", "10.91.0.0/16")
     series = {
         "tortie": Series(
@@ -249,10 +259,10 @@ def main(argv: list[str] | None = None) -> int:
             agent = ((node.status() or {}).get("components") or {}).get("agent") or {}
             return int(agent["pid"])
 
-        def node_cpu(key: str) -> float:
+        def node_cpu(key: str) -> tuple[float, float]:
             if key != "tortie" or node.proc is None:
-                return 0.0
-            return process_cpu_ms([node.proc.pid, agent_pid()])
+                return 0.0, 0.0
+            return process_cpu_ms([node.proc.pid]), process_cpu_ms([agent_pid()])
 
         ds = SqliteDatastore(db)
         for milestone in milestones:
@@ -261,7 +271,8 @@ def main(argv: list[str] | None = None) -> int:
                 probes, cpu = in_host(
                     lab, hosts[key], partial(s.probe, args.probes, str(milestone), partial(node_cpu, key))
                 )
-                row = {"p50": statistics.median(probes), "p99": percentile(probes, 99), "cpu_ms": cpu}
+                row = {"p50": statistics.median(probes), "p99": percentile(probes, 99), "cpu_ms": sum(cpu)}
+                row.update(zip(("plugin_cpu_ms", "service_cpu_ms", "agent_cpu_ms"), cpu, strict=True))
                 row["load"] = os.getloadavg()[0]
                 if key == "tortie":
                     row["rss_mb"] = proc_status_mb(agent_pid(), "VmRSS")
@@ -299,12 +310,14 @@ def main(argv: list[str] | None = None) -> int:
         f"per-ADD latency of {args.probes} probe containers at each size (ms)\n"
     )
     print(
-        f"{'workloads':>9}  {'tortie p50':>10} {'p99':>7} {'CPU/ADD':>7}  "
-        f"{'ptp+host-local p50':>18} {'p99':>7} {'CPU/ADD':>7}  {'agent RSS MB':>12}  {'load':>5}"
+        f"{'workloads':>9}  {'tortie p50':>10} {'p99':>7} {'CPU/ADD':>7} {'(launcher':>9} {'service':>7} "
+        f"{'agent)':>7}  {'ptp+host-local p50':>18} {'p99':>7} {'CPU/ADD':>7}  {'agent RSS MB':>12}  "
+        f"{'load':>5}"
     )
     for m in milestones:
         print(
-            f"{m:>9}  {t[m]['p50']:10.1f} {t[m]['p99']:7.1f} {t[m]['cpu_ms']:7.1f}  "
+            f"{m:>9}  {t[m]['p50']:10.1f} {t[m]['p99']:7.1f} {t[m]['cpu_ms']:7.1f} "
+            f"{t[m]['plugin_cpu_ms']:9.1f} {t[m]['service_cpu_ms']:7.1f} {t[m]['agent_cpu_ms']:7.1f}  "
             f"{b[m]['p50']:18.1f} {b[m]['p99']:7.1f} {b[m]['cpu_ms']:7.1f}  {t[m]['rss_mb']:12.1f}  "
             f"{t[m]['load']:5.1f}"
         )
@@ -350,6 +363,10 @@ def main(argv: list[str] | None = None) -> int:
         out["tortie"].update(
             {
                 "agent_rss_mb": {str(m): round(t[m]["rss_mb"], 1) for m in milestones},
+                **{
+                    f"add_{part}": {str(m): round(t[m][part], 1) for m in milestones}
+                    for part in ("plugin_cpu_ms", "service_cpu_ms", "agent_cpu_ms")
+                },
                 "rss_kib_per_workload": round(growth, 1),
                 "label_to_kernel_ms": {str(m): round(v, 1) for m, v in label_ms.items()},
             }
