@@ -8,9 +8,9 @@
   adopted (same ifindex), not re-created. An FDB entry, a neighbour and a route deleted by hand
   come back (2 s refresh; the agent paused while they are
   deleted, so that the break is seen first).
-* none: the same MTU proof without encapsulation; then the pool switched Never -> Always ->
-  CrossSubnet -> Never while streams flow: each mode's routes appear, traffic converges, nothing
-  restarts (agent pids and restart counts unchanged).
+* none (dual stack): the same MTU proof without encapsulation, IPv4 and IPv6 (1500); then the
+  pools switched Never -> Always -> CrossSubnet -> Never while streams flow: each mode's routes
+  appear, traffic converges, nothing restarts (agent pids and restart counts unchanged).
 * vxlan-cross-subnet without BGP: 4 hosts in 2 subnets; a capture in the router namespace sees only
   VXLAN (UDP 4789) between the subnets and never a workload address; a capture on the fabric port of
   a same-subnet host sees the workloads' own packets (routed natively by the agents' routes).
@@ -146,9 +146,9 @@ def test_vxlan_on_a_fabric_that_drops_workload_traffic(make_lab: Any) -> None:
         result = streams.stop()
     finally:
         streams.kill()
-    lost = result["ping_sent"] - result["ping_received"]
-    assert result["ping_sent"] > 100 and lost == 0, result["ping_output"][-600:]
-    assert result["tcp_sent"] > 100 and result["tcp_received"] == result["tcp_sent"], result
+    lost = result.ping_sent - result.ping_received
+    assert result.ping_sent > 100 and lost == 0, result.ping_output[-600:]
+    assert result.tcp_sent > 100 and result.tcp_received == result.tcp_sent, result
     assert json.loads(run(dc, "h1", "ip", "-j", "link", "show", "vxlan.calico").stdout)[0]["ifindex"] == index
 
     # drift: what is deleted by hand comes back within the refresh interval
@@ -190,8 +190,9 @@ def test_vxlan_on_a_fabric_that_drops_workload_traffic(make_lab: Any) -> None:
 
 
 def test_mtu_without_encapsulation_and_mode_switches_under_traffic(make_lab: Any) -> None:
-    dc: Datacenter = make_lab(hosts=2, workloads_per_host=1, ip_family="ipv4")
+    dc: Datacenter = make_lab(hosts=2, workloads_per_host=1)
     mtu_proof(dc, "w1-1", "w2-1", V4, 1500)
+    mtu_proof(dc, "w1-1", "w2-1", V6, 1500)
     before = agent_pids(dc)
     streams = Streams(dc, "w1-1", "w2-1")
     try:
@@ -209,8 +210,8 @@ def test_mtu_without_encapsulation_and_mode_switches_under_traffic(make_lab: Any
         result = streams.stop()
     finally:
         streams.kill()
-    assert result["tcp_sent"] > 100 and result["tcp_received"] == result["tcp_sent"], result
-    assert result["ping_received"] > 0.9 * result["ping_sent"], result["ping_output"][-600:]
+    assert result.tcp_sent > 100 and result.tcp_received == result.tcp_sent, result
+    assert result.ping_received > 0.9 * result.ping_sent, result.ping_output[-600:]
     assert agent_pids(dc) == before  # nothing restarted
     assert run(dc, "h1", "ip", "link", "show", "vxlan.calico").returncode != 0  # Never: the device went
 
