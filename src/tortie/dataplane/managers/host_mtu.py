@@ -7,9 +7,10 @@ are read through the VXLAN driver's `host_interfaces()`. Output:
 * `decision`: the `MtuDecision` of the last apply, which the VXLAN manager (applied after this one)
   takes its device MTUs and uplinks from;
 * `mtu_file` (when given): the workload MTU as a decimal number, what the CNI plugin reads when its
-  network configuration has no `mtu` (Calico writes /var/lib/calico/mtu the same way), and the DHCP
-  service advertises to VMs; and `<mtu_file>.json` beside it: the decision with its reasons, the
-  calc's encapsulation problems, which `tortie node status` shows.
+  network configuration has no `mtu` (Calico writes /var/lib/calico/mtu the same way; the DHCP
+  service does not read it yet: VMs get their Neutron network's MTU); and `<mtu_file>.json` beside
+  it: the decision with its reasons, the calc's encapsulation problems, which `tortie node status`
+  shows.
 
 Files are replaced atomically and only when their content changes (a full resync re-reads them, so a
 file removed or edited by hand is written again). Nothing is written before InSync.
