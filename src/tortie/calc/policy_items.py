@@ -56,19 +56,30 @@ def cidr(text: str) -> str:
 def workload_item(resource: Any) -> SelectableItem:
     """Labels, parents, addresses and named ports of a WorkloadEndpoint (implicit labels win)."""
     meta, spec = resource.metadata, resource.spec
-    ns = str(meta.namespace)
-    labels = dict(meta.labels)
-    labels[NAMESPACE_LABEL] = ns
-    labels[NAMESPACE_NAME_LABEL] = ns
-    parents = [*spec.profiles, NAMESPACE_PROFILE_PREFIX + ns]
-    if spec.orchestrator:
-        labels[ORCHESTRATOR_LABEL] = spec.orchestrator
-    if spec.service_account_name:
-        labels[SERVICE_ACCOUNT_LABEL] = spec.service_account_name
-        labels[SERVICE_ACCOUNT_NAME_LABEL] = spec.service_account_name
-        parents.append(f"{SERVICE_ACCOUNT_PROFILE_PREFIX}{ns}.{spec.service_account_name}")
+    labels, parents = endpoint_identity(
+        str(meta.namespace), meta.labels, spec.profiles, spec.orchestrator, spec.service_account_name
+    )
     ports = tuple((p.name, p.protocol.number, p.port) for p in spec.ports if p.name)
-    return SelectableItem(labels, tuple(dict.fromkeys(parents)), sorted_nets(spec.ip_networks), ports)
+    return SelectableItem(labels, parents, sorted_nets(spec.ip_networks), ports)
+
+
+def endpoint_identity(
+    ns: str, labels: Mapping[str, str], profiles: Iterable[str], orchestrator: str | None, account: str | None
+) -> tuple[dict[str, str], tuple[str, ...]]:
+    """A WorkloadEndpoint's labels with Calico's implicit ones (namespace, orchestrator, service
+    account: they win over the endpoint's own) and its parents (its profiles, then the namespace's and
+    the service account's profiles, without repeats)."""
+    out = dict(labels)
+    out[NAMESPACE_LABEL] = ns
+    out[NAMESPACE_NAME_LABEL] = ns
+    parents = [*profiles, NAMESPACE_PROFILE_PREFIX + ns]
+    if orchestrator:
+        out[ORCHESTRATOR_LABEL] = orchestrator
+    if account:
+        out[SERVICE_ACCOUNT_LABEL] = account
+        out[SERVICE_ACCOUNT_NAME_LABEL] = account
+        parents.append(f"{SERVICE_ACCOUNT_PROFILE_PREFIX}{ns}.{account}")
+    return out, tuple(dict.fromkeys(parents))
 
 
 def host_item(resource: Any) -> SelectableItem:

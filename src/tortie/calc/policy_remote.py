@@ -23,16 +23,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from tortie.calc.policy_items import SelectableItem
-from tortie.calc.policy_rules import (
-    NAMESPACE_LABEL,
-    NAMESPACE_NAME_LABEL,
-    NAMESPACE_PROFILE_PREFIX,
-    ORCHESTRATOR_LABEL,
-    SERVICE_ACCOUNT_LABEL,
-    SERVICE_ACCOUNT_NAME_LABEL,
-    SERVICE_ACCOUNT_PROFILE_PREFIX,
-)
+from tortie.calc.policy_items import SelectableItem, endpoint_identity
 from tortie.common.ipfamily import host_cidr, text_sort_key
 from tortie.common.ipfamily import parse_address as parse_ip
 from tortie.model.fields import (
@@ -127,26 +118,18 @@ def remote_workload_item(key: str, raw: Mapping[str, Any]) -> SelectableItem:
     labels: dict[str, str] = {}
     for k, v in raw_labels.items():
         labels[check_label_key(str(_text(k, "label key")))] = check_label_value(str(_text(v, "label value")))
-    labels[NAMESPACE_LABEL] = ns
-    labels[NAMESPACE_NAME_LABEL] = ns
     profiles = [
         check_dns_subdomain(str(_text(p, "profiles[]"))) for p in _list(spec.get("profiles"), "profiles")
     ]
-    parents = [*profiles, NAMESPACE_PROFILE_PREFIX + ns]
     orchestrator = _text(spec.get("orchestrator"), "orchestrator", optional=True)
     if orchestrator == "":
         raise InvalidEndpoint("orchestrator must not be empty")
-    if orchestrator:
-        labels[ORCHESTRATOR_LABEL] = orchestrator
     account = _text(spec.get("serviceAccountName"), "serviceAccountName", optional=True)
-    if account:
-        labels[SERVICE_ACCOUNT_LABEL] = account
-        labels[SERVICE_ACCOUNT_NAME_LABEL] = account
-        parents.append(f"{SERVICE_ACCOUNT_PROFILE_PREFIX}{ns}.{account}")
+    labels, parents = endpoint_identity(ns, labels, profiles, orchestrator, account)
     nets = {_address(n) for n in _list(spec.get("ipNetworks"), "ipNetworks")}
     ports = tuple(p for p in (_port(r) for r in _list(spec.get("ports"), "ports")) if p is not None)
     ordered = tuple(nets) if len(nets) < 2 else tuple(sorted(nets, key=text_sort_key))
-    return SelectableItem(labels, tuple(dict.fromkeys(parents)), ordered, ports)
+    return SelectableItem(labels, parents, ordered, ports)
 
 
 ItemListener = Callable[[str, SelectableItem | None], None]
