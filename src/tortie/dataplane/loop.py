@@ -317,6 +317,9 @@ class DataplaneLoop:
         if self._retry_at is not None and now < self._retry_at:
             return
         if not any(m.needs_apply for m in self._managers):
+            # Nothing is pending (e.g. only the echoes of our own writes arrived): nothing is waiting
+            # to be programmed, so the next batch's latency must not count from these.
+            self._oldest_unapplied = None
             return
         errors: list[str] = []
         for manager in self._managers:

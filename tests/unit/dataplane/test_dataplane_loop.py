@@ -231,6 +231,20 @@ def test_kernel_changes_repair_drift_without_waiting_for_the_refresh() -> None:
     assert watch.callback is None
 
 
+def test_echoes_of_our_own_writes_do_not_count_as_waiting_to_be_programmed() -> None:
+    watch = ScriptedWatch()
+    rig = Rig(kernel_watch=watch)
+    rig.kernel.add_link("tort1")
+    rig.feed(wep("a", "tort1", "10.65.0.2/32"), InSync())
+    index = next(link.index for link in rig.kernel.list_links() if link.name == "tort1")
+    assert watch.callback is not None
+    watch.callback(KernelChanges((RouteChange(False, "10.65.0.2/32", 254, 77, "unicast", index),)))
+    rig.loop.step()  # our own route coming back: nothing to apply
+    rig.clock.now += 60.0
+    rig.feed(wep("b", "tort1", "10.65.0.3/32"))
+    assert rig.observer.programmed == [0.0]  # from b's message, not from the echo a minute earlier
+
+
 def test_link_events_trigger_programming() -> None:
     rig = Rig()
     rig.feed(wep("a", "tort1", "10.65.0.2/32"), InSync())
