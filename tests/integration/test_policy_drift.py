@@ -110,7 +110,7 @@ def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bed]:
                "TORTIE_ROUTE_REFRESH_INTERVAL": "3600", "TORTIE_INTERFACE_REFRESH_INTERVAL": "3600"}
         b.agent = lab.start_process("h1", [TORTIE, "agent", "run", "--hostname", "h1", "--datastore", url],
                                     env=env)
-        b.expect({80: True, 8080: False}, timeout=30)
+        b.expect({80: True, 8080: False}, timeout=60)  # start-up on a loaded machine
         yield b
     finally:
         lab.down()
