@@ -1,7 +1,8 @@
 """`tortie dhcp run` with the real dnsmasq (Debian dnsmasq-base) in a throwaway host namespace,
 serving "VMs" (namespaces behind tap-named veths) that ask with busybox udhcpc: address, gateway,
-DNS, classless static routes and MTU come from the datastore; a new VM is served after a reload;
-an unknown MAC gets nothing; the gateway answers from the host; SIGTERM stops dnsmasq."""
+DNS, classless static routes and MTU come from the datastore (the MTU capped by the agent's MTU
+file, and changed by a reload when the file changes); a new VM is served after a reload; an unknown
+MAC gets nothing; the gateway answers from the host; SIGTERM stops dnsmasq."""
 
 from __future__ import annotations
 
@@ -112,9 +113,12 @@ def test_dhcp_service_serves_vms_from_the_datastore(host: Host, tmp_path: Path) 
     wep_key = kind_info("WorkloadEndpoint").key
     ds.put(wep_key("vm1", "openstack"), _wep("vm1", "fa:16:3e:00:00:01", "10.65.0.5", "tapvm1"))
     state = tmp_path / "state"
+    mtu_file = tmp_path / "mtu"  # the agent's workload MTU, below the network's 1400
+    mtu_file.write_text("1380\n")
     service = subprocess.Popen(
         ["ip", "netns", "exec", host.netns, sys.executable, "-m", "tortie.cli.main", "--datastore", url,
-         "--log-level", "info", "dhcp", "run", "--hostname", "h1", "--state-dir", str(state)],
+         "--log-level", "info", "dhcp", "run", "--hostname", "h1", "--state-dir", str(state),
+         "--mtu-file", str(mtu_file)],
         stdout=subprocess.DEVNULL, stderr=open(tmp_path / "service.log", "wb"), start_new_session=True)  # noqa: SIM115
     dnsmasq_pid: int | None = None
     try:
@@ -125,7 +129,7 @@ def test_dhcp_service_serves_vms_from_the_datastore(host: Host, tmp_path: Path) 
         assert sent["router"] == "10.65.0.1"
         assert sent["dns"].strip() == "10.0.0.53"
         assert sent["staticroutes"].split() == ["192.168.0.0/16", "10.65.0.254", "0.0.0.0/0", "10.65.0.1"]
-        assert sent["mtu"] == "1400" and sent["hostname"] == "vm1"
+        assert sent["mtu"] == "1380" and sent["hostname"] == "vm1"
         dnsmasq_pid = int((state / "dnsmasq.pid").read_text())
         # The gateway is the host itself (an address of the alias, no subnet route on the host).
         ip("-n", host.netns, "route", "add", "10.65.0.5/32", "dev", "tapvm1")
@@ -137,14 +141,16 @@ def test_dhcp_service_serves_vms_from_the_datastore(host: Host, tmp_path: Path) 
         # A VM nobody told the datastore about gets no lease.
         stranger = host.add_vm("tapx", "fa:16:3e:00:00:99")
         assert host.dhcp(stranger) is None
-        # A new VM appears in the datastore: served after dnsmasq re-reads its hosts file.
+        # A new VM appears in the datastore: served after dnsmasq re-reads its hosts file. The agent's
+        # MTU grew meanwhile above the network's: the network's 1400 is advertised.
+        mtu_file.write_text("1450\n")
         ds.put(wep_key("vm2", "openstack"), _wep("vm2", "fa:16:3e:00:00:02", "10.65.0.6", "tapvm2"))
         vm2 = host.add_vm("tapvm2", "fa:16:3e:00:00:02")
         deadline = time.monotonic() + 20
         sent2 = host.dhcp(vm2)
         while sent2 is None and time.monotonic() < deadline:
             sent2 = host.dhcp(vm2)
-        assert sent2 is not None and sent2["ip"] == "10.65.0.6"
+        assert sent2 is not None and sent2["ip"] == "10.65.0.6" and sent2["mtu"] == "1400"
         assert int((state / "dnsmasq.pid").read_text()) == dnsmasq_pid, \
             "a new VM needs a reload, not a restart"
     finally:

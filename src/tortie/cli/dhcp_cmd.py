@@ -2,15 +2,19 @@
 
     tortie [--datastore URL] dhcp run --hostname H [--state-dir DIR] [--region R]
         [--interface-prefix tap] [--alias-interface tdhcp0] [--dnsmasq PATH] [--lease-seconds N]
+        [--mtu-file PATH]
 
 Runs `tortie.dhcp.service.DhcpService` in the foreground in the current network namespace until
 SIGTERM/SIGINT, then stops dnsmasq and exits 0. One per host. State (dnsmasq's hosts, options and
-lease files, its log) goes to `--state-dir` (default /var/lib/tortie/dhcp/<hostname>).
+lease files, its log) goes to `--state-dir` (default /var/lib/tortie/dhcp/<hostname>). VMs are told
+the smaller of their network's MTU and the workload MTU the agent publishes in `--mtu-file`
+(default: $TORTIE_MTU_FILE, else /var/lib/tortie/mtu, as `tortie node run`; "" to ignore it).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import socket
 from contextlib import closing
 from pathlib import Path
@@ -18,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from tortie.cli.context import open_store
 from tortie.cli.verbs import run_in_foreground, verb_group
+from tortie.common.mtu_file import DEFAULT_MTU_FILE
 
 if TYPE_CHECKING:
     from tortie.cli.verbs import SubParsers
@@ -36,6 +41,9 @@ def register(sub: SubParsers) -> None:
                    help="interface created to hold the subnets' gateway addresses (default: %(default)s)")
     p.add_argument("--dnsmasq", default="dnsmasq", help="dnsmasq binary (default: %(default)s)")
     p.add_argument("--lease-seconds", type=int, default=86400, help="DHCP lease time (default: %(default)s)")
+    p.add_argument("--mtu-file", default=os.environ.get("TORTIE_MTU_FILE", DEFAULT_MTU_FILE),
+                   help="the agent's workload MTU file: VMs get the smaller of it and their network's MTU "
+                   '("" to ignore it; default: %(default)s)')
     p.set_defaults(func=_run)
 
 
@@ -52,6 +60,7 @@ def _run(args: argparse.Namespace) -> int:
         alias_interface=args.alias_interface,
         dnsmasq=args.dnsmasq,
         lease_seconds=args.lease_seconds,
+        mtu_file=args.mtu_file,
     )
     with closing(open_store(args)) as ds:
         service = DhcpService(ds, options)

@@ -29,6 +29,7 @@ from tortie.cli.verbs import run_in_foreground
 from tortie.cni.launcher import DEFAULT_SOCKET as DEFAULT_CNI_SOCKET
 from tortie.cni.netconf import DEFAULT_IPAM_LOCK_FILE
 from tortie.common.ipfamily import V4, V6
+from tortie.common.mtu_file import DEFAULT_MTU_FILE
 
 if TYPE_CHECKING:
     from tortie.cli.verbs import SubParsers
@@ -118,9 +119,9 @@ def register(sub: SubParsers) -> None:
     )
     p.add_argument(
         "--mtu-file",
-        default=env("TORTIE_MTU_FILE", "/var/lib/tortie/mtu"),
-        help='where the agent publishes the workload MTU for the CNI plugin ("" to skip; '
-        'default: %(default)s)',
+        default=env("TORTIE_MTU_FILE", DEFAULT_MTU_FILE),
+        help='where the agent publishes the workload MTU for the CNI plugin and `tortie dhcp run` '
+        '("" to skip; default: %(default)s)',
     )
     p.add_argument(
         "--cni-socket",

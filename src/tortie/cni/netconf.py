@@ -25,6 +25,7 @@ from tortie.cni.errors import DECODING_FAILURE, INCOMPATIBLE_VERSION, INVALID_NE
 from tortie.cni.launcher import DEFAULT_SOCKET as DEFAULT_SERVICE_SOCKET
 from tortie.cni.launcher import DEFAULT_TIMEOUT as DEFAULT_SERVICE_TIMEOUT
 from tortie.common.ipfamily import V4, V6, Family
+from tortie.common.mtu_file import DEFAULT_MTU_FILE, read_mtu_file
 
 SUPPORTED_VERSIONS = ("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
 LATEST_VERSION = SUPPORTED_VERSIONS[-1]
@@ -32,7 +33,6 @@ DEFAULT_INTERFACE_PREFIX = "tort"  # the agent's default interface_prefix: both 
 DEFAULT_ROUTE_PROTOCOL = 77  # the agent's default device_route_protocol: it adopts our host routes
 DEFAULT_MTU = 1500
 DEFAULT_NODENAME_FILE = "/var/lib/tortie/nodename"
-DEFAULT_MTU_FILE = "/var/lib/tortie/mtu"
 DEFAULT_IPAM_LOCK_FILE = "/run/tortie/ipam.lock"
 DEFAULT_NAMESPACE = "default"
 DEFAULT_POLICY_SETUP_TIMEOUT = 5.0  # seconds ADD waits for the agent (0: do not wait, no guarantee)
@@ -368,11 +368,7 @@ def resolve_mtu(conf: NetConf) -> int:
     """mtu, else the number in mtu_file (written by the node when it knows the fabric MTU), else 1500."""
     if conf.mtu:
         return conf.mtu
-    try:
-        value = int(Path(conf.mtu_file).read_text().strip())
-    except (OSError, ValueError):
-        return DEFAULT_MTU
-    return value if 68 <= value <= 65535 else DEFAULT_MTU
+    return read_mtu_file(conf.mtu_file) or DEFAULT_MTU
 
 
 def attachment_valid(valid: Sequence[Attachment], container_id: str, ifname: str | None) -> bool:

@@ -22,7 +22,13 @@ Input: the host's `LocalEndpoint`s (from WorkloadEndpoints: MAC, addresses, host
   subnet, and Debian's dnsmasq 2.90 aborts on SIGHUP when a hostsfile line with `set:` has an
   active lease;
 * `opts` — the `--dhcp-optsfile` text: router, DNS servers, classless static routes (RFC 3442:
-  when present, clients ignore the router option, so the default route is listed too) and MTU.
+  when present, clients ignore the router option, so the default route is listed too) and MTU
+  (option 26): the effective MTU of the subnet, see below.
+
+Effective MTU of a subnet: the smaller of the Neutron network's MTU (the record's `mtu`, when
+set) and the host's workload MTU (`workload_mtu`: what the agent published in its MTU file, when
+there is one) — a VM must not send more than the host's fabric (less any encapsulation) carries,
+nor more than its network was created with. Neither known: no MTU option (the VM keeps its NIC's).
 
 A subnet is served when DHCP is enabled and it has a gateway (the gateway address is what the
 alias holds). Endpoints without a MAC are skipped. Output is sorted, so equal inputs give equal
@@ -127,7 +133,13 @@ def _range(subnet: DhcpSubnet, lease: int) -> str:
     return f"set:{tag_of(subnet)},{net.network_address},{mode},off-link,{net.prefixlen},{lease}"
 
 
-def _options(subnet: DhcpSubnet) -> list[str]:
+def effective_mtu(subnet: DhcpSubnet, workload_mtu: int | None) -> int | None:
+    """The MTU advertised to the subnet's VMs: the smaller of those known, else None."""
+    known = [m for m in (subnet.mtu, workload_mtu) if m]
+    return min(known) if known else None
+
+
+def _options(subnet: DhcpSubnet, workload_mtu: int | None) -> list[str]:
     tag = f"tag:{tag_of(subnet)}"
     if subnet.family is V6:  # DHCPv6 options are another set
         out = []
@@ -142,13 +154,14 @@ def _options(subnet: DhcpSubnet) -> list[str]:
         if not any(ipaddress.ip_network(r.destination).prefixlen == 0 for r in subnet.host_routes):
             routes.append(f"0.0.0.0/0,{subnet.gateway_ip}")
         out.append(f"{tag},option:classless-static-route," + ",".join(routes))
-    if subnet.mtu:
-        out.append(f"{tag},option:mtu,{subnet.mtu}")
+    mtu = effective_mtu(subnet, workload_mtu)
+    if mtu:
+        out.append(f"{tag},option:mtu,{mtu}")
     return out
 
 
 def render(endpoints: Iterable[LocalEndpoint], subnets: Iterable[DhcpSubnet], *,
-           lease_seconds: int = DEFAULT_LEASE_SECONDS) -> DnsmasqConfig:
+           lease_seconds: int = DEFAULT_LEASE_SECONDS, workload_mtu: int | None = None) -> DnsmasqConfig:
     served = _served(subnets)
     hosts: list[str] = []
     for ep in sorted(endpoints, key=lambda e: (e.mac, e.name)):
@@ -167,7 +180,7 @@ def render(endpoints: Iterable[LocalEndpoint], subnets: Iterable[DhcpSubnet], *,
         gateway_addresses=tuple(gateways),
         ranges=tuple(_range(s, lease_seconds) for s in served),
         hosts="".join(f"{line}\n" for line in sorted(hosts)),
-        opts="".join(f"{line}\n" for s in served for line in _options(s)),
+        opts="".join(f"{line}\n" for s in served for line in _options(s, workload_mtu)),
         router_advertisements=any(s.family is V6 for s in served),
     )
 

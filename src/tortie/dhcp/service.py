@@ -9,12 +9,19 @@ One service and one dnsmasq per host, run in the host's network namespace. Nothi
 before the first complete listing (InSync); after that, changes are applied at most every
 `min_apply_interval` seconds (coalescing bursts), and dnsmasq is checked on every loop so a
 crashed dnsmasq is started again. Invalid endpoint or subnet objects are skipped with a warning.
+
+MTU: with `mtu_file` set (the agent's MTU file, `tortie.common.mtu_file`), each subnet's VMs are
+told the smaller of their network's MTU and the number in the file. The file is checked on every
+loop by `os.stat` (re-read only when its inode, size or mtime changed) and a changed value re-renders
+the options file (dnsmasq reloads with SIGHUP, as for any options change); a missing or unusable
+file means "no workload MTU" (the network's MTU alone).
 `stop()` (or SIGTERM via the CLI) stops dnsmasq; the alias interface stays (see alias_interface).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Sequence
@@ -23,6 +30,7 @@ from pathlib import Path
 from typing import Protocol
 
 from tortie.common.errors import TortieError
+from tortie.common.mtu_file import read_mtu_file
 from tortie.datastore.api import Datastore
 from tortie.datastore.syncer import Delete, InSync, Syncer, SyncEvent, Update
 from tortie.dhcp.alias_interface import AliasInterface, IpAliasInterface
@@ -60,6 +68,8 @@ class DhcpOptions:
     dnsmasq: str = "dnsmasq"
     lease_seconds: int = DEFAULT_LEASE_SECONDS
     min_apply_interval: float = 0.2
+    mtu_file: str = ""
+    """The agent's MTU file; "" = none (VMs get their network's MTU only)."""
 
 
 @dataclass
@@ -85,6 +95,9 @@ class DhcpService:
         self._stop = threading.Event()
         self.syncer = Syncer(ds, [self._wep_prefix, self._subnet_prefix], self._on_event)
         self.last_config: DnsmasqConfig | None = None
+        self._mtu_file_seen: tuple[int, int, int] | None = None
+        self.workload_mtu: int | None = None
+        self.check_mtu_file()
 
     # -- events -> view ----------------------------------------------------------------------------------
     def _on_event(self, event: SyncEvent) -> None:
@@ -114,10 +127,30 @@ class DhcpService:
         self._view.endpoints[key] = endpoint
         return changed
 
+    def check_mtu_file(self) -> bool:
+        """Re-read the MTU file if it changed on disk; True when the workload MTU changed."""
+        if not self.options.mtu_file:
+            return False
+        try:
+            st = os.stat(self.options.mtu_file)
+            seen: tuple[int, int, int] | None = (st.st_ino, st.st_size, st.st_mtime_ns)
+        except OSError:
+            seen = None
+        if seen == self._mtu_file_seen:
+            return False
+        self._mtu_file_seen = seen
+        mtu = read_mtu_file(self.options.mtu_file) if seen is not None else None
+        if mtu == self.workload_mtu:
+            return False
+        log.info("dhcp workload mtu=%s file=%s", mtu, self.options.mtu_file)
+        self.workload_mtu = mtu
+        self._dirty = True
+        return True
+
     # -- view -> dnsmasq ------------------------------------------------------------------------------------
     def desired(self) -> DnsmasqConfig:
         return render(self._view.endpoints.values(), self._view.subnets.values(),
-                      lease_seconds=self.options.lease_seconds)
+                      lease_seconds=self.options.lease_seconds, workload_mtu=self.workload_mtu)
 
     def apply(self) -> str:
         config = self.desired()
@@ -143,6 +176,7 @@ class DhcpService:
         self.syncer.run_once_until_in_sync()
         last_apply = 0.0
         while not self._stop.is_set():
+            self.check_mtu_file()
             crashed = (self.last_config is not None and self.last_config.serves_anything
                        and not self.runner.alive())
             if self._in_sync and (self._dirty or crashed):

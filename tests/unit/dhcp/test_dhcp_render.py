@@ -3,6 +3,7 @@ decisions (start / reload / restart / stop) driven by a memory datastore with fa
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -167,4 +168,67 @@ def test_service_decisions(tmp_path: Path) -> None:
     _pump_until(service, lambda c: not c.serves_anything)
     assert service.apply() == "stopped"
     assert alias.addresses == set()
+    service.stop()
+
+
+@pytest.mark.parametrize(
+    ("network_mtu", "workload_mtu", "advertised"),
+    [
+        (None, None, None),  # neither known: no option, the VM keeps its NIC's MTU
+        (1450, None, 1450),  # no MTU file: the network's MTU
+        (None, 1400, 1400),  # the network has none: the agent's
+        (1300, 1400, 1300),  # the network's is below the agent's
+        (9000, 1450, 1450),  # the network's is above what the host's fabric carries
+    ],
+)
+def test_advertised_mtu_is_the_smaller_of_network_and_workload(
+        network_mtu: int | None, workload_mtu: int | None, advertised: int | None) -> None:
+    subnet = DhcpSubnet(id="m", cidr="10.70.0.0/24", gateway_ip="10.70.0.1", mtu=network_mtu)
+    opts = render([], [subnet], workload_mtu=workload_mtu).opts
+    mtu_line = f"tag:s-m,option:mtu,{advertised}\n" if advertised else ""
+    expected = "tag:s-m,option:router,10.70.0.1\n" + mtu_line
+    assert opts == expected
+
+
+def test_mtu_file_read_like_the_cni_plugin(tmp_path: Path) -> None:
+    """The service reads the agent's MTU file with the CNI plugin's reader: missing or garbage
+    means no workload MTU; a change on disk is noticed and re-renders the options."""
+    from tortie.cni.netconf import parse_netconf, resolve_mtu
+
+    mtu_file = tmp_path / "mtu"
+    service = DhcpService(MemoryDatastore(), DhcpOptions(hostname="h1", state_dir=tmp_path / "s",
+                                                         mtu_file=str(mtu_file)),
+                          alias=FakeAliasInterface(), runner=FakeDnsmasq())
+    conf = parse_netconf({"cniVersion": "1.0.0", "name": "n", "type": "tortie", "mtu_file": str(mtu_file)})
+    assert service.workload_mtu is None and resolve_mtu(conf) == 1500
+    for text, expected in (("1400\n", 1400), ("garbage", None), ("1380", 1380), ("10\n", None)):
+        mtu_file.write_text(text)
+        os.utime(mtu_file, ns=(time.time_ns(), time.time_ns() + len(text)))  # new mtime within a tick
+        service.check_mtu_file()
+        assert service.workload_mtu == expected, text
+        assert resolve_mtu(conf) == (expected or 1500)
+    mtu_file.unlink()
+    assert not service.check_mtu_file() and service.workload_mtu is None
+
+
+def test_service_reloads_dnsmasq_when_the_mtu_file_changes(tmp_path: Path) -> None:
+    ds = MemoryDatastore()
+    mtu_file = tmp_path / "mtu"
+    mtu_file.write_text("1450\n")
+    runner = FakeDnsmasq()
+    service = DhcpService(ds, DhcpOptions(hostname="h1", state_dir=tmp_path / "s", mtu_file=str(mtu_file)),
+                          alias=FakeAliasInterface(), runner=runner)
+    assert service.sync_once() == "unchanged"
+    ds.put(subnet_key("s4"), S4.to_json())  # network MTU 1450
+    ds.put(kind_info("WorkloadEndpoint").key("vm1", "openstack"),
+           _wep("vm1", "h1", "fa:16:3e:00:00:01", ["10.65.0.5/32"]))
+    _pump_until(service, lambda c: "10.65.0.5" in c.hosts)
+    assert service.apply() == "started"
+    assert runner.config is not None and "option:mtu,1450\n" in runner.config.opts
+    mtu_file.write_text("1400\n")
+    os.utime(mtu_file, ns=(time.time_ns(), time.time_ns() + 1))
+    assert service.check_mtu_file()
+    assert service.apply() == "reloaded"  # only the options file changed
+    assert "option:mtu,1400\n" in runner.config.opts
+    assert not service.check_mtu_file() and service.apply() == "unchanged"
     service.stop()

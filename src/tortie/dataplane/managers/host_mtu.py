@@ -7,8 +7,9 @@ are read through the VXLAN driver's `host_interfaces()`. Output:
 * `decision`: the `MtuDecision` of the last apply, which the VXLAN manager (applied after this one)
   takes its device MTUs and uplinks from;
 * `mtu_file` (when given): the workload MTU as a decimal number, what the CNI plugin reads when its
-  network configuration has no `mtu` (Calico writes /var/lib/calico/mtu the same way; the DHCP
-  service does not read it yet: VMs get their Neutron network's MTU); and `<mtu_file>.json` beside
+  network configuration has no `mtu` and the DHCP service reads (format:
+  `tortie.common.mtu_file`; Calico writes /var/lib/calico/mtu the same way; DHCP advertises the
+  smaller of it and the Neutron network's MTU); and `<mtu_file>.json` beside
   it: the decision with its reasons, the calc's encapsulation problems, which `tortie node status`
   shows.
 
@@ -27,6 +28,7 @@ from collections.abc import Mapping
 
 from tortie.common.errors import DataplaneError
 from tortie.common.files import write_atomically
+from tortie.common.mtu_file import mtu_file_text
 from tortie.dataplane.drivers.links import LinkEvent
 from tortie.dataplane.drivers.vxlan import VxlanDriver
 from tortie.dataplane.managers.manager_api import ApplyIncomplete
@@ -101,7 +103,7 @@ class HostMtuManager:
         if self._mtu_file is not None:
             doc = {**decision.to_json(), "problems": [*decision.problems, *self._encap.problems]}
             explained = json.dumps(doc, indent=2, sort_keys=True) + "\n"
-            for path, text in ((self._mtu_file, f"{decision.workload_mtu}\n"),
+            for path, text in ((self._mtu_file, mtu_file_text(decision.workload_mtu)),
                                (status_path(self._mtu_file), explained)):
                 try:
                     self._write(path, text)
