@@ -3,12 +3,13 @@ in a throwaway network namespace."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 
 import pytest
 
 from tortie.common.errors import NetnsNotFound
-from tortie.dataplane.drivers.links import NetlinkLinkDriver
+from tortie.dataplane.drivers.links import LinkEvent, NetlinkLinkDriver
 from tortie.dataplane.drivers.routes import NetlinkRouteDriver
 from tortie.dataplane.drivers.shaping import NetlinkShapingDriver
 from tortie.dataplane.drivers.sysctl import ProcSysctlDriver
@@ -19,6 +20,7 @@ from tortie.testing.dataplane_conformance import (
     RealBench,
     RouteDriverConformance,
     SysctlDriverConformance,
+    wait_for,
 )
 from tortie.testing.netns import ip, throwaway_netns, unique_name
 from tortie.testing.routetable_conformance import RouteTableConformance
@@ -103,3 +105,46 @@ def test_this_kernel_has_every_part_of_tc_shaping_and_the_probe_leaves_nothing()
     before = ip("-o", "link", "show").stdout.count("tqprobe")
     assert probe_shaping() == {"tbf": None, "ifb": None, "ingress": None, "u32 mirred": None}
     assert ip("-o", "link", "show").stdout.count("tqprobe") == before == 0
+
+
+def test_link_monitor_follows_notifications_of_the_named_links_only() -> None:
+    """Beside many interfaces, the monitor reports exactly what happened to the one that changed
+    (it folds the kernel's notifications into its snapshot rather than re-listing), a rename as
+    removed + added, and its snapshot stays the kernel's truth."""
+    with throwaway_netns("dplm") as netns:
+        links = NetlinkLinkDriver(netns)
+        bench = RealBench(netns)
+        for i in range(30):
+            bench.add_link(f"tortm{i}")
+        # settled first: the kernel reports a veth's carrier late (linkwatch), which would be an event
+        wait_for(lambda: sum(link.is_up for link in links.list_links()) >= 60, timeout=30, what="veths up")
+        events: list[LinkEvent] = []
+        lock = threading.Lock()
+
+        def record(event: LinkEvent) -> None:
+            with lock:
+                events.append(event)
+
+        def seen() -> list[tuple[str, str]]:
+            with lock:
+                return [(e.kind, e.link.name) for e in events]
+
+        links.start_monitor(record)
+        try:
+            bench.add_link("tortn")
+            wait_for(lambda: ("added", "tortn") in seen(), timeout=30, what="tortn added")
+            ip("-n", netns, "link", "set", "tortn", "down")
+            ip("-n", netns, "link", "set", "tortn", "name", "tortr")
+            wait_for(lambda: ("added", "tortr") in seen(), timeout=30, what="tortr added")
+            bench.remove_link("tortr")
+            wait_for(lambda: ("removed", "tortr") in seen(), timeout=30, what="tortr removed")
+        finally:
+            links.stop_monitor()
+            links.close()
+        names = {name for _, name in seen()}
+        assert names <= {"tortn", "tortr", bench.peer("tortn"), bench.peer("tortr")}, seen()
+        mine = [item for item in seen() if item[1] in ("tortn", "tortr")]
+        assert mine[0] == ("added", "tortn") and ("removed", "tortn") in mine
+        steps = (("removed", "tortn"), ("added", "tortr"), ("removed", "tortr"))
+        order = [mine.index(item) for item in steps]
+        assert order == sorted(order), mine

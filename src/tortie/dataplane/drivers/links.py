@@ -11,9 +11,12 @@ Events: `LinkEvent(kind, link)` with kind `added`, `removed`, `up` or `down`. A 
 
 Monitor design: a thread waits on a NETLINK_ROUTE socket subscribed to RTMGRP_LINK (a
 `tortie.kernel.netlink.NetlinkSocket` created in the driver's namespace). When anything arrives it
-drains the socket, re-lists all links and diffs the new snapshot against the previous one.
-Consequences: bursts coalesce; a lost notification (ENOBUFS on overflow) is harmless, the next
-snapshot sees the truth; events carry whole `Link` values, never partial netlink attributes.
+drains the socket, applies the links' RTM_NEWLINK / RTM_DELLINK notifications (whole link records,
+family AF_UNSPEC; bridge-port ones are not about the link's existence) to its snapshot and diffs only
+the interfaces they named, so an event costs the same on a host with a thousand interfaces as on one
+with ten. When notifications were lost (ENOBUFS on overflow) or one cannot be decoded, it re-lists
+all links and diffs the whole snapshot instead. Consequences: bursts coalesce; a lost notification
+is harmless, the re-listed snapshot sees the truth; events carry whole `Link` values.
 `start_monitor` subscribes and takes the first snapshot before returning, so every change made
 after it returns is reported. Callbacks run on the monitor thread and must be quick and thread-safe
 (the dataplane loop just enqueues them).
@@ -25,6 +28,7 @@ import contextlib
 import logging
 import os
 import select
+import struct
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,13 +36,15 @@ from typing import Literal, Protocol
 
 from tortie.common.errors import KernelError
 from tortie.dataplane.drivers.rtnl_driver import RtnlDriver
-from tortie.kernel.netlink import NETLINK_ROUTE, NetlinkSocket
-from tortie.kernel.rtnl_codec import IFF_UP, RTMGRP_LINK
+from tortie.kernel.netlink import NETLINK_ROUTE, Message, NetlinkSocket
+from tortie.kernel.rtnl_codec import IFF_UP, RTM_DELLINK, RTM_NEWLINK, RTMGRP_LINK, decode_link
+from tortie.kernel.rtnl_codec import Link as KernelLink
 
 log = logging.getLogger(__name__)
 
 _UP_OPER_STATES = frozenset({"UP", "UNKNOWN"})
 _RETRY_AFTER_ERROR_S = 1.0
+_AF_UNSPEC = 0
 
 LinkEventKind = Literal["added", "removed", "up", "down"]
 
@@ -110,12 +116,7 @@ class NetlinkLinkDriver(RtnlDriver):
         self._monitor: _Monitor | None = None
 
     def _dump(self) -> list[Link]:
-        links = [
-            Link(name=record.name, index=record.ifindex, admin_up=bool(record.flags & IFF_UP),
-                 oper_state=record.oper_state, flags=record.flags)
-            for record in self._rtnl.get().links()
-        ]
-        return sorted(links, key=lambda link: link.index)
+        return sorted((_link(record) for record in self._rtnl.get().links()), key=lambda link: link.index)
 
     def list_links(self) -> list[Link]:
         return self._dump()
@@ -146,6 +147,26 @@ class NetlinkLinkDriver(RtnlDriver):
     def close(self) -> None:
         self.stop_monitor()
         self._rtnl.close()
+
+
+def _link(record: KernelLink) -> Link:
+    return Link(name=record.name, index=record.ifindex, admin_up=bool(record.flags & IFF_UP),
+                oper_state=record.oper_state, flags=record.flags)
+
+
+def _notified(messages: list[Message]) -> dict[int, Link | None] | None:
+    """The links named by a burst of notifications: ifindex -> its last state (None: deleted); None
+    when one cannot be decoded (the caller re-lists instead)."""
+    changed: dict[int, Link | None] = {}
+    for kind, body in messages:
+        if kind not in (RTM_NEWLINK, RTM_DELLINK) or not body or body[0] != _AF_UNSPEC:
+            continue
+        try:
+            link = _link(decode_link(body))
+        except (ValueError, IndexError, struct.error):
+            return None
+        changed[link.index] = link if kind == RTM_NEWLINK else None
+    return changed
 
 
 class _Monitor:
@@ -186,16 +207,18 @@ class _Monitor:
             if self._stopping.is_set():
                 return
             try:
-                if self._sock.fileno() in readable:
-                    self._sock.discard_pending()  # lost notifications (ENOBUFS): the snapshot covers it
-                current = {link.index: link for link in self._list_links()}
+                changed = self._read_notifications() if self._sock.fileno() in readable else None
+                if changed is None:  # lost or undecodable notifications, or a retry: re-list
+                    current = {link.index: link for link in self._list_links()}
+                    events = diff_links(self._snapshot, current)
+                    self._snapshot = current
+                else:
+                    events = self._apply(changed)
             except KernelError as exc:
                 log.warning("link monitor: reading links failed, retrying error=%s", exc)
                 timeout = _RETRY_AFTER_ERROR_S
                 continue
             timeout = None
-            events = diff_links(self._snapshot, current)
-            self._snapshot = current
             for event in events:
                 if self._stopping.is_set():
                     return
@@ -203,3 +226,26 @@ class _Monitor:
                     self._callback(event)
                 except Exception:
                     log.exception("link event callback failed event=%s", event)
+
+    def _read_notifications(self) -> dict[int, Link | None] | None:
+        """Everything queued on the socket: the links it names, or None if some were lost."""
+        messages: list[Message] = []
+        while True:
+            found, lost = self._sock.receive()
+            if lost:
+                self._sock.discard_pending()
+                return None
+            if not found:
+                return _notified(messages)
+            messages += found
+
+    def _apply(self, changed: dict[int, Link | None]) -> list[LinkEvent]:
+        """Fold the notified links into the snapshot; the events of those links only."""
+        before = {index: self._snapshot[index] for index in changed if index in self._snapshot}
+        after = {index: link for index, link in changed.items() if link is not None}
+        for index, link in changed.items():
+            if link is None:
+                self._snapshot.pop(index, None)
+            else:
+                self._snapshot[index] = link
+        return diff_links(before, after)
