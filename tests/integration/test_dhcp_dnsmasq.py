@@ -168,3 +168,53 @@ def test_dhcp_service_serves_vms_from_the_datastore(host: Host, tmp_path: Path) 
     while _pid_alive(dnsmasq_pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _pid_alive(dnsmasq_pid), "dnsmasq must stop with the service"
+
+
+def _wait_for_ipv6_mtu(vm: str, expected: str, tmp_path: Path) -> None:
+    deadline = time.monotonic() + 30
+    mtu = ""
+    while time.monotonic() < deadline:
+        mtu = subprocess.run(["ip", "netns", "exec", vm, "sysctl", "-n", "net.ipv6.conf.eth0.mtu"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+        if mtu == expected:
+            return
+        time.sleep(0.5)  # the VM's router solicitation or dnsmasq's next advertisement
+    raise AssertionError(f"IPv6 MTU {mtu}, expected {expected}\n" + (tmp_path / "service.log").read_text())
+
+
+def test_router_advertisements_carry_the_effective_mtu(host: Host, tmp_path: Path) -> None:
+    """An IPv6 VM learns its MTU from dnsmasq's router advertisements (DHCPv6 has no MTU option):
+    the agent's workload MTU (1380) below the network's (1450) is what its kernel takes."""
+    url = f"sqlite://{tmp_path / 'ds.db'}"
+    ds = open_datastore(url)
+    subnet = DhcpSubnet(id="sub-6", cidr="fd00:65::/64", gateway_ip="fd00:65::1", mtu=1450,
+                        ipv6_address_mode="slaac")
+    ds.put(subnet_key(subnet.id), subnet.to_json())
+    wep = _wep("vm6", "fa:16:3e:00:00:06", "fd00:65::f816:3eff:fe00:6", "tapvm6")
+    ds.put(kind_info("WorkloadEndpoint").key("vm6", "openstack"), wep)
+    mtu_file = tmp_path / "mtu"
+    mtu_file.write_text("1380\n")
+    service = subprocess.Popen(
+        ["ip", "netns", "exec", host.netns, sys.executable, "-m", "tortie.cli.main", "--datastore", url,
+         "--log-level", "info", "dhcp", "run", "--hostname", "h1", "--state-dir", str(tmp_path / "state"),
+         "--mtu-file", str(mtu_file)],
+        stdout=subprocess.DEVNULL, stderr=open(tmp_path / "service.log", "wb"), start_new_session=True)  # noqa: SIM115
+    try:
+        deadline = time.monotonic() + 30
+        while not (tmp_path / "state" / "dnsmasq.pid").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        vm = host.add_vm("tapvm6", "fa:16:3e:00:00:06")  # dnsmasq answers its router solicitation
+        _wait_for_ipv6_mtu(vm, "1380", tmp_path)
+        # The agent's MTU drops: dnsmasq restarts with the new advertisement parameters and
+        # advertises (unsolicited) on the existing tap.
+        mtu_file.write_text("1300\n")
+        _wait_for_ipv6_mtu(vm, "1300", tmp_path)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(service.pid, signal.SIGTERM)
+        try:
+            service.wait(15)
+        except subprocess.TimeoutExpired:
+            service.kill()
+            service.wait(5)
+        ds.close()

@@ -13,6 +13,7 @@ from pathlib import Path
 DEFAULT_MTU_FILE = "/var/lib/tortie/mtu"
 MIN_MTU = 68
 MAX_MTU = 65535
+IPV6_MIN_MTU = 1280  # IPv6's minimum link MTU (RFC 8200 section 5)
 
 
 def mtu_file_text(mtu: int) -> str:

@@ -28,10 +28,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tortie.common.ipfamily import FAMILIES, V4, V6, Family, family_of
+from tortie.common.mtu_file import IPV6_MIN_MTU
 from tortie.dataplane.drivers.vxlan import HostInterface
 
 VXLAN_OVERHEAD = {V4: 50, V6: 70}
-IPV6_MIN_MTU = 1280
 DEFAULT_MTU = 1500
 FELIX_DEFAULT_PATTERN = r"^((en|wl|ww|sl|ib)[Pcopsvx].*|(eth|wlan|wwan).*)"
 

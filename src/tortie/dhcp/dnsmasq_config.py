@@ -17,6 +17,11 @@ Input: the host's `LocalEndpoint`s (from WorkloadEndpoints: MAC, addresses, host
   flag, so the VM sends everything, its subnet included, to its router, the host);
 * `router_advertisements` — any IPv6 subnet served: dnsmasq runs with `--enable-ra`, advertising
   the host (the tap's link-local address) as the VMs' default router;
+* `ra_mtu` — the MTU option of those router advertisements (`--ra-param=<prefix>*,mtu:<n>,0`):
+  the smallest effective MTU of the served IPv6 subnets (one dnsmasq's advertisements carry every
+  IPv6 prefix on every tap, see the known limit below, so the MTU must suit all of them); None
+  when none is known or it is below IPv6's minimum of 1280 (dnsmasq refuses that; the agent
+  reports such a workload MTU as a problem), and dnsmasq then advertises the tap's own MTU;
 * `hosts` — the `--dhcp-hostsfile` text, one `<mac>,<address>[,<name>],<lease>` line per endpoint
   address in a served subnet. No `set:<tag>` here: the range already tags the request with its
   subnet, and Debian's dnsmasq 2.90 aborts on SIGHUP when a hostsfile line with `set:` has an
@@ -29,6 +34,7 @@ Effective MTU of a subnet: the smaller of the Neutron network's MTU (the record'
 set) and the host's workload MTU (`workload_mtu`: what the agent published in its MTU file, when
 there is one) — a VM must not send more than the host's fabric (less any encapsulation) carries,
 nor more than its network was created with. Neither known: no MTU option (the VM keeps its NIC's).
+DHCPv6 has no MTU option: IPv6 VMs learn it from the router advertisements (`ra_mtu`).
 
 A subnet is served when DHCP is enabled and it has a gateway (the gateway address is what the
 alias holds). Endpoints without a MAC are skipped. Output is sorted, so equal inputs give equal
@@ -49,6 +55,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tortie.common.ipfamily import V4, V6, address_in, family_of
+from tortie.common.mtu_file import IPV6_MIN_MTU
 from tortie.dhcp.records import DhcpSubnet
 
 DEFAULT_LEASE_SECONDS = 86400
@@ -81,6 +88,7 @@ class DnsmasqConfig:
     hosts: str
     opts: str
     router_advertisements: bool = False
+    ra_mtu: int | None = None
 
     @property
     def serves_anything(self) -> bool:
@@ -176,12 +184,15 @@ def render(endpoints: Iterable[LocalEndpoint], subnets: Iterable[DhcpSubnet], *,
     gateways = []
     for s in served:
         gateways.append(f"{s.gateway_ip}/{s.network.prefixlen}")
+    v6_mtus = [m for s in served if s.family is V6 and (m := effective_mtu(s, workload_mtu))]
+    ra_mtu = min(v6_mtus, default=None)
     return DnsmasqConfig(
         gateway_addresses=tuple(gateways),
         ranges=tuple(_range(s, lease_seconds) for s in served),
         hosts="".join(f"{line}\n" for line in sorted(hosts)),
         opts="".join(f"{line}\n" for s in served for line in _options(s, workload_mtu)),
         router_advertisements=any(s.family is V6 for s in served),
+        ra_mtu=ra_mtu if ra_mtu is not None and ra_mtu >= IPV6_MIN_MTU else None,
     )
 
 
@@ -211,6 +222,11 @@ def command(config: DnsmasqConfig, paths: DnsmasqPaths, *, alias: str, interface
     ]
     if config.router_advertisements:
         argv.append("--enable-ra")
+        if config.ra_mtu:
+            # on the alias and the taps: in testing, a tap's name alone did not set the MTU of the
+            # advertisement answering a VM's solicitation (dnsmasq then looks the alias up)
+            names = (alias, *(f"{p}*" for p in interface_prefixes))
+            argv += [f"--ra-param={name},mtu:{config.ra_mtu},0" for name in names]
     if paths.log_file:
         argv.append(f"--log-facility={paths.log_file}")
     argv += [f"--dhcp-range={r}" for r in config.ranges]

@@ -13,8 +13,9 @@ crashed dnsmasq is started again. Invalid endpoint or subnet objects are skipped
 MTU: with `mtu_file` set (the agent's MTU file, `tortie.common.mtu_file`), each subnet's VMs are
 told the smaller of their network's MTU and the number in the file. The file is checked on every
 loop by `os.stat` (re-read only when its inode, size or mtime changed) and a changed value re-renders
-the options file (dnsmasq reloads with SIGHUP, as for any options change); a missing or unusable
-file means "no workload MTU" (the network's MTU alone).
+the options file (dnsmasq reloads with SIGHUP, as for any options change) and, when IPv6 subnets
+are served, the router advertisements' MTU (a command-line option: dnsmasq restarts); a missing or
+unusable file means "no workload MTU" (the network's MTU alone).
 `stop()` (or SIGTERM via the CLI) stops dnsmasq; the alias interface stays (see alias_interface).
 """
 

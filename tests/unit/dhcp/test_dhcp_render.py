@@ -232,3 +232,23 @@ def test_service_reloads_dnsmasq_when_the_mtu_file_changes(tmp_path: Path) -> No
     assert "option:mtu,1400\n" in runner.config.opts
     assert not service.check_mtu_file() and service.apply() == "unchanged"
     service.stop()
+
+
+def test_router_advertisements_carry_the_smallest_ipv6_mtu() -> None:
+    """DHCPv6 has no MTU option: IPv6 VMs get the smallest effective MTU of the served IPv6 subnets
+    in the router advertisements, on the alias and on every tap prefix; none below 1280."""
+    paths = DnsmasqPaths("/p", "/l", "/h", "/o")
+    a = DhcpSubnet(id="a", cidr="fd00:1::/64", gateway_ip="fd00:1::1", mtu=1450)
+    b = DhcpSubnet(id="b", cidr="fd00:2::/64", gateway_ip="fd00:2::1", mtu=9000)
+    v4 = DhcpSubnet(id="c", cidr="10.1.0.0/24", gateway_ip="10.1.0.1", mtu=1300)  # IPv4 only: not in RAs
+    assert render([], [a, b, v4]).ra_mtu == 1450
+    config = render([], [a, b, v4], workload_mtu=1400)
+    assert config.ra_mtu == 1400
+    argv = command(config, paths, alias="tdhcp0", interface_prefixes=("tap", "vm"))
+    assert [x for x in argv if x.startswith("--ra-param")] == [
+        "--ra-param=tdhcp0,mtu:1400,0", "--ra-param=tap*,mtu:1400,0", "--ra-param=vm*,mtu:1400,0"]
+    assert render([], [DhcpSubnet(id="n", cidr="fd00:3::/64", gateway_ip="fd00:3::1")]).ra_mtu is None
+    low = render([], [a], workload_mtu=1230)  # below IPv6's minimum: dnsmasq would refuse it
+    assert low.ra_mtu is None
+    assert not [x for x in command(low, paths, alias="tdhcp0", interface_prefixes=("tap",))
+                if x.startswith("--ra-param")]
