@@ -69,6 +69,19 @@ def host_routes(host_ns: str) -> dict[str, str]:
 
 
 def test_sigkilled_adds_then_gc_leave_ipam_clean(tmp_path: Path) -> None:
+    # A kill proves something only when it catches a call holding state (an address without its
+    # endpoint, a veth, a route); on a quiet machine the calls may all be before or after that
+    # window at the moment of the kill: then the scenario runs again on a fresh lab.
+    attempts = 3
+    for attempt in range(attempts):
+        if kill_gc_and_check(tmp_path / f"attempt{attempt}"):
+            return
+    pytest.fail(f"in {attempts} attempts the kills never left garbage: nothing was proven")
+
+
+def kill_gc_and_check(tmp_path: Path) -> bool:
+    """One run of the scenario; False when the kills left no garbage (nothing to collect)."""
+    tmp_path.mkdir(parents=True)
     bindir = tmp_path / "bin"
     install(bindir)
     db = tmp_path / "ds.db"
@@ -136,7 +149,10 @@ def test_sigkilled_adds_then_gc_leave_ipam_clean(tmp_path: Path) -> None:
         subprocess.run(["ip", "-batch", "-"], input="".join(f"netns del {c}\n" for c in gave_up),
                        text=True, check=True)
         before = tortie(host_ns, "--datastore", url, "ipam", "check")
-        assert before.returncode == 1, "the kills left no garbage: nothing was proven\n" + before.stdout
+        if before.returncode == 0:
+            print("the kills left no garbage: nothing was proven; again on a fresh lab")
+            return False
+        assert before.returncode == 1, before.stdout + before.stderr
         routes = host_routes(host_ns)
         ds = SqliteDatastore(db)
         try:
@@ -175,6 +191,7 @@ def test_sigkilled_adds_then_gc_leave_ipam_clean(tmp_path: Path) -> None:
         assert len(set(addresses)) == len(addresses)
         after = tortie(host_ns, "--datastore", url, "ipam", "check")
         assert after.returncode == 0, after.stdout + after.stderr
+        return True
     finally:
         # -force: go on past the namespaces already deleted (the runtime's gave-up half)
         subprocess.run(["ip", "-force", "-batch", "-"], input="".join(f"netns del {c}\n" for c in containers),
