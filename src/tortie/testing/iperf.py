@@ -3,9 +3,9 @@
     rate(run, dst, port=..., seconds=..., reverse=False) -> bits/s
         `run(argv, timeout)` runs the iperf3 client where the test wants it (a namespace, a lab
         workload) and returns the completed process; the server (`iperf3 -s -p PORT`) is the test's.
-        The rate is the one iperf3's receiver counted; reverse (-R): the server sends. A refused
-        connection (the server not listening yet) is retried for up to ~10 s; any other failure is an
-        AssertionError with iperf3's own message.
+        The rate is the one iperf3's receiver counted; reverse (-R): the server sends. A server not
+        ready (refused: not listening yet; busy or resetting: still finishing the previous test) is
+        retried, up to 100 times; any other failure is an AssertionError with iperf3's own message.
     held_to(measure, limit, tolerance=0.1, attempts=3) -> bits/s
         asserts that `measure()` is within limit ± tolerance; a measurement above the band fails at
         once, one below it (a loaded machine short of CPU) is measured again, up to `attempts` times.
@@ -20,6 +20,9 @@ from subprocess import CompletedProcess
 
 Runner = Callable[[Sequence[str], float], CompletedProcess[str]]
 MBIT = 10**6
+# the server not listening yet, or still finishing the previous test (iperf3 serves one at a time
+# and resets or turns away a client that comes too early): try again
+_NOT_READY = ("Connection refused", "server is busy", "unable to connect to server: Connection reset")
 
 
 def rate(run: Runner, dst: str, *, port: int, seconds: int = 4, reverse: bool = False) -> float:
@@ -33,9 +36,9 @@ def rate(run: Runner, dst: str, *, port: int, seconds: int = 4, reverse: bool = 
         error = str(answer.get("error") or "")
         if not error and proc.returncode == 0:
             return float(answer["end"]["sum_received"]["bits_per_second"])
-        if "Connection refused" not in error:
+        if not any(transient in error for transient in _NOT_READY):
             raise AssertionError(f"iperf3 failed (exit {proc.returncode}): {error or proc.stdout[-500:]}")
-        time.sleep(0.1)
+        time.sleep(0.1 if "refused" in error else 0.5)
     raise AssertionError(f"no iperf3 server listened at {dst} port {port}")
 
 

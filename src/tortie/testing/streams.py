@@ -4,8 +4,9 @@ and `Streams`, which runs it beside a 100 Hz ping between two workloads of a lab
     python -c TCP_SEQUENCE_SERVER                  (in the destination) prints "listening", then
         reads newline-separated integers on port 7070 and exits 1 at the first gap ("gap: expected N
         got M"), else prints "received N" when the sender closes
-    python -c TCP_SEQUENCE_CLIENT DST_IP [SECONDS]  (in the source) sends 0, 1, 2, ... every 10 ms
-        for SECONDS, or until SIGINT without it, then prints "sent N"
+    python -c TCP_SEQUENCE_CLIENT DST_IP [SECONDS]  (in the source) connects (retrying for up to 15 s
+        while the path settles), sends 0, 1, 2, ... every 10 ms for SECONDS, or until SIGINT without
+        it, then prints "sent N"
 
 The server listens on a dual-stack socket, so DST_IP may be of either family.
 `received N` equal to `sent N` proves that the connection carried every segment through whatever
@@ -58,7 +59,15 @@ import signal, socket, sys, time
 stop = []
 signal.signal(signal.SIGINT, lambda *_: stop.append(1))
 end = time.monotonic() + float(sys.argv[2]) if len(sys.argv) > 2 else float("inf")
-sock = socket.create_connection((sys.argv[1], {TCP_SEQUENCE_PORT}), timeout=10); n = 0
+deadline = time.monotonic() + 15  # the first connection: the path may be settling (routes, NDP)
+while True:
+    try:
+        sock = socket.create_connection((sys.argv[1], {TCP_SEQUENCE_PORT}), timeout=10); break
+    except OSError:
+        if time.monotonic() > deadline:
+            raise
+        time.sleep(0.1)
+n = 0
 while not stop and time.monotonic() < end:
     sock.sendall(f"{{n}}\\n".encode()); n += 1; time.sleep(0.01)
 sock.shutdown(socket.SHUT_WR); sock.recv(1); print(f"sent {{n}}", flush=True)
@@ -142,6 +151,8 @@ class Streams:
                               ping_seqs=[int(s) for s in re.findall(r"icmp_seq=(\d+)", ping_out)])
         if self.client is not None and self.server is not None:
             result.tcp_client, _ = self.client.communicate(timeout=20)
+            if "sent" not in result.tcp_client and self.server.poll() is None:
+                self.server.kill()  # the client never connected: the server would wait forever
             result.tcp_server, _ = self.server.communicate(timeout=20)
             sent = re.search(r"sent (\d+)", result.tcp_client)
             got = re.search(r"received (\d+)", result.tcp_server)

@@ -216,6 +216,8 @@ def test_a_felix_configuration_change_rebuilds_the_pipeline(agent: RunningAgent)
                  {"apiVersion": "projectcalico.org/v3", "kind": "FelixConfiguration",
                   "metadata": {"name": f"node.{HOST}"}, "spec": {"interfacePrefix": "tort,cali"}})
     wait_until(lambda: "10.65.0.5/32" in ours(agent.kernel), "route via the new prefix")
+    # the new pipeline may program the route before its start() returns to report it
+    wait_until(lambda: len(agent.started) == 2, "the second pipeline reported started")
     assert len(agent.started) == 2
     assert json.loads(_http(agent.health_port, "/liveness")[1])["ok"] is True
 
